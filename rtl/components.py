@@ -1,0 +1,37 @@
+"""The catalogue of the chip's digital components, for export, lint and area.
+
+Each entry builds one component from a ChipConfig; ``top`` composes them all."""
+from __future__ import annotations
+
+import importlib
+
+from spikeloop.config import ChipConfig
+
+#: name -> (module under spikeloop.rtl, class name)
+COMPONENTS: dict[str, tuple[str, str]] = {
+    "synapse_memory": ("synapse_memory", "SynapseMemory"),
+    "synapse_drivers": ("synapse_drivers", "SynapseDrivers"),
+    "neuron_backend": ("neuron_backend", "NeuronBackend"),
+    "arbiter": ("arbiter", "SpikeArbiter"),
+    "crossbar": ("crossbar", "Crossbar"),
+    "playback": ("playback", "EventPlayback"),
+    "recorder": ("recorder", "EventRecorder"),
+    "adc_control": ("adc_control", "AdcControl"),
+    "analog_boundary": ("analog_boundary", "AnalogBoundary"),
+    "hostbus": ("hostbus", "HostBus"),
+    "top": ("top", "Top"),
+}
+
+
+def build(name: str, cfg: ChipConfig):
+    """A fresh instance of component ``name`` for ``cfg``."""
+    try:
+        module, cls = COMPONENTS[name]
+    except KeyError:
+        raise ValueError(f"unknown component {name!r}; allowed: {', '.join(COMPONENTS)}") from None
+    return getattr(importlib.import_module(f"spikeloop.rtl.{module}"), cls)(cfg)
+
+
+def module_name(name: str) -> str:
+    """The Verilog module name of a component in the exported files."""
+    return "spikeloop_" + name

@@ -1,0 +1,138 @@
+"""The ``spikeloop`` command line.
+
+    spikeloop rtl export  --preset {mini,full} --out DIR   Verilog of the top level and every component
+    spikeloop rtl area    --preset P [--component C]      yosys cell counts as JSON
+    spikeloop rtl lint    --preset P                      Verilator lint, waivers listed
+    spikeloop rtl addrmap --preset P                      the host bus address map
+    spikeloop config      --preset P                      the ChipConfig as JSON
+    spikeloop calibrate   --preset P --chip-seed N --out FILE [--plot PNG]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from spikeloop.config import PRESETS, ChipConfig, ConfigError
+
+
+def _add_preset(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=sorted(PRESETS), required=True,
+                   help="chip design variant (see spikeloop/config.py)")
+
+
+def _cmd_rtl_export(args) -> int:
+    from spikeloop.rtl.export import export_verilog
+
+    cfg = ChipConfig.preset(args.preset)
+    t0 = time.perf_counter()
+    files = export_verilog(cfg, Path(args.out))
+    for name, path in files.items():
+        print(f"{name:<18} {path}  ({path.stat().st_size} bytes)")
+    print(f"exported {len(files)} components for preset {cfg.name} "
+          f"in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _cmd_rtl_area(args) -> int:
+    from spikeloop.rtl.export import area
+
+    cfg = ChipConfig.preset(args.preset)
+    names = [args.component] if args.component else None
+    result = area(cfg, names, timeout_s=args.timeout)
+    text = json.dumps(result, indent=2, sort_keys=True)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def _cmd_rtl_lint(args) -> int:
+    from spikeloop.rtl.export import LINT_WAIVERS, lint
+
+    cfg = ChipConfig.preset(args.preset)
+    findings = lint(cfg)
+    print(f"verilator --lint-only -Wall, preset {cfg.name}; waived rules:")
+    for rule, why in LINT_WAIVERS.items():
+        print(f"  {rule}: {why}")
+    bad = 0
+    for name, lines in findings.items():
+        print(f"{name:<18} {'clean' if not lines else f'{len(lines)} finding(s)'}")
+        for ln in lines:
+            print("   ", ln)
+        bad += len(lines)
+    return 1 if bad else 0
+
+
+def _cmd_rtl_addrmap(args) -> int:
+    from spikeloop.rtl.addrmap import AddressMap
+
+    amap = AddressMap(ChipConfig.preset(args.preset))
+    print(amap.table())
+    print(f"address bits: {amap.addr_bits}")
+    return 0
+
+
+def _cmd_config(args) -> int:
+    print(json.dumps(ChipConfig.preset(args.preset).to_dict(), indent=2, sort_keys=True))
+    return 0
+
+
+def _cmd_calibrate(args) -> int:
+    from spikeloop.calibrate import calibrate_main
+
+    calibrate_main(args.preset, args.chip_seed, args.out, args.plot)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spikeloop",
+        description="Emulate an accelerated analog neuromorphic chip and train on it in the loop.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    rtl = sub.add_parser("rtl", help="the chip's digital logic: export, area, lint")
+    rsub = rtl.add_subparsers(dest="rtl_command", required=True)
+    p = rsub.add_parser("export", help="Verilog of the top level and of every component")
+    _add_preset(p)
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=_cmd_rtl_export)
+    p = rsub.add_parser("area", help="cell counts per component (yosys synth; stat) as JSON")
+    _add_preset(p)
+    p.add_argument("--component", help="only this component")
+    p.add_argument("--out", help="also write the JSON to this file")
+    p.add_argument("--timeout", type=int, default=1800, help="seconds per yosys run")
+    p.set_defaults(func=_cmd_rtl_area)
+    p = rsub.add_parser("lint", help="Verilator lint of the exported Verilog")
+    _add_preset(p)
+    p.set_defaults(func=_cmd_rtl_lint)
+    p = rsub.add_parser("addrmap", help="the host configuration bus's address map")
+    _add_preset(p)
+    p.set_defaults(func=_cmd_rtl_addrmap)
+
+    p = sub.add_parser("config", help="print a preset's ChipConfig as JSON")
+    _add_preset(p)
+    p.set_defaults(func=_cmd_config)
+
+    p = sub.add_parser("calibrate", help="calibrate a chip instance by measurement")
+    _add_preset(p)
+    p.add_argument("--chip-seed", type=int, required=True, help="which fabricated specimen")
+    p.add_argument("--out", required=True, help="calibration file to write (.npz)")
+    p.add_argument("--plot", help="histogram of the spreads before/after (PNG)")
+    p.set_defaults(func=_cmd_calibrate)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, ValueError) as e:
+        print(f"spikeloop: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
