@@ -93,10 +93,10 @@ class AddressMap:
         ]
         regions += [
             Region("playback", "mem", c.playback_depth,
-                   c.timestamp_bits + c.event_label_bits + 4, words=2,
+                   c.host_data_bits + c.event_label_bits + 4, words=2,
                    doc="word 0: release cycle; word 1: label | link << event_label_bits"),
             Region("record", "mem", c.record_depth,
-                   c.timestamp_bits + c.event_label_bits + 4, words=2, writable=False,
+                   c.host_data_bits + c.event_label_bits + 4, words=2, writable=False,
                    doc="word 0: cycle; word 1: label | link << event_label_bits"),
             Region("adc", "mem", c.adc_buffer_depth * n, c.adc_bits, writable=False,
                    doc="ADC code of sample s, neuron n at s*N+n"),

@@ -45,9 +45,9 @@ from amaranth.hdl import Module, Mux, ResetInserter, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
-from spikeloop.rtl.layouts import event_layout
 
 from spikeloop.config import ChipConfig
+from spikeloop.rtl.layouts import event_layout
 
 
 def popcount(bits):

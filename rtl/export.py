@@ -90,11 +90,11 @@ def _yosys_area(path: Path, top: str, workdir: Path, timeout_s: int) -> dict:
     fine:check``) and ``stat -tech cmos`` estimates its transistors."""
     yosys = require("yosys", "yosys")
     log = workdir / f"{top}.yosys.log"
-    pre, post = workdir / f"{top}.coarse.txt", workdir / f"{top}.stat.txt"
+    pre, post = workdir / f"{top}.coarse.json", workdir / f"{top}.stat.txt"
     script = "; ".join([
         f"read_verilog -sv {path}",
         f"synth -top {top} -flatten -run begin:fine",
-        f"tee -q -o {pre} stat",
+        f"write_json {pre}",
         "chtype -set $__spikeloop_sram t:$mem_v2",
         "synth -run fine:check",
         f"tee -q -o {post} stat -tech cmos",
@@ -107,14 +107,16 @@ def _yosys_area(path: Path, top: str, workdir: Path, timeout_s: int) -> dict:
     if proc.returncode:
         raise RuntimeError(f"yosys failed on {top} (exit {proc.returncode}); log: {log}\n"
                            + proc.stderr[-2000:])
-    coarse, stat = pre.read_text(), post.read_text()
+    stat = post.read_text()
+    memories = [cell["parameters"] for mod in json.loads(pre.read_text())["modules"].values()
+                for cell in mod["cells"].values() if cell["type"] == "$mem_v2"]
     types = {t: int(n) for t, n in re.findall(r"^\s+(\$?[A-Za-z_][\w$]*)\s+(\d+)\s*$",
                                                  stat, re.M)}
     return {
         "cells": _stat_number(stat, "Number of cells"),
         "transistors_logic": _stat_number(stat, "Estimated number of transistors"),
-        "memories": _stat_number(coarse, "Number of memories"),
-        "memory_bits": _stat_number(coarse, "Number of memory bits"),
+        "memories": len(memories),
+        "memory_bits": sum(int(p["WIDTH"], 2) * int(p["SIZE"], 2) for p in memories),
         "cell_types": types,
     }
 

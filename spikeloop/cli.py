@@ -1,6 +1,6 @@
 """The ``spikeloop`` command line.
 
-    spikeloop rtl export  --preset {mini,full} --out DIR   Verilog of the top level and every component
+    spikeloop rtl export  --preset {mini,full} --out DIR   Verilog of top and every component
     spikeloop rtl area    --preset P [--component C]      yosys cell counts as JSON
     spikeloop rtl lint    --preset P                      Verilator lint, waivers listed
     spikeloop rtl addrmap --preset P                      the host bus address map

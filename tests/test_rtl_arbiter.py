@@ -5,10 +5,10 @@ import pytest
 from amaranth.back import verilog
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from spikeloop.model.digital.arbiter import SpikeArbiterRef
-from spikeloop.rtl.arbiter import SpikeArbiter
 
 from spikeloop.config import FULL, MINI
+from spikeloop.model.digital.arbiter import SpikeArbiterRef
+from spikeloop.rtl.arbiter import SpikeArbiter
 from tests.simutil import get, mismatch, pack_array, put, simulate
 
 pytestmark = pytest.mark.rtl

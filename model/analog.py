@@ -1,0 +1,437 @@
+"""Analog neuron and synapse circuits: LIF with current-based exponential synapses.
+
+Units: time in µs of hardware time, potentials in volts, synaptic currents in
+V/µs (current divided by the membrane capacitance), synaptic gains in V/µs per
+weight LSB.  Equations between two analog-step boundaries (see docs/analog.md)::
+
+    tau_mem  dV/dt   = -(V - v_leak) + tau_mem * (I_exc - I_inh)
+    tau_syn_exc dI_exc/dt = -I_exc,     tau_syn_inh dI_inh/dt = -I_inh
+
+Analog step ``k`` covers ``[k*dt, (k+1)*dt)``, ``dt = cfg.analog_step_us``
+(8 cycles / 125 MHz = 0.064 µs).  ``lif_step`` does, in this order:
+
+1. the step's integer weight sums enter as jumps at the *start* of the step:
+   ``I_exc += gain_exc * exc_sum``, ``I_inh += gain_inh * inh_sum``;
+2. exact propagation of the linear dynamics over ``dt`` (closed-form
+   propagators, ``tau_mem == tau_syn`` handled exactly);
+3. temporal noise is added to the membrane (``noise``, volts; ``None`` = none);
+4. the membrane is clipped to the rails ``[v_min_v, v_max_v]`` (0 .. 1.2 V);
+5. held in reset (``reset_hold``, the digital refractory flag of this step):
+   the membrane is clamped to ``v_reset`` for the whole step (no spike);
+6. threshold check at the *end* of the step: ``spike = V >= v_thresh``;
+7. a spiking neuron's membrane is set to ``v_reset`` (end of the step).
+
+The synaptic currents keep integrating their inputs while a neuron is held.
+``lif_step`` itself only uses ``+ - *``, comparisons and ``where`` on tensors of
+the batch (all exponentials are precomputed per neuron in float64), so it is
+bit-identical for every batch size, batch order and vectorisation path.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from spikeloop.config import ChipConfig
+
+from .adc import ADCParams, adc_convert
+from .mismatch import SETTING_KINDS, ChipMismatch, MismatchConfig, draw_mismatch
+from .noise import membrane_noise
+
+SETTING_NAMES = ("leak", "reset", "threshold", "tau_mem", "tau_syn_exc", "tau_syn_inh",
+                 "gain_exc", "gain_inh")
+LEAK, RESET, THRESHOLD, TAU_MEM, TAU_SYN_EXC, TAU_SYN_INH, GAIN_EXC, GAIN_INH = range(8)
+
+#: default stationary std of the free membrane's temporal noise (volts, ~0.3 ADC LSB)
+DEFAULT_NOISE_SIGMA_V = 1.5e-3
+#: the membrane cannot leave the supply rails
+V_MIN_V = 0.0
+V_MAX_V = 1.2
+
+
+# --------------------------------------------------------------------------
+# physical parameters
+@dataclass(frozen=True)
+class NeuronPhysical:
+    """True physical parameters of neurons (float64 tensors ``[..., n_neurons]``)."""
+
+    v_leak_v: torch.Tensor
+    v_reset_v: torch.Tensor
+    v_thresh_v: torch.Tensor
+    tau_mem_us: torch.Tensor
+    tau_syn_exc_us: torch.Tensor
+    tau_syn_inh_us: torch.Tensor
+    gain_exc_v_per_us: torch.Tensor
+    gain_inh_v_per_us: torch.Tensor
+
+    @classmethod
+    def uniform(cls, n_neurons: int, **values: float) -> NeuronPhysical:
+        """Identical neurons (defaults: the paper's operating point, gain 1e-3)."""
+        d = dict(v_leak_v=0.375, v_reset_v=0.375, v_thresh_v=0.703125, tau_mem_us=6.0,
+                 tau_syn_exc_us=6.0, tau_syn_inh_us=6.0, gain_exc_v_per_us=1e-3,
+                 gain_inh_v_per_us=1e-3)
+        unknown = set(values) - set(d)
+        if unknown:
+            raise TypeError(f"unknown parameter(s) {sorted(unknown)}")
+        d.update(values)
+        return cls(**{k: torch.full((n_neurons,), float(v), dtype=torch.float64)
+                      for k, v in d.items()})
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+# --------------------------------------------------------------------------
+# transfer curves: 10-bit setting -> physical value
+@dataclass(frozen=True)
+class TransferRanges:
+    """Nominal (mismatch-free) transfer curves of the analog settings.
+
+    Voltages linear ``v_lo_v .. v_hi_v``; time constants logarithmic (the
+    feasible ranges of PAPER.md); gains linear ``0 .. gain_hi_v_per_us``."""
+
+    v_lo_v: float = 0.0
+    v_hi_v: float = 1.2
+    tau_mem_lo_us: float = 0.5
+    tau_mem_hi_us: float = 60.0
+    tau_syn_lo_us: float = 0.3
+    tau_syn_hi_us: float = 30.0
+    gain_hi_v_per_us: float = 2.5e-3
+
+    def bounds(self, index: int) -> tuple[float, float]:
+        kind = SETTING_KINDS[index]
+        if kind == "voltage":
+            return self.v_lo_v, self.v_hi_v
+        if kind == "gain":
+            return 0.0, self.gain_hi_v_per_us
+        if index == TAU_MEM:
+            return self.tau_mem_lo_us, self.tau_mem_hi_us
+        return self.tau_syn_lo_us, self.tau_syn_hi_us
+
+
+#: physical values the *nominal* settings aim at (the paper's operating point)
+NOMINAL_VALUES = (80 * 1.2 / 256, 80 * 1.2 / 256, 150 * 1.2 / 256, 6.0, 6.0, 6.0, 1e-3, 1e-3)
+
+
+def transfer(index: int, settings: torch.Tensor, setting_bits: int, ranges: TransferRanges,
+             offset=0.0, slope=0.0, nonlin=0.0) -> torch.Tensor:
+    """Physical value of setting ``index`` (float64) for integer ``settings``.
+
+    ``x = s / (2**bits - 1)``, ``shape = x*(1 + slope) + nonlin*4x(1-x)`` (strictly
+    increasing for the clipped deviations of mismatch.py), then
+    voltage: ``lo + (hi-lo)*shape + offset``; tau: ``lo * (hi/lo)**shape * exp(offset)``;
+    gain: ``hi * shape * exp(offset)``."""
+    x = settings.to(torch.float64) / float((1 << setting_bits) - 1)
+    shape = x * (1.0 + slope) + nonlin * 4.0 * x * (1.0 - x)
+    lo, hi = ranges.bounds(index)
+    kind = SETTING_KINDS[index]
+    if kind == "voltage":
+        return lo + (hi - lo) * shape + offset
+    if kind == "tau":
+        return lo * torch.exp(math.log(hi / lo) * shape + offset)
+    return hi * shape * torch.exp(torch.as_tensor(offset, dtype=torch.float64))
+
+
+def nominal_settings(cfg: ChipConfig, ranges: TransferRanges | None = None,
+                     values=NOMINAL_VALUES) -> torch.Tensor:
+    """Settings ``[n_neurons, 8]`` (int64) that the *nominal* transfer curves map to
+    ``values``: what an uncalibrated chip is run with."""
+    ranges = ranges or TransferRanges()
+    smax = (1 << cfg.analog_setting_bits) - 1
+    row = []
+    for i, v in enumerate(values):
+        lo, hi = ranges.bounds(i)
+        x = math.log(v / lo) / math.log(hi / lo) if SETTING_KINDS[i] == "tau" \
+            else (v - lo) / (hi - lo)
+        row.append(min(max(round(x * smax), 0), smax))
+    return torch.tensor(row, dtype=torch.int64).expand(cfg.n_neurons, 8).clone()
+
+
+# --------------------------------------------------------------------------
+# step function
+class LIFState(NamedTuple):
+    """Dynamic state, tensors ``[batch, n_neurons]`` of the simulation dtype."""
+
+    v_mem_v: torch.Tensor
+    i_exc_v_per_us: torch.Tensor
+    i_inh_v_per_us: torch.Tensor
+
+
+def _exact_propagators(tau_mem_us: torch.Tensor, tau_syn_us: torch.Tensor, dt_us: float):
+    """(decay_syn, k_us): ``I(dt) = decay_syn*I(0)``; the membrane response at ``dt``
+    to a current ``I(0)`` decaying from t=0 is ``k_us * I(0)``, exactly::
+
+        k = dt * exp(-dt/tau_m) * expm1(x) / x,   x = dt*(1/tau_m - 1/tau_s)
+
+    (= tau_m tau_s/(tau_m - tau_s) (e^{-dt/tau_m} - e^{-dt/tau_s}); = dt e^{-dt/tau}
+    when tau_m == tau_s; no cancellation when they are close)."""
+    decay_mem = torch.exp(-dt_us / tau_mem_us)
+    decay_syn = torch.exp(-dt_us / tau_syn_us)
+    x = dt_us * (1.0 / tau_mem_us - 1.0 / tau_syn_us)
+    zero = x == 0
+    ratio = torch.where(zero, torch.ones_like(x), torch.expm1(x) / torch.where(zero, 1.0, x))
+    return decay_syn, dt_us * decay_mem * ratio
+
+
+@dataclass(frozen=True)
+class LIFParams:
+    """Per-neuron constants of ``lif_step`` (tensors ``[n_neurons]`` or
+    ``[batch, n_neurons]`` of the simulation dtype/device), all precomputed in
+    float64 on the CPU and then cast, so the same on every device."""
+
+    dt_us: float
+    v_leak_v: torch.Tensor
+    v_reset_v: torch.Tensor
+    v_thresh_v: torch.Tensor
+    #: exp(-dt/tau_mem)
+    decay_mem: torch.Tensor
+    #: exp(-dt/tau_syn_exc), exp(-dt/tau_syn_inh)
+    decay_syn_exc: torch.Tensor
+    decay_syn_inh: torch.Tensor
+    #: membrane change over one step per unit synaptic current at the step start (µs)
+    k_exc_us: torch.Tensor
+    k_inh_us: torch.Tensor
+    gain_exc_v_per_us: torch.Tensor
+    gain_inh_v_per_us: torch.Tensor
+    #: per-step std of the membrane noise (V), None = noise off
+    noise_step_v: torch.Tensor | None = None
+    v_min_v: float = V_MIN_V
+    v_max_v: float = V_MAX_V
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.v_leak_v.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.v_leak_v.device
+
+    @property
+    def n_neurons(self) -> int:
+        return self.v_leak_v.shape[-1]
+
+    @classmethod
+    def from_physical(cls, phys: NeuronPhysical, dt_us: float, *, noise_sigma_v: float = 0.0,
+                      dtype: torch.dtype = torch.float32, device="cpu",
+                      v_min_v: float = V_MIN_V, v_max_v: float = V_MAX_V) -> LIFParams:
+        """``noise_sigma_v``: stationary std of the free membrane's noise (an
+        Ornstein-Uhlenbeck process sampled exactly per step: per-step std
+        ``noise_sigma_v * sqrt(1 - exp(-2 dt/tau_mem))``); 0 switches noise off."""
+        p = {k: v.to(torch.float64).cpu() for k, v in phys.as_dict().items()}
+        decay_mem = torch.exp(-dt_us / p["tau_mem_us"])
+        dse, ke = _exact_propagators(p["tau_mem_us"], p["tau_syn_exc_us"], dt_us)
+        dsi, ki = _exact_propagators(p["tau_mem_us"], p["tau_syn_inh_us"], dt_us)
+        noise = None
+        if noise_sigma_v:
+            noise = noise_sigma_v * torch.sqrt(-torch.expm1(-2.0 * dt_us / p["tau_mem_us"]))
+
+        def c(t):
+            return None if t is None else t.to(dtype=dtype, device=device)
+
+        return cls(float(dt_us), c(p["v_leak_v"]), c(p["v_reset_v"]), c(p["v_thresh_v"]),
+                   c(decay_mem), c(dse), c(dsi), c(ke), c(ki), c(p["gain_exc_v_per_us"]),
+                   c(p["gain_inh_v_per_us"]), c(noise), float(v_min_v), float(v_max_v))
+
+    def initial_state(self, batch: int) -> LIFState:
+        """Resting state: membrane at ``v_leak``, no synaptic current."""
+        shape = (batch, self.n_neurons)
+        v = self.v_leak_v.expand(shape).clone()
+        z = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        return LIFState(v, z, z.clone())
+
+
+def lif_step(state: LIFState, params: LIFParams, exc_sum: torch.Tensor | None,
+             inh_sum: torch.Tensor | None, reset_hold: torch.Tensor | None = None,
+             noise: torch.Tensor | None = None) -> tuple[LIFState, torch.Tensor]:
+    """Advance all neurons by one analog step (see the module docstring for the order).
+
+    ``exc_sum``, ``inh_sum``: integer sums of the matched weights per neuron
+    column in this step, ``[batch, n_neurons]`` (None = 0); ``reset_hold``: bool
+    ``[batch, n_neurons]`` (None = no neuron held); ``noise``: volts added to the
+    membrane (``noise.membrane_noise``; None = none).  Returns the new state and
+    the bool spikes ``[batch, n_neurons]`` of this step."""
+    i_exc, i_inh = state.i_exc_v_per_us, state.i_inh_v_per_us
+    if exc_sum is not None:
+        i_exc = i_exc + params.gain_exc_v_per_us * exc_sum.to(params.dtype)
+    if inh_sum is not None:
+        i_inh = i_inh + params.gain_inh_v_per_us * inh_sum.to(params.dtype)
+    v = params.v_leak_v + params.decay_mem * (state.v_mem_v - params.v_leak_v)
+    v = v + params.k_exc_us * i_exc - params.k_inh_us * i_inh
+    i_exc = params.decay_syn_exc * i_exc
+    i_inh = params.decay_syn_inh * i_inh
+    if noise is not None:
+        v = v + noise
+    v = v.clamp(params.v_min_v, params.v_max_v)
+    spikes = v >= params.v_thresh_v
+    if reset_hold is not None:
+        v = torch.where(reset_hold, params.v_reset_v, v)
+        spikes = spikes & ~reset_hold
+    v = torch.where(spikes, params.v_reset_v, v)
+    return LIFState(v, i_exc, i_inh), spikes
+
+
+class SimResult(NamedTuple):
+    state: LIFState
+    #: bool [steps, batch, n]
+    spikes: torch.Tensor
+    #: int64 ADC codes at each step end [steps, batch, n], or None
+    adc_codes: torch.Tensor | None
+    #: membrane at each step end [steps, batch, n], or None
+    v_mem_v: torch.Tensor | None
+
+
+def _at(x: torch.Tensor | None, t: int):
+    return None if x is None else x[t]
+
+
+def simulate(params: LIFParams, n_steps: int, *, batch: int | None = None,
+             state: LIFState | None = None, exc_sum: torch.Tensor | None = None,
+             inh_sum: torch.Tensor | None = None, reset_hold: torch.Tensor | None = None,
+             adc: ADCParams | None = None, noise_seed: int = 0,
+             sample_idx: torch.Tensor | None = None, step0: int = 0,
+             record_v: bool = False) -> SimResult:
+    """Run ``n_steps`` analog steps (a plain loop over :func:`lif_step`).
+
+    Inputs are time-major ``[n_steps, batch, n_neurons]`` (or broadcastable to it).
+    ``sample_idx``: global sample index of each batch row (int64 ``[batch]``,
+    default ``arange(batch)``), with ``noise_seed`` and the global step
+    ``step0 + t`` the key of the noise.  ADC codes sample the membrane at the end
+    of each step (after the reset)."""
+    if state is None:
+        if batch is None:
+            raise ValueError("give batch or state")
+        state = params.initial_state(batch)
+    batch = state.v_mem_v.shape[0]
+    if sample_idx is None:
+        sample_idx = torch.arange(batch, dtype=torch.int64)
+    shape = (batch, params.n_neurons)
+
+    def prep(x):
+        return None if x is None else torch.broadcast_to(
+            torch.as_tensor(x, device=params.device), (n_steps, *shape))
+
+    exc_sum, inh_sum, reset_hold = prep(exc_sum), prep(inh_sum), prep(reset_hold)
+    spikes, codes, vs = [], [], []
+    for t in range(n_steps):
+        noise = membrane_noise(params.noise_step_v, noise_seed, sample_idx, step0 + t)
+        state, s = lif_step(state, params, _at(exc_sum, t), _at(inh_sum, t),
+                            _at(reset_hold, t), noise)
+        spikes.append(s)
+        if adc is not None:
+            codes.append(adc_convert(state.v_mem_v, adc))
+        if record_v:
+            vs.append(state.v_mem_v)
+    return SimResult(state, torch.stack(spikes),
+                     torch.stack(codes) if adc is not None else None,
+                     torch.stack(vs) if record_v else None)
+
+
+# --------------------------------------------------------------------------
+# one chip specimen
+class AnalogChipModel:
+    """The analog half of one chip specimen: config + chip seed (its mismatch).
+
+    ``physical(settings)`` maps integer settings ``[..., n_neurons, 8]`` through
+    each neuron's own mismatched transfer curves to the TRUE physical parameters.
+    That truth is hidden from calibration (which sees the chip only through
+    ``calibration.ChipProbe``); evaluation and the emulator backends use it."""
+
+    def __init__(self, cfg: ChipConfig, chip_seed: int, mismatch: MismatchConfig | None = None,
+                 *, noise_sigma_v: float = DEFAULT_NOISE_SIGMA_V,
+                 ranges: TransferRanges | None = None):
+        self.cfg = cfg
+        self.chip_seed = int(chip_seed)
+        self.mismatch_config = mismatch or MismatchConfig()
+        self.noise_sigma_v = float(noise_sigma_v)
+        self.ranges = ranges or TransferRanges()
+        self._mm: ChipMismatch = draw_mismatch(cfg, self.chip_seed, self.mismatch_config)
+        self._dev = {k: torch.from_numpy(np.ascontiguousarray(getattr(self._mm, k).T))
+                     for k in ("offset", "slope", "nonlin")}  # [n, 8] float64
+
+    @property
+    def n_neurons(self) -> int:
+        return self.cfg.n_neurons
+
+    @property
+    def dt_us(self) -> float:
+        return self.cfg.analog_step_us
+
+    @property
+    def mismatch(self) -> ChipMismatch:
+        """The drawn deviations (hidden truth; for evaluation and tests only)."""
+        return self._mm
+
+    def check_settings(self, settings) -> torch.Tensor:
+        s = torch.as_tensor(settings)
+        if s.dtype.is_floating_point or s.dtype == torch.bool:
+            raise TypeError("analog settings must be an integer tensor")
+        if s.shape[-2:] != (self.n_neurons, 8):
+            raise ValueError(f"settings must have shape [..., {self.n_neurons}, 8], "
+                             f"got {tuple(s.shape)}")
+        smax = (1 << self.cfg.analog_setting_bits) - 1
+        if s.numel() and (int(s.min()) < 0 or int(s.max()) > smax):
+            raise ValueError(f"analog settings must lie in 0..{smax}")
+        return s.to(torch.int64).cpu()
+
+    def physical(self, settings) -> NeuronPhysical:
+        """True physical parameters (float64, ``[..., n_neurons]``) under ``settings``."""
+        s = self.check_settings(settings)
+        bits = self.cfg.analog_setting_bits
+        vals = [transfer(i, s[..., i], bits, self.ranges, self._dev["offset"][:, i],
+                         self._dev["slope"][:, i], self._dev["nonlin"][:, i])
+                for i in range(8)]
+        return NeuronPhysical(*vals)
+
+    def nominal_settings(self) -> torch.Tensor:
+        return nominal_settings(self.cfg, self.ranges)
+
+    def lif_params(self, settings, *, dtype: torch.dtype = torch.float32, device="cpu",
+                   noise_sigma_v: float | None = None) -> LIFParams:
+        sigma = self.noise_sigma_v if noise_sigma_v is None else noise_sigma_v
+        return LIFParams.from_physical(self.physical(settings), self.dt_us,
+                                       noise_sigma_v=sigma, dtype=dtype, device=device)
+
+    def adc_params(self, *, dtype: torch.dtype = torch.float32, device="cpu") -> ADCParams:
+        return ADCParams.build(self._mm.adc_gain_dev, self._mm.adc_offset_lsb,
+                               self.cfg.adc_bits, dtype=dtype, device=device)
+
+
+# --------------------------------------------------------------------------
+# closed forms (references for tests and calibration targets)
+def psp_closed_form(t_us, tau_mem_us: float, tau_syn_us: float, jump_v_per_us: float):
+    """Membrane deviation from rest at time ``t_us`` after a synaptic current jump
+    (float64 numpy): ``J tau_m tau_s/(tau_m - tau_s) (e^{-t/tau_m} - e^{-t/tau_s})``,
+    evaluated as ``J t e^{-t/tau_m} expm1(x)/x``, ``x = t (1/tau_m - 1/tau_s)``,
+    which stays accurate when the time constants are (nearly) equal."""
+    t = np.asarray(t_us, dtype=np.float64)
+    x = t * (1.0 / tau_mem_us - 1.0 / tau_syn_us)
+    safe = np.where(x == 0, 1.0, x)
+    ratio = np.where(x == 0, 1.0, np.expm1(safe) / safe)
+    return jump_v_per_us * t * np.exp(-t / tau_mem_us) * ratio
+
+
+def psp_peak(tau_mem_us: float, tau_syn_us: float, jump_v_per_us: float) -> tuple[float, float]:
+    """(peak time µs, peak height V) of :func:`psp_closed_form`."""
+    if tau_mem_us == tau_syn_us:
+        t = tau_mem_us
+    else:
+        t = (math.log(tau_syn_us / tau_mem_us) * tau_mem_us * tau_syn_us
+             / (tau_syn_us - tau_mem_us))
+    return t, float(psp_closed_form(t, tau_mem_us, tau_syn_us, jump_v_per_us))
+
+
+def lif_rate_per_us(v_inf_v: float, v_reset_v: float, v_thresh_v: float, tau_mem_us: float,
+                dt_us: float | None = None) -> float:
+    """Analytic firing rate (spikes per µs of hardware time) of a LIF
+    neuron whose membrane relaxes to ``v_inf`` (constant drive), reset to
+    ``v_reset``, no refractory period.  With ``dt_us`` the interval is rounded up
+    to whole analog steps (threshold checked at step ends)."""
+    if v_inf_v <= v_thresh_v:
+        return 0.0
+    isi = tau_mem_us * math.log((v_inf_v - v_reset_v) / (v_inf_v - v_thresh_v))
+    if dt_us is not None:
+        isi = math.ceil(isi / dt_us) * dt_us
+    return 1.0 / isi

@@ -1,0 +1,485 @@
+"""Calibration by measurement only, and its evaluation.
+
+``ChipProbe`` is all the calibration algorithm sees of a chip: it runs the
+neurons under given 10-bit settings and stimulus (synaptic weight sums per step,
+reset-hold flags) and returns what the chip returns: column-ADC codes of every
+neuron at every analog step (on silicon: equivalent-time sampling over repeated
+runs) and spikes.  ``calibrate(probe)`` finds each neuron's settings by
+vectorised binary searches (all neurons and several searches in one batched
+run per bisection step) against targets in ADC codes and µs:
+
+- stage A: leak -> 80 LSB and -> 150 LSB (mean ADC code, membrane at rest, fast
+  membrane so the noise averages out), reset -> centre of code 80 (two searches
+  for the code edges 79.5 and 80.5 while the neuron is held in reset);
+- stage B: threshold -> the smallest setting that no longer spikes with the leak
+  at 150 LSB (so threshold 150 LSB as the ADC sees it); tau_mem -> 6 µs from
+  the relaxation after release from reset (leak 150, reset 80); tau_syn (exc,
+  inh) -> 6 µs from the tail of a PSP with the fastest membrane;
+  both by the baseline-free three-window estimator
+  ``exp(-W dt / tau) = (S2 - S3) / (S1 - S2)`` (``S_j`` = sum of codes in window j);
+- stage C: synaptic gains -> the nominal PSP (gain 1e-3 V/µs per weight LSB at
+  tau_mem = tau_syn = 6 µs), measured as the mean deflection in ADC codes around
+  the PSP peak.
+
+``spread_report(chip, before, after)`` is the EVALUATION: it reads the hidden true
+parameters and is never called by ``calibrate``.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from spikeloop.config import ChipConfig
+
+from .adc import adc_lsb_v
+from .analog import (
+    GAIN_EXC,
+    GAIN_INH,
+    LEAK,
+    NOMINAL_VALUES,
+    RESET,
+    SETTING_NAMES,
+    TAU_MEM,
+    TAU_SYN_EXC,
+    TAU_SYN_INH,
+    THRESHOLD,
+    AnalogChipModel,
+    NeuronPhysical,
+    psp_closed_form,
+    simulate,
+)
+
+#: required maxima of (spread after) / (spread before), PAPER.md
+REQUIRED_RATIOS = {"leak": 0.30, "reset": 0.20, "threshold": 0.35, "tau_mem": 0.45,
+                   "tau_syn_exc": 0.20, "tau_syn_inh": 0.20}
+_PHYS_KEYS = {"leak": "v_leak_v", "reset": "v_reset_v", "threshold": "v_thresh_v",
+              "tau_mem": "tau_mem_us", "tau_syn_exc": "tau_syn_exc_us",
+              "tau_syn_inh": "tau_syn_inh_us", "gain_exc": "gain_exc_v_per_us",
+              "gain_inh": "gain_inh_v_per_us"}
+
+
+@dataclass(frozen=True)
+class CalibrationTargets:
+    """Targets of the paper (PAPER.md): potentials in ADC codes, times in µs."""
+
+    leak_lsb: float = 80.0
+    reset_lsb: float = 80.0
+    threshold_lsb: float = 150.0
+    tau_mem_us: float = 6.0
+    tau_syn_us: float = 6.0
+    #: synaptic gains are matched to this nominal gain (V/µs per weight LSB), as
+    #: seen through the ADC; None leaves the gain settings at their nominal codes
+    gain_v_per_us: float | None = 1e-3
+    #: weight sum of the test PSP used for the gain calibration
+    gain_weight_sum: int = 128
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ProbeResult(NamedTuple):
+    #: int64 [steps, batch, n_neurons]
+    adc_codes: torch.Tensor
+    #: bool [steps, batch, n_neurons]
+    spikes: torch.Tensor
+
+
+class ChipProbe:
+    """What a chip exposes to calibration (and nothing else).
+
+    Every ``run`` starts from the resting state of the given settings (the chip
+    has settled after the settings were written) and uses fresh, deterministic
+    temporal noise (sample indices count up from 0 over the probe's lifetime)."""
+
+    def __init__(self, chip: AnalogChipModel, *, run_seed: int = 0,
+                 dtype: torch.dtype = torch.float32, device="cpu"):
+        self._chip = chip
+        self._adc = chip.adc_params(dtype=dtype, device=device)
+        self._dtype, self._device = dtype, device
+        self._run_seed = int(run_seed)
+        self._next_sample = 0
+        self.cfg: ChipConfig = chip.cfg
+        self.chip_seed: int = chip.chip_seed
+        self.runs = 0
+        self.steps_simulated = 0
+
+    @property
+    def n_neurons(self) -> int:
+        return self.cfg.n_neurons
+
+    @property
+    def setting_max(self) -> int:
+        return (1 << self.cfg.analog_setting_bits) - 1
+
+    @property
+    def dt_us(self) -> float:
+        return self.cfg.analog_step_us
+
+    @property
+    def adc_lsb_v(self) -> float:
+        """Nominal volts per code (the chip's data sheet value, not the channel's)."""
+        return adc_lsb_v(self.cfg.adc_bits)
+
+    def run(self, settings: torch.Tensor, n_steps: int, *, exc_sum=None, inh_sum=None,
+            reset_hold=None) -> ProbeResult:
+        """Run ``n_steps`` analog steps.  ``settings``: int ``[batch, n, 8]`` (each
+        batch row its own configuration) or ``[n, 8]``; ``exc_sum``, ``inh_sum``
+        (ints) and ``reset_hold`` (bool) broadcastable to ``[n_steps, batch, n]``."""
+        s = torch.as_tensor(settings)
+        if s.dim() == 2:
+            s = s.unsqueeze(0)
+        batch = s.shape[0]
+        params = self._chip.lif_params(s, dtype=self._dtype, device=self._device)
+        idx = torch.arange(self._next_sample, self._next_sample + batch, dtype=torch.int64)
+        self._next_sample += batch
+        self.runs += 1
+        self.steps_simulated += n_steps
+        r = simulate(params, n_steps, batch=batch, exc_sum=exc_sum, inh_sum=inh_sum,
+                     reset_hold=reset_hold, adc=self._adc, noise_seed=self._run_seed,
+                     sample_idx=idx.to(self._device))
+        return ProbeResult(r.adc_codes.cpu(), r.spikes.cpu())
+
+
+# --------------------------------------------------------------------------
+# the calibration algorithm (uses ChipProbe only)
+def _bisect(measure: Callable[[dict], dict], targets: dict, n: int, bits: int,
+            closest: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Vectorised binary searches: per key and neuron the smallest setting ``s``
+    with ``measure(...)[key] >= target`` (measure increasing in ``s``); for keys
+    in ``closest`` then whichever of ``s - 1`` and ``s`` measured closer to the
+    target.  ``measure`` gets ``{key: int64[n]}`` and returns ``{key: float[n]}``
+    (one batched probe run per bisection step for all keys)."""
+    smax = (1 << bits) - 1
+    lo = {k: torch.zeros(n, dtype=torch.int64) for k in targets}
+    hi = {k: torch.full((n,), smax + 1, dtype=torch.int64) for k in targets}
+    f_lo = {k: torch.full((n,), -math.inf, dtype=torch.float64) for k in targets}
+    f_hi = {k: torch.full((n,), math.inf, dtype=torch.float64) for k in targets}
+    for _ in range(bits + 1):
+        if all(bool((lo[k] >= hi[k]).all()) for k in targets):
+            break
+        mid = {k: torch.clamp((lo[k] + hi[k]) // 2, max=smax) for k in targets}
+        vals = measure(mid)
+        for k, target in targets.items():
+            active = lo[k] < hi[k]
+            v = vals[k].to(torch.float64)
+            ok = v >= target
+            hi[k] = torch.where(active & ok, mid[k], hi[k])
+            f_hi[k] = torch.where(active & ok, v, f_hi[k])
+            lo[k] = torch.where(active & ~ok, mid[k] + 1, lo[k])
+            f_lo[k] = torch.where(active & ~ok, v, f_lo[k])
+    out = {}
+    for k, target in targets.items():
+        s = torch.clamp(lo[k], max=smax)
+        if k in closest:
+            lower = (s > 0) & ((target - f_lo[k]) < (f_hi[k] - target))
+            s = torch.where(lower, s - 1, s)
+        out[k] = s
+    return out
+
+
+def _unless_spiked(value: torch.Tensor, spikes: torch.Tensor) -> torch.Tensor:
+    """``value`` per neuron, +inf where the neuron spiked (``spikes [..., n]``)."""
+    spiked = spikes.reshape(-1, spikes.shape[-1]).any(0)
+    return torch.where(spiked, math.inf, value)
+
+
+def _tau_from_windows(mean_codes: torch.Tensor, start: int, width: int, dt_us: float):
+    """Baseline-free time constant of an exponential relaxation (float64 ``[n]``)
+    from ``mean_codes [steps, n]``: three consecutive windows of ``width`` steps
+    from ``start``; ``rho = (S2 - S3)/(S1 - S2) = exp(-width*dt/tau)``."""
+    s1, s2, s3 = (mean_codes[start + j * width:start + (j + 1) * width].sum(0)
+                  for j in range(3))
+    num, den = s2 - s3, s1 - s2
+    rho = torch.where(den != 0, num / torch.where(den != 0, den, 1.0), 0.0)
+    tau = -width * dt_us / torch.log(rho.clamp(1e-300, 1.0 - 1e-12))
+    return torch.where(rho <= 0, 0.0, tau)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    """Temporarily limit torch's intra-op threads (the probe runs thousands of
+    steps on small tensors, where thread synchronisation costs more than it
+    gains; results do not depend on the thread count)."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@dataclass
+class CalibrationResult:
+    """Calibrated settings of one chip plus what identifies them."""
+
+    settings: torch.Tensor  # int64 [n_neurons, 8]
+    preset: str
+    chip_seed: int
+    targets: CalibrationTargets
+    #: per-neuron measurements at the final settings as the probe saw them
+    measured: dict[str, np.ndarray] = field(default_factory=dict)
+    report: dict | None = None
+
+    def save(self, path) -> None:
+        """``.npz`` readable with numpy alone (strings are 0-d unicode arrays)."""
+        arrays = {"settings": self.settings.numpy().astype(np.int64),
+                  "setting_names": np.array(SETTING_NAMES),
+                  "preset": np.array(self.preset), "chip_seed": np.array(self.chip_seed),
+                  "targets_json": np.array(json.dumps(self.targets.to_dict(), sort_keys=True)),
+                  "report_json": np.array(json.dumps(self.report or {}, sort_keys=True))}
+        arrays.update({f"measured_{k}": np.asarray(v) for k, v in self.measured.items()})
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+
+    @classmethod
+    def load(cls, path) -> CalibrationResult:
+        with np.load(path) as z:
+            measured = {k[len("measured_"):]: z[k] for k in z.files if k.startswith("measured_")}
+            report = json.loads(str(z["report_json"])) or None
+            return cls(torch.from_numpy(z["settings"].astype(np.int64)), str(z["preset"]),
+                       int(z["chip_seed"]),
+                       CalibrationTargets(**json.loads(str(z["targets_json"]))),
+                       measured, report)
+
+
+def calibrate(probe: ChipProbe, targets: CalibrationTargets | None = None, *,
+              reps: int = 8, threads: int | None = 1) -> CalibrationResult:
+    """Find every neuron's 10-bit settings from measurements through ``probe``.
+
+    ``reps``: repetitions (batch rows with independent noise) averaged per
+    time-constant and gain measurement.  Deterministic: the same probe state
+    gives the same result."""
+    with _torch_threads(threads):
+        return _calibrate(probe, targets or CalibrationTargets(), reps)
+
+
+def _calibrate(probe: ChipProbe, tg: CalibrationTargets, reps: int) -> CalibrationResult:
+    n, bits, smax, dt = probe.n_neurons, probe.cfg.analog_setting_bits, probe.setting_max, \
+        probe.dt_us
+    lsb = probe.adc_lsb_v
+    # starting point: mid-range settings, fastest membrane, threshold out of reach
+    base = torch.full((n, 8), smax // 2, dtype=torch.int64)
+    base[:, THRESHOLD] = smax
+    base[:, TAU_MEM] = 0
+
+    def rows(count: int, **set_cols) -> torch.Tensor:
+        s = base.clone()
+        for name, val in set_cols.items():
+            s[:, SETTING_NAMES.index(name)] = val
+        return s.unsqueeze(0).expand(count, n, 8)
+
+    measured: dict[str, np.ndarray] = {}
+
+    # ---- stage A: leak (two levels) and reset ---------------------------------
+    t_a = 48
+
+    def measure_a(c):
+        s = torch.cat([rows(reps, leak=c["leak_lo"]), rows(reps, leak=c["leak_hi"]),
+                       rows(1, reset=c["reset_lo"]), rows(1, reset=c["reset_hi"])])
+        hold = torch.zeros(1, s.shape[0], 1, dtype=torch.bool)
+        hold[:, 2 * reps:] = True
+        r = probe.run(s, t_a, reset_hold=hold)
+        codes = r.adc_codes.to(torch.float64)
+        # a neuron that spikes has its leak above its threshold: "too high"
+        return {"leak_lo": _unless_spiked(codes[:, :reps].mean((0, 1)), r.spikes[:, :reps]),
+                "leak_hi": _unless_spiked(codes[:, reps:2 * reps].mean((0, 1)),
+                                          r.spikes[:, reps:2 * reps]),
+                "reset_lo": codes[-1, 2 * reps], "reset_hi": codes[-1, 2 * reps + 1]}
+
+    a = _bisect(measure_a, {"leak_lo": tg.leak_lsb, "leak_hi": tg.threshold_lsb,
+                            "reset_lo": tg.reset_lsb - 0.5, "reset_hi": tg.reset_lsb + 0.5},
+                n, bits, closest=("leak_lo", "leak_hi"))
+    leak_lo, leak_hi = a["leak_lo"], a["leak_hi"]
+    reset = torch.div(a["reset_lo"] + a["reset_hi"], 2, rounding_mode="floor")
+    base[:, RESET] = reset
+    final = measure_a({"leak_lo": leak_lo, "leak_hi": leak_hi, "reset_lo": reset,
+                       "reset_hi": reset})
+    measured.update(leak_lsb=final["leak_lo"].numpy(), leak_hi_lsb=final["leak_hi"].numpy(),
+                    reset_lsb=final["reset_lo"].numpy())
+
+    # ---- stage B: threshold, tau_mem, tau_syn (exc, inh) ------------------------
+    width = max(8, round(tg.tau_syn_us / dt))  # windows of about one target tau
+    hold_steps, t_in, tail0 = 4, 2, round(4.0 / dt)
+    t_b = max(hold_steps, t_in + tail0) + 3 * width
+    t_thr = 16
+    syn_gain = smax
+    # weight sums per neuron so that each PSP deflects by about 60 codes
+    w0 = 100
+    probe_w = torch.cat([rows(reps, leak=leak_lo, gain_exc=syn_gain),
+                         rows(reps, leak=leak_hi, gain_inh=syn_gain)])
+    exc = torch.zeros(t_in + tail0, 2 * reps, 1, dtype=torch.int64)
+    inh = torch.zeros_like(exc)
+    exc[t_in, :reps] = w0
+    inh[t_in, reps:] = w0
+    mc = probe.run(probe_w, t_in + tail0, exc_sum=exc, inh_sum=inh).adc_codes.to(torch.float64)
+    defl_e = (mc[:, :reps].mean(1) - mc[0, :reps].mean(0)).amax(0).clamp(min=1.0)
+    defl_i = (mc[0, reps:].mean(0) - mc[:, reps:].mean(1)).amax(0).clamp(min=1.0)
+    w_exc = torch.clamp(torch.round(w0 * 60.0 / defl_e), 1, 4 * w0).to(torch.int64)
+    w_inh = torch.clamp(torch.round(w0 * 60.0 / defl_i), 1, 4 * w0).to(torch.int64)
+
+    def measure_b(c):
+        s = torch.cat([
+            rows(1, leak=leak_hi, threshold=c["threshold"], tau_mem=smax // 2),
+            rows(reps, leak=leak_hi, tau_mem=c["tau_mem"]),
+            rows(reps, leak=leak_lo, tau_syn_exc=c["tau_syn_exc"], gain_exc=syn_gain),
+            rows(reps, leak=leak_hi, tau_syn_inh=c["tau_syn_inh"], gain_inh=syn_gain)])
+        b = s.shape[0]
+        hold = torch.zeros(t_b, b, 1, dtype=torch.bool)
+        hold[:hold_steps, 1:1 + reps] = True
+        exc = torch.zeros(t_b, b, n, dtype=torch.int64)
+        inh = torch.zeros(t_b, b, n, dtype=torch.int64)
+        exc[t_in, 1 + reps:1 + 2 * reps] = w_exc
+        inh[t_in, 1 + 2 * reps:] = w_inh
+        r = probe.run(s, t_b, exc_sum=exc, inh_sum=inh, reset_hold=hold)
+        codes = r.adc_codes.to(torch.float64)
+        return {"threshold": (~r.spikes[:t_thr, 0].any(0)).to(torch.float64),
+                "tau_mem": _tau_from_windows(codes[:, 1:1 + reps].mean(1), hold_steps,
+                                             width, dt),
+                "tau_syn_exc": _tau_from_windows(codes[:, 1 + reps:1 + 2 * reps].mean(1),
+                                                 t_in + tail0, width, dt),
+                "tau_syn_inh": _tau_from_windows(codes[:, 1 + 2 * reps:].mean(1),
+                                                 t_in + tail0, width, dt)}
+
+    b = _bisect(measure_b, {"threshold": 0.5, "tau_mem": tg.tau_mem_us,
+                            "tau_syn_exc": tg.tau_syn_us, "tau_syn_inh": tg.tau_syn_us},
+                n, bits, closest=("tau_mem", "tau_syn_exc", "tau_syn_inh"))
+    final = measure_b(b)
+    base[:, LEAK] = leak_lo
+    base[:, THRESHOLD] = b["threshold"]
+    base[:, TAU_MEM] = b["tau_mem"]
+    base[:, TAU_SYN_EXC] = b["tau_syn_exc"]
+    base[:, TAU_SYN_INH] = b["tau_syn_inh"]
+    measured.update(tau_mem_us=final["tau_mem"].numpy(),
+                    tau_syn_exc_us=final["tau_syn_exc"].numpy(),
+                    tau_syn_inh_us=final["tau_syn_inh"].numpy())
+
+    # ---- stage C: synaptic gains --------------------------------------------------
+    if tg.gain_v_per_us is not None:
+        t0c = 16
+        j_peak = round(tg.tau_mem_us / dt) - 1 if tg.tau_mem_us == tg.tau_syn_us else round(
+            _peak_time(tg.tau_mem_us, tg.tau_syn_us) / dt) - 1
+        win = torch.arange(j_peak - 8, j_peak + 9)
+        t_c = t0c + int(win[-1]) + 1
+        want = float(np.mean(psp_closed_form((win.numpy() + 1) * dt, tg.tau_mem_us,
+                                             tg.tau_syn_us,
+                                             tg.gain_v_per_us * tg.gain_weight_sum))) / lsb
+
+        def measure_c(c):
+            s = torch.cat([rows(reps, gain_exc=c["gain_exc"], threshold=smax),
+                           rows(reps, leak=leak_hi, gain_inh=c["gain_inh"], threshold=smax)])
+            exc = torch.zeros(t_c, 2 * reps, 1, dtype=torch.int64)
+            inh = torch.zeros_like(exc)
+            exc[t0c, :reps] = tg.gain_weight_sum
+            inh[t0c, reps:] = tg.gain_weight_sum
+            r = probe.run(s, t_c, exc_sum=exc, inh_sum=inh)
+            codes = r.adc_codes.to(torch.float64)
+            me, mi = codes[:, :reps].mean(1), codes[:, reps:].mean(1)
+            # a PSP that reaches the threshold is "too big"
+            return {"gain_exc": _unless_spiked(me[t0c + win].mean(0) - me[:t0c].mean(0),
+                                               r.spikes[:, :reps]),
+                    "gain_inh": mi[:t0c].mean(0) - mi[t0c + win].mean(0)}
+
+        g = _bisect(measure_c, {"gain_exc": want, "gain_inh": want}, n, bits,
+                    closest=("gain_exc", "gain_inh"))
+        base[:, GAIN_EXC] = g["gain_exc"]
+        base[:, GAIN_INH] = g["gain_inh"]
+        final = measure_c(g)
+        measured.update(psp_exc_lsb=final["gain_exc"].numpy(),
+                        psp_inh_lsb=final["gain_inh"].numpy(),
+                        psp_target_lsb=np.array(want))
+    else:
+        base[:, GAIN_EXC] = round(0.4 * smax)
+        base[:, GAIN_INH] = round(0.4 * smax)
+
+    return CalibrationResult(base.clone(), probe.cfg.name, probe.chip_seed, tg, measured)
+
+
+def _peak_time(tau_mem_us: float, tau_syn_us: float) -> float:
+    return (math.log(tau_syn_us / tau_mem_us) * tau_mem_us * tau_syn_us
+            / (tau_syn_us - tau_mem_us))
+
+
+# --------------------------------------------------------------------------
+# evaluation (reads the hidden truth; never used by the algorithm above)
+def _efficacy(phys: dict) -> np.ndarray:
+    """Peak excitatory PSP of one weight LSB relative to the leak-to-threshold
+    distance: how strongly a weight drives the neuron towards its threshold."""
+    tm, ts = phys["tau_mem_us"], phys["tau_syn_exc_us"]
+    same = np.isclose(tm, ts)
+    tpk = np.where(same, tm, np.log(ts / tm) * tm * ts / np.where(same, 1.0, ts - tm))
+    pk = np.where(same, tpk * np.exp(-tpk / tm),
+                  tm * ts / np.where(same, 1.0, tm - ts) * (np.exp(-tpk / tm) - np.exp(-tpk / ts)))
+    return phys["gain_exc_v_per_us"] * pk / (phys["v_thresh_v"] - phys["v_leak_v"])
+
+
+def spread_report(chip: AnalogChipModel, before: torch.Tensor, after: torch.Tensor) -> dict:
+    """EVALUATION ONLY: spreads (std across neurons) of the TRUE parameters under the
+    uncalibrated settings ``before`` and the calibrated ``after``, their ratios and
+    the required maxima (PAPER.md), plus usability indicators."""
+    pb = {k: v.numpy() for k, v in chip.physical(before).as_dict().items()}
+    pa = {k: v.numpy() for k, v in chip.physical(after).as_dict().items()}
+    params = {}
+    for name, key in _PHYS_KEYS.items():
+        sb, sa = float(np.std(pb[key], ddof=1)), float(np.std(pa[key], ddof=1))
+        req = REQUIRED_RATIOS.get(name)
+        ratio = sa / sb if sb > 0 else float("nan")
+        params[name] = {"unit": key.rsplit("_", 1)[-1] if "gain" not in key else "V/us/LSB",
+                        "mean_before": float(np.mean(pb[key])),
+                        "mean_after": float(np.mean(pa[key])),
+                        "std_before": sb, "std_after": sa, "ratio": ratio,
+                        "required_max_ratio": req,
+                        "ok": None if req is None else bool(ratio <= req)}
+    eff_b, eff_a = _efficacy(pb), _efficacy(pa)
+    ideal = NeuronPhysical.uniform(1, **dict(zip(_PHYS_KEYS.values(), NOMINAL_VALUES,
+                                                 strict=True)))
+    eff_nominal = float(_efficacy({k: v.numpy() for k, v in ideal.as_dict().items()})[0])
+
+    def usable(p, eff):
+        tonic = p["v_leak_v"] >= p["v_thresh_v"]
+        good = eff[~tonic]
+        off = tonic | (np.abs(eff / eff_nominal - 1.0) > 0.5)
+        return {"tonic_fraction": float(tonic.mean()),
+                "efficacy_cv": float(np.std(good) / np.mean(good)) if good.size else None,
+                "off_by_50pct_fraction": float(off.mean())}
+
+    return {"preset": chip.cfg.name, "chip_seed": chip.chip_seed,
+            "n_neurons": chip.n_neurons, "params": params,
+            "all_ok": all(v["ok"] for v in params.values() if v["ok"] is not None),
+            "usability_before": usable(pb, eff_b), "usability_after": usable(pa, eff_a),
+            "mismatch": chip.mismatch_config.to_dict(),
+            "noise_sigma_v": chip.noise_sigma_v}
+
+
+def plot_spreads(chip: AnalogChipModel, before: torch.Tensor, after: torch.Tensor,
+                 path) -> None:
+    """Histograms of the true parameters before/after calibration (EVALUATION)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    pb = chip.physical(before).as_dict()
+    pa = chip.physical(after).as_dict()
+    fig = Figure(figsize=(14, 6.5))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 4)
+    for ax, (name, key) in zip(axes.flat, _PHYS_KEYS.items(), strict=True):
+        b, a = pb[key].numpy(), pa[key].numpy()
+        lo, hi = min(b.min(), a.min()), max(b.max(), a.max())
+        bins = np.linspace(lo, hi, 41) if hi > lo else 10
+        ax.hist(b, bins=bins, color="0.6", label=f"before (std {b.std(ddof=1):.3g})")
+        ax.hist(a, bins=bins, color="C0", alpha=0.8, label=f"after (std {a.std(ddof=1):.3g})")
+        ax.set_title(f"{name} [{key}]", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"calibration of chip {chip.chip_seed} ({chip.cfg.name}, "
+                 f"{chip.n_neurons} neurons): true parameters")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)

@@ -1,0 +1,108 @@
+"""Fixed-pattern mismatch of one chip specimen, drawn from its chip seed.
+
+Every neuron has, for each of its 8 analog settings (see ``analog.SETTING_NAMES``),
+a mismatched *transfer curve* from the 10-bit setting to the physical value: an
+offset, a slope deviation and a mild bow-shaped nonlinearity (see
+``analog.transfer``).  Every ADC channel has an offset and a gain deviation.
+
+Draws use ``numpy.random.default_rng(SeedSequence([chip_seed, stream]))`` with one
+stream for the neurons and one for the ADC, always in the same order: the same
+seed gives bit-identical deviations, two seeds give different chips.
+
+Default magnitudes (documented in docs/analog.md): chosen so that an
+*uncalibrated* chip (every neuron given the nominal settings) has leak, reset
+and threshold potentials spread by about 0.1 V (~21 ADC LSB, about a third of the
+0.33 V leak-to-threshold distance of the paper's operating point), time
+constants spread by about 35 % and synaptic gains by about 20 %: a few neurons
+fire tonically, many barely respond, so the paper's MNIST network is visibly
+unusable.  Calibration is limited by the ADC (offset 1.5 LSB, gain 1.5 %) and
+the 10-bit resolution, leaving about 8-15 mV and 1-3 %.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from spikeloop.config import ChipConfig
+
+N_SETTINGS = 8
+#: transfer-curve kinds of the 8 settings (leak, reset, threshold, tau_mem,
+#: tau_syn_exc, tau_syn_inh, gain_exc, gain_inh)
+SETTING_KINDS = ("voltage", "voltage", "voltage", "tau", "tau", "tau", "gain", "gain")
+
+_NEURON_STREAM = 1
+_ADC_STREAM = 2
+#: clip limits that keep every mismatched transfer curve strictly increasing
+_SLOPE_MIN = -0.5
+_NONLIN_MAX = 0.2
+
+
+@dataclass(frozen=True)
+class MismatchConfig:
+    """Standard deviations of the fixed-pattern deviations (all scaled by ``scale``).
+
+    Voltage settings (leak, reset, threshold): ``V = V_lo + span*(x*(1+slope) +
+    nonlin*4x(1-x)) + offset``; offset in volts, slope relative, nonlin as a
+    fraction of the span at mid-range.  Time constants: the same shape applied to
+    ``ln(tau)`` over ``ln(tau_hi/tau_lo)``, offset in natural-log units (0.3 ~ 30 %).
+    Gains: ``g = g_hi*(x*(1+slope) + nonlin*4x(1-x))*exp(offset)``.
+    ADC: offset in codes, gain relative."""
+
+    voltage_offset_sigma_v: float = 0.10
+    voltage_slope_sigma: float = 0.05
+    voltage_nonlin_sigma: float = 0.02
+    tau_offset_sigma: float = 0.30
+    tau_slope_sigma: float = 0.05
+    tau_nonlin_sigma: float = 0.02
+    gain_offset_sigma: float = 0.20
+    gain_slope_sigma: float = 0.05
+    gain_nonlin_sigma: float = 0.02
+    adc_offset_sigma_lsb: float = 1.5
+    adc_gain_sigma: float = 0.015
+    #: multiplies every sigma above (0 = an ideal chip)
+    scale: float = 1.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def sigmas(self, kind: str) -> tuple[float, float, float]:
+        """(offset, slope, nonlin) sigmas of a setting kind, scaled."""
+        s = self.scale
+        return (getattr(self, f"{kind}_offset_sigma" + ("_v" if kind == "voltage" else "")) * s,
+                getattr(self, f"{kind}_slope_sigma") * s,
+                getattr(self, f"{kind}_nonlin_sigma") * s)
+
+
+@dataclass(frozen=True)
+class ChipMismatch:
+    """The drawn deviations of one chip (float64 numpy arrays; hidden truth).
+
+    ``offset``, ``slope``, ``nonlin``: ``[8, n_neurons]`` (row = setting);
+    ``adc_offset_lsb``, ``adc_gain_dev``: ``[n_neurons]``."""
+
+    offset: np.ndarray
+    slope: np.ndarray
+    nonlin: np.ndarray
+    adc_offset_lsb: np.ndarray
+    adc_gain_dev: np.ndarray
+
+
+def draw_mismatch(cfg: ChipConfig, chip_seed: int,
+                  config: MismatchConfig | None = None) -> ChipMismatch:
+    """Draw the fixed-pattern deviations of chip ``chip_seed`` (a non-negative int)."""
+    if not isinstance(chip_seed, int | np.integer) or chip_seed < 0:
+        raise ValueError(f"chip_seed must be a non-negative integer, got {chip_seed!r}")
+    config = config or MismatchConfig()
+    n = cfg.n_neurons
+    rng = np.random.default_rng(np.random.SeedSequence([int(chip_seed), _NEURON_STREAM]))
+    z = rng.standard_normal((3, N_SETTINGS, n))  # offset, slope, nonlin; fixed order
+    sig = np.array([config.sigmas(k) for k in SETTING_KINDS])  # [8, 3]
+    offset = z[0] * sig[:, 0:1]
+    slope = np.clip(z[1] * sig[:, 1:2], _SLOPE_MIN, None)
+    nonlin = np.clip(z[2] * sig[:, 2:3], -_NONLIN_MAX, _NONLIN_MAX)
+    rng_adc = np.random.default_rng(np.random.SeedSequence([int(chip_seed), _ADC_STREAM]))
+    za = rng_adc.standard_normal((2, n))
+    adc_offset = za[0] * (config.adc_offset_sigma_lsb * config.scale)
+    adc_gain = np.clip(za[1] * (config.adc_gain_sigma * config.scale), -0.5, 0.5)
+    return ChipMismatch(offset, slope, nonlin, adc_offset, adc_gain)

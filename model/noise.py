@@ -1,0 +1,126 @@
+"""Temporal membrane noise: a deterministic function of (run seed, sample, step, neuron).
+
+The noise of one neuron in one analog step of one sample never depends on what
+else is in the batch: it is computed from a counter-based hash of the four
+integers (splitmix64 mixing in int64 torch ops), turned into a standard normal
+number by Box-Muller.  Box-Muller's logarithm and cosine are evaluated here by
+fixed polynomials built from ``+ - * /`` and ``sqrt`` only (IEEE-754 correctly
+rounded operations), in float64: so the numbers are bit-identical on every
+device, for every batch size and position in the batch, and for every
+vectorisation path of the element-wise kernels (torch's own ``log``/``cos`` may
+pick different SIMD or scalar code for different tensor lengths or devices).
+
+Key layout: ``h = mix(mix(mix(mix(seed) ^ sample) ^ step) ^ neuron)``; the top 32
+bits of ``h`` give ``u1`` in (0, 1], the low 32 bits ``u2`` in [0, 1);
+``z = sqrt(-2 ln u1) * cos(pi * (2 u2 - 1))`` (a uniform angle over one full
+period, so the sign flip relative to the textbook ``cos(2 pi u2)`` does not
+change the distribution).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+_MASK64 = (1 << 64) - 1
+
+
+def _s64(x: int) -> int:
+    """An unsigned 64-bit constant as the signed int64 with the same bits."""
+    x &= _MASK64
+    return x - (1 << 64) if x >= (1 << 63) else x
+
+
+_GOLDEN = _s64(0x9E3779B97F4A7C15)
+_MUL1 = _s64(0xBF58476D1CE4E5B9)
+_MUL2 = _s64(0x94D049BB133111EB)
+_LO32 = 0xFFFFFFFF
+_TWO_M32 = 2.0 ** -32
+_LN2 = math.log(2.0)
+_SQRT_HALF = math.sqrt(0.5)
+
+
+def _shr(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 bit patterns (torch's ``>>`` is arithmetic)."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def splitmix64(x: torch.Tensor) -> torch.Tensor:
+    """splitmix64 (Steele, Lea, Flood 2014) of int64 tensors, wrapping arithmetic.
+
+    Bit-exact with the reference on unsigned 64-bit integers (see
+    :func:`splitmix64_int`)."""
+    z = x + _GOLDEN
+    z = (z ^ _shr(z, 30)) * _MUL1
+    z = (z ^ _shr(z, 27)) * _MUL2
+    return z ^ _shr(z, 31)
+
+
+def splitmix64_int(x: int) -> int:
+    """Pure-Python reference of :func:`splitmix64` on one unsigned 64-bit value."""
+    z = (x + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def noise_hash(seed: int, sample_idx: torch.Tensor, step: int, n_neurons: int) -> torch.Tensor:
+    """64-bit hash per (sample, neuron) for one analog step: int64 ``[batch, n_neurons]``.
+
+    ``sample_idx``: int64 ``[batch]``, the *global* index of each sample of the
+    batch (the same sample gets the same noise whatever batch it is part of)."""
+    device = sample_idx.device
+    h = splitmix64(torch.tensor([_s64(seed)], dtype=torch.int64, device=device))
+    h = splitmix64(h ^ sample_idx.to(torch.int64).reshape(-1, 1))
+    h = splitmix64(h ^ _s64(step))
+    neurons = torch.arange(n_neurons, dtype=torch.int64, device=device)
+    return splitmix64(h ^ neurons)
+
+
+def _log_unit(u: torch.Tensor) -> torch.Tensor:
+    """ln(u) for float64 ``u`` in (0, 1], from exact frexp and an atanh series."""
+    m, e = torch.frexp(u)  # u = m * 2**e, m in [0.5, 1)
+    small = m < _SQRT_HALF
+    m = torch.where(small, m * 2.0, m)  # m in [sqrt(1/2), sqrt(2))
+    e = torch.where(small, e - 1, e)
+    s = (m - 1.0) / (m + 1.0)  # |s| <= 0.1716
+    s2 = s * s
+    acc = torch.full_like(s, 1.0 / 23.0)
+    for k in range(21, 0, -2):  # 2 * (s + s^3/3 + ... + s^23/23); error < 1e-17
+        acc = acc * s2 + 1.0 / k
+    return e.to(torch.float64) * _LN2 + 2.0 * s * acc
+
+
+def _cos_pi(x: torch.Tensor) -> torch.Tensor:
+    """cos(pi * x) for float64 ``x`` in [-1, 1] by its Taylor series (15 terms)."""
+    t = x * math.pi
+    t2 = t * t
+    acc = torch.full_like(t, 1.0)
+    for k in range(28, 0, -2):  # Horner on 1 - t^2/2! + t^4/4! - ...; error < 1e-15
+        acc = 1.0 - acc * t2 / float(k * (k - 1))
+    return acc
+
+
+def standard_normal(seed: int, sample_idx: torch.Tensor, step: int,
+                    n_neurons: int) -> torch.Tensor:
+    """Standard normal numbers, float64 ``[batch, n_neurons]``, deterministic per
+    (seed, sample, step, neuron); see the module docstring."""
+    h = noise_hash(seed, sample_idx, step, n_neurons)
+    u1 = (_shr(h, 32) + 1).to(torch.float64) * _TWO_M32  # (0, 1]
+    u2 = (h & _LO32).to(torch.float64) * _TWO_M32  # [0, 1)
+    r = torch.sqrt(-2.0 * _log_unit(u1))
+    return r * _cos_pi(2.0 * u2 - 1.0)
+
+
+def membrane_noise(noise_step_v: torch.Tensor | None, seed: int, sample_idx: torch.Tensor,
+                   step: int) -> torch.Tensor | None:
+    """Noise added to the membrane in one analog step, volts ``[batch, n_neurons]``.
+
+    ``noise_step_v``: per-step standard deviation (``LIFParams.noise_step_v``), or
+    ``None`` when the noise amplitude is zero: then ``None`` is returned and no
+    random number is computed (``lif_step`` treats ``None`` as exactly zero)."""
+    if noise_step_v is None:
+        return None
+    z = standard_normal(seed, sample_idx.to(noise_step_v.device), step,
+                        noise_step_v.shape[-1])
+    return z.to(noise_step_v.dtype) * noise_step_v

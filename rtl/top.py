@@ -1,0 +1,266 @@
+"""Top: the chip's digital logic, composed from a ChipConfig.
+
+Signature:
+
+- Host bus: ``host_addr``, ``host_wdata``, ``host_we``, ``host_re`` (In),
+  ``host_rdata``, ``host_rvalid``, ``host_bad_access`` (Out): see rtl/hostbus.py;
+  every setting of a ConfigImage is written and read back through it
+  (address map: rtl/addrmap.py).
+- ``running`` (Out): the ``run`` bit of ``ctrl``; ``time`` (Out,
+  ``timestamp_bits``): the cycle counter, cleared by a ``clear`` and advancing
+  while ``running``.
+- The analog boundary, towards the analog model:
+  ``exc_sum``, ``inh_sum`` (Out, ``ArrayLayout(sum_bits, n_neurons)``): the
+  matched weight sums of the last complete analog step, valid while
+  ``step_done`` (Out) is high (one cycle after the step's last cycle);
+  ``spike_in`` (In, ``n_neurons`` bits): the analog model's spikes, taken in the
+  cycle they are high (the bridge drives them for one cycle per step);
+  ``refractory_active`` (Out, ``n_neurons``): neurons the digital back end holds
+  in reset;
+  ``adc_codes`` (In, ``ArrayLayout(adc_bits, n_neurons)``): the column ADC's
+  conversion of the present membranes; ``adc_sample`` (Out): the ADC control
+  latches ``adc_codes`` in this cycle;
+  ``settings_addr`` (In) / ``settings_data`` (Out, synchronous read): the
+  analog settings memory (the capacitive memory's read-out to the neurons).
+
+Run protocol: configure with ``run = 0``; then write ``ctrl = run | clear``:
+every block's run state is cleared in the first cycle and the cycle counter
+starts.  While ``run = 0`` the playback plays nothing, the ADC does not
+sample and spikes are ignored; counters and memories keep their values so the
+host can read them back after a run.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from spikeloop.config import ChipConfig
+from spikeloop.rtl.adc_control import AdcControl
+from spikeloop.rtl.analog_boundary import AnalogBoundary
+from spikeloop.rtl.arbiter import SpikeArbiter
+from spikeloop.rtl.crossbar import Crossbar
+from spikeloop.rtl.hostbus import HostBus
+from spikeloop.rtl.neuron_backend import NeuronBackend
+from spikeloop.rtl.playback import EventPlayback
+from spikeloop.rtl.recorder import EventRecorder
+from spikeloop.rtl.synapse_drivers import SynapseDrivers
+from spikeloop.rtl.synapse_memory import SynapseMemory
+
+
+def _connect_stream(m: Module, src, dst) -> None:
+    """Source stream -> sink stream (payload layouts of equal width)."""
+    m.d.comb += [
+        dst.valid.eq(src.valid),
+        dst.payload.eq(src.payload),
+        src.ready.eq(dst.ready),
+    ]
+
+
+def _slice(view, start: int, count: int, bits: int):
+    """Elements ``start .. start+count-1`` of an ArrayLayout view, as a Value."""
+    return view.as_value()[start * bits:(start + count) * bits]
+
+
+class Top(wiring.Component):
+    def __init__(self, cfg: ChipConfig):
+        self.cfg = cfg
+        self.hostbus = HostBus(cfg)
+        self.neurons = NeuronBackend(cfg)
+        self.arbiters = [SpikeArbiter(cfg) for _ in range(cfg.n_blocks)]
+        self.crossbar = Crossbar(cfg)
+        self.drivers = [SynapseDrivers(cfg) for _ in range(cfg.n_halves)]
+        self.synapses = [SynapseMemory(cfg) for _ in range(cfg.n_halves)]
+        self.boundaries = [AnalogBoundary(cfg) for _ in range(cfg.n_halves)]
+        self.playback = EventPlayback(cfg)
+        self.recorder = EventRecorder(cfg)
+        self.adc = AdcControl(cfg)
+        #: width of one column's weight sum (from the analog boundary)
+        self.sum_bits = self.boundaries[0].signature.members["exc_sum"].shape.elem_shape.width
+        n = cfg.n_neurons
+        n_settings = n * cfg.analog_settings_per_neuron
+        super().__init__({
+            "host_addr": In(self.hostbus.amap.addr_bits),
+            "host_wdata": In(cfg.host_data_bits),
+            "host_we": In(1),
+            "host_re": In(1),
+            "host_rdata": Out(cfg.host_data_bits),
+            "host_rvalid": Out(1),
+            "host_bad_access": Out(cfg.counter_bits),
+            "running": Out(1),
+            "time": Out(cfg.timestamp_bits),
+            "exc_sum": Out(data.ArrayLayout(unsigned(self.sum_bits), n)),
+            "inh_sum": Out(data.ArrayLayout(unsigned(self.sum_bits), n)),
+            "step_done": Out(1),
+            "spike_in": In(n),
+            "refractory_active": Out(n),
+            "adc_codes": In(data.ArrayLayout(unsigned(cfg.adc_bits), n)),
+            "adc_sample": Out(1),
+            "settings_addr": In(range(n_settings)),
+            "settings_data": Out(cfg.analog_setting_bits),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        n, H, B, P = cfg.n_neurons, cfg.n_halves, cfg.buses_per_half, cfg.neurons_per_block
+        R, D = cfg.rows_per_half, cfg.drivers_per_half
+        elb = cfg.event_label_bits
+        hb = self.hostbus
+        m.submodules.hostbus = hb
+        m.d.comb += [
+            hb.addr.eq(self.host_addr), hb.wdata.eq(self.host_wdata),
+            hb.we.eq(self.host_we), hb.re.eq(self.host_re),
+            self.host_rdata.eq(hb.rdata), self.host_rvalid.eq(hb.rvalid),
+            self.host_bad_access.eq(hb.bad_access),
+            self.running.eq(hb.run),
+        ]
+        clear = hb.clear
+        running = hb.run
+
+        # cycle counter
+        with m.If(clear):
+            m.d.sync += self.time.eq(0)
+        with m.Elif(running):
+            m.d.sync += self.time.eq(self.time + 1)
+        m.d.comb += hb.time.eq(self.time)
+
+        # neuron back end
+        nb = self.neurons
+        m.submodules.neurons = nb
+        m.d.comb += [
+            nb.spike_in.eq(Mux(running, self.spike_in, 0)),
+            nb.enable.eq(hb.neuron_enable.as_value()),
+            nb.refractory.eq(hb.refractory),
+            nb.prescale.eq(hb.refractory_prescale.as_value()),
+            nb.clear.eq(clear),
+            self.refractory_active.eq(nb.refractory_active),
+        ]
+
+        # arbiters, one per block, into the crossbar's first inputs
+        xb = self.crossbar
+        m.submodules.crossbar = xb
+        arb_drops = []
+        for k, arb in enumerate(self.arbiters):
+            m.submodules[f"arbiter{k}"] = arb
+            m.d.comb += [
+                arb.spikes.eq(nb.spike_out[k * P:(k + 1) * P]),
+                arb.labels.eq(_slice(hb.neuron_label, k * P, P, elb)),
+                arb.clear.eq(clear),
+            ]
+            _connect_stream(m, arb.events, xb.inputs[k])
+            arb_drops.append(arb.drops)
+        m.d.comb += hb.arbiter_drops.eq(Cat(*arb_drops))
+        m.d.comb += [
+            xb.enable.eq(hb.xbar_enable),
+            xb.mask.eq(hb.xbar_mask),
+            xb.target.eq(hb.xbar_target),
+            xb.clear.eq(clear),
+            hb.xbar_events.eq(xb.event_count),
+            hb.xbar_drops.eq(xb.drop_count),
+        ]
+
+        # playback -> crossbar external inputs
+        pb = self.playback
+        m.submodules.playback = pb
+        for lnk in range(cfg.n_ext_inputs):
+            _connect_stream(m, pb.links[lnk], xb.inputs[cfg.n_blocks + lnk])
+        ts = cfg.timestamp_bits
+        m.d.comb += [
+            pb.host_addr.eq(hb.playback_addr),
+            pb.host_we.eq(hb.playback_we),
+            # word 0: release cycle; word 1: label | link << event_label_bits
+            pb.host_wdata.time.eq(hb.playback_wdata[:ts]),
+            pb.host_wdata.label.eq(hb.playback_wdata[32:32 + elb]),
+            pb.host_wdata.link.eq(hb.playback_wdata[32 + elb:]),
+            pb.count.eq(Mux(running, hb.playback_count.as_value(), 0)),
+            pb.time.eq(self.time),
+            pb.clear.eq(clear),
+            hb.playback_rdata.eq(Cat(pb.host_rdata.time, Const(0, 32 - ts),
+                                     pb.host_rdata.label, pb.host_rdata.link)),
+            hb.playback_late.eq(pb.late),
+            hb.playback_done.eq(pb.done),
+        ]
+
+        # crossbar host links -> recorder
+        rec = self.recorder
+        m.submodules.recorder = rec
+        for lnk in range(cfg.n_host_links):
+            _connect_stream(m, xb.outputs[cfg.n_buses + lnk], rec.links[lnk])
+        rd = rec.host_rdata
+        m.d.comb += [
+            rec.time.eq(self.time),
+            rec.clear.eq(clear),
+            rec.host_addr.eq(hb.record_addr),
+            hb.record_rdata.eq(Cat(rd.time, Const(0, 32 - ts), rd.label, rd.link)),
+            hb.record_count.eq(rec.count),
+            hb.record_drops.eq(rec.drops),
+        ]
+
+        # per half: drivers -> synapse memory -> analog boundary
+        unmatched = []
+        exc, inh = [], []
+        for h in range(H):
+            drv, syn, bnd = self.drivers[h], self.synapses[h], self.boundaries[h]
+            m.submodules[f"drivers{h}"] = drv
+            m.submodules[f"synapses{h}"] = syn
+            m.submodules[f"boundary{h}"] = bnd
+            for b in range(B):
+                _connect_stream(m, xb.outputs[h * B + b], drv.buses[b])
+            m.d.comb += [
+                drv.select.eq(_slice(hb.driver_select, h * D, D, cfg.row_select_bits)),
+                drv.mask.eq(_slice(hb.driver_mask, h * D, D, cfg.row_select_bits)),
+                drv.row_sign.eq(_slice(hb.row_sign, h * R, R, 2)),
+                syn.host_addr.eq(getattr(hb, f"synapses{h}_addr")),
+                syn.host_we.eq(getattr(hb, f"synapses{h}_we")),
+                syn.host_wdata.eq(getattr(hb, f"synapses{h}_wdata")),
+                getattr(hb, f"synapses{h}_rdata").eq(syn.host_rdata),
+                bnd.clear.eq(clear),
+            ]
+            for p in range(2 * B):
+                wiring.connect(m, drv.rows[p], syn.rows[p])
+                m.d.comb += [
+                    bnd.weights[p].eq(syn.weights[p]),
+                    bnd.signs[p].eq(drv.signs[p]),
+                ]
+            unmatched.extend(drv.unmatched)
+            exc.append(bnd.exc_sum)
+            inh.append(bnd.inh_sum)
+        m.d.comb += [
+            hb.driver_unmatched.eq(Cat(*unmatched)),
+            self.exc_sum.eq(Cat(*exc)),
+            self.inh_sum.eq(Cat(*inh)),
+            self.step_done.eq(self.boundaries[0].step_done),
+        ]
+
+        # ADC sampling control
+        adc = self.adc
+        m.submodules.adc = adc
+        m.d.comb += [
+            adc.period.eq(Mux(running, hb.adc_period.as_value(), 0)),
+            adc.codes.eq(self.adc_codes),
+            adc.clear.eq(clear),
+            self.adc_sample.eq(adc.sample),
+            adc.host_addr.eq(hb.adc_addr),
+            hb.adc_rdata.eq(adc.host_rdata),
+            hb.adc_samples.eq(adc.n_samples),
+            hb.adc_overflow.eq(adc.overflow),
+        ]
+
+        # analog settings (the capacitive memory): host port and the analog read-out
+        n_settings = n * cfg.analog_settings_per_neuron
+        m.submodules.capmem = capmem = Memory(
+            shape=unsigned(cfg.analog_setting_bits), depth=n_settings, init=[])
+        wp = capmem.write_port()
+        host_rp = capmem.read_port()
+        analog_rp = capmem.read_port()
+        m.d.comb += [
+            wp.addr.eq(hb.analog_settings_addr), wp.en.eq(hb.analog_settings_we),
+            wp.data.eq(hb.analog_settings_wdata),
+            host_rp.addr.eq(hb.analog_settings_addr),
+            hb.analog_settings_rdata.eq(host_rp.data),
+            analog_rp.addr.eq(self.settings_addr),
+            self.settings_data.eq(analog_rp.data),
+        ]
+        return m

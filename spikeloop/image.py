@@ -1,0 +1,167 @@
+"""ConfigImage: everything the host writes into the chip.
+
+Both backends consume the same image; a placement produces one.  Arrays are
+numpy integer arrays; an image is saved as ``.npz`` (readable with numpy alone:
+one array per field, plus ``chip_config`` as a JSON string).
+
+Fields (``H`` halves, ``R`` rows and ``D = R/2`` drivers per half, ``C``
+columns per half, ``n`` neurons, ``I``/``O`` crossbar inputs/outputs):
+
+============================ ============ ==========================================
+field                        shape        meaning
+============================ ============ ==========================================
+``synapse_weight``           [H, R, C]    6-bit weight of each synapse
+``synapse_label``            [H, R, C]    6-bit label (address) each synapse matches
+``driver_select``            [H, D]       row-select value of each synapse driver
+``driver_mask``              [H, D]       row-select compare mask of each driver
+``row_sign``                 [H, R]       RowSign of each row (0 off, 1 exc, 2 inh)
+``neuron_enable``            [n]          neuron sends events when it spikes
+``neuron_label``             [n]          event label of its spikes
+``refractory``               [n]          refractory period in prescaler ticks
+``refractory_prescale``      []           ticks every 2**k cycles
+``xbar_enable``              [I, O]       crossbar node enabled
+``xbar_mask``, ``xbar_target`` [I, O]     node forwards when (label & mask) == target
+``adc_period``               []           ADC sampling period in cycles (0: off)
+``analog_settings``          [n, 8]       10-bit analog settings per neuron
+============================ ============ ==========================================
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from spikeloop.config import ChipConfig
+
+
+class ImageError(ValueError):
+    """A ConfigImage field has the wrong shape or an out-of-range value."""
+
+
+def _fields(cfg: ChipConfig) -> dict[str, tuple[tuple[int, ...], int]]:
+    """field -> (shape, bits)."""
+    H, R, C, n = cfg.n_halves, cfg.rows_per_half, cfg.columns_per_half, cfg.n_neurons
+    D, I, O = cfg.drivers_per_half, cfg.crossbar_inputs, cfg.crossbar_outputs
+    return {
+        "synapse_weight": ((H, R, C), cfg.weight_bits),
+        "synapse_label": ((H, R, C), cfg.label_bits),
+        "driver_select": ((H, D), cfg.row_select_bits),
+        "driver_mask": ((H, D), cfg.row_select_bits),
+        "row_sign": ((H, R), 2),
+        "neuron_enable": ((n,), 1),
+        "neuron_label": ((n,), cfg.event_label_bits),
+        "refractory": ((n,), cfg.refractory_bits),
+        "refractory_prescale": ((), cfg.refractory_prescale_bits),
+        "xbar_enable": ((I, O), 1),
+        "xbar_mask": ((I, O), cfg.event_label_bits),
+        "xbar_target": ((I, O), cfg.event_label_bits),
+        "adc_period": ((), cfg.adc_period_bits),
+        "analog_settings": ((n, cfg.analog_settings_per_neuron), cfg.analog_setting_bits),
+    }
+
+
+#: ConfigImage field -> address map region (flattened in C order)
+REGION_OF = {
+    "driver_select": "driver_select",
+    "driver_mask": "driver_mask",
+    "row_sign": "row_sign",
+    "neuron_enable": "neuron_enable",
+    "neuron_label": "neuron_label",
+    "refractory": "refractory",
+    "refractory_prescale": "refractory_prescale",
+    "xbar_enable": "xbar_enable",
+    "xbar_mask": "xbar_mask",
+    "xbar_target": "xbar_target",
+    "adc_period": "adc_period",
+    "analog_settings": "analog_settings",
+}
+
+
+@dataclass
+class ConfigImage:
+    cfg: ChipConfig
+    synapse_weight: np.ndarray
+    synapse_label: np.ndarray
+    driver_select: np.ndarray
+    driver_mask: np.ndarray
+    row_sign: np.ndarray
+    neuron_enable: np.ndarray
+    neuron_label: np.ndarray
+    refractory: np.ndarray
+    refractory_prescale: np.ndarray
+    xbar_enable: np.ndarray
+    xbar_mask: np.ndarray
+    xbar_target: np.ndarray
+    adc_period: np.ndarray
+    analog_settings: np.ndarray
+
+    def __post_init__(self):
+        for name, (shape, bits) in _fields(self.cfg).items():
+            value = np.asarray(getattr(self, name))
+            if value.shape != shape:
+                raise ImageError(f"ConfigImage.{name} has shape {value.shape}; "
+                                 f"preset {self.cfg.name} needs {shape}")
+            if not np.issubdtype(value.dtype, np.integer) and value.dtype != bool:
+                raise ImageError(f"ConfigImage.{name} must hold integers, got {value.dtype}")
+            value = value.astype(np.int64)
+            hi = (1 << bits) - 1
+            if value.size and (value.min() < 0 or value.max() > hi):
+                bad = np.argwhere((value < 0) | (value > hi))[0]
+                raise ImageError(
+                    f"ConfigImage.{name}{list(bad) if value.ndim else ''} = "
+                    f"{value[tuple(bad)] if value.ndim else int(value)} is out of range; "
+                    f"allowed: 0..{hi}")
+            setattr(self, name, value)
+
+    @classmethod
+    def empty(cls, cfg: ChipConfig) -> ConfigImage:
+        """All zeros: no synapse, no route, every neuron disabled."""
+        return cls(cfg, **{name: np.zeros(shape, np.int64)
+                           for name, (shape, _) in _fields(cfg).items()})
+
+    def copy(self) -> ConfigImage:
+        return dataclasses.replace(self, **{f: getattr(self, f).copy()
+                                            for f in _fields(self.cfg)})
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, ConfigImage) and self.cfg == other.cfg and all(
+            np.array_equal(getattr(self, f), getattr(other, f)) for f in _fields(self.cfg)))
+
+    # -- files ----------------------------------------------------------------
+    def save(self, path) -> None:
+        arrays = {f: getattr(self, f) for f in _fields(self.cfg)}
+        np.savez(path, chip_config=np.array(self.cfg.to_json()), **arrays)
+
+    @classmethod
+    def load(cls, path, cfg: ChipConfig | None = None) -> ConfigImage:
+        with np.load(path) as z:
+            stored = ChipConfig.from_dict(json.loads(str(z["chip_config"])))
+            if cfg is not None and cfg != stored:
+                raise ImageError(f"{path} was made for preset {stored.name!r}, "
+                                 f"not for {cfg.name!r}")
+            missing = [f for f in _fields(stored) if f not in z]
+            if missing:
+                raise ImageError(f"{path} lacks field(s): {', '.join(missing)}")
+            return cls(stored, **{f: z[f] for f in _fields(stored)})
+
+    # -- the host bus ------------------------------------------------------------
+    def bus_writes(self) -> list[tuple[int, int]]:
+        """(word address, value) of every host write that configures the chip
+        with this image, in address-map order (synapses last)."""
+        from spikeloop.rtl.addrmap import AddressMap
+        from spikeloop.rtl.layouts import pack_synapse
+
+        amap = AddressMap(self.cfg)
+        writes = []
+        for field, region in REGION_OF.items():
+            r = amap[region]
+            for i, v in enumerate(np.asarray(getattr(self, field)).reshape(-1)):
+                writes.append((r.address(i), int(v)))
+        for h in range(self.cfg.n_halves):
+            r = amap[f"synapses{h}"]
+            words = pack_synapse(self.cfg, self.synapse_weight[h], self.synapse_label[h])
+            for i, v in enumerate(np.asarray(words).reshape(-1)):
+                writes.append((r.address(i), int(v)))
+        return writes

@@ -1,0 +1,164 @@
+"""SynapseMemory (rtl/synapse_memory.py) against SynapseMemoryRef, cycle by cycle."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from amaranth.back import verilog
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spikeloop.config import FULL, MINI
+from spikeloop.model.digital.synapse_memory import IDLE_ROW, RowEvent, SynapseMemoryRef
+from spikeloop.rtl.layouts import pack_synapse
+from spikeloop.rtl.synapse_memory import SynapseMemory, host_addr_bits, row_bits
+from tests.simutil import get, mismatch, put, simulate, unpack_array
+
+pytestmark = pytest.mark.rtl
+
+
+def run(cfg, stimulus, *, name="synapse_memory"):
+    """Drive RTL and reference with ``stimulus`` (a list of dicts of ref inputs),
+    compare every output every cycle; returns the list of reference outputs."""
+    dut = SynapseMemory(cfg)
+    ref = SynapseMemoryRef(cfg)
+    n_cols = cfg.columns_per_half
+    outputs = []
+
+    async def bench(ctx):
+        for t, inputs in enumerate(stimulus):
+            rows = inputs.get("rows") or [IDLE_ROW] * len(dut.rows)
+            put(ctx, dut.host_addr, inputs.get("host_addr", 0))
+            put(ctx, dut.host_we, inputs.get("host_we", 0))
+            put(ctx, dut.host_wdata, inputs.get("host_wdata", 0))
+            for port, (active, row, address) in zip(dut.rows, rows, strict=True):
+                ctx.set(port.active, active)
+                ctx.set(port.row, row)
+                ctx.set(port.address, address)
+            exp = ref.tick(**inputs)
+            outputs.append(exp)
+            got = get(ctx, dut.host_rdata)
+            assert got == exp["host_rdata"], mismatch(t, "host_rdata", got, exp["host_rdata"])
+            for p, port in enumerate(dut.weights):
+                got = unpack_array(get(ctx, port), cfg.weight_bits, n_cols)
+                assert got == exp["weights"][p], mismatch(t, f"weights[{p}]", got,
+                                                          exp["weights"][p])
+            await ctx.tick()
+
+    simulate(dut, bench, name=name)
+    return outputs
+
+
+# -- randomized -----------------------------------------------------------------
+
+@st.composite
+def variant_configs(draw):
+    cols = draw(st.integers(1, 6))
+    rows = draw(st.sampled_from([2, 4, 6, 8, 12, 16]))
+    return MINI.replace(
+        n_neurons=2 * cols, neurons_per_block=2, rows_per_half=rows,
+        buses_per_half=draw(st.integers(1, min(3, rows // 2))),
+        weight_bits=draw(st.integers(1, 6)), label_bits=draw(st.integers(1, 6)))
+
+
+@st.composite
+def stimuli(draw, cfg, n_cycles):
+    n_rows, n_cols = cfg.rows_per_half, cfg.columns_per_half
+    n_ports = 2 * cfg.buses_per_half
+    overload = draw(st.booleans())
+    # a few hot rows and labels so that writes, reads and events collide
+    hot_rows = draw(st.lists(st.integers(0, n_rows - 1), min_size=1, max_size=3))
+    labels = draw(st.lists(st.integers(0, (1 << cfg.label_bits) - 1), min_size=1, max_size=2))
+    weight = st.one_of(st.just(cfg.weight_max), st.integers(0, cfg.weight_max))
+    any_addr = st.integers(0, (1 << host_addr_bits(cfg)) - 1)  # out of range too
+    hot_addr = st.builds(lambda r, c: r * n_cols + c, st.sampled_from(hot_rows),
+                         st.integers(0, n_cols - 1))
+    any_row = st.integers(0, (1 << row_bits(cfg)) - 1)
+    stim = []
+    for _ in range(n_cycles):
+        inputs = {
+            "host_addr": draw(st.one_of(hot_addr, hot_addr, any_addr)),
+            "host_we": draw(st.booleans()),
+            "host_wdata": pack_synapse(cfg, draw(weight), draw(st.sampled_from(labels))),
+        }
+        rows = []
+        for _ in range(n_ports):
+            active = 1 if overload else int(draw(st.booleans()))
+            row = draw(st.one_of(st.sampled_from(hot_rows), any_row))
+            rows.append(RowEvent(active, row, draw(st.sampled_from(labels))))
+        inputs["rows"] = rows
+        stim.append(inputs)
+    return stim
+
+
+@pytest.mark.parametrize("variant", [False, True], ids=["mini", "variant"])
+@settings(max_examples=15)
+@given(data=st.data())
+def test_random_against_reference(variant, data):
+    cfg = data.draw(variant_configs()) if variant else MINI
+    stim = data.draw(stimuli(cfg, 48))
+    run(cfg, stim)
+
+
+# -- directed ---------------------------------------------------------------------
+
+def test_host_write_read_latency():
+    cfg = MINI
+    c = cfg.columns_per_half
+    addr = 3 * c + 5
+    word = pack_synapse(cfg, 42, 17)
+    out = run(cfg, [
+        {"host_addr": addr, "host_we": 1, "host_wdata": word},  # t0: write (reads old)
+        {"host_addr": addr},                                    # t1: read issued
+        {"host_addr": 0},                                       # t2: shows the write
+        {"host_addr": 0},
+    ])
+    assert [o["host_rdata"] for o in out] == [0, 0, word, 0]
+
+
+def test_label_match_and_mismatch():
+    cfg = MINI
+    c = cfg.columns_per_half
+    n_ports = 2 * cfg.buses_per_half
+    stim = [{"host_addr": 2 * c + col, "host_we": 1,
+             "host_wdata": pack_synapse(cfg, col + 1, 9 if col % 2 else 4)}
+            for col in range(c)]
+    rows = [RowEvent(1, 2, 9), RowEvent(1, 2, 4), RowEvent(1, 2, 5), RowEvent(0, 2, 9)]
+    rows += [IDLE_ROW] * (n_ports - len(rows))
+    stim.append({"rows": rows})
+    out = run(cfg, stim)[-1]["weights"]
+    assert out[0] == [col + 1 if col % 2 else 0 for col in range(c)]
+    assert out[1] == [0 if col % 2 else col + 1 for col in range(c)]
+    assert out[2] == [0] * c, "a label mismatch gives 0"
+    assert out[3] == [0] * c, "an inactive port gives 0"
+
+
+def test_every_port_on_one_row_at_full_weight():
+    cfg = MINI
+    c = cfg.columns_per_half
+    n_ports = 2 * cfg.buses_per_half
+    stim = [{"host_addr": 7 * c + col, "host_we": 1,
+             "host_wdata": pack_synapse(cfg, cfg.weight_max, 0)} for col in range(c)]
+    stim.append({"rows": [RowEvent(1, 7, 0)] * n_ports})
+    assert run(cfg, stim)[-1]["weights"] == [[cfg.weight_max] * c] * n_ports
+
+
+# -- full preset: it builds, and its ports have meaningful names --------------------
+
+def port_names(text: str) -> set[str]:
+    header = re.search(r"^module \w+\((.*?)\);", text, re.S | re.M).group(1)
+    return {name.strip() for name in header.split(",")}
+
+
+def test_full_preset_verilog_port_names():
+    cfg = FULL
+    text = verilog.convert(SynapseMemory(cfg), name="synapse_memory",
+                           emit_src=False, strip_internal_attrs=True)
+    n_ports = 2 * cfg.buses_per_half
+    expected = {"clk", "rst", "host_addr", "host_we", "host_wdata", "host_rdata"}
+    for p in range(n_ports):
+        expected |= {f"rows__{p}__active", f"rows__{p}__row", f"rows__{p}__address",
+                     f"weights__{p}"}
+    assert port_names(text) == expected
+    width = cfg.columns_per_half * cfg.weight_bits
+    assert re.search(rf"output \[{width - 1}:0\] weights__0;", text)

@@ -1,0 +1,152 @@
+"""The top level in amaranth.sim: a ConfigImage written and read back through the
+host bus; an input event routed through playback, crossbar, drivers and synapse
+memory into the analog boundary's sums; a spike routed from the neuron back end
+through arbiter and crossbar into the recorder."""
+import numpy as np
+import pytest
+
+from spikeloop.config import MINI
+from spikeloop.image import ConfigImage
+from spikeloop.rtl.addrmap import AddressMap
+from spikeloop.rtl.layouts import RowSign, pack_event
+from spikeloop.rtl.top import Top
+from tests.simutil import get, put, simulate, unpack_array
+
+pytestmark = pytest.mark.rtl
+
+
+class Host:
+    """Host-bus transactions for a testbench (one access per cycle)."""
+
+    def __init__(self, ctx, dut):
+        self.ctx, self.dut = ctx, dut
+
+    async def write(self, addr, value):
+        put(self.ctx, self.dut.host_addr, addr)
+        put(self.ctx, self.dut.host_wdata, value)
+        put(self.ctx, self.dut.host_we, 1)
+        await self.ctx.tick()
+        put(self.ctx, self.dut.host_we, 0)
+
+    async def read(self, addr):
+        put(self.ctx, self.dut.host_addr, addr)
+        put(self.ctx, self.dut.host_re, 1)
+        await self.ctx.tick()
+        put(self.ctx, self.dut.host_re, 0)
+        assert get(self.ctx, self.dut.host_rvalid) == 1
+        return get(self.ctx, self.dut.host_rdata)
+
+
+def random_image(cfg, rng):
+    img = ConfigImage.empty(cfg)
+    from spikeloop.image import _fields
+    for name, (shape, bits) in _fields(cfg).items():
+        setattr(img, name, rng.integers(0, 1 << bits, size=shape))
+    img.row_sign %= 3
+    return img
+
+
+def test_config_image_reads_back_through_the_bus():
+    cfg = MINI
+    img = random_image(cfg, np.random.default_rng(7))
+    writes = img.bus_writes()
+    dut = Top(cfg)
+
+    async def bench(ctx):
+        host = Host(ctx, dut)
+        for addr, value in writes:
+            await host.write(addr, value)
+        for addr, value in writes:
+            got = await host.read(addr)
+            assert got == value, f"address {addr:#x}: wrote {value}, read {got}"
+        assert get(ctx, dut.host_bad_access) == 0
+
+    simulate(dut, bench, name="top_readback")
+
+
+def _routing_image(cfg):
+    """External link 0 -> bus 0 of half 0 -> driver 0 (rows 0 exc, 1 inh);
+    block 0 -> host link 0; neuron 2 enabled with label 0x2a."""
+    img = ConfigImage.empty(cfg)
+    I_ext0 = cfg.n_blocks
+    img.xbar_enable[I_ext0, 0] = 1        # forward every label (mask 0, target 0)
+    img.xbar_enable[0, cfg.n_buses] = 1
+    img.row_sign[0, 0] = RowSign.EXC
+    img.row_sign[0, 1] = RowSign.INH
+    img.synapse_weight[0, 0, 3], img.synapse_label[0, 0, 3] = 17, 5
+    img.synapse_weight[0, 1, 3], img.synapse_label[0, 1, 3] = 9, 5
+    img.synapse_weight[0, 0, 4], img.synapse_label[0, 0, 4] = 30, 6
+    img.neuron_enable[2] = 1
+    img.neuron_label[2] = 0x2a
+    return img
+
+
+@pytest.mark.parametrize("address,exc,inh", [(5, 17, 9), (6, 30, 0), (7, 0, 0)])
+def test_input_event_reaches_the_analog_boundary(address, exc, inh):
+    cfg = MINI
+    img = _routing_image(cfg)
+    amap = AddressMap(cfg)
+    dut = Top(cfg)
+    col = 3 if address != 6 else 4
+
+    async def bench(ctx):
+        host = Host(ctx, dut)
+        for a, v in img.bus_writes():
+            await host.write(a, v)
+        pb = amap["playback"]
+        await host.write(pb.address(0, 0), 10)                        # release at cycle 10
+        await host.write(pb.address(0, 1), pack_event(cfg, address))  # link 0
+        await host.write(amap["playback_count"].address(0), 1)
+        await host.write(amap["ctrl"].address(0), 0b11)               # run | clear
+        sums = []
+        for _ in range(6 * cfg.analog_step_cycles):
+            if get(ctx, dut.step_done):
+                e = unpack_array(get(ctx, dut.exc_sum), dut.sum_bits, cfg.n_neurons)
+                i = unpack_array(get(ctx, dut.inh_sum), dut.sum_bits, cfg.n_neurons)
+                sums.append((e, i))
+            await ctx.tick()
+        total_e = [sum(s[0][c] for s in sums) for c in range(cfg.n_neurons)]
+        total_i = [sum(s[1][c] for s in sums) for c in range(cfg.n_neurons)]
+        want_e = [exc if c == col else 0 for c in range(cfg.n_neurons)]
+        want_i = [inh if c == col else 0 for c in range(cfg.n_neurons)]
+        assert (total_e, total_i) == (want_e, want_i)
+        assert await host.read(amap["playback_done"].address(0)) == 1
+        assert await host.read(amap["playback_late"].address(0)) == 0
+        node = cfg.n_blocks * cfg.crossbar_outputs + 0
+        assert await host.read(amap["xbar_events"].address(node)) == 1
+
+    simulate(dut, bench, name="top_route")
+
+
+def test_spike_is_recorded_with_its_label_and_time():
+    cfg = MINI
+    img = _routing_image(cfg)
+    img.refractory[2] = 3
+    amap = AddressMap(cfg)
+    dut = Top(cfg)
+
+    async def bench(ctx):
+        host = Host(ctx, dut)
+        for a, v in img.bus_writes():
+            await host.write(a, v)
+        await host.write(amap["ctrl"].address(0), 0b11)
+        for _ in range(5):
+            await ctx.tick()
+        t_spike = get(ctx, dut.time)
+        put(ctx, dut.spike_in, 0b0100 | 0b1000)   # neuron 3 is disabled
+        await ctx.tick()
+        put(ctx, dut.spike_in, 0b0100)            # refractory: ignored
+        await ctx.tick()
+        put(ctx, dut.spike_in, 0)
+        for _ in range(20):
+            await ctx.tick()
+        await host.write(amap["ctrl"].address(0), 0)
+        assert await host.read(amap["record_count"].address(0)) == 1
+        t = await host.read(amap["record"].address(0, 0))
+        word1 = await host.read(amap["record"].address(0, 1))
+        assert word1 & ((1 << cfg.event_label_bits) - 1) == 0x2a
+        assert word1 >> cfg.event_label_bits == 0                     # host link 0
+        assert t_spike < t <= t_spike + 8, (t_spike, t)
+        assert await host.read(amap["arbiter_drops"].address(0)) == 0
+
+    simulate(dut, bench, name="top_record")
