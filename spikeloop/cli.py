@@ -83,8 +83,18 @@ def _cmd_config(args) -> int:
 def _cmd_calibrate(args) -> int:
     from spikeloop.calibrate import calibrate_main
 
-    calibrate_main(args.preset, args.chip_seed, args.out, args.plot)
-    return 0
+    print(f"calibrating preset {args.preset}, chip seed {args.chip_seed} (measurement only)")
+    report = calibrate_main(args.preset, args.chip_seed, args.out, args.plot)
+    print(f"{'parameter':<13}{'unit':>9}{'spread before':>15}{'after':>12}"
+          f"{'after/before':>14}{'required':>10}  verdict")
+    for name, p in report["params"].items():
+        req = p["required_max_ratio"]
+        verdict = "-" if p["ok"] is None else ("ok" if p["ok"] else "FAIL")
+        print(f"{name:<13}{p['unit']:>9}{p['std_before']:>15.4g}{p['std_after']:>12.4g}"
+              f"{p['ratio']:>14.3f}{'' if req is None else f'<= {req}':>10}  {verdict}")
+    print(f"{report['calibration_seconds']:.1f} s; wrote {args.out}"
+          + (f" and {args.plot}" if args.plot else ""))
+    return 0 if report["all_ok"] else 1
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -110,7 +110,7 @@ class ConfigImage:
             if value.size and (value.min() < 0 or value.max() > hi):
                 bad = np.argwhere((value < 0) | (value > hi))[0]
                 raise ImageError(
-                    f"ConfigImage.{name}{list(bad) if value.ndim else ''} = "
+                    f"ConfigImage.{name}{[int(i) for i in bad] if value.ndim else ''} = "
                     f"{value[tuple(bad)] if value.ndim else int(value)} is out of range; "
                     f"allowed: 0..{hi}")
             setattr(self, name, value)

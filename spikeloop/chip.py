@@ -1,0 +1,89 @@
+"""Chip instance: a ChipConfig, a chip seed (which fabricated specimen, i.e. its
+mismatch) and its calibration.  Two seeds are two different chips.
+
+    chip = Chip.calibrated(MINI, chip_seed=3)     # measures, as on silicon
+    chip.save("chip3.npz"); Chip.load("chip3.npz")
+    image = chip.configure(image)                 # the image's analog settings := calibration
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spikeloop.config import ChipConfig
+from spikeloop.image import ConfigImage
+from spikeloop.model.analog import AnalogChipModel
+from spikeloop.model.calibration import CalibrationResult, ChipProbe, calibrate
+
+
+class Chip:
+    def __init__(self, cfg: ChipConfig, chip_seed: int,
+                 calibration: CalibrationResult | None = None):
+        if not isinstance(chip_seed, int) or chip_seed < 0:
+            raise ValueError(f"chip_seed must be a non-negative integer, got {chip_seed!r}")
+        if calibration is not None and (calibration.preset != cfg.name
+                                        or calibration.chip_seed != chip_seed):
+            raise ValueError(
+                f"calibration is of chip {calibration.chip_seed} of preset "
+                f"{calibration.preset!r}, not of chip {chip_seed} of preset {cfg.name!r}")
+        self.cfg = cfg
+        self.chip_seed = chip_seed
+        self.calibration = calibration
+        #: the analog half of this specimen (its hidden true parameters live here)
+        self.analog = AnalogChipModel(cfg, chip_seed)
+
+    @classmethod
+    def calibrated(cls, cfg: ChipConfig, chip_seed: int) -> Chip:
+        """Build the specimen and calibrate it by measurement."""
+        chip = cls(cfg, chip_seed)
+        result = calibrate(ChipProbe(chip.analog))
+        return cls(cfg, chip_seed, result)
+
+    @property
+    def settings(self) -> np.ndarray:
+        """The 10-bit analog settings [n_neurons, 8]: calibrated, else nominal."""
+        if self.calibration is not None:
+            return self.calibration.settings.numpy().astype(np.int64)
+        return self.analog.nominal_settings().numpy().astype(np.int64)
+
+    def configure(self, image: ConfigImage) -> ConfigImage:
+        """A copy of ``image`` whose analog settings are this chip's calibration."""
+        if image.cfg != self.cfg:
+            raise ValueError(f"image is for preset {image.cfg.name!r}, chip is {self.cfg.name!r}")
+        out = image.copy()
+        out.analog_settings = self.settings.copy()
+        return out
+
+    def lif_params(self, image: ConfigImage, **kw):
+        """The analog model's parameters for the settings the image writes."""
+        return self.analog.lif_params(torch.as_tensor(image.analog_settings), **kw)
+
+    # -- files: the chip instance with its calibration --------------------------
+    def save(self, path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if self.calibration is not None:
+            self.calibration.save(path)
+            with np.load(path) as z:
+                arrays = dict(z)
+        else:
+            arrays = {}
+        arrays["chip_config"] = np.array(self.cfg.to_json())
+        arrays["chip_seed"] = np.array(self.chip_seed)
+        arrays["calibrated"] = np.array(self.calibration is not None)
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+
+    @classmethod
+    def load(cls, path) -> Chip:
+        with np.load(path) as z:
+            if "chip_config" in z:
+                cfg = ChipConfig.from_dict(json.loads(str(z["chip_config"])))
+            else:  # a bare calibration file from `spikeloop calibrate`
+                cfg = ChipConfig.preset(str(z["preset"]))
+            seed = int(z["chip_seed"])
+            calibrated = bool(z["calibrated"]) if "calibrated" in z else "settings" in z
+        return cls(cfg, seed, CalibrationResult.load(path) if calibrated else None)
