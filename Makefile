@@ -26,8 +26,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,data]'
 	@touch $@
 
-system-deps:  ## Debian's iverilog (Icarus) and yosys (cell counts), installed when absent
+system-deps:  ## Debian's iverilog (Icarus), yosys (cell counts), liblz4-dev (Verilator FST), when absent
 	@missing=""; for t in iverilog yosys; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	test -f /usr/include/lz4.h || missing="$$missing liblz4-dev"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \

@@ -84,19 +84,22 @@ def _stat_number(text: str, label: str) -> int:
 
 
 def _yosys_area(path: Path, top: str, workdir: Path, timeout_s: int) -> dict:
-    """``synth`` in two halves: coarse synthesis keeps memories as ``$mem_v2``
-    cells, whose bits are counted (``stat``) and which are then turned into black
-    boxes (an SRAM macro each); the rest is mapped to gates (``synth -run
-    fine:check``) and ``stat -tech cmos`` estimates its transistors."""
+    """Memories are collected into ``$mem_v2`` cells, counted (their bits), and
+    turned into black boxes (an SRAM macro each); the rest goes through
+    ``synth`` (from its ``coarse`` label on) and ``stat -tech cmos`` estimates
+    its transistors."""
     yosys = require("yosys", "yosys")
     log = workdir / f"{top}.yosys.log"
     pre, post = workdir / f"{top}.coarse.json", workdir / f"{top}.stat.txt"
     script = "; ".join([
         f"read_verilog -sv {path}",
-        f"synth -top {top} -flatten -run begin:fine",
+        f"hierarchy -top {top}",
+        "proc", "flatten", "memory_collect",
         f"write_json {pre}",
+        # the memory passes of `synth` (opt_mem, memory_share) take hours on the
+        # full synapse array's 256-lane row words; an SRAM macro needs none of them
         "chtype -set $__spikeloop_sram t:$mem_v2",
-        "synth -run fine:check",
+        f"synth -top {top} -run coarse:check",
         f"tee -q -o {post} stat -tech cmos",
     ])
     try:

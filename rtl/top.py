@@ -31,7 +31,7 @@ host can read them back after a run.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -118,6 +118,10 @@ class Top(wiring.Component):
         ]
         clear = hb.clear
         running = hb.run
+        # the clear cycle starts a run: no spike, input event or ADC sample enters in
+        # it (the blocks drop their inputs while they clear)
+        live = Signal()
+        m.d.comb += live.eq(running & ~clear)
 
         # cycle counter
         with m.If(clear):
@@ -130,7 +134,7 @@ class Top(wiring.Component):
         nb = self.neurons
         m.submodules.neurons = nb
         m.d.comb += [
-            nb.spike_in.eq(Mux(running, self.spike_in, 0)),
+            nb.spike_in.eq(Mux(live, self.spike_in, 0)),
             nb.enable.eq(hb.neuron_enable.as_value()),
             nb.refractory.eq(hb.refractory),
             nb.prescale.eq(hb.refractory_prescale.as_value()),
@@ -174,7 +178,7 @@ class Top(wiring.Component):
             pb.host_wdata.time.eq(hb.playback_wdata[:ts]),
             pb.host_wdata.label.eq(hb.playback_wdata[32:32 + elb]),
             pb.host_wdata.link.eq(hb.playback_wdata[32 + elb:]),
-            pb.count.eq(Mux(running, hb.playback_count.as_value(), 0)),
+            pb.count.eq(Mux(live, hb.playback_count.as_value(), 0)),
             pb.time.eq(self.time),
             pb.clear.eq(clear),
             hb.playback_rdata.eq(Cat(pb.host_rdata.time, Const(0, 32 - ts),
@@ -238,7 +242,7 @@ class Top(wiring.Component):
         adc = self.adc
         m.submodules.adc = adc
         m.d.comb += [
-            adc.period.eq(Mux(running, hb.adc_period.as_value(), 0)),
+            adc.period.eq(Mux(live, hb.adc_period.as_value(), 0)),
             adc.codes.eq(self.adc_codes),
             adc.clear.eq(clear),
             self.adc_sample.eq(adc.sample),

@@ -43,15 +43,25 @@ class CrossbarRef:
                 return i
         return None
 
+    def peek(self, grants=None) -> dict:
+        """``outputs_valid`` and ``outputs_payload`` of this cycle: they depend on
+        the state only, so a caller can compute the sinks' ``ready`` from them
+        before calling :meth:`tick`."""
+        if grants is None:
+            grants = [self._grant(o) for o in range(self.n_out)]
+        return {
+            "outputs_valid": [int(g is not None) for g in grants],
+            "outputs_payload": [0 if g is None else self.fifos[g * self.n_out + o][0]
+                                for o, g in enumerate(grants)],
+        }
+
     def tick(self, *, clear=0, enable, mask, target, inputs_valid, inputs_payload,
              outputs_ready) -> dict:
         n_out = self.n_out
         grants = [self._grant(o) for o in range(n_out)]
         out = {
             "inputs_ready": [1] * self.n_in,
-            "outputs_valid": [int(g is not None) for g in grants],
-            "outputs_payload": [0 if g is None else self.fifos[g * n_out + o][0]
-                                for o, g in enumerate(grants)],
+            **self.peek(grants),
             "event_count": list(self.event_count),
             "drop_count": list(self.drop_count),
         }

@@ -1,0 +1,213 @@
+"""cocotb driver of the host configuration bus (rtl/hostbus.py).
+
+The protocol: one access per clock cycle; ``addr``, ``wdata``, ``we``, ``re``
+are sampled at a rising edge of ``clk``; ``rdata`` and ``rvalid`` show the
+result of a read in the cycle after the edge that sampled it.
+
+Timing discipline of :class:`HostBusDriver` (cocotb 2.1 triggers):
+
+- inputs are driven right after a rising edge (``RisingEdge(clk)`` has
+  fired, before ``ReadOnly``) and are sampled by the next edge;
+- after each access the bus is driven idle (``we = re = 0``) in the same
+  time step, so a caller that stops calling the driver never repeats an
+  access; a following access in the same time step overrides the idle value,
+  so back-to-back calls issue one access per cycle;
+- read data is sampled in ``ReadOnly()`` of the cycle after the sampling
+  edge.  A driver method that starts while the simulation is not right after
+  a rising edge of ``clk`` (in ``ReadOnly``, after a ``Timer``, at the start
+  of a test) first awaits the next rising edge.  After :meth:`read` the
+  simulation is in ``ReadOnly``: await a trigger (e.g. ``RisingEdge``) before
+  writing signals yourself.
+
+The driver knows reset: :meth:`reset` holds ``rst`` (Amaranth's synchronous,
+active-high domain reset) for some cycles with the bus idle, and accesses
+before a reset raise :class:`HostBusError` (pass ``require_reset=False`` when
+the testbench resets the design itself).
+
+Port names: the bare HostBus component has ``addr``, ``wdata``, ``we``,
+``re``, ``rdata``, ``rvalid`` (``prefix=""``); the top level exposes them as
+``host_addr`` ... (``prefix="host_"``, the default).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from cocotb.clock import Clock
+from cocotb.triggers import Lock, ReadOnly, RisingEdge, current_gpi_trigger
+
+from spikeloop.config import ChipConfig
+
+BUS_PORTS = ("addr", "wdata", "we", "re", "rdata", "rvalid")
+
+
+class HostBusError(AssertionError):
+    """A host access did not behave as the protocol says (no rvalid, X data,
+    mismatch on verify, access before reset)."""
+
+
+def clock_period_ps(cfg: ChipConfig) -> int:
+    """The clock period of ``cfg`` in ps, rounded to an even number (50:50 duty)."""
+    return 2 * max(1, round(500_000 / cfg.clock_mhz))
+
+
+def start_clock(dut, cfg: ChipConfig, signal: str = "clk") -> Clock:
+    """Start the GPI (C++) clock on ``dut.<signal>`` at ``cfg.clock_mhz``
+    (125 MHz: 8 ns).  Returns the running :class:`cocotb.clock.Clock`."""
+    clock = Clock(getattr(dut, signal), clock_period_ps(cfg), unit="ps", impl="gpi")
+    clock.start(start_high=False)
+    return clock
+
+
+class HostBusDriver:
+    """Drive the host bus of ``dut``: ``await drv.reset()``, then
+    ``await drv.write(addr, value)``, ``value = await drv.read(addr)``,
+    ``await drv.write_image(image)``."""
+
+    def __init__(self, dut, prefix: str = "host_", clock: str = "clk",
+                 reset: str | None = "rst", require_reset: bool = True):
+        self.dut = dut
+        self.prefix = prefix
+        missing = [prefix + p for p in BUS_PORTS if not _has(dut, prefix + p)]
+        if missing:
+            raise AttributeError(
+                f"{dut._name} has no port(s) {', '.join(missing)}; the bare HostBus "
+                "component needs prefix='', the top level prefix='host_'")
+        self.addr, self.wdata, self.we, self.re, self.rdata, self.rvalid = (
+            getattr(dut, prefix + p) for p in BUS_PORTS)
+        self.clk = getattr(dut, clock)
+        self.rst = getattr(dut, reset) if reset else None
+        self.addr_bits = len(self.addr)
+        self.data_bits = len(self.wdata)
+        self.is_reset = not require_reset
+        self.accesses = 0       # accesses issued since construction
+        # tasks sharing the driver (a testbench and a monitor) take turns per call
+        self._lock = Lock(f"{prefix}bus")
+
+    # -- timing ---------------------------------------------------------------------
+    async def _drive_point(self) -> None:
+        """Return right after a rising edge of clk, where inputs may be driven."""
+        trig = current_gpi_trigger()
+        if not (isinstance(trig, RisingEdge) and trig.signal is self.clk):
+            await RisingEdge(self.clk)
+
+    def _idle(self) -> None:
+        self.we.value = 0
+        self.re.value = 0
+
+    def _check(self, addr: int, value: int | None = None) -> None:
+        if not self.is_reset:
+            raise HostBusError("host access before reset: await HostBusDriver.reset() first "
+                               "(or pass require_reset=False)")
+        if not 0 <= addr < (1 << self.addr_bits):
+            raise ValueError(f"address {addr:#x} does not fit {self.addr_bits} address bits")
+        if value is not None and not 0 <= value < (1 << self.data_bits):
+            raise ValueError(f"value {value:#x} does not fit {self.data_bits} data bits")
+
+    # -- reset ----------------------------------------------------------------------
+    async def reset(self, cycles: int = 2) -> None:
+        """Hold ``rst`` (synchronous) for ``cycles`` rising edges with the bus
+        idle, then release it; returns right after the last edge in reset, so
+        the next access is sampled by the first edge out of reset."""
+        if self.rst is None:
+            raise HostBusError("this driver has no reset signal (reset=None)")
+        async with self._lock:
+            await self._drive_point()
+            self.addr.value = 0
+            self.wdata.value = 0
+            self._idle()
+            self.rst.value = 1
+            for _ in range(max(1, cycles)):
+                await RisingEdge(self.clk)
+            self.rst.value = 0
+            self.is_reset = True
+
+    # -- accesses -------------------------------------------------------------------
+    async def write(self, addr: int, value: int) -> None:
+        """One write; returns right after the edge that performed it."""
+        await self.write_many([(addr, value)])
+
+    async def write_many(self, writes: Iterable[tuple[int, int]]) -> None:
+        """Back-to-back writes, one per cycle; returns right after the edge
+        that performed the last one, with the bus driven idle."""
+        writes = [(int(a), int(v)) for a, v in writes]
+        for a, v in writes:
+            self._check(a, v)
+        async with self._lock:
+            await self._drive_point()
+            for addr, value in writes:
+                self.addr.value = addr
+                self.wdata.value = value
+                self.we.value = 1
+                self.re.value = 0
+                await RisingEdge(self.clk)
+                self.accesses += 1
+                self._idle()
+
+    async def read(self, addr: int) -> int:
+        """One read; returns ``rdata`` of the cycle after the access (in ``ReadOnly``)."""
+        return (await self.read_many([addr]))[0]
+
+    async def read_many(self, addrs: Iterable[int]) -> list[int]:
+        """Pipelined reads, one per cycle; the values in order.  Returns in
+        ``ReadOnly`` of the cycle after the last access, with the bus idle."""
+        addrs = [int(a) for a in addrs]
+        for a in addrs:
+            self._check(a)
+        out: list[int] = []
+        if not addrs:
+            return out
+        async with self._lock:
+            await self._drive_point()
+            self.addr.value = addrs[0]
+            self.re.value = 1
+            self.we.value = 0
+            for i, a in enumerate(addrs):
+                await RisingEdge(self.clk)          # access i sampled here
+                self.accesses += 1
+                if i + 1 < len(addrs):              # access i+1 goes out in this cycle
+                    self.addr.value = addrs[i + 1]
+                    self.re.value = 1
+                else:
+                    self._idle()
+                await ReadOnly()                    # rdata of access i
+                out.append(self._sample(a))
+        return out
+
+    def _sample(self, addr: int) -> int:
+        if str(self.rvalid.value) != "1":
+            raise HostBusError(f"read of {addr:#x}: {self.prefix}rvalid is "
+                               f"{self.rvalid.value} in the cycle after the access")
+        v = self.rdata.value
+        if not v.is_resolvable:
+            raise HostBusError(f"read of {addr:#x}: {self.prefix}rdata is {v} (X/Z bits)")
+        return v.to_unsigned()
+
+    # -- configuration images -------------------------------------------------------
+    async def write_image(self, image, verify: bool = False) -> int:
+        """Write every word of ``image.bus_writes()`` (a ConfigImage), back to
+        back.  ``verify``: read back the words of ``reg`` regions (registers
+        of the register bank; memories need the component behind them) and
+        raise :class:`HostBusError` on the first difference.  Returns the
+        number of writes."""
+        writes = image.bus_writes()
+        await self.write_many(writes)
+        if verify:
+            from spikeloop.rtl.addrmap import AddressMap
+
+            amap = AddressMap(image.cfg)
+            regs = [(a, v) for a, v in writes if amap.decode(a)[0].kind == "reg"]
+            got = await self.read_many([a for a, _ in regs])
+            for (a, v), g in zip(regs, got, strict=True):
+                if g != v:
+                    r, index, _ = amap.decode(a)
+                    raise HostBusError(f"write_image verify: {r.name}[{index}] at {a:#x} "
+                                       f"reads {g:#x}, wrote {v:#x}")
+        return len(writes)
+
+
+def _has(dut, name: str) -> bool:
+    try:
+        getattr(dut, name)
+    except AttributeError:
+        return False
+    return True

@@ -1,0 +1,150 @@
+"""Cycle-accurate reference of rtl/top.py's run phase, composed from the
+references of its blocks.
+
+The host side is taken as done: the ConfigImage is loaded straight into the
+references' state (the host bus has its own reference, model/digital/hostbus.py).
+A run is what the top level does after the host writes ``ctrl = run | clear``:
+one clear cycle, then cycles with ``running`` high, ``time`` counting from 0.
+
+Per cycle the blocks are evaluated in the order of their combinational paths:
+neuron back end -> arbiters and playback (their outputs depend on state only;
+the crossbar is always ready) -> crossbar outputs (state only, ``peek``) ->
+synapse drivers and recorder (their ``ready``) -> crossbar -> synapse memories
+-> analog boundaries; the ADC control last.
+"""
+from __future__ import annotations
+
+from spikeloop.config import ChipConfig
+from spikeloop.image import ConfigImage
+from spikeloop.model.digital.adc_control import AdcControlRef
+from spikeloop.model.digital.analog_boundary import AnalogBoundaryRef
+from spikeloop.model.digital.arbiter import SpikeArbiterRef
+from spikeloop.model.digital.crossbar import CrossbarRef
+from spikeloop.model.digital.neuron_backend import NeuronBackendRef
+from spikeloop.model.digital.playback import EventPlaybackRef, pack_timed_event
+from spikeloop.model.digital.recorder import EventRecorderRef
+from spikeloop.model.digital.synapse_drivers import SynapseDriversRef
+from spikeloop.model.digital.synapse_memory import SynapseMemoryRef
+
+
+def _flat(a) -> list[int]:
+    return [int(x) for x in a.reshape(-1)]
+
+
+class ChipDigitalRef:
+    def __init__(self, cfg: ChipConfig, image: ConfigImage):
+        if image.cfg != cfg:
+            raise ValueError(f"image is for preset {image.cfg.name!r}, not {cfg.name!r}")
+        self.cfg = cfg
+        c = cfg
+        self.nb = NeuronBackendRef(c)
+        self.arbiters = [SpikeArbiterRef(c) for _ in range(c.n_blocks)]
+        self.xbar = CrossbarRef(c)
+        self.drivers = [SynapseDriversRef(c) for _ in range(c.n_halves)]
+        self.synapses = [SynapseMemoryRef(c) for _ in range(c.n_halves)]
+        self.boundaries = [AnalogBoundaryRef(c) for _ in range(c.n_halves)]
+        self.playback = EventPlaybackRef(c)
+        self.recorder = EventRecorderRef(c)
+        self.adc = AdcControlRef(c)
+        self.time = 0
+        self.load_image(image)
+
+    def load_image(self, image: ConfigImage) -> None:
+        """Back-door load of every setting (what the host bus writes)."""
+        c = self.cfg
+        self.enable = sum(int(v) << i for i, v in enumerate(image.neuron_enable))
+        self.labels = _flat(image.neuron_label)
+        self.refractory = _flat(image.refractory)
+        self.prescale = int(image.refractory_prescale)
+        self.xb_enable = _flat(image.xbar_enable)
+        self.xb_mask = _flat(image.xbar_mask)
+        self.xb_target = _flat(image.xbar_target)
+        self.select = [_flat(image.driver_select[h]) for h in range(c.n_halves)]
+        self.mask = [_flat(image.driver_mask[h]) for h in range(c.n_halves)]
+        self.row_sign = [_flat(image.row_sign[h]) for h in range(c.n_halves)]
+        for h, syn in enumerate(self.synapses):
+            syn.mem = [[(int(image.synapse_weight[h, r, col]), int(image.synapse_label[h, r, col]))
+                        for col in range(c.columns_per_half)] for r in range(c.rows_per_half)]
+        self.adc_period = int(image.adc_period)
+
+    def start(self, events) -> dict:
+        """Load the playback memory with ``events`` ([k, 3]: cycle, link, label in
+        release order) and run the clear cycle.  Returns that cycle's outputs."""
+        c = self.cfg
+        if len(events) > c.playback_depth:
+            raise ValueError(f"{len(events)} events; playback_depth is {c.playback_depth}")
+        pb = self.playback
+        for i, (cycle, link, label) in enumerate(events):
+            pb.mem[i] = pack_timed_event(c, c.n_ext_inputs, int(label), int(link), int(cycle))
+        self.count = len(events)
+        return self._cycle(0, [0] * c.n_neurons, clear=1)
+
+    def tick(self, spike_in: int = 0, adc_codes=None, *, running: bool = True) -> dict:
+        """One cycle; returns the outputs the top level shows in it.  With
+        ``running`` false (after the host wrote ``run = 0``) no spike, input
+        event or ADC sample enters and time stands still, but events in flight
+        still drain through the crossbar, the drivers and the recorder."""
+        return self._cycle(spike_in, adc_codes or [0] * self.cfg.n_neurons, clear=0,
+                           live=running)
+
+    def _cycle(self, spike_in: int, adc_codes, clear: int, live: bool = True) -> dict:
+        c = self.cfg
+        P, B = c.neurons_per_block, c.buses_per_half
+        time = self.time
+        live = live and not clear
+        nb = self.nb.tick(spike_in=spike_in if live else 0, enable=self.enable,
+                          refractory=self.refractory, prescale=self.prescale, clear=clear)
+        valid, payload = [], []
+        for k, arb in enumerate(self.arbiters):
+            o = arb.tick(spikes=(nb["spike_out"] >> (k * P)) & ((1 << P) - 1),
+                         labels=self.labels[k * P:(k + 1) * P], events_ready=1, clear=clear)
+            valid.append(o["events_valid"])
+            payload.append(o["events_payload"])
+        pb = self.playback.tick(clear=clear, count=self.count if live else 0, time=time,
+                                links_ready=[1] * c.n_ext_inputs)
+        valid += pb["links_valid"]
+        payload += pb["links_payload"]
+
+        xpeek = self.xbar.peek()
+        ready = []
+        drv_out = []
+        for h, drv in enumerate(self.drivers):
+            o = drv.tick(self.select[h], self.mask[h], self.row_sign[h],
+                         xpeek["outputs_valid"][h * B:(h + 1) * B],
+                         xpeek["outputs_payload"][h * B:(h + 1) * B], clear=clear)
+            ready += o["buses_ready"]
+            drv_out.append(o)
+        rec = self.recorder.tick(clear=clear, time=time,
+                                 links_valid=xpeek["outputs_valid"][c.n_buses:],
+                                 links_payload=xpeek["outputs_payload"][c.n_buses:])
+        ready += rec["links_ready"]
+        xb = self.xbar.tick(clear=clear, enable=self.xb_enable, mask=self.xb_mask,
+                            target=self.xb_target, inputs_valid=valid,
+                            inputs_payload=payload, outputs_ready=ready)
+        exc, inh, step_done = [], [], 0
+        for h in range(c.n_halves):
+            w = self.synapses[h].tick(rows=drv_out[h]["rows"])["weights"]
+            bo = self.boundaries[h].tick(w, drv_out[h]["signs"], clear=clear)
+            exc += bo["exc_sum"]
+            inh += bo["inh_sum"]
+            step_done = bo["step_done"]
+        adc = self.adc.tick(period=self.adc_period if live else 0, codes=adc_codes,
+                            clear=clear)
+        self.time = 0 if clear else time + int(live)
+        return {"time": time, "exc_sum": exc, "inh_sum": inh, "step_done": step_done,
+                "refractory_active": nb["refractory_active"], "spike_out": nb["spike_out"],
+                "adc_sample": adc["sample"]}
+
+    def final_counters(self) -> dict:
+        """The status counters as the host reads them after the run."""
+        return {
+            "xbar_events": list(self.xbar.event_count),
+            "xbar_drops": list(self.xbar.drop_count),
+            "arbiter_drops": [a.drops for a in self.arbiters],
+            "driver_unmatched": [u for d in self.drivers for u in d.unmatched],
+            "playback_late": self.playback.late,
+            "record_drops": self.recorder.drops,
+            "adc_overflow": self.adc.overflow,
+            "record_count": self.recorder.count,
+            "adc_samples": self.adc.n_samples,
+        }

@@ -1,0 +1,150 @@
+"""Input events of a run and the Observables that come back from it.
+
+Both are plain numpy arrays saved as ``.npz`` (readable with numpy alone).
+
+InputEvents: one row per event, columns ``sample`` (index in the batch),
+``cycle`` (release cycle counted from the start of the sample's run),
+``link`` (external input of the crossbar), ``label`` (event label).  Rows are
+kept sorted by (sample, cycle, link, label); each sample holds at most
+``playback_depth`` events.
+
+Observables (per batch of ``B`` samples, each run for ``n_steps`` analog steps):
+
+================= ======================= ============================================
+field             shape / dtype           meaning
+================= ======================= ============================================
+``spikes``        [K, 4] int64            (sample, step, cycle, neuron) of every spike
+                                          the analog neurons emitted (step: analog
+                                          step; cycle: the cycle it entered the logic)
+``records``       [K, 4] int64            (sample, cycle, link, label) of every event
+                                          the recorder stored from the host links
+``adc``           [S, B, n] int64         ADC codes of the S samples the ADC took
+``adc_count``     [B] int64               valid ADC samples per batch entry
+``xbar_events``   [B, I, O] int64         events taken per crossbar node
+``xbar_drops``    [B, I, O] int64         events dropped per crossbar node
+``arbiter_drops`` [B, n_blocks] int64     spikes dropped per arbiter
+``driver_unmatched`` [B, n_buses] int64   bus events that matched no driver
+``playback_late`` [B] int64               input events released after their cycle
+``record_drops``  [B] int64               events lost to a full record memory
+``adc_overflow``  [B] int64               ADC samples lost to a full buffer
+``cycles``        [B] int64               clock cycles each sample ran
+``n_steps``, ``run_seed``, ``backend``    scalars
+================= ======================= ============================================
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from spikeloop.config import ChipConfig
+
+
+class EventsError(ValueError):
+    """Input events with a bad field."""
+
+
+@dataclass
+class InputEvents:
+    cfg: ChipConfig
+    batch: int
+    table: np.ndarray  # [K, 4] int64: sample, cycle, link, label
+
+    COLUMNS = ("sample", "cycle", "link", "label")
+
+    def __post_init__(self):
+        t = np.asarray(self.table, dtype=np.int64).reshape(-1, 4)
+        limits = {"sample": self.batch - 1, "cycle": (1 << self.cfg.timestamp_bits) - 1,
+                  "link": self.cfg.n_ext_inputs - 1,
+                  "label": (1 << self.cfg.event_label_bits) - 1}
+        for j, col in enumerate(self.COLUMNS):
+            if len(t) and (t[:, j].min() < 0 or t[:, j].max() > limits[col]):
+                bad = int(np.argmax((t[:, j] < 0) | (t[:, j] > limits[col])))
+                raise EventsError(f"InputEvents.{col} of event {bad} = {t[bad, j]} is out of "
+                                  f"range; allowed: 0..{limits[col]}")
+        order = np.lexsort((t[:, 3], t[:, 2], t[:, 1], t[:, 0]))
+        self.table = t[order]
+        counts = np.bincount(self.table[:, 0], minlength=self.batch)
+        if len(counts) and counts.max() > self.cfg.playback_depth:
+            s = int(np.argmax(counts))
+            raise EventsError(f"sample {s} has {counts[s]} input events; the playback memory "
+                              f"holds playback_depth = {self.cfg.playback_depth}")
+
+    @classmethod
+    def from_lists(cls, cfg: ChipConfig, per_sample: list[list[tuple[int, int, int]]]):
+        """``per_sample[s]`` = list of (cycle, link, label)."""
+        rows = [(s, c, lk, lb) for s, evs in enumerate(per_sample) for c, lk, lb in evs]
+        return cls(cfg, len(per_sample), np.array(rows, dtype=np.int64).reshape(-1, 4))
+
+    def of_sample(self, s: int) -> np.ndarray:
+        """[k, 3] (cycle, link, label) of sample ``s`` in release order."""
+        return self.table[self.table[:, 0] == s][:, 1:]
+
+    def save(self, path) -> None:
+        np.savez(path, events=self.table, batch=np.array(self.batch),
+                 chip_config=np.array(self.cfg.to_json()))
+
+    @classmethod
+    def load(cls, path, cfg: ChipConfig) -> InputEvents:
+        with np.load(path) as z:
+            if "events" not in z or "batch" not in z:
+                raise EventsError(f"{path}: an events file holds arrays 'events' [K, 4] "
+                                  "(sample, cycle, link, label) and 'batch'")
+            return cls(cfg, int(z["batch"]), z["events"])
+
+
+@dataclass
+class Observables:
+    spikes: np.ndarray
+    records: np.ndarray
+    adc: np.ndarray
+    adc_count: np.ndarray
+    xbar_events: np.ndarray
+    xbar_drops: np.ndarray
+    arbiter_drops: np.ndarray
+    driver_unmatched: np.ndarray
+    playback_late: np.ndarray
+    record_drops: np.ndarray
+    adc_overflow: np.ndarray
+    cycles: np.ndarray
+    n_steps: int
+    run_seed: int
+    backend: str = ""
+
+    FIELDS = ("spikes", "records", "adc", "adc_count", "xbar_events", "xbar_drops",
+              "arbiter_drops", "driver_unmatched", "playback_late", "record_drops",
+              "adc_overflow", "cycles")
+
+    def spike_raster(self, n_neurons: int) -> np.ndarray:
+        """Time-major [n_steps, batch, n_neurons] bool raster (hxtorch layout)."""
+        batch = len(self.cycles)
+        r = np.zeros((self.n_steps, batch, n_neurons), dtype=bool)
+        if len(self.spikes):
+            r[self.spikes[:, 1], self.spikes[:, 0], self.spikes[:, 3]] = True
+        return r
+
+    def save(self, path) -> None:
+        np.savez(path, n_steps=np.array(self.n_steps), run_seed=np.array(self.run_seed),
+                 backend=np.array(self.backend),
+                 **{f: getattr(self, f) for f in self.FIELDS})
+
+    @classmethod
+    def load(cls, path) -> Observables:
+        with np.load(path) as z:
+            return cls(**{f: z[f] for f in cls.FIELDS}, n_steps=int(z["n_steps"]),
+                       run_seed=int(z["run_seed"]), backend=str(z["backend"]))
+
+    def first_difference(self, other: Observables) -> str | None:
+        """None when identical, else which field (and where) first differs."""
+        for f in self.FIELDS:
+            a, b = getattr(self, f), getattr(other, f)
+            if a.shape != b.shape:
+                return f"{f}: shape {a.shape} != {b.shape}"
+            if not np.array_equal(a, b):
+                idx = tuple(int(i) for i in np.argwhere(a != b)[0])
+                return f"{f}{list(idx)}: {a[idx]} != {b[idx]}"
+        return None
+
+    def replace(self, **kw) -> Observables:
+        return dataclasses.replace(self, **kw)
