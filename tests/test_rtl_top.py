@@ -229,7 +229,7 @@ def test_top_matches_composed_reference(seed, n_events, spike_rate):
         put(ctx, dut.spike_in, 0)
         await host.write(amap["ctrl"].address(0), 0)   # still a running cycle
         ref.tick(0, codes[-1])
-        for cycle in range(40):                         # stopped: events in flight drain
+        for _ in range(40):                         # stopped: events in flight drain
             got = get(ctx, dut.time)
             assert got == ref.tick(0, codes[-1], running=False)["time"]
             await ctx.tick()

@@ -118,7 +118,7 @@ class ChipDigitalRef:
                                  links_valid=xpeek["outputs_valid"][c.n_buses:],
                                  links_payload=xpeek["outputs_payload"][c.n_buses:])
         ready += rec["links_ready"]
-        xb = self.xbar.tick(clear=clear, enable=self.xb_enable, mask=self.xb_mask,
+        self.xbar.tick(clear=clear, enable=self.xb_enable, mask=self.xb_mask,
                             target=self.xb_target, inputs_valid=valid,
                             inputs_payload=payload, outputs_ready=ready)
         exc, inh, step_done = [], [], 0
