@@ -135,6 +135,18 @@ class ChipDigitalRef:
                 "refractory_active": nb["refractory_active"], "spike_out": nb["spike_out"],
                 "adc_sample": adc["sample"]}
 
+    def analog_outputs(self) -> dict:
+        """What the analog side sees of this cycle before giving its inputs: the
+        outputs that depend on state only (``step_done``, the sums, the
+        refractory flags as an int bit mask)."""
+        exc, inh = [], []
+        for b in self.boundaries:
+            exc += b.exc_sum
+            inh += b.inh_sum
+        active = sum(1 << i for i, c in enumerate(self.nb.counters) if c)
+        return {"step_done": self.boundaries[0].step_done, "exc_sum": exc, "inh_sum": inh,
+                "refractory_active": active}
+
     def final_counters(self) -> dict:
         """The status counters as the host reads them after the run."""
         return {

@@ -1,0 +1,78 @@
+"""Backend "reference": the composed cycle-accurate references of model/digital/
+and the analog model, one cycle at a time in Python.  Slow (a few thousand
+cycles per second on the mini preset) and simple: the golden model that the
+cosim and fast backends are checked against."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from spikeloop.backends import DRAIN_CYCLES, live_cycles
+from spikeloop.backends.analog_loop import AnalogLoop, bits_to_bool, bool_to_bits
+from spikeloop.chip import Chip
+from spikeloop.events import InputEvents, Observables
+from spikeloop.image import ConfigImage
+from spikeloop.model.digital.playback import unpack_timed_event
+from spikeloop.model.digital.top import ChipDigitalRef
+
+
+def run_reference(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, *,
+                  run_seed: int = 0, sample_offset: int = 0) -> Observables:
+    cfg = chip.cfg
+    if n_steps < 1:
+        raise ValueError(f"n_steps = {n_steps}; allowed: >= 1")
+    n = cfg.n_neurons
+    ref = ChipDigitalRef(cfg, image)
+    L = live_cycles(cfg, n_steps)
+    spikes, records, adc_rows, adc_count = [], [], [], []
+    counters = {k: [] for k in ("xbar_events", "xbar_drops", "arbiter_drops",
+                                "driver_unmatched", "playback_late", "record_drops",
+                                "adc_overflow")}
+    for s in range(events.batch):
+        analog = AnalogLoop(chip, image, [sample_offset + s], run_seed)
+        codes = [int(c) for c in analog.codes()[0]]
+        ref.start(events.of_sample(s).tolist())
+        k = 0
+        for r in range(L):
+            o = ref.analog_outputs()
+            spike_in = 0
+            if o["step_done"] and k < n_steps:
+                fired = analog.step(torch.tensor([o["exc_sum"]]), torch.tensor([o["inh_sum"]]),
+                                    torch.tensor([bits_to_bool(o["refractory_active"], n)]))[0]
+                spikes += [(s, k, r, int(i)) for i in torch.nonzero(fired).reshape(-1)]
+                spike_in = bool_to_bits(fired.tolist())
+                codes = [int(c) for c in analog.codes()[0]]
+                k += 1
+            ref.tick(spike_in, codes, running=True)
+        assert k == n_steps, f"{k} analog steps in {L} cycles, expected {n_steps}"
+        for _ in range(DRAIN_CYCLES):
+            ref.tick(0, codes, running=False)
+        for word in ref.recorder.entries():
+            label, link, t = unpack_timed_event(cfg, cfg.n_host_links, word)
+            records.append((s, t, link, label))
+        adc_rows.append([list(ref.adc.buffer[i]) for i in range(ref.adc.n_samples)])
+        adc_count.append(ref.adc.n_samples)
+        c = ref.final_counters()
+        for key in counters:
+            counters[key].append(c[key])
+    S = max(adc_count, default=0)
+    adc = np.zeros((S, events.batch, n), dtype=np.int64)
+    for b, rows in enumerate(adc_rows):
+        if rows:
+            adc[:len(rows), b] = np.array(rows)
+    I, O = cfg.crossbar_inputs, cfg.crossbar_outputs
+    return Observables(
+        spikes=np.array(spikes, dtype=np.int64).reshape(-1, 4),
+        records=np.array(records, dtype=np.int64).reshape(-1, 4),
+        adc=adc, adc_count=np.array(adc_count, dtype=np.int64),
+        xbar_events=np.array(counters["xbar_events"], dtype=np.int64).reshape(-1, I, O),
+        xbar_drops=np.array(counters["xbar_drops"], dtype=np.int64).reshape(-1, I, O),
+        arbiter_drops=np.array(counters["arbiter_drops"], dtype=np.int64).reshape(
+            -1, cfg.n_blocks),
+        driver_unmatched=np.array(counters["driver_unmatched"], dtype=np.int64).reshape(
+            -1, cfg.n_buses),
+        playback_late=np.array(counters["playback_late"], dtype=np.int64),
+        record_drops=np.array(counters["record_drops"], dtype=np.int64),
+        adc_overflow=np.array(counters["adc_overflow"], dtype=np.int64),
+        cycles=np.full(events.batch, L, dtype=np.int64),
+        n_steps=n_steps, run_seed=run_seed, backend="reference")
