@@ -61,6 +61,25 @@ class Chip:
         """The analog model's parameters for the settings the image writes."""
         return self.analog.lif_params(torch.as_tensor(image.analog_settings), **kw)
 
+    def run(self, image: ConfigImage, events, n_steps: int, *, backend: str = "reference",
+            run_seed: int = 0, sample_offset: int = 0, **backend_options):
+        """Run a batch of samples on this chip; returns Observables.  ``backend``:
+        ``reference`` (Python golden model), ``cosim`` (the RTL under cocotb) or
+        ``fast`` (batched torch); see spikeloop/backends/__init__.py."""
+        from spikeloop.backends import check_backend
+
+        check_backend(backend)
+        if image.cfg != self.cfg:
+            raise ValueError(f"image is for preset {image.cfg.name!r}, chip is {self.cfg.name!r}")
+        if backend == "reference":
+            from spikeloop.backends.reference import run_reference as run
+        elif backend == "cosim":
+            from spikeloop.cosim.backend import run_cosim as run
+        else:
+            from spikeloop.backends.fast import run_fast as run
+        return run(self, image, events, n_steps, run_seed=run_seed,
+                   sample_offset=sample_offset, **backend_options)
+
     # -- files: the chip instance with its calibration --------------------------
     def save(self, path) -> None:
         path = Path(path)

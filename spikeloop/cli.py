@@ -80,6 +80,41 @@ def _cmd_config(args) -> int:
     return 0
 
 
+def _cmd_run(args) -> int:
+    from spikeloop.chip import Chip
+    from spikeloop.events import InputEvents
+    from spikeloop.image import ConfigImage
+
+    cfg = ChipConfig.preset(args.preset)
+    if args.chip:
+        chip = Chip.load(args.chip)
+        if chip.cfg != cfg or chip.chip_seed != args.chip_seed:
+            raise ValueError(f"{args.chip} holds chip {chip.chip_seed} of preset "
+                             f"{chip.cfg.name!r}, not chip {args.chip_seed} of {cfg.name!r}")
+    else:
+        chip = Chip(cfg, args.chip_seed)
+    image = ConfigImage.load(args.image, cfg)
+    if args.chip:
+        image = chip.configure(image)
+    events = InputEvents.load(args.events, cfg)
+    opts = {}
+    if args.backend == "cosim":
+        opts = {"simulator": args.simulator, "waves": args.waves}
+    print(f"run: backend {args.backend}, preset {cfg.name}, chip seed {args.chip_seed}, "
+          f"run seed {args.run_seed}, {events.batch} sample(s), {args.steps} steps")
+    t0 = time.perf_counter()
+    obs = chip.run(image, events, args.steps, backend=args.backend, run_seed=args.run_seed,
+                   **opts)
+    dt = time.perf_counter() - t0
+    obs.save(args.out)
+    cycles = int(obs.cycles.sum())
+    print(f"{len(obs.spikes)} spikes, {len(obs.records)} recorded events, "
+          f"{int(obs.xbar_drops.sum())} crossbar drops, {cycles} cycles "
+          f"({cycles * cfg.clock_period_ns / 1000:.1f} us of chip time) in {dt:.2f} s; "
+          f"wrote {args.out}")
+    return 0
+
+
 def _cmd_calibrate(args) -> int:
     from spikeloop.calibrate import calibrate_main
 
@@ -125,6 +160,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="print a preset's ChipConfig as JSON")
     _add_preset(p)
     p.set_defaults(func=_cmd_config)
+
+    p = sub.add_parser("run", help="run input events on a chip instance, write Observables")
+    p.add_argument("--backend", choices=["reference", "cosim", "fast"], required=True)
+    _add_preset(p)
+    p.add_argument("--chip-seed", type=int, required=True, help="which fabricated specimen")
+    p.add_argument("--chip", help="chip file with its calibration (Chip.save or "
+                                  "`spikeloop calibrate`); its settings replace the image's")
+    p.add_argument("--image", required=True, help="ConfigImage .npz")
+    p.add_argument("--events", required=True, help="InputEvents .npz")
+    p.add_argument("--steps", type=int, required=True, help="analog steps per sample")
+    p.add_argument("--run-seed", type=int, default=0, help="seed of the temporal noise")
+    p.add_argument("--out", required=True, help="Observables .npz to write")
+    p.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
+    p.add_argument("--waves", action="store_true", help="cosim: write FST waveforms")
+    p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("calibrate", help="calibrate a chip instance by measurement")
     _add_preset(p)
