@@ -49,6 +49,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from spikeloop.config import ChipConfig
+from spikeloop.rtl.common import round_robin_grant
 from spikeloop.rtl.layouts import event_layout
 
 
@@ -144,18 +145,9 @@ class Crossbar(wiring.Component):
             locked = Signal(name=f"o{o}_locked")
             held = Signal(range(n_in), name=f"o{o}_held")
             req = Signal(n_in, name=f"o{o}_req")
-            after = Signal(n_in, name=f"o{o}_after")  # bit i: i > last
-            grant = Signal(range(n_in), name=f"o{o}_grant")
             for i in range(n_in):
-                m.d.comb += [req[i].eq(nonempty[i][o]), after[i].eq(last < i if i else 0)]
-            hi = req & after
-            # later assignments win: lowest request after `last`, else lowest request
-            for i in reversed(range(n_in)):
-                with m.If(req[i]):
-                    m.d.comb += grant.eq(i)
-            for i in reversed(range(n_in)):
-                with m.If(hi[i]):
-                    m.d.comb += grant.eq(i)
+                m.d.comb += req[i].eq(nonempty[i][o])
+            grant = round_robin_grant(m, req, last, n_in, f"o{o}")
             with m.If(locked):
                 m.d.comb += grant.eq(held)
             valid = req.any()

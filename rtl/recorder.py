@@ -38,6 +38,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from spikeloop.config import ChipConfig
+from spikeloop.rtl.common import round_robin_grant
 from spikeloop.rtl.layouts import event_layout, timed_event_layout
 
 
@@ -75,18 +76,9 @@ class EventRecorder(wiring.Component):
         # round-robin grant over the valid links
         last = Signal(range(n_links), init=n_links - 1)
         req = Signal(n_links)
-        after = Signal(n_links)  # bit l: l > last
-        grant = Signal(range(n_links))
         for idx, link in enumerate(self.links):
-            m.d.comb += [req[idx].eq(link.valid), after[idx].eq(last < idx if idx else 0)]
-        hi = req & after
-        # later assignments win: lowest request after `last`, else lowest request
-        for idx in reversed(range(n_links)):
-            with m.If(req[idx]):
-                m.d.comb += grant.eq(idx)
-        for idx in reversed(range(n_links)):
-            with m.If(hi[idx]):
-                m.d.comb += grant.eq(idx)
+            m.d.comb += req[idx].eq(link.valid)
+        grant = round_robin_grant(m, req, last, n_links, "link")
         take = req.any()
         for idx, link in enumerate(self.links):
             m.d.comb += link.ready.eq(take & (grant == idx))
