@@ -4,7 +4,8 @@
   Python, one cycle at a time) with the analog model: the golden model.
 - ``cosim``: the RTL in Verilator or Icarus under cocotb, with the same analog
   model in the loop (cosim/).
-- ``fast``: a batched torch emulator (issue 5; not built yet).
+- ``fast``: a batched torch emulator (spikeloop/backends/fast.py): all samples of a
+  batch advance together; idle cycles are skipped.
 
 For the same chip instance, ConfigImage, input events and run seed they return
 identical Observables (spikeloop/events.py).

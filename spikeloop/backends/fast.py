@@ -1,0 +1,496 @@
+"""Backend "fast": the whole chip as a batched torch emulator (CPU or CUDA).
+
+It returns the same Observables as the reference backend (backends/reference.py)
+bit for bit: the same digital rules, cycle by cycle, for all samples of a batch
+at once, with the analog side run by the shared ``AnalogLoop``.  What makes it
+fast:
+
+- **Batched state.**  Every block's run state is a tensor with the batch first
+  (arbiter pending bits ``[B, blocks, P]``, crossbar node FIFOs ``[B, O, I,
+  depth]``, driver positions ``[B, buses]``, ...); one digital cycle is a fixed
+  handful of tensor operations whatever the batch size.
+- **Closed forms where the logic is regular.**  Spikes enter only at analog step
+  boundaries, and the crossbar never stalls its inputs, so between two
+  boundaries each arbiter grants its pending neurons in ascending order at a
+  fixed rate: one window of arbiter outputs is computed per step with a few
+  tensor operations (:meth:`FastChip._arbiter_window`).  The playback release
+  cycles and ``late`` count follow from the event table alone
+  (:func:`playback_schedule`), the ADC sampling cycles, sample count and
+  overflow from ``adc_period`` (:func:`adc_schedule`; the codes are taken from
+  the analog state after the right step), the refractory counters from the
+  prescaler ticks between two boundaries.  A driver serialising an event with
+  ``k`` matches only needs its position in that label's precomputed match list.
+- **Idle cycles are skipped.**  The cycle-by-cycle part is the crossbar with the
+  drivers, synapse memories, boundaries and recorder behind it.  When no crossbar
+  FIFO holds a word in any sample, the emulator jumps to the next cycle where
+  something enters: an arbiter output, a playback release, an analog step.
+
+How each reference block maps onto the tensors is written beside its code in
+:class:`FastChip`; the order of evaluation inside one cycle is the reference's
+(model/digital/top.py): neuron back end -> arbiters and playback -> crossbar
+outputs (state only) -> drivers and recorder (their ``ready``) -> crossbar
+pushes and pops -> synapse memories -> analog boundaries.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from spikeloop.backends import DRAIN_CYCLES, live_cycles
+from spikeloop.backends.analog_loop import AnalogLoop
+from spikeloop.chip import Chip
+from spikeloop.config import ChipConfig
+from spikeloop.events import InputEvents, Observables
+from spikeloop.image import ConfigImage
+from spikeloop.rtl.layouts import RowSign
+
+
+def run_fast(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, *,
+             run_seed: int = 0, sample_offset: int = 0, device="cpu") -> Observables:
+    """Run a batch on the fast backend; the semantics are those of
+    :func:`~spikeloop.backends.reference.run_reference` (see backends/__init__.py
+    for the run protocol)."""
+    return FastChip(chip, image, device=device).run(events, n_steps, run_seed=run_seed,
+                                                    sample_offset=sample_offset)
+
+
+def playback_schedule(cfg: ChipConfig, events: InputEvents, n_live: int):
+    """Release cycles of the playback: entry ``j`` of a sample (in release order)
+    leaves in cycle ``max(time_j, release_{j-1} + 1)`` (one entry per cycle, never
+    before its time), if that is a running cycle (``< n_live``).
+
+    Returns ``(rows, late)``: ``rows`` [K, 4] int64 (cycle, sample, link, label)
+    of the released entries, sorted by cycle; ``late`` [batch] int64 (unsaturated):
+    entries released after their time."""
+    t = events.table
+    late = np.zeros(events.batch, dtype=np.int64)
+    rows = []
+    for s in range(events.batch):
+        ev = t[t[:, 0] == s]
+        if not len(ev):
+            continue
+        j = np.arange(len(ev), dtype=np.int64)
+        release = j + np.maximum.accumulate(ev[:, 1] - j)
+        go = release < n_live
+        late[s] = int(np.count_nonzero(release[go] > ev[go, 1]))
+        rows.append(np.stack([release[go], ev[go, 0], ev[go, 2], ev[go, 3]], axis=1))
+    rows = np.concatenate(rows) if rows else np.zeros((0, 4), dtype=np.int64)
+    return rows[np.argsort(rows[:, 0], kind="stable")], late
+
+
+def adc_schedule(cfg: ChipConfig, period: int, n_live: int, n_steps: int):
+    """ADC samples of one run: the phase counter samples in running cycles
+    ``r = period-1, 2*period-1, ...``; the codes it sees in cycle ``r`` are those
+    after analog step ``min(r // S, n_steps)`` (0: the initial membranes).
+
+    Returns ``(steps, n_taken)``: for each stored sample the analog step whose
+    codes it holds, and the number of samples taken (stored + overflowed)."""
+    if period == 0:
+        return np.zeros(0, dtype=np.int64), 0
+    cycles = np.arange(period - 1, n_live, period, dtype=np.int64)
+    stored = cycles[:cfg.adc_buffer_depth]
+    return np.minimum(stored // cfg.analog_step_cycles, n_steps), len(cycles)
+
+
+class _Inputs:
+    """Crossbar inputs known ahead of time, in cycle order: ``rows`` [k, 3]
+    (sample, crossbar input, label), ``cycles`` [k] (numpy, ascending)."""
+
+    def __init__(self, cycles: np.ndarray, rows: torch.Tensor):
+        self.cycles, start = np.unique(cycles, return_index=True)
+        self.start = np.append(start, len(cycles))
+        self.rows = rows
+        self.p = 0
+
+    @classmethod
+    def none(cls, device) -> _Inputs:
+        return cls(np.zeros(0, np.int64), torch.zeros((0, 3), dtype=torch.int64, device=device))
+
+    def next_cycle(self) -> int | float:
+        return int(self.cycles[self.p]) if self.p < len(self.cycles) else float("inf")
+
+    def take(self, g: int):
+        """The rows of cycle ``g`` (None if none); cycles are taken in order."""
+        if self.p < len(self.cycles) and self.cycles[self.p] == g:
+            rows = self.rows[self.start[self.p]:self.start[self.p + 1]]
+            self.p += 1
+            return rows
+        return None
+
+
+class FastChip:
+    """One ConfigImage loaded into tensors on ``device``; :meth:`run` runs batches."""
+
+    def __init__(self, chip: Chip, image: ConfigImage, *, device="cpu"):
+        cfg = chip.cfg
+        if image.cfg != cfg:
+            raise ValueError(f"image is for preset {image.cfg.name!r}, not {cfg.name!r}")
+        self.chip, self.image, self.cfg = chip, image, cfg
+        self.device = dev = torch.device(device)
+        H, C, n = cfg.n_halves, cfg.columns_per_half, cfg.n_neurons
+        D, Bh = cfg.drivers_per_half, cfg.buses_per_half
+        P, K = cfg.neurons_per_block, cfg.n_blocks
+
+        def t(x, dtype=torch.int64):
+            return torch.as_tensor(np.asarray(x), dtype=dtype, device=dev)
+
+        # neuron back end and arbiters
+        self.enable = t(image.neuron_enable, torch.bool)
+        self.refractory = t(image.refractory & ((1 << cfg.refractory_bits) - 1))
+        self.prescale = int(image.refractory_prescale)
+        self.block_labels = t((image.neuron_label & ((1 << cfg.event_label_bits) - 1))
+                              .reshape(K, P))
+        # crossbar
+        self.xb_enable = t(image.xbar_enable, torch.bool)
+        self.xb_mask = t(image.xbar_mask)
+        self.xb_target = t(image.xbar_target)
+        # synapse drivers: per global bus and row select, the matching drivers in
+        # priority order (lowest index first), padded; and how many there are
+        rs_n = 1 << cfg.row_select_bits
+        per_bus = len(range(0, D, Bh))
+        match = np.zeros((cfg.n_buses, rs_n, per_bus), dtype=np.int64)
+        n_match = np.zeros((cfg.n_buses, rs_n), dtype=np.int64)
+        rs = np.arange(rs_n)
+        for h in range(H):
+            for b in range(Bh):
+                drivers = np.arange(b, D, Bh)
+                hit = ((rs[:, None] ^ image.driver_select[h, drivers][None, :])
+                       & image.driver_mask[h, drivers][None, :]) == 0     # [rs, drivers]
+                for r in range(rs_n):
+                    m = drivers[hit[r]]
+                    match[h * Bh + b, r, :len(m)] = m
+                    n_match[h * Bh + b, r] = len(m)
+        self.match = t(match.reshape(-1))
+        self.n_match = t(n_match.reshape(-1))
+        self.match_width = per_bus
+        # synapse memory + row signs: per (half, driver) the two rows' weights split
+        # into [row, exc/inh, column], and the two rows' labels [row, column]
+        w = image.synapse_weight.reshape(H, D, 2, C)
+        sign = image.row_sign.reshape(H, D, 2, 1)
+        w_sign = np.stack([w * (sign == RowSign.EXC), w * (sign == RowSign.INH)], axis=3)
+        self.row_w = t(w_sign.reshape(H * D, 2, 2, C), torch.int32)
+        self.row_label = t(image.synapse_label.reshape(H * D, 2, C))
+        # constants of the cycle
+        self.ar_in = torch.arange(cfg.crossbar_inputs, device=dev)
+        self.ar_P = torch.arange(P, device=dev)
+        self.ar_links = torch.arange(cfg.n_host_links, device=dev)
+        self.ar_bus = torch.arange(cfg.n_buses, device=dev)
+        self.ar_out = torch.arange(cfg.crossbar_outputs, device=dev)
+        #: round-robin priority of input i after last grant l: rr_key[l, i] (0 first)
+        self.rr_key = (self.ar_in[None, :] - self.ar_in[:, None] - 1) % cfg.crossbar_inputs
+        self.n = n
+
+    # ------------------------------------------------------------------ run
+    def run(self, events: InputEvents, n_steps: int, *, run_seed: int = 0,
+            sample_offset: int = 0) -> Observables:
+        cfg, dev = self.cfg, self.device
+        if n_steps < 1:
+            raise ValueError(f"n_steps = {n_steps}; allowed: >= 1")
+        if events.cfg != cfg:
+            raise ValueError(f"events are for preset {events.cfg.name!r}, not {cfg.name!r}")
+        B, n, S, K = events.batch, self.n, cfg.analog_step_cycles, cfg.n_blocks
+        L = live_cycles(cfg, n_steps)
+        end = L + DRAIN_CYCLES
+        cmax = (1 << cfg.counter_bits) - 1
+        self._init_state(B)
+
+        # playback: release cycles in closed form, as crossbar inputs K + link
+        rel, late = playback_schedule(cfg, events, L)
+        played = _Inputs(rel[:, 0], torch.as_tensor(
+            np.stack([rel[:, 1], K + rel[:, 2], rel[:, 3]], 1), device=dev))
+        arbiters = _Inputs.none(dev)
+        # ADC: which analog step each stored sample shows
+        adc_steps, adc_taken = adc_schedule(cfg, int(self.image.adc_period), L, n_steps)
+        adc = torch.zeros((len(adc_steps), B, n), dtype=torch.int64, device=dev)
+        code_mask = (1 << cfg.adc_bits) - 1
+
+        analog = AnalogLoop(self.chip, self.image, list(range(sample_offset, sample_offset + B)),
+                            run_seed, device=dev)
+
+        def take_codes(step: int) -> None:
+            hit = np.flatnonzero(adc_steps == step)
+            if len(hit):
+                adc[torch.as_tensor(hit, device=dev)] = analog.codes() & code_mask
+
+        take_codes(0)
+        spikes = []
+        g, k = 0, 0
+        while g < end:
+            # the arbiters' outputs in cycle g were scheduled by the window before g
+            inputs = [x for x in (arbiters.take(g), played.take(g)) if x is not None]
+            if k < n_steps and g == (k + 1) * S:
+                fired = self._analog_step(analog, g)
+                spikes.append(torch.cat([
+                    fired.nonzero(), torch.full((int(fired.sum()), 1), k, device=dev)], 1))
+                k += 1
+                take_codes(k)
+                out = fired & self.enable
+                self._refractory_load(out, g)
+                arbiters = self._arbiter_window(g, (k + 1) * S if k < n_steps else end,
+                                                out if bool(out.any()) else None)
+            if self.x_any or inputs:
+                self._crossbar_cycle(g, min(g, L), torch.cat(inputs) if inputs else None)
+            if self.x_any:
+                g += 1
+            else:                      # nothing in flight: jump to the next input
+                g = min(end, (k + 1) * S if k < n_steps else end, arbiters.next_cycle(),
+                        played.next_cycle())
+        assert k == n_steps
+
+        return self._observables(events, n_steps, run_seed, L, spikes, late, adc,
+                                 adc_taken, cmax)
+
+    # ------------------------------------------------------------ state
+    def _init_state(self, B: int) -> None:
+        """The state after the clear cycle, for ``B`` samples."""
+        cfg, dev = self.cfg, self.device
+        K, P = cfg.n_blocks, cfg.neurons_per_block
+        I, O, X = cfg.crossbar_inputs, cfg.crossbar_outputs, cfg.crossbar_fifo_depth
+        H, C = cfg.n_halves, cfg.columns_per_half
+
+        def z(*shape, dtype=torch.int64):
+            return torch.zeros(shape, dtype=dtype, device=dev)
+
+        self.B = B
+        # neuron back end: counters as of the start of cycle ``cnt_cycle``
+        self.cnt = z(B, self.n)
+        self.cnt_cycle = 0
+        # arbiters: pending bits at the start of the present window; whether the
+        # window's last cycle put a word into the FIFO (it is full then, depth 1)
+        self.pend = z(B, K, P, dtype=torch.bool)
+        self.pend_any = False
+        self.arb_last = z(B, K, dtype=torch.bool)
+        self.arb_drops = z(B, K)
+        # crossbar: node FIFOs as ring buffers (head slot, level), output-major
+        # ([B, O, I]: the round robin reduces over the last axis); per output the
+        # round-robin pointer and the held grant
+        self.x_buf = z(B, O, I, X)
+        self.x_head = z(B, O, I)
+        self.x_len = z(B, O, I)
+        self.x_any = False
+        self.x_last = torch.full((B, O), I - 1, dtype=torch.int64, device=dev)
+        self.x_locked = z(B, O, dtype=torch.bool)
+        self.x_held = z(B, O)
+        self.x_events = z(B, O, I)
+        self.x_drops = z(B, O, I)
+        # synapse drivers: activations done of the head event's match list
+        self.d_pos = z(B, cfg.n_buses)
+        self.unmatched = z(B, cfg.n_buses)
+        # analog boundaries: the accumulators of the present step [B, H, exc/inh, C]
+        self.acc = z(B, H, 2, C, dtype=torch.int32)
+        # recorder
+        self.rec_last = torch.full((B,), cfg.n_host_links - 1, dtype=torch.int64, device=dev)
+        self.rec_count = z(B)
+        self.rec_drops = z(B)
+        self.records = []
+
+    # ------------------------------------------------- neuron back end
+    def _ticks(self, lo: int, hi: int) -> int:
+        """Prescaler ticks in cycles ``lo .. hi-1`` (cycle ``g`` ticks when ``g``
+        is a multiple of ``2**prescale``; the prescale counter starts at 0 in
+        running cycle 0 and its wrap is a multiple of ``2**prescale``)."""
+        q = 1 << self.prescale
+        return -(-hi // q) - (-(-lo // q))
+
+    def _analog_step(self, analog: AnalogLoop, g: int) -> torch.Tensor:
+        """The analog step whose sums are valid in cycle ``g``: the accumulated
+        weights and the refractory flags at the start of ``g``."""
+        dt = self._ticks(self.cnt_cycle, g)
+        if dt:
+            self.cnt = (self.cnt - dt).clamp_(min=0)
+        self.cnt_cycle = g
+        hold = self.cnt != 0
+        acc = self.acc
+        exc = acc[:, :, 0].reshape(self.B, self.n)
+        inh = acc[:, :, 1].reshape(self.B, self.n)
+        fired = analog.step(exc, inh, hold)
+        self.acc = torch.zeros_like(acc)
+        return fired
+
+    def _refractory_load(self, spike_out: torch.Tensor, g: int) -> None:
+        """Cycle ``g``'s counter update: accepted spikes load their refractory
+        period, other nonzero counters count down on a prescaler tick."""
+        dt = self._ticks(g, g + 1)
+        cnt = (self.cnt - dt).clamp_(min=0) if dt else self.cnt
+        self.cnt = torch.where(spike_out, self.refractory, cnt)
+        self.cnt_cycle = g + 1
+
+    # ------------------------------------------------------------ arbiters
+    def _arbiter_window(self, g: int, g_next: int, spike_out) -> _Inputs:
+        """The arbiters (model/digital/arbiter.py) from spike cycle ``g`` up to the
+        next one, ``g_next``, in closed form.
+
+        In cycle ``g`` the lowest pending neuron is granted (if the FIFO can take
+        a word), then ``spike_out`` joins the pending bits (a spike of a neuron
+        still pending and not granted is dropped).  No spike enters before
+        ``g_next``, so from ``g + 1`` on the pending neurons are granted in
+        ascending order, one a cycle (FIFO depth >= 2: the FIFO, popped every
+        cycle, is never full) or one every other cycle (depth 1: a cycle after a
+        grant finds the FIFO full).  A word granted in cycle ``c`` is the block's
+        crossbar input in cycle ``c + 1``.  Returns the crossbar inputs of cycles
+        ``g+1 .. g_next``."""
+        cfg = self.cfg
+        if not self.pend_any and spike_out is None:
+            self.arb_last = torch.zeros_like(self.arb_last)
+            return _Inputs.none(self.device)
+        B, K, P = self.B, cfg.n_blocks, cfg.neurons_per_block
+        W = g_next - g
+        pend = self.pend
+        has = pend.any(-1)
+        if cfg.arbiter_fifo_depth == 1:
+            has &= ~self.arb_last
+        first = pend.to(torch.uint8).argmax(-1)                    # lowest pending index
+        granted = (self.ar_P == first[..., None]) & has[..., None]
+        pend = pend & ~granted
+        if spike_out is not None:
+            spikes = spike_out.view(B, K, P)
+            self.arb_drops += (spikes & self.pend & ~granted).sum(-1)
+            pend |= spikes
+        # slot w of the window: the crossbar input in cycle g + 1 + w
+        rank = pend.cumsum(-1) - 1
+        if cfg.arbiter_fifo_depth == 1:
+            slot = 1 + has.long()[..., None] + 2 * rank
+        else:
+            slot = 1 + rank
+        go = pend & (slot < W)
+        labels = self.block_labels.expand(B, K, P)
+        sched = torch.full((B, K, W + 1), -1, dtype=torch.int64, device=self.device)
+        sched.scatter_(2, torch.where(go, slot, W), labels)         # slot W: discarded
+        sched[..., 0] = torch.where(has, labels.gather(2, first[..., None])[..., 0], -1)
+        self.pend = pend & ~go
+        self.pend_any = bool(self.pend.any())
+        self.arb_last = sched[..., W - 1] >= 0
+        s = sched[..., :W].permute(2, 0, 1)                          # [W, B, K]
+        w, b, blk = (s >= 0).nonzero(as_tuple=True)
+        return _Inputs((g + 1 + w).cpu().numpy(), torch.stack([b, blk, s[w, b, blk]], 1))
+
+    # ------------------------------------------------------------ one cycle
+    def _crossbar_cycle(self, g: int, time: int, inputs) -> None:
+        """The crossbar (model/digital/crossbar.py) with the drivers, synapse
+        memories, boundaries and recorder behind it, in cycle ``g`` (``time``:
+        the cycle counter, frozen after the run).  ``inputs``: [k, 3] (sample,
+        crossbar input, label) of this cycle's valid inputs, or None."""
+        cfg = self.cfg
+        B, I, O, X, NB = (self.B, cfg.crossbar_inputs, cfg.crossbar_outputs,
+                          cfg.crossbar_fifo_depth, cfg.n_buses)
+        x_len = self.x_len
+        # -- which nodes take this cycle's inputs: full is decided on the levels at
+        # the start of the cycle (before this cycle's pops)
+        if inputs is not None:
+            b, i, label = inputs.unbind(1)
+            take = (self.xb_enable[i] & ((label[:, None] & self.xb_mask[i])
+                                         == self.xb_target[i]))      # [k, O]
+            push = take & (x_len[b, :, i] < X)
+            self.x_drops[b, :, i] += take & ~push          # (sample, input) pairs are unique
+            self.x_events[b, :, i] += push
+
+        # -- outputs (state only): per output the held grant, else the first
+        # non-empty node FIFO after the last granted input (round robin)
+        if self.x_any:
+            kmin = torch.where(x_len > 0, self.rr_key[self.x_last], I).amin(-1)   # [B, O]
+            gi = torch.where(self.x_locked, self.x_held, (self.x_last + 1 + kmin) % I)
+            gvalid = self.x_locked | (kmin < I)
+            node = self.ar_out * I + gi                               # [B, O]
+            head = self.x_head.view(B, -1).gather(1, node)
+            out_label = self.x_buf.view(B, -1).gather(1, node * X + head)
+            ready = torch.ones((B, O), dtype=torch.bool, device=self.device)
+            ready[:, :NB] = self._drivers(gvalid[:, :NB], out_label[:, :NB])
+            ready[:, NB:] = self._recorder(g, time, gvalid[:, NB:], out_label[:, NB:])
+            # pops and the output arbiters' state
+            pop = gvalid & ready
+            self.x_last = torch.where(pop, gi, self.x_last)
+            self.x_held = torch.where(gvalid & ~ready, gi, self.x_held)
+            self.x_locked = torch.where(gvalid, ~ready, self.x_locked)
+            popm = ((self.ar_in == gi[..., None]) & pop[..., None]).long()
+            self.x_head = (self.x_head + popm) % X
+            x_len = x_len - popm
+        # -- pushes behind the (popped) heads
+        if inputs is not None:
+            k, o = push.nonzero(as_tuple=True)
+            b, i = b[k], i[k]
+            slot = (self.x_head[b, o, i] + x_len[b, o, i]) % X
+            self.x_buf[b, o, i, slot] = label[k]
+            x_len = x_len.index_put((b, o, i), torch.ones_like(b), accumulate=True)
+        self.x_len = x_len
+        self.x_any = bool(x_len.any())
+
+    def _drivers(self, valid: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """Synapse drivers (model/digital/synapse_drivers.py) of every bus, with the
+        synapse memories and analog boundaries behind them: one matching driver
+        per bus and cycle, lowest first; ``ready`` in the cycle of the last.
+        Returns ``ready`` [B, n_buses]."""
+        cfg = self.cfg
+        address = label & ((1 << cfg.label_bits) - 1)
+        rs = (label >> cfg.label_bits) & ((1 << cfg.row_select_bits) - 1)
+        entry = self.ar_bus * (1 << cfg.row_select_bits) + rs        # [B, NB]
+        k = self.n_match[entry]
+        active = valid & (k > 0)
+        self.unmatched += valid & (k == 0)
+        pos = torch.where(active, self.d_pos, 0)
+        nxt = pos + 1
+        done = nxt >= k
+        self.d_pos = torch.where(active & ~done, nxt, 0)
+        if bool(active.any()):
+            b, bus = active.nonzero(as_tuple=True)
+            h = bus // cfg.buses_per_half
+            d = self.match[entry[b, bus] * self.match_width + pos[b, bus]]
+            hd = h * cfg.drivers_per_half + d
+            hit = self.row_label[hd] == address[b, bus][:, None, None]        # [k, 2, C]
+            w = (self.row_w[hd] * hit[:, :, None, :]).sum(1, dtype=torch.int32)  # [k, 2, C]
+            self.acc.view(-1, 2, cfg.columns_per_half).index_add_(0, b * cfg.n_halves + h, w)
+        return ~active | done
+
+    def _recorder(self, g: int, time: int, valid: torch.Tensor,
+                  label: torch.Tensor) -> torch.Tensor:
+        """Recorder (model/digital/recorder.py): round robin over the host links,
+        one event per cycle, then drops.  Returns ``ready`` [B, n_host_links]."""
+        cfg = self.cfg
+        L_ = cfg.n_host_links
+        if not bool(valid.any()):
+            return torch.zeros_like(valid)
+        key = (self.ar_links[None, :] - self.rec_last[:, None] - 1) % L_
+        kmin = torch.where(valid, key, L_).amin(1)
+        got = kmin < L_
+        link = (self.rec_last + 1 + kmin) % L_
+        self.rec_last = torch.where(got, link, self.rec_last)
+        store = got & (self.rec_count < cfg.record_depth)
+        self.rec_drops += got & ~store
+        self.rec_count += store
+        b = store.nonzero()[:, 0]
+        if len(b):
+            lb = link[b]
+            self.records.append(torch.stack([
+                b, torch.full_like(b, g), torch.full_like(b, time), lb, label[b, lb]], 1))
+        return (self.ar_links[None, :] == link[:, None]) & got[:, None]
+
+    # ------------------------------------------------------------ results
+    def _observables(self, events, n_steps, run_seed, L, spikes, late, adc, adc_taken,
+                     cmax) -> Observables:
+        cfg, B = self.cfg, self.B
+
+        def sat(x):
+            return np.minimum(np.asarray(x.cpu() if torch.is_tensor(x) else x), cmax)
+
+        sp = torch.cat(spikes).cpu().numpy() if spikes else np.zeros((0, 3), np.int64)
+        # (sample, neuron, step) -> (sample, step, cycle, neuron), sorted as the reference
+        sp = sp[np.lexsort((sp[:, 1], sp[:, 2], sp[:, 0]))]
+        S = cfg.analog_step_cycles
+        spikes_out = np.stack([sp[:, 0], sp[:, 2], (sp[:, 2] + 1) * S, sp[:, 1]], 1)
+        rec = (torch.cat(self.records).cpu().numpy() if self.records
+               else np.zeros((0, 5), np.int64))
+        rec = rec[np.lexsort((rec[:, 1], rec[:, 0]))]
+        n_adc = len(adc)
+        return Observables(
+            spikes=spikes_out.astype(np.int64).reshape(-1, 4),
+            records=rec[:, [0, 2, 3, 4]].astype(np.int64).reshape(-1, 4),
+            adc=adc.cpu().numpy(),
+            adc_count=np.full(B, n_adc, dtype=np.int64),
+            xbar_events=sat(self.x_events.transpose(1, 2)).astype(np.int64),
+            xbar_drops=sat(self.x_drops.transpose(1, 2)).astype(np.int64),
+            arbiter_drops=sat(self.arb_drops).astype(np.int64),
+            driver_unmatched=sat(self.unmatched).astype(np.int64),
+            playback_late=sat(late).astype(np.int64),
+            record_drops=sat(self.rec_drops).astype(np.int64),
+            adc_overflow=np.full(B, min(max(adc_taken - n_adc, 0), cmax), dtype=np.int64),
+            cycles=np.full(B, L, dtype=np.int64),
+            n_steps=n_steps, run_seed=run_seed, backend="fast")

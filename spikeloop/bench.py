@@ -1,0 +1,295 @@
+"""Throughput of the emulator backends on the paper's MNIST-sized network.
+
+    python -m spikeloop.bench fast [--batch 64] [--batches 3] [--device cpu]
+                                   [--reference-samples 2] [--threads 1]
+
+What is measured (forward only, no gradients, wall clock after one warm-up batch):
+
+- ``fast``: ``FastChip.run`` (backend "fast") on the FULL preset: the whole chip,
+  every digital rule cycle by cycle, the analog model with its noise, the ADC,
+  for one 34 µs window per sample (531 analog steps of 64 ns, 8 cycles each,
+  plus the run protocol's stop cycle and 64 drain cycles).  The image is loaded
+  once (``FastChip``); each batch's input events are new.
+- ``plain torch``: a plain PyTorch LIF network of the same size (256 -> 246 ->
+  10, current-based exponential synapses, the same 531 steps and batch), dense
+  matmuls, no chip: the software baseline.
+- ``reference`` (``--reference-samples N``, default 2): the pure-Python golden
+  backend on the first N samples of the first timed batch; the fast backend's
+  Observables of those samples must equal it (printed).
+
+Placement (FULL preset: 128 synapse drivers per half on 4 buses, 5 row-select
+bits, 6-bit synapse labels, 14-bit events = address | row select << 6 | upper << 11):
+
+- input ``i`` (0..255) drives synapse driver ``d = i % 128`` of half 0 with event
+  address ``i // 128``: two inputs share each driver and are told apart by the
+  synapse labels.  Driver ``d`` listens to bus ``d % 4`` and matches row select
+  ``d // 4`` exactly; its rows ``2d`` / ``2d+1`` are excitatory / inhibitory.
+  The event of input ``i``: address ``i // 128``, row select ``(i % 128) // 4``,
+  upper bits ``(i % 128) % 4`` = the bus, which the crossbar routes by (node
+  (link, bus b): mask ``3 << 11``, target ``b << 11``).  Inputs are played on
+  link ``i % 4``.
+- hidden neuron ``h`` (0..245) sits in half 0 (neurons 246..255 disabled); its
+  event is built like input ``h``'s and goes from its block's crossbar input to
+  the bus ``(h % 128) % 4`` of half 1, to driver ``h % 128`` of half 1.
+- output neuron ``o`` (0..9) is neuron ``256 + o`` (half 1, column ``o``); its
+  block is routed to host link 0 (recorded with timestamps).
+- weights: on every row and column the synapse label picks one of the two inputs
+  (hidden neurons) sharing the driver at random, with a random weight (0..19 on
+  excitatory rows, 0..15 on inhibitory ones), so each (input, neuron) pair has an
+  excitatory synapse with probability 1/2 and an inhibitory one with probability
+  1/2; about one spike per hidden neuron and sample.
+- the chip: FULL preset, chip seed 0, calibrated by measurement (about 10 s).
+- inputs: latency code of random intensities ``x ~ U(0, 1)``:
+  ``t = 8 µs * ln(x / (x - 0.2))`` for ``x > 0.2`` (about 0.8 spikes per input),
+  shifted so the earliest spike of a sample is at 0, dropped beyond the window.
+- ADC every 212 cycles (1.7 µs): 20 samples per window.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+
+import numpy as np
+import torch
+
+from spikeloop.backends import live_cycles
+from spikeloop.backends.fast import FastChip
+from spikeloop.chip import Chip
+from spikeloop.config import FULL, ChipConfig
+from spikeloop.events import InputEvents
+from spikeloop.image import ConfigImage
+from spikeloop.rtl.layouts import RowSign, pack_event
+
+N_IN, N_HIDDEN, N_OUT = 256, 246, 10
+WINDOW_US = 34.0
+TAU_IN_US = 8.0
+ADC_SPACING_US = 1.7
+#: weights drawn from 0..EXC_W-1 (excitatory rows), 0..INH_W-1 (inhibitory rows):
+#: about one spike per hidden neuron and sample on the calibrated chip
+EXC_W, INH_W = 20, 16
+
+
+def n_window_steps(cfg: ChipConfig) -> int:
+    """Analog steps in the 34 µs window (531 on the FULL preset)."""
+    return int(WINDOW_US / cfg.analog_step_us)
+
+
+def source_event(cfg: ChipConfig, i: int) -> int:
+    """Event label of source ``i`` (an input, or a hidden neuron) on its driver."""
+    D, B = cfg.drivers_per_half, cfg.buses_per_half
+    d = i % D
+    return pack_event(cfg, i // D, d // B, d % B)
+
+
+def mnist_network(cfg: ChipConfig = FULL, chip_seed: int = 0, seed: int = 0):
+    """(chip, image) of the 256 -> 246 -> 10 network (see the module docstring)."""
+    if (cfg.drivers_per_half != 128 or cfg.buses_per_half != 4 or cfg.n_halves != 2
+            or cfg.columns_per_half < N_HIDDEN):
+        raise ValueError("the MNIST placement is written for the FULL preset's geometry")
+    rng = np.random.default_rng(seed)
+    chip = Chip.calibrated(cfg, chip_seed)
+    img = chip.configure(ConfigImage.empty(cfg))
+    D, B, C = cfg.drivers_per_half, cfg.buses_per_half, cfg.columns_per_half
+    upper = cfg.label_bits + cfg.row_select_bits
+    bus_mask = (B - 1) << upper
+    for h in range(cfg.n_halves):
+        img.driver_select[h] = np.arange(D) // B
+        img.driver_mask[h] = (1 << cfg.row_select_bits) - 1
+        img.row_sign[h, 0::2] = RowSign.EXC
+        img.row_sign[h, 1::2] = RowSign.INH
+    for h, cols in ((0, N_HIDDEN), (1, N_OUT)):
+        # a synapse listens to one of the two sources sharing its driver (address 0 or 1)
+        img.synapse_label[h, :, :cols] = rng.integers(0, 2, (cfg.rows_per_half, cols))
+        img.synapse_weight[h, 0::2, :cols] = rng.integers(0, EXC_W, (D, cols))
+        img.synapse_weight[h, 1::2, :cols] = rng.integers(0, INH_W, (D, cols))
+    n = cfg.n_neurons
+    img.neuron_enable[:N_HIDDEN] = 1
+    img.neuron_enable[C:C + N_OUT] = 1
+    img.neuron_label[:N_HIDDEN] = [source_event(cfg, h) for h in range(N_HIDDEN)]
+    img.neuron_label[C:n] = np.arange(n - C) % (1 << cfg.label_bits)
+    hidden_blocks = range(0, -(-N_HIDDEN // cfg.neurons_per_block))
+    for b in range(B):
+        for link in range(cfg.n_ext_inputs):                 # inputs -> buses of half 0
+            node = (cfg.n_blocks + link, b)
+            img.xbar_enable[node], img.xbar_mask[node], img.xbar_target[node] = (
+                1, bus_mask, b << upper)
+        for k in hidden_blocks:                              # hidden -> buses of half 1
+            node = (k, B + b)
+            img.xbar_enable[node], img.xbar_mask[node], img.xbar_target[node] = (
+                1, bus_mask, b << upper)
+    img.xbar_enable[C // cfg.neurons_per_block, cfg.n_buses] = 1   # outputs -> host link 0
+    img.adc_period = np.int64(round(ADC_SPACING_US * cfg.clock_mhz))
+    return chip, img
+
+
+def latency_times_us(batch: int, rng: np.random.Generator) -> np.ndarray:
+    """[batch, 256] spike times in µs of random intensities (NaN: no spike)."""
+    x = rng.random((batch, N_IN))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(x > 0.2, TAU_IN_US * np.log(x / (x - 0.2)), np.nan)
+    t -= np.nanmin(t, axis=1, keepdims=True)
+    t[t >= WINDOW_US] = np.nan
+    return t
+
+
+def latency_events(cfg: ChipConfig, times_us: np.ndarray) -> InputEvents:
+    b, i = np.nonzero(~np.isnan(times_us))
+    cycles = np.floor(times_us[b, i] * cfg.clock_mhz).astype(np.int64)
+    labels = np.array([source_event(cfg, int(k)) for k in range(N_IN)], dtype=np.int64)
+    table = np.stack([b, cycles, i % cfg.n_ext_inputs, labels[i]], axis=1)
+    return InputEvents(cfg, len(times_us), table)
+
+
+class PlainLIF(torch.nn.Module):
+    """The software baseline: a dense LIF network with exponential current
+    synapses (the paper's Euler dynamics), 256 -> 246 -> 10, forward only."""
+
+    def __init__(self, dt_us: float, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.w1 = torch.nn.Parameter(torch.randn(N_IN, N_HIDDEN, generator=g) * 0.1)
+        self.w2 = torch.nn.Parameter(torch.randn(N_HIDDEN, N_OUT, generator=g) * 0.1)
+        self.a = math.exp(-dt_us / 6.0)
+        self.b = math.exp(-dt_us / 6.0)
+
+    def forward(self, x: torch.Tensor):
+        """``x`` [T, batch, 256] -> (hidden spikes [T, batch, 246], output V [T, batch, 10])."""
+        T, B = x.shape[:2]
+        h_i = x.new_zeros(B, N_HIDDEN)
+        h_v = x.new_zeros(B, N_HIDDEN)
+        o_i = x.new_zeros(B, N_OUT)
+        o_v = x.new_zeros(B, N_OUT)
+        h_in = (x.reshape(T * B, N_IN) @ self.w1).reshape(T, B, N_HIDDEN)
+        spikes, v_out = [], []
+        for t in range(T):
+            h_i = self.a * h_i + h_in[t]
+            h_v = self.b * h_v + h_i
+            z = (h_v >= 1.0).to(x.dtype)
+            h_v = h_v - z
+            o_i = self.a * o_i + z @ self.w2
+            o_v = self.b * o_v + o_i
+            spikes.append(z)
+            v_out.append(o_v)
+        return torch.stack(spikes), torch.stack(v_out)
+
+
+def raster(times_us: np.ndarray, dt_us: float, n_steps: int) -> torch.Tensor:
+    """[n_steps, batch, 256] float input spikes of latency times binned to steps."""
+    x = torch.zeros(n_steps, *times_us.shape)
+    b, i = np.nonzero(~np.isnan(times_us))
+    step = np.minimum((times_us[b, i] / dt_us).astype(np.int64), n_steps - 1)
+    x[step, b, i] = 1.0
+    return x
+
+
+def _rate(samples: int, seconds: float) -> float:
+    return samples / seconds if seconds > 0 else float("inf")
+
+
+def bench_fast(args) -> int:
+    cfg = FULL
+    n_steps = n_window_steps(cfg)
+    rng = np.random.default_rng(args.seed)
+    t0 = time.perf_counter()
+    chip, image = mnist_network(cfg, seed=args.seed)
+    fast = FastChip(chip, image, device=args.device)
+    setup_s = time.perf_counter() - t0
+    batches = [latency_times_us(args.batch, rng) for _ in range(args.batches + 1)]
+    events = [latency_events(cfg, t) for t in batches]
+    print(f"network: {N_IN} inputs -> {N_HIDDEN} hidden -> {N_OUT} outputs on preset "
+          f"{cfg.name} (chip seed 0, calibrated); window {WINDOW_US:g} µs = {n_steps} "
+          f"analog steps of {cfg.analog_step_us * 1000:g} ns = "
+          f"{live_cycles(cfg, n_steps)} running cycles; batch {args.batch}; "
+          f"torch threads {torch.get_num_threads()}; device {args.device}")
+    print(f"chip calibration + image load into FastChip: {setup_s:.2f} s (not timed below)")
+
+    def synced():
+        if str(args.device).startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    fast.run(events[0], n_steps, sample_offset=0)                     # warm-up
+    t0 = synced()
+    obs = []
+    for j, ev in enumerate(events[1:], start=1):
+        obs.append(fast.run(ev, n_steps, sample_offset=j * args.batch))
+    fast_s = synced() - t0
+    n_samples = args.batch * args.batches
+    fast_rate = _rate(n_samples, fast_s)
+
+    in_events = sum(len(e.table) for e in events[1:]) / n_samples
+    hidden = sum(int((o.spikes[:, 3] < N_HIDDEN).sum()) for o in obs) / n_samples
+    out_sp = sum(int(((o.spikes[:, 3] >= 256) & (o.spikes[:, 3] < 266)).sum())
+                 for o in obs) / n_samples
+    drops = sum(int(o.xbar_drops.sum() + o.arbiter_drops.sum()) for o in obs) / n_samples
+    late = sum(int(o.playback_late.sum()) for o in obs) / n_samples
+    print(f"activity per sample: {in_events:.1f} input events ({late:.1f} late), "
+          f"{hidden:.1f} hidden spikes, {out_sp:.1f} output spikes, "
+          f"{drops:.2f} events dropped; {obs[0].adc.shape[0]} ADC samples")
+
+    dt_us = cfg.analog_step_us
+    net = PlainLIF(dt_us, seed=args.seed)
+    xs = [raster(t, dt_us, n_steps) for t in batches]
+    with torch.no_grad():
+        net(xs[0])                                                     # warm-up
+        t0 = time.perf_counter()
+        for x in xs[1:]:
+            net(x)
+        plain_s = time.perf_counter() - t0
+    plain_rate = _rate(n_samples, plain_s)
+
+    print()
+    print("measured (forward only, wall clock, warm-up batch excluded):")
+    print(f"  fast backend (whole chip, cycle-exact)  {fast_rate:10.1f} samples/s  "
+          f"({fast_s:.2f} s for {n_samples} samples)")
+    print(f"  plain PyTorch LIF, same size and steps  {plain_rate:10.1f} samples/s  "
+          f"({plain_s:.2f} s for {n_samples} samples)")
+    print(f"  ratio plain / fast                      {plain_rate / fast_rate:10.1f} x")
+    if args.reference_samples:
+        from spikeloop.backends.reference import run_reference
+
+        k = min(args.reference_samples, args.batch)
+        sub = InputEvents(cfg, k, events[1].table[events[1].table[:, 0] < k])
+        t0 = time.perf_counter()
+        ref = run_reference(chip, image, sub, n_steps, sample_offset=args.batch)
+        ref_s = time.perf_counter() - t0
+        ref_rate = _rate(k, ref_s)
+        same = fast.run(sub, n_steps, sample_offset=args.batch).first_difference(ref)
+        print(f"  reference backend (pure Python)         {ref_rate:10.4f} samples/s  "
+              f"({ref_s:.1f} s for {k} samples)")
+        print(f"  ratio fast / reference                  {fast_rate / ref_rate:10.1f} x; "
+              f"fast == reference on those samples: {same is None}"
+              + ("" if same is None else f" (first difference: {same})"))
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m spikeloop.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="what", required=True)
+    f = sub.add_parser("fast", help="samples/s of the fast backend beside plain PyTorch")
+    f.add_argument("--batch", type=int, default=64, help="samples per batch")
+    f.add_argument("--batches", type=int, default=3, help="timed batches (after one warm-up)")
+    f.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
+    f.add_argument("--seed", type=int, default=0, help="weights and input intensities")
+    f.add_argument("--threads", type=int, default=1,
+                   help="torch threads for both measurements (0: torch's default); 1 because "
+                        "on small CPUs OpenMP threads make these small element-wise ops "
+                        "erratic (seen on a 2-core machine: one sqrt of 1k doubles "
+                        "3 µs with 1 thread, up to 11 ms with 2)")
+    f.add_argument("--reference-samples", type=int, default=2,
+                   help="also time the reference backend on this many samples of the "
+                        "first timed batch and check fast == reference on them "
+                        "(about 3 s each; 0: skip)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.batch < 1 or args.batches < 1:
+        p.error("--batch and --batches must be >= 1")
+    return bench_fast(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
