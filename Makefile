@@ -12,7 +12,7 @@ PRESET ?= mini
 SIM ?= verilator
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-deps test sim lint area export clean
+.PHONY: help setup system-deps test sim bench lint area export clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -43,10 +43,14 @@ system-deps:  ## Debian's iverilog (Icarus), yosys (cell counts), liblz4-dev (Ve
 test: setup  ## the default test run (what CI runs): unit, rtl and fast cosim tiers
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-sim: setup  ## hardware-verification regression: slow tiers + Verilator lint of both presets
+sim: setup  ## hardware-verification regression (SIM=verilator|icarus, WAVES=1): scenarios, lint, slow tiers
 	$(PY) -m spikeloop.cli rtl lint --preset mini
 	$(PY) -m spikeloop.cli rtl lint --preset full
-	SIM=$(SIM) $(PY) -m pytest -q -m "slow or rtl or cosim" -p no:cacheprovider -o addopts="" $(PYTEST_ARGS)
+	$(PY) -m spikeloop.cosim.regression --simulator $(SIM) --preset $(PRESET)
+	SIM=$(SIM) $(PY) -m pytest -q -m "slow or cosim" -p no:cacheprovider -o addopts="" $(PYTEST_ARGS)
+
+bench: setup  ## speed: fast backend against a plain torch LIF network (samples/s, same run)
+	$(PY) -m spikeloop.bench fast
 
 lint: setup  ## ruff over the Python, Verilator lint over the exported Verilog
 	$(VENV)/bin/ruff check rtl model cosim spikeloop tests

@@ -69,12 +69,31 @@ def noise_hash(seed: int, sample_idx: torch.Tensor, step: int, n_neurons: int) -
 
     ``sample_idx``: int64 ``[batch]``, the *global* index of each sample of the
     batch (the same sample gets the same noise whatever batch it is part of)."""
+    return noise_hash_steps(seed, sample_idx, [step], n_neurons)[0]
+
+
+def noise_hash_steps(seed: int, sample_idx: torch.Tensor, steps, n_neurons: int) -> torch.Tensor:
+    """:func:`noise_hash` of several steps at once: int64 ``[len(steps), batch,
+    n_neurons]`` (row ``t`` is ``noise_hash(seed, sample_idx, steps[t], n_neurons)``;
+    the same int64 operations element by element)."""
     device = sample_idx.device
     h = splitmix64(torch.tensor([_s64(seed)], dtype=torch.int64, device=device))
-    h = splitmix64(h ^ sample_idx.to(torch.int64).reshape(-1, 1))
-    h = splitmix64(h ^ _s64(step))
+    h = splitmix64(h ^ sample_idx.to(torch.int64).reshape(1, -1, 1))
+    st = torch.tensor([_s64(int(k)) for k in steps], dtype=torch.int64, device=device)
+    h = splitmix64(h ^ st.reshape(-1, 1, 1))
     neurons = torch.arange(n_neurons, dtype=torch.int64, device=device)
-    return splitmix64(h ^ neurons)
+    return _splitmix64_(h ^ neurons)
+
+
+def _splitmix64_(z: torch.Tensor) -> torch.Tensor:
+    """:func:`splitmix64` overwriting ``z`` (the same operations, fewer temporaries)."""
+    z += _GOLDEN
+    z ^= _shr(z, 30)
+    z *= _MUL1
+    z ^= _shr(z, 27)
+    z *= _MUL2
+    z ^= _shr(z, 31)
+    return z
 
 
 def _log_unit(u: torch.Tensor) -> torch.Tensor:
@@ -82,22 +101,27 @@ def _log_unit(u: torch.Tensor) -> torch.Tensor:
     m, e = torch.frexp(u)  # u = m * 2**e, m in [0.5, 1)
     small = m < _SQRT_HALF
     m = torch.where(small, m * 2.0, m)  # m in [sqrt(1/2), sqrt(2))
-    e = torch.where(small, e - 1, e)
-    s = (m - 1.0) / (m + 1.0)  # |s| <= 0.1716
+    e -= small.to(e.dtype)
+    s = m - 1.0
+    s /= m.add_(1.0)  # |s| <= 0.1716
     s2 = s * s
     acc = torch.full_like(s, 1.0 / 23.0)
     for k in range(21, 0, -2):  # 2 * (s + s^3/3 + ... + s^23/23); error < 1e-17
-        acc = acc * s2 + 1.0 / k
-    return e.to(torch.float64) * _LN2 + 2.0 * s * acc
+        acc.mul_(s2).add_(1.0 / k)
+    out = e.to(torch.float64)
+    out *= _LN2
+    s *= 2.0
+    s *= acc
+    return out.add_(s)
 
 
 def _cos_pi(x: torch.Tensor) -> torch.Tensor:
     """cos(pi * x) for float64 ``x`` in [-1, 1] by its Taylor series (15 terms)."""
     t = x * math.pi
-    t2 = t * t
+    t2 = t.mul_(t)
     acc = torch.full_like(t, 1.0)
     for k in range(28, 0, -2):  # Horner on 1 - t^2/2! + t^4/4! - ...; error < 1e-15
-        acc = 1.0 - acc * t2 / float(k * (k - 1))
+        acc.mul_(t2).div_(float(k * (k - 1))).neg_().add_(1.0)   # 1.0 - acc*t2/k(k-1)
     return acc
 
 
@@ -105,11 +129,22 @@ def standard_normal(seed: int, sample_idx: torch.Tensor, step: int,
                     n_neurons: int) -> torch.Tensor:
     """Standard normal numbers, float64 ``[batch, n_neurons]``, deterministic per
     (seed, sample, step, neuron); see the module docstring."""
-    h = noise_hash(seed, sample_idx, step, n_neurons)
-    u1 = (_shr(h, 32) + 1).to(torch.float64) * _TWO_M32  # (0, 1]
-    u2 = (h & _LO32).to(torch.float64) * _TWO_M32  # [0, 1)
-    r = torch.sqrt(-2.0 * _log_unit(u1))
-    return r * _cos_pi(2.0 * u2 - 1.0)
+    return standard_normal_steps(seed, sample_idx, [step], n_neurons)[0]
+
+
+def standard_normal_steps(seed: int, sample_idx: torch.Tensor, steps,
+                          n_neurons: int) -> torch.Tensor:
+    """:func:`standard_normal` of several steps at once, float64 ``[len(steps),
+    batch, n_neurons]``: every number is computed by the same IEEE-754 operations
+    in the same order as for one step (element-wise only; in-place where a
+    temporary is not needed), so the bits are those of
+    ``standard_normal(seed, sample_idx, steps[t], n_neurons)``."""
+    h = noise_hash_steps(seed, sample_idx, steps, n_neurons)
+    u1 = _shr(h, 32).add_(1).to(torch.float64).mul_(_TWO_M32)  # (0, 1]
+    u2 = h.bitwise_and_(_LO32).to(torch.float64).mul_(_TWO_M32)  # [0, 1)
+    del h
+    r = _log_unit(u1).mul_(-2.0).sqrt_()
+    return r.mul_(_cos_pi(u2.mul_(2.0).sub_(1.0)))
 
 
 def membrane_noise(noise_step_v: torch.Tensor | None, seed: int, sample_idx: torch.Tensor,
@@ -124,3 +159,14 @@ def membrane_noise(noise_step_v: torch.Tensor | None, seed: int, sample_idx: tor
     z = standard_normal(seed, sample_idx.to(noise_step_v.device), step,
                         noise_step_v.shape[-1])
     return z.to(noise_step_v.dtype) * noise_step_v
+
+
+def membrane_noise_steps(noise_step_v: torch.Tensor | None, seed: int,
+                         sample_idx: torch.Tensor, steps) -> torch.Tensor | None:
+    """:func:`membrane_noise` of several steps at once, ``[len(steps), batch,
+    n_neurons]`` (row ``t`` bit-identical to ``membrane_noise(..., steps[t])``)."""
+    if noise_step_v is None:
+        return None
+    z = standard_normal_steps(seed, sample_idx.to(noise_step_v.device), steps,
+                              noise_step_v.shape[-1])
+    return z.to(noise_step_v.dtype).mul_(noise_step_v)

@@ -8,7 +8,7 @@ from spikeloop.chip import Chip
 from spikeloop.image import ConfigImage
 from spikeloop.model.adc import adc_convert
 from spikeloop.model.analog import lif_step
-from spikeloop.model.noise import membrane_noise
+from spikeloop.model.noise import membrane_noise, membrane_noise_steps
 
 
 class AnalogLoop:
@@ -23,6 +23,35 @@ class AnalogLoop:
         self.run_seed = int(run_seed)
         self.state = self.params.initial_state(len(self.sample_idx))
         self.step_index = 0
+        # noise computed ahead for steps [_noise_lo, _noise_lo + len(_noise)) (see
+        # plan_steps); None: one step at a time
+        self._noise_ahead = 0
+        self._noise_end = 0
+        self._noise_lo = 0
+        self._noise = None
+
+    def plan_steps(self, n_steps: int, *, elements: int = 1 << 15) -> None:
+        """Optional hint: steps ``step_index .. n_steps-1`` will follow.  The noise
+        is then computed for several steps at once (about ``elements`` numbers a
+        call), which is faster for small batches; the numbers are the same bits
+        (``membrane_noise_steps``)."""
+        per_step = max(1, len(self.sample_idx) * self.params.n_neurons)
+        self._noise_ahead = max(1, elements // per_step)
+        self._noise_end = int(n_steps)
+        self._noise = None
+
+    def _step_noise(self):
+        k = self.step_index
+        if self._noise_ahead <= 1 or k >= self._noise_end:
+            return membrane_noise(self.params.noise_step_v, self.run_seed, self.sample_idx, k)
+        if self._noise is None or not self._noise_lo <= k < self._noise_lo + len(self._noise):
+            steps = range(k, min(k + self._noise_ahead, self._noise_end))
+            self._noise = membrane_noise_steps(self.params.noise_step_v, self.run_seed,
+                                               self.sample_idx, steps)
+            if self._noise is None:
+                return None
+            self._noise_lo = k
+        return self._noise[k - self._noise_lo]
 
     def codes(self) -> torch.Tensor:
         """ADC codes of the present membranes, int64 [batch, n]."""
@@ -32,8 +61,7 @@ class AnalogLoop:
         """Advance one step; ``exc_sum``/``inh_sum`` int [batch, n], ``hold`` bool
         [batch, n] (refractory).  Returns the bool spikes [batch, n]."""
         dev = self.params.device
-        noise = membrane_noise(self.params.noise_step_v, self.run_seed, self.sample_idx,
-                               self.step_index)
+        noise = self._step_noise()
         self.state, spikes = lif_step(
             self.state, self.params, torch.as_tensor(exc_sum, device=dev),
             torch.as_tensor(inh_sum, device=dev), torch.as_tensor(hold, device=dev), noise)

@@ -177,7 +177,38 @@ class FastChip:
         self.ar_bus = torch.arange(cfg.n_buses, device=dev)
         self.ar_out = torch.arange(cfg.crossbar_outputs, device=dev)
         #: round-robin priority of input i after last grant l: rr_key[l, i] (0 first)
-        self.rr_key = (self.ar_in[None, :] - self.ar_in[:, None] - 1) % cfg.crossbar_inputs
+        I = cfg.crossbar_inputs
+        self.rr_key = (self.ar_in[None, :] - self.ar_in[:, None] - 1) % I
+        # the round robin as one table look-up: rr_tab[l * 2**I + bits] is the first
+        # input after l whose bit is set in ``bits`` (the non-empty node FIFOs of an
+        # output), 0 when none is (not granted then); None for wide crossbars
+        self.rr_tab = None
+        self.pow2 = (2.0 ** torch.arange(I, dtype=torch.float64)).to(torch.float32).to(dev)
+        if I <= 14:
+            bits = np.arange(1 << I)
+            tab = np.zeros((I, 1 << I), dtype=np.int64)
+            for last in range(I):
+                done = np.zeros(1 << I, dtype=bool)
+                for k in range(I):
+                    i = (last + 1 + k) % I
+                    hit = ~done & (((bits >> i) & 1) == 1)
+                    tab[last, hit] = i
+                    done |= hit
+            self.rr_tab = t(tab.reshape(-1))
+        # crossbar node routes: input i takes label x when (x & mask) == target; a
+        # disabled node gets target -1, which no masked label equals
+        self.xb_target_en = torch.where(self.xb_enable, self.xb_target, -1)
+        # synapse memory behind each (half*driver, address): the two rows' weights
+        # whose label is the address, summed (exc/inh split) [H*D*2**label_bits, 2, C];
+        # None when too large (then computed per activation)
+        A = 1 << cfg.label_bits
+        self.row_w_addr = None
+        if H * D * A * 2 * C * 4 <= (64 << 20):
+            tab = torch.zeros((H * D, A, 2, C), dtype=torch.int32, device=dev)
+            for a in range(A):
+                hit = self.row_label == a                                  # [HD, 2, C]
+                tab[:, a] = (self.row_w * hit[:, :, None, :]).sum(1, dtype=torch.int32)
+            self.row_w_addr = tab.view(H * D * A, 2, C)
         self.n = n
 
     # ------------------------------------------------------------------ run
@@ -206,6 +237,7 @@ class FastChip:
 
         analog = AnalogLoop(self.chip, self.image, list(range(sample_offset, sample_offset + B)),
                             run_seed, device=dev)
+        analog.plan_steps(n_steps)
 
         def take_codes(step: int) -> None:
             hit = np.flatnonzero(adc_steps == step)
@@ -264,15 +296,19 @@ class FastChip:
         # crossbar: node FIFOs as ring buffers (head slot, level), output-major
         # ([B, O, I]: the round robin reduces over the last axis); per output the
         # round-robin pointer and the held grant
-        self.x_buf = z(B, O, I, X)
-        self.x_head = z(B, O, I)
-        self.x_len = z(B, O, I)
+        # (flat: node (b, o, i) is b*O*I + o*I + i; the heads count pops without
+        # wrapping, the slot is head % X; one spare word at the end of x_buf takes
+        # the writes of inputs that push nothing)
+        self.x_buf = z(B * O * I * X + 1)
+        self.x_head = z(B * O * I)
+        self.x_len = z(B * O * I)
+        self.x_node0 = (torch.arange(B * O, device=dev) * I).view(B, O)
         self.x_any = False
         self.x_last = torch.full((B, O), I - 1, dtype=torch.int64, device=dev)
         self.x_locked = z(B, O, dtype=torch.bool)
         self.x_held = z(B, O)
-        self.x_events = z(B, O, I)
-        self.x_drops = z(B, O, I)
+        # crossbar counters, summed at the end: per input cycle (b, i, take, push)
+        self.x_log = []
         # synapse drivers: activations done of the head event's match list
         self.d_pos = z(B, cfg.n_buses)
         self.unmatched = z(B, cfg.n_buses)
@@ -373,45 +409,50 @@ class FastChip:
         cfg = self.cfg
         B, I, O, X, NB = (self.B, cfg.crossbar_inputs, cfg.crossbar_outputs,
                           cfg.crossbar_fifo_depth, cfg.n_buses)
-        x_len = self.x_len
+        x_len, x_head = self.x_len, self.x_head
+        # -- outputs see the FIFO levels of the start of the cycle: per output the
+        # non-empty node FIFOs (before this cycle's pushes)
+        if self.x_any:
+            nonempty = (x_len.view(B, O, I) > 0)
+            if self.rr_tab is not None:
+                bits = (nonempty.to(torch.float32) @ self.pow2).long()      # [B, O]
+                gi_rr = self.rr_tab[self.x_last * (1 << I) + bits]
+                gany = bits != 0
+            else:
+                kmin = torch.where(nonempty, self.rr_key[self.x_last], I).amin(-1)
+                gany = kmin < I
+                gi_rr = torch.where(gany, (self.x_last + 1 + kmin) % I, 0)
         # -- which nodes take this cycle's inputs: full is decided on the levels at
-        # the start of the cycle (before this cycle's pops)
+        # the start of the cycle (before this cycle's pops); a pushed word goes to
+        # slot (head + level) % X, which a pop in the same cycle does not move
         if inputs is not None:
             b, i, label = inputs.unbind(1)
-            take = (self.xb_enable[i] & ((label[:, None] & self.xb_mask[i])
-                                         == self.xb_target[i]))      # [k, O]
-            push = take & (x_len[b, :, i] < X)
-            self.x_drops[b, :, i] += take & ~push          # (sample, input) pairs are unique
-            self.x_events[b, :, i] += push
+            take = (label[:, None] & self.xb_mask[i]) == self.xb_target_en[i]   # [k, O]
+            nidx = (b * (O * I) + i)[:, None] + self.ar_out * I                 # [k, O]
+            lvl = x_len[nidx]
+            push = take & (lvl < X)
+            self.x_log.append((b, i, take, push))       # (sample, input) pairs are unique
+            widx = torch.where(push, nidx * X + (x_head[nidx] + lvl) % X, B * O * I * X)
+            self.x_buf.index_put_((widx,), label[:, None].expand_as(widx))
+            x_len.index_put_((nidx,), push.long(), accumulate=True)
 
         # -- outputs (state only): per output the held grant, else the first
         # non-empty node FIFO after the last granted input (round robin)
         if self.x_any:
-            kmin = torch.where(x_len > 0, self.rr_key[self.x_last], I).amin(-1)   # [B, O]
-            gi = torch.where(self.x_locked, self.x_held, (self.x_last + 1 + kmin) % I)
-            gvalid = self.x_locked | (kmin < I)
-            node = self.ar_out * I + gi                               # [B, O]
-            head = self.x_head.view(B, -1).gather(1, node)
-            out_label = self.x_buf.view(B, -1).gather(1, node * X + head)
-            ready = torch.ones((B, O), dtype=torch.bool, device=self.device)
-            ready[:, :NB] = self._drivers(gvalid[:, :NB], out_label[:, :NB])
-            ready[:, NB:] = self._recorder(g, time, gvalid[:, NB:], out_label[:, NB:])
+            gi = torch.where(self.x_locked, self.x_held, gi_rr)
+            gvalid = self.x_locked | gany
+            node = self.x_node0 + gi                                  # [B, O]
+            out_label = self.x_buf[node * X + x_head[node] % X]
+            ready = torch.cat([self._drivers(gvalid[:, :NB], out_label[:, :NB]),
+                               self._recorder(g, time, gvalid[:, NB:], out_label[:, NB:])], 1)
             # pops and the output arbiters' state
             pop = gvalid & ready
             self.x_last = torch.where(pop, gi, self.x_last)
-            self.x_held = torch.where(gvalid & ~ready, gi, self.x_held)
-            self.x_locked = torch.where(gvalid, ~ready, self.x_locked)
-            popm = ((self.ar_in == gi[..., None]) & pop[..., None]).long()
-            self.x_head = (self.x_head + popm) % X
-            x_len = x_len - popm
-        # -- pushes behind the (popped) heads
-        if inputs is not None:
-            k, o = push.nonzero(as_tuple=True)
-            b, i = b[k], i[k]
-            slot = (self.x_head[b, o, i] + x_len[b, o, i]) % X
-            self.x_buf[b, o, i, slot] = label[k]
-            x_len = x_len.index_put((b, o, i), torch.ones_like(b), accumulate=True)
-        self.x_len = x_len
+            self.x_locked = gvalid & ~ready
+            self.x_held = torch.where(self.x_locked, gi, self.x_held)
+            popl = pop.long()
+            x_head.index_put_((node,), popl, accumulate=True)
+            x_len.index_put_((node,), -popl, accumulate=True)
         self.x_any = bool(x_len.any())
 
     def _drivers(self, valid: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -435,8 +476,11 @@ class FastChip:
             h = bus // cfg.buses_per_half
             d = self.match[entry[b, bus] * self.match_width + pos[b, bus]]
             hd = h * cfg.drivers_per_half + d
-            hit = self.row_label[hd] == address[b, bus][:, None, None]        # [k, 2, C]
-            w = (self.row_w[hd] * hit[:, :, None, :]).sum(1, dtype=torch.int32)  # [k, 2, C]
+            if self.row_w_addr is not None:
+                w = self.row_w_addr[(hd << cfg.label_bits) + address[b, bus]]       # [k, 2, C]
+            else:
+                hit = self.row_label[hd] == address[b, bus][:, None, None]    # [k, 2, C]
+                w = (self.row_w[hd] * hit[:, :, None, :]).sum(1, dtype=torch.int32)
             self.acc.view(-1, 2, cfg.columns_per_half).index_add_(0, b * cfg.n_halves + h, w)
         return ~active | done
 
@@ -480,13 +524,20 @@ class FastChip:
                else np.zeros((0, 5), np.int64))
         rec = rec[np.lexsort((rec[:, 1], rec[:, 0]))]
         n_adc = len(adc)
+        I, O = cfg.crossbar_inputs, cfg.crossbar_outputs
+        x_events = torch.zeros((B, I, O), dtype=torch.int64, device=self.device)
+        x_drops = torch.zeros_like(x_events)
+        if self.x_log:
+            b, i, take, push = (torch.cat(c) for c in zip(*self.x_log, strict=True))
+            x_events.index_put_((b, i), push.long(), accumulate=True)
+            x_drops.index_put_((b, i), (take & ~push).long(), accumulate=True)
         return Observables(
             spikes=spikes_out.astype(np.int64).reshape(-1, 4),
             records=rec[:, [0, 2, 3, 4]].astype(np.int64).reshape(-1, 4),
             adc=adc.cpu().numpy(),
             adc_count=np.full(B, n_adc, dtype=np.int64),
-            xbar_events=sat(self.x_events.transpose(1, 2)).astype(np.int64),
-            xbar_drops=sat(self.x_drops.transpose(1, 2)).astype(np.int64),
+            xbar_events=sat(x_events).astype(np.int64),
+            xbar_drops=sat(x_drops).astype(np.int64),
             arbiter_drops=sat(self.arb_drops).astype(np.int64),
             driver_unmatched=sat(self.unmatched).astype(np.int64),
             playback_late=sat(late).astype(np.int64),
