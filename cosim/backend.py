@@ -1,0 +1,152 @@
+"""Backend "cosim": the chip's RTL (rtl/top.py, component "top") in Verilator or
+Icarus under cocotb, with the analog model in the loop (cosim/bridge.py).
+
+    obs = run_cosim(chip, image, events, n_steps, run_seed=1)
+    obs.stats        # build time, simulated cycles, wall time, cycles/s, run directory
+
+Returns the same :class:`~spikeloop.events.Observables` as the reference backend
+(spikeloop/backends/reference.py), ``backend="cosim"``.  The run protocol is the
+one of spikeloop/backends/__init__.py; the cocotb side is
+cosim/tests/test_chip_cocotb.py.
+
+Files: the build is cached by design hash (cosim/runner.py); each call gets a
+run directory ``<build dir>/runs/<time>-<pid>-<n>/`` holding ``job/`` (the
+chip, image, events and job description the simulation reads),
+``observables.npz``, ``stats.json``, ``sim.log``, ``results.xml`` and, with
+``waves`` (Verilator only, see :data:`BUILD_ARGS`), the digital waveform
+``dump.fst`` plus ``membranes.vcd`` and ``membranes.csv``: the analog membrane
+potentials per step in mV on the same time base (the top level has no port
+that could carry them into the simulator's own waveform).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from spikeloop.chip import Chip
+from spikeloop.cosim import runner
+from spikeloop.cosim.runner import CosimError
+from spikeloop.events import InputEvents, Observables
+from spikeloop.image import ConfigImage
+
+TEST_MODULE = "spikeloop.cosim.tests.test_chip_cocotb"
+#: must equal spikeloop.cosim.tests.test_chip_cocotb.ENV_JOB (not imported here:
+#: that module imports cocotb)
+ENV_JOB = "SPIKELOOP_COSIM_JOB"
+
+#: extra compile arguments per simulator.  Icarus: the Verilog that Amaranth's
+#: yosys writes is Verilog-2005 and starts every ``always @*`` block at time 0
+#: through a ``reg init = 0`` declaration (yosys PR 2273); cocotb compiles with
+#: ``-g2012``, under which a declaration initializer makes no event, so blocks
+#: whose inputs never change stay X forever (e.g. the synapse drivers of an
+#: unused half: X weight sums).  A later ``-g2005`` wins over cocotb's flag.
+#: cocotb's Icarus waveform module (``cocotb_iverilog_dump.v``) is SystemVerilog
+#: (a ``string``), so waveforms on Icarus are refused until the Verilog is
+#: exported with ``write_verilog -sv`` (``always_comb``, which runs at time 0).
+BUILD_ARGS = {"verilator": (), "icarus": ("-g2005",)}
+
+log = logging.getLogger("spikeloop.cosim")
+_counter = itertools.count()
+
+
+#: builds of this process: the Verilog of the imported rtl/ modules cannot change
+#: within a process, so the export (~90 s for the full preset) and its hashing
+#: are done once per (config, simulator, waves, build root)
+_builds: dict = {}
+
+
+def _build(cfg, simulator: str, waves, build_root) -> tuple[runner.BuildInfo, float, bool]:
+    """(build, seconds this call took, whether it reused a finished build)."""
+    t0 = time.monotonic()
+    root = str(build_root or runner.default_build_root())
+    key = (cfg, simulator, runner._waves_format(waves), root)
+    info = _builds.get(key)
+    if info is not None and (info.build_dir / runner.STAMP).is_file():
+        return info, time.monotonic() - t0, True
+    info = runner.build(cfg, "top", simulator, waves, build_args=BUILD_ARGS[simulator],
+                        build_root=build_root)
+    _builds[key] = info
+    return info, info.seconds, info.cached
+
+
+def run_cosim(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, *,
+              run_seed: int = 0, sample_offset: int = 0, simulator: str = "verilator",
+              waves: bool | str | None = False, write_zeros: bool = False,
+              build_root=None) -> Observables:
+    """Run ``events`` on the co-simulated chip; see the module docstring.
+
+    ``waves``: False (default), True/"fst" or "vcd" (cosim.runner.build; None
+    follows $WAVES).  ``write_zeros``: write every word of the image through
+    the host bus (HostBusDriver.write_image); by default only its non-zero
+    words, since every register resets to 0 and every memory powers up at 0
+    (a full preset's image is ~138k words, ~90 s of simulated host writes,
+    mostly zero synapses).  Raises :class:`~spikeloop.cosim.runner.CosimError` (its
+    message names the log) when the build or the simulation fails.  The result
+    carries ``stats`` (a dict), also logged at INFO."""
+    cfg = chip.cfg
+    if n_steps < 1:
+        raise ValueError(f"n_steps = {n_steps}; allowed: >= 1")
+    if image.cfg != cfg:
+        raise ValueError(f"image is for preset {image.cfg.name!r}, chip is {cfg.name!r}")
+    if events.cfg != cfg:
+        raise ValueError(f"events are for preset {events.cfg.name!r}, chip is {cfg.name!r}")
+    t0 = time.monotonic()
+    if simulator not in BUILD_ARGS:
+        raise ValueError(f"simulator={simulator!r}; allowed: {', '.join(BUILD_ARGS)}")
+    if simulator == "icarus" and runner._waves_format(waves) is not None:
+        raise CosimError(
+            "waveforms on Icarus are not available: cocotb's dump module needs -g2012, under "
+            "which the exported Verilog's always @* blocks do not start at time 0 (X on the "
+            "sums of an unused half); use simulator='verilator' for waveforms")
+    info, build_s, cached = _build(cfg, simulator, waves, build_root)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = info.build_dir / "runs" / f"{stamp}-{os.getpid()}-chip{next(_counter)}"
+    jdir = run_dir / "job"
+    jdir.mkdir(parents=True, exist_ok=True)
+    chip.save(jdir / "chip.npz")
+    image.save(jdir / "image.npz")
+    events.save(jdir / "events.npz")
+    out, stats_file = run_dir / "observables.npz", run_dir / "stats.json"
+    job = {"chip": "chip.npz", "image": "image.npz", "events": "events.npz",
+           "n_steps": int(n_steps), "run_seed": int(run_seed),
+           "sample_offset": int(sample_offset), "output": str(out), "stats": str(stats_file),
+           "membranes": bool(info.waves), "write_zeros": bool(write_zeros)}
+    (jdir / "job.json").write_text(json.dumps(job, indent=2))
+    t1 = time.monotonic()
+    res = runner.run_tests(info, TEST_MODULE, testcase="test_run_job",
+                           extra_env={ENV_JOB: str(jdir / "job.json")}, seed=int(run_seed),
+                           run_dir=run_dir)
+    run_s = time.monotonic() - t1
+    if not out.is_file():
+        raise CosimError(f"the cosim run passed but wrote no observables ({out}); "
+                         f"log: {res.log}")
+    obs = Observables.load(out)
+    stats = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
+    stats.update({
+        "build_s": build_s, "build_cached": cached, "build_dir": str(info.build_dir),
+        "run_dir": str(run_dir), "log": str(res.log), "simulator_wall_s": run_s,
+        "total_wall_s": time.monotonic() - t0,
+        "waves": str(res.waves) if res.waves else None,
+        "membranes": str(run_dir / "membranes.vcd") if info.waves else None,
+    })
+    obs.stats = stats
+    log.info("cosim %s %s: %d samples, %d cycles simulated (%d live) in %.2f s in the "
+             "test, %.0f cycles/s; simulator process %.2f s; build %s %.1f s; %s",
+             simulator, cfg.name, events.batch, stats.get("sim_cycles", 0),
+             stats.get("live_cycles", 0), stats.get("test_wall_s", 0.0),
+             stats.get("cycles_per_s") or 0.0, run_s,
+             "cached" if cached else "built", build_s, run_dir)
+    return obs
+
+
+def load_run(run_dir: str | os.PathLike) -> Observables:
+    """The Observables of a finished run directory (with ``stats`` when present)."""
+    run_dir = Path(run_dir)
+    obs = Observables.load(run_dir / "observables.npz")
+    stats_file = run_dir / "stats.json"
+    obs.stats = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
+    return obs

@@ -1,0 +1,200 @@
+"""The analog bridge: advances the analog model (spikeloop.backends.analog_loop)
+alongside the simulated RTL of the top level (rtl/top.py), following the run
+protocol of spikeloop/backends/__init__.py.
+
+Per analog step ``k`` of a sample (``S = analog_step_cycles``):
+
+- the bridge sleeps on ``RisingEdge(dut.step_done)``: the simulator runs the
+  ``S - 1`` cycles between steps without Python;
+- ``step_done`` rises at the edge that starts cycle ``r = (k+1)S``; in that
+  cycle's ``ReadWrite`` phase (values of the edge settled, inputs still
+  writable, on Verilator and Icarus alike) the bridge reads ``exc_sum``,
+  ``inh_sum`` (packed ``ArrayLayout``: element ``n`` in bits ``[n*w, (n+1)*w)``),
+  ``refractory_active`` and ``time`` (asserted to be ``(k+1)S``: the protocol's
+  timing), advances the :class:`AnalogLoop` by one step, drives ``spike_in`` with
+  the step's spikes and ``adc_codes`` with the codes of the new membranes;
+- at the next rising edge (the one that took the spikes) it drives
+  ``spike_in = 0``: the spikes are high for exactly that one cycle.
+
+After ``n_steps`` steps :meth:`AnalogBridge.run` returns right after the
+rising edge that starts cycle ``r = n_steps * S + 1`` (the last running cycle,
+where the host writes ``ctrl = 0``), with ``spike_in`` back at 0.
+
+Spikes are recorded as ``(sample, step, r, neuron)`` with ``r`` the ``time``
+output in the cycle the spikes entered, as the reference backend records them.
+
+Membrane trace (optional, for waveforms): with ``trace`` set the bridge keeps
+``(sim time ps, sample, step, r, v_mem [n] in V)`` per step;
+:func:`write_membrane_vcd` / :func:`write_membrane_csv` write them next to the
+simulator's waveform (the top level has no port to carry analog values).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from cocotb.simtime import get_sim_time
+from cocotb.triggers import ReadWrite, RisingEdge, SimTimeoutError, with_timeout
+
+from spikeloop.backends.analog_loop import AnalogLoop
+from spikeloop.cosim.host import clock_period_ps
+
+
+class BridgeError(AssertionError):
+    """The RTL did not follow the run protocol (a step at the wrong cycle, X values)."""
+
+
+def unpack_array(value: int, bits: int, count: int) -> list[int]:
+    """Elements of a packed ``ArrayLayout(unsigned(bits), count)`` value."""
+    mask = (1 << bits) - 1
+    return [(value >> (i * bits)) & mask for i in range(count)]
+
+
+def pack_array(values, bits: int) -> int:
+    """The packed ``ArrayLayout`` value of ``values`` (element ``i`` at bits ``i*bits``)."""
+    mask = (1 << bits) - 1
+    out = 0
+    for i, v in enumerate(values):
+        v = int(v)
+        if not 0 <= v <= mask:
+            raise ValueError(f"element {i} = {v} does not fit {bits} bits")
+        out |= v << (i * bits)
+    return out
+
+
+def _unsigned(handle, name: str) -> int:
+    v = handle.value
+    if not v.is_resolvable:
+        raise BridgeError(f"{name} is {v} (X/Z bits) in a step_done cycle")
+    return v.to_unsigned()
+
+
+@dataclass
+class MembraneTrace:
+    """Membrane potentials per step of a run (for the companion waveform)."""
+
+    n_neurons: int
+    #: (sim time in ps, sample, step, cycle r, [v_mem in V per neuron])
+    rows: list[tuple[int, int, int, int, list[float]]] = field(default_factory=list)
+
+
+class AnalogBridge:
+    """Couples one sample's :class:`AnalogLoop` to the top level ``dut``.
+
+    ``spikes`` collects ``(sample, step, r, neuron)`` of every spike, across
+    the samples run with the same bridge."""
+
+    def __init__(self, dut, cfg, *, trace: MembraneTrace | None = None):
+        self.dut = dut
+        self.cfg = cfg
+        self.n = cfg.n_neurons
+        self.sum_bits = len(dut.exc_sum) // self.n
+        if self.sum_bits * self.n != len(dut.exc_sum):
+            raise BridgeError(f"exc_sum has {len(dut.exc_sum)} bits, not a multiple of "
+                              f"n_neurons = {self.n}")
+        self.adc_bits = cfg.adc_bits
+        self.spikes: list[tuple[int, int, int, int]] = []
+        self.trace = trace
+        self.steps_run = 0
+
+    def drive_codes(self, loop: AnalogLoop) -> None:
+        """Drive ``adc_codes`` with the codes of ``loop``'s present membranes."""
+        self.dut.adc_codes.value = pack_array(loop.codes()[0].tolist(), self.adc_bits)
+
+    def _trace(self, sample: int, step: int, r: int, loop: AnalogLoop) -> None:
+        if self.trace is not None:
+            self.trace.rows.append((int(get_sim_time("ps")), sample, step, r,
+                                    loop.state.v_mem_v[0].tolist()))
+
+    async def run(self, loop: AnalogLoop, sample: int, n_steps: int) -> None:
+        """Run ``n_steps`` analog steps of batch entry ``sample`` (see the module
+        docstring).  Start it after the clear cycle (right after the edge that
+        ends it), with ``adc_codes`` already driven with the initial codes."""
+        dut, n, S = self.dut, self.n, self.cfg.analog_step_cycles
+        limit_ps = (2 * S + 4) * clock_period_ps(self.cfg)
+        self._trace(sample, -1, 0, loop)
+        for k in range(n_steps):
+            # with S = 1, step_done stays high: after step 0 the edge awaited below
+            # already starts the next step_done cycle
+            if S > 1 or k == 0:
+                try:
+                    await with_timeout(RisingEdge(dut.step_done), limit_ps, "ps")
+                except SimTimeoutError:
+                    raise BridgeError(
+                        f"sample {sample}: no step_done for step {k} within {2 * S + 4} "
+                        f"cycles (time={dut.time.value}, running={dut.running.value})"
+                    ) from None
+            await ReadWrite()          # the edge's values settled; inputs still writable
+            r = _unsigned(dut.time, "time")
+            if (r != (k + 1) * S or str(dut.running.value) != "1"
+                    or str(dut.step_done.value) != "1"):
+                raise BridgeError(
+                    f"sample {sample}: step {k} in cycle time={r} with running="
+                    f"{dut.running.value}, step_done={dut.step_done.value}; the protocol "
+                    f"says time={(k + 1) * S}, running=1, step_done=1")
+            exc = unpack_array(_unsigned(dut.exc_sum, "exc_sum"), self.sum_bits, n)
+            inh = unpack_array(_unsigned(dut.inh_sum, "inh_sum"), self.sum_bits, n)
+            hold = unpack_array(_unsigned(dut.refractory_active, "refractory_active"), 1, n)
+            fired = loop.step(torch.tensor([exc]), torch.tensor([inh]),
+                              torch.tensor([[bool(h) for h in hold]]))[0]
+            idx = torch.nonzero(fired).reshape(-1).tolist()
+            self.spikes += [(sample, k, r, int(i)) for i in idx]
+            dut.spike_in.value = sum(1 << int(i) for i in idx)
+            self.drive_codes(loop)
+            self._trace(sample, k, r, loop)
+            self.steps_run += 1
+            await RisingEdge(dut.clk)  # the edge that took the spikes
+            dut.spike_in.value = 0
+
+
+# -- companion waveform of the membranes ---------------------------------------------
+
+def _vcd_id(i: int) -> str:
+    chars = [chr(c) for c in range(33, 127)]
+    out = ""
+    i += 1
+    while i:
+        i, d = divmod(i - 1, len(chars))
+        out = chars[d] + out
+    return out
+
+
+def write_membrane_vcd(trace: MembraneTrace, path: str | Path) -> Path:
+    """A VCD of ``real`` variables ``v_mem_<n>`` (mV) and integers ``sample``,
+    ``step``, ``time_r``, on the simulator's time base (1 ps), so it lines up
+    with the digital waveform (load both in surfer/gtkwave side by side).  A
+    value changes at the step_done edge that computed it."""
+    path = Path(path)
+    n = trace.n_neurons
+    ids = {"sample": _vcd_id(0), "step": _vcd_id(1), "time_r": _vcd_id(2)}
+    vids = [_vcd_id(3 + i) for i in range(n)]
+    lines = ["$date spikeloop cosim $end", "$version spikeloop.cosim.bridge $end",
+             "$timescale 1ps $end", "$scope module analog $end"]
+    lines += [f"$var integer 32 {ids[k]} {k} $end" for k in ("sample", "step", "time_r")]
+    lines += [f"$var real 64 {v} v_mem_{i}_mV $end" for i, v in enumerate(vids)]
+    lines += ["$upscope $end", "$enddefinitions $end"]
+    last_t = None
+    for t, sample, step, r, v in trace.rows:
+        if t != last_t:
+            lines.append(f"#{t}")
+            last_t = t
+        lines += [f"b{max(sample, 0):b} {ids['sample']}",
+                  f"b{step & 0xFFFFFFFF:b} {ids['step']}", f"b{r:b} {ids['time_r']}"]
+        lines += [f"r{x * 1e3:.6g} {vid}" for x, vid in zip(v, vids, strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_membrane_csv(trace: MembraneTrace, path: str | Path) -> Path:
+    """CSV: ``sim_time_ps,sample,step,cycle,v_mem_0_mV,...`` per step (step -1:
+    the initial membranes at the start of the sample)."""
+    path = Path(path)
+    head = ["sim_time_ps", "sample", "step", "cycle"] + [
+        f"v_mem_{i}_mV" for i in range(trace.n_neurons)]
+    lines = [",".join(head)]
+    for t, sample, step, r, v in trace.rows:
+        lines.append(",".join([str(t), str(sample), str(step), str(r)]
+                              + [f"{x * 1e3:.4f}" for x in v]))
+    path.write_text("\n".join(lines) + "\n")
+    return path

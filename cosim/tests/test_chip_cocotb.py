@@ -1,0 +1,203 @@
+"""cocotb test of the whole chip (component "top") with the analog model in the
+loop: runs one *job* (a batch of samples) by the run protocol of
+spikeloop/backends/__init__.py and writes the Observables.
+
+Run it through :func:`spikeloop.cosim.backend.run_cosim`, which writes the job
+and sets :data:`ENV_JOB` to the path of its JSON description::
+
+    {"chip": "chip.npz",          # Chip.save format (config, seed, calibration)
+     "image": "image.npz",        # ConfigImage.save
+     "events": "events.npz",      # InputEvents.save
+     "n_steps": 30, "run_seed": 1, "sample_offset": 0,
+     "output": "observables.npz", # Observables.save (backend "cosim")
+     "stats": "stats.json",       # cycles, wall time, host accesses
+     "membranes": false,          # write membranes.vcd/.csv into the run directory
+     "write_zeros": true}         # false: write only the image's non-zero words
+
+Everything the test does to the chip goes through the top level's ports: the
+image, the input events, ``ctrl`` and every read-back through the host bus
+(HostBusDriver); the analog side through the bridge (cosim/bridge.py).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import cocotb
+import numpy as np
+from cocotb.simtime import get_sim_time
+from cocotb.triggers import ReadOnly, RisingEdge
+
+from spikeloop.cosim.host import HostBusDriver, clock_period_ps, start_clock
+from spikeloop.cosim.runner import cosim_context
+
+#: environment variable holding the path of the job's JSON description
+ENV_JOB = "SPIKELOOP_COSIM_JOB"
+
+COUNTERS = ("xbar_events", "xbar_drops", "arbiter_drops", "driver_unmatched",
+            "playback_late", "record_drops", "adc_overflow", "record_count", "adc_samples")
+
+
+def _job_path(job: dict, key: str, base: Path) -> Path:
+    p = Path(job[key])
+    return p if p.is_absolute() else base / p
+
+
+@cocotb.test(skip=ENV_JOB not in os.environ)
+async def test_run_job(dut):
+    """Image, then per sample: playback, run with the analog bridge, stop,
+    drain, read back; the Observables go to the job's output path."""
+    # heavy imports inside the test: the module is imported by every cocotb run
+    # that lists it, the analog model only when a job runs
+    import torch
+
+    from spikeloop.backends import DRAIN_CYCLES, live_cycles
+    from spikeloop.backends.analog_loop import AnalogLoop
+    from spikeloop.chip import Chip
+    from spikeloop.cosim.bridge import (
+        AnalogBridge,
+        MembraneTrace,
+        write_membrane_csv,
+        write_membrane_vcd,
+    )
+    from spikeloop.events import InputEvents, Observables
+    from spikeloop.image import ConfigImage
+    from spikeloop.rtl.addrmap import AddressMap
+
+    # one thread: the analog model's per-step tensors are tiny, a second thread
+    # only contends with the simulator (as tests/conftest.py does for pytest)
+    torch.set_num_threads(1)
+    wall0 = time.perf_counter()
+    ctx = cosim_context()
+    cfg = ctx.cfg
+    job_file = Path(os.environ[ENV_JOB])
+    job = json.loads(job_file.read_text())
+    base = job_file.parent
+    chip = Chip.load(_job_path(job, "chip", base))
+    assert chip.cfg == cfg, f"the job's chip is preset {chip.cfg.name!r}, the build {cfg.name!r}"
+    image = ConfigImage.load(_job_path(job, "image", base), cfg)
+    events = InputEvents.load(_job_path(job, "events", base), cfg)
+    n_steps, run_seed = int(job["n_steps"]), int(job["run_seed"])
+    sample_offset = int(job.get("sample_offset", 0))
+    n, elb = cfg.n_neurons, cfg.event_label_bits
+    L = live_cycles(cfg, n_steps)
+    amap = AddressMap(cfg)
+    ctrl = amap["ctrl"].address(0)
+    period = clock_period_ps(cfg)
+
+    dut.spike_in.value = 0
+    dut.adc_codes.value = 0
+    dut.settings_addr.value = 0
+    start_clock(dut, cfg)
+    drv = HostBusDriver(dut)
+    await drv.reset()
+    t_image = time.perf_counter()
+    if job.get("write_zeros", True):
+        n_writes = await drv.write_image(image)
+    else:   # power-up state: registers reset to 0, memories initialised to 0
+        writes = [(a, v) for a, v in image.bus_writes() if v]
+        await drv.write_many(writes)
+        n_writes = len(writes)
+    t_image = time.perf_counter() - t_image
+    cocotb.log.info("image: %d host writes in %.2f s", n_writes, t_image)
+
+    trace = MembraneTrace(n) if job.get("membranes") else None
+    bridge = AnalogBridge(dut, cfg, trace=trace)
+    records, adc_rows, adc_count = [], [], []
+    counters = {k: [] for k in COUNTERS}
+    pb = amap["playback"]
+    t_runs = 0.0
+    for s in range(events.batch):
+        loop = AnalogLoop(chip, image, [sample_offset + s], run_seed)
+        loop.plan_steps(n_steps)                   # noise of many steps per call, same bits
+        evs = events.of_sample(s)
+        writes = []
+        for i, (cycle, link, label) in enumerate(evs.tolist()):
+            writes += [(pb.address(i, 0), cycle), (pb.address(i, 1), label | link << elb)]
+        writes.append((amap["playback_count"].address(0), len(evs)))
+        await drv.write_many(writes)
+        bridge.drive_codes(loop)                   # before step 0: the initial membranes
+        t0 = time.perf_counter()
+        await drv.write(ctrl, 0b11)                # run | clear: the next cycle clears
+        await RisingEdge(dut.clk)                  # the edge that ends the clear cycle: r = 0
+        await bridge.run(loop, s, n_steps)         # returns at the start of r = L - 1
+        await drv.write(ctrl, 0)                   # the last running cycle
+        t_runs += time.perf_counter() - t0
+        for _ in range(DRAIN_CYCLES):              # the drain: time stands still
+            await RisingEdge(dut.clk)
+        # the first read is sampled at the end of drain cycle DRAIN_CYCLES, i.e. the
+        # state after DRAIN_CYCLES stopped cycles, as the reference reads it; time
+        # and every counter in one pipelined burst
+        addrs, spans = [amap["time"].address(0)], {}
+        for key in COUNTERS:
+            r = amap[key]
+            spans[key] = (len(addrs), r.count)
+            addrs += [r.address(i) for i in range(r.count)]
+        vals = await drv.read_many(addrs)
+        assert vals[0] == L, (f"sample {s}: time reads {vals[0]} after the run, "
+                              f"live_cycles = {L}")
+        assert str(dut.running.value) == "0"
+        c = {k: vals[a:a + m] for k, (a, m) in spans.items()}
+        for key in COUNTERS:
+            counters[key].append(c[key])
+        n_rec, n_adc = c["record_count"][0], c["adc_samples"][0]
+        rec = amap["record"]
+        await RisingEdge(dut.clk)
+        words = await drv.read_many([rec.address(i, w) for i in range(n_rec) for w in (0, 1)])
+        for i in range(n_rec):
+            t, w1 = words[2 * i], words[2 * i + 1]
+            records.append((s, t, w1 >> elb, w1 & ((1 << elb) - 1)))
+        adc = amap["adc"]
+        await RisingEdge(dut.clk)
+        codes = await drv.read_many([adc.address(i) for i in range(n_adc * n)])
+        adc_rows.append([codes[k * n:(k + 1) * n] for k in range(n_adc)])
+        adc_count.append(n_adc)
+        await RisingEdge(dut.clk)
+        cocotb.log.info("sample %d: %d spikes so far, %d records, %d ADC samples", s,
+                        len(bridge.spikes), n_rec, n_adc)
+    await ReadOnly()
+    sim_cycles = int(get_sim_time("ps")) // period
+
+    B = events.batch
+    S = max(adc_count, default=0)
+    adc_arr = np.zeros((S, B, n), dtype=np.int64)
+    for b, rows in enumerate(adc_rows):
+        if rows:
+            adc_arr[:len(rows), b] = np.array(rows)
+    I, O = cfg.crossbar_inputs, cfg.crossbar_outputs
+    obs = Observables(
+        spikes=np.array(bridge.spikes, dtype=np.int64).reshape(-1, 4),
+        records=np.array(records, dtype=np.int64).reshape(-1, 4),
+        adc=adc_arr, adc_count=np.array(adc_count, dtype=np.int64),
+        xbar_events=np.array(counters["xbar_events"], dtype=np.int64).reshape(-1, I, O),
+        xbar_drops=np.array(counters["xbar_drops"], dtype=np.int64).reshape(-1, I, O),
+        arbiter_drops=np.array(counters["arbiter_drops"], dtype=np.int64).reshape(
+            -1, cfg.n_blocks),
+        driver_unmatched=np.array(counters["driver_unmatched"], dtype=np.int64).reshape(
+            -1, cfg.n_buses),
+        playback_late=np.array(counters["playback_late"], dtype=np.int64).reshape(-1),
+        record_drops=np.array(counters["record_drops"], dtype=np.int64).reshape(-1),
+        adc_overflow=np.array(counters["adc_overflow"], dtype=np.int64).reshape(-1),
+        cycles=np.full(B, L, dtype=np.int64),
+        n_steps=n_steps, run_seed=run_seed, backend="cosim")
+    out = _job_path(job, "output", base)
+    obs.save(out)
+    if trace is not None:
+        write_membrane_vcd(trace, ctx.run_dir / "membranes.vcd")
+        write_membrane_csv(trace, ctx.run_dir / "membranes.csv")
+    wall = time.perf_counter() - wall0
+    stats = {
+        "simulator": ctx.simulator, "preset": cfg.name, "batch": B, "n_steps": n_steps,
+        "live_cycles": B * L, "sim_cycles": sim_cycles, "host_accesses": drv.accesses,
+        "analog_steps": bridge.steps_run, "image_writes": n_writes,
+        "test_wall_s": wall, "image_wall_s": t_image, "run_wall_s": t_runs,
+        "cycles_per_s": sim_cycles / wall if wall > 0 else None,
+        "live_cycles_per_s": B * L / t_runs if t_runs > 0 else None,
+    }
+    if "stats" in job:
+        _job_path(job, "stats", base).write_text(json.dumps(stats, indent=2))
+    cocotb.log.info("cosim job: %d samples x %d live cycles, %d cycles simulated in %.2f s "
+                    "(%.0f cycles/s; running phases %.0f cycles/s)", B, L, sim_cycles, wall,
+                    stats["cycles_per_s"] or 0, stats["live_cycles_per_s"] or 0)
