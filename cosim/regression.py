@@ -1,7 +1,7 @@
 """The scenario regression of `make sim`: every verification scenario
 (spikeloop.scenarios.SCENARIOS) on the co-simulated RTL and on the reference
-backend, compared observable by observable (the scoreboard:
-``Observables.first_difference``), plus each scenario's own expectations
+backend and the fast backend, compared observable by observable (the
+scoreboard: ``Observables.first_difference``), plus each scenario's own expectations
 (``Scenario.expect``).
 
     python -m spikeloop.cosim.regression [--simulator verilator|icarus] [--preset mini]
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spikeloop.backends.fast import run_fast
 from spikeloop.backends.reference import run_reference
 from spikeloop.chip import Chip
 from spikeloop.config import ChipConfig
@@ -75,6 +76,9 @@ def check_expect(sc: Scenario, obs: Observables) -> str | None:
         if key == "spikes":
             if len(obs.spikes) != want:
                 return f"expect spikes == {want}: {len(obs.spikes)} spikes"
+        elif key == "spikes_min":
+            if len(obs.spikes) < want:
+                return f"expect at least {want} spikes: {len(obs.spikes)}"
         elif key == "neuron_fires":
             if want not in obs.spikes[:, 3].tolist():
                 return f"expect neuron {want} fires: it does not"
@@ -114,9 +118,13 @@ def run_scenario(chip: Chip, name: str, simulator: str, *, waves=False) -> Row:
     wall = time.monotonic() - t0
     stats = getattr(obs, "stats", {})
     ref = run_reference(chip, image, sc.events, sc.n_steps, run_seed=RUN_SEED)
+    fast = run_fast(chip, image, sc.events, sc.n_steps, run_seed=RUN_SEED)
     diff = obs.first_difference(ref)
+    fast_diff = fast.first_difference(obs)
     if diff is not None:
         verdict = f"FAIL: {diff} (cosim != reference; run dir {stats.get('run_dir')})"
+    elif fast_diff is not None:
+        verdict = f"FAIL: {fast_diff} (fast != cosim)"
     else:
         miss = check_expect(sc, obs)
         verdict = "PASS" if miss is None else f"FAIL: {miss}"

@@ -186,14 +186,32 @@ def adc_period(cfg, rng):
                     "ADC sampling every 13 cycles, not aligned with the analog steps")
 
 
+def adc_every_cycle(cfg, rng):
+    """Strong drive fires neuron 0 within a few steps while the ADC samples every
+    cycle and the spike is recorded: pins the exact cycle in which the analog
+    side updates the ADC codes and drives spikes."""
+    img = base_image(cfg)
+    k = min(8, n_inputs(cfg))
+    for i in range(k):
+        connect(cfg, img, i, 0, 63)
+    img.xbar_enable[0, cfg.n_buses] = 1
+    img.adc_period = np.int64(1)
+    ev = [[(i, 0, input_event(cfg, i)) for i in range(k)]]
+    return Scenario("adc_every_cycle", img, _events(cfg, ev), 30,
+                    "ADC every cycle (the buffer overflows, counted): codes change exactly "
+                    "in the step_done cycles",
+                    expect={"neuron_fires": 0})
+
+
 def random_network(cfg, rng):
-    """Random weights, labels, routes and input events, recurrent routing on."""
+    """Random weights (mostly excitatory), labels, routes and input events,
+    recurrent routing on; two samples."""
     img = base_image(cfg)
     k = n_inputs(cfg)
     for i in range(k):
         for c in range(cfg.columns_per_half):
-            if rng.random() < 0.4:
-                connect(cfg, img, i, c, int(rng.integers(-63, 64)), int(rng.integers(0, 2)))
+            if rng.random() < 0.6:
+                connect(cfg, img, i, c, int(rng.integers(-30, 64)), int(rng.integers(0, 2)))
     img.xbar_enable[:cfg.n_blocks, :] = rng.integers(0, 2, size=(cfg.n_blocks,
                                                                   cfg.crossbar_outputs))
     img.neuron_label[:] = [input_event(cfg, int(rng.integers(0, k)), int(rng.integers(0, 2)))
@@ -202,11 +220,12 @@ def random_network(cfg, rng):
     batch = 2
     ev = [[(int(rng.integers(0, 200)), 0, input_event(cfg, int(rng.integers(0, k)),
                                                       int(rng.integers(0, 2))))
-           for _ in range(int(rng.integers(5, 40)))] for _ in range(batch)]
+           for _ in range(int(rng.integers(30, 60)))] for _ in range(batch)]
     return Scenario("random", img, _events(cfg, ev), 30,
-                    "random weights, labels and routes (recurrent); two samples")
+                    "random weights, labels and routes (recurrent); two samples",
+                    expect={"spikes_min": 1})
 
 
 SCENARIOS = {f.__name__ if f is not random_network else "random": f for f in (
     psp, label_match, fan_in, exc_inh, recurrence, arbiter_burst, xbar_overflow, refractory,
-    adc_period, random_network)}
+    adc_period, adc_every_cycle, random_network)}
