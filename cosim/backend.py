@@ -143,6 +143,30 @@ def run_cosim(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int,
     return obs
 
 
+def run_ceiling(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, *,
+                simulator: str = "verilator", build_root=None) -> dict:
+    """The same build, image, input events and running cycles as
+    :func:`run_cosim`, without the analog bridge (no Python on any running
+    cycle): the speed ceiling.  Returns its stats (``live_cycles_per_s``)."""
+    cfg = chip.cfg
+    info, _, _ = _build(cfg, simulator, False, build_root)
+    run_dir = info.build_dir / "runs" / (
+        f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-ceiling{next(_counter)}")
+    jdir = run_dir / "job"
+    jdir.mkdir(parents=True, exist_ok=True)
+    image.save(jdir / "image.npz")
+    events.save(jdir / "events.npz")
+    stats_file = run_dir / "stats.json"
+    job = {"image": "image.npz", "events": "events.npz", "n_steps": int(n_steps),
+           "stats": str(stats_file)}
+    (jdir / "job.json").write_text(json.dumps(job, indent=2))
+    res = runner.run_tests(info, TEST_MODULE, testcase="test_ceiling_job",
+                           extra_env={ENV_JOB: str(jdir / "job.json")}, run_dir=run_dir)
+    if not stats_file.is_file():
+        raise CosimError(f"the ceiling run wrote no stats ({stats_file}); log: {res.log}")
+    return json.loads(stats_file.read_text())
+
+
 def load_run(run_dir: str | os.PathLike) -> Observables:
     """The Observables of a finished run directory (with ``stats`` when present)."""
     run_dir = Path(run_dir)

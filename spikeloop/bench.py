@@ -265,6 +265,35 @@ def bench_fast(args) -> int:
     return 0
 
 
+def bench_cosim(args) -> int:
+    """Running cycles per second of the co-simulation (analog bridge in the loop)
+    beside the same build running the same cycles with no bridge (the ceiling)."""
+    from spikeloop.chip import Chip
+    from spikeloop.cosim.backend import run_ceiling, run_cosim
+    from spikeloop.scenarios import SCENARIOS
+
+    cfg = ChipConfig.preset(args.preset)
+    chip = Chip.calibrated(cfg, 1)
+    sc = SCENARIOS[args.scenario](cfg, np.random.default_rng(0))
+    image = chip.configure(sc.image)
+    steps = args.steps or sc.n_steps
+    print(f"cosim speed: preset {cfg.name}, simulator {args.simulator}, scenario "
+          f"{sc.name} ({sc.events.batch} sample(s), {steps} analog steps each), chip seed 1, "
+          "run seed 1")
+    obs = run_cosim(chip, image, sc.events, steps, run_seed=1, simulator=args.simulator)
+    st = obs.stats
+    ceiling = run_ceiling(chip, image, sc.events, steps, simulator=args.simulator)
+    with_bridge, without = st["live_cycles_per_s"], ceiling["live_cycles_per_s"]
+    print(f"  build: {'cached' if st['build_cached'] else 'built'} in {st['build_s']:.1f} s")
+    print(f"  with the analog bridge     {with_bridge:12.0f} running cycles/s "
+          f"({st['live_cycles']} cycles in {st['run_wall_s']:.2f} s, "
+          f"{len(obs.spikes)} spikes)")
+    print(f"  no bridge (the ceiling)    {without:12.0f} running cycles/s "
+          f"({ceiling['live_cycles']} cycles in {ceiling['run_wall_s']:.2f} s)")
+    print(f"  bridge / ceiling           {with_bridge / without:12.2f}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m spikeloop.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -283,7 +312,16 @@ def main(argv=None) -> int:
                    help="also time the reference backend on this many samples of the "
                         "first timed batch and check fast == reference on them "
                         "(about 3 s each; 0: skip)")
+    c = sub.add_parser("cosim", help="cycles/s of the co-simulation beside its ceiling")
+    c.add_argument("--preset", choices=["mini", "full"], default="mini")
+    c.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
+    c.add_argument("--scenario", default="random", help="a scenario of spikeloop.scenarios")
+    c.add_argument("--steps", type=int, default=0,
+                   help="analog steps per sample (0: the scenario's own)")
     args = p.parse_args(argv)
+    if args.what == "cosim":
+        torch.set_num_threads(1)
+        return bench_cosim(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.batch < 1 or args.batches < 1:

@@ -201,3 +201,55 @@ async def test_run_job(dut):
     cocotb.log.info("cosim job: %d samples x %d live cycles, %d cycles simulated in %.2f s "
                     "(%.0f cycles/s; running phases %.0f cycles/s)", B, L, sim_cycles, wall,
                     stats["cycles_per_s"] or 0, stats["live_cycles_per_s"] or 0)
+
+
+@cocotb.test(skip=ENV_JOB not in os.environ)
+async def test_ceiling_job(dut):
+    """The speed ceiling of a build: the job's image and input events, the same
+    running cycles per sample, but no analog bridge: one Timer across each run,
+    no Python on any cycle.  Writes {"live_cycles", "run_wall_s"} to the job's
+    stats path."""
+    from cocotb.triggers import Timer
+
+    from spikeloop.backends import live_cycles
+    from spikeloop.events import InputEvents
+    from spikeloop.image import ConfigImage
+    from spikeloop.rtl.addrmap import AddressMap
+
+    ctx = cosim_context()
+    cfg = ctx.cfg
+    job_file = Path(os.environ[ENV_JOB])
+    job = json.loads(job_file.read_text())
+    base = job_file.parent
+    image = ConfigImage.load(_job_path(job, "image", base), cfg)
+    events = InputEvents.load(_job_path(job, "events", base), cfg)
+    L = live_cycles(cfg, int(job["n_steps"]))
+    amap = AddressMap(cfg)
+    pb, ctrl = amap["playback"], amap["ctrl"].address(0)
+    period = clock_period_ps(cfg)
+    dut.spike_in.value = 0
+    dut.adc_codes.value = 0
+    dut.settings_addr.value = 0
+    start_clock(dut, cfg)
+    drv = HostBusDriver(dut)
+    await drv.reset()
+    await drv.write_many([(a, v) for a, v in image.bus_writes() if v])
+    t_runs = 0.0
+    for s in range(events.batch):
+        evs = events.of_sample(s)
+        writes = []
+        for i, (cycle, link, label) in enumerate(evs.tolist()):
+            writes += [(pb.address(i, 0), cycle),
+                       (pb.address(i, 1), label | link << cfg.event_label_bits)]
+        writes.append((amap["playback_count"].address(0), len(evs)))
+        await drv.write_many(writes)
+        t0 = time.perf_counter()
+        await drv.write(ctrl, 0b11)
+        await Timer((L - 1) * period, unit="ps")
+        await drv.write(ctrl, 0)
+        t_runs += time.perf_counter() - t0
+        await RisingEdge(dut.clk)
+    stats = {"simulator": ctx.simulator, "preset": cfg.name, "live_cycles": events.batch * L,
+             "run_wall_s": t_runs,
+             "live_cycles_per_s": events.batch * L / t_runs if t_runs > 0 else None}
+    _job_path(job, "stats", base).write_text(json.dumps(stats, indent=2))
