@@ -143,28 +143,43 @@ def run_cosim(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int,
     return obs
 
 
+def _run_job(cfg, image: ConfigImage, events: InputEvents | None, n_steps: int,
+             testcase: str, simulator: str, build_root) -> dict:
+    """Run one of the job-driven cocotb tests that report only stats."""
+    info, _, _ = _build(cfg, simulator, False, build_root)
+    run_dir = info.build_dir / "runs" / (
+        f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{testcase}{next(_counter)}")
+    jdir = run_dir / "job"
+    jdir.mkdir(parents=True, exist_ok=True)
+    image.save(jdir / "image.npz")
+    job = {"image": "image.npz", "n_steps": int(n_steps), "stats": str(run_dir / "stats.json")}
+    if events is not None:
+        events.save(jdir / "events.npz")
+        job["events"] = "events.npz"
+    (jdir / "job.json").write_text(json.dumps(job, indent=2))
+    res = runner.run_tests(info, TEST_MODULE, testcase=testcase,
+                           extra_env={ENV_JOB: str(jdir / "job.json")}, run_dir=run_dir)
+    stats_file = run_dir / "stats.json"
+    if not stats_file.is_file():
+        raise CosimError(f"{testcase} wrote no stats ({stats_file}); log: {res.log}")
+    stats = json.loads(stats_file.read_text())
+    stats["log"] = str(res.log)
+    return stats
+
+
 def run_ceiling(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, *,
                 simulator: str = "verilator", build_root=None) -> dict:
     """The same build, image, input events and running cycles as
     :func:`run_cosim`, without the analog bridge (no Python on any running
     cycle): the speed ceiling.  Returns its stats (``live_cycles_per_s``)."""
-    cfg = chip.cfg
-    info, _, _ = _build(cfg, simulator, False, build_root)
-    run_dir = info.build_dir / "runs" / (
-        f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-ceiling{next(_counter)}")
-    jdir = run_dir / "job"
-    jdir.mkdir(parents=True, exist_ok=True)
-    image.save(jdir / "image.npz")
-    events.save(jdir / "events.npz")
-    stats_file = run_dir / "stats.json"
-    job = {"image": "image.npz", "events": "events.npz", "n_steps": int(n_steps),
-           "stats": str(stats_file)}
-    (jdir / "job.json").write_text(json.dumps(job, indent=2))
-    res = runner.run_tests(info, TEST_MODULE, testcase="test_ceiling_job",
-                           extra_env={ENV_JOB: str(jdir / "job.json")}, run_dir=run_dir)
-    if not stats_file.is_file():
-        raise CosimError(f"the ceiling run wrote no stats ({stats_file}); log: {res.log}")
-    return json.loads(stats_file.read_text())
+    return _run_job(chip.cfg, image, events, n_steps, "test_ceiling_job", simulator,
+                    build_root)
+
+
+def run_readback(image: ConfigImage, *, simulator: str = "verilator", build_root=None) -> dict:
+    """Write every word of ``image`` through the top's host bus and read it back;
+    raises CosimError (naming the log) on any difference."""
+    return _run_job(image.cfg, image, None, 1, "test_readback_job", simulator, build_root)
 
 
 def load_run(run_dir: str | os.PathLike) -> Observables:

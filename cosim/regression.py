@@ -33,6 +33,8 @@ from spikeloop.backends.reference import run_reference
 from spikeloop.chip import Chip
 from spikeloop.config import ChipConfig
 from spikeloop.events import Observables
+from spikeloop.image import ConfigImage
+from spikeloop.image import _fields as image_fields
 from spikeloop.scenarios import SCENARIOS, Scenario
 
 CHIP_SEED = 1
@@ -133,6 +135,31 @@ def run_scenario(chip: Chip, name: str, simulator: str, *, waves=False) -> Row:
                float(stats.get("live_cycles_per_s") or 0.0), wall, verdict)
 
 
+def random_image(cfg: ChipConfig, seed: int = 0) -> ConfigImage:
+    """Every setting of a ConfigImage drawn over its whole range."""
+    rng = np.random.default_rng(seed)
+    img = ConfigImage.empty(cfg)
+    for name, (shape, bits) in image_fields(cfg).items():
+        setattr(img, name, rng.integers(0, 1 << bits, size=shape))
+    img.row_sign %= 3
+    return ConfigImage(**img.__dict__)
+
+
+def run_readback_row(cfg: ChipConfig, simulator: str) -> Row:
+    from spikeloop.cosim.backend import run_readback
+    from spikeloop.cosim.runner import CosimError
+
+    t0 = time.monotonic()
+    try:
+        st = run_readback(random_image(cfg), simulator=simulator)
+        verdict = "PASS"
+    except CosimError as e:
+        st, verdict = {"words": 0}, f"FAIL: {str(e).splitlines()[0]}"
+    wall = time.monotonic() - t0
+    return Row("config_readback", simulator, 0, 2 * st["words"], 2 * st["words"] / wall, 0.0,
+               wall, verdict)
+
+
 def format_table(rows: list[Row]) -> str:
     head = ("scenario", "simulator", "cycles", "sim cycles", "cycles/s", "run cycles/s",
             "wall s", "verdict")
@@ -169,6 +196,11 @@ def main(argv=None) -> int:
     for name in names:
         row = run_scenario(chip, name, args.simulator, waves=True if args.waves else None)
         print(f"  {name}: {row.verdict}", flush=True)
+        rows.append(row)
+    if not args.scenario:
+        row = run_readback_row(cfg, args.simulator)
+        print(f"  config_readback (every word of a random image written and read back "
+              f"through the host bus): {row.verdict}", flush=True)
         rows.append(row)
     print()
     print(format_table(rows))

@@ -133,3 +133,11 @@ def test_other_analog_step_lengths(step_cycles):
         n_steps = sc.n_steps * MINI.analog_step_cycles // step_cycles
         co, ref = both(chip, sc.image, sc.events, n_steps)
         assert co.first_difference(ref) is None, (name, co.first_difference(ref))
+
+
+def test_random_image_reads_back_through_the_top(verilator_top):
+    from spikeloop.cosim.backend import run_readback
+    from spikeloop.cosim.regression import random_image
+
+    st = run_readback(random_image(MINI, seed=3))
+    assert st["mismatches"] == 0 and st["words"] == len(random_image(MINI, 3).bus_writes())
