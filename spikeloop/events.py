@@ -148,3 +148,30 @@ class Observables:
 
     def replace(self, **kw) -> Observables:
         return dataclasses.replace(self, **kw)
+
+
+def observables_from_samples(cfg: ChipConfig, *, spikes, records, adc_rows, counters: dict,
+                             cycles_per_sample: int, n_steps: int, run_seed: int,
+                             backend: str) -> Observables:
+    """Assemble Observables from what a backend read back sample by sample:
+    ``spikes``/``records`` lists of 4-tuples, ``adc_rows[b]`` the valid ADC
+    samples of batch entry ``b`` (lists of ``n_neurons`` codes), ``counters[k]``
+    one entry per sample for each counter field (flat lists for the arrays)."""
+    B = len(adc_rows)
+    S = max((len(r) for r in adc_rows), default=0)
+    adc = np.zeros((S, B, cfg.n_neurons), dtype=np.int64)
+    for b, rows in enumerate(adc_rows):
+        if len(rows):
+            adc[:len(rows), b] = np.array(rows)
+    shapes = {"xbar_events": (cfg.crossbar_inputs, cfg.crossbar_outputs),
+              "xbar_drops": (cfg.crossbar_inputs, cfg.crossbar_outputs),
+              "arbiter_drops": (cfg.n_blocks,), "driver_unmatched": (cfg.n_buses,),
+              "playback_late": (), "record_drops": (), "adc_overflow": ()}
+    return Observables(
+        spikes=np.array(spikes, dtype=np.int64).reshape(-1, 4),
+        records=np.array(records, dtype=np.int64).reshape(-1, 4),
+        adc=adc, adc_count=np.array([len(r) for r in adc_rows], dtype=np.int64),
+        **{k: np.array(counters[k], dtype=np.int64).reshape(B, *shape)
+           for k, shape in shapes.items()},
+        cycles=np.full(B, cycles_per_sample, dtype=np.int64),
+        n_steps=n_steps, run_seed=run_seed, backend=backend)

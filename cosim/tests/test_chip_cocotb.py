@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import cocotb
-import numpy as np
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import ReadOnly, RisingEdge
 
@@ -43,6 +42,23 @@ COUNTERS = ("xbar_events", "xbar_drops", "arbiter_drops", "driver_unmatched",
 def _job_path(job: dict, key: str, base: Path) -> Path:
     p = Path(job[key])
     return p if p.is_absolute() else base / p
+
+
+def _load_job() -> tuple[dict, Path]:
+    """The job description and the folder its relative paths start from."""
+    job_file = Path(os.environ[ENV_JOB])
+    return json.loads(job_file.read_text()), job_file.parent
+
+
+async def _start(dut, cfg) -> HostBusDriver:
+    """Idle analog inputs, the clock, and a host-bus driver through reset."""
+    dut.spike_in.value = 0
+    dut.adc_codes.value = 0
+    dut.settings_addr.value = 0
+    start_clock(dut, cfg)
+    drv = HostBusDriver(dut)
+    await drv.reset()
+    return drv
 
 
 @cocotb.test(skip=ENV_JOB not in os.environ)
@@ -62,7 +78,7 @@ async def test_run_job(dut):
         write_membrane_csv,
         write_membrane_vcd,
     )
-    from spikeloop.events import InputEvents, Observables
+    from spikeloop.events import InputEvents, observables_from_samples
     from spikeloop.image import ConfigImage
     from spikeloop.rtl.addrmap import AddressMap
 
@@ -72,9 +88,7 @@ async def test_run_job(dut):
     wall0 = time.perf_counter()
     ctx = cosim_context()
     cfg = ctx.cfg
-    job_file = Path(os.environ[ENV_JOB])
-    job = json.loads(job_file.read_text())
-    base = job_file.parent
+    job, base = _load_job()
     chip = Chip.load(_job_path(job, "chip", base))
     assert chip.cfg == cfg, f"the job's chip is preset {chip.cfg.name!r}, the build {cfg.name!r}"
     image = ConfigImage.load(_job_path(job, "image", base), cfg)
@@ -87,12 +101,7 @@ async def test_run_job(dut):
     ctrl = amap["ctrl"].address(0)
     period = clock_period_ps(cfg)
 
-    dut.spike_in.value = 0
-    dut.adc_codes.value = 0
-    dut.settings_addr.value = 0
-    start_clock(dut, cfg)
-    drv = HostBusDriver(dut)
-    await drv.reset()
+    drv = await _start(dut, cfg)
     t_image = time.perf_counter()
     if job.get("write_zeros", True):
         n_writes = await drv.write_image(image)
@@ -105,7 +114,7 @@ async def test_run_job(dut):
 
     trace = MembraneTrace(n) if job.get("membranes") else None
     bridge = AnalogBridge(dut, cfg, trace=trace)
-    records, adc_rows, adc_count = [], [], []
+    records, adc_rows = [], []
     counters = {k: [] for k in COUNTERS}
     pb = amap["playback"]
     t_runs = 0.0
@@ -153,7 +162,6 @@ async def test_run_job(dut):
         await RisingEdge(dut.clk)
         codes = await drv.read_many([adc.address(i) for i in range(n_adc * n)])
         adc_rows.append([codes[k * n:(k + 1) * n] for k in range(n_adc)])
-        adc_count.append(n_adc)
         await RisingEdge(dut.clk)
         cocotb.log.info("sample %d: %d spikes so far, %d records, %d ADC samples", s,
                         len(bridge.spikes), n_rec, n_adc)
@@ -161,27 +169,9 @@ async def test_run_job(dut):
     sim_cycles = int(get_sim_time("ps")) // period
 
     B = events.batch
-    S = max(adc_count, default=0)
-    adc_arr = np.zeros((S, B, n), dtype=np.int64)
-    for b, rows in enumerate(adc_rows):
-        if rows:
-            adc_arr[:len(rows), b] = np.array(rows)
-    I, O = cfg.crossbar_inputs, cfg.crossbar_outputs
-    obs = Observables(
-        spikes=np.array(bridge.spikes, dtype=np.int64).reshape(-1, 4),
-        records=np.array(records, dtype=np.int64).reshape(-1, 4),
-        adc=adc_arr, adc_count=np.array(adc_count, dtype=np.int64),
-        xbar_events=np.array(counters["xbar_events"], dtype=np.int64).reshape(-1, I, O),
-        xbar_drops=np.array(counters["xbar_drops"], dtype=np.int64).reshape(-1, I, O),
-        arbiter_drops=np.array(counters["arbiter_drops"], dtype=np.int64).reshape(
-            -1, cfg.n_blocks),
-        driver_unmatched=np.array(counters["driver_unmatched"], dtype=np.int64).reshape(
-            -1, cfg.n_buses),
-        playback_late=np.array(counters["playback_late"], dtype=np.int64).reshape(-1),
-        record_drops=np.array(counters["record_drops"], dtype=np.int64).reshape(-1),
-        adc_overflow=np.array(counters["adc_overflow"], dtype=np.int64).reshape(-1),
-        cycles=np.full(B, L, dtype=np.int64),
-        n_steps=n_steps, run_seed=run_seed, backend="cosim")
+    obs = observables_from_samples(
+        cfg, spikes=bridge.spikes, records=records, adc_rows=adc_rows, counters=counters,
+        cycles_per_sample=L, n_steps=n_steps, run_seed=run_seed, backend="cosim")
     out = _job_path(job, "output", base)
     obs.save(out)
     if trace is not None:
@@ -218,21 +208,14 @@ async def test_ceiling_job(dut):
 
     ctx = cosim_context()
     cfg = ctx.cfg
-    job_file = Path(os.environ[ENV_JOB])
-    job = json.loads(job_file.read_text())
-    base = job_file.parent
+    job, base = _load_job()
     image = ConfigImage.load(_job_path(job, "image", base), cfg)
     events = InputEvents.load(_job_path(job, "events", base), cfg)
     L = live_cycles(cfg, int(job["n_steps"]))
     amap = AddressMap(cfg)
     pb, ctrl = amap["playback"], amap["ctrl"].address(0)
     period = clock_period_ps(cfg)
-    dut.spike_in.value = 0
-    dut.adc_codes.value = 0
-    dut.settings_addr.value = 0
-    start_clock(dut, cfg)
-    drv = HostBusDriver(dut)
-    await drv.reset()
+    drv = await _start(dut, cfg)
     await drv.write_many([(a, v) for a, v in image.bus_writes() if v])
     t_runs = 0.0
     for s in range(events.batch):
@@ -262,18 +245,10 @@ async def test_readback_job(dut):
     software uses it on silicon.  Writes {"words", "mismatches"} to the stats path."""
     from spikeloop.image import ConfigImage
 
-    ctx = cosim_context()
-    cfg = ctx.cfg
-    job_file = Path(os.environ[ENV_JOB])
-    job = json.loads(job_file.read_text())
-    base = job_file.parent
+    cfg = cosim_context().cfg
+    job, base = _load_job()
     image = ConfigImage.load(_job_path(job, "image", base), cfg)
-    dut.spike_in.value = 0
-    dut.adc_codes.value = 0
-    dut.settings_addr.value = 0
-    start_clock(dut, cfg)
-    drv = HostBusDriver(dut)
-    await drv.reset()
+    drv = await _start(dut, cfg)
     writes = image.bus_writes()
     await drv.write_many(writes)
     await RisingEdge(dut.clk)

@@ -4,13 +4,12 @@ cycles per second on the mini preset) and simple: the golden model that the
 cosim and fast backends are checked against."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from spikeloop.backends import DRAIN_CYCLES, live_cycles
 from spikeloop.backends.analog_loop import AnalogLoop, bits_to_bool, bool_to_bits
 from spikeloop.chip import Chip
-from spikeloop.events import InputEvents, Observables
+from spikeloop.events import InputEvents, Observables, observables_from_samples
 from spikeloop.image import ConfigImage
 from spikeloop.model.digital.playback import unpack_timed_event
 from spikeloop.model.digital.top import ChipDigitalRef
@@ -24,7 +23,7 @@ def run_reference(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: 
     n = cfg.n_neurons
     ref = ChipDigitalRef(cfg, image)
     L = live_cycles(cfg, n_steps)
-    spikes, records, adc_rows, adc_count = [], [], [], []
+    spikes, records, adc_rows = [], [], []
     counters = {k: [] for k in ("xbar_events", "xbar_drops", "arbiter_drops",
                                 "driver_unmatched", "playback_late", "record_drops",
                                 "adc_overflow")}
@@ -51,28 +50,9 @@ def run_reference(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: 
             label, link, t = unpack_timed_event(cfg, cfg.n_host_links, word)
             records.append((s, t, link, label))
         adc_rows.append([list(ref.adc.buffer[i]) for i in range(ref.adc.n_samples)])
-        adc_count.append(ref.adc.n_samples)
         c = ref.final_counters()
         for key in counters:
             counters[key].append(c[key])
-    S = max(adc_count, default=0)
-    adc = np.zeros((S, events.batch, n), dtype=np.int64)
-    for b, rows in enumerate(adc_rows):
-        if rows:
-            adc[:len(rows), b] = np.array(rows)
-    I, O = cfg.crossbar_inputs, cfg.crossbar_outputs
-    return Observables(
-        spikes=np.array(spikes, dtype=np.int64).reshape(-1, 4),
-        records=np.array(records, dtype=np.int64).reshape(-1, 4),
-        adc=adc, adc_count=np.array(adc_count, dtype=np.int64),
-        xbar_events=np.array(counters["xbar_events"], dtype=np.int64).reshape(-1, I, O),
-        xbar_drops=np.array(counters["xbar_drops"], dtype=np.int64).reshape(-1, I, O),
-        arbiter_drops=np.array(counters["arbiter_drops"], dtype=np.int64).reshape(
-            -1, cfg.n_blocks),
-        driver_unmatched=np.array(counters["driver_unmatched"], dtype=np.int64).reshape(
-            -1, cfg.n_buses),
-        playback_late=np.array(counters["playback_late"], dtype=np.int64),
-        record_drops=np.array(counters["record_drops"], dtype=np.int64),
-        adc_overflow=np.array(counters["adc_overflow"], dtype=np.int64),
-        cycles=np.full(events.batch, L, dtype=np.int64),
-        n_steps=n_steps, run_seed=run_seed, backend="reference")
+    return observables_from_samples(
+        cfg, spikes=spikes, records=records, adc_rows=adc_rows, counters=counters,
+        cycles_per_sample=L, n_steps=n_steps, run_seed=run_seed, backend="reference")
