@@ -6,6 +6,9 @@
     spikeloop rtl addrmap --preset P                      the host bus address map
     spikeloop config      --preset P                      the ChipConfig as JSON
     spikeloop calibrate   --preset P --chip-seed N --out FILE [--plot PNG]
+    spikeloop scenario    NAME --preset P --out DIR         a scenario's image.npz, events.npz
+    spikeloop run         --backend B --preset P --chip-seed N --image F --events F --steps K
+                          --out FILE                        Observables of a run
 """
 from __future__ import annotations
 
@@ -115,6 +118,24 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_scenario(args) -> int:
+    import numpy as np
+
+    from spikeloop.scenarios import SCENARIOS
+
+    cfg = ChipConfig.preset(args.preset)
+    sc = SCENARIOS[args.name](cfg, np.random.default_rng(args.seed))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sc.image.save(out / "image.npz")
+    sc.events.save(out / "events.npz")
+    print(f"scenario {sc.name} (preset {cfg.name}, seed {args.seed}): {sc.what}")
+    print(f"wrote {out / 'image.npz'} and {out / 'events.npz'} "
+          f"({sc.events.batch} sample(s), {len(sc.events.table)} input events); "
+          f"run it for --steps {sc.n_steps}")
+    return 0
+
+
 def _cmd_calibrate(args) -> int:
     from spikeloop.calibrate import calibrate_main
 
@@ -175,6 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
     p.add_argument("--waves", action="store_true", help="cosim: write FST waveforms")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("scenario", help="write a verification scenario's image and events")
+    from spikeloop.scenarios import SCENARIOS
+
+    p.add_argument("name", choices=list(SCENARIOS), help="scenario (spikeloop/scenarios.py)")
+    _add_preset(p)
+    p.add_argument("--seed", type=int, default=0, help="generator seed (random scenario)")
+    p.add_argument("--out", required=True, help="directory for image.npz and events.npz")
+    p.set_defaults(func=_cmd_scenario)
 
     p = sub.add_parser("calibrate", help="calibrate a chip instance by measurement")
     _add_preset(p)
