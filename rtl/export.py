@@ -30,6 +30,8 @@ LINT_WAIVERS: dict[str, str] = {
                    "for the wider operand; Amaranth's width rules define the result",
     "CASEINCOMPLETE": "Amaranth assigns every signal's default before a Switch; "
                       "the generated case needs no default branch",
+    "ASCRANGE": "yosys writes Amaranth's zero-width signals (the address of a "
+                "depth-1 FIFO) as [-1:0]; they hold no bits",
     "PROCASSINIT": "Amaranth initialises registers in their declaration and "
                    "assigns them in processes: the reset value, not a race",
 }

@@ -141,3 +141,43 @@ def test_random_image_reads_back_through_the_top(verilator_top):
 
     st = run_readback(random_image(MINI, seed=3))
     assert st["mismatches"] == 0 and st["words"] == len(random_image(MINI, 3).bus_writes())
+
+
+# -- randomized: the RTL against the fast backend, field by field ----------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from spikeloop.backends.fast import run_fast  # noqa: E402
+from tests.test_fast_equivalence import describe_difference, random_case  # noqa: E402
+
+#: design variants built once each: the mini preset, and one with the smallest
+#: FIFOs and memories and 4-bit counters, so overloads queue, drop and saturate
+COSIM_VARIANTS = (
+    MINI.replace(name="mini-random", playback_depth=128),
+    MINI.replace(name="mini-tight", playback_depth=128, crossbar_fifo_depth=1,
+                 arbiter_fifo_depth=1, counter_bits=4, record_depth=8, adc_buffer_depth=4),
+)
+
+
+def check_cosim_seed(seed: int) -> None:
+    cfg = COSIM_VARIANTS[seed % len(COSIM_VARIANTS)]
+    chip, img, events, n_steps, offset = random_case(seed, cfg)
+    kw = dict(run_seed=seed % 7, sample_offset=offset)
+    fast = run_fast(chip, img, events, n_steps, **kw)
+    cos = run_cosim(chip, img, events, n_steps, **kw)
+    diff = describe_difference(fast, cos)
+    assert diff is None, f"seed {seed} ({cfg.name}): first difference (fast != cosim): {diff}"
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2 ** 32 - 1))
+def test_random_cosim_equals_fast(seed):
+    check_cosim_seed(seed)
+
+
+@pytest.mark.slow
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2 ** 32 - 1))
+def test_random_cosim_equals_fast_long(seed):
+    check_cosim_seed(seed)

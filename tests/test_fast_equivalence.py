@@ -72,14 +72,15 @@ def test_scenario_matches_reference(mini_chip, name):
 
 # ----------------------------------------------------------------------------
 # randomised chips, images and events
-def random_case(seed: int):
-    """(chip, image, events, n_steps, sample_offset) drawn from ``seed``."""
+def random_case(seed: int, cfg=None):
+    """(chip, image, events, n_steps, sample_offset) drawn from ``seed``; the
+    design variant too unless ``cfg`` is given."""
     rng = np.random.default_rng(seed)
 
     def pick(*values):
         return values[int(rng.integers(len(values)))]
 
-    cfg = MINI.replace(
+    cfg = cfg or MINI.replace(
         name="mini-random",
         buses_per_half=pick(1, 2, 4),
         neurons_per_block=pick(2, 4, 8, 16),
