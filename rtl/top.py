@@ -220,6 +220,7 @@ class Top(wiring.Component):
                 syn.host_we.eq(getattr(hb, f"synapses{h}_we")),
                 syn.host_wdata.eq(getattr(hb, f"synapses{h}_wdata")),
                 getattr(hb, f"synapses{h}_rdata").eq(syn.host_rdata),
+                drv.clear.eq(clear),
                 bnd.clear.eq(clear),
             ]
             for p in range(2 * B):

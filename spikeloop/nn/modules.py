@@ -1,0 +1,127 @@
+"""Thin ``nn.Module`` wrappers over :mod:`spikeloop.nn.functional` (time-major ``[T, B, N]``).
+
+The modules hold only weights and a :class:`~spikeloop.nn.functional.LIFParameters`;
+all dynamics live in the pure functions.  This is the software-only mode (no
+chip): the neuron layers accept the chip's measured traces as optional keyword
+arguments so a hardware backend can inject them later without the network code
+changing.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from spikeloop.nn import functional as SF
+from spikeloop.nn.functional import DEFAULT_PARAMS, LIFParameters
+
+__all__ = ["Synapse", "LIF", "LI", "SoftwareNetwork", "NetworkOutput"]
+
+
+class Synapse(nn.Module):
+    """Dense projection ``y[t] = x[t] @ W^T``, ``W`` of shape ``[n_out, n_in]``.
+
+    Init (paper): normal with mean ``mean`` (1e-3 for the hidden layer, 0 for the
+    output layer) and std ``0.7 * (1 - b) / sqrt(n_in)``, ``b`` the membrane decay
+    per step of ``params``; drawn from ``generator`` when one is given.
+    """
+
+    def __init__(self, n_in: int, n_out: int, *, mean: float = 1e-3,
+                 params: LIFParameters = DEFAULT_PARAMS,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        if n_in < 1 or n_out < 1:
+            raise ValueError(f"n_in = {n_in}, n_out = {n_out}; need >= 1")
+        self.n_in, self.n_out = n_in, n_out
+        std = 0.7 * (1.0 - params.b) / math.sqrt(n_in)
+        w = torch.empty(n_out, n_in)
+        with torch.no_grad():
+            w.normal_(mean, std, generator=generator)
+        self.weight = nn.Parameter(w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(x, self.weight.t())
+
+    def extra_repr(self) -> str:
+        return f"n_in={self.n_in}, n_out={self.n_out}"
+
+
+class LIF(nn.Module):
+    """LIF layer: ``(z, v) = lif_sequence(x, params, measured_v=..., measured_z=...)``."""
+
+    def __init__(self, size: int, params: LIFParameters = DEFAULT_PARAMS) -> None:
+        super().__init__()
+        self.size, self.params = size, params
+
+    def forward(self, x: torch.Tensor, *, measured_v: torch.Tensor | None = None,
+                measured_z: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.shape[-1] != self.size:
+            raise ValueError(f"LIF({self.size}) got input {tuple(x.shape)}")
+        return SF.lif_sequence(x, self.params, measured_v=measured_v, measured_z=measured_z)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, params={self.params}"
+
+
+class LI(nn.Module):
+    """Leaky-integrator layer (no spikes): ``v = li_sequence(x, params, measured_v=...)``."""
+
+    def __init__(self, size: int, params: LIFParameters = DEFAULT_PARAMS) -> None:
+        super().__init__()
+        self.size, self.params = size, params
+
+    def forward(self, x: torch.Tensor, *,
+                measured_v: torch.Tensor | None = None) -> torch.Tensor:
+        if x.shape[-1] != self.size:
+            raise ValueError(f"LI({self.size}) got input {tuple(x.shape)}")
+        return SF.li_sequence(x, self.params, measured_v=measured_v)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, params={self.params}"
+
+
+class NetworkOutput(tuple):
+    """``(log_probs [B, C], v_out [T, B, C], z_hidden [T, B, H], v_hidden [T, B, H])``."""
+
+    __slots__ = ()
+
+    def __new__(cls, log_probs, v_out, z_hidden, v_hidden):
+        return super().__new__(cls, (log_probs, v_out, z_hidden, v_hidden))
+
+    log_probs = property(lambda self: self[0])
+    v_out = property(lambda self: self[1])
+    z_hidden = property(lambda self: self[2])
+    v_hidden = property(lambda self: self[3])
+
+
+class SoftwareNetwork(nn.Module):
+    """The paper's MNIST network, software only: 256 -> 246 LIF -> 10 LI, no recurrence.
+
+    ``forward(x [T, B, n_in])`` returns a :class:`NetworkOutput`; the readout is
+    ``log_softmax(readout_scale * max_t v_out)``.  :meth:`regularization` gives the
+    paper's spike-count and hidden-weight regularisers for that output.
+    """
+
+    def __init__(self, n_in: int = 256, n_hidden: int = 246, n_out: int = 10, *,
+                 params: LIFParameters = DEFAULT_PARAMS, readout_scale: float = 10.0,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.params, self.readout_scale = params, readout_scale
+        self.hidden_synapse = Synapse(n_in, n_hidden, mean=1e-3, params=params,
+                                      generator=generator)
+        self.hidden = LIF(n_hidden, params)
+        self.output_synapse = Synapse(n_hidden, n_out, mean=0.0, params=params,
+                                      generator=generator)
+        self.output = LI(n_out, params)
+
+    def forward(self, x: torch.Tensor) -> NetworkOutput:
+        z_h, v_h = self.hidden(self.hidden_synapse(x))
+        v_o = self.output(self.output_synapse(z_h))
+        return NetworkOutput(SF.max_over_time_log_softmax(v_o, self.readout_scale), v_o, z_h, v_h)
+
+    def regularization(self, out: NetworkOutput, *, spike_strength: float = 5e-4,
+                       weight_strength: float = 0.1) -> torch.Tensor:
+        """``5e-4 * mean (hidden spike count)^2 + 0.1 * mean(W_hidden^2)``."""
+        return (SF.spike_count_regularizer(out.z_hidden, spike_strength)
+                + SF.weight_regularizer(self.hidden_synapse.weight, weight_strength))
