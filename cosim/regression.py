@@ -34,7 +34,6 @@ from spikeloop.chip import Chip
 from spikeloop.config import ChipConfig
 from spikeloop.events import Observables
 from spikeloop.image import ConfigImage
-from spikeloop.image import _fields as image_fields
 from spikeloop.scenarios import SCENARIOS, Scenario
 
 CHIP_SEED = 1
@@ -137,12 +136,7 @@ def run_scenario(chip: Chip, name: str, simulator: str, *, waves=False) -> Row:
 
 def random_image(cfg: ChipConfig, seed: int = 0) -> ConfigImage:
     """Every setting of a ConfigImage drawn over its whole range."""
-    rng = np.random.default_rng(seed)
-    img = ConfigImage.empty(cfg)
-    for name, (shape, bits) in image_fields(cfg).items():
-        setattr(img, name, rng.integers(0, 1 << bits, size=shape))
-    img.row_sign %= 3
-    return ConfigImage(**img.__dict__)
+    return ConfigImage.random(cfg, np.random.default_rng(seed))
 
 
 def run_readback_row(cfg: ChipConfig, simulator: str) -> Row:

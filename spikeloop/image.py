@@ -121,6 +121,15 @@ class ConfigImage:
         return cls(cfg, **{name: np.zeros(shape, np.int64)
                            for name, (shape, _) in _fields(cfg).items()})
 
+    @classmethod
+    def random(cls, cfg: ChipConfig, rng: np.random.Generator) -> ConfigImage:
+        """Every setting drawn uniformly over its whole range (row signs over
+        the three RowSign values): for tests of the configuration path."""
+        fields = {name: rng.integers(0, 1 << bits, size=shape)
+                  for name, (shape, bits) in _fields(cfg).items()}
+        fields["row_sign"] %= 3
+        return cls(cfg, **fields)
+
     def copy(self) -> ConfigImage:
         return dataclasses.replace(self, **{f: getattr(self, f).copy()
                                             for f in _fields(self.cfg)})

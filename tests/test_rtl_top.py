@@ -37,18 +37,9 @@ class Host:
         return get(self.ctx, self.dut.host_rdata)
 
 
-def random_image(cfg, rng):
-    img = ConfigImage.empty(cfg)
-    from spikeloop.image import _fields
-    for name, (shape, bits) in _fields(cfg).items():
-        setattr(img, name, rng.integers(0, 1 << bits, size=shape))
-    img.row_sign %= 3
-    return img
-
-
 def test_config_image_reads_back_through_the_bus():
     cfg = MINI
-    img = random_image(cfg, np.random.default_rng(7))
+    img = ConfigImage.random(cfg, np.random.default_rng(7))
     writes = img.bus_writes()
     dut = Top(cfg)
 
@@ -164,7 +155,7 @@ from tests.simutil import pack_array  # noqa: E402
 def _dense_image(cfg, rng):
     """A random image that actually routes: few labels, broad masks, many enabled
     nodes, so events multicast, collide, queue and drop."""
-    img = random_image(cfg, rng)
+    img = ConfigImage.random(cfg, rng)
     lb = cfg.event_label_bits
     img.xbar_enable = rng.integers(0, 2, size=img.xbar_enable.shape)
     img.xbar_mask = rng.choice([0, 1, 3], size=img.xbar_mask.shape)
