@@ -81,6 +81,22 @@ class InputEvents:
         """[k, 3] (cycle, link, label) of sample ``s`` in release order."""
         return self.table[self.table[:, 0] == s][:, 1:]
 
+    def bus_writes(self, s: int) -> list[tuple[int, int]]:
+        """(word address, value) of the host writes that load sample ``s`` into
+        the playback memory (word 0 cycle, word 1 label | link << label bits)
+        and set ``playback_count``."""
+        from spikeloop.rtl.addrmap import AddressMap
+
+        amap = AddressMap(self.cfg)
+        pb = amap["playback"]
+        evs = self.of_sample(s).tolist()
+        writes = []
+        for i, (cycle, link, label) in enumerate(evs):
+            writes += [(pb.address(i, 0), cycle),
+                       (pb.address(i, 1), label | link << self.cfg.event_label_bits)]
+        writes.append((amap["playback_count"].address(0), len(evs)))
+        return writes
+
     def save(self, path) -> None:
         np.savez(path, events=self.table, batch=np.array(self.batch),
                  chip_config=np.array(self.cfg.to_json()))

@@ -28,6 +28,20 @@ class Host:
         await self.ctx.tick()
         put(self.ctx, self.dut.host_we, 0)
 
+    async def write_image(self, img):
+        for addr, value in img.bus_writes():
+            await self.write(addr, value)
+
+    async def load_playback(self, cfg, events):
+        """``events``: (cycle, link, label) in release order, into the playback
+        memory, and ``playback_count``."""
+        amap = AddressMap(cfg)
+        pb = amap["playback"]
+        for i, (cycle, link, label) in enumerate(events):
+            await self.write(pb.address(i, 0), cycle)
+            await self.write(pb.address(i, 1), label | link << cfg.event_label_bits)
+        await self.write(amap["playback_count"].address(0), len(events))
+
     async def read(self, addr):
         put(self.ctx, self.dut.host_addr, addr)
         put(self.ctx, self.dut.host_re, 1)
@@ -82,12 +96,8 @@ def test_input_event_reaches_the_analog_boundary(address, exc, inh):
 
     async def bench(ctx):
         host = Host(ctx, dut)
-        for a, v in img.bus_writes():
-            await host.write(a, v)
-        pb = amap["playback"]
-        await host.write(pb.address(0, 0), 10)                        # release at cycle 10
-        await host.write(pb.address(0, 1), pack_event(cfg, address))  # link 0
-        await host.write(amap["playback_count"].address(0), 1)
+        await host.write_image(img)
+        await host.load_playback(cfg, [(10, 0, pack_event(cfg, address))])
         await host.write(amap["ctrl"].address(0), 0b11)               # run | clear
         sums = []
         for _ in range(6 * cfg.analog_step_cycles):
@@ -118,8 +128,7 @@ def test_spike_is_recorded_with_its_label_and_time():
 
     async def bench(ctx):
         host = Host(ctx, dut)
-        for a, v in img.bus_writes():
-            await host.write(a, v)
+        await host.write_image(img)
         await host.write(amap["ctrl"].address(0), 0b11)
         for _ in range(5):
             await ctx.tick()
@@ -191,13 +200,8 @@ def test_top_matches_composed_reference(seed, n_events, spike_rate):
 
     async def bench(ctx):
         host = Host(ctx, dut)
-        for a, v in img.bus_writes():
-            await host.write(a, v)
-        pb = amap["playback"]
-        for i, (cyc, link, label) in enumerate(ev):
-            await host.write(pb.address(i, 0), cyc)
-            await host.write(pb.address(i, 1), label | link << cfg.event_label_bits)
-        await host.write(amap["playback_count"].address(0), len(ev))
+        await host.write_image(img)
+        await host.load_playback(cfg, ev)
         await host.write(amap["ctrl"].address(0), 0b11)
         exp = ref.start(ev)
         for cycle in range(cycles + 1):
@@ -258,12 +262,8 @@ def test_every_run_restarts_the_counters():
 
     async def bench(ctx):
         host = Host(ctx, dut)
-        for a, v in img.bus_writes():
-            await host.write(a, v)
-        pb = amap["playback"]
-        await host.write(pb.address(0, 0), 3)
-        await host.write(pb.address(0, 1), pack_event(cfg, 5))
-        await host.write(amap["playback_count"].address(0), 1)
+        await host.write_image(img)
+        await host.load_playback(cfg, [(3, 0, pack_event(cfg, 5))])
         for run in range(3):
             await host.write(amap["ctrl"].address(0), 0b11)
             for _ in range(4 * cfg.analog_step_cycles):

@@ -116,17 +116,11 @@ async def test_run_job(dut):
     bridge = AnalogBridge(dut, cfg, trace=trace)
     records, adc_rows = [], []
     counters = {k: [] for k in COUNTERS}
-    pb = amap["playback"]
     t_runs = 0.0
     for s in range(events.batch):
         loop = AnalogLoop(chip, image, [sample_offset + s], run_seed)
         loop.plan_steps(n_steps)                   # noise of many steps per call, same bits
-        evs = events.of_sample(s)
-        writes = []
-        for i, (cycle, link, label) in enumerate(evs.tolist()):
-            writes += [(pb.address(i, 0), cycle), (pb.address(i, 1), label | link << elb)]
-        writes.append((amap["playback_count"].address(0), len(evs)))
-        await drv.write_many(writes)
+        await drv.write_many(events.bus_writes(s))
         bridge.drive_codes(loop)                   # before step 0: the initial membranes
         t0 = time.perf_counter()
         await drv.write(ctrl, 0b11)                # run | clear: the next cycle clears
@@ -213,19 +207,13 @@ async def test_ceiling_job(dut):
     events = InputEvents.load(_job_path(job, "events", base), cfg)
     L = live_cycles(cfg, int(job["n_steps"]))
     amap = AddressMap(cfg)
-    pb, ctrl = amap["playback"], amap["ctrl"].address(0)
+    ctrl = amap["ctrl"].address(0)
     period = clock_period_ps(cfg)
     drv = await _start(dut, cfg)
     await drv.write_many([(a, v) for a, v in image.bus_writes() if v])
     t_runs = 0.0
     for s in range(events.batch):
-        evs = events.of_sample(s)
-        writes = []
-        for i, (cycle, link, label) in enumerate(evs.tolist()):
-            writes += [(pb.address(i, 0), cycle),
-                       (pb.address(i, 1), label | link << cfg.event_label_bits)]
-        writes.append((amap["playback_count"].address(0), len(evs)))
-        await drv.write_many(writes)
+        await drv.write_many(events.bus_writes(s))
         t0 = time.perf_counter()
         await drv.write(ctrl, 0b11)
         await Timer((L - 1) * period, unit="ps")
