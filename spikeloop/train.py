@@ -1,0 +1,604 @@
+"""``spikeloop train``: surrogate-gradient training in software or in the loop on a chip.
+
+    from spikeloop.train import TrainSettings, run
+    result = run(TrainSettings(task="yinyang", backend="software", epochs=5, out="build/yy"))
+
+One flag switches the backend; the network code does not change:
+``software`` is :class:`spikeloop.nn.SoftwareNetwork` (the ideal model),
+``fast`` / ``cosim`` is :class:`spikeloop.nn.chip.ChipNetwork` on the chip
+instance ``(preset, chip seed)``, calibrated once by measurement and kept as
+``DIR/chip.npz`` (a resumed run reloads it).
+
+One training step (PAPER.md, "The MNIST experiment, as run"): encode the batch
+(:mod:`spikeloop.tasks`), ``out = net(raster, times_us=...)``, loss = NLL of
+``out.log_probs`` + ``net.regularization(out)`` (5e-4 * mean squared hidden
+spike count + 0.1 * mean squared hidden weight), Adam step, ``net.after_step()``
+(clamps the hidden weights to the chip's range).  The learning rate is
+multiplied by ``lr_decay`` after every epoch.
+
+Seeds: ``seed`` draws the initial weights (a ``torch.Generator``) and the
+order of the training samples (epoch ``e`` visits the permutation of
+``numpy.random.default_rng([seed, e])``); the chip seed picks the specimen; the
+chip's temporal noise is keyed by the samples the network has run (a buffer
+in its state).  The same settings give bit-identical weights and results
+(wall times aside), and a run continued with ``resume`` gives what an
+uninterrupted run gives.
+
+Files in ``out``:
+
+- ``checkpoint.pt``: after every epoch (written atomically): network,
+  optimizer, scheduler, epoch, history, RNG states, settings;
+- ``network.pt``: the trained network (:func:`load_network` rebuilds it);
+- ``results.json``: settings, seeds, per-epoch train loss/accuracy/spikes, test
+  accuracy every ``test_every`` epochs and after the last, final test accuracy,
+  hidden spikes per neuron and input, wall time, and for chip backends the
+  emulated cycles and time per image;
+- ``curves.png``, ``raster.png``, ``traces.png`` (:mod:`spikeloop.plots`);
+- ``train.log``: everything printed, and the traceback of a failed run;
+- ``chip.npz``: the calibrated chip instance (chip backends).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from spikeloop.config import PRESETS, ChipConfig
+from spikeloop.data import Batches
+from spikeloop.nn import LIFParameters, SoftwareNetwork
+from spikeloop.tasks import BACKENDS, CHIP_BACKENDS, TASKS, Task, TaskError, build_task
+
+#: PAPER.md: Adam, learning rate 1.5e-3, x0.97 per epoch, batch 100, 50 epochs, test every 5
+PAPER_LR = 1.5e-3
+PAPER_LR_DECAY = 0.97
+PAPER_BATCH_SIZE = 100
+PAPER_EPOCHS = 50
+PAPER_TEST_EVERY = 5
+#: readout: log-softmax of 10 x the maximum over time of each output membrane
+READOUT_SCALE = 10.0
+
+CHECKPOINT = "checkpoint.pt"
+NETWORK = "network.pt"
+RESULTS = "results.json"
+LOG = "train.log"
+CHIP_FILE = "chip.npz"
+CHECKPOINT_FORMAT = 1
+
+#: settings that may differ between a run and its --resume (nothing else may)
+RESUMABLE_CHANGES = ("epochs", "out", "resume", "progress", "threads")
+
+
+class TrainError(ValueError):
+    """A training run was refused or failed; the message says why (and where the log is)."""
+
+
+@dataclass
+class TrainSettings:
+    """Everything a run depends on (the CLI's arguments)."""
+
+    task: str
+    out: str
+    backend: str = "software"
+    preset: str | None = None
+    chip_seed: int | None = None
+    epochs: int = PAPER_EPOCHS
+    batch_size: int = PAPER_BATCH_SIZE
+    lr: float = PAPER_LR
+    lr_decay: float = PAPER_LR_DECAY
+    seed: int = 0
+    hidden: int | None = None
+    train_samples: int | None = None
+    test_samples: int | None = None
+    data_dir: str | None = None
+    input_channels: int | None = None
+    test_every: int = PAPER_TEST_EVERY
+    resume: bool = False
+    #: torch threads (None: torch's default); recorded, may change on resume
+    threads: int | None = None
+    #: the per-batch progress line on stderr
+    progress: bool = True
+
+    def check(self) -> None:
+        """Refuse impossible settings, naming the field and what is allowed."""
+        if self.task not in TASKS:
+            raise TrainError(f"task = {self.task!r}; allowed: {', '.join(TASKS)}")
+        if self.backend not in BACKENDS:
+            raise TrainError(f"backend = {self.backend!r}; allowed: {', '.join(BACKENDS)}")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise TrainError(f"preset = {self.preset!r}; allowed: {', '.join(sorted(PRESETS))}")
+        if self.backend in CHIP_BACKENDS:
+            if self.preset is None or self.chip_seed is None:
+                raise TrainError(f"backend {self.backend!r} runs on a chip instance: give "
+                                 "--preset (mini, full) and --chip-seed (an integer >= 0)")
+        elif self.chip_seed is not None:
+            raise TrainError("--chip-seed applies to the chip backends (fast, cosim); backend "
+                             "'software' runs no chip (--preset alone sizes the network)")
+        ints = {"epochs": (self.epochs, 1), "batch_size": (self.batch_size, 1),
+                "seed": (self.seed, 0), "test_every": (self.test_every, 0)}
+        if self.chip_seed is not None:
+            ints["chip_seed"] = (self.chip_seed, 0)
+        if self.threads is not None:
+            ints["threads"] = (self.threads, 1)
+        for name, (v, lo) in ints.items():
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise TrainError(f"{name} = {v!r}; allowed: an integer >= {lo}")
+        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
+            raise TrainError(f"lr = {self.lr!r}; allowed: a number > 0")
+        if not (isinstance(self.lr_decay, int | float) and 0 < self.lr_decay <= 1):
+            raise TrainError(f"lr_decay = {self.lr_decay!r}; allowed: 0 < lr_decay <= 1")
+
+    @property
+    def cfg(self) -> ChipConfig | None:
+        return None if self.preset is None else ChipConfig.preset(self.preset)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------ output
+class RunLog:
+    """Messages to stdout and DIR/train.log; the per-batch progress line to stderr."""
+
+    def __init__(self, path: Path, progress: bool):
+        self.path = path
+        self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.progress_on = progress
+        self.tty = sys.stderr.isatty()
+        self._line = False
+
+    def info(self, msg: str) -> None:
+        self._end_line()
+        print(msg, flush=True)
+        self.file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
+        self.file.flush()
+
+    def to_file(self, msg: str) -> None:
+        self.file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
+        self.file.flush()
+
+    def progress(self, msg: str) -> None:
+        if not self.progress_on:
+            return
+        if self.tty:
+            sys.stderr.write("\r\x1b[2K" + msg)
+            self._line = True
+        else:
+            sys.stderr.write(msg + "\n")
+        sys.stderr.flush()
+
+    def _end_line(self) -> None:
+        if self._line:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self._line = False
+
+    def close(self) -> None:
+        self._end_line()
+        self.file.close()
+
+
+# ------------------------------------------------------------------ network
+def network_kwargs(settings: TrainSettings, task: Task) -> dict:
+    """Constructor arguments shared by both network classes (stored in network.pt)."""
+    return {"n_in": task.n_in, "n_hidden": task.n_hidden, "n_out": task.n_out,
+            "recurrent": task.recurrent, "readout_scale": READOUT_SCALE,
+            "params": dataclasses.asdict(LIFParameters(dt_us=task.dt_us))}
+
+
+def make_network(backend: str, kwargs: dict, *, chip=None, generator=None):
+    """SoftwareNetwork (``software``) or ChipNetwork on ``chip`` (``fast``/``cosim``)."""
+    kw = dict(kwargs)
+    n_in, n_hidden, n_out = kw.pop("n_in"), kw.pop("n_hidden"), kw.pop("n_out")
+    kw["params"] = LIFParameters(**kw["params"])
+    if not kw["recurrent"]:
+        kw.pop("recurrent")   # also runs on a network class without the option
+    if backend == "software":
+        return SoftwareNetwork(n_in, n_hidden, n_out, generator=generator, **kw)
+    from spikeloop.nn.chip import ChipNetwork
+
+    return ChipNetwork(chip, n_in, n_hidden, n_out, backend=backend, generator=generator, **kw)
+
+
+def load_network(path, *, chip=None, backend: str | None = None):
+    """Rebuild a trained network from ``network.pt``.
+
+    ``backend`` defaults to the one it was trained on; a chip backend needs
+    ``chip`` (e.g. ``Chip.load(DIR / "chip.npz")``, or another chip instance
+    to deploy it on).  Returns ``(net, meta)``.
+    """
+    meta = torch.load(path, weights_only=True)
+    backend = backend or meta["backend"]
+    if backend in CHIP_BACKENDS and chip is None:
+        raise TrainError(f"load_network(backend={backend!r}) needs the chip instance (chip=)")
+    net = make_network(backend, meta["network_kwargs"], chip=chip)
+    state = meta["state_dict"]
+    if backend != meta["backend"]:
+        own = net.state_dict()
+        state = {k: v for k, v in state.items() if k in own}
+        net.load_state_dict(state, strict=False)
+    else:
+        net.load_state_dict(state)
+    return net, meta
+
+
+def _forward(net, raster: torch.Tensor, times_us: torch.Tensor | None):
+    import inspect
+    if "times_us" in inspect.signature(net.forward).parameters:
+        return net(raster, times_us=times_us)
+    return net(raster)
+
+
+def _after_step(net) -> None:
+    fn = getattr(net, "after_step", None)
+    if fn is not None:
+        fn()
+
+
+def _stats_add(acc: dict, net) -> None:
+    """Add the numeric entries of ``net.last_stats`` (chip backends) into ``acc``."""
+    stats = getattr(net, "last_stats", None)
+    if not stats:
+        return
+    for k, v in stats.items():
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, int | float):
+            acc[k] = acc.get(k, 0) + v
+        elif isinstance(v, torch.Tensor | np.ndarray) and np.size(v) == 1:
+            acc[k] = acc.get(k, 0) + float(v)
+
+
+# ------------------------------------------------------------------ loop
+class _Meter:
+    def __init__(self, n_hidden: int):
+        self.n_hidden = n_hidden
+        self.n = 0
+        self.loss = self.nll = self.correct = self.spikes = 0.0
+
+    def add(self, loss: float, nll: float, correct: int, spikes: float, b: int) -> None:
+        self.n += b
+        self.loss += loss * b
+        self.nll += nll * b
+        self.correct += correct
+        self.spikes += spikes
+
+    def summary(self) -> dict:
+        n = max(self.n, 1)
+        return {"loss": self.loss / n, "nll": self.nll / n, "accuracy": self.correct / n,
+                "spikes_per_neuron_input": self.spikes / (n * self.n_hidden), "samples": self.n}
+
+
+def evaluate(net, task: Task, dataset, batch_size: int) -> dict:
+    """Test loss (NLL + regularisers), accuracy, hidden spikes per neuron and input.
+
+    ``res["first"]`` is the network's output on the first batch (for the plots).
+    """
+    meter = _Meter(task.n_hidden)
+    chip_stats: dict = {}
+    first = None
+    net.eval()
+    with torch.no_grad():
+        for x, y in Batches(dataset, batch_size, shuffle=False):
+            raster, times = task.encode(x)
+            out = _forward(net, raster, times)
+            first = out if first is None else first
+            _stats_add(chip_stats, net)
+            nll = F.nll_loss(out.log_probs, y)
+            loss = nll + net.regularization(out)
+            correct = int((out.log_probs.argmax(1) == y).sum())
+            meter.add(float(loss), float(nll), correct, float(out.z_hidden.sum()), len(y))
+    net.train()
+    res = meter.summary()
+    res["first"] = first
+    if chip_stats:
+        res["chip"] = chip_stats
+    return res
+
+
+def _rng_state(generator: torch.Generator) -> dict:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "init_generator": generator.get_state(),
+            "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
+                      *np_state[2:]),
+            "python": random.getstate()}
+
+
+def _set_rng_state(state: dict, generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["init_generator"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _seeds(s: TrainSettings) -> dict:
+    return {"seed": s.seed, "init": s.seed, "data_order": s.seed,
+            "chip": s.chip_seed, "chip_noise": "keyed by the samples run (network state)"}
+
+
+def _check_resume(saved: dict, now: TrainSettings, ckpt: Path) -> None:
+    conflicts = [f"{k}: checkpoint {saved.get(k)!r}, now {v!r}"
+                 for k, v in now.to_dict().items()
+                 if k not in RESUMABLE_CHANGES and saved.get(k) != v]
+    if conflicts:
+        raise TrainError(f"--resume: the arguments conflict with the run in {ckpt} "
+                         f"({'; '.join(conflicts)}); only {', '.join(RESUMABLE_CHANGES[:1])} "
+                         "(and --threads) may change when resuming")
+
+
+def _prepare_out(s: TrainSettings) -> tuple[Path, dict | None]:
+    """Check ``out`` against ``resume``; return the directory and the checkpoint (or None)."""
+    out = Path(s.out)
+    ckpt_path = out / CHECKPOINT
+    if s.resume:
+        if not ckpt_path.is_file():
+            raise TrainError(f"--resume: no checkpoint in {out} ({ckpt_path} does not exist); "
+                             "start the run without --resume")
+        ckpt = torch.load(ckpt_path, weights_only=True)
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise TrainError(f"{ckpt_path}: checkpoint format {ckpt.get('format')!r}; "
+                             f"this version reads format {CHECKPOINT_FORMAT}")
+        _check_resume(ckpt["settings"], s, ckpt_path)
+        return out, ckpt
+    if ckpt_path.exists():
+        raise TrainError(f"{out} already holds a run ({ckpt_path}); pass --resume to continue "
+                         "it, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return out, None
+
+
+def _get_chip(s: TrainSettings, out: Path, log: RunLog, resuming: bool):
+    from spikeloop.chip import Chip
+
+    path = out / CHIP_FILE
+    cfg = s.cfg
+    if resuming or path.exists():
+        if not path.is_file():
+            raise TrainError(f"--resume: the chip instance {path} is missing")
+        chip = Chip.load(path)
+        if chip.cfg != cfg or chip.chip_seed != s.chip_seed:
+            raise TrainError(f"{path} holds chip {chip.chip_seed} of preset {chip.cfg.name!r}, "
+                             f"not chip {s.chip_seed} of {cfg.name!r}")
+        log.info(f"chip: loaded {path} (preset {cfg.name}, chip seed {s.chip_seed})")
+        return chip
+    t0 = time.perf_counter()
+    log.info(f"chip: calibrating preset {cfg.name}, chip seed {s.chip_seed} (measurement only)")
+    chip = Chip.calibrated(cfg, s.chip_seed)
+    chip.save(path)
+    log.info(f"chip: calibrated in {time.perf_counter() - t0:.1f} s; wrote {path}")
+    return chip
+
+
+def run(s: TrainSettings) -> dict:
+    """Train as ``s`` says; returns the results dict (also written to ``out/results.json``).
+
+    Raises :class:`TrainError` with the reason (and the log's path once ``out``
+    exists) when the run is refused or fails.
+    """
+    s.check()
+    out, ckpt = _prepare_out(s)
+    log = RunLog(out / LOG, s.progress)
+    # Software only: membranes and Adam's moments decaying towards 0 go subnormal and
+    # slow the CPU down 30x.  Not on a chip backend: its analog model must compute
+    # exactly what the co-simulation (another process, default mode) computes.
+    # (torch has no getter; the process default, off, is restored afterwards)
+    flush = s.backend == "software"
+    if flush:
+        torch.set_flush_denormal(True)
+    try:
+        return _run(s, out, ckpt, log)
+    except (TrainError, TaskError) as e:
+        log.to_file(f"error: {e}")
+        raise TrainError(f"{e} (log: {log.path})") from e
+    except KeyboardInterrupt:
+        log.info(f"interrupted; continue from the last checkpoint with --resume "
+                 f"(log: {log.path})")
+        raise
+    except Exception as e:
+        log.to_file("error:\n" + traceback.format_exc())
+        raise TrainError(f"training failed: {type(e).__name__}: {e} "
+                         f"(traceback in {log.path})") from e
+    finally:
+        if flush:
+            torch.set_flush_denormal(False)
+        log.close()
+
+
+def _run(s: TrainSettings, out: Path, ckpt: dict | None, log: RunLog) -> dict:
+    t_start = time.perf_counter()
+    if s.threads is not None:
+        torch.set_num_threads(s.threads)
+    log.info(f"spikeloop train {s.task}: backend {s.backend}, preset {s.preset}, out {out}"
+             + (f" (resuming from epoch {ckpt['epoch']})" if ckpt else ""))
+    log.info("seeds: " + ", ".join(f"{k} {v}" for k, v in _seeds(s).items()))
+    task = build_task(s.task, cfg=s.cfg, data_dir=s.data_dir, hidden=s.hidden,
+                      train_samples=s.train_samples, test_samples=s.test_samples,
+                      input_channels=s.input_channels)
+    log.info(f"task {task.name}: {len(task.train)} train / {len(task.test)} test samples, "
+             f"{task.n_in} inputs -> {task.n_hidden} hidden LIF"
+             f"{' (recurrent)' if task.recurrent else ''} -> {task.n_out} LI, "
+             f"{task.n_steps} steps of {task.dt_us} us ({task.window_us:.1f} us)")
+    chip = _get_chip(s, out, log, ckpt is not None) if s.backend in CHIP_BACKENDS else None
+
+    generator = torch.Generator().manual_seed(s.seed)
+    kwargs = network_kwargs(s, task)
+    net = make_network(s.backend, kwargs, chip=chip, generator=generator)
+    opt = torch.optim.Adam(net.parameters(), lr=s.lr)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=s.lr_decay)
+    history: list[dict] = []
+    start_epoch, wall_before = 0, 0.0
+    if ckpt is not None:
+        net.load_state_dict(ckpt["network"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        history = list(ckpt["history"])
+        start_epoch, wall_before = int(ckpt["epoch"]), float(ckpt["wall_s"])
+        _set_rng_state(ckpt["rng"], generator)
+    batches = Batches(task.train, s.batch_size, shuffle=True, seed=s.seed)
+    n_batches = len(batches)
+    first = None     # output of the latest test's first batch, for the plots
+
+    for epoch in range(start_epoch, s.epochs):
+        t_epoch = time.perf_counter()
+        lr = opt.param_groups[0]["lr"]
+        meter = _Meter(task.n_hidden)
+        chip_stats: dict = {}
+        net.train()
+        for i, (x, y) in enumerate(batches.epoch(epoch)):
+            raster, times = task.encode(x)
+            out_ = _forward(net, raster, times)
+            _stats_add(chip_stats, net)
+            nll = F.nll_loss(out_.log_probs, y)
+            loss = nll + net.regularization(out_)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            _after_step(net)
+            with torch.no_grad():
+                correct = int((out_.log_probs.argmax(1) == y).sum())
+                spikes = float(out_.z_hidden.sum())
+            meter.add(float(loss.detach()), float(nll.detach()), correct, spikes, len(y))
+            m = meter.summary()
+            rate = meter.n / max(time.perf_counter() - t_epoch, 1e-9)
+            log.progress(f"epoch {epoch + 1}/{s.epochs} batch {i + 1}/{n_batches} "
+                         f"loss {m['loss']:.4f} acc {m['accuracy']:.3f} "
+                         f"spikes/neuron/input {m['spikes_per_neuron_input']:.3f} "
+                         f"({rate:.0f} samples/s)")
+        sched.step()
+        train = meter.summary()
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": train["loss"],
+               "train_nll": train["nll"], "train_accuracy": train["accuracy"],
+               "train_spikes_per_neuron_input": train["spikes_per_neuron_input"],
+               "test_loss": None, "test_accuracy": None, "test_spikes_per_neuron_input": None}
+        if chip_stats:
+            row["train_chip"] = chip_stats
+        if s.test_every and (epoch + 1) % s.test_every == 0:
+            test = evaluate(net, task, task.test, s.batch_size)
+            _put_test(row, test)
+            first = test["first"]
+        epoch_wall = time.perf_counter() - t_epoch
+        history.append(row)
+        log.info(f"epoch {epoch + 1}/{s.epochs}: lr {lr:.3g}, train loss {train['loss']:.4f} "
+                 f"acc {train['accuracy']:.4f} spikes/neuron/input "
+                 f"{train['spikes_per_neuron_input']:.3f}"
+                 + (f"; test acc {row['test_accuracy']:.4f} spikes/neuron/input "
+                    f"{row['test_spikes_per_neuron_input']:.3f}"
+                    if row["test_accuracy"] is not None else "")
+                 + f" ({epoch_wall:.1f} s)")
+        _atomic_save({"format": CHECKPOINT_FORMAT, "epoch": epoch + 1,
+                      "network": net.state_dict(), "optimizer": opt.state_dict(),
+                      "scheduler": sched.state_dict(), "history": history,
+                      "rng": _rng_state(generator), "settings": s.to_dict(),
+                      "network_kwargs": kwargs,
+                      "wall_s": wall_before + time.perf_counter() - t_start},
+                     out / CHECKPOINT)
+
+    # The test after the last epoch comes after its checkpoint (unless --test-every
+    # made it part of the epoch): the checkpoint, and so a resumed run, never sees
+    # it, and a run of E epochs continued to E' equals a run of E' epochs.
+    final = dict(history[-1]) if history else None
+    if final is not None and final["test_accuracy"] is None:
+        test = evaluate(net, task, task.test, s.batch_size)
+        _put_test(final, test)
+        first = test["first"]
+        log.info(f"final test: acc {final['test_accuracy']:.4f} spikes/neuron/input "
+                 f"{final['test_spikes_per_neuron_input']:.3f}")
+    if first is None:
+        x, _ = next(iter(Batches(task.test, s.batch_size, shuffle=False)))
+        net.eval()
+        with torch.no_grad():
+            first = _forward(net, *task.encode(x))
+    history = history[:-1] + [final] if final is not None else history
+    wall = wall_before + time.perf_counter() - t_start
+    return _finish(s, out, task, net, kwargs, history, first, wall, log, chip)
+
+
+def _put_test(row: dict, test: dict) -> None:
+    row.update(test_loss=test["loss"], test_accuracy=test["accuracy"],
+               test_spikes_per_neuron_input=test["spikes_per_neuron_input"])
+    if "chip" in test:
+        row["test_chip"] = test["chip"]
+
+
+def _chip_summary(history: list[dict], cfg: ChipConfig) -> dict:
+    """Emulated cycles and time per image, from the last test evaluation's counters."""
+    rows = [r for r in history if "test_chip" in r]
+    if not rows:
+        return {}
+    stats = rows[-1]["test_chip"]
+    res = {"test_counters": stats}
+    samples = stats.get("samples")
+    if samples and "cycles" in stats:
+        per = stats["cycles"] / samples
+        res.update(cycles_per_image=per, us_per_image=per / cfg.clock_mhz,
+                   clock_mhz=cfg.clock_mhz)
+    return res
+
+
+def _finish(s: TrainSettings, out: Path, task: Task, net, kwargs: dict, history: list[dict],
+            sample, wall: float, log: RunLog, chip) -> dict:
+    from spikeloop import plots
+
+    torch.save({"state_dict": net.state_dict(), "network_kwargs": kwargs,
+                "backend": s.backend, "task": s.task, "preset": s.preset,
+                "chip_seed": s.chip_seed, "settings": s.to_dict()}, out / NETWORK)
+    tested = [r for r in history if r["test_accuracy"] is not None]
+    final = tested[-1] if tested else {}
+    results = {
+        "task": s.task, "backend": s.backend, "preset": s.preset, "chip_seed": s.chip_seed,
+        "seeds": _seeds(s), "args": s.to_dict(),
+        "network": {"n_in": task.n_in, "n_hidden": task.n_hidden, "n_out": task.n_out,
+                    "recurrent": task.recurrent, "n_steps": task.n_steps, "dt_us": task.dt_us,
+                    "window_us": task.window_us, "readout_scale": READOUT_SCALE,
+                    "parameters": sum(p.numel() for p in net.parameters())},
+        "data": {"train_samples": len(task.train), "test_samples": len(task.test),
+                 **task.info},
+        "epochs_done": len(history),
+        "history": history,
+        "final_test_accuracy": final.get("test_accuracy"),
+        "final_test_loss": final.get("test_loss"),
+        "final_test_spikes_per_neuron_input": final.get("test_spikes_per_neuron_input"),
+        "final_train_accuracy": history[-1]["train_accuracy"] if history else None,
+        "final_train_spikes_per_neuron_input":
+            history[-1]["train_spikes_per_neuron_input"] if history else None,
+        "wall_s": wall,
+        "environment": {"torch": torch.__version__, "python": platform.python_version(),
+                        "threads": torch.get_num_threads(),
+                        "flush_denormal": s.backend == "software"},
+        "files": {"checkpoint": CHECKPOINT, "network": NETWORK, "log": LOG,
+                  **({"chip": CHIP_FILE} if chip is not None else {}),
+                  **{k: v for k, v in plots.FILES.items()}},
+    }
+    if chip is not None:
+        results["emulation"] = _chip_summary(history, chip.cfg)
+    measured = s.backend in CHIP_BACKENDS
+    plots.write_all(out, history, sample, dt_us=task.dt_us, measured=measured,
+                    label=int(task.test.labels[0]),
+                    title=f"{s.task}, {s.backend}" + (f", {s.preset} chip {s.chip_seed}"
+                                                      if measured else ""))
+    (out / RESULTS).write_text(json.dumps(results, indent=2) + "\n")
+    acc = results["final_test_accuracy"]
+    log.info(f"done: {len(history)} epochs, final test accuracy "
+             f"{'-' if acc is None else f'{acc:.4f}'}, hidden spikes per neuron and input "
+             f"{results['final_test_spikes_per_neuron_input']}, wall {wall:.1f} s; "
+             f"wrote {out / RESULTS}")
+    return results
