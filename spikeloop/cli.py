@@ -9,6 +9,8 @@
     spikeloop scenario    NAME --preset P --out DIR         a scenario's image.npz, events.npz
     spikeloop run         --backend B --preset P --chip-seed N --image F --events F --steps K
                           --out FILE                        Observables of a run
+    spikeloop train       {mnist,yinyang,shd} --backend {software,fast,cosim} [--preset P
+                          --chip-seed N] --epochs E --out DIR [--resume]   train a network
 """
 from __future__ import annotations
 
@@ -153,6 +155,74 @@ def _cmd_calibrate(args) -> int:
     return 0 if report["all_ok"] else 1
 
 
+def _cmd_train(args) -> int:
+    from spikeloop.train import TrainSettings, run
+
+    settings = TrainSettings(
+        task=args.task, out=args.out, backend=args.backend, preset=args.preset,
+        chip_seed=args.chip_seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        lr_decay=args.lr_decay, seed=args.seed, hidden=args.hidden,
+        train_samples=args.train_samples, test_samples=args.test_samples,
+        data_dir=args.data_dir, input_channels=args.input_channels,
+        test_every=args.test_every, resume=args.resume, threads=args.threads,
+        progress=not args.no_progress)
+    try:
+        run(settings)
+    except KeyboardInterrupt:
+        print(f"spikeloop train: interrupted; continue with the same arguments and --resume "
+              f"(the last checkpoint is {Path(args.out) / 'checkpoint.pt'})", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _add_train(sub) -> None:
+    from spikeloop import train as T
+    from spikeloop.tasks import BACKENDS, TASKS
+
+    p = sub.add_parser(
+        "train", help="train a spiking network (software, or in the loop on a chip backend)",
+        description="Surrogate-gradient training (PAPER.md): software model or in the loop "
+                    "on an emulated chip instance. Writes checkpoint.pt every epoch, "
+                    "network.pt, results.json, plots and train.log to --out.")
+    p.add_argument("task", choices=TASKS, help="mnist (paper), yinyang, shd (needs --data-dir)")
+    p.add_argument("--backend", choices=BACKENDS, required=True,
+                   help="software: ideal model; fast/cosim: in the loop on the chip")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="chip design variant (chip backends; with software it only sizes "
+                        "the network as on that chip)")
+    p.add_argument("--chip-seed", type=int, help="which fabricated specimen (chip backends)")
+    p.add_argument("--epochs", type=int, default=T.PAPER_EPOCHS,
+                   help=f"epochs to train in all (default {T.PAPER_EPOCHS}, the paper's)")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--batch-size", type=int, default=T.PAPER_BATCH_SIZE,
+                   help=f"default {T.PAPER_BATCH_SIZE}")
+    p.add_argument("--lr", type=float, default=T.PAPER_LR,
+                   help=f"Adam learning rate (default {T.PAPER_LR})")
+    p.add_argument("--lr-decay", type=float, default=T.PAPER_LR_DECAY,
+                   help=f"learning rate factor per epoch (default {T.PAPER_LR_DECAY})")
+    p.add_argument("--seed", type=int, default=0,
+                   help="initial weights and order of the training samples (default 0)")
+    p.add_argument("--hidden", type=int,
+                   help="hidden neurons (default per task: mnist 246, yinyang 120 or one "
+                        "half's columns, shd 256 or what fits the chip)")
+    p.add_argument("--train-samples", type=int,
+                   help="train on a stratified subset of this size (default: all)")
+    p.add_argument("--test-samples", type=int,
+                   help="test on a stratified subset of this size (default: all)")
+    p.add_argument("--data-dir", help="full MNIST IDX files, or the SHD HDF5 files")
+    p.add_argument("--input-channels", type=int,
+                   help="shd: sum neighbouring channels into this many inputs (default 700 "
+                        "in software, what fits on a chip)")
+    p.add_argument("--test-every", type=int, default=T.PAPER_TEST_EVERY,
+                   help=f"test every this many epochs, and after the last (default "
+                        f"{T.PAPER_TEST_EVERY}; 0: after the last only)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument("--no-progress", action="store_true", help="no per-batch progress line")
+    p.set_defaults(func=_cmd_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spikeloop",
@@ -212,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="calibration file to write (.npz)")
     p.add_argument("--plot", help="histogram of the spreads before/after (PNG)")
     p.set_defaults(func=_cmd_calibrate)
+
+    _add_train(sub)
     return parser
 
 
