@@ -22,6 +22,18 @@ Analog step ``k`` covers ``[k*dt, (k+1)*dt)``, ``dt = cfg.analog_step_us``
 7. a spiking neuron's membrane is set to ``v_reset`` (end of the step).
 
 The synaptic currents keep integrating their inputs while a neuron is held.
+
+Merged neurons (``merge``, the chip's membrane-connection switches; a two-half
+chip only): when bit ``c`` is set, neuron circuit ``c`` (half 0, the *top*)
+and circuit ``C + c`` (half 1, the *bottom*) form one neuron whose synapses
+are the rows of both halves.  The bottom circuit's membrane capacitor and leak
+are switched off: the merged membrane is the top circuit's (its leak, tau_mem,
+threshold, reset, noise, refractory flag), and both circuits' synaptic
+currents drive it, each with its own gain and tau_syn (the bottom's
+propagators are computed with the top's tau_mem).  In step 2 the membrane
+change of both currents is added to the top's membrane; the bottom circuit
+never spikes and its membrane shows the merged one (its ADC channel reads the
+same potential through its own channel offset and gain).
 ``lif_step`` itself only uses ``+ - *``, comparisons and ``where`` on tensors of
 the batch (all exponentials are precomputed per neuron in float64), so it is
 bit-identical for every batch size, batch order and vectorisation path.
@@ -200,6 +212,13 @@ class LIFParams:
     noise_step_v: torch.Tensor | None = None
     v_min_v: float = V_MIN_V
     v_max_v: float = V_MAX_V
+    #: merged pairs (None: none merged): ``merge_top`` bool [n], the top circuit of
+    #: a merged pair; ``merge_partner`` int64 [n], a top circuit's bottom partner
+    #: (else the neuron itself); ``merge_follow`` int64 [n], a bottom circuit's top
+    #: partner (else itself)
+    merge_top: torch.Tensor | None = None
+    merge_partner: torch.Tensor | None = None
+    merge_follow: torch.Tensor | None = None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -216,14 +235,34 @@ class LIFParams:
     @classmethod
     def from_physical(cls, phys: NeuronPhysical, dt_us: float, *, noise_sigma_v: float = 0.0,
                       dtype: torch.dtype = torch.float32, device="cpu",
-                      v_min_v: float = V_MIN_V, v_max_v: float = V_MAX_V) -> LIFParams:
+                      v_min_v: float = V_MIN_V, v_max_v: float = V_MAX_V,
+                      merge=None) -> LIFParams:
         """``noise_sigma_v``: stationary std of the free membrane's noise (an
         Ornstein-Uhlenbeck process sampled exactly per step: per-step std
-        ``noise_sigma_v * sqrt(1 - exp(-2 dt/tau_mem))``); 0 switches noise off."""
+        ``noise_sigma_v * sqrt(1 - exp(-2 dt/tau_mem))``); 0 switches noise off.
+        ``merge``: the merge bits ``[n_neurons // 2]`` of a two-half chip (see
+        the module docstring), None or all zero: no neuron merged."""
         p = {k: v.to(torch.float64).cpu() for k, v in phys.as_dict().items()}
+        n = p["tau_mem_us"].shape[-1]
+        merged = None
+        if merge is not None:
+            mb = torch.as_tensor(np.asarray(merge), dtype=torch.bool).reshape(-1)
+            if n % 2 or mb.numel() != n // 2:
+                raise ValueError(f"merge must hold one bit per column of a two-half chip "
+                                 f"({n // 2} for {n} neurons), got {mb.numel()}")
+            if bool(mb.any()):
+                merged = mb
+        tau_mem_of_syn = p["tau_mem_us"]
+        if merged is not None:
+            if p["tau_mem_us"].dim() != 1:
+                raise ValueError("merged neurons need per-neuron parameters [n_neurons]")
+            # the bottom circuit's currents drive the top's membrane
+            top_tau = torch.cat([p["tau_mem_us"][: n // 2]] * 2)
+            tau_mem_of_syn = torch.where(torch.cat([torch.zeros_like(merged), merged]),
+                                         top_tau, p["tau_mem_us"])
         decay_mem = torch.exp(-dt_us / p["tau_mem_us"])
-        dse, ke = _exact_propagators(p["tau_mem_us"], p["tau_syn_exc_us"], dt_us)
-        dsi, ki = _exact_propagators(p["tau_mem_us"], p["tau_syn_inh_us"], dt_us)
+        dse, ke = _exact_propagators(tau_mem_of_syn, p["tau_syn_exc_us"], dt_us)
+        dsi, ki = _exact_propagators(tau_mem_of_syn, p["tau_syn_inh_us"], dt_us)
         noise = None
         if noise_sigma_v:
             noise = noise_sigma_v * torch.sqrt(-torch.expm1(-2.0 * dt_us / p["tau_mem_us"]))
@@ -231,9 +270,19 @@ class LIFParams:
         def c(t):
             return None if t is None else t.to(dtype=dtype, device=device)
 
+        top = partner = follow = None
+        if merged is not None:
+            half = n // 2
+            idx = torch.arange(n)
+            top = torch.cat([merged, torch.zeros_like(merged)])
+            bottom = torch.cat([torch.zeros_like(merged), merged])
+            partner = torch.where(top, (idx + half) % n, idx).to(device)
+            follow = torch.where(bottom, (idx + half) % n, idx).to(device)
+            top = top.to(device)
         return cls(float(dt_us), c(p["v_leak_v"]), c(p["v_reset_v"]), c(p["v_thresh_v"]),
                    c(decay_mem), c(dse), c(dsi), c(ke), c(ki), c(p["gain_exc_v_per_us"]),
-                   c(p["gain_inh_v_per_us"]), c(noise), float(v_min_v), float(v_max_v))
+                   c(p["gain_inh_v_per_us"]), c(noise), float(v_min_v), float(v_max_v),
+                   top, partner, follow)
 
     def initial_state(self, batch: int) -> LIFState:
         """Resting state: membrane at ``v_leak``, no synaptic current."""
@@ -259,7 +308,12 @@ def lif_step(state: LIFState, params: LIFParams, exc_sum: torch.Tensor | None,
     if inh_sum is not None:
         i_inh = i_inh + params.gain_inh_v_per_us * inh_sum.to(params.dtype)
     v = params.v_leak_v + params.decay_mem * (state.v_mem_v - params.v_leak_v)
-    v = v + params.k_exc_us * i_exc - params.k_inh_us * i_inh
+    if params.merge_top is None:
+        v = v + params.k_exc_us * i_exc - params.k_inh_us * i_inh
+    else:
+        # merged pairs: the top membrane also takes the bottom circuit's currents
+        dv = params.k_exc_us * i_exc - params.k_inh_us * i_inh
+        v = v + torch.where(params.merge_top, dv + dv[..., params.merge_partner], dv)
     i_exc = params.decay_syn_exc * i_exc
     i_inh = params.decay_syn_inh * i_inh
     if noise is not None:
@@ -270,6 +324,11 @@ def lif_step(state: LIFState, params: LIFParams, exc_sum: torch.Tensor | None,
         v = torch.where(reset_hold, params.v_reset_v, v)
         spikes = spikes & ~reset_hold
     v = torch.where(spikes, params.v_reset_v, v)
+    if params.merge_top is not None:
+        # a bottom circuit shows the merged membrane and never spikes
+        bottom = params.merge_follow != torch.arange(params.n_neurons, device=params.device)
+        v = v[..., params.merge_follow]
+        spikes = spikes & ~bottom
     return LIFState(v, i_exc, i_inh), spikes
 
 
@@ -389,10 +448,12 @@ class AnalogChipModel:
         return nominal_settings(self.cfg, self.ranges)
 
     def lif_params(self, settings, *, dtype: torch.dtype = torch.float32, device="cpu",
-                   noise_sigma_v: float | None = None) -> LIFParams:
+                   noise_sigma_v: float | None = None, merge=None) -> LIFParams:
+        """``merge``: the image's ``neuron_merge`` bits (None: no neuron merged)."""
         sigma = self.noise_sigma_v if noise_sigma_v is None else noise_sigma_v
         return LIFParams.from_physical(self.physical(settings), self.dt_us,
-                                       noise_sigma_v=sigma, dtype=dtype, device=device)
+                                       noise_sigma_v=sigma, dtype=dtype, device=device,
+                                       merge=merge)
 
     def adc_params(self, *, dtype: torch.dtype = torch.float32, device="cpu") -> ADCParams:
         return ADCParams.build(self._mm.adc_gain_dev, self._mm.adc_offset_lsb,

@@ -69,6 +69,12 @@ class AddressMap:
                    doc="refractory period of neuron n in prescaler ticks"),
             Region("refractory_prescale", "reg", 1, c.refractory_prescale_bits,
                    doc="refractory counters tick every 2**k cycles"),
+        ]
+        if H == 2:
+            regions.append(Region(
+                "neuron_merge", "reg", c.columns_per_half, 1,
+                doc="column c of half 0 merged with column c of half 1 (analog, see docs)"))
+        regions += [
             Region("driver_select", "reg", H * D, c.row_select_bits,
                    doc="row-select value of driver h*D+d"),
             Region("driver_mask", "reg", H * D, c.row_select_bits,

@@ -21,7 +21,10 @@ Signature:
   conversion of the present membranes; ``adc_sample`` (Out): the ADC control
   latches ``adc_codes`` in this cycle;
   ``settings_addr`` (In) / ``settings_data`` (Out, synchronous read): the
-  analog settings memory (the capacitive memory's read-out to the neurons).
+  analog settings memory (the capacitive memory's read-out to the neurons);
+  ``neuron_merge`` (Out, ``columns_per_half`` bits, two-half chips only): the
+  register of the neuron circuits' merge switches (bit ``c``: column ``c`` of
+  both halves forms one neuron; the switches act in the analog model).
 
 Run protocol: configure with ``run = 0``; then write ``ctrl = run | clear``:
 every block's run state is cleared in the first cycle and the cycle counter
@@ -80,7 +83,11 @@ class Top(wiring.Component):
         self.sum_bits = self.boundaries[0].signature.members["exc_sum"].shape.elem_shape.width
         n = cfg.n_neurons
         n_settings = n * cfg.analog_settings_per_neuron
-        super().__init__({
+        ports = {}
+        if cfg.n_halves == 2:
+            # the merge switches of the neuron circuits (analog; docs/analog.md)
+            ports["neuron_merge"] = Out(cfg.columns_per_half)
+        super().__init__(ports | {
             "host_addr": In(self.hostbus.amap.addr_bits),
             "host_wdata": In(cfg.host_data_bits),
             "host_we": In(1),
@@ -268,4 +275,6 @@ class Top(wiring.Component):
             analog_rp.addr.eq(self.settings_addr),
             self.settings_data.eq(analog_rp.data),
         ]
+        if H == 2:
+            m.d.comb += self.neuron_merge.eq(hb.neuron_merge.as_value())
         return m

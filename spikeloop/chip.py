@@ -58,8 +58,10 @@ class Chip:
         return out
 
     def lif_params(self, image: ConfigImage, **kw):
-        """The analog model's parameters for the settings the image writes."""
-        return self.analog.lif_params(torch.as_tensor(image.analog_settings), **kw)
+        """The analog model's parameters for the settings and merge switches the
+        image writes."""
+        merge = image.neuron_merge if image.neuron_merge.size else None
+        return self.analog.lif_params(torch.as_tensor(image.analog_settings), merge=merge, **kw)
 
     def run(self, image: ConfigImage, events, n_steps: int, *, backend: str = "reference",
             run_seed: int = 0, sample_offset: int = 0, **backend_options):

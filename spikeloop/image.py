@@ -17,6 +17,7 @@ field                        shape        meaning
 ``row_sign``                 [H, R]       RowSign of each row (0 off, 1 exc, 2 inh)
 ``neuron_enable``            [n]          neuron sends events when it spikes
 ``neuron_label``             [n]          event label of its spikes
+``neuron_merge``             [C] (H = 2)  column c of both halves is one neuron (analog)
 ``refractory``               [n]          refractory period in prescaler ticks
 ``refractory_prescale``      []           ticks every 2**k cycles
 ``xbar_enable``              [I, O]       crossbar node enabled
@@ -52,6 +53,7 @@ def _fields(cfg: ChipConfig) -> dict[str, tuple[tuple[int, ...], int]]:
         "row_sign": ((H, R), 2),
         "neuron_enable": ((n,), 1),
         "neuron_label": ((n,), cfg.event_label_bits),
+        "neuron_merge": ((C * (H - 1),), 1),
         "refractory": ((n,), cfg.refractory_bits),
         "refractory_prescale": ((), cfg.refractory_prescale_bits),
         "xbar_enable": ((I, O), 1),
@@ -69,6 +71,7 @@ REGION_OF = {
     "row_sign": "row_sign",
     "neuron_enable": "neuron_enable",
     "neuron_label": "neuron_label",
+    "neuron_merge": "neuron_merge",
     "refractory": "refractory",
     "refractory_prescale": "refractory_prescale",
     "xbar_enable": "xbar_enable",
@@ -89,6 +92,7 @@ class ConfigImage:
     row_sign: np.ndarray
     neuron_enable: np.ndarray
     neuron_label: np.ndarray
+    neuron_merge: np.ndarray
     refractory: np.ndarray
     refractory_prescale: np.ndarray
     xbar_enable: np.ndarray
@@ -150,10 +154,12 @@ class ConfigImage:
             if cfg is not None and cfg != stored:
                 raise ImageError(f"{path} was made for preset {stored.name!r}, "
                                  f"not for {cfg.name!r}")
-            missing = [f for f in _fields(stored) if f not in z]
+            # files written before neuron merging existed: no pair merged
+            defaults = {"neuron_merge": np.zeros(_fields(stored)["neuron_merge"][0], np.int64)}
+            missing = [f for f in _fields(stored) if f not in z and f not in defaults]
             if missing:
                 raise ImageError(f"{path} lacks field(s): {', '.join(missing)}")
-            return cls(stored, **{f: z[f] for f in _fields(stored)})
+            return cls(stored, **{f: z[f] if f in z else defaults[f] for f in _fields(stored)})
 
     # -- the host bus ------------------------------------------------------------
     def bus_writes(self) -> list[tuple[int, int]]:
@@ -165,6 +171,8 @@ class ConfigImage:
         amap = AddressMap(self.cfg)
         writes = []
         for field, region in REGION_OF.items():
+            if not np.size(getattr(self, field)):
+                continue                       # e.g. neuron_merge on a one-half chip
             r = amap[region]
             for i, v in enumerate(np.asarray(getattr(self, field)).reshape(-1)):
                 writes.append((r.address(i), int(v)))

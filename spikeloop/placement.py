@@ -68,6 +68,17 @@ refused), a sparse one packs up to 64 sources into a pair.  First-fit is not
 optimal (packing is graph colouring); a refusal reports the pairs first-fit
 needed.
 
+Merged neurons (``merged=["hidden", ...]``, two-half chips)
+---------------------------------------------------------
+A merged population's member ``j`` is neuron circuit ``c`` of half 0 together
+with circuit ``C + c`` of half 1 (``image.neuron_merge[c] = 1``; the analog
+model in model/analog.py): one neuron fed by the synapse rows of both halves,
+so it can have twice the signed inputs (the paper's 256 inputs need 256 driver
+pairs; a half has 128).  Merged populations take the first columns of both
+halves; source ``i`` of a projection into a merged population uses the rows of
+half ``i % 2``.  ``neurons[pop]`` lists the top circuits (enabled, labelled,
+spiking, read by the ADC); the bottom circuits stay disabled.
+
 Halves: ``halves={"pop": h}`` fixes them; otherwise population ``k`` (in order
 of first appearance as ``post``) goes to half ``k % n_halves`` first, then every
 other assignment is tried in order; if none fits, the error of the first
@@ -179,6 +190,12 @@ class Placement:
     record_links: dict[str, list[int]]
     #: [H, R, C] owner of each synapse: ``projection << 32 | pre member``, -1: free
     owner: np.ndarray = field(repr=False, default=None)
+    #: merged populations (their ``neurons`` are the top circuits, ``halves`` 0)
+    merged: frozenset = frozenset()
+
+    def source_half(self, post: str, pre_index: int) -> int:
+        """The half whose synapses carry source ``pre_index``'s projection into ``post``."""
+        return _source_half(self.halves, self.merged, post, pre_index)
 
     @property
     def n_inputs(self) -> int:
@@ -222,8 +239,8 @@ class Placement:
         proj = self.projections[projection]
         w = _check_weights(self.cfg, projection, proj, _numpy(weights))
         post_cols = self.neurons[proj.post] % self.cfg.columns_per_half
-        h = self.halves[proj.post]
         for i in range(w.shape[0]):
+            h = self.source_half(proj.post, i)
             d, _ = self.slots[(proj.pre, i)] if (proj.pre, i) in self.slots else (None, None)
             for j, c in enumerate(post_cols):
                 v = int(w[i, j])
@@ -243,6 +260,12 @@ class Placement:
                         "reserve='both' and a mask that includes it)")
                 for o in owned:
                     self.image.synapse_weight[h, o, c] = abs(v) if o == r else 0
+
+
+def _source_half(assignment, merged, post: str, pre_index: int) -> int:
+    """A merged population takes its sources alternately on the rows of the top
+    (even source index) and the bottom half (odd); others on their own half."""
+    return pre_index % 2 if post in merged else assignment[post]
 
 
 def _owner_key(projection: int, pre: int) -> int:
@@ -273,7 +296,7 @@ def _check_weights(cfg: ChipConfig, k: int, proj: Projection, w: np.ndarray) -> 
 def place(cfg: ChipConfig, layers, *, halves: dict[str, int] | None = None,
           record: list[str] | None = None, reserve: str = "weights",
           refractory=0, refractory_prescale: int = 0, adc_period: int | None = None,
-          analog_settings=None) -> Placement:
+          analog_settings=None, merged=()) -> Placement:
     """Place the projections ``layers`` (:class:`Projection` or ``(pre, post,
     weights[, mask])`` tuples) on ``cfg``; see the module docstring.
 
@@ -283,7 +306,9 @@ def place(cfg: ChipConfig, layers, *, halves: dict[str, int] | None = None,
     population -> int), ``refractory_prescale``, ``adc_period`` (cycles; default:
     one sample per analog step) and ``analog_settings`` (``[n_neurons, 8]``;
     default zeros, see ``Chip.configure``) are written into the image as given.
-    Raises :class:`PlacementError` when the network does not fit."""
+    ``merged``: populations made of merged neurons (two-half chips; see the
+    module docstring).  Raises :class:`PlacementError` when the network does not
+    fit."""
     if reserve not in ("weights", "both"):
         raise ValueError(f"reserve={reserve!r}; allowed: 'weights', 'both'")
     projs = [p if isinstance(p, Projection) else Projection(*p) for p in layers]
@@ -298,6 +323,19 @@ def place(cfg: ChipConfig, layers, *, halves: dict[str, int] | None = None,
                                  f"(populations: {', '.join(pops)})")
     _check_layout(cfg)
     C = cfg.columns_per_half
+    merged = frozenset(merged)
+    for name in sorted(merged - set(sizes)):
+        raise PlacementError(f"merged: {name!r} is not a population "
+                             f"(populations: {', '.join(pops)})")
+    if merged and cfg.n_halves != 2:
+        raise PlacementError(f"merged: merging neurons needs a chip with 2 halves, "
+                             f"preset {cfg.name!r} has {cfg.n_halves}")
+    n_merged = sum(sizes[p] for p in merged)
+    if n_merged > C:
+        parts = " + ".join(f"{p} ({sizes[p]})" for p in pops if p in merged)
+        raise PlacementError(f"merged: {parts} = {n_merged} merged neurons, each takes a "
+                             f"column of both halves and a half has {C} columns "
+                             f"({n_merged - C} too many)")
     n_labels = n_inputs + sum(sizes.values())
     pool = cfg.drivers_per_half << cfg.label_bits
     if n_labels > pool:
@@ -319,9 +357,10 @@ def place(cfg: ChipConfig, layers, *, halves: dict[str, int] | None = None,
                                  "lies outside its mask")
         masks.append(m)
 
+    free_pops = [p for p in pops if p not in merged]
     if halves is not None:
-        unknown = sorted(set(halves) - set(pops))
-        missing = [p for p in pops if p not in halves]
+        unknown = sorted(set(halves) - set(free_pops))
+        missing = [p for p in free_pops if p not in halves]
         if unknown or missing:
             raise PlacementError(f"halves: unknown population(s) {unknown}, missing {missing}")
         bad = {p: h for p, h in halves.items() if not 0 <= h < cfg.n_halves}
@@ -330,17 +369,18 @@ def place(cfg: ChipConfig, layers, *, halves: dict[str, int] | None = None,
         candidates = [dict(halves)]
     else:
         H = cfg.n_halves
-        first = {p: k % H for k, p in enumerate(pops)}
-        candidates = [first] + [dict(zip(pops, a, strict=True))
+        first = {p: k % H for k, p in enumerate(free_pops)}
+        candidates = [first] + [dict(zip(free_pops, a, strict=True))
                                 for a in itertools.islice(
-                                    itertools.product(range(H), repeat=len(pops)), 256)
-                                if dict(zip(pops, a, strict=True)) != first]
+                                    itertools.product(range(H), repeat=len(free_pops)), 256)
+                                if dict(zip(free_pops, a, strict=True)) != first]
+    candidates = [{**a, **{p: 0 for p in merged}} for a in candidates]
     error = None
     for assignment in candidates:
         try:
             return _place(cfg, projs, weights, masks, pops, sizes, n_inputs, assignment,
                           record, reserve, refractory, refractory_prescale, adc_period,
-                          analog_settings)
+                          analog_settings, merged)
         except PlacementError as e:
             error = error or e
     if len(candidates) > 1:
@@ -407,23 +447,30 @@ def _slot_label(cfg: ChipConfig, d: int, a: int) -> int:
 
 
 def _place(cfg, projs, weights, masks, pops, sizes, n_inputs, assignment, record, reserve,
-           refractory, refractory_prescale, adc_period, analog_settings) -> Placement:
+           refractory, refractory_prescale, adc_period, analog_settings,
+           merged=frozenset()) -> Placement:
     H, C, D, B = cfg.n_halves, cfg.columns_per_half, cfg.drivers_per_half, cfg.buses_per_half
     P, A = cfg.neurons_per_block, 1 << cfg.label_bits
 
-    # 1. columns: the populations of each half, consecutive, block-aligned when possible
+    # 1. columns: the merged populations first (the same columns in both halves),
+    #    then the populations of each half, consecutive, block-aligned when possible
     start: dict[str, int] = {}
+    first_merged = [p for p in pops if p in merged]
     for h in range(H):
-        members = [p for p in pops if assignment[p] == h]
+        members = first_merged + [p for p in pops if assignment[p] == h and p not in merged]
         total = sum(sizes[p] for p in members)
         if total > C:
-            parts = " + ".join(f"{p} ({sizes[p]})" for p in members)
+            parts = " + ".join(f"{p} ({sizes[p]}{', merged' if p in merged else ''})"
+                               for p in members)
             raise PlacementError(f"half {h}: {parts} = {total} neurons, a half has {C} "
                                  f"columns ({total - C} too many)")
         aligned = sum(-(-sizes[p] // P) * P for p in members[:-1]) + (
             sizes[members[-1]] if members else 0)
         col = 0
         for p in members:
+            if p in merged and h:
+                col = start[p] + sizes[p]          # placed with half 0
+                continue
             if aligned <= C:
                 col = -(-col // P) * P
             start[p] = h * C + col
@@ -434,9 +481,9 @@ def _place(cfg, projs, weights, masks, pops, sizes, n_inputs, assignment, record
     sources: dict[tuple[str, int], _Source] = {}
     order = {INPUT: 0, **{p: k + 1 for k, p in enumerate(pops)}}
     for p, w, m in zip(projs, weights, masks, strict=True):
-        h = assignment[p.post]
         cols = neurons[p.post] % C
         for i in range(w.shape[0]):
+            h = _source_half(assignment, merged, p.post, i)
             if reserve == "both":
                 exc = inh = m[i]
             else:
@@ -475,7 +522,7 @@ def _place(cfg, projs, weights, masks, pops, sizes, n_inputs, assignment, record
         needed = max((d + 1 for d in range(len(n_addr)) if used_exc[h][d] | used_inh[h][d]),
                      default=0)
         if needed > D:
-            into = [p for p in pops if assignment[p] == h]
+            into = [p for p in pops if assignment[p] == h or p in merged]
             srcs = sorted({pr.pre for pr in projs if pr.post in into}, key=order.get)
             raise PlacementError(
                 f"half {h}: the sources ({', '.join(srcs)}) of {', '.join(into)} need "
@@ -515,9 +562,9 @@ def _place(cfg, projs, weights, masks, pops, sizes, n_inputs, assignment, record
                 img.row_sign[h, 2 * d] = RowSign.EXC
                 img.row_sign[h, 2 * d + 1] = RowSign.INH
     for k, (p, w, m) in enumerate(zip(projs, weights, masks, strict=True)):
-        h = assignment[p.post]
         cols = neurons[p.post] % C
         for i in range(w.shape[0]):
+            h = _source_half(assignment, merged, p.post, i)
             if (p.pre, i) not in sources:
                 continue
             d, a = slots[(p.pre, i)]
@@ -534,6 +581,8 @@ def _place(cfg, projs, weights, masks, pops, sizes, n_inputs, assignment, record
     for p in pops:
         img.neuron_enable[neurons[p]] = 1
         img.neuron_label[neurons[p]] = neuron_labels[p]
+        if p in merged:                 # the bottom circuits stay disabled, never spike
+            img.neuron_merge[neurons[p]] = 1
         r = refractory.get(p, 0) if isinstance(refractory, dict) else refractory
         img.refractory[neurons[p]] = r
     img.refractory_prescale = np.int64(refractory_prescale)
@@ -552,12 +601,16 @@ def _place(cfg, projs, weights, masks, pops, sizes, n_inputs, assignment, record
             img.xbar_mask[i, o] = bus_mask
             img.xbar_target[i, o] = b << ub
 
-    targets = {p: {assignment[pr.post] for pr in projs if pr.pre == p} for p in pops}
+    def post_halves(pr) -> set[int]:
+        return set(range(H)) if pr.post in merged else {assignment[pr.post]}
+
+    targets = {p: set().union(*(post_halves(pr) for pr in projs if pr.pre == p))
+               for p in pops}
     for p in pops:
         for blk in sorted({int(n) // P for n in neurons[p]}):
             for h in targets[p]:
                 route(blk, h)
-    input_halves = {assignment[pr.post] for pr in projs if pr.pre == INPUT}
+    input_halves = set().union(*(post_halves(pr) for pr in projs if pr.pre == INPUT))
     for link in range(cfg.n_ext_inputs):
         for h in input_halves:
             route(cfg.n_blocks + link, h)
@@ -577,7 +630,8 @@ def _place(cfg, projs, weights, masks, pops, sizes, n_inputs, assignment, record
         cfg=cfg, image=img, projections=projs, halves={p: assignment[p] for p in pops},
         neurons=neurons, input_labels=input_labels,
         input_links=np.arange(n_inputs, dtype=np.int64) % cfg.n_ext_inputs,
-        neuron_labels=neuron_labels, slots=slots, record_links=record_links, owner=owner)
+        neuron_labels=neuron_labels, slots=slots, record_links=record_links, owner=owner,
+        merged=merged)
 
 
 def _bits(cols) -> int:
@@ -592,7 +646,9 @@ def describe(pl: Placement) -> str:
     cfg = pl.cfg
     lines = []
     for p, n in pl.neurons.items():
-        lines.append(f"{p}: {len(n)} neurons, half {pl.halves[p]}, neurons {n[0]}..{n[-1]}"
+        where = ("merged: columns of both halves" if p in pl.merged
+                 else f"half {pl.halves[p]}")
+        lines.append(f"{p}: {len(n)} neurons, {where}, neurons {n[0]}..{n[-1]}"
                      f", recorded on links {pl.record_links.get(p, [])}")
     for h in range(cfg.n_halves):
         pairs = int((pl.image.row_sign[h, 0::2] != RowSign.OFF).sum())

@@ -67,6 +67,7 @@ async def test_run_job(dut):
     drain, read back; the Observables go to the job's output path."""
     # heavy imports inside the test: the module is imported by every cocotb run
     # that lists it, the analog model only when a job runs
+    import numpy as np
     import torch
 
     from spikeloop.backends import DRAIN_CYCLES, live_cycles
@@ -75,6 +76,7 @@ async def test_run_job(dut):
     from spikeloop.cosim.bridge import (
         AnalogBridge,
         MembraneTrace,
+        unpack_array,
         write_membrane_csv,
         write_membrane_vcd,
     )
@@ -111,6 +113,13 @@ async def test_run_job(dut):
         n_writes = len(writes)
     t_image = time.perf_counter() - t_image
     cocotb.log.info("image: %d host writes in %.2f s", n_writes, t_image)
+    if cfg.n_halves == 2:
+        # the analog side takes the merge switches from the register the host wrote
+        for _ in range(2):                         # past the edge of the last write
+            await RisingEdge(dut.clk)
+        merge = unpack_array(int(dut.neuron_merge.value), 1, cfg.columns_per_half)
+        image = image.copy()
+        image.neuron_merge = np.asarray(merge, dtype=np.int64)
 
     trace = MembraneTrace(n) if job.get("membranes") else None
     bridge = AnalogBridge(dut, cfg, trace=trace)
