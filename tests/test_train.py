@@ -1,0 +1,221 @@
+"""`spikeloop train`: outputs, determinism, checkpoints and --resume, refusals, learning."""
+import json
+
+import pytest
+import torch
+
+from spikeloop import cli
+from spikeloop import train as T
+from spikeloop.train import TrainError, TrainSettings, load_network, run
+
+pytestmark = pytest.mark.unit
+
+#: a tiny Yin-Yang run: 3 batches of 20 per epoch, 16 hidden neurons
+TINY = {"task": "yinyang", "backend": "software", "hidden": 16, "train_samples": 60,
+        "test_samples": 30, "batch_size": 20, "lr": 5e-3, "progress": False}
+
+
+def _settings(out, **kw):
+    return TrainSettings(out=str(out), **{**TINY, **kw})
+
+
+def _comparable(results: dict) -> dict:
+    """results.json without what legitimately differs between two runs."""
+    r = json.loads(json.dumps(results))
+    r.pop("wall_s")
+    for k in ("out", "resume"):
+        r["args"].pop(k)
+    return r
+
+
+def _weights(out):
+    return torch.load(out / T.NETWORK, weights_only=True)["state_dict"]
+
+
+def _assert_same_weights(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_cli_run_writes_everything(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = cli.main(["train", "yinyang", "--backend", "software", "--epochs", "2",
+                   "--out", str(out), "--hidden", "16", "--train-samples", "60",
+                   "--test-samples", "30", "--batch-size", "20", "--seed", "3",
+                   "--test-every", "1"])
+    assert rc == 0
+    captured = capsys.readouterr()
+    assert "seeds: seed 3, init 3, data_order 3" in captured.out
+    # one progress line per batch on stderr
+    assert "epoch 1/2 batch 1/3 loss" in captured.err
+    assert "epoch 2/2 batch 3/3 loss" in captured.err
+    assert "spikes/neuron/input" in captured.err
+    for name in ("checkpoint.pt", "network.pt", "results.json", "train.log",
+                 "curves.png", "raster.png", "traces.png"):
+        assert (out / name).is_file(), name
+    for png in ("curves.png", "raster.png", "traces.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    res = json.loads((out / "results.json").read_text())
+    assert (res["task"], res["backend"], res["preset"], res["chip_seed"]) == \
+        ("yinyang", "software", None, None)
+    assert res["seeds"]["seed"] == 3 and res["args"]["seed"] == 3
+    assert res["network"]["n_hidden"] == 16 and res["network"]["n_in"] == 5
+    assert res["data"]["train_samples"] == 60 and res["data"]["test_samples"] == 30
+    assert [r["epoch"] for r in res["history"]] == [1, 2]
+    for r in res["history"]:                           # --test-every 1: tested every epoch
+        assert 0.0 <= r["test_accuracy"] <= 1.0
+        assert r["test_spikes_per_neuron_input"] >= 0
+        assert 0.0 <= r["train_accuracy"] <= 1.0 and r["train_loss"] > 0
+    assert res["history"][1]["lr"] == pytest.approx(1.5e-3 * 0.97)
+    assert res["final_test_accuracy"] == res["history"][-1]["test_accuracy"]
+    assert res["wall_s"] > 0
+    assert "emulation" not in res
+    log = (out / "train.log").read_text()
+    assert "epoch 2/2" in log and "done: 2 epochs" in log
+    # the trained network rebuilds and gives the same test output
+    net, meta = load_network(out / "network.pt")
+    assert meta["task"] == "yinyang" and sum(p.numel() for p in net.parameters()) == \
+        res["network"]["parameters"]
+
+
+def test_test_every_and_final_test(tmp_path):
+    res = run(_settings(tmp_path / "a", epochs=3, test_every=2))
+    tested = [r["epoch"] for r in res["history"] if r["test_accuracy"] is not None]
+    assert tested == [2, 3]
+    res = run(_settings(tmp_path / "b", epochs=2, test_every=0))
+    assert [r["test_accuracy"] is not None for r in res["history"]] == [False, True]
+
+
+def test_same_seed_bit_identical_other_seed_differs(tmp_path):
+    a = run(_settings(tmp_path / "a", epochs=2, seed=5))
+    b = run(_settings(tmp_path / "b", epochs=2, seed=5))
+    c = run(_settings(tmp_path / "c", epochs=2, seed=6))
+    assert _comparable(a) == _comparable(b)
+    _assert_same_weights(_weights(tmp_path / "a"), _weights(tmp_path / "b"))
+    wa, wc = _weights(tmp_path / "a"), _weights(tmp_path / "c")
+    assert not torch.equal(wa["hidden_synapse.weight"], wc["hidden_synapse.weight"])
+    assert a["history"] != c["history"]
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    full = run(_settings(tmp_path / "full", epochs=2))
+    run(_settings(tmp_path / "split", epochs=1))
+    resumed = run(_settings(tmp_path / "split", epochs=2, resume=True))
+    assert _comparable(full) == _comparable(resumed)
+    _assert_same_weights(_weights(tmp_path / "full"), _weights(tmp_path / "split"))
+    ca = torch.load(tmp_path / "full" / T.CHECKPOINT, weights_only=True)
+    cb = torch.load(tmp_path / "split" / T.CHECKPOINT, weights_only=True)
+    assert ca["epoch"] == cb["epoch"] == 2
+    assert ca["history"] == cb["history"]
+    assert ca["scheduler"] == cb["scheduler"]
+    for k, v in ca["optimizer"]["state"].items():
+        for name in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(v[name], cb["optimizer"]["state"][k][name])
+    log = (tmp_path / "split" / "train.log").read_text()
+    assert "resuming from epoch 1" in log
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    """Interrupted in the middle of epoch 2: --resume restarts epoch 2 from its checkpoint."""
+    full = run(_settings(tmp_path / "full", epochs=3))
+    calls = {"n": 0}
+    after_step = T._after_step
+
+    def dying(net):
+        calls["n"] += 1
+        if calls["n"] == 5:                  # the 2nd of 3 batches of epoch 2
+            raise KeyboardInterrupt
+        after_step(net)
+
+    monkeypatch.setattr(T, "_after_step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run(_settings(tmp_path / "killed", epochs=3))
+    monkeypatch.setattr(T, "_after_step", after_step)
+    assert torch.load(tmp_path / "killed" / T.CHECKPOINT, weights_only=True)["epoch"] == 1
+    assert "interrupted" in (tmp_path / "killed" / "train.log").read_text()
+    resumed = run(_settings(tmp_path / "killed", epochs=3, resume=True))
+    assert _comparable(full) == _comparable(resumed)
+    _assert_same_weights(_weights(tmp_path / "full"), _weights(tmp_path / "killed"))
+
+
+def test_resume_refusals(tmp_path, capsys):
+    with pytest.raises(TrainError, match="no checkpoint in .*start the run without --resume"):
+        run(_settings(tmp_path / "none", epochs=1, resume=True))
+    assert not (tmp_path / "none").exists()
+    run(_settings(tmp_path / "r", epochs=1))
+    with pytest.raises(TrainError, match=r"task: checkpoint 'yinyang', now 'mnist'"):
+        run(_settings(tmp_path / "r", task="mnist", epochs=2, resume=True))
+    with pytest.raises(TrainError, match=r"batch_size: checkpoint 20, now 10.*seed: "
+                                         r"checkpoint 0, now 1"):
+        run(_settings(tmp_path / "r", seed=1, batch_size=10, epochs=2, resume=True))
+    with pytest.raises(TrainError, match="already holds a run .*pass --resume"):
+        run(_settings(tmp_path / "r", epochs=2))
+    # through the command line: a clear message and exit status 2
+    rc = cli.main(["train", "yinyang", "--backend", "fast", "--preset", "mini",
+                   "--chip-seed", "1", "--out", str(tmp_path / "r"), "--resume",
+                   "--hidden", "16", "--train-samples", "60", "--test-samples", "30",
+                   "--batch-size", "20", "--lr", "5e-3", "--no-progress"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "backend: checkpoint 'software', now 'fast'" in err
+    assert "preset: checkpoint None, now 'mini'" in err
+
+
+def test_settings_refusals(tmp_path):
+    cases = [({"backend": "fast"}, "give --preset .* and --chip-seed"),
+             ({"backend": "software", "chip_seed": 1}, "--chip-seed applies to the chip"),
+             ({"backend": "gpu"}, "backend = 'gpu'; allowed: software, fast, cosim"),
+             ({"epochs": 0}, "epochs = 0; allowed: an integer >= 1"),
+             ({"batch_size": 0}, "batch_size = 0; allowed: an integer >= 1"),
+             ({"lr": -1.0}, "lr = -1.0; allowed: a number > 0"),
+             ({"lr_decay": 1.5}, "lr_decay = 1.5; allowed: 0 < lr_decay <= 1"),
+             ({"test_every": -1}, "test_every = -1; allowed: an integer >= 0"),
+             ({"preset": "huge"}, "preset = 'huge'; allowed: full, mini")]
+    for kw, msg in cases:
+        with pytest.raises(TrainError, match=msg):
+            run(_settings(tmp_path / "x", **kw))
+    assert not (tmp_path / "x").exists()
+
+
+def test_failing_run_says_why_and_where_the_log_is(tmp_path, capsys):
+    out = tmp_path / "shd"
+    rc = cli.main(["train", "shd", "--backend", "software", "--epochs", "1", "--out", str(out),
+                   "--data-dir", str(tmp_path)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "shd_train.h5" in err and f"log: {out / 'train.log'}" in err
+    assert "shd_train.h5" in (out / "train.log").read_text()
+
+
+def test_unexpected_failure_logs_traceback(tmp_path, monkeypatch):
+    def broken(net, raster, times_us):
+        raise RuntimeError("backend exploded")
+
+    monkeypatch.setattr(T, "_forward", broken)
+    with pytest.raises(TrainError, match=r"RuntimeError: backend exploded \(traceback in "):
+        run(_settings(tmp_path / "f", epochs=1))
+    log = (tmp_path / "f" / "train.log").read_text()
+    assert "Traceback" in log and "backend exploded" in log
+
+
+def test_shd_trains_on_small_files(tmp_path):
+    from tests.test_tasks import write_shd_dir
+
+    (tmp_path / "shd").mkdir()
+    data = write_shd_dir(tmp_path / "shd", n_train=8, n_test=4)
+    res = run(TrainSettings(task="shd", backend="software", out=str(tmp_path / "run"),
+                            data_dir=str(data), input_channels=50, hidden=12, epochs=1,
+                            batch_size=4, progress=False))
+    assert res["network"]["recurrent"] is True and res["network"]["n_in"] == 50
+    assert res["data"]["input_channels"] == 50
+    assert 0.0 <= res["final_test_accuracy"] <= 1.0
+
+
+def test_mnist_software_learns(tmp_path):
+    """Two epochs on 1000 MNIST images: far above chance (10 %) on 200 test images."""
+    res = run(TrainSettings(task="mnist", backend="software", out=str(tmp_path / "m"),
+                            train_samples=1000, test_samples=200, epochs=2, progress=False))
+    assert res["final_test_accuracy"] > 0.6, res["history"]
+    assert res["network"]["n_in"] == 256
+    assert 0 < res["final_test_spikes_per_neuron_input"] < 5
