@@ -1,6 +1,7 @@
 """Training front end: functional core (:mod:`.functional`) and thin modules (:mod:`.modules`).
 
-Time-major ``[T, B, N]`` layout; software-only mode for now (no chip in the loop).
+Time-major ``[T, B, N]`` layout.  :class:`SoftwareNetwork` runs the ideal model;
+:class:`spikeloop.nn.chip.ChipNetwork` runs the forward pass on an emulated chip.
 """
 from spikeloop.nn import functional
 from spikeloop.nn.functional import (
@@ -20,7 +21,16 @@ from spikeloop.nn.functional import (
     superspike,
     weight_regularizer,
 )
-from spikeloop.nn.modules import LI, LIF, NetworkOutput, SoftwareNetwork, Synapse
+from spikeloop.nn.modules import (
+    HIDDEN_SCALE,
+    LI,
+    LIF,
+    WEIGHT_MAX,
+    LoopNetwork,
+    NetworkOutput,
+    SoftwareNetwork,
+    Synapse,
+)
 
 __all__ = [
     "functional",
@@ -39,6 +49,9 @@ __all__ = [
     "spike_count_regularizer",
     "superspike",
     "weight_regularizer",
+    "HIDDEN_SCALE",
+    "WEIGHT_MAX",
+    "LoopNetwork",
     "LI",
     "LIF",
     "NetworkOutput",

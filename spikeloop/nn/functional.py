@@ -190,15 +190,20 @@ def inject(measured: torch.Tensor, model: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------
 def lif_step(x: torch.Tensor, state: LIFState, p: LIFParameters, *,
              measured_v: torch.Tensor | None = None,
-             measured_z: torch.Tensor | None = None) -> LIFState:
+             measured_z: torch.Tensor | None = None,
+             recurrent_weight: torch.Tensor | None = None) -> LIFState:
     """One Euler step of the LIF layer (see the module docstring for the equations).
 
     ``x`` is this step's synaptic input ``[B, N]``; ``state`` the state after the
     previous step (measured values there if the previous step was injected).
     With ``measured_v`` the new membrane is ``inject(measured_v, V_model)``; the
     spike is the surrogate spike of that (measured) membrane, replaced by
-    ``measured_z`` through :func:`inject` when given.
+    ``measured_z`` through :func:`inject` when given.  ``recurrent_weight``
+    ``[N, N]``: the previous step's spikes (measured ones if injected) add
+    ``z[t-1] @ W_rec^T`` to this step's input.
     """
+    if recurrent_weight is not None:
+        x = x + torch.matmul(state.z, recurrent_weight.t())
     i = p.a * state.i + x
     v = p.b * state.v + i - p.v_th * state.z
     if measured_v is not None:
@@ -228,12 +233,15 @@ def _check_measured(name: str, m: torch.Tensor | None, x: torch.Tensor) -> None:
 def lif_sequence(x: torch.Tensor, params: LIFParameters = DEFAULT_PARAMS, *,
                  measured_v: torch.Tensor | None = None,
                  measured_z: torch.Tensor | None = None,
-                 state: LIFState | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 state: LIFState | None = None,
+                 recurrent_weight: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run :func:`lif_step` over time.
 
     ``x``: synaptic input ``[T, B, N]``.  ``measured_v`` / ``measured_z``: the
     chip's normalised membrane traces and binned spikes on the same grid
     (``[T, B, N]``), element ``t`` being the state after input ``x[t]``.
+    ``recurrent_weight``: ``[N, N]`` hidden-to-hidden weights (see :func:`lif_step`).
     Returns ``(z, v)``, each ``[T, B, N]``.
     """
     if x.dim() != 3:
@@ -245,7 +253,8 @@ def lif_sequence(x: torch.Tensor, params: LIFParameters = DEFAULT_PARAMS, *,
     for t in range(x.shape[0]):
         s = lif_step(x[t], s, params,
                      measured_v=None if measured_v is None else measured_v[t],
-                     measured_z=None if measured_z is None else measured_z[t])
+                     measured_z=None if measured_z is None else measured_z[t],
+                     recurrent_weight=recurrent_weight)
         zs.append(s.z)
         vs.append(s.v)
     return torch.stack(zs), torch.stack(vs)

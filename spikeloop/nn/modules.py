@@ -16,7 +16,8 @@ from torch import nn
 from spikeloop.nn import functional as SF
 from spikeloop.nn.functional import DEFAULT_PARAMS, LIFParameters
 
-__all__ = ["Synapse", "LIF", "LI", "SoftwareNetwork", "NetworkOutput"]
+__all__ = ["Synapse", "LIF", "LI", "LoopNetwork", "SoftwareNetwork", "NetworkOutput",
+           "HIDDEN_SCALE", "WEIGHT_MAX"]
 
 
 class Synapse(nn.Module):
@@ -95,29 +96,60 @@ class NetworkOutput(tuple):
     v_hidden = property(lambda self: self[3])
 
 
-class SoftwareNetwork(nn.Module):
-    """The paper's MNIST network, software only: 256 -> 246 LIF -> 10 LI, no recurrence.
+#: the paper's hidden weight scale: software weight x 240 -> 6-bit chip weight
+HIDDEN_SCALE = 240.0
+#: hidden (and recurrent) weights are clamped to +-63/240 after every step
+WEIGHT_MAX = 63
 
-    ``forward(x [T, B, n_in])`` returns a :class:`NetworkOutput`; the readout is
-    ``log_softmax(readout_scale * max_t v_out)``.  :meth:`regularization` gives the
-    paper's spike-count and hidden-weight regularisers for that output.
-    """
 
-    def __init__(self, n_in: int = 256, n_hidden: int = 246, n_out: int = 10, *,
+class LoopNetwork(nn.Module):
+    """The paper's network and its gradient path, shared by the software and the
+    chip networks: ``n_in -> n_hidden LIF -> n_out LI`` (optionally with
+    hidden-to-hidden recurrence), readout ``log_softmax(readout_scale * max_t
+    v_out)``.
+
+    :meth:`model_pass` runs the ideal equations, along measured traces when a
+    chip gives them (gradient injection).  Subclasses implement ``forward(raster,
+    times_us=None)``: ``raster`` ``[T, B, n_in]`` the input spikes on the
+    observation grid, ``times_us`` ``[B, n_in]`` their exact times (µs; ``inf``
+    or NaN: no spike; only a chip uses them)."""
+
+    def __init__(self, n_in: int, n_hidden: int, n_out: int, *,
                  params: LIFParameters = DEFAULT_PARAMS, readout_scale: float = 10.0,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, recurrent: bool = False,
+                 hidden_scale: float = HIDDEN_SCALE) -> None:
         super().__init__()
         self.params, self.readout_scale = params, readout_scale
+        self.n_in, self.n_hidden, self.n_out = n_in, n_hidden, n_out
+        self.recurrent = bool(recurrent)
+        self.hidden_scale = float(hidden_scale)
         self.hidden_synapse = Synapse(n_in, n_hidden, mean=1e-3, params=params,
                                       generator=generator)
+        self.recurrent_synapse = (Synapse(n_hidden, n_hidden, mean=0.0, params=params,
+                                          generator=generator) if recurrent else None)
         self.hidden = LIF(n_hidden, params)
         self.output_synapse = Synapse(n_hidden, n_out, mean=0.0, params=params,
                                       generator=generator)
         self.output = LI(n_out, params)
 
-    def forward(self, x: torch.Tensor) -> NetworkOutput:
-        z_h, v_h = self.hidden(self.hidden_synapse(x))
-        v_o = self.output(self.output_synapse(z_h))
+    def check_input(self, raster: torch.Tensor, times_us: torch.Tensor | None = None) -> None:
+        if raster.dim() != 3 or raster.shape[-1] != self.n_in:
+            raise ValueError(f"raster must be [T, B, {self.n_in}], got {tuple(raster.shape)}")
+        if times_us is not None and tuple(times_us.shape) != (raster.shape[1], self.n_in):
+            raise ValueError(f"times_us must be [B, n_in] = [{raster.shape[1]}, {self.n_in}], "
+                             f"got {tuple(times_us.shape)}")
+
+    def model_pass(self, raster: torch.Tensor, *, hidden_v=None, hidden_z=None,
+                   output_v=None) -> NetworkOutput:
+        """The ideal network on ``raster``; with measured ``hidden_v``/``hidden_z``
+        (``[T, B, n_hidden]``) and ``output_v`` (``[T, B, n_out]``) every step is
+        recomputed from the measured previous state and replaced by the measured
+        value (forward: the chip, backward: the ideal equations)."""
+        w_rec = None if self.recurrent_synapse is None else self.recurrent_synapse.weight
+        z_h, v_h = SF.lif_sequence(self.hidden_synapse(raster), self.params,
+                                   measured_v=hidden_v, measured_z=hidden_z,
+                                   recurrent_weight=w_rec)
+        v_o = self.output(self.output_synapse(z_h), measured_v=output_v)
         return NetworkOutput(SF.max_over_time_log_softmax(v_o, self.readout_scale), v_o, z_h, v_h)
 
     def regularization(self, out: NetworkOutput, *, spike_strength: float = 5e-4,
@@ -125,3 +157,28 @@ class SoftwareNetwork(nn.Module):
         """``5e-4 * mean (hidden spike count)^2 + 0.1 * mean(W_hidden^2)``."""
         return (SF.spike_count_regularizer(out.z_hidden, spike_strength)
                 + SF.weight_regularizer(self.hidden_synapse.weight, weight_strength))
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """After every optimiser step: hidden (and recurrent) weights clamped to
+        the chip's range ``+-63 / hidden_scale`` (the paper does this for every
+        run, so a software-trained network is deployable as is)."""
+        lim = WEIGHT_MAX / self.hidden_scale
+        self.hidden_synapse.weight.clamp_(-lim, lim)
+        if self.recurrent_synapse is not None:
+            self.recurrent_synapse.weight.clamp_(-lim, lim)
+
+
+class SoftwareNetwork(LoopNetwork):
+    """The paper's MNIST network, software only: 256 -> 246 LIF -> 10 LI by
+    default, the ideal equations, no chip (``times_us`` is accepted and unused).
+
+    ``forward(raster [T, B, n_in])`` returns a :class:`NetworkOutput`."""
+
+    def __init__(self, n_in: int = 256, n_hidden: int = 246, n_out: int = 10, **kw) -> None:
+        super().__init__(n_in, n_hidden, n_out, **kw)
+
+    def forward(self, raster: torch.Tensor, times_us: torch.Tensor | None = None
+                ) -> NetworkOutput:
+        self.check_input(raster, times_us)
+        return self.model_pass(raster)
