@@ -237,7 +237,9 @@ class FastChip:
 
         analog = AnalogLoop(self.chip, self.image, list(range(sample_offset, sample_offset + B)),
                             run_seed, device=dev)
-        analog.plan_steps(n_steps)
+        # the noise of many steps per call (model/noise.py's float32 path; one exact
+        # pass for the few numbers near a rounding boundary per call)
+        analog.plan_steps(n_steps, elements=1 << 21)
 
         def take_codes(step: int) -> None:
             hit = np.flatnonzero(adc_steps == step)

@@ -1,0 +1,101 @@
+"""The fast float32 path of the membrane noise (model/noise.py) against the exact
+float64 definition: the same bits after rounding to float32, everywhere."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from spikeloop.model import noise as N
+from spikeloop.model.analog import AnalogChipModel
+from spikeloop.config import FULL, MINI
+
+pytestmark = pytest.mark.unit
+
+
+def exact_f32(h: np.ndarray) -> np.ndarray:
+    """The definition: the float64 number of each hash, rounded to float32."""
+    t = torch.from_numpy(np.ascontiguousarray(h).view(np.int64).copy())
+    return N._normal_from_hash(t).to(torch.float32).numpy()
+
+
+def same_bits(a, b) -> bool:
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    return a.shape == b.shape and bool((a.view(np.int32) == b.view(np.int32)).all())
+
+
+def test_numpy_splitmix_matches_torch():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 2 ** 64 - 1, 10_000, dtype=np.uint64, endpoint=True)
+    x[:4] = [0, 1, 2 ** 63, 2 ** 64 - 1]
+    want = N.splitmix64(torch.from_numpy(x.view(np.int64).copy())).numpy().view(np.uint64)
+    assert (N._splitmix64_np(x.copy()) == want).all()
+
+
+def test_random_hashes_round_like_the_exact_path():
+    rng = np.random.default_rng(1)
+    h = rng.integers(0, 2 ** 64 - 1, 2_000_000, dtype=np.uint64, endpoint=True)
+    got = N.normal_f32_from_hash(h)
+    assert same_bits(got, exact_f32(h))
+    _, bad = N._normal_f32_approx(h)
+    assert 0 < len(bad) < 1e-3 * len(h)        # the exact fallback is rare, and used
+
+
+def test_edge_hashes():
+    """u1 = 1 (z = 0), the smallest u1 (largest |z|), cos near its zeros (x = +-1/2),
+    +-1 and the ends of the angle, and their neighbours."""
+    his = [0, 1, 2, 2 ** 31, 2 ** 32 - 3, 2 ** 32 - 2, 2 ** 32 - 1]
+    los = [0, 1, 2 ** 31 - 1, 2 ** 31, 2 ** 31 + 1, 2 ** 32 - 1]
+    for q in (2 ** 30, 3 * 2 ** 30):                # cos(pi x) = 0 at x = -1/2, +1/2
+        los += [q + d for d in (-1000, -3, -2, -1, 0, 1, 2, 3, 1000)]
+    h = np.array([(hi << 32) | lo for hi in his for lo in los], dtype=np.uint64)
+    assert same_bits(N.normal_f32_from_hash(h), exact_f32(h))
+    _, bad = N._normal_f32_approx(h)
+    assert len(bad) > 0
+
+
+@pytest.mark.parametrize("seed, samples, steps, n", [
+    (0, list(range(64)), range(0, 12), 512),
+    (12345, [7, 2 ** 40, 3], range(1000, 1100), 16),
+    (2 ** 64 - 1, [10 ** 12, 0, 5], [0, 5, 2 ** 63 - 1, 2 ** 64 - 1], 512),
+    (3, [1], [4], 1),
+])
+def test_standard_normal_f32_steps_is_the_exact_path_rounded(seed, samples, steps, n):
+    idx = torch.tensor(samples, dtype=torch.int64)
+    want = N.standard_normal_steps(seed, idx, steps, n).to(torch.float32)
+    got = N.standard_normal_f32_steps(seed, idx, steps, n)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    assert torch.equal(got.view(torch.int32), want.view(torch.int32))
+
+
+@pytest.mark.parametrize("cfg", [MINI, FULL])
+def test_membrane_noise_steps_equals_one_step_at_a_time(cfg):
+    """The float32 noise of many steps (fast path) is the noise of each step alone
+    (the exact path), for both simulation dtypes."""
+    chip = AnalogChipModel(cfg, 2)
+    idx = torch.tensor([3, 0, 9])
+    for dtype in (torch.float32, torch.float64):
+        p = chip.lif_params(chip.nominal_settings(), dtype=dtype, noise_sigma_v=5e-3)
+        many = N.membrane_noise_steps(p.noise_step_v, 11, idx, range(5, 25))
+        assert many.dtype == dtype
+        for t, k in enumerate(range(5, 25)):
+            one = N.membrane_noise(p.noise_step_v, 11, idx, k)
+            assert torch.equal(many[t], one), (dtype, k)
+
+
+def test_error_bounds_hold_with_a_wide_margin():
+    """The approximations stay far inside the bounds the check relies on."""
+    rng = np.random.default_rng(2)
+    h = rng.integers(0, 2 ** 64 - 1, 500_000, dtype=np.uint64, endpoint=True)
+    t = torch.from_numpy(h.view(np.int64).copy())
+    u1 = N._shr(t, 32).add(1).to(torch.float64).mul_(N._TWO_M32)
+    u2 = t.bitwise_and(N._LO32).to(torch.float64).mul_(N._TWO_M32)
+    r64 = N._log_unit(u1).mul_(-2.0).sqrt_().numpy()
+    c64 = N._cos_pi(u2.mul_(2.0).sub_(1.0)).numpy()
+    ra = np.sqrt(np.log(((h >> np.uint64(32)) + np.uint64(1)).astype(np.float64) * 2.0 ** -32)
+                 * -2.0)
+    x = (h & np.uint64(0xFFFFFFFF)).astype(np.float64) * 2.0 ** -31 - 1.0
+    ca = torch.cos(torch.from_numpy(x * math.pi)).numpy()
+    ok = r64 > 0
+    assert np.abs(ca - c64).max() < N._EPS_COS / 64
+    assert (np.abs(ra[ok] - r64[ok]) / r64[ok]).max() < N._EPS_R / 64
