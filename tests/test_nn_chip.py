@@ -198,3 +198,23 @@ def test_cosim_network_equals_fast(chip):
     for a, b in zip(outs[0], outs[1], strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert outs[0].z_hidden.sum() > 0
+
+
+def test_inference_spacing(chip):
+    """The paper's inference mode: one sample per 11.8 µs of chip time; inputs
+    after the window are counted, not played."""
+    net = make(chip)
+    net.sample_spacing_us = 11.8
+    raster, times = batch(8)
+    T = 6
+    out = net(raster[:T], times)
+    st = net.last_stats
+    assert st["cycles_per_sample"] == 184 * 8 + 2 <= 11.8 * 125
+    assert st["emulated_us_per_sample"] == pytest.approx(11.792)
+    late = int((torch.isfinite(times) & (times * 125).round().ge(184 * 8)).sum())
+    assert late > 0 and st["inputs_after_window"] == late
+    assert out.v_hidden.shape == (T, 12, 8)
+    net.sample_spacing_us = 5.0
+    with pytest.raises(ValueError, match="sample_spacing_us = 5.0: 77 analog steps fit, 6 ADC "
+                                         "samples of 212 cycles need 159"):
+        net(raster[:T], times)

@@ -57,10 +57,12 @@ from spikeloop.nn.functional import DEFAULT_PARAMS, LIFParameters
 from spikeloop.nn.modules import HIDDEN_SCALE, WEIGHT_MAX, LoopNetwork, NetworkOutput
 from spikeloop.placement import INPUT, Placement, PlacementError, output_scale, place, quantize
 
-__all__ = ["ChipNetwork", "BASELINE_SAMPLES"]
+__all__ = ["ChipNetwork", "BASELINE_SAMPLES", "INFERENCE_SPACING_US"]
 
 #: samples of the no-input run that measures each neuron's resting ADC code
 BASELINE_SAMPLES = 16
+#: the paper's inference mode: a sample every 11.8 µs (85 k frames/s)
+INFERENCE_SPACING_US = 11.8
 
 
 class ChipNetwork(LoopNetwork):
@@ -102,6 +104,9 @@ class ChipNetwork(LoopNetwork):
         #: global sample index of the next sample (keys the chip's noise)
         self.register_buffer("samples_run", torch.zeros((), dtype=torch.int64))
         self.register_buffer("run_seed", torch.tensor(int(run_seed), dtype=torch.int64))
+        #: chip time per sample (µs); None: just the T bins of the raster.  The
+        #: paper's inference mode spaces samples 11.8 µs apart (:data:`INFERENCE_SPACING_US`)
+        self.sample_spacing_us: float | None = None
         self.last_stats: dict = {}
         self.last_observables: Observables | None = None
         self._baseline: np.ndarray | None = None
@@ -138,8 +143,19 @@ class ChipNetwork(LoopNetwork):
         return bool(self.placement.merged)
 
     def analog_steps(self, n_bins: int) -> int:
-        """Analog steps that let the ADC take ``n_bins`` samples."""
-        return math.ceil(n_bins * self.adc_period / self.chip.cfg.analog_step_cycles)
+        """Analog steps of one sample: enough for the ADC to take ``n_bins``
+        samples, or as many as fit :attr:`sample_spacing_us` when that is set
+        (whose run protocol cycles, ``live_cycles``, stay within the spacing)."""
+        cfg = self.chip.cfg
+        need = math.ceil(n_bins * self.adc_period / cfg.analog_step_cycles)
+        if self.sample_spacing_us is None:
+            return need
+        fit = (int(self.sample_spacing_us * cfg.clock_mhz) - live_cycles(cfg, 0)) \
+            // cfg.analog_step_cycles
+        if fit < need:
+            raise ValueError(f"sample_spacing_us = {self.sample_spacing_us}: {fit} analog steps "
+                             f"fit, {n_bins} ADC samples of {self.adc_period} cycles need {need}")
+        return fit
 
     def chip_weights(self) -> dict[str, np.ndarray]:
         """The integer weights the chip gets now (``[n_pre, n_post]`` each) and the
@@ -182,6 +198,11 @@ class ChipNetwork(LoopNetwork):
             cycles = tt * self.adc_period
         if len(cycles) and cycles.min() < 0:
             raise ValueError("input spike times must be >= 0")
+        # spikes after the run's last analog step cannot reach the chip: counted, not played
+        end = self.analog_steps(raster.shape[0]) * cfg.analog_step_cycles
+        late = cycles >= end
+        self._inputs_after_window = int(late.sum())
+        b, i, cycles = b[~late], i[~late], cycles[~late]
         order = np.lexsort((i, cycles, b))
         b, i, cycles = b[order], i[order], cycles[order]
         table = np.stack([b, cycles, pl.input_links[i], pl.input_labels[i]], axis=1)
@@ -200,7 +221,8 @@ class ChipNetwork(LoopNetwork):
         if self._baseline is None:
             cfg = self.chip.cfg
             events = InputEvents(cfg, BASELINE_SAMPLES, np.zeros((0, 4), np.int64))
-            obs = self._run(events, self.analog_steps(8), sample_offset=1 << 40)
+            steps = math.ceil(8 * self.adc_period / cfg.analog_step_cycles)
+            obs = self._run(events, steps, sample_offset=1 << 40)
             self._baseline = obs.adc[:8].reshape(-1, cfg.n_neurons).mean(axis=0)
         return self._baseline
 
@@ -252,6 +274,7 @@ class ChipNetwork(LoopNetwork):
             "playback_late": int(obs.playback_late.sum()),
             "adc_overflow": int(obs.adc_overflow.sum()),
             "hidden_spikes": int(len(rows)),
+            "inputs_after_window": self._inputs_after_window,
             "output_scale": s_out,
         }
         return hidden_v, hidden_z, output_v

@@ -1,0 +1,137 @@
+"""Replay: a network trained on the fast backend, run on the cycle-level co-simulation.
+
+    spikeloop replay DIR [--samples 20] [--batch 10] [--simulator verilator]
+
+``DIR`` is a ``spikeloop train --backend fast`` output directory (``network.pt``
+and the chip instance ``chip.npz``).  The first ``--samples`` test samples of
+the run's task go through the trained network twice, on the same chip
+instance, with the same noise keys: once on backend ``fast``, once on backend
+``cosim`` (the exported RTL under cocotb, with the analog model bridged in).
+The replay passes when every batch's Observables are identical field by field
+(spikes, records, ADC codes, counters, drops) and so are the network's outputs
+and predictions; it prints a table and writes ``DIR/replay.json``.  A difference
+is reported with the first differing field, sample, step and neuron
+(``Observables.first_difference``).  This is what lets a hardware designer
+trust a training run on the fast backend: the RTL does the same.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from spikeloop.chip import Chip
+from spikeloop.data import Batches
+
+
+class ReplayError(RuntimeError):
+    """The replay could not run (missing files, wrong backend); says what and where."""
+
+
+def replay(run_dir, *, samples: int = 20, batch: int = 10, simulator: str = "verilator",
+           log=print) -> dict:
+    """Run the first ``samples`` test samples of the training run in ``run_dir`` on
+    fast and cosim; returns the report (also written to ``run_dir/replay.json``)."""
+    from spikeloop.tasks import build_task
+    from spikeloop.train import load_network
+
+    run_dir = Path(run_dir)
+    for f in ("network.pt", "chip.npz"):
+        if not (run_dir / f).is_file():
+            raise ReplayError(f"{run_dir / f} is missing: replay takes the output directory "
+                              "of `spikeloop train --backend fast` (or cosim)")
+    if samples < 1 or batch < 1:
+        raise ReplayError(f"samples = {samples}, batch = {batch}; both must be >= 1")
+    meta = torch.load(run_dir / "network.pt", weights_only=True)
+    if meta["backend"] not in ("fast", "cosim"):
+        raise ReplayError(f"{run_dir} was trained on backend {meta['backend']!r}; replay "
+                          "needs a chip backend's run (fast or cosim)")
+    chip = Chip.load(run_dir / "chip.npz")
+    st = meta["settings"]
+    task = build_task(st["task"], cfg=chip.cfg, data_dir=st.get("data_dir"),
+                      hidden=st.get("hidden"), test_samples=samples,
+                      input_channels=st.get("input_channels"))
+    nets = {b: load_network(run_dir / "network.pt", chip=chip, backend=b)[0]
+            for b in ("fast", "cosim")}
+    for n in nets.values():
+        n.backend_options.update({"simulator": simulator} if n.backend == "cosim" else {})
+    n_samples = min(samples, len(task.test))
+    log(f"replay {run_dir}: task {st['task']}, preset {chip.cfg.name}, chip seed "
+        f"{chip.chip_seed}, {n_samples} test samples in batches of {batch}, "
+        f"run seed {int(nets['fast'].run_seed)}, samples from {int(nets['fast'].samples_run)}")
+    rows, first_diff, t_wall = [], None, {"fast": 0.0, "cosim": 0.0}
+    correct = 0
+    with torch.no_grad():
+        for k, (x, y) in enumerate(Batches(task.test, batch, shuffle=False)):
+            raster, times = task.encode(x)
+            outs, obs = {}, {}
+            for b, n in nets.items():
+                t0 = time.perf_counter()
+                outs[b] = n(raster, times_us=times)
+                t_wall[b] += time.perf_counter() - t0
+                obs[b] = n.last_observables
+            diff = obs["fast"].first_difference(obs["cosim"])
+            same_out = all(torch.equal(a, c) for a, c in zip(outs["fast"], outs["cosim"],
+                                                            strict=True))
+            pf, pc = outs["fast"].log_probs.argmax(1), outs["cosim"].log_probs.argmax(1)
+            correct += int((pc == y).sum())
+            row = {"batch": k, "samples": len(y), "observables_equal": diff is None,
+                   "outputs_equal": same_out, "predictions_equal": bool(torch.equal(pf, pc)),
+                   "hidden_spikes": int(outs["cosim"].z_hidden.sum()),
+                   "cycles": int(obs["cosim"].cycles.sum())}
+            rows.append(row)
+            if diff is not None and first_diff is None:
+                first_diff = f"batch {k}: {diff}"
+            log(f"  batch {k}: {len(y)} samples, observables "
+                f"{'equal' if diff is None else 'DIFFER'}, outputs "
+                f"{'equal' if same_out else 'DIFFER'}, predictions "
+                f"{'equal' if row['predictions_equal'] else 'DIFFER'}, "
+                f"{row['hidden_spikes']} hidden spikes, {row['cycles']} cycles")
+    ok = all(r["observables_equal"] and r["outputs_equal"] and r["predictions_equal"]
+             for r in rows)
+    report = {"run_dir": str(run_dir), "task": st["task"], "preset": chip.cfg.name,
+              "chip_seed": chip.chip_seed, "simulator": simulator, "samples": n_samples,
+              "batches": rows, "passed": ok, "first_difference": first_diff,
+              "cosim_accuracy": correct / n_samples,
+              "wall_s": t_wall,
+              "cycles": int(sum(r["cycles"] for r in rows))}
+    (run_dir / "replay.json").write_text(json.dumps(report, indent=2) + "\n")
+    log(f"replay {'PASSED' if ok else 'FAILED'}: {n_samples} samples, "
+        f"{report['cycles']} cycles simulated; fast {t_wall['fast']:.1f} s, cosim "
+        f"{t_wall['cosim']:.1f} s; accuracy on these samples {report['cosim_accuracy']:.3f}"
+        + ("" if ok else f"; first difference: {first_diff}")
+        + f"; wrote {run_dir / 'replay.json'}")
+    return report
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="output directory of `spikeloop train --backend fast`")
+    p.add_argument("--samples", type=int, default=20, help="test samples (default 20)")
+    p.add_argument("--batch", type=int, default=10, help="samples per run (default 10)")
+    p.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator")
+
+
+def main_args(args) -> int:
+    try:
+        report = replay(args.run_dir, samples=args.samples, batch=args.batch,
+                        simulator=args.simulator)
+    except ReplayError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0 if report["passed"] else 1
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m spikeloop.replay", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    return main_args(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
