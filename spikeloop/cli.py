@@ -160,8 +160,9 @@ def _cmd_train(args) -> int:
 
     settings = TrainSettings(
         task=args.task, out=args.out, backend=args.backend, preset=args.preset,
-        chip_seed=args.chip_seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        lr_decay=args.lr_decay, seed=args.seed, hidden=args.hidden,
+        chip_seed=args.chip_seed, chip_file=args.chip, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr,
+        lr_decay=args.lr_decay, seed=args.seed, run_seed=args.run_seed, hidden=args.hidden,
         train_samples=args.train_samples, test_samples=args.test_samples,
         data_dir=args.data_dir, input_channels=args.input_channels,
         test_every=args.test_every, resume=args.resume, threads=args.threads,
@@ -191,6 +192,8 @@ def _add_train(sub) -> None:
                    help="chip design variant (chip backends; with software it only sizes "
                         "the network as on that chip)")
     p.add_argument("--chip-seed", type=int, help="which fabricated specimen (chip backends)")
+    p.add_argument("--chip", help="calibrated chip file of that specimen (`spikeloop "
+                                  "calibrate`); default: calibrate it at the start")
     p.add_argument("--epochs", type=int, default=T.PAPER_EPOCHS,
                    help=f"epochs to train in all (default {T.PAPER_EPOCHS}, the paper's)")
     p.add_argument("--out", required=True, help="run directory")
@@ -202,6 +205,8 @@ def _add_train(sub) -> None:
                    help=f"learning rate factor per epoch (default {T.PAPER_LR_DECAY})")
     p.add_argument("--seed", type=int, default=0,
                    help="initial weights and order of the training samples (default 0)")
+    p.add_argument("--run-seed", type=int, default=0,
+                   help="chip backends: seed of the chip's temporal noise (default 0)")
     p.add_argument("--hidden", type=int,
                    help="hidden neurons (default per task: mnist 246, yinyang 120 or one "
                         "half's columns, shd 256 or what fits the chip)")

@@ -36,7 +36,8 @@ The tasks (all offline: nothing is downloaded)
     A sample's 1.4 s (biological) is binned into 100 steps of 1.7 µs of
     hardware time (170 µs: the recording is compressed 8,235x, i.e. 8.2x
     beyond the chip's own 1000x speed-up, so the 6 µs time constants see about
-    the temporal structure 50 ms ones would see in biology).  The raster is 0/1
+    the temporal structure 50 ms ones would see in biology).  On a chip the
+    steps are at most the ADC buffer's depth (32 on ``full``: 54.4 µs, 25,700x).  The raster is 0/1
     (a bin with several spikes of a channel counts once).
     ``input_channels = K`` sums groups of neighbouring channels: channel ``c``
     goes to input ``c * K // 700`` (then 0/1).  Default K: all 700 in software;
@@ -260,16 +261,17 @@ def _shd(data_dir, n_hidden, train_samples, test_samples, cfg: ChipConfig | None
                 f"driver pairs, the chip has {pairs} ({cfg.n_halves} halves x "
                 f"{cfg.drivers_per_half}); lower --input-channels or --hidden by "
                 f"{k + n_hidden - pairs} (defaults on this preset: {k_default} and {h_default})")
-    train = subset(load_shd(data_dir, "train", n_steps=SHD_N_STEPS, max_time_s=SHD_MAX_TIME_S),
+    n_steps = SHD_N_STEPS if cfg is None else min(SHD_N_STEPS, cfg.adc_buffer_depth)
+    train = subset(load_shd(data_dir, "train", n_steps=n_steps, max_time_s=SHD_MAX_TIME_S),
                    train_samples)
-    test = subset(load_shd(data_dir, "test", n_steps=SHD_N_STEPS, max_time_s=SHD_MAX_TIME_S),
+    test = subset(load_shd(data_dir, "test", n_steps=n_steps, max_time_s=SHD_MAX_TIME_S),
                   test_samples)
     return Task("shd", train, test, shd_encoder(k), n_in=k, n_out=shd_mod.N_CLASSES,
-                n_hidden=n_hidden, n_steps=SHD_N_STEPS, dt_us=PAPER_DT_US, recurrent=True,
+                n_hidden=n_hidden, n_steps=n_steps, dt_us=PAPER_DT_US, recurrent=True,
                 class_names=tuple(str(c) for c in range(shd_mod.N_CLASSES)),
                 info={"train": dict(train.info), "test": dict(test.info),
                       "input_channels": k,
-                      "encoding": f"{SHD_MAX_TIME_S} s in {SHD_N_STEPS} bins of "
+                      "encoding": f"{SHD_MAX_TIME_S} s in {n_steps} bins of "
                                   f"{PAPER_DT_US} us, channel c -> input c*{k}//700, 0/1"})
 
 

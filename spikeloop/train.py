@@ -18,11 +18,11 @@ multiplied by ``lr_decay`` after every epoch.
 
 Seeds: ``seed`` draws the initial weights (a ``torch.Generator``) and the
 order of the training samples (epoch ``e`` visits the permutation of
-``numpy.random.default_rng([seed, e])``); the chip seed picks the specimen; the
-chip's temporal noise is keyed by the samples the network has run (a buffer
-in its state).  The same settings give bit-identical weights and results
-(wall times aside), and a run continued with ``resume`` gives what an
-uninterrupted run gives.
+``numpy.random.default_rng([seed, e])``); the chip seed picks the specimen;
+``run_seed`` seeds the chip's temporal noise, keyed per sample by the number of
+samples the network has run before it (a buffer in its state).  The same
+settings give bit-identical weights and results (wall times aside), and a run
+continued with ``resume`` gives what an uninterrupted run gives.
 
 Files in ``out``:
 
@@ -35,7 +35,9 @@ Files in ``out``:
   emulated cycles and time per image;
 - ``curves.png``, ``raster.png``, ``traces.png`` (:mod:`spikeloop.plots`);
 - ``train.log``: everything printed, and the traceback of a failed run;
-- ``chip.npz``: the calibrated chip instance (chip backends).
+- ``chip.npz``: the calibrated chip instance (chip backends): calibrated at
+  the start, or copied from ``chip_file``; a resumed run, or a new run in a
+  directory that holds one, loads it.
 """
 from __future__ import annotations
 
@@ -77,7 +79,7 @@ CHIP_FILE = "chip.npz"
 CHECKPOINT_FORMAT = 1
 
 #: settings that may differ between a run and its --resume (nothing else may)
-RESUMABLE_CHANGES = ("epochs", "out", "resume", "progress", "threads")
+RESUMABLE_CHANGES = ("epochs", "out", "resume", "progress", "threads", "chip_file")
 
 
 class TrainError(ValueError):
@@ -93,11 +95,15 @@ class TrainSettings:
     backend: str = "software"
     preset: str | None = None
     chip_seed: int | None = None
+    #: a calibrated chip file (``Chip.save``, ``spikeloop calibrate``) instead of calibrating
+    chip_file: str | None = None
     epochs: int = PAPER_EPOCHS
     batch_size: int = PAPER_BATCH_SIZE
     lr: float = PAPER_LR
     lr_decay: float = PAPER_LR_DECAY
     seed: int = 0
+    #: the chip's temporal-noise seed (chip backends; keyed with each sample's index)
+    run_seed: int = 0
     hidden: int | None = None
     train_samples: int | None = None
     test_samples: int | None = None
@@ -122,11 +128,13 @@ class TrainSettings:
             if self.preset is None or self.chip_seed is None:
                 raise TrainError(f"backend {self.backend!r} runs on a chip instance: give "
                                  "--preset (mini, full) and --chip-seed (an integer >= 0)")
-        elif self.chip_seed is not None:
-            raise TrainError("--chip-seed applies to the chip backends (fast, cosim); backend "
-                             "'software' runs no chip (--preset alone sizes the network)")
+        elif self.chip_seed is not None or self.chip_file is not None:
+            raise TrainError("--chip-seed and --chip apply to the chip backends (fast, cosim); "
+                             "backend 'software' runs no chip (--preset alone sizes the "
+                             "network)")
         ints = {"epochs": (self.epochs, 1), "batch_size": (self.batch_size, 1),
-                "seed": (self.seed, 0), "test_every": (self.test_every, 0)}
+                "seed": (self.seed, 0), "run_seed": (self.run_seed, 0),
+                "test_every": (self.test_every, 0)}
         if self.chip_seed is not None:
             ints["chip_seed"] = (self.chip_seed, 0)
         if self.threads is not None:
@@ -197,8 +205,9 @@ def network_kwargs(settings: TrainSettings, task: Task) -> dict:
             "params": dataclasses.asdict(LIFParameters(dt_us=task.dt_us))}
 
 
-def make_network(backend: str, kwargs: dict, *, chip=None, generator=None):
-    """SoftwareNetwork (``software``) or ChipNetwork on ``chip`` (``fast``/``cosim``)."""
+def make_network(backend: str, kwargs: dict, *, chip=None, generator=None, run_seed: int = 0):
+    """SoftwareNetwork (``software``) or ChipNetwork on ``chip`` (``fast``/``cosim``,
+    with the noise seed ``run_seed``; it is a buffer of the network's state too)."""
     kw = dict(kwargs)
     n_in, n_hidden, n_out = kw.pop("n_in"), kw.pop("n_hidden"), kw.pop("n_out")
     kw["params"] = LIFParameters(**kw["params"])
@@ -208,7 +217,8 @@ def make_network(backend: str, kwargs: dict, *, chip=None, generator=None):
         return SoftwareNetwork(n_in, n_hidden, n_out, generator=generator, **kw)
     from spikeloop.nn.chip import ChipNetwork
 
-    return ChipNetwork(chip, n_in, n_hidden, n_out, backend=backend, generator=generator, **kw)
+    return ChipNetwork(chip, n_in, n_hidden, n_out, backend=backend, generator=generator,
+                       run_seed=run_seed, **kw)
 
 
 def load_network(path, *, chip=None, backend: str | None = None):
@@ -247,17 +257,37 @@ def _after_step(net) -> None:
 
 
 def _stats_add(acc: dict, net) -> None:
-    """Add the numeric entries of ``net.last_stats`` (chip backends) into ``acc``."""
+    """Accumulate ``net.last_stats`` (chip backends) over the batches of a pass.
+
+    ``x_per_sample`` entries add up ``x_per_sample * samples`` under ``x``
+    (``cycles_per_sample`` -> ``cycles``); ``samples`` and the counters
+    (``*_drops``, ``*_late``, ``*_overflow``, ``*_spikes``, ``cycles``) add up;
+    ``wall_s`` (the backend's wall time) adds up under ``acc["wall"]``, apart, so
+    that what goes into the history is deterministic; any other number
+    (``output_scale``, ``analog_steps``) keeps the last batch's value.
+    """
     stats = getattr(net, "last_stats", None)
     if not stats:
         return
+    samples = stats.get("samples")
     for k, v in stats.items():
-        if isinstance(v, bool):
+        if isinstance(v, torch.Tensor | np.ndarray) and np.size(v) == 1:
+            v = v.item()
+        if isinstance(v, bool) or not isinstance(v, int | float):
             continue
-        if isinstance(v, int | float):
+        if k.endswith("_per_sample") and samples is not None:
+            name = k[:-len("_per_sample")]
+            acc[name] = acc.get(name, 0) + v * samples
+        elif k == "wall_s":
+            acc.setdefault("wall", {})
+            acc["wall"]["wall_s"] = acc["wall"].get("wall_s", 0.0) + v
+        elif k in ("samples", "cycles") or k.endswith(_COUNTERS):
             acc[k] = acc.get(k, 0) + v
-        elif isinstance(v, torch.Tensor | np.ndarray) and np.size(v) == 1:
-            acc[k] = acc.get(k, 0) + float(v)
+        else:
+            acc[k] = v
+
+
+_COUNTERS = ("_drops", "_late", "_overflow", "_spikes")
 
 
 # ------------------------------------------------------------------ loop
@@ -303,6 +333,7 @@ def evaluate(net, task: Task, dataset, batch_size: int) -> dict:
     res = meter.summary()
     res["first"] = first
     if chip_stats:
+        res["chip_wall_s"] = chip_stats.pop("wall", {}).get("wall_s", 0.0)
         res["chip"] = chip_stats
     return res
 
@@ -331,8 +362,9 @@ def _atomic_save(obj, path: Path) -> None:
 
 
 def _seeds(s: TrainSettings) -> dict:
+    chip = s.backend in CHIP_BACKENDS
     return {"seed": s.seed, "init": s.seed, "data_order": s.seed,
-            "chip": s.chip_seed, "chip_noise": "keyed by the samples run (network state)"}
+            "chip": s.chip_seed, "chip_noise": s.run_seed if chip else None}
 
 
 def _check_resume(saved: dict, now: TrainSettings, ckpt: Path) -> None:
@@ -341,8 +373,8 @@ def _check_resume(saved: dict, now: TrainSettings, ckpt: Path) -> None:
                  if k not in RESUMABLE_CHANGES and saved.get(k) != v]
     if conflicts:
         raise TrainError(f"--resume: the arguments conflict with the run in {ckpt} "
-                         f"({'; '.join(conflicts)}); only {', '.join(RESUMABLE_CHANGES[:1])} "
-                         "(and --threads) may change when resuming")
+                         f"({'; '.join(conflicts)}); only --epochs (and --threads, "
+                         "--no-progress, --chip) may change when resuming")
 
 
 def _prepare_out(s: TrainSettings) -> tuple[Path, dict | None]:
@@ -371,6 +403,21 @@ def _get_chip(s: TrainSettings, out: Path, log: RunLog, resuming: bool):
 
     path = out / CHIP_FILE
     cfg = s.cfg
+    if s.chip_file is not None and not resuming:
+        src = Path(s.chip_file)
+        if not src.is_file():
+            raise TrainError(f"--chip {src}: no such file")
+        chip = Chip.load(src)
+        if chip.cfg != cfg or chip.chip_seed != s.chip_seed:
+            raise TrainError(f"--chip {src} holds chip {chip.chip_seed} of preset "
+                             f"{chip.cfg.name!r}, not chip {s.chip_seed} of {cfg.name!r}")
+        if chip.calibration is None:
+            raise TrainError(f"--chip {src} holds no calibration; training needs a calibrated "
+                             "chip (spikeloop calibrate)")
+        chip.save(path)
+        log.info(f"chip: loaded {src} (preset {cfg.name}, chip seed {s.chip_seed}); "
+                 f"copied to {path}")
+        return chip
     if resuming or path.exists():
         if not path.is_file():
             raise TrainError(f"--resume: the chip instance {path} is missing")
@@ -429,7 +476,9 @@ def _run(s: TrainSettings, out: Path, ckpt: dict | None, log: RunLog) -> dict:
         torch.set_num_threads(s.threads)
     log.info(f"spikeloop train {s.task}: backend {s.backend}, preset {s.preset}, out {out}"
              + (f" (resuming from epoch {ckpt['epoch']})" if ckpt else ""))
-    log.info("seeds: " + ", ".join(f"{k} {v}" for k, v in _seeds(s).items()))
+    log.info("seeds: " + ", ".join(f"{k} {v}" for k, v in _seeds(s).items() if v is not None)
+             + ("; the noise of a sample is keyed by (chip_noise, its index among the samples "
+                "run, kept in the network's state)" if s.backend in CHIP_BACKENDS else ""))
     task = build_task(s.task, cfg=s.cfg, data_dir=s.data_dir, hidden=s.hidden,
                       train_samples=s.train_samples, test_samples=s.test_samples,
                       input_channels=s.input_channels)
@@ -441,7 +490,7 @@ def _run(s: TrainSettings, out: Path, ckpt: dict | None, log: RunLog) -> dict:
 
     generator = torch.Generator().manual_seed(s.seed)
     kwargs = network_kwargs(s, task)
-    net = make_network(s.backend, kwargs, chip=chip, generator=generator)
+    net = make_network(s.backend, kwargs, chip=chip, generator=generator, run_seed=s.run_seed)
     opt = torch.optim.Adam(net.parameters(), lr=s.lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=s.lr_decay)
     history: list[dict] = []
@@ -456,6 +505,7 @@ def _run(s: TrainSettings, out: Path, ckpt: dict | None, log: RunLog) -> dict:
     batches = Batches(task.train, s.batch_size, shuffle=True, seed=s.seed)
     n_batches = len(batches)
     first = None     # output of the latest test's first batch, for the plots
+    test_wall = None  # the chip backend's wall time in the latest test pass
 
     for epoch in range(start_epoch, s.epochs):
         t_epoch = time.perf_counter()
@@ -490,11 +540,12 @@ def _run(s: TrainSettings, out: Path, ckpt: dict | None, log: RunLog) -> dict:
                "train_spikes_per_neuron_input": train["spikes_per_neuron_input"],
                "test_loss": None, "test_accuracy": None, "test_spikes_per_neuron_input": None}
         if chip_stats:
+            chip_stats.pop("wall", None)
             row["train_chip"] = chip_stats
         if s.test_every and (epoch + 1) % s.test_every == 0:
             test = evaluate(net, task, task.test, s.batch_size)
             _put_test(row, test)
-            first = test["first"]
+            first, test_wall = test["first"], test.get("chip_wall_s")
         epoch_wall = time.perf_counter() - t_epoch
         history.append(row)
         log.info(f"epoch {epoch + 1}/{s.epochs}: lr {lr:.3g}, train loss {train['loss']:.4f} "
@@ -519,7 +570,7 @@ def _run(s: TrainSettings, out: Path, ckpt: dict | None, log: RunLog) -> dict:
     if final is not None and final["test_accuracy"] is None:
         test = evaluate(net, task, task.test, s.batch_size)
         _put_test(final, test)
-        first = test["first"]
+        first, test_wall = test["first"], test.get("chip_wall_s")
         log.info(f"final test: acc {final['test_accuracy']:.4f} spikes/neuron/input "
                  f"{final['test_spikes_per_neuron_input']:.3f}")
     if first is None:
@@ -529,7 +580,7 @@ def _run(s: TrainSettings, out: Path, ckpt: dict | None, log: RunLog) -> dict:
             first = _forward(net, *task.encode(x))
     history = history[:-1] + [final] if final is not None else history
     wall = wall_before + time.perf_counter() - t_start
-    return _finish(s, out, task, net, kwargs, history, first, wall, log, chip)
+    return _finish(s, out, task, net, kwargs, history, first, wall, log, chip, test_wall)
 
 
 def _put_test(row: dict, test: dict) -> None:
@@ -540,22 +591,22 @@ def _put_test(row: dict, test: dict) -> None:
 
 
 def _chip_summary(history: list[dict], cfg: ChipConfig) -> dict:
-    """Emulated cycles and time per image, from the last test evaluation's counters."""
+    """Emulated cycles and time per image (training-mode spacing: the cycles the
+    backend ran per sample), from the last test pass's counters."""
     rows = [r for r in history if "test_chip" in r]
     if not rows:
         return {}
     stats = rows[-1]["test_chip"]
-    res = {"test_counters": stats}
+    res = {"test_pass": stats, "clock_mhz": cfg.clock_mhz}
     samples = stats.get("samples")
     if samples and "cycles" in stats:
         per = stats["cycles"] / samples
-        res.update(cycles_per_image=per, us_per_image=per / cfg.clock_mhz,
-                   clock_mhz=cfg.clock_mhz)
+        res.update(cycles_per_image=per, emulated_us_per_image=per / cfg.clock_mhz)
     return res
 
 
 def _finish(s: TrainSettings, out: Path, task: Task, net, kwargs: dict, history: list[dict],
-            sample, wall: float, log: RunLog, chip) -> dict:
+            sample, wall: float, log: RunLog, chip, test_wall: float | None) -> dict:
     from spikeloop import plots
 
     torch.save({"state_dict": net.state_dict(), "network_kwargs": kwargs,
@@ -590,6 +641,9 @@ def _finish(s: TrainSettings, out: Path, task: Task, net, kwargs: dict, history:
     }
     if chip is not None:
         results["emulation"] = _chip_summary(history, chip.cfg)
+        if test_wall is not None and results["emulation"].get("test_pass", {}).get("samples"):
+            results["emulation"]["backend_wall_s_per_image"] = \
+                test_wall / results["emulation"]["test_pass"]["samples"]
     measured = s.backend in CHIP_BACKENDS
     plots.write_all(out, history, sample, dt_us=task.dt_us, measured=measured,
                     label=int(task.test.labels[0]),

@@ -164,7 +164,7 @@ def test_resume_refusals(tmp_path, capsys):
 
 def test_settings_refusals(tmp_path):
     cases = [({"backend": "fast"}, "give --preset .* and --chip-seed"),
-             ({"backend": "software", "chip_seed": 1}, "--chip-seed applies to the chip"),
+             ({"backend": "software", "chip_seed": 1}, "--chip-seed and --chip apply to the chip"),
              ({"backend": "gpu"}, "backend = 'gpu'; allowed: software, fast, cosim"),
              ({"epochs": 0}, "epochs = 0; allowed: an integer >= 1"),
              ({"batch_size": 0}, "batch_size = 0; allowed: an integer >= 1"),
@@ -219,3 +219,47 @@ def test_mnist_software_learns(tmp_path):
     assert res["final_test_accuracy"] > 0.6, res["history"]
     assert res["network"]["n_in"] == 256
     assert 0 < res["final_test_spikes_per_neuron_input"] < 5
+
+
+# ------------------------------------------------------------------ chip backend
+@pytest.fixture(scope="module")
+def mini_chip_file(tmp_path_factory):
+    from spikeloop import MINI
+    from spikeloop.chip import Chip
+
+    path = tmp_path_factory.mktemp("chip") / "mini-1.npz"
+    Chip.calibrated(MINI, 1).save(path)
+    return path
+
+
+def _chip_settings(out, chip_file, **kw):
+    return _settings(out, **{"backend": "fast", "preset": "mini", "chip_seed": 1,
+                             "chip_file": chip_file and str(chip_file), "hidden": None,
+                             "lr": 1e-2,
+                             "train_samples": 40, "test_samples": 20, **kw})
+
+
+def test_fast_backend_in_the_loop_and_resume(tmp_path, mini_chip_file):
+    """Yin-Yang on the mini chip (fast backend): results carry the emulated cost per
+    image, and 1 epoch + --resume for 1 more equals 2 epochs, chip noise included."""
+    pytest.importorskip("spikeloop.nn.chip", reason="ChipNetwork not committed yet")
+    full = run(_chip_settings(tmp_path / "full", mini_chip_file, epochs=2))
+    assert full["network"]["n_hidden"] == 8                 # one half of mini
+    emu = full["emulation"]
+    assert emu["test_pass"]["samples"] == 20
+    assert emu["cycles_per_image"] == pytest.approx(emu["emulated_us_per_image"] * 125)
+    # 20 ADC samples of 212 cycles each: the window is at least 20 x 1.696 us
+    assert emu["emulated_us_per_image"] >= 20 * 212 / 125
+    assert emu["test_pass"]["xbar_drops"] >= 0 and emu["backend_wall_s_per_image"] > 0
+    assert full["history"][0]["train_chip"]["samples"] == 40
+    assert (tmp_path / "full" / "chip.npz").is_file()
+    run(_chip_settings(tmp_path / "split", mini_chip_file, epochs=1))
+    resumed = run(_chip_settings(tmp_path / "split", None, epochs=2, resume=True))
+    a, b = _comparable(full), _comparable(resumed)
+    for r in (a, b):
+        r["args"].pop("chip_file")
+        r["emulation"].pop("backend_wall_s_per_image")
+    assert a == b
+    _assert_same_weights(_weights(tmp_path / "full"), _weights(tmp_path / "split"))
+    with pytest.raises(TrainError, match="holds chip 1 of preset 'mini', not chip 2"):
+        run(_chip_settings(tmp_path / "other", mini_chip_file, chip_seed=2, epochs=1))
