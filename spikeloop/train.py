@@ -211,8 +211,6 @@ def make_network(backend: str, kwargs: dict, *, chip=None, generator=None, run_s
     kw = dict(kwargs)
     n_in, n_hidden, n_out = kw.pop("n_in"), kw.pop("n_hidden"), kw.pop("n_out")
     kw["params"] = LIFParameters(**kw["params"])
-    if not kw["recurrent"]:
-        kw.pop("recurrent")   # also runs on a network class without the option
     if backend == "software":
         return SoftwareNetwork(n_in, n_hidden, n_out, generator=generator, **kw)
     from spikeloop.nn.chip import ChipNetwork
@@ -244,16 +242,11 @@ def load_network(path, *, chip=None, backend: str | None = None):
 
 
 def _forward(net, raster: torch.Tensor, times_us: torch.Tensor | None):
-    import inspect
-    if "times_us" in inspect.signature(net.forward).parameters:
-        return net(raster, times_us=times_us)
-    return net(raster)
+    return net(raster, times_us=times_us)
 
 
 def _after_step(net) -> None:
-    fn = getattr(net, "after_step", None)
-    if fn is not None:
-        fn()
+    net.after_step()
 
 
 def _stats_add(acc: dict, net) -> None:
@@ -261,7 +254,8 @@ def _stats_add(acc: dict, net) -> None:
 
     ``x_per_sample`` entries add up ``x_per_sample * samples`` under ``x``
     (``cycles_per_sample`` -> ``cycles``); ``samples`` and the counters
-    (``*_drops``, ``*_late``, ``*_overflow``, ``*_spikes``, ``cycles``) add up;
+    (``*_drops``, ``*_late``, ``*_overflow``, ``*_spikes``, ``cycles``,
+    ``inputs_after_window``) add up;
     ``wall_s`` (the backend's wall time) adds up under ``acc["wall"]``, apart, so
     that what goes into the history is deterministic; any other number
     (``output_scale``, ``analog_steps``) keeps the last batch's value.
@@ -281,7 +275,7 @@ def _stats_add(acc: dict, net) -> None:
         elif k == "wall_s":
             acc.setdefault("wall", {})
             acc["wall"]["wall_s"] = acc["wall"].get("wall_s", 0.0) + v
-        elif k in ("samples", "cycles") or k.endswith(_COUNTERS):
+        elif k in ("samples", "cycles", "inputs_after_window") or k.endswith(_COUNTERS):
             acc[k] = acc.get(k, 0) + v
         else:
             acc[k] = v

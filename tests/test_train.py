@@ -242,7 +242,6 @@ def _chip_settings(out, chip_file, **kw):
 def test_fast_backend_in_the_loop_and_resume(tmp_path, mini_chip_file):
     """Yin-Yang on the mini chip (fast backend): results carry the emulated cost per
     image, and 1 epoch + --resume for 1 more equals 2 epochs, chip noise included."""
-    pytest.importorskip("spikeloop.nn.chip", reason="ChipNetwork not committed yet")
     full = run(_chip_settings(tmp_path / "full", mini_chip_file, epochs=2))
     assert full["network"]["n_hidden"] == 8                 # one half of mini
     emu = full["emulation"]
