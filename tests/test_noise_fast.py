@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from spikeloop.config import FULL, MINI
 from spikeloop.model import noise as N
 from spikeloop.model.analog import AnalogChipModel
-from spikeloop.config import FULL, MINI
 
 pytestmark = pytest.mark.unit
 

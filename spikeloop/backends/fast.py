@@ -96,15 +96,15 @@ class _Inputs:
     """Crossbar inputs known ahead of time, in cycle order: ``rows`` [k, 3]
     (sample, crossbar input, label), ``cycles`` [k] (numpy, ascending)."""
 
-    def __init__(self, cycles: np.ndarray, rows: torch.Tensor):
+    def __init__(self, cycles: np.ndarray, rows: np.ndarray):
         self.cycles, start = np.unique(cycles, return_index=True)
         self.start = np.append(start, len(cycles))
         self.rows = rows
         self.p = 0
 
     @classmethod
-    def none(cls, device) -> _Inputs:
-        return cls(np.zeros(0, np.int64), torch.zeros((0, 3), dtype=torch.int64, device=device))
+    def none(cls) -> _Inputs:
+        return cls(np.zeros(0, np.int64), np.zeros((0, 3), dtype=np.int64))
 
     def next_cycle(self) -> int | float:
         return int(self.cycles[self.p]) if self.p < len(self.cycles) else float("inf")
@@ -160,8 +160,8 @@ class FastChip:
                     m = drivers[hit[r]]
                     match[h * Bh + b, r, :len(m)] = m
                     n_match[h * Bh + b, r] = len(m)
-        self.match = t(match.reshape(-1))
-        self.n_match = t(n_match.reshape(-1))
+        self.match_np = match.reshape(-1)
+        self.n_match_np = n_match.reshape(-1)
         self.match_width = per_bus
         # synapse memory + row signs: per (half, driver) the two rows' weights split
         # into [row, exc/inh, column], and the two rows' labels [row, column]
@@ -170,34 +170,12 @@ class FastChip:
         w_sign = np.stack([w * (sign == RowSign.EXC), w * (sign == RowSign.INH)], axis=3)
         self.row_w = t(w_sign.reshape(H * D, 2, 2, C), torch.int32)
         self.row_label = t(image.synapse_label.reshape(H * D, 2, C))
-        # constants of the cycle
-        self.ar_in = torch.arange(cfg.crossbar_inputs, device=dev)
         self.ar_P = torch.arange(P, device=dev)
-        self.ar_links = torch.arange(cfg.n_host_links, device=dev)
-        self.ar_bus = torch.arange(cfg.n_buses, device=dev)
-        self.ar_out = torch.arange(cfg.crossbar_outputs, device=dev)
-        #: round-robin priority of input i after last grant l: rr_key[l, i] (0 first)
-        I = cfg.crossbar_inputs
-        self.rr_key = (self.ar_in[None, :] - self.ar_in[:, None] - 1) % I
-        # the round robin as one table look-up: rr_tab[l * 2**I + bits] is the first
-        # input after l whose bit is set in ``bits`` (the non-empty node FIFOs of an
-        # output), 0 when none is (not granted then); None for wide crossbars
-        self.rr_tab = None
-        self.pow2 = (2.0 ** torch.arange(I, dtype=torch.float64)).to(torch.float32).to(dev)
-        if I <= 14:
-            bits = np.arange(1 << I)
-            tab = np.zeros((I, 1 << I), dtype=np.int64)
-            for last in range(I):
-                done = np.zeros(1 << I, dtype=bool)
-                for k in range(I):
-                    i = (last + 1 + k) % I
-                    hit = ~done & (((bits >> i) & 1) == 1)
-                    tab[last, hit] = i
-                    done |= hit
-            self.rr_tab = t(tab.reshape(-1))
         # crossbar node routes: input i takes label x when (x & mask) == target; a
         # disabled node gets target -1, which no masked label equals
-        self.xb_target_en = torch.where(self.xb_enable, self.xb_target, -1)
+        self.xb_mask_np = np.asarray(image.xbar_mask, dtype=np.int64)
+        self.xb_target_np = np.where(np.asarray(image.xbar_enable) != 0,
+                                     np.asarray(image.xbar_target, dtype=np.int64), -1)
         # synapse memory behind each (half*driver, address): the two rows' weights
         # whose label is the address, summed (exc/inh split) [H*D*2**label_bits, 2, C];
         # None when too large (then computed per activation)
@@ -227,9 +205,8 @@ class FastChip:
 
         # playback: release cycles in closed form, as crossbar inputs K + link
         rel, late = playback_schedule(cfg, events, L)
-        played = _Inputs(rel[:, 0], torch.as_tensor(
-            np.stack([rel[:, 1], K + rel[:, 2], rel[:, 3]], 1), device=dev))
-        arbiters = _Inputs.none(dev)
+        played = _Inputs(rel[:, 0], np.stack([rel[:, 1], K + rel[:, 2], rel[:, 3]], 1))
+        arbiters = _Inputs.none()
         # ADC: which analog step each stored sample shows
         adc_steps, adc_taken = adc_schedule(cfg, int(self.image.adc_period), L, n_steps)
         adc = torch.zeros((len(adc_steps), B, n), dtype=torch.int64, device=dev)
@@ -263,7 +240,8 @@ class FastChip:
                 arbiters = self._arbiter_window(g, (k + 1) * S if k < n_steps else end,
                                                 out if bool(out.any()) else None)
             if self.x_any or inputs:
-                self._crossbar_cycle(g, min(g, L), torch.cat(inputs) if inputs else None)
+                self._crossbar_cycle(g, min(g, L), (inputs[0] if len(inputs) == 1 else
+                                                    np.concatenate(inputs)) if inputs else None)
             if self.x_any:
                 g += 1
             else:                      # nothing in flight: jump to the next input
@@ -279,7 +257,7 @@ class FastChip:
         """The state after the clear cycle, for ``B`` samples."""
         cfg, dev = self.cfg, self.device
         K, P = cfg.n_blocks, cfg.neurons_per_block
-        I, O, X = cfg.crossbar_inputs, cfg.crossbar_outputs, cfg.crossbar_fifo_depth
+        I, O = cfg.crossbar_inputs, cfg.crossbar_outputs
         H, C = cfg.n_halves, cfg.columns_per_half
 
         def z(*shape, dtype=torch.int64):
@@ -295,31 +273,30 @@ class FastChip:
         self.pend_any = False
         self.arb_last = z(B, K, dtype=torch.bool)
         self.arb_drops = z(B, K)
-        # crossbar: node FIFOs as ring buffers (head slot, level), output-major
-        # ([B, O, I]: the round robin reduces over the last axis); per output the
-        # round-robin pointer and the held grant
-        # (flat: node (b, o, i) is b*O*I + o*I + i; the heads count pops without
-        # wrapping, the slot is head % X; one spare word at the end of x_buf takes
-        # the writes of inputs that push nothing)
-        self.x_buf = z(B * O * I * X + 1)
-        self.x_head = z(B * O * I)
-        self.x_len = z(B * O * I)
-        self.x_node0 = (torch.arange(B * O, device=dev) * I).view(B, O)
+        # crossbar (numpy, on the host): the words in the node FIFOs as one list of
+        # rows (sample, output, input, label, push order, node); the FIFO of node
+        # (b, o, i) = its rows in push order (``node`` = (b*O + o)*I + i).  Per
+        # output ("server" b*O + o) the round-robin pointer and the held grant.
+        self.x_ev = np.zeros((0, 6), dtype=np.int64)
+        self.x_seq = 0
         self.x_any = False
-        self.x_last = torch.full((B, O), I - 1, dtype=torch.int64, device=dev)
-        self.x_locked = z(B, O, dtype=torch.bool)
-        self.x_held = z(B, O)
-        # crossbar counters, summed at the end: per input cycle (b, i, take, push)
+        self.x_last = np.full(B * O, I - 1, dtype=np.int64)
+        self.x_locked = np.zeros(B * O, dtype=bool)
+        self.x_held = np.zeros(B * O, dtype=np.int64)
+        # crossbar counters, summed at the end: per routed input (b, i, o, pushed)
         self.x_log = []
         # synapse drivers: activations done of the head event's match list
-        self.d_pos = z(B, cfg.n_buses)
-        self.unmatched = z(B, cfg.n_buses)
-        # analog boundaries: the accumulators of the present step [B, H, exc/inh, C]
+        self.d_pos = np.zeros(B * cfg.n_buses, dtype=np.int64)
+        self.unmatched = np.zeros(B * cfg.n_buses, dtype=np.int64)
+        # analog boundaries: the accumulators of the present step [B, H, exc/inh, C];
+        # the driver activations since the last step, (sample, half, driver,
+        # address) rows, are added to them before the step (_flush_activations)
         self.acc = z(B, H, 2, C, dtype=torch.int32)
+        self.acts = []
         # recorder
-        self.rec_last = torch.full((B,), cfg.n_host_links - 1, dtype=torch.int64, device=dev)
-        self.rec_count = z(B)
-        self.rec_drops = z(B)
+        self.rec_last = np.full(B, cfg.n_host_links - 1, dtype=np.int64)
+        self.rec_count = np.zeros(B, dtype=np.int64)
+        self.rec_drops = np.zeros(B, dtype=np.int64)
         self.records = []
 
     # ------------------------------------------------- neuron back end
@@ -338,6 +315,7 @@ class FastChip:
             self.cnt = (self.cnt - dt).clamp_(min=0)
         self.cnt_cycle = g
         hold = self.cnt != 0
+        self._flush_activations()
         acc = self.acc
         exc = acc[:, :, 0].reshape(self.B, self.n)
         inh = acc[:, :, 1].reshape(self.B, self.n)
@@ -370,7 +348,7 @@ class FastChip:
         cfg = self.cfg
         if not self.pend_any and spike_out is None:
             self.arb_last = torch.zeros_like(self.arb_last)
-            return _Inputs.none(self.device)
+            return _Inputs.none()
         B, K, P = self.B, cfg.n_blocks, cfg.neurons_per_block
         W = g_next - g
         pend = self.pend
@@ -400,114 +378,144 @@ class FastChip:
         self.arb_last = sched[..., W - 1] >= 0
         s = sched[..., :W].permute(2, 0, 1)                          # [W, B, K]
         w, b, blk = (s >= 0).nonzero(as_tuple=True)
-        return _Inputs((g + 1 + w).cpu().numpy(), torch.stack([b, blk, s[w, b, blk]], 1))
+        return _Inputs((g + 1 + w).cpu().numpy(),
+                       torch.stack([b, blk, s[w, b, blk]], 1).cpu().numpy())
 
     # ------------------------------------------------------------ one cycle
     def _crossbar_cycle(self, g: int, time: int, inputs) -> None:
         """The crossbar (model/digital/crossbar.py) with the drivers, synapse
         memories, boundaries and recorder behind it, in cycle ``g`` (``time``:
-        the cycle counter, frozen after the run).  ``inputs``: [k, 3] (sample,
-        crossbar input, label) of this cycle's valid inputs, or None."""
+        the cycle counter, frozen after the run).  ``inputs``: numpy [k, 3]
+        (sample, crossbar input, label) of this cycle's valid inputs, or None.
+
+        Only the words in flight are touched (a few per cycle in a whole batch):
+        every output with a word in some node FIFO (or a held grant) picks the head
+        of the first non-empty node after its last grant (round robin), or its held
+        node; the drivers and the recorder say which outputs are ready; those pop."""
         cfg = self.cfg
-        B, I, O, X, NB = (self.B, cfg.crossbar_inputs, cfg.crossbar_outputs,
-                          cfg.crossbar_fifo_depth, cfg.n_buses)
-        x_len, x_head = self.x_len, self.x_head
-        # -- outputs see the FIFO levels of the start of the cycle: per output the
-        # non-empty node FIFOs (before this cycle's pushes)
-        if self.x_any:
-            nonempty = (x_len.view(B, O, I) > 0)
-            if self.rr_tab is not None:
-                bits = (nonempty.to(torch.float32) @ self.pow2).long()      # [B, O]
-                gi_rr = self.rr_tab[self.x_last * (1 << I) + bits]
-                gany = bits != 0
-            else:
-                kmin = torch.where(nonempty, self.rr_key[self.x_last], I).amin(-1)
-                gany = kmin < I
-                gi_rr = torch.where(gany, (self.x_last + 1 + kmin) % I, 0)
-        # -- which nodes take this cycle's inputs: full is decided on the levels at
-        # the start of the cycle (before this cycle's pops); a pushed word goes to
-        # slot (head + level) % X, which a pop in the same cycle does not move
+        I, O, X, NB = (cfg.crossbar_inputs, cfg.crossbar_outputs, cfg.crossbar_fifo_depth,
+                       cfg.n_buses)
+        ev = self.x_ev
+        # -- pushes: full is decided on the levels at the start of the cycle (before
+        # this cycle's pops); a node takes at most one input word per cycle
+        new = None
         if inputs is not None:
-            b, i, label = inputs.unbind(1)
-            take = (label[:, None] & self.xb_mask[i]) == self.xb_target_en[i]   # [k, O]
-            nidx = (b * (O * I) + i)[:, None] + self.ar_out * I                 # [k, O]
-            lvl = x_len[nidx]
-            push = take & (lvl < X)
-            self.x_log.append((b, i, take, push))       # (sample, input) pairs are unique
-            widx = torch.where(push, nidx * X + (x_head[nidx] + lvl) % X, B * O * I * X)
-            self.x_buf.index_put_((widx,), label[:, None].expand_as(widx))
-            x_len.index_put_((nidx,), push.long(), accumulate=True)
+            b, i, label = inputs[:, 0], inputs[:, 1], inputs[:, 2]
+            take = (label[:, None] & self.xb_mask_np[i]) == self.xb_target_np[i]   # [k, O]
+            kk, oo = np.nonzero(take)
+            if len(kk):
+                b, i, label = b[kk], i[kk], label[kk]
+                node = (b * O + oo) * I + i
+                if len(ev):
+                    lvl = (ev[:, 5][None, :] == node[:, None]).sum(1)
+                    push = lvl < X
+                else:
+                    push = np.ones(len(kk), dtype=bool)
+                self.x_log.append(np.stack([b, i, oo, push], 1))
+                n_new = int(push.sum())
+                if n_new:
+                    seq = np.arange(self.x_seq, self.x_seq + n_new)
+                    self.x_seq += n_new
+                    new = np.stack([b[push], oo[push], i[push], label[push], seq,
+                                    node[push]], 1)
+        # -- outputs (state only), on the words of the start of the cycle
+        if len(ev):
+            srv = ev[:, 0] * O + ev[:, 1]
+            key = (ev[:, 2] - self.x_last[srv] - 1) % I
+            lk = self.x_locked[srv]
+            if lk.any():        # a held grant: its node's head, nothing else
+                key = np.where(lk, np.where(ev[:, 2] == self.x_held[srv], -1, I), key)
+            order = np.lexsort((ev[:, 4], key, srv))
+            s_srv = srv[order]
+            first = np.ones(len(order), dtype=bool)
+            first[1:] = s_srv[1:] != s_srv[:-1]
+            sel = order[first]                      # the granted word of each busy output
+            sb, so, si, sl = ev[sel, 0], ev[sel, 1], ev[sel, 2], ev[sel, 3]
+            ready = np.empty(len(sel), dtype=bool)
+            bus = so < NB
+            if bus.any():
+                ready[bus] = self._drivers(sb[bus], so[bus], sl[bus])
+            if not bus.all():
+                link = ~bus
+                ready[link] = self._recorder(g, time, sb[link], so[link] - NB, sl[link])
+            srv = srv[sel]
+            self.x_last[srv[ready]] = si[ready]
+            self.x_locked[srv] = ~ready
+            self.x_held[srv[~ready]] = si[~ready]
+            if ready.any():
+                keep = np.ones(len(ev), dtype=bool)
+                keep[sel[ready]] = False
+                ev = ev[keep]
+        if new is not None:
+            ev = np.concatenate([ev, new]) if len(ev) else new
+        self.x_ev = ev
+        self.x_any = len(ev) > 0
 
-        # -- outputs (state only): per output the held grant, else the first
-        # non-empty node FIFO after the last granted input (round robin)
-        if self.x_any:
-            gi = torch.where(self.x_locked, self.x_held, gi_rr)
-            gvalid = self.x_locked | gany
-            node = self.x_node0 + gi                                  # [B, O]
-            out_label = self.x_buf[node * X + x_head[node] % X]
-            ready = torch.cat([self._drivers(gvalid[:, :NB], out_label[:, :NB]),
-                               self._recorder(g, time, gvalid[:, NB:], out_label[:, NB:])], 1)
-            # pops and the output arbiters' state
-            pop = gvalid & ready
-            self.x_last = torch.where(pop, gi, self.x_last)
-            self.x_locked = gvalid & ~ready
-            self.x_held = torch.where(self.x_locked, gi, self.x_held)
-            popl = pop.long()
-            x_head.index_put_((node,), popl, accumulate=True)
-            x_len.index_put_((node,), -popl, accumulate=True)
-        self.x_any = bool(x_len.any())
-
-    def _drivers(self, valid: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        """Synapse drivers (model/digital/synapse_drivers.py) of every bus, with the
-        synapse memories and analog boundaries behind them: one matching driver
-        per bus and cycle, lowest first; ``ready`` in the cycle of the last.
-        Returns ``ready`` [B, n_buses]."""
+    def _drivers(self, b: np.ndarray, bus: np.ndarray, label: np.ndarray) -> np.ndarray:
+        """Synapse drivers (model/digital/synapse_drivers.py) of the buses with a
+        valid word (sample ``b``, bus, label; one row per bus), with the synapse
+        memories and analog boundaries behind them: one matching driver per bus and
+        cycle, lowest first; ``ready`` in the cycle of the last.  The activations go
+        to ``self.acts``.  Returns ``ready`` per row."""
         cfg = self.cfg
         address = label & ((1 << cfg.label_bits) - 1)
         rs = (label >> cfg.label_bits) & ((1 << cfg.row_select_bits) - 1)
-        entry = self.ar_bus * (1 << cfg.row_select_bits) + rs        # [B, NB]
-        k = self.n_match[entry]
-        active = valid & (k > 0)
-        self.unmatched += valid & (k == 0)
-        pos = torch.where(active, self.d_pos, 0)
+        entry = bus * (1 << cfg.row_select_bits) + rs
+        k = self.n_match_np[entry]
+        active = k > 0
+        di = b * cfg.n_buses + bus                 # one row per (sample, bus): unique
+        self.unmatched[di[~active]] += 1
+        pos = np.where(active, self.d_pos[di], 0)
         nxt = pos + 1
         done = nxt >= k
-        self.d_pos = torch.where(active & ~done, nxt, 0)
-        if bool(active.any()):
-            b, bus = active.nonzero(as_tuple=True)
-            h = bus // cfg.buses_per_half
-            d = self.match[entry[b, bus] * self.match_width + pos[b, bus]]
-            hd = h * cfg.drivers_per_half + d
-            if self.row_w_addr is not None:
-                w = self.row_w_addr[(hd << cfg.label_bits) + address[b, bus]]       # [k, 2, C]
-            else:
-                hit = self.row_label[hd] == address[b, bus][:, None, None]    # [k, 2, C]
-                w = (self.row_w[hd] * hit[:, :, None, :]).sum(1, dtype=torch.int32)
-            self.acc.view(-1, 2, cfg.columns_per_half).index_add_(0, b * cfg.n_halves + h, w)
+        self.d_pos[di] = np.where(active & ~done, nxt, 0)
+        if active.any():
+            d = self.match_np[entry[active] * self.match_width + pos[active]]
+            self.acts.append(np.stack([b[active], bus[active] // cfg.buses_per_half, d,
+                                       address[active]], 1))
         return ~active | done
 
-    def _recorder(self, g: int, time: int, valid: torch.Tensor,
-                  label: torch.Tensor) -> torch.Tensor:
+    def _flush_activations(self) -> None:
+        """Add the weights of the driver activations since the last step to ``acc``."""
+        if not self.acts:
+            return
+        cfg = self.cfg
+        a = torch.as_tensor(np.concatenate(self.acts), device=self.device)
+        self.acts = []
+        b, h, d, address = a.unbind(1)
+        hd = h * cfg.drivers_per_half + d
+        if self.row_w_addr is not None:
+            w = self.row_w_addr[(hd << cfg.label_bits) + address]             # [k, 2, C]
+        else:
+            hit = self.row_label[hd] == address[:, None, None]                  # [k, 2, C]
+            w = (self.row_w[hd] * hit[:, :, None, :]).sum(1, dtype=torch.int32)
+        self.acc.view(-1, 2, cfg.columns_per_half).index_add_(0, b * cfg.n_halves + h, w)
+
+    def _recorder(self, g: int, time: int, b: np.ndarray, link: np.ndarray,
+                  label: np.ndarray) -> np.ndarray:
         """Recorder (model/digital/recorder.py): round robin over the host links,
-        one event per cycle, then drops.  Returns ``ready`` [B, n_host_links]."""
+        one event per cycle and sample, then drops.  Rows: the links with a valid
+        word (sample ``b``, link, label).  Returns ``ready`` per row."""
         cfg = self.cfg
         L_ = cfg.n_host_links
-        if not bool(valid.any()):
-            return torch.zeros_like(valid)
-        key = (self.ar_links[None, :] - self.rec_last[:, None] - 1) % L_
-        kmin = torch.where(valid, key, L_).amin(1)
-        got = kmin < L_
-        link = (self.rec_last + 1 + kmin) % L_
-        self.rec_last = torch.where(got, link, self.rec_last)
-        store = got & (self.rec_count < cfg.record_depth)
-        self.rec_drops += got & ~store
-        self.rec_count += store
-        b = store.nonzero()[:, 0]
-        if len(b):
-            lb = link[b]
-            self.records.append(torch.stack([
-                b, torch.full_like(b, g), torch.full_like(b, time), lb, label[b, lb]], 1))
-        return (self.ar_links[None, :] == link[:, None]) & got[:, None]
+        key = (link - self.rec_last[b] - 1) % L_
+        order = np.lexsort((key, b))
+        sb = b[order]
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = sb[1:] != sb[:-1]
+        got = order[first]                          # the granted row of each sample
+        gb = b[got]
+        self.rec_last[gb] = link[got]
+        store = self.rec_count[gb] < cfg.record_depth
+        self.rec_drops[gb[~store]] += 1
+        self.rec_count[gb[store]] += 1
+        if store.any():
+            st = got[store]
+            self.records.append(np.stack([b[st], np.full(len(st), g), np.full(len(st), time),
+                                          link[st], label[st]], 1))
+        ready = np.zeros(len(b), dtype=bool)
+        ready[got] = True
+        return ready
 
     # ------------------------------------------------------------ results
     def _observables(self, events, n_steps, run_seed, L, spikes, late, adc, adc_taken,
@@ -522,17 +530,16 @@ class FastChip:
         sp = sp[np.lexsort((sp[:, 1], sp[:, 2], sp[:, 0]))]
         S = cfg.analog_step_cycles
         spikes_out = np.stack([sp[:, 0], sp[:, 2], (sp[:, 2] + 1) * S, sp[:, 1]], 1)
-        rec = (torch.cat(self.records).cpu().numpy() if self.records
-               else np.zeros((0, 5), np.int64))
+        rec = np.concatenate(self.records) if self.records else np.zeros((0, 5), np.int64)
         rec = rec[np.lexsort((rec[:, 1], rec[:, 0]))]
         n_adc = len(adc)
         I, O = cfg.crossbar_inputs, cfg.crossbar_outputs
-        x_events = torch.zeros((B, I, O), dtype=torch.int64, device=self.device)
-        x_drops = torch.zeros_like(x_events)
+        x_events = np.zeros((B, I, O), dtype=np.int64)
+        x_drops = np.zeros_like(x_events)
         if self.x_log:
-            b, i, take, push = (torch.cat(c) for c in zip(*self.x_log, strict=True))
-            x_events.index_put_((b, i), push.long(), accumulate=True)
-            x_drops.index_put_((b, i), (take & ~push).long(), accumulate=True)
+            b, i, o, push = np.concatenate(self.x_log).T
+            np.add.at(x_events, (b, i, o), push)
+            np.add.at(x_drops, (b, i, o), 1 - push)
         return Observables(
             spikes=spikes_out.astype(np.int64).reshape(-1, 4),
             records=rec[:, [0, 2, 3, 4]].astype(np.int64).reshape(-1, 4),
@@ -541,7 +548,7 @@ class FastChip:
             xbar_events=sat(x_events).astype(np.int64),
             xbar_drops=sat(x_drops).astype(np.int64),
             arbiter_drops=sat(self.arb_drops).astype(np.int64),
-            driver_unmatched=sat(self.unmatched).astype(np.int64),
+            driver_unmatched=sat(self.unmatched.reshape(B, -1)).astype(np.int64),
             playback_late=sat(late).astype(np.int64),
             record_drops=sat(self.rec_drops).astype(np.int64),
             adc_overflow=np.full(B, min(max(adc_taken - n_adc, 0), cmax), dtype=np.int64),
