@@ -136,10 +136,11 @@ class FastChip:
 
         # neuron back end and arbiters
         self.enable = t(image.neuron_enable, torch.bool)
+        self.enable_np = np.asarray(image.neuron_enable) != 0
         self.refractory = t(image.refractory & ((1 << cfg.refractory_bits) - 1))
         self.prescale = int(image.refractory_prescale)
-        self.block_labels = t((image.neuron_label & ((1 << cfg.event_label_bits) - 1))
-                              .reshape(K, P))
+        self.block_labels = np.asarray(image.neuron_label & ((1 << cfg.event_label_bits) - 1),
+                                       dtype=np.int64).reshape(K, P)
         # crossbar
         self.xb_enable = t(image.xbar_enable, torch.bool)
         self.xb_mask = t(image.xbar_mask)
@@ -170,7 +171,6 @@ class FastChip:
         w_sign = np.stack([w * (sign == RowSign.EXC), w * (sign == RowSign.INH)], axis=3)
         self.row_w = t(w_sign.reshape(H * D, 2, 2, C), torch.int32)
         self.row_label = t(image.synapse_label.reshape(H * D, 2, C))
-        self.ar_P = torch.arange(P, device=dev)
         # crossbar node routes: input i takes label x when (x & mask) == target; a
         # disabled node gets target -1, which no masked label equals
         self.xb_mask_np = np.asarray(image.xbar_mask, dtype=np.int64)
@@ -231,14 +231,14 @@ class FastChip:
             inputs = [x for x in (arbiters.take(g), played.take(g)) if x is not None]
             if k < n_steps and g == (k + 1) * S:
                 fired = self._analog_step(analog, g)
-                spikes.append(torch.cat([
-                    fired.nonzero(), torch.full((int(fired.sum()), 1), k, device=dev)], 1))
+                sb, sn = (x.cpu().numpy() for x in fired.nonzero(as_tuple=True))
+                spikes.append(np.stack([sb, sn, np.full(len(sb), k)], 1))
                 k += 1
                 take_codes(k)
-                out = fired & self.enable
-                self._refractory_load(out, g)
+                self._refractory_load(fired & self.enable, g)
+                en = self.enable_np[sn]
                 arbiters = self._arbiter_window(g, (k + 1) * S if k < n_steps else end,
-                                                out if bool(out.any()) else None)
+                                                sb[en], sn[en])
             if self.x_any or inputs:
                 self._crossbar_cycle(g, min(g, L), (inputs[0] if len(inputs) == 1 else
                                                     np.concatenate(inputs)) if inputs else None)
@@ -256,7 +256,7 @@ class FastChip:
     def _init_state(self, B: int) -> None:
         """The state after the clear cycle, for ``B`` samples."""
         cfg, dev = self.cfg, self.device
-        K, P = cfg.n_blocks, cfg.neurons_per_block
+        K = cfg.n_blocks
         I, O = cfg.crossbar_inputs, cfg.crossbar_outputs
         H, C = cfg.n_halves, cfg.columns_per_half
 
@@ -267,12 +267,12 @@ class FastChip:
         # neuron back end: counters as of the start of cycle ``cnt_cycle``
         self.cnt = z(B, self.n)
         self.cnt_cycle = 0
-        # arbiters: pending bits at the start of the present window; whether the
-        # window's last cycle put a word into the FIFO (it is full then, depth 1)
-        self.pend = z(B, K, P, dtype=torch.bool)
-        self.pend_any = False
-        self.arb_last = z(B, K, dtype=torch.bool)
-        self.arb_drops = z(B, K)
+        # arbiters (numpy): the pending neurons at the start of the present window
+        # as sorted codes (b*K + block)*P + index; per (b, block) whether the window's
+        # last cycle put a word into the FIFO (it is full then, depth 1)
+        self.pend = np.zeros(0, dtype=np.int64)
+        self.arb_last = np.zeros(B * K, dtype=bool)
+        self.arb_drops = np.zeros(B * K, dtype=np.int64)
         # crossbar (numpy, on the host): the words in the node FIFOs as one list of
         # rows (sample, output, input, label, push order, node); the FIFO of node
         # (b, o, i) = its rows in push order (``node`` = (b*O + o)*I + i).  Per
@@ -332,54 +332,65 @@ class FastChip:
         self.cnt_cycle = g + 1
 
     # ------------------------------------------------------------ arbiters
-    def _arbiter_window(self, g: int, g_next: int, spike_out) -> _Inputs:
+    def _arbiter_window(self, g: int, g_next: int, sb: np.ndarray, sn: np.ndarray) -> _Inputs:
         """The arbiters (model/digital/arbiter.py) from spike cycle ``g`` up to the
-        next one, ``g_next``, in closed form.
+        next one, ``g_next``, in closed form; ``sb``, ``sn``: sample and neuron of
+        each spike of cycle ``g`` that leaves (enabled neurons).
 
         In cycle ``g`` the lowest pending neuron is granted (if the FIFO can take
-        a word), then ``spike_out`` joins the pending bits (a spike of a neuron
-        still pending and not granted is dropped).  No spike enters before
-        ``g_next``, so from ``g + 1`` on the pending neurons are granted in
-        ascending order, one a cycle (FIFO depth >= 2: the FIFO, popped every
-        cycle, is never full) or one every other cycle (depth 1: a cycle after a
-        grant finds the FIFO full).  A word granted in cycle ``c`` is the block's
-        crossbar input in cycle ``c + 1``.  Returns the crossbar inputs of cycles
-        ``g+1 .. g_next``."""
+        a word), then the spikes join the pending bits (a spike of a neuron still
+        pending and not granted is dropped).  No spike enters before ``g_next``, so
+        from ``g + 1`` on the pending neurons are granted in ascending order, one a
+        cycle (FIFO depth >= 2: the FIFO, popped every cycle, is never full) or one
+        every other cycle (depth 1: a cycle after a grant finds the FIFO full).  A
+        word granted in cycle ``c`` is the block's crossbar input in cycle ``c + 1``.
+        Returns the crossbar inputs of cycles ``g+1 .. g_next``.  Only the pending
+        neurons are touched (sorted codes, one group per sample and block)."""
         cfg = self.cfg
-        if not self.pend_any and spike_out is None:
-            self.arb_last = torch.zeros_like(self.arb_last)
-            return _Inputs.none()
-        B, K, P = self.B, cfg.n_blocks, cfg.neurons_per_block
-        W = g_next - g
+        K, P = cfg.n_blocks, cfg.neurons_per_block
         pend = self.pend
-        has = pend.any(-1)
+        if not len(pend) and not len(sb):
+            self.arb_last[:] = False
+            return _Inputs.none()
+        W = g_next - g
+        # cycle g: the lowest pending neuron of each group is granted (slot 0)
+        gid = pend // P
+        first = np.ones(len(pend), dtype=bool)
+        first[1:] = gid[1:] != gid[:-1]
         if cfg.arbiter_fifo_depth == 1:
-            has &= ~self.arb_last
-        first = pend.to(torch.uint8).argmax(-1)                    # lowest pending index
-        granted = (self.ar_P == first[..., None]) & has[..., None]
-        pend = pend & ~granted
-        if spike_out is not None:
-            spikes = spike_out.view(B, K, P)
-            self.arb_drops += (spikes & self.pend & ~granted).sum(-1)
-            pend |= spikes
+            first &= ~self.arb_last[gid]
+        has = np.zeros(len(self.arb_last), dtype=bool)
+        has[gid[first]] = True
+        granted = pend[first]
+        rest = pend[~first]
+        # the spikes join; a spike of a neuron still pending is dropped
+        code = (sb * K + sn // P) * P + sn % P
+        dropped = np.isin(code, rest)
+        if dropped.any():
+            np.add.at(self.arb_drops, code[dropped] // P, 1)
+        pend = np.union1d(rest, code)
         # slot w of the window: the crossbar input in cycle g + 1 + w
-        rank = pend.cumsum(-1) - 1
+        gid = pend // P
+        start = np.ones(len(pend), dtype=bool)
+        start[1:] = gid[1:] != gid[:-1]
+        at = np.arange(len(pend))
+        rank = at - np.maximum.accumulate(np.where(start, at, 0))
         if cfg.arbiter_fifo_depth == 1:
-            slot = 1 + has.long()[..., None] + 2 * rank
+            slot = 1 + has[gid] + 2 * rank
         else:
             slot = 1 + rank
-        go = pend & (slot < W)
-        labels = self.block_labels.expand(B, K, P)
-        sched = torch.full((B, K, W + 1), -1, dtype=torch.int64, device=self.device)
-        sched.scatter_(2, torch.where(go, slot, W), labels)         # slot W: discarded
-        sched[..., 0] = torch.where(has, labels.gather(2, first[..., None])[..., 0], -1)
-        self.pend = pend & ~go
-        self.pend_any = bool(self.pend.any())
-        self.arb_last = sched[..., W - 1] >= 0
-        s = sched[..., :W].permute(2, 0, 1)                          # [W, B, K]
-        w, b, blk = (s >= 0).nonzero(as_tuple=True)
-        return _Inputs((g + 1 + w).cpu().numpy(),
-                       torch.stack([b, blk, s[w, b, blk]], 1).cpu().numpy())
+        go = slot < W
+        self.pend = pend[~go]
+        out_code = np.concatenate([granted, pend[go]])
+        out_slot = np.concatenate([np.zeros(len(granted), dtype=np.int64), slot[go]])
+        out_gid = out_code // P
+        self.arb_last = np.zeros(len(self.arb_last), dtype=bool)
+        self.arb_last[out_gid[out_slot == W - 1]] = True
+        order = np.argsort(out_slot, kind="stable")
+        out_code, out_slot, out_gid = out_code[order], out_slot[order], out_gid[order]
+        blk = out_gid % K
+        return _Inputs(g + 1 + out_slot,
+                       np.stack([out_gid // K, blk, self.block_labels[blk, out_code % P]], 1))
 
     # ------------------------------------------------------------ one cycle
     def _crossbar_cycle(self, g: int, time: int, inputs) -> None:
@@ -525,7 +536,7 @@ class FastChip:
         def sat(x):
             return np.minimum(np.asarray(x.cpu() if torch.is_tensor(x) else x), cmax)
 
-        sp = torch.cat(spikes).cpu().numpy() if spikes else np.zeros((0, 3), np.int64)
+        sp = np.concatenate(spikes) if spikes else np.zeros((0, 3), np.int64)
         # (sample, neuron, step) -> (sample, step, cycle, neuron), sorted as the reference
         sp = sp[np.lexsort((sp[:, 1], sp[:, 2], sp[:, 0]))]
         S = cfg.analog_step_cycles
@@ -547,7 +558,7 @@ class FastChip:
             adc_count=np.full(B, n_adc, dtype=np.int64),
             xbar_events=sat(x_events).astype(np.int64),
             xbar_drops=sat(x_drops).astype(np.int64),
-            arbiter_drops=sat(self.arb_drops).astype(np.int64),
+            arbiter_drops=sat(self.arb_drops.reshape(B, -1)).astype(np.int64),
             driver_unmatched=sat(self.unmatched.reshape(B, -1)).astype(np.int64),
             playback_late=sat(late).astype(np.int64),
             record_drops=sat(self.rec_drops).astype(np.int64),
