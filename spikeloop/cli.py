@@ -165,8 +165,8 @@ def _cmd_train(args) -> int:
         lr_decay=args.lr_decay, seed=args.seed, run_seed=args.run_seed, hidden=args.hidden,
         train_samples=args.train_samples, test_samples=args.test_samples,
         data_dir=args.data_dir, input_channels=args.input_channels,
-        test_every=args.test_every, resume=args.resume, threads=args.threads,
-        progress=not args.no_progress)
+        test_every=args.test_every, resume=args.resume, init=args.init,
+        threads=args.threads, progress=not args.no_progress)
     try:
         run(settings)
     except KeyboardInterrupt:
@@ -223,9 +223,42 @@ def _add_train(sub) -> None:
                         f"{T.PAPER_TEST_EVERY}; 0: after the last only)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument("--init", help="start from the weights of this network.pt (e.g. retrain "
+                                  "a network on another chip instance)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: small networks; more threads keep "
+                        "subnormal numbers and are slower)")
     p.add_argument("--no-progress", action="store_true", help="no per-batch progress line")
     p.set_defaults(func=_cmd_train)
+
+
+def _cmd_experiment_mismatch(args) -> int:
+    from spikeloop.experiment import main_args
+
+    return main_args(args)
+
+
+def _cmd_replay(args) -> int:
+    from spikeloop.replay import main_args
+
+    return main_args(args)
+
+
+def _add_experiment_and_replay(sub) -> None:
+    from spikeloop import experiment, replay
+
+    p = sub.add_parser("experiment", help="the paper's experiments on the emulation")
+    esub = p.add_subparsers(dest="experiment", required=True)
+    p = esub.add_parser(
+        "mismatch", help="in the loop vs software deployed as is vs transfer between chips",
+        description=experiment.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    experiment.add_arguments(p)
+    p.set_defaults(func=_cmd_experiment_mismatch)
+    p = sub.add_parser(
+        "replay", help="a network trained on the fast backend, replayed on the co-simulation",
+        description=replay.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    replay.add_arguments(p)
+    p.set_defaults(func=_cmd_replay)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -289,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_calibrate)
 
     _add_train(sub)
+    _add_experiment_and_replay(sub)
     return parser
 
 

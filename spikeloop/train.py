@@ -111,8 +111,13 @@ class TrainSettings:
     input_channels: int | None = None
     test_every: int = PAPER_TEST_EVERY
     resume: bool = False
-    #: torch threads (None: torch's default); recorded, may change on resume
-    threads: int | None = None
+    #: a network.pt whose weights start the run (e.g. retraining a network on
+    #: another chip instance); its sizes must match the task's
+    init: str | None = None
+    #: torch threads; recorded, may change on resume.  One by default: the networks
+    #: are small, and torch's worker threads do not flush subnormal numbers (see
+    #: run()), which makes a second thread 30-60x slower, not faster
+    threads: int | None = 1
     #: the per-batch progress line on stderr
     progress: bool = True
 
@@ -361,6 +366,25 @@ def _seeds(s: TrainSettings) -> dict:
             "chip": s.chip_seed, "chip_noise": s.run_seed if chip else None}
 
 
+def _load_init(net, kwargs: dict, path: Path, log: RunLog) -> None:
+    """Start from the weights (parameters only: not a chip network's sample counter)
+    of the network in ``path``."""
+    if not path.is_file():
+        raise TrainError(f"--init {path}: no such file (give a network.pt of a training run)")
+    meta = torch.load(path, weights_only=True)
+    theirs = {k: meta["network_kwargs"][k] for k in ("n_in", "n_hidden", "n_out", "recurrent")}
+    ours = {k: kwargs[k] for k in theirs}
+    if theirs != ours:
+        raise TrainError(f"--init {path}: its network is {theirs}, this task's is {ours}")
+    params = dict(net.named_parameters())
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(meta["state_dict"][name])
+    log.info(f"init: weights from {path} (trained on {meta['backend']}"
+             + (f", chip {meta['chip_seed']}" if meta.get("chip_seed") is not None else "")
+             + ")")
+
+
 def _check_resume(saved: dict, now: TrainSettings, ckpt: Path) -> None:
     conflicts = [f"{k}: checkpoint {saved.get(k)!r}, now {v!r}"
                  for k, v in now.to_dict().items()
@@ -438,8 +462,9 @@ def run(s: TrainSettings) -> dict:
     s.check()
     out, ckpt = _prepare_out(s)
     log = RunLog(out / LOG, s.progress)
-    # Software only: membranes and Adam's moments decaying towards 0 go subnormal and
-    # slow the CPU down 30x.  Not on a chip backend: its analog model must compute
+    # Software only: Adam's second moments of the tiny surrogate gradients of a silent
+    # network go subnormal and slow the CPU down 30x (flushing acts on this thread
+    # only: torch's intra-op worker threads keep subnormals, hence threads = 1).  Not on a chip backend: its analog model must compute
     # exactly what the co-simulation (another process, default mode) computes.
     # (torch has no getter; the process default, off, is restored afterwards)
     flush = s.backend == "software"
@@ -489,6 +514,8 @@ def _run(s: TrainSettings, out: Path, ckpt: dict | None, log: RunLog) -> dict:
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=s.lr_decay)
     history: list[dict] = []
     start_epoch, wall_before = 0, 0.0
+    if s.init is not None and ckpt is None:
+        _load_init(net, kwargs, Path(s.init), log)
     if ckpt is not None:
         net.load_state_dict(ckpt["network"])
         opt.load_state_dict(ckpt["optimizer"])
