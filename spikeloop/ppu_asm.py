@@ -91,10 +91,9 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _suggest(name: str, choices) -> str:
-    choices = list(choices)
-    exact = [c for c in choices if c.lower() == name.lower()]
-    close = exact or difflib.get_close_matches(name.lower(), choices, n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    by_lower = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f"; did you mean '{by_lower[close[0]]}'?" if close else ""
 
 
 def _eval(text: str, symbols: dict[str, int]) -> int:
