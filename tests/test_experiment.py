@@ -1,0 +1,74 @@
+"""``spikeloop experiment mismatch`` (spikeloop/experiment.py) and ``spikeloop replay``.
+
+The full experiment runs for an hour on FULL (README); here a tiny version on
+MINI checks the plumbing: every condition trained or evaluated, the files, the
+reuse of finished runs, the claims' logic, the refusals.
+"""
+import json
+
+import pytest
+
+from spikeloop.cli import main as cli_main
+from spikeloop.experiment import ExperimentError, MismatchSettings, _claims, run_mismatch
+
+pytestmark = pytest.mark.unit
+
+
+def summary(ideal, loop, deployed, loop_std=0.002, spikes=0.3):
+    row = {"accuracy_std": 0.0, "spikes_mean": spikes}
+    return {"ideal": {**row, "accuracy_mean": ideal},
+            "loop_a": {**row, "accuracy_mean": loop, "accuracy_std": loop_std},
+            "deployed_a": {**row, "accuracy_mean": deployed}}
+
+
+def test_claims():
+    c = _claims(summary(0.95, 0.945, 0.80), 10)
+    assert c["learned"]["holds"]
+    assert c["loop_within_1pp_of_ideal"]["holds"]
+    assert c["loop_within_1pp_of_ideal"]["gap_pp"] == pytest.approx(0.5)
+    assert c["fewer_than_one_spike"]["holds"]
+    assert c["deployed_visibly_worse"]["holds"]
+    c = _claims(summary(0.95, 0.93, 0.935, loop_std=0.01, spikes=1.2), 10)
+    assert not c["loop_within_1pp_of_ideal"]["holds"]
+    assert not c["fewer_than_one_spike"]["holds"]
+    assert not c["deployed_visibly_worse"]["holds"]
+    # a network at chance teaches nothing
+    assert not _claims(summary(0.34, 0.37, 0.32), 3)["learned"]["holds"]
+
+
+def test_refusals(tmp_path):
+    for kw, msg in (({"chip_a": 3, "chip_b": 3}, "two different chip instances"),
+                    ({"seeds": ()}, "at least one training seed"),
+                    ({"seeds": (1, 1)}, "repeats a seed"),
+                    ({"task": "shd"}, "allowed: mnist, yinyang"),
+                    ({"epochs": 0}, r"epochs = 0; allowed: an integer >= 1")):
+        with pytest.raises(ExperimentError, match=msg):
+            run_mismatch(MismatchSettings(out=str(tmp_path), **kw))
+
+
+def test_tiny_experiment_end_to_end(tmp_path, capsys):
+    out = tmp_path / "exp"
+    args = ["experiment", "mismatch", "--out", str(out), "--task", "yinyang", "--preset",
+            "mini", "--seeds", "0", "--epochs", "1", "--retrain-epochs", "1",
+            "--train-samples", "60", "--test-samples", "30", "--batch-size", "30",
+            "--no-progress"]
+    assert cli_main(args) == 0
+    res = json.loads((out / "experiment.json").read_text())
+    row = res["per_seed"]["0"]
+    assert set(row) >= {"ideal", "loop_a", "deployed_a", "a_on_b", "retrained_b"}
+    for key in ("ideal", "loop_a", "deployed_a", "a_on_b", "retrained_b"):
+        assert 0.0 <= row[key]["accuracy"] <= 1.0
+    for d in ("software", "loop-A", "retrain-B"):
+        r = json.loads((out / "seed0" / d / "results.json").read_text())
+        assert r["epochs_done"] == 1
+    retrain = (out / "seed0" / "retrain-B" / "train.log").read_text()
+    assert "init: weights from" in retrain and "loop-A/network.pt" in retrain
+    table = (out / "table.md").read_text()
+    assert "| trained in software, deployed as is on chip A |" in table
+    assert "Claims (issue 6):" in table
+    # a second call reuses the finished runs and gives the same numbers
+    capsys.readouterr()
+    assert cli_main(args) == 0
+    assert capsys.readouterr().out.count("finished earlier") == 3
+    again = json.loads((out / "experiment.json").read_text())
+    assert again["per_seed"] == res["per_seed"]
