@@ -56,7 +56,7 @@ def spike_raster(z_hidden: np.ndarray, dt_us: float, path, title: str = "") -> N
     z = np.asarray(z_hidden)
     fig, (ax,) = _figure(6, 4)
     t, n = np.nonzero(z > 0)
-    ax.scatter((t + 1) * dt_us, n, s=6, marker="|", color="k")
+    ax.scatter((t + 1) * dt_us, n, s=60, marker="|", linewidths=1.5, color="k")
     ax.set(xlim=(0, z.shape[0] * dt_us), ylim=(-0.5, z.shape[1] - 0.5), xlabel="time (us)",
            ylabel="hidden neuron",
            title=f"{title}{': ' if title else ''}{int(z.sum())} hidden spikes, one test sample")

@@ -79,7 +79,7 @@ CHIP_FILE = "chip.npz"
 CHECKPOINT_FORMAT = 1
 
 #: settings that may differ between a run and its --resume (nothing else may)
-RESUMABLE_CHANGES = ("epochs", "out", "resume", "progress", "threads", "chip_file")
+RESUMABLE_CHANGES = ("epochs", "out", "resume", "progress", "threads", "chip_file", "init")
 
 
 class TrainError(ValueError):
@@ -392,7 +392,8 @@ def _check_resume(saved: dict, now: TrainSettings, ckpt: Path) -> None:
     if conflicts:
         raise TrainError(f"--resume: the arguments conflict with the run in {ckpt} "
                          f"({'; '.join(conflicts)}); only --epochs (and --threads, "
-                         "--no-progress, --chip) may change when resuming")
+                         "--no-progress, --chip, --init: the checkpoint holds the chip and "
+                         "the weights) may change when resuming")
 
 
 def _prepare_out(s: TrainSettings) -> tuple[Path, dict | None]:
@@ -463,13 +464,17 @@ def run(s: TrainSettings) -> dict:
     out, ckpt = _prepare_out(s)
     log = RunLog(out / LOG, s.progress)
     # Software only: Adam's second moments of the tiny surrogate gradients of a silent
-    # network go subnormal and slow the CPU down 30x (flushing acts on this thread
-    # only: torch's intra-op worker threads keep subnormals, hence threads = 1).  Not on a chip backend: its analog model must compute
-    # exactly what the co-simulation (another process, default mode) computes.
-    # (torch has no getter; the process default, off, is restored afterwards)
+    # network go subnormal and slow the CPU down 30x.  Flushing acts on this thread
+    # only (torch's intra-op worker threads keep subnormals: hence threads = 1).  Not
+    # on a chip backend: its analog model must compute exactly what the co-simulation
+    # (another process, default mode) computes.  torch has no getter; the process
+    # default, off, is restored afterwards, and so is the number of threads.
     flush = s.backend == "software"
     if flush:
         torch.set_flush_denormal(True)
+    threads_before = torch.get_num_threads()
+    if s.threads is not None:
+        torch.set_num_threads(s.threads)
     try:
         return _run(s, out, ckpt, log)
     except (TrainError, TaskError) as e:
@@ -486,13 +491,12 @@ def run(s: TrainSettings) -> dict:
     finally:
         if flush:
             torch.set_flush_denormal(False)
+        torch.set_num_threads(threads_before)
         log.close()
 
 
 def _run(s: TrainSettings, out: Path, ckpt: dict | None, log: RunLog) -> dict:
     t_start = time.perf_counter()
-    if s.threads is not None:
-        torch.set_num_threads(s.threads)
     log.info(f"spikeloop train {s.task}: backend {s.backend}, preset {s.preset}, out {out}"
              + (f" (resuming from epoch {ckpt['epoch']})" if ckpt else ""))
     log.info("seeds: " + ", ".join(f"{k} {v}" for k, v in _seeds(s).items() if v is not None)

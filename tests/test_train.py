@@ -262,3 +262,20 @@ def test_fast_backend_in_the_loop_and_resume(tmp_path, mini_chip_file):
     _assert_same_weights(_weights(tmp_path / "full"), _weights(tmp_path / "split"))
     with pytest.raises(TrainError, match="holds chip 1 of preset 'mini', not chip 2"):
         run(_chip_settings(tmp_path / "other", mini_chip_file, chip_seed=2, epochs=1))
+
+
+def test_init_from_a_trained_network(tmp_path):
+    run(_settings(tmp_path / "a", epochs=1))
+    start = _weights(tmp_path / "a")
+    # lr so small that one epoch moves no weight by more than a few ulps of Adam's step
+    res = run(_settings(tmp_path / "b", epochs=1, init=str(tmp_path / "a" / "network.pt"),
+                        lr=1e-12, seed=9))
+    after = _weights(tmp_path / "b")
+    for k in start:
+        assert torch.allclose(start[k], after[k], atol=1e-9), k
+    assert "init: weights from" in (tmp_path / "b" / "train.log").read_text()
+    assert res["args"]["init"].endswith("network.pt")
+    with pytest.raises(TrainError, match="--init .*its network is .*'n_hidden': 16.*"
+                                         "this task's is .*'n_hidden': 5"):
+        run(_settings(tmp_path / "c", epochs=1, hidden=5,
+                      init=str(tmp_path / "a" / "network.pt")))
