@@ -97,6 +97,7 @@ class _Inputs:
     (sample, crossbar input, label), ``cycles`` [k] (numpy, ascending)."""
 
     def __init__(self, cycles: np.ndarray, rows: np.ndarray):
+        self.all_cycles = np.asarray(cycles, dtype=np.int64)
         self.cycles, start = np.unique(cycles, return_index=True)
         self.start = np.append(start, len(cycles))
         self.rows = rows
@@ -108,6 +109,18 @@ class _Inputs:
 
     def next_cycle(self) -> int | float:
         return int(self.cycles[self.p]) if self.p < len(self.cycles) else float("inf")
+
+    def between(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """(cycles, rows) of the rows with ``lo <= cycle < hi``."""
+        c = self.all_cycles
+        i, j = np.searchsorted(c, lo), np.searchsorted(c, hi)
+        return c[i:j], self.rows[i:j]
+
+    def prepend(self, cycles: np.ndarray, rows: np.ndarray) -> None:
+        """Add rows of cycles before all others."""
+        if len(cycles):
+            self.__init__(np.concatenate([cycles, self.all_cycles]),
+                          np.concatenate([rows, self.rows]))
 
     def take(self, g: int):
         """The rows of cycle ``g`` (None if none); cycles are taken in order."""
@@ -225,29 +238,31 @@ class FastChip:
 
         take_codes(0)
         spikes = []
-        g, k = 0, 0
-        while g < end:
-            # the arbiters' outputs in cycle g were scheduled by the window before g
-            inputs = [x for x in (arbiters.take(g), played.take(g)) if x is not None]
-            if k < n_steps and g == (k + 1) * S:
-                fired = self._analog_step(analog, g)
+        # one window per analog step: cycles [g0, g1) integrate into step w (the last
+        # window, after the last step, runs to the end of the drain)
+        for w in range(n_steps + 1):
+            g0, g1 = w * S, ((w + 1) * S if w < n_steps else end)
+            if w:
+                # cycle g0 = (k+1) S: the analog step k = w - 1, its spikes, the arbiters
+                fired = self._analog_step(analog, g0)
                 sb, sn = (x.cpu().numpy() for x in fired.nonzero(as_tuple=True))
-                spikes.append(np.stack([sb, sn, np.full(len(sb), k)], 1))
-                k += 1
-                take_codes(k)
-                self._refractory_load(fired & self.enable, g)
+                spikes.append(np.stack([sb, sn, np.full(len(sb), w - 1)], 1))
+                take_codes(w)
+                self._refractory_load(fired & self.enable, g0)
                 en = self.enable_np[sn]
-                arbiters = self._arbiter_window(g, (k + 1) * S if k < n_steps else end,
-                                                sb[en], sn[en])
-            if self.x_any or inputs:
-                self._crossbar_cycle(g, min(g, L), (inputs[0] if len(inputs) == 1 else
-                                                    np.concatenate(inputs)) if inputs else None)
-            if self.x_any:
-                g += 1
-            else:                      # nothing in flight: jump to the next input
-                g = min(end, (k + 1) * S if k < n_steps else end, arbiters.next_cycle(),
-                        played.next_cycle())
-        assert k == n_steps
+                rest = arbiters.between(g0, g0 + 1)          # the old window's last slot
+                arbiters = self._arbiter_window(g0, g1, sb[en], sn[en])
+                arbiters.prepend(*rest)
+            cyc, rows = (np.concatenate(x) for x in zip(arbiters.between(g0, g1),
+                                                        played.between(g0, g1), strict=True))
+            hard = self._window(g0, g1, L, cyc, rows)
+            # the words the closed form leaves to the cycle-by-cycle crossbar
+            g = g0
+            while g < g1:
+                r = hard.take(g)
+                if self.x_any or r is not None:
+                    self._crossbar_cycle(g, min(g, L), r)
+                g = g + 1 if self.x_any else min(g1, hard.next_cycle())
 
         return self._observables(events, n_steps, run_seed, L, spikes, late, adc,
                                  adc_taken, cmax)
@@ -283,6 +298,9 @@ class FastChip:
         self.x_last = np.full(B * O, I - 1, dtype=np.int64)
         self.x_locked = np.zeros(B * O, dtype=bool)
         self.x_held = np.zeros(B * O, dtype=np.int64)
+        # words of the closed form (_window) still in service after its window:
+        # columns (cycle, sample, input, output, label)
+        self.carry = np.zeros((0, 5), dtype=np.int64)
         # crossbar counters, summed at the end: per routed input (b, i, o, pushed)
         self.x_log = []
         # synapse drivers: activations done of the head event's match list
@@ -392,12 +410,144 @@ class FastChip:
         return _Inputs(g + 1 + out_slot,
                        np.stack([out_gid // K, blk, self.block_labels[blk, out_code % P]], 1))
 
+    # ------------------------------------------------------------ one window
+    def _window(self, g0: int, g1: int, L: int, cyc: np.ndarray, rows: np.ndarray) -> _Inputs:
+        """The crossbar words entering in cycles ``g0 .. g1-1`` (``cyc``, ``rows``:
+        cycle, and (sample, crossbar input, label)), in closed form wherever no
+        two words meet; returns the others, routed, for :meth:`_crossbar_cycle`.
+
+        A word pushed in cycle ``a`` into a node of output ``o`` is alone there if
+        every earlier word of ``o`` has left by the end of cycle ``a`` (and did not
+        fill its node FIFO at ``a``), and no other word enters ``o`` in cycle ``a``:
+        then ``o`` grants it in cycle ``a + 1`` (round robin over one non-empty
+        node), and its service is fixed: a bus drives its ``k`` matching drivers in
+        cycles ``a+1 .. a+k`` and pops in cycle ``a + max(k, 1)`` (``k = 0``: counted
+        unmatched in ``a + 1``); a host link is recorded in ``a + 1`` (all links of
+        a sample share the recorder, so they count as one output here).  Words
+        that arrive later do not change it.  Per output, in order of arrival, the
+        words from the first one that meets another on (with the run of words
+        before it that each arrived no later than its predecessor left), and every
+        word of an output that still has such words in flight, go cycle by cycle.  The effects of a word in cycles ``>= g1`` wait for the next window
+        (``self.carry``): if a word of that window meets it, it is handed to the
+        cycle-by-cycle state as it is at the start of ``g1``."""
+        cfg = self.cfg
+        B, I, O, X, NB = (self.B, cfg.crossbar_inputs, cfg.crossbar_outputs,
+                          cfg.crossbar_fifo_depth, cfg.n_buses)
+        # route: one word per (input word, output whose node takes it)
+        if len(rows):
+            i = rows[:, 1]
+            take = (rows[:, 2:3] & self.xb_mask_np[i]) == self.xb_target_np[i]   # [k, O]
+            r, o = np.nonzero(take)
+            new = np.stack([cyc[r], rows[r, 0], i[r], o, rows[r, 2]], 1)
+        else:
+            new = np.zeros((0, 5), dtype=np.int64)
+        n_old = len(self.carry)
+        w = np.concatenate([self.carry, new]) if n_old else new
+        if not len(w):
+            return _Inputs.none()
+        is_new = np.arange(len(w)) >= n_old
+        bus = w[:, 3] < NB
+        key = np.where(bus, w[:, 1] * O + w[:, 3], B * O + w[:, 1])
+        order = np.lexsort((w[:, 0], key))
+        w, is_new, bus, key = w[order], is_new[order], bus[order], key[order]
+        a, b, i, o, label = w.T
+        node = (b * O + o) * I + i
+        rs = (label >> cfg.label_bits) & ((1 << cfg.row_select_bits) - 1)
+        entry = np.where(bus, o, 0) * (1 << cfg.row_select_bits) + rs
+        k = np.where(bus, self.n_match_np[entry], 1)
+        p = a + np.maximum(k, 1)                    # the cycle it leaves, if alone
+        # meetings, per output in order of arrival
+        same = key[1:] == key[:-1]
+        meet = np.zeros(len(w), dtype=bool)
+        meet[1:] = same & ((a[1:] < p[:-1])
+                           | ((a[1:] == p[:-1]) & (node[1:] == node[:-1]) & (X == 1)))
+        # runs of words each arriving before or in the cycle its predecessor leaves:
+        # a run with a meeting goes cycle by cycle as a whole (its first word's node
+        # may still hold the word before it in its arrival cycle)
+        first = np.ones(len(w), dtype=bool)
+        first[1:] = ~same
+        run = np.cumsum(first | np.concatenate([[True], a[1:] > p[:-1]])) - 1
+        met = np.zeros(run[-1] + 1, dtype=bool)
+        met[run[meet]] = True
+        f = met[run]
+        if len(self.x_ev):                          # outputs with words in flight
+            ev = self.x_ev
+            busy = np.where(ev[:, 1] < NB, ev[:, 0] * O + ev[:, 1], B * O + ev[:, 0])
+            f |= np.isin(key, busy)
+        cs = np.cumsum(f)
+        starts = np.flatnonzero(first)
+        hard = (cs - (cs[starts] - f[starts])[np.cumsum(first) - 1]) > 0
+        easy = ~hard
+        # carried words met by this window's: into the cycle-by-cycle state at g0
+        cv = np.flatnonzero(hard & ~is_new)
+        if len(cv):
+            seq = np.arange(self.x_seq, self.x_seq + len(cv))
+            self.x_seq += len(cv)
+            word = np.stack([b[cv], o[cv], i[cv], label[cv], seq, node[cv]], 1)
+            self.x_ev = np.concatenate([self.x_ev, word]) if len(self.x_ev) else word
+            self.x_any = True
+            srv = b[cv] * O + o[cv]
+            lk = a[cv] + 1 <= g0 - 1                 # granted before g0: in service
+            self.x_locked[srv] = lk
+            self.x_held[srv[lk]] = i[cv][lk]
+            lb = lk & bus[cv]
+            self.d_pos[(b[cv] * NB + o[cv])[lb]] = (g0 - 1 - a[cv])[lb]
+        # drivers: activations in cycles [g0, g1) of the words alone
+        eb = np.flatnonzero(easy & bus & (k > 0))
+        if len(eb):
+            lo = np.maximum(0, g0 - a[eb] - 1)
+            cnt = np.maximum(np.minimum(k[eb], g1 - a[eb] - 1) - lo, 0)
+            tot = int(cnt.sum())
+            if tot:
+                rep = np.repeat(np.arange(len(eb)), cnt)
+                pos = lo[rep] + np.arange(tot) - (np.cumsum(cnt) - cnt)[rep]
+                rr = eb[rep]
+                d = self.match_np[entry[rr] * self.match_width + pos]
+                self.acts.append(np.stack([b[rr], o[rr] // cfg.buses_per_half, d,
+                                           label[rr] & ((1 << cfg.label_bits) - 1)], 1))
+        um = np.flatnonzero(easy & bus & (k == 0) & (a + 1 >= g0) & (a + 1 < g1))
+        if len(um):
+            np.add.at(self.unmatched, b[um] * NB + o[um], 1)
+        # the words alone that leave in [g0, g1): round-robin pointers, recorder
+        out = np.flatnonzero(easy & (p >= g0) & (p < g1))
+        if len(out):
+            srv = (b * O + o)[out][::-1]
+            u, last = np.unique(srv, return_index=True)
+            self.x_last[u] = i[out[::-1][last]]
+            lr = out[~bus[out]]
+            if len(lr):
+                lb = b[lr]
+                start = np.ones(len(lr), dtype=bool)
+                start[1:] = lb[1:] != lb[:-1]
+                at = np.arange(len(lr))
+                rank = at - np.maximum.accumulate(np.where(start, at, 0))
+                store = rank < cfg.record_depth - self.rec_count[lb]
+                np.add.at(self.rec_count, lb[store], 1)
+                np.add.at(self.rec_drops, lb[~store], 1)
+                endg = np.ones(len(lr), dtype=bool)
+                endg[:-1] = start[1:]
+                self.rec_last[lb[endg]] = o[lr][endg] - NB
+                st = lr[store]
+                if len(st):
+                    self.records.append(np.stack([b[st], p[st], np.minimum(p[st], L),
+                                                  o[st] - NB, label[st]], 1))
+        ne = np.flatnonzero(easy & is_new)
+        if len(ne):
+            self.x_log.append(np.stack([b[ne], i[ne], o[ne], np.ones(len(ne), np.int64)], 1))
+        self.carry = w[easy & (p >= g1)]
+        hn = np.flatnonzero(hard & is_new)
+        if not len(hn):
+            return _Inputs.none()
+        hn = hn[np.argsort(a[hn], kind="stable")]
+        return _Inputs(a[hn], np.stack([b[hn], i[hn], o[hn], label[hn]], 1))
+
     # ------------------------------------------------------------ one cycle
     def _crossbar_cycle(self, g: int, time: int, inputs) -> None:
         """The crossbar (model/digital/crossbar.py) with the drivers, synapse
         memories, boundaries and recorder behind it, in cycle ``g`` (``time``:
-        the cycle counter, frozen after the run).  ``inputs``: numpy [k, 3]
-        (sample, crossbar input, label) of this cycle's valid inputs, or None.
+        the cycle counter, frozen after the run).  ``inputs``: numpy [k, 4]
+        (sample, crossbar input, output, label): this cycle's input words routed to
+        the outputs whose nodes take them (those left by :meth:`_window`), or None.
 
         Only the words in flight are touched (a few per cycle in a whole batch):
         every output with a word in some node FIFO (or a held grant) picks the head
@@ -411,24 +561,18 @@ class FastChip:
         # this cycle's pops); a node takes at most one input word per cycle
         new = None
         if inputs is not None:
-            b, i, label = inputs[:, 0], inputs[:, 1], inputs[:, 2]
-            take = (label[:, None] & self.xb_mask_np[i]) == self.xb_target_np[i]   # [k, O]
-            kk, oo = np.nonzero(take)
-            if len(kk):
-                b, i, label = b[kk], i[kk], label[kk]
-                node = (b * O + oo) * I + i
-                if len(ev):
-                    lvl = (ev[:, 5][None, :] == node[:, None]).sum(1)
-                    push = lvl < X
-                else:
-                    push = np.ones(len(kk), dtype=bool)
-                self.x_log.append(np.stack([b, i, oo, push], 1))
-                n_new = int(push.sum())
-                if n_new:
-                    seq = np.arange(self.x_seq, self.x_seq + n_new)
-                    self.x_seq += n_new
-                    new = np.stack([b[push], oo[push], i[push], label[push], seq,
-                                    node[push]], 1)
+            b, i, oo, label = inputs.T
+            node = (b * O + oo) * I + i
+            if len(ev):
+                push = (ev[:, 5][None, :] == node[:, None]).sum(1) < X
+            else:
+                push = np.ones(len(b), dtype=bool)
+            self.x_log.append(np.stack([b, i, oo, push], 1))
+            n_new = int(push.sum())
+            if n_new:
+                seq = np.arange(self.x_seq, self.x_seq + n_new)
+                self.x_seq += n_new
+                new = np.stack([b[push], oo[push], i[push], label[push], seq, node[push]], 1)
         # -- outputs (state only), on the words of the start of the cycle
         if len(ev):
             srv = ev[:, 0] * O + ev[:, 1]
