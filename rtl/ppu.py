@@ -110,7 +110,9 @@ def _sat_s(x, w):
 
 def _sat_u(x, w):
     hi = (1 << w) - 1
-    return Mux(x > hi, hi, Mux(x < 0, 0, x))[:w]
+    if x.shape().signed:
+        x = Mux(x < 0, 0, x)
+    return Mux(x > hi, hi, x)[:w]
 
 
 class Ppu(wiring.Component):
