@@ -204,20 +204,19 @@ def _normal_f32_approx(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     np.log(r, out=r)
     r *= -2.0
     np.sqrt(r, out=r)
-    # c = cos(pi (2 u2 - 1)), u2 = lo 2**-32
+    # c = cos(pi (2 u2 - 1)) = cos(lo pi 2**-31 - pi), u2 = lo 2**-32 (the argument
+    # rounded twice: within 1e-15, inside the bound)
     c = (h & _U64(0xFFFFFFFF)).astype(np.float64)
-    c *= 2.0 ** -31
-    c -= 1.0
-    c *= math.pi
+    c *= math.pi * 2.0 ** -31
+    c -= math.pi
     ct = torch.from_numpy(c)
     torch.cos(ct, out=ct)
     z = c
     z *= r
-    # an interval that holds the exact path's value; its ends' float32 roundings
-    m = np.abs(z)
-    m *= _EPS_R
-    r *= _EPS_COS
-    m += r
+    # an interval that holds the exact path's value (|z| <= r, so r (eps_cos + eps_r)
+    # bounds r |c - c64| + |z| |r - r64| / r), and its ends' float32 roundings
+    m = r
+    m *= _EPS_COS + _EPS_R
     m += 2.0 ** -60
     lo = (z - m).astype(np.float32)
     out = (z + m).astype(np.float32)

@@ -94,8 +94,8 @@ def test_error_bounds_hold_with_a_wide_margin():
     c64 = N._cos_pi(u2.mul_(2.0).sub_(1.0)).numpy()
     ra = np.sqrt(np.log(((h >> np.uint64(32)) + np.uint64(1)).astype(np.float64) * 2.0 ** -32)
                  * -2.0)
-    x = (h & np.uint64(0xFFFFFFFF)).astype(np.float64) * 2.0 ** -31 - 1.0
-    ca = torch.cos(torch.from_numpy(x * math.pi)).numpy()
+    x = (h & np.uint64(0xFFFFFFFF)).astype(np.float64) * (math.pi * 2.0 ** -31) - math.pi
+    ca = torch.cos(torch.from_numpy(x)).numpy()
     ok = r64 > 0
     assert np.abs(ca - c64).max() < N._EPS_COS / 64
     assert (np.abs(ra[ok] - r64[ok]) / r64[ok]).max() < N._EPS_R / 64
