@@ -54,6 +54,7 @@ so runs with different seeds see the same data.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,10 +114,28 @@ class Task:
     class_names: tuple[str, ...] = ()
     #: how the data and the code were made (into results.json)
     info: dict = field(default_factory=dict)
+    #: ``n_steps -> encode`` for the same code on another number of steps
+    regrid: Callable[[int], Callable] | None = field(default=None, repr=False)
 
     @property
     def window_us(self) -> float:
         return self.n_steps * self.dt_us
+
+    def with_steps(self, n_steps: int) -> Task:
+        """The same task observed for ``n_steps`` steps of ``dt_us`` (e.g. the
+        paper's inference mode, 11.8 µs per sample): the same code, spikes after
+        the shorter window dropped (latency codes), or the recording binned into
+        ``n_steps`` bins (SHD)."""
+        if not isinstance(n_steps, int) or n_steps < 1:
+            raise TaskError(f"n_steps = {n_steps!r}; allowed: an integer >= 1")
+        if self.regrid is None:
+            raise TaskError(f"task {self.name!r} has no other time grid")
+        train, test = self.train, self.test
+        if isinstance(train, SHDDataset):
+            train = dataclasses.replace(train, n_steps=n_steps)
+            test = dataclasses.replace(test, n_steps=n_steps)
+        return dataclasses.replace(self, train=train, test=test, n_steps=n_steps,
+                                   encode=self.regrid(n_steps))
 
 
 # ---------------------------------------------------------------- subsets
@@ -167,11 +186,8 @@ def latency_encoder(*, dt_us: float, n_steps: int):
 
 
 def linear_latency_encoder(*, span_us: float, dt_us: float, n_steps: int):
-    """One spike per input at ``(1 - x) * span_us`` (``x`` clipped to [0, 1])."""
-    if span_us >= n_steps * dt_us:
-        raise TaskError(f"span_us = {span_us} must end inside the window "
-                        f"{n_steps} x {dt_us} us")
-
+    """One spike per input at ``(1 - x) * span_us`` (``x`` clipped to [0, 1]); spikes
+    at or after the window's end (``n_steps * dt_us``) are dropped."""
     def encode(x: torch.Tensor):
         t = (1.0 - x.to(torch.float64).clamp(0.0, 1.0)) * span_us
         return latency_raster(t, dt_us=dt_us, n_steps=n_steps), _window_times(t, n_steps * dt_us)
@@ -213,6 +229,7 @@ def _mnist(data_dir, n_hidden, train_samples, test_samples, **_) -> Task:
                 latency_encoder(dt_us=PAPER_DT_US, n_steps=PAPER_N_STEPS),
                 n_in=train.inputs.shape[1], n_out=10, n_hidden=n_hidden,
                 n_steps=PAPER_N_STEPS, dt_us=PAPER_DT_US, class_names=train.class_names,
+                regrid=lambda n: latency_encoder(dt_us=PAPER_DT_US, n_steps=n),
                 info={"data": train.info.get("source"), "train": dict(train.info),
                       "test": dict(test.info),
                       "encoding": "latency t = 8 us * ln(x / (x - 0.2)), batch-shifted"})
@@ -230,6 +247,8 @@ def _yinyang(data_dir, n_hidden, train_samples, test_samples, cfg: ChipConfig | 
                                        n_steps=PAPER_N_STEPS),
                 n_in=train.inputs.shape[1], n_out=3, n_hidden=n_hidden,
                 n_steps=PAPER_N_STEPS, dt_us=PAPER_DT_US, class_names=tuple(train.class_names),
+                regrid=lambda n: linear_latency_encoder(span_us=YINYANG_SPAN_US,
+                                                        dt_us=PAPER_DT_US, n_steps=n),
                 info={"train": dict(train.info), "test": dict(test.info),
                       "encoding": f"linear latency t = (1 - x) * {YINYANG_SPAN_US:.3g} us"})
 
@@ -269,6 +288,7 @@ def _shd(data_dir, n_hidden, train_samples, test_samples, cfg: ChipConfig | None
     return Task("shd", train, test, shd_encoder(k), n_in=k, n_out=shd_mod.N_CLASSES,
                 n_hidden=n_hidden, n_steps=n_steps, dt_us=PAPER_DT_US, recurrent=True,
                 class_names=tuple(str(c) for c in range(shd_mod.N_CLASSES)),
+                regrid=lambda n: shd_encoder(k),
                 info={"train": dict(train.info), "test": dict(test.info),
                       "input_channels": k,
                       "encoding": f"{SHD_MAX_TIME_S} s in {n_steps} bins of "

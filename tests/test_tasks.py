@@ -180,3 +180,24 @@ def test_shd_needs_its_files(tmp_path):
         build_task("shd")
     with pytest.raises(TaskError, match="shd_train.h5"):
         build_task("shd", data_dir=str(tmp_path))
+
+
+def test_with_steps_keeps_the_code_on_a_shorter_window(tmp_path):
+    for name in ("mnist", "yinyang"):
+        task = build_task(name, train_samples=10, test_samples=10)
+        short = task.with_steps(6)
+        assert short.n_steps == 6 and short.window_us == pytest.approx(6 * PAPER_DT_US)
+        x = task.test.get_batch(np.arange(5))
+        r20, t20 = task.encode(x)
+        r6, t6 = short.encode(x)
+        assert r6.shape == (6, 5, task.n_in)
+        assert torch.equal(r6, r20[:6])                     # the same spikes, window cut
+        inside = t20 < 6 * PAPER_DT_US
+        assert torch.equal(t6[inside], t20[inside])
+        assert torch.all(torch.isnan(t6[~inside]))
+    write_shd_dir(tmp_path)
+    shd = build_task("shd", data_dir=str(tmp_path), input_channels=7).with_steps(10)
+    raster, _ = shd.encode(shd.test.get_batch(np.arange(2)))
+    assert raster.shape == (10, 2, 7)
+    with pytest.raises(TaskError, match="n_steps = 0"):
+        shd.with_steps(0)
