@@ -520,3 +520,58 @@ def test_full_preset_short_program():
     mask = sim.resets[0][1]
     assert mask >> 384 and not mask & ((1 << 384) - 1), "chunk 3: neurons 384..511 only"
     print(f"full preset: {sim.cycle} cycles in {time.monotonic() - t:.1f} s")
+
+
+# -- Verilog: port names and Verilator lint --------------------------------------
+
+def _lint(cfg):
+    """Verilator -Wall over the exported Verilog with rtl/export.py's waivers;
+    returns (Verilog text, findings)."""
+    import re
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from amaranth.back import verilog
+
+    from spikeloop.rtl.export import LINT_WAIVERS
+    from spikeloop.tools import ensure_verilator_on_path
+
+    exe = ensure_verilator_on_path()
+    text = verilog.convert(Ppu(cfg), name="spikeloop_ppu", emit_src=False,
+                           strip_internal_attrs=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        (d / "ppu.v").write_text(text)
+        (d / "waivers.vlt").write_text("`verilator_config\n" + "".join(
+            f"lint_off -rule {rule}\n" for rule in LINT_WAIVERS))
+        proc = subprocess.run([exe, "--lint-only", "-Wall", "--top-module", "spikeloop_ppu",
+                               str(d / "waivers.vlt"), str(d / "ppu.v")],
+                              capture_output=True, text=True)
+    findings = [ln for ln in proc.stderr.splitlines() if ln.startswith("%")]
+    if proc.returncode and not findings:
+        findings = [proc.stderr[-2000:]]
+    header = re.search(r"^module spikeloop_ppu\((.*?)\);", text, re.S | re.M).group(1)
+    return {p.strip() for p in header.split(",")}, findings
+
+
+EXPECTED_PORTS = {
+    "clk", "rst", "start", "stop", "running", "halted", "pc", "cycles",
+    "host_imem_addr", "host_imem_we", "host_imem_wdata", "host_imem_rdata",
+    "host_dmem_addr", "host_dmem_we", "host_dmem_wdata", "host_dmem_rdata",
+    "syn__half", "syn__row", "syn__re", "syn__rdata", "syn__we", "syn__wdata",
+    "adc__addr", "adc__re", "adc__rdata", "adc_count", "time", "nreset",
+    "out__valid", "out__ready", "out__payload"}
+
+
+def test_verilog_ports_and_lint_mini():
+    ports, findings = _lint(MINI)
+    assert {p.strip("\\ ") for p in ports} == EXPECTED_PORTS
+    assert findings == []
+
+
+@pytest.mark.slow
+def test_verilog_ports_and_lint_full():
+    ports, findings = _lint(FULL)
+    assert {p.strip("\\ ") for p in ports} == EXPECTED_PORTS
+    assert findings == []

@@ -81,7 +81,7 @@ PROGRAM = """
         sw r12, 4(r0)
         halt
 """
-ADC_PERIOD = 23        # adc_count rises every ADC_PERIOD PPU cycles
+ADC_PERIOD = 150       # adc_count rises every ADC_PERIOD PPU cycles (the program waits)
 TIME0 = 5000           # the chip time in the first PPU cycle
 
 
