@@ -1,32 +1,36 @@
-"""Backend "fast": the whole chip as a batched torch emulator (CPU or CUDA).
+"""Backend "fast": the whole chip as a batched emulator (CPU or CUDA).
 
 It returns the same Observables as the reference backend (backends/reference.py)
-bit for bit: the same digital rules, cycle by cycle, for all samples of a batch
-at once, with the analog side run by the shared ``AnalogLoop``.  What makes it
-fast:
+bit for bit: the same digital rules for all samples of a batch at once, with the
+analog side run by the shared ``AnalogLoop`` (torch, on ``device``).  The digital
+side runs on the host in numpy, on the events only (a few words per cycle in a
+whole batch), never on dense per-cycle state.  What makes it fast:
 
-- **Batched state.**  Every block's run state is a tensor with the batch first
-  (arbiter pending bits ``[B, blocks, P]``, crossbar node FIFOs ``[B, O, I,
-  depth]``, driver positions ``[B, buses]``, ...); one digital cycle is a fixed
-  handful of tensor operations whatever the batch size.
-- **Closed forms where the logic is regular.**  Spikes enter only at analog step
-  boundaries, and the crossbar never stalls its inputs, so between two
-  boundaries each arbiter grants its pending neurons in ascending order at a
-  fixed rate: one window of arbiter outputs is computed per step with a few
-  tensor operations (:meth:`FastChip._arbiter_window`).  The playback release
-  cycles and ``late`` count follow from the event table alone
-  (:func:`playback_schedule`), the ADC sampling cycles, sample count and
-  overflow from ``adc_period`` (:func:`adc_schedule`; the codes are taken from
-  the analog state after the right step), the refractory counters from the
-  prescaler ticks between two boundaries.  A driver serialising an event with
-  ``k`` matches only needs its position in that label's precomputed match list.
-- **Idle cycles are skipped.**  The cycle-by-cycle part is the crossbar with the
-  drivers, synapse memories, boundaries and recorder behind it.  When no crossbar
-  FIFO holds a word in any sample, the emulator jumps to the next cycle where
-  something enters: an arbiter output, a playback release, an analog step.
+- **One window per analog step.**  Spikes enter only at analog step boundaries
+  and the crossbar never stalls its inputs, so everything that enters the
+  crossbar between two boundaries is known at the first one: the arbiters grant
+  their pending neurons in ascending order at a fixed rate
+  (:meth:`FastChip._arbiter_window`, on the pending neurons only), the playback
+  releases follow from the event table alone (:func:`playback_schedule`).
+- **Closed forms where words do not meet.**  A crossbar word that finds its
+  output idle and alone is granted the next cycle and its whole service follows
+  (drivers, synapse memories, boundary accumulators, recorder):
+  :meth:`FastChip._window` computes those for all samples of a window at once.
+  Only the words that meet others at an output (round robin, held grants, FIFO
+  levels and drops, the recorder's links) go cycle by cycle
+  (:meth:`FastChip._crossbar_cycle`), and only in cycles where such words are in
+  flight.  The weights of all driver activations of a step are summed in one
+  gather and ``index_add`` before the step (:meth:`FastChip._flush_activations`).
+- **Other closed forms.**  The ADC sampling cycles, sample count and overflow
+  follow from ``adc_period`` (:func:`adc_schedule`; the codes are taken from the
+  analog state after the right step), the refractory counters from the prescaler
+  ticks between two boundaries.  A driver serialising an event with ``k``
+  matches only needs its position in that label's precomputed match list.
+- **Noise ahead.**  The membrane noise of 64 steps is computed per call, on
+  model/noise.py's float32 path (the exact float64 definition's numbers, rounded
+  to float32, bit for bit).
 
-How each reference block maps onto the tensors is written beside its code in
-:class:`FastChip`; the order of evaluation inside one cycle is the reference's
+The order of evaluation inside one cycle is the reference's
 (model/digital/top.py): neuron back end -> arbiters and playback -> crossbar
 outputs (state only) -> drivers and recorder (their ``ready``) -> crossbar
 pushes and pops -> synapse memories -> analog boundaries.
@@ -151,13 +155,11 @@ class FastChip:
         self.enable = t(image.neuron_enable, torch.bool)
         self.enable_np = np.asarray(image.neuron_enable) != 0
         self.refractory = t(image.refractory & ((1 << cfg.refractory_bits) - 1))
+        #: no refractory period anywhere: the counters stay 0, nobody is held
+        self.no_refractory = not bool(self.refractory.any())
         self.prescale = int(image.refractory_prescale)
         self.block_labels = np.asarray(image.neuron_label & ((1 << cfg.event_label_bits) - 1),
                                        dtype=np.int64).reshape(K, P)
-        # crossbar
-        self.xb_enable = t(image.xbar_enable, torch.bool)
-        self.xb_mask = t(image.xbar_mask)
-        self.xb_target = t(image.xbar_target)
         # synapse drivers: per global bus and row select, the matching drivers in
         # priority order (lowest index first), padded; and how many there are
         rs_n = 1 << cfg.row_select_bits
@@ -262,6 +264,7 @@ class FastChip:
                 r = hard.take(g)
                 if self.x_any or r is not None:
                     self._crossbar_cycle(g, min(g, L), r)
+                    self.stats["cycles"] += 1
                 g = g + 1 if self.x_any else min(g1, hard.next_cycle())
 
         return self._observables(events, n_steps, run_seed, L, spikes, late, adc,
@@ -282,6 +285,7 @@ class FastChip:
         # neuron back end: counters as of the start of cycle ``cnt_cycle``
         self.cnt = z(B, self.n)
         self.cnt_cycle = 0
+        self.no_hold = z(B, self.n, dtype=torch.bool)
         # arbiters (numpy): the pending neurons at the start of the present window
         # as sorted codes (b*K + block)*P + index; per (b, block) whether the window's
         # last cycle put a word into the FIFO (it is full then, depth 1)
@@ -316,6 +320,10 @@ class FastChip:
         self.rec_count = np.zeros(B, dtype=np.int64)
         self.rec_drops = np.zeros(B, dtype=np.int64)
         self.records = []
+        #: how the crossbar words went (closed form or cycle by cycle), carried
+        #: words handed over (in service or not yet granted), cycles run one by one
+        self.stats = dict.fromkeys(("closed_form", "cycle_by_cycle", "handed_over",
+                                    "handed_over_in_service", "cycles"), 0)
 
     # ------------------------------------------------- neuron back end
     def _ticks(self, lo: int, hi: int) -> int:
@@ -328,11 +336,14 @@ class FastChip:
     def _analog_step(self, analog: AnalogLoop, g: int) -> torch.Tensor:
         """The analog step whose sums are valid in cycle ``g``: the accumulated
         weights and the refractory flags at the start of ``g``."""
-        dt = self._ticks(self.cnt_cycle, g)
-        if dt:
-            self.cnt = (self.cnt - dt).clamp_(min=0)
-        self.cnt_cycle = g
-        hold = self.cnt != 0
+        if self.no_refractory:
+            hold = self.no_hold
+        else:
+            dt = self._ticks(self.cnt_cycle, g)
+            if dt:
+                self.cnt = (self.cnt - dt).clamp_(min=0)
+            self.cnt_cycle = g
+            hold = self.cnt != 0
         self._flush_activations()
         acc = self.acc
         exc = acc[:, :, 0].reshape(self.B, self.n)
@@ -344,6 +355,8 @@ class FastChip:
     def _refractory_load(self, spike_out: torch.Tensor, g: int) -> None:
         """Cycle ``g``'s counter update: accepted spikes load their refractory
         period, other nonzero counters count down on a prescaler tick."""
+        if self.no_refractory:
+            return
         dt = self._ticks(g, g + 1)
         cnt = (self.cnt - dt).clamp_(min=0) if dt else self.cnt
         self.cnt = torch.where(spike_out, self.refractory, cnt)
@@ -427,7 +440,8 @@ class FastChip:
         that arrive later do not change it.  Per output, in order of arrival, the
         words from the first one that meets another on (with the run of words
         before it that each arrived no later than its predecessor left), and every
-        word of an output that still has such words in flight, go cycle by cycle.  The effects of a word in cycles ``>= g1`` wait for the next window
+        word of an output that still has such words in flight, go cycle by cycle.
+        The effects of a word in cycles ``>= g1`` wait for the next window
         (``self.carry``): if a word of that window meets it, it is handed to the
         cycle-by-cycle state as it is at the start of ``g1``."""
         cfg = self.cfg
@@ -488,6 +502,8 @@ class FastChip:
             self.x_any = True
             srv = b[cv] * O + o[cv]
             lk = a[cv] + 1 <= g0 - 1                 # granted before g0: in service
+            self.stats["handed_over"] += len(cv)
+            self.stats["handed_over_in_service"] += int(lk.sum())
             self.x_locked[srv] = lk
             self.x_held[srv[lk]] = i[cv][lk]
             lb = lk & bus[cv]
@@ -532,10 +548,12 @@ class FastChip:
                     self.records.append(np.stack([b[st], p[st], np.minimum(p[st], L),
                                                   o[st] - NB, label[st]], 1))
         ne = np.flatnonzero(easy & is_new)
+        self.stats["closed_form"] += len(ne)
         if len(ne):
             self.x_log.append(np.stack([b[ne], i[ne], o[ne], np.ones(len(ne), np.int64)], 1))
         self.carry = w[easy & (p >= g1)]
         hn = np.flatnonzero(hard & is_new)
+        self.stats["cycle_by_cycle"] += len(hn)
         if not len(hn):
             return _Inputs.none()
         hn = hn[np.argsort(a[hn], kind="stable")]
