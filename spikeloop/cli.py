@@ -161,7 +161,8 @@ def _cmd_train(args) -> int:
     settings = TrainSettings(
         task=args.task, out=args.out, backend=args.backend, preset=args.preset,
         chip_seed=args.chip_seed, chip_file=args.chip, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr,
+        batch_size=args.batch_size, lr=args.lr, spike_reg=args.spike_reg,
+        weight_reg=args.weight_reg,
         lr_decay=args.lr_decay, seed=args.seed, run_seed=args.run_seed, hidden=args.hidden,
         train_samples=args.train_samples, test_samples=args.test_samples,
         data_dir=args.data_dir, input_channels=args.input_channels,
@@ -199,10 +200,17 @@ def _add_train(sub) -> None:
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--batch-size", type=int, default=T.PAPER_BATCH_SIZE,
                    help=f"default {T.PAPER_BATCH_SIZE}")
-    p.add_argument("--lr", type=float, default=T.PAPER_LR,
-                   help=f"Adam learning rate (default {T.PAPER_LR})")
+    p.add_argument("--lr", type=float,
+                   help="Adam learning rate (default: the task's; the paper's 1.5e-3, "
+                        "yinyang 5e-3)")
     p.add_argument("--lr-decay", type=float, default=T.PAPER_LR_DECAY,
                    help=f"learning rate factor per epoch (default {T.PAPER_LR_DECAY})")
+    p.add_argument("--spike-reg", type=float,
+                   help="strength of the mean squared hidden spike count (default: the "
+                        "task's; the paper's 5e-4)")
+    p.add_argument("--weight-reg", type=float,
+                   help="strength of the mean squared hidden weight (default: the task's; "
+                        "the paper's 0.1, yinyang 1e-3)")
     p.add_argument("--seed", type=int, default=0,
                    help="initial weights and order of the training samples (default 0)")
     p.add_argument("--run-seed", type=int, default=0,

@@ -60,10 +60,17 @@ import torch.nn.functional as F
 from spikeloop.config import PRESETS, ChipConfig
 from spikeloop.data import Batches
 from spikeloop.nn import LIFParameters, SoftwareNetwork
-from spikeloop.tasks import BACKENDS, CHIP_BACKENDS, TASKS, Task, TaskError, build_task
+from spikeloop.tasks import (
+    BACKENDS,
+    CHIP_BACKENDS,
+    TASKS,
+    Task,
+    TaskError,
+    build_task,
+)
 
-#: PAPER.md: Adam, learning rate 1.5e-3, x0.97 per epoch, batch 100, 50 epochs, test every 5
-PAPER_LR = 1.5e-3
+#: PAPER.md: Adam, learning rate 1.5e-3 (tasks.PAPER_LR), x0.97 per epoch, batch 100,
+#: 50 epochs, test every 5
 PAPER_LR_DECAY = 0.97
 PAPER_BATCH_SIZE = 100
 PAPER_EPOCHS = 50
@@ -99,8 +106,13 @@ class TrainSettings:
     chip_file: str | None = None
     epochs: int = PAPER_EPOCHS
     batch_size: int = PAPER_BATCH_SIZE
-    lr: float = PAPER_LR
+    #: Adam's learning rate; None: the task's (the paper's 1.5e-3; Yin-Yang 5e-3)
+    lr: float | None = None
     lr_decay: float = PAPER_LR_DECAY
+    #: regulariser strengths; None: the task's (the paper's 5e-4 and 0.1; Yin-Yang
+    #: weight 1e-3)
+    spike_reg: float | None = None
+    weight_reg: float | None = None
     seed: int = 0
     #: the chip's temporal-noise seed (chip backends; keyed with each sample's index)
     run_seed: int = 0
@@ -147,8 +159,14 @@ class TrainSettings:
         for name, (v, lo) in ints.items():
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise TrainError(f"{name} = {v!r}; allowed: an integer >= {lo}")
-        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
+        if self.lr is not None and not (isinstance(self.lr, int | float)
+                                        and math.isfinite(self.lr) and self.lr > 0):
             raise TrainError(f"lr = {self.lr!r}; allowed: a number > 0")
+        for name in ("spike_reg", "weight_reg"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, int | float) and math.isfinite(v)
+                                      and v >= 0):
+                raise TrainError(f"{name} = {v!r}; allowed: a number >= 0")
         if not (isinstance(self.lr_decay, int | float) and 0 < self.lr_decay <= 1):
             raise TrainError(f"lr_decay = {self.lr_decay!r}; allowed: 0 < lr_decay <= 1")
 
@@ -309,11 +327,31 @@ class _Meter:
                 "spikes_per_neuron_input": self.spikes / (n * self.n_hidden), "samples": self.n}
 
 
-def evaluate(net, task: Task, dataset, batch_size: int) -> dict:
+def hyperparameters(s: TrainSettings, task: Task) -> dict:
+    """The run's learning rate and regulariser strengths: the settings', else the task's."""
+    def pick(v, default):
+        return default if v is None else v
+
+    return {"lr": pick(s.lr, task.lr), "lr_decay": s.lr_decay,
+            "spike_reg": pick(s.spike_reg, task.spike_reg),
+            "weight_reg": pick(s.weight_reg, task.weight_reg), "batch_size": s.batch_size}
+
+
+def _loss(net, out, y, hp: dict):
+    nll = F.nll_loss(out.log_probs, y)
+    reg = net.regularization(out, spike_strength=hp["spike_reg"],
+                             weight_strength=hp["weight_reg"])
+    return nll + reg, nll
+
+
+def evaluate(net, task: Task, dataset, batch_size: int, hp: dict | None = None) -> dict:
     """Test loss (NLL + regularisers), accuracy, hidden spikes per neuron and input.
+
+    ``hp``: the regulariser strengths (``spike_reg``, ``weight_reg``); default the task's.
 
     ``res["first"]`` is the network's output on the first batch (for the plots).
     """
+    hp = hp or {"spike_reg": task.spike_reg, "weight_reg": task.weight_reg}
     meter = _Meter(task.n_hidden)
     chip_stats: dict = {}
     first = None
@@ -324,8 +362,7 @@ def evaluate(net, task: Task, dataset, batch_size: int) -> dict:
             out = _forward(net, raster, times)
             first = out if first is None else first
             _stats_add(chip_stats, net)
-            nll = F.nll_loss(out.log_probs, y)
-            loss = nll + net.regularization(out)
+            loss, nll = _loss(net, out, y, hp)
             correct = int((out.log_probs.argmax(1) == y).sum())
             meter.add(float(loss), float(nll), correct, float(out.z_hidden.sum()), len(y))
     net.train()
@@ -514,7 +551,9 @@ def _run(s: TrainSettings, out: Path, ckpt: dict | None, log: RunLog) -> dict:
     generator = torch.Generator().manual_seed(s.seed)
     kwargs = network_kwargs(s, task)
     net = make_network(s.backend, kwargs, chip=chip, generator=generator, run_seed=s.run_seed)
-    opt = torch.optim.Adam(net.parameters(), lr=s.lr)
+    hp = hyperparameters(s, task)
+    log.info("hyperparameters: " + ", ".join(f"{k} {v:g}" for k, v in hp.items()))
+    opt = torch.optim.Adam(net.parameters(), lr=hp["lr"])
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=s.lr_decay)
     history: list[dict] = []
     start_epoch, wall_before = 0, 0.0
@@ -542,8 +581,7 @@ def _run(s: TrainSettings, out: Path, ckpt: dict | None, log: RunLog) -> dict:
             raster, times = task.encode(x)
             out_ = _forward(net, raster, times)
             _stats_add(chip_stats, net)
-            nll = F.nll_loss(out_.log_probs, y)
-            loss = nll + net.regularization(out_)
+            loss, nll = _loss(net, out_, y, hp)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -568,7 +606,7 @@ def _run(s: TrainSettings, out: Path, ckpt: dict | None, log: RunLog) -> dict:
             chip_stats.pop("wall", None)
             row["train_chip"] = chip_stats
         if s.test_every and (epoch + 1) % s.test_every == 0:
-            test = evaluate(net, task, task.test, s.batch_size)
+            test = evaluate(net, task, task.test, s.batch_size, hp)
             _put_test(row, test)
             first, test_wall = test["first"], test.get("chip_wall_s")
         epoch_wall = time.perf_counter() - t_epoch
@@ -593,7 +631,7 @@ def _run(s: TrainSettings, out: Path, ckpt: dict | None, log: RunLog) -> dict:
     # it, and a run of E epochs continued to E' equals a run of E' epochs.
     final = dict(history[-1]) if history else None
     if final is not None and final["test_accuracy"] is None:
-        test = evaluate(net, task, task.test, s.batch_size)
+        test = evaluate(net, task, task.test, s.batch_size, hp)
         _put_test(final, test)
         first, test_wall = test["first"], test.get("chip_wall_s")
         log.info(f"final test: acc {final['test_accuracy']:.4f} spikes/neuron/input "
@@ -605,7 +643,7 @@ def _run(s: TrainSettings, out: Path, ckpt: dict | None, log: RunLog) -> dict:
             first = _forward(net, *task.encode(x))
     history = history[:-1] + [final] if final is not None else history
     wall = wall_before + time.perf_counter() - t_start
-    return _finish(s, out, task, net, kwargs, history, first, wall, log, chip, test_wall)
+    return _finish(s, out, task, net, kwargs, history, first, wall, log, chip, test_wall, hp)
 
 
 def _put_test(row: dict, test: dict) -> None:
@@ -631,7 +669,8 @@ def _chip_summary(history: list[dict], cfg: ChipConfig) -> dict:
 
 
 def _finish(s: TrainSettings, out: Path, task: Task, net, kwargs: dict, history: list[dict],
-            sample, wall: float, log: RunLog, chip, test_wall: float | None) -> dict:
+            sample, wall: float, log: RunLog, chip, test_wall: float | None,
+            hp: dict) -> dict:
     from spikeloop import plots
 
     torch.save({"state_dict": net.state_dict(), "network_kwargs": kwargs,
@@ -641,7 +680,7 @@ def _finish(s: TrainSettings, out: Path, task: Task, net, kwargs: dict, history:
     final = tested[-1] if tested else {}
     results = {
         "task": s.task, "backend": s.backend, "preset": s.preset, "chip_seed": s.chip_seed,
-        "seeds": _seeds(s), "args": s.to_dict(),
+        "seeds": _seeds(s), "args": s.to_dict(), "hyperparameters": hp,
         "network": {"n_in": task.n_in, "n_hidden": task.n_hidden, "n_out": task.n_out,
                     "recurrent": task.recurrent, "n_steps": task.n_steps, "dt_us": task.dt_us,
                     "window_us": task.window_us, "readout_scale": READOUT_SCALE,

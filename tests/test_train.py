@@ -67,7 +67,9 @@ def test_cli_run_writes_everything(tmp_path, capsys):
         assert 0.0 <= r["test_accuracy"] <= 1.0
         assert r["test_spikes_per_neuron_input"] >= 0
         assert 0.0 <= r["train_accuracy"] <= 1.0 and r["train_loss"] > 0
-    assert res["history"][1]["lr"] == pytest.approx(1.5e-3 * 0.97)
+    assert res["history"][1]["lr"] == pytest.approx(5e-3 * 0.97)     # yinyang's default lr
+    assert res["hyperparameters"] == {"lr": 5e-3, "lr_decay": 0.97, "spike_reg": 5e-4,
+                                      "weight_reg": 1e-3, "batch_size": 20}
     assert res["final_test_accuracy"] == res["history"][-1]["test_accuracy"]
     assert res["wall_s"] > 0
     assert "emulation" not in res
@@ -83,8 +85,12 @@ def test_test_every_and_final_test(tmp_path):
     res = run(_settings(tmp_path / "a", epochs=3, test_every=2))
     tested = [r["epoch"] for r in res["history"] if r["test_accuracy"] is not None]
     assert tested == [2, 3]
-    res = run(_settings(tmp_path / "b", epochs=2, test_every=0))
+    assert all(r["train_loss"] > r["train_nll"] for r in res["history"])
+    # the regulariser strengths reach the loss: with both 0, loss == NLL
+    res = run(_settings(tmp_path / "b", epochs=2, test_every=0, spike_reg=0.0, weight_reg=0.0))
     assert [r["test_accuracy"] is not None for r in res["history"]] == [False, True]
+    assert all(r["train_loss"] == r["train_nll"] for r in res["history"])
+    assert res["hyperparameters"]["weight_reg"] == 0.0
 
 
 def test_same_seed_bit_identical_other_seed_differs(tmp_path):
@@ -169,6 +175,7 @@ def test_settings_refusals(tmp_path):
              ({"epochs": 0}, "epochs = 0; allowed: an integer >= 1"),
              ({"batch_size": 0}, "batch_size = 0; allowed: an integer >= 1"),
              ({"lr": -1.0}, "lr = -1.0; allowed: a number > 0"),
+             ({"weight_reg": -1.0}, "weight_reg = -1.0; allowed: a number >= 0"),
              ({"lr_decay": 1.5}, "lr_decay = 1.5; allowed: 0 < lr_decay <= 1"),
              ({"test_every": -1}, "test_every = -1; allowed: an integer >= 0"),
              ({"preset": "huge"}, "preset = 'huge'; allowed: full, mini")]
