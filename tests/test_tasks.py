@@ -201,3 +201,16 @@ def test_with_steps_keeps_the_code_on_a_shorter_window(tmp_path):
     assert raster.shape == (10, 2, 7)
     with pytest.raises(TaskError, match="n_steps = 0"):
         shd.with_steps(0)
+
+
+def test_mnist_from_idx_files(tmp_path):
+    from spikeloop.data import write_idx
+
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 12), ("t10k", 6)):
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte",
+                  rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8))
+    task = build_task("mnist", data_dir=str(tmp_path), train_samples=10)
+    assert len(task.train) == 10 and len(task.test) == 6 and task.n_in == 256
+    assert "IDX files in" in task.info["data"]
