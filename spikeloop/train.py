@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from spikeloop.config import PRESETS, ChipConfig
 from spikeloop.data import Batches
 from spikeloop.nn import LIFParameters, SoftwareNetwork
+from spikeloop.placement import PlacementError
 from spikeloop.tasks import (
     BACKENDS,
     CHIP_BACKENDS,
@@ -550,7 +551,14 @@ def _run(s: TrainSettings, out: Path, ckpt: dict | None, log: RunLog) -> dict:
 
     generator = torch.Generator().manual_seed(s.seed)
     kwargs = network_kwargs(s, task)
-    net = make_network(s.backend, kwargs, chip=chip, generator=generator, run_seed=s.run_seed)
+    try:
+        net = make_network(s.backend, kwargs, chip=chip, generator=generator,
+                           run_seed=s.run_seed)
+    except PlacementError as e:
+        raise TrainError(f"the network {task.n_in} -> {task.n_hidden}"
+                         f"{' (recurrent)' if task.recurrent else ''} -> {task.n_out} does not "
+                         f"fit chip preset {s.preset!r}: {e} (sizes: --hidden"
+                         f"{', --input-channels' if task.name == 'shd' else ''})") from e
     hp = hyperparameters(s, task)
     log.info("hyperparameters: " + ", ".join(f"{k} {v:g}" for k, v in hp.items()))
     opt = torch.optim.Adam(net.parameters(), lr=hp["lr"])

@@ -286,3 +286,9 @@ def test_init_from_a_trained_network(tmp_path):
                                          "this task's is .*'n_hidden': 5"):
         run(_settings(tmp_path / "c", epochs=1, hidden=5,
                       init=str(tmp_path / "a" / "network.pt")))
+
+
+def test_network_too_large_for_the_chip_is_refused(tmp_path, mini_chip_file):
+    with pytest.raises(TrainError, match=r"the network 5 -> 20 -> 3 does not fit chip preset "
+                                         r"'mini': .*--hidden.*log: "):
+        run(_chip_settings(tmp_path / "big", mini_chip_file, hidden=20, epochs=1))
