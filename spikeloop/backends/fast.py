@@ -349,7 +349,7 @@ class FastChip:
         exc = acc[:, :, 0].reshape(self.B, self.n)
         inh = acc[:, :, 1].reshape(self.B, self.n)
         fired = analog.step(exc, inh, hold)
-        self.acc = torch.zeros_like(acc)
+        acc.zero_()                     # (the step has read exc and inh)
         return fired
 
     def _refractory_load(self, spike_out: torch.Tensor, g: int) -> None:
@@ -653,16 +653,18 @@ class FastChip:
         if not self.acts:
             return
         cfg = self.cfg
-        a = torch.as_tensor(np.concatenate(self.acts), device=self.device)
+        b, h, d, address = np.concatenate(self.acts).T
         self.acts = []
-        b, h, d, address = a.unbind(1)
         hd = h * cfg.drivers_per_half + d
+        row = torch.from_numpy(b * cfg.n_halves + h).to(self.device)
         if self.row_w_addr is not None:
-            w = self.row_w_addr[(hd << cfg.label_bits) + address]             # [k, 2, C]
+            w = self.row_w_addr[torch.from_numpy((hd << cfg.label_bits) + address)
+                                .to(self.device)]                             # [k, 2, C]
         else:
+            hd, address = (torch.from_numpy(x).to(self.device) for x in (hd, address))
             hit = self.row_label[hd] == address[:, None, None]                  # [k, 2, C]
             w = (self.row_w[hd] * hit[:, :, None, :]).sum(1, dtype=torch.int32)
-        self.acc.view(-1, 2, cfg.columns_per_half).index_add_(0, b * cfg.n_halves + h, w)
+        self.acc.view(-1, 2, cfg.columns_per_half).index_add_(0, row, w)
 
     def _recorder(self, g: int, time: int, b: np.ndarray, link: np.ndarray,
                   label: np.ndarray) -> np.ndarray:
