@@ -3,8 +3,9 @@
 - ``curves.png``: train loss, train and test accuracy, hidden spikes per neuron
   and input, per epoch;
 - ``raster.png``: the hidden spikes of one test sample (neuron over time);
-- ``traces.png``: membrane traces of one test sample: a few hidden neurons and
-  every output (on a chip backend: the measured, normalised ADC traces).
+- ``traces.png``: membrane traces of one test sample: the hidden neurons that
+  spiked most (spikes marked above the threshold line) and every output (on a
+  chip backend: the measured, normalised ADC traces and recorded spikes).
 """
 from __future__ import annotations
 
@@ -64,14 +65,19 @@ def spike_raster(z_hidden: np.ndarray, dt_us: float, path, title: str = "") -> N
 
 
 def membrane_traces(v_hidden: np.ndarray, v_out: np.ndarray, dt_us: float, path, *,
-                    measured: bool, label: int | None = None, title: str = "") -> None:
-    """``v_hidden`` ``[T, H]``, ``v_out`` ``[T, C]`` of one sample."""
+                    measured: bool, z_hidden: np.ndarray | None = None,
+                    label: int | None = None, title: str = "") -> None:
+    """``v_hidden`` ``[T, H]``, ``v_out`` ``[T, C]`` of one sample; with ``z_hidden``
+    ``[T, H]`` the neurons that spiked most are drawn, their spikes marked."""
     vh, vo = np.asarray(v_hidden), np.asarray(v_out)
+    z = (vh >= 1.0) if z_hidden is None else np.asarray(z_hidden) > 0
     t = np.arange(1, vh.shape[0] + 1) * dt_us
     fig, (ax_h, ax_o) = _figure(7, 5.5, 2, 1)
-    active = np.argsort(-(vh >= 1.0).sum(0), kind="stable")[:N_TRACES]
+    active = np.argsort(-z.sum(0), kind="stable")[:N_TRACES]
     for n in sorted(active):
-        ax_h.plot(t, vh[:, n], ".-", label=f"neuron {n}")
+        (line,) = ax_h.plot(t, vh[:, n], ".-", label=f"neuron {n}")
+        ts = t[z[:, n]]
+        ax_h.plot(ts, np.full(len(ts), 1.1), "|", ms=12, mew=2, color=line.get_color())
     ax_h.axhline(1.0, color="gray", ls=":", lw=1)
     what = "ADC membrane (normalised)" if measured else "membrane (model)"
     ax_h.set(ylabel=what, title=f"{title}{': ' if title else ''}hidden layer, one test sample")
@@ -95,5 +101,5 @@ def write_all(out: Path, history: list[dict], sample, *, dt_us: float, measured:
     spike_raster(z, dt_us, out / FILES["raster"], title)
     membrane_traces(sample.v_hidden[:, 0].detach().cpu().numpy(),
                     sample.v_out[:, 0].detach().cpu().numpy(), dt_us, out / FILES["traces"],
-                    measured=measured, label=label, title=title)
+                    measured=measured, z_hidden=z, label=label, title=title)
     return {k: out / v for k, v in FILES.items()}
