@@ -247,6 +247,8 @@ def bench_fast(args) -> int:
     print(f"  plain PyTorch LIF, same size and steps  {plain_rate:10.1f} samples/s  "
           f"({plain_s:.2f} s for {n_samples} samples)")
     print(f"  ratio plain / fast                      {plain_rate / fast_rate:10.1f} x")
+    if args.breakdown:
+        _breakdown(fast, chip, image, events[1:], n_steps, args, fast_s)
     if args.reference_samples:
         from spikeloop.backends.reference import run_reference
 
@@ -263,6 +265,50 @@ def bench_fast(args) -> int:
               f"fast == reference on those samples: {same is None}"
               + ("" if same is None else f" (first difference: {same})"))
     return 0
+
+
+def _breakdown(fast: FastChip, chip, image, events, n_steps: int, args, fast_s: float) -> None:
+    """Where the fast backend's time goes: the analog side alone (the same
+    ``AnalogLoop`` steps with no input: noise, LIF updates, ADC codes at the same
+    steps), the membrane noise alone, and the rest (the digital side); and how
+    the crossbar words went (closed form or cycle by cycle)."""
+    from spikeloop.backends.analog_loop import AnalogLoop
+    from spikeloop.backends.fast import adc_schedule
+    from spikeloop.model.noise import membrane_noise_steps
+
+    B, n = args.batch, image.cfg.n_neurons
+    adc_steps, _ = adc_schedule(image.cfg, int(image.adc_period),
+                                live_cycles(image.cfg, n_steps), n_steps)
+    zeros = torch.zeros((B, n), dtype=torch.int32, device=args.device)
+    hold = torch.zeros((B, n), dtype=torch.bool, device=args.device)
+    t0 = time.perf_counter()
+    for j in range(len(events)):
+        loop = AnalogLoop(chip, image, list(range(j * B, (j + 1) * B)), 0, device=args.device)
+        loop.plan_steps(n_steps, elements=1 << 21)
+        for k in range(n_steps):
+            loop.step(zeros, zeros, hold)
+            if k + 1 in adc_steps:
+                loop.codes()
+    analog_s = time.perf_counter() - t0
+    params = chip.lif_params(image, device=args.device)
+    t0 = time.perf_counter()
+    for j in range(len(events)):
+        idx = torch.arange(j * B, (j + 1) * B)
+        for k0 in range(0, n_steps, 64):
+            membrane_noise_steps(params.noise_step_v, 0, idx, range(k0, min(k0 + 64, n_steps)))
+    noise_s = time.perf_counter() - t0
+    stats = dict.fromkeys(fast.stats, 0)
+    for ev in events:
+        fast.run(ev, n_steps)
+        for key, v in fast.stats.items():
+            stats[key] += v
+    print(f"  of the fast backend's {fast_s:.2f} s: analog side alone {analog_s:.2f} s "
+          f"(of which membrane noise {noise_s:.2f} s), the rest (digital side) "
+          f"{fast_s - analog_s:.2f} s")
+    words = stats["closed_form"] + stats["cycle_by_cycle"]
+    print(f"  crossbar words: {stats['closed_form']} of {words} in closed form, "
+          f"{stats['cycle_by_cycle']} cycle by cycle in {stats['cycles']} cycles "
+          f"({live_cycles(image.cfg, n_steps) * len(events)} running cycles)")
 
 
 def bench_cosim(args) -> int:
@@ -308,6 +354,10 @@ def main(argv=None) -> int:
                         "on small CPUs OpenMP threads make these small element-wise ops "
                         "erratic (seen on a 2-core machine: one sqrt of 1k doubles "
                         "3 µs with 1 thread, up to 11 ms with 2)")
+    f.add_argument("--breakdown", action="store_true",
+                   help="also time the analog side alone and the membrane noise alone "
+                        "(where the fast backend's time goes), and count the crossbar "
+                        "words in closed form")
     f.add_argument("--reference-samples", type=int, default=2,
                    help="also time the reference backend on this many samples of the "
                         "first timed batch and check fast == reference on them "
