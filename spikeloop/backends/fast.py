@@ -96,12 +96,15 @@ def adc_schedule(cfg: ChipConfig, period: int, n_live: int, n_steps: int):
     return np.minimum(stored // cfg.analog_step_cycles, n_steps), len(cycles)
 
 
+_NO_CYCLES, _NO_ROWS = np.zeros(0, dtype=np.int64), np.zeros((0, 3), dtype=np.int64)
+
+
 class _Inputs:
-    """Crossbar inputs known ahead of time, in cycle order: ``rows`` [k, 3]
-    (sample, crossbar input, label), ``cycles`` [k] (numpy, ascending)."""
+    """The crossbar words of a window left to the cycle-by-cycle crossbar, in
+    cycle order: ``rows`` [k, 4] (sample, crossbar input, output, label),
+    ``cycles`` [k] (numpy, ascending)."""
 
     def __init__(self, cycles: np.ndarray, rows: np.ndarray):
-        self.all_cycles = np.asarray(cycles, dtype=np.int64)
         self.cycles, start = np.unique(cycles, return_index=True)
         self.start = np.append(start, len(cycles))
         self.rows = rows
@@ -109,22 +112,11 @@ class _Inputs:
 
     @classmethod
     def none(cls) -> _Inputs:
-        return cls(np.zeros(0, np.int64), np.zeros((0, 3), dtype=np.int64))
+        """No words (one shared instance: taking from it changes nothing)."""
+        return _NO_INPUTS
 
     def next_cycle(self) -> int | float:
         return int(self.cycles[self.p]) if self.p < len(self.cycles) else float("inf")
-
-    def between(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-        """(cycles, rows) of the rows with ``lo <= cycle < hi``."""
-        c = self.all_cycles
-        i, j = np.searchsorted(c, lo), np.searchsorted(c, hi)
-        return c[i:j], self.rows[i:j]
-
-    def prepend(self, cycles: np.ndarray, rows: np.ndarray) -> None:
-        """Add rows of cycles before all others."""
-        if len(cycles):
-            self.__init__(np.concatenate([cycles, self.all_cycles]),
-                          np.concatenate([rows, self.rows]))
 
     def take(self, g: int):
         """The rows of cycle ``g`` (None if none); cycles are taken in order."""
@@ -133,6 +125,9 @@ class _Inputs:
             self.p += 1
             return rows
         return None
+
+
+_NO_INPUTS = _Inputs(_NO_CYCLES, np.zeros((0, 4), dtype=np.int64))
 
 
 class FastChip:
@@ -220,8 +215,10 @@ class FastChip:
 
         # playback: release cycles in closed form, as crossbar inputs K + link
         rel, late = playback_schedule(cfg, events, L)
-        played = _Inputs(rel[:, 0], np.stack([rel[:, 1], K + rel[:, 2], rel[:, 3]], 1))
-        arbiters = _Inputs.none()
+        p_cyc, p_rows = rel[:, 0], np.stack([rel[:, 1], K + rel[:, 2], rel[:, 3]], 1)
+        p_at = np.searchsorted(p_cyc, [w * S for w in range(n_steps + 1)] + [end])
+        # the arbiters' outputs not yet taken: (cycles, rows)
+        a_cyc, a_rows = np.zeros(0, dtype=np.int64), np.zeros((0, 3), dtype=np.int64)
         # ADC: which analog step each stored sample shows
         adc_steps, adc_taken = adc_schedule(cfg, int(self.image.adc_period), L, n_steps)
         adc = torch.zeros((len(adc_steps), B, n), dtype=torch.int64, device=dev)
@@ -233,10 +230,13 @@ class FastChip:
         # pass for the few numbers near a rounding boundary per call)
         analog.plan_steps(n_steps, elements=1 << 21)
 
+        adc_at = {int(k): torch.as_tensor(np.flatnonzero(adc_steps == k), device=dev)
+                  for k in np.unique(adc_steps)}
+
         def take_codes(step: int) -> None:
-            hit = np.flatnonzero(adc_steps == step)
-            if len(hit):
-                adc[torch.as_tensor(hit, device=dev)] = analog.codes() & code_mask
+            hit = adc_at.get(step)
+            if hit is not None:
+                adc[hit] = analog.codes() & code_mask
 
         take_codes(0)
         spikes = []
@@ -252,11 +252,14 @@ class FastChip:
                 take_codes(w)
                 self._refractory_load(fired & self.enable, g0)
                 en = self.enable_np[sn]
-                rest = arbiters.between(g0, g0 + 1)          # the old window's last slot
-                arbiters = self._arbiter_window(g0, g1, sb[en], sn[en])
-                arbiters.prepend(*rest)
-            cyc, rows = (np.concatenate(x) for x in zip(arbiters.between(g0, g1),
-                                                        played.between(g0, g1), strict=True))
+                c, r = self._arbiter_window(g0, g1, sb[en], sn[en])
+                if len(c):             # after the old window's last slot (cycle g0)
+                    a_cyc, a_rows = np.concatenate([a_cyc, c]), np.concatenate([a_rows, r])
+            # this window's crossbar inputs: arbiter outputs and playback releases
+            j = np.searchsorted(a_cyc, g1)
+            cyc = np.concatenate([a_cyc[:j], p_cyc[p_at[w]:p_at[w + 1]]])
+            rows = np.concatenate([a_rows[:j], p_rows[p_at[w]:p_at[w + 1]]])
+            a_cyc, a_rows = a_cyc[j:], a_rows[j:]
             hard = self._window(g0, g1, L, cyc, rows)
             # the words the closed form leaves to the cycle-by-cycle crossbar
             g = g0
@@ -363,7 +366,8 @@ class FastChip:
         self.cnt_cycle = g + 1
 
     # ------------------------------------------------------------ arbiters
-    def _arbiter_window(self, g: int, g_next: int, sb: np.ndarray, sn: np.ndarray) -> _Inputs:
+    def _arbiter_window(self, g: int, g_next: int, sb: np.ndarray,
+                        sn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The arbiters (model/digital/arbiter.py) from spike cycle ``g`` up to the
         next one, ``g_next``, in closed form; ``sb``, ``sn``: sample and neuron of
         each spike of cycle ``g`` that leaves (enabled neurons).
@@ -375,14 +379,15 @@ class FastChip:
         cycle (FIFO depth >= 2: the FIFO, popped every cycle, is never full) or one
         every other cycle (depth 1: a cycle after a grant finds the FIFO full).  A
         word granted in cycle ``c`` is the block's crossbar input in cycle ``c + 1``.
-        Returns the crossbar inputs of cycles ``g+1 .. g_next``.  Only the pending
+        Returns the crossbar inputs of cycles ``g+1 .. g_next``: (cycles, rows
+        (sample, block, label)), in cycle order.  Only the pending
         neurons are touched (sorted codes, one group per sample and block)."""
         cfg = self.cfg
         K, P = cfg.n_blocks, cfg.neurons_per_block
         pend = self.pend
         if not len(pend) and not len(sb):
             self.arb_last[:] = False
-            return _Inputs.none()
+            return _NO_CYCLES, _NO_ROWS
         W = g_next - g
         # cycle g: the lowest pending neuron of each group is granted (slot 0)
         gid = pend // P
@@ -420,8 +425,8 @@ class FastChip:
         order = np.argsort(out_slot, kind="stable")
         out_code, out_slot, out_gid = out_code[order], out_slot[order], out_gid[order]
         blk = out_gid % K
-        return _Inputs(g + 1 + out_slot,
-                       np.stack([out_gid // K, blk, self.block_labels[blk, out_code % P]], 1))
+        return g + 1 + out_slot, np.stack([out_gid // K, blk,
+                                           self.block_labels[blk, out_code % P]], 1)
 
     # ------------------------------------------------------------ one window
     def _window(self, g0: int, g1: int, L: int, cyc: np.ndarray, rows: np.ndarray) -> _Inputs:
