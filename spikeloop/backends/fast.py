@@ -308,8 +308,10 @@ class FastChip:
         # words of the closed form (_window) still in service after its window:
         # columns (cycle, sample, input, output, label)
         self.carry = np.zeros((0, 5), dtype=np.int64)
-        # crossbar counters, summed at the end: per routed input (b, i, o, pushed)
+        # crossbar counters, summed at the end: the (b*I + i)*O + o of each word
+        # routed to a node, and of each one dropped there (FIFO full)
         self.x_log = []
+        self.x_drop_log = []
         # synapse drivers: activations done of the head event's match list
         self.d_pos = np.zeros(B * cfg.n_buses, dtype=np.int64)
         self.unmatched = np.zeros(B * cfg.n_buses, dtype=np.int64)
@@ -485,20 +487,26 @@ class FastChip:
         # may still hold the word before it in its arrival cycle)
         first = np.ones(len(w), dtype=bool)
         first[1:] = ~same
-        run = np.cumsum(first | np.concatenate([[True], a[1:] > p[:-1]])) - 1
-        met = np.zeros(run[-1] + 1, dtype=bool)
-        met[run[meet]] = True
-        f = met[run]
+        if meet.any():
+            run = np.cumsum(first | np.concatenate([[True], a[1:] > p[:-1]])) - 1
+            met = np.zeros(run[-1] + 1, dtype=bool)
+            met[run[meet]] = True
+            f = met[run]
+        else:
+            f = meet
         if len(self.x_ev):                          # outputs with words in flight
             ev = self.x_ev
             busy = np.where(ev[:, 1] < NB, ev[:, 0] * O + ev[:, 1], B * O + ev[:, 0])
             f |= np.isin(key, busy)
-        cs = np.cumsum(f)
-        starts = np.flatnonzero(first)
-        hard = (cs - (cs[starts] - f[starts])[np.cumsum(first) - 1]) > 0
+        if f.any():
+            cs = np.cumsum(f)
+            starts = np.flatnonzero(first)
+            hard = (cs - (cs[starts] - f[starts])[np.cumsum(first) - 1]) > 0
+        else:
+            hard = f
         easy = ~hard
         # carried words met by this window's: into the cycle-by-cycle state at g0
-        cv = np.flatnonzero(hard & ~is_new)
+        cv = np.flatnonzero(hard & ~is_new) if n_old else _NO_CYCLES
         if len(cv):
             seq = np.arange(self.x_seq, self.x_seq + len(cv))
             self.x_seq += len(cv)
@@ -555,7 +563,7 @@ class FastChip:
         ne = np.flatnonzero(easy & is_new)
         self.stats["closed_form"] += len(ne)
         if len(ne):
-            self.x_log.append(np.stack([b[ne], i[ne], o[ne], np.ones(len(ne), np.int64)], 1))
+            self.x_log.append((b[ne] * I + i[ne]) * O + o[ne])
         self.carry = w[easy & (p >= g1)]
         hn = np.flatnonzero(hard & is_new)
         self.stats["cycle_by_cycle"] += len(hn)
@@ -590,7 +598,9 @@ class FastChip:
                 push = (ev[:, 5][None, :] == node[:, None]).sum(1) < X
             else:
                 push = np.ones(len(b), dtype=bool)
-            self.x_log.append(np.stack([b, i, oo, push], 1))
+            self.x_log.append((b * I + i) * O + oo)
+            if not push.all():
+                self.x_drop_log.append(((b * I + i) * O + oo)[~push])
             n_new = int(push.sum())
             if n_new:
                 seq = np.arange(self.x_seq, self.x_seq + n_new)
@@ -714,12 +724,13 @@ class FastChip:
         rec = rec[np.lexsort((rec[:, 1], rec[:, 0]))]
         n_adc = len(adc)
         I, O = cfg.crossbar_inputs, cfg.crossbar_outputs
-        x_events = np.zeros((B, I, O), dtype=np.int64)
-        x_drops = np.zeros_like(x_events)
-        if self.x_log:
-            b, i, o, push = np.concatenate(self.x_log).T
-            np.add.at(x_events, (b, i, o), push)
-            np.add.at(x_drops, (b, i, o), 1 - push)
+        size = B * I * O
+        taken = (np.bincount(np.concatenate(self.x_log), minlength=size) if self.x_log
+                 else np.zeros(size, dtype=np.int64))
+        x_drops = (np.bincount(np.concatenate(self.x_drop_log), minlength=size)
+                   if self.x_drop_log else np.zeros(size, dtype=np.int64))
+        x_events = (taken - x_drops).reshape(B, I, O)
+        x_drops = x_drops.reshape(B, I, O)
         return Observables(
             spikes=spikes_out.astype(np.int64).reshape(-1, 4),
             records=rec[:, [0, 2, 3, 4]].astype(np.int64).reshape(-1, 4),
