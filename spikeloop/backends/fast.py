@@ -250,7 +250,8 @@ class FastChip:
                 sb, sn = (x.cpu().numpy() for x in fired.nonzero(as_tuple=True))
                 spikes.append(np.stack([sb, sn, np.full(len(sb), w - 1)], 1))
                 take_codes(w)
-                self._refractory_load(fired & self.enable, g0)
+                if not self.no_refractory:
+                    self._refractory_load(fired & self.enable, g0)
                 en = self.enable_np[sn]
                 c, r = self._arbiter_window(g0, g1, sb[en], sn[en])
                 if len(c):             # after the old window's last slot (cycle g0)
@@ -360,8 +361,6 @@ class FastChip:
     def _refractory_load(self, spike_out: torch.Tensor, g: int) -> None:
         """Cycle ``g``'s counter update: accepted spikes load their refractory
         period, other nonzero counters count down on a prescaler tick."""
-        if self.no_refractory:
-            return
         dt = self._ticks(g, g + 1)
         cnt = (self.cnt - dt).clamp_(min=0) if dt else self.cnt
         self.cnt = torch.where(spike_out, self.refractory, cnt)
