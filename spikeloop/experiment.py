@@ -15,10 +15,11 @@ mismatched chip instances A and B (chip seeds ``--chip-a``, ``--chip-b``):
 4. **A's network on B**: the network of (2) tested on chip B, then **retrained
    on B** for ``--retrain-epochs`` (in the loop, starting from (2)'s weights)
    and tested on B;
-5. **inference mode** (MNIST): the network of (2) tested on A with the paper's
-   sample spacing of 11.8 µs (the first 6 ADC samples, 10.2 µs, are read out;
-   inputs later than the window are not played): the emulated chip's time per
-   image is the cycles the backend ran per sample at 125 MHz.
+5. **inference mode**: the network of (2) tested on A with the paper's sample
+   spacing of 11.8 µs (the first 6 ADC samples, 10.2 µs, are read out; input
+   spikes later than that window are not played, ``Task.with_steps``): the
+   emulated chip's time per image is the cycles the backend ran per sample at
+   125 MHz.
 
 Every training is a ``spikeloop train`` run in its own directory under ``DIR``
 (``seed<k>/software``, ``seed<k>/loop-A``, ``seed<k>/retrain-B``: results.json,
@@ -113,7 +114,7 @@ def _train(ms: MismatchSettings, out: Path, log, **kw) -> dict:
 def _evaluate(net_path: Path, chip: Chip, ms: MismatchSettings, *, backend: str,
               inference: bool = False) -> dict:
     """Test ``net_path``'s network on ``chip`` (deployed unchanged)."""
-    from spikeloop.tasks import build_task, latency_encoder
+    from spikeloop.tasks import build_task
     from spikeloop.train import evaluate, load_network
 
     task = build_task(ms.task, cfg=chip.cfg, data_dir=ms.data_dir,
@@ -123,8 +124,7 @@ def _evaluate(net_path: Path, chip: Chip, ms: MismatchSettings, *, backend: str,
         n_bins = int(INFERENCE_SPACING_US // task.dt_us)
         n_bins = min(n_bins, int((INFERENCE_SPACING_US * chip.cfg.clock_mhz - 2)
                                  // net.adc_period))
-        task = dataclasses.replace(task, n_steps=n_bins,
-                                   encode=latency_encoder(dt_us=task.dt_us, n_steps=n_bins))
+        task = task.with_steps(n_bins)
         net.sample_spacing_us = INFERENCE_SPACING_US
     t0 = time.perf_counter()
     res = evaluate(net, task, task.test, ms.batch_size)
@@ -186,11 +186,10 @@ def run_mismatch(ms: MismatchSettings, log=print) -> dict:
         row["a_on_b"] = _pick(_evaluate(d / "loop-A" / "network.pt", chip_b, ms,
                                         backend=ms.backend))
         row["retrained_b"] = _pick(re)
-        if ms.task == "mnist":
-            inf = _evaluate(d / "loop-A" / "network.pt", chip_a, ms, backend=ms.backend,
-                            inference=True)
-            row["inference_a"] = {**_pick(inf), **{k: inf[k] for k in (
-                "bins", "cycles_per_image", "emulated_us_per_image", "emulated_images_per_s")}}
+        inf = _evaluate(d / "loop-A" / "network.pt", chip_a, ms, backend=ms.backend,
+                        inference=True)
+        row["inference_a"] = {**_pick(inf), **{k: inf[k] for k in (
+            "bins", "cycles_per_image", "emulated_us_per_image", "emulated_images_per_s")}}
         emu = loop.get("emulation", {})
         row["training_emulation"] = emu
         for key, name in ROWS:

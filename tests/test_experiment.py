@@ -55,7 +55,8 @@ def test_tiny_experiment_end_to_end(tmp_path, capsys):
     assert cli_main(args) == 0
     res = json.loads((out / "experiment.json").read_text())
     row = res["per_seed"]["0"]
-    assert set(row) >= {"ideal", "loop_a", "deployed_a", "a_on_b", "retrained_b"}
+    assert set(row) >= {"ideal", "loop_a", "deployed_a", "a_on_b", "retrained_b", "inference_a"}
+    assert row["inference_a"]["cycles_per_image"] == 184 * 8 + 2
     for key in ("ideal", "loop_a", "deployed_a", "a_on_b", "retrained_b"):
         assert 0.0 <= row[key]["accuracy"] <= 1.0
     for d in ("software", "loop-A", "retrain-B"):
