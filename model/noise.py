@@ -15,6 +15,15 @@ bits of ``h`` give ``u1`` in (0, 1], the low 32 bits ``u2`` in [0, 1);
 ``z = sqrt(-2 ln u1) * cos(pi * (2 u2 - 1))`` (a uniform angle over one full
 period, so the sign flip relative to the textbook ``cos(2 pi u2)`` does not
 change the distribution).
+
+The simulation's float32 numbers, ``float32(z)``, are what the membranes see
+(``membrane_noise*`` with float32 parameters).  ``membrane_noise_steps`` (many
+steps per call) computes them on a faster path, :func:`standard_normal_f32_steps`:
+libm approximations with a proven error bound, and the exact float64 path above
+for the few numbers whose float32 rounding the bound leaves open; the bits are
+those of ``standard_normal_steps(...).to(float32)`` (tests/test_noise_fast.py).
+``membrane_noise`` (one step) keeps the exact path: the reference backend uses
+it, so the equivalence tests compare the two paths as well.
 """
 from __future__ import annotations
 
