@@ -79,11 +79,9 @@ class ChipNetwork(LoopNetwork):
                  backend: str = "fast", params: LIFParameters = DEFAULT_PARAMS,
                  readout_scale: float = 10.0, generator: torch.Generator | None = None,
                  recurrent: bool = False, hidden_scale: float = HIDDEN_SCALE,
-                 run_seed: int = 0, merged: bool | None = None, init_gain: float = 1.0,
-                 **backend_options) -> None:
+                 run_seed: int = 0, merged: bool | None = None, **backend_options) -> None:
         super().__init__(n_in, n_hidden, n_out, params=params, readout_scale=readout_scale,
-                         generator=generator, recurrent=recurrent, hidden_scale=hidden_scale,
-                         init_gain=init_gain)
+                         generator=generator, recurrent=recurrent, hidden_scale=hidden_scale)
         if backend not in ("fast", "cosim"):
             raise ValueError(f"backend {backend!r}: a ChipNetwork runs on 'fast' or 'cosim' "
                              "(the golden 'reference' is too slow to train on; the ideal "

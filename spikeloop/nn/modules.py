@@ -24,19 +24,18 @@ class Synapse(nn.Module):
     """Dense projection ``y[t] = x[t] @ W^T``, ``W`` of shape ``[n_out, n_in]``.
 
     Init (paper): normal with mean ``mean`` (1e-3 for the hidden layer, 0 for the
-    output layer) and std ``gain * 0.7 * (1 - b) / sqrt(n_in)`` (``gain`` 1), ``b``
-    the membrane decay per step of ``params``; drawn from ``generator`` when one
-    is given.
+    output layer) and std ``0.7 * (1 - b) / sqrt(n_in)``, ``b`` the membrane decay
+    per step of ``params``; drawn from ``generator`` when one is given.
     """
 
     def __init__(self, n_in: int, n_out: int, *, mean: float = 1e-3,
                  params: LIFParameters = DEFAULT_PARAMS,
-                 generator: torch.Generator | None = None, gain: float = 1.0) -> None:
+                 generator: torch.Generator | None = None) -> None:
         super().__init__()
         if n_in < 1 or n_out < 1:
             raise ValueError(f"n_in = {n_in}, n_out = {n_out}; need >= 1")
         self.n_in, self.n_out = n_in, n_out
-        std = gain * 0.7 * (1.0 - params.b) / math.sqrt(n_in)
+        std = 0.7 * (1.0 - params.b) / math.sqrt(n_in)
         w = torch.empty(n_out, n_in)
         with torch.no_grad():
             w.normal_(mean, std, generator=generator)
@@ -113,22 +112,19 @@ class LoopNetwork(nn.Module):
     chip gives them (gradient injection).  Subclasses implement ``forward(raster,
     times_us=None)``: ``raster`` ``[T, B, n_in]`` the input spikes on the
     observation grid, ``times_us`` ``[B, n_in]`` their exact times (µs; ``inf``
-    or NaN: no spike; only a chip uses them).  ``init_gain`` scales the std of
-    the hidden weights' initialisation (the paper's formula, gain 1, is made
-    for MNIST's 256 inputs; a task with a handful of inputs needs more for its
-    hidden neurons to fire at all at the start)."""
+    or NaN: no spike; only a chip uses them)."""
 
     def __init__(self, n_in: int, n_hidden: int, n_out: int, *,
                  params: LIFParameters = DEFAULT_PARAMS, readout_scale: float = 10.0,
                  generator: torch.Generator | None = None, recurrent: bool = False,
-                 hidden_scale: float = HIDDEN_SCALE, init_gain: float = 1.0) -> None:
+                 hidden_scale: float = HIDDEN_SCALE) -> None:
         super().__init__()
         self.params, self.readout_scale = params, readout_scale
         self.n_in, self.n_hidden, self.n_out = n_in, n_hidden, n_out
         self.recurrent = bool(recurrent)
         self.hidden_scale = float(hidden_scale)
         self.hidden_synapse = Synapse(n_in, n_hidden, mean=1e-3, params=params,
-                                      generator=generator, gain=init_gain)
+                                      generator=generator)
         self.recurrent_synapse = (Synapse(n_hidden, n_hidden, mean=0.0, params=params,
                                           generator=generator) if recurrent else None)
         self.hidden = LIF(n_hidden, params)
