@@ -47,6 +47,11 @@ sim: setup  ## hardware-verification regression (SIM=verilator|icarus, WAVES=1):
 	$(PY) -m spikeloop.cli rtl lint --preset mini
 	$(PY) -m spikeloop.cli rtl lint --preset full
 	$(PY) -m spikeloop.cosim.regression --simulator $(SIM) --preset $(PRESET)
+	# replay: a network trained in the loop on the fast backend, run again on the RTL
+	rm -rf build/sim/replay-yinyang
+	$(PY) -m spikeloop.cli train yinyang --backend fast --preset mini --chip-seed 1 --epochs 4 \
+	  --test-samples 100 --out build/sim/replay-yinyang --no-progress
+	$(PY) -m spikeloop.cli replay build/sim/replay-yinyang --samples 40 --simulator $(SIM)
 	SIM=$(SIM) $(PY) -m pytest -q -m "slow or cosim" -p no:cacheprovider -o addopts="" $(PYTEST_ARGS)
 
 bench: setup  ## speed: fast backend against a plain torch LIF network (samples/s, same run)
