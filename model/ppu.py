@@ -426,6 +426,22 @@ class PpuGeometry:
         }
 
 
+def chip_geometry(cfg: ChipConfig) -> PpuGeometry:
+    """The geometry of the PPU inside the chip's top level (rtl/top.py): the
+    default memories, 2048 + 2048 words (the 16 KiB SRAM of PAPER.md)."""
+    return PpuGeometry(cfg)
+
+
+def out_buffer_vectors(cfg: ChipConfig) -> int:
+    """Vectors the top level's output buffer (the PPU's stream to external
+    memory, read by the host) holds: the power of two that fits one vector per
+    ADC chunk of every sample of a full ADC buffer (trace recording of a whole
+    run), at least 16."""
+    g = chip_geometry(cfg)
+    need = max(16, cfg.adc_buffer_depth * g.adc_chunks)
+    return 1 << (need - 1).bit_length()
+
+
 # -- encoding and decoding ------------------------------------------------------
 
 def imm_range(kind: str) -> tuple[int, int]:

@@ -19,6 +19,13 @@ Signature (``n = cfg.n_neurons``, ``S = cfg.adc_buffer_depth``; every port in th
   reset until the first read).  Not transparent: a read of the entry written in the
   same cycle returns its old contents.
 
+- ``ppu_addr`` (In, ``max(1, ceil_log2(S))`` bits), ``ppu_re`` (In): the PPU's
+  read port: ``ppu_rdata`` (Out, ``ArrayLayout(unsigned(adc_bits), n)``) shows
+  the sample that ``ppu_addr`` addressed in the last cycle with ``ppu_re``
+  (non-transparent: a sample written in that same cycle reads its old
+  contents) and holds it while ``ppu_re`` is low; an address ``>= S`` reads
+  nothing.
+
 Behaviour: a phase counter is 0 after reset and ``clear``.  In a cycle where
 ``period != 0`` and ``phase + 1 >= period`` (``phase == period - 1`` while
 ``period`` is constant; the ``>=`` makes a period lowered below the phase take
@@ -61,6 +68,9 @@ class AdcControl(wiring.Component):
             "overflow": Out(cfg.counter_bits),
             "host_addr": In(range(depth * n)),
             "host_rdata": Out(cfg.adc_bits),
+            "ppu_addr": In(max(1, (depth - 1).bit_length())),
+            "ppu_re": In(1),
+            "ppu_rdata": Out(self.row_layout),
         })
 
     def elaborate(self, platform):
@@ -112,4 +122,10 @@ class AdcControl(wiring.Component):
         m.d.comb += rport.addr.eq(row)
         m.d.sync += [col_q.eq(col), in_range_q.eq(self.host_addr < depth * n)]
         m.d.comb += self.host_rdata.eq(Mux(in_range_q, rport.data[col_q], 0))
+
+        # -- PPU read port: one whole sample -------------------------------------
+        pport = buffer.read_port()
+        m.d.comb += [pport.addr.eq(self.ppu_addr),
+                     pport.en.eq(self.ppu_re & (self.ppu_addr < depth)),
+                     self.ppu_rdata.eq(pport.data)]
         return m

@@ -13,7 +13,18 @@ Region kinds:
 - ``status``: read-only counters and state;
 - ``ctrl``: the control register (bit 0 ``run``: the cycle counter and every
   run-time block advance; writing bit 1 ``clear`` pulses the synchronous clear
-  of every block's run state for one cycle).
+  of every block's run state for one cycle);
+- ``pulse``: a write makes each written bit high for the one cycle after the
+  write (no storage; reads 0): ``ppu_ctrl`` bit 0 ``start``, bit 1 ``stop``.
+
+The PPU (rtl/ppu.py, docs/ppu.md "The PPU in the chip"): ``ppu_imem`` and
+``ppu_dmem`` (32-bit words, written and read only while the PPU is not
+running), ``ppu_ctrl`` (pulses), ``ppu_status`` (bit 0 running, bit 1
+halted), ``ppu_pc``, ``ppu_cycles``, and the output buffer of its stream to
+external memory: ``ppu_out`` (vector ``i`` is words ``i*V/32 ..``, word 0 the
+low bits), ``ppu_out_count`` (vectors in it) and ``ppu_out_drops`` (vectors
+lost because it was full); ``syn_host_lost`` counts host synapse writes lost
+to a PPU row write in the same cycle.
 
 Entries wider than a word are split over ``words`` consecutive words, low word
 first (``playback`` and ``record`` entries: word 0 time, word 1 label and link).
@@ -23,12 +34,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from spikeloop.config import ChipConfig
+from spikeloop.model.ppu import chip_geometry, out_buffer_vectors
 
 
 @dataclass(frozen=True)
 class Region:
     name: str
-    kind: str          # "reg" | "mem" | "status" | "ctrl"
+    kind: str          # "reg" | "mem" | "status" | "ctrl" | "pulse"
     count: int         # entries
     bits: int          # bits of one entry (summed over its words)
     words: int = 1     # host words per entry
@@ -125,6 +137,29 @@ class AddressMap:
                    writable=False, doc="ADC samples in the buffer"),
             Region("adc_overflow", "status", 1, cnt, writable=False,
                    doc="ADC samples lost because the buffer was full"),
+        ]
+        g = chip_geometry(c)
+        out_vectors = out_buffer_vectors(c)
+        regions += [
+            Region("ppu_imem", "mem", g.imem_words, 32,
+                   doc="PPU instruction word i (while the PPU is not running)"),
+            Region("ppu_dmem", "mem", g.dmem_words, 32,
+                   doc="PPU data word i (while the PPU is not running)"),
+            Region("ppu_ctrl", "pulse", 1, 2, doc="PPU: write bit 0 start, bit 1 stop (pulses)"),
+            Region("ppu_status", "status", 1, 2, writable=False,
+                   doc="PPU: bit 0 running, bit 1 halted"),
+            Region("ppu_pc", "status", 1, max(1, g.pc_bits), writable=False,
+                   doc="PPU: the instruction executing, or where it stopped"),
+            Region("ppu_cycles", "status", 1, 32, writable=False,
+                   doc="PPU: cycles run since its start (saturating)"),
+            Region("ppu_out", "mem", out_vectors * g.vector_words, 32, writable=False,
+                   doc="PPU output buffer: word w of streamed vector i at i*V/32+w"),
+            Region("ppu_out_count", "status", 1, out_vectors.bit_length(), writable=False,
+                   doc="PPU output buffer: vectors in it (since the PPU's start)"),
+            Region("ppu_out_drops", "status", 1, cnt, writable=False,
+                   doc="PPU output buffer: vectors lost because it was full"),
+            Region("syn_host_lost", "status", 1, cnt, writable=False,
+                   doc="host synapse writes lost to a PPU row write in the same cycle"),
         ]
         # place regions, largest first, each aligned to its size
         placed = []

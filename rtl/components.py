@@ -19,6 +19,7 @@ COMPONENTS: dict[str, tuple[str, str]] = {
     "adc_control": ("adc_control", "AdcControl"),
     "analog_boundary": ("analog_boundary", "AnalogBoundary"),
     "hostbus": ("hostbus", "HostBus"),
+    "ppu": ("ppu", "Ppu"),
     "top": ("top", "Top"),
 }
 

@@ -19,6 +19,8 @@ Signature (all sizes from the ChipConfig through :class:`~spikeloop.rtl.addrmap.
   register and the entry is written when word 1 is written.
 - ``run`` (Out): bit 0 of ``ctrl``; ``clear`` (Out): high for the one cycle after
   a write of ``ctrl`` with bit 1 set.
+- ``pulse`` regions: ``<name>`` (Out, ``bits``): each bit written 1 is high for
+  the one cycle after the write (like ``clear``), 0 otherwise; reads give 0.
 """
 from __future__ import annotations
 
@@ -55,6 +57,8 @@ class HostBus(wiring.Component):
                 sig[r.name] = Out(_array(r.bits, r.count))
             elif r.kind == "status":
                 sig[r.name] = In(_array(r.bits, r.count))
+            elif r.kind == "pulse":
+                sig[r.name] = Out(r.bits)
             elif r.kind == "mem":
                 sig[f"{r.name}_addr"] = Out(range(r.count))
                 sig[f"{r.name}_rdata"] = In(r.bits)
@@ -107,6 +111,13 @@ class HostBus(wiring.Component):
                     m.d.sync += ctrl_run.eq(self.wdata[0]), self.clear.eq(self.wdata[1])
                 with m.If(in_range & self.re):
                     m.d.sync += rd_regdata.eq(ctrl_run)
+            elif r.kind == "pulse":
+                pulse = getattr(self, r.name)
+                m.d.sync += pulse.eq(0)
+                with m.If(in_range & self.we):
+                    m.d.sync += pulse.eq(self.wdata[:r.bits])
+                with m.If(in_range & self.re):
+                    m.d.sync += rd_regdata.eq(0)
             elif r.kind in ("reg", "status"):
                 port = getattr(self, r.name)
                 flat = port.as_value()

@@ -83,6 +83,18 @@ class SynapseMemory(wiring.Component):
       hit the same row or different rows in the same cycle; a write is seen by the
       event ports from the cycle after it.
 
+    - PPU row port (rtl/ppu.py's ``syn`` port, through the top level):
+      ``ppu_row`` (In), ``ppu_re`` (In): a synchronous, non-transparent row
+      read: ``ppu_rdata`` (Out, ``ArrayLayout(synapse_layout, C)``) shows the
+      row that ``ppu_row`` addressed in the last cycle with ``ppu_re`` (as it
+      was before a write in that cycle) and holds it while ``ppu_re`` is low;
+      ``ppu_we`` (In, C bits, one per column) and ``ppu_wdata`` (In, row) write
+      the enabled synapses of ``ppu_row`` at the edge.  A row ``>= R`` reads
+      and writes nothing.  A PPU write and a host write in the same cycle
+      share the one write port: the PPU's wins, the host's is not applied and
+      ``host_lost`` (Out, combinational) is high in that cycle (the top level
+      counts it).
+
     No run state, hence no ``clear``: the synapse array is configuration.
     """
 
@@ -97,6 +109,12 @@ class SynapseMemory(wiring.Component):
             "rows": In(row_port_signature(cfg)).array(n_ports),
             "weights": Out(data.ArrayLayout(unsigned(cfg.weight_bits),
                                             cfg.columns_per_half)).array(n_ports),
+            "ppu_row": In(row_bits(cfg)),
+            "ppu_re": In(1),
+            "ppu_rdata": Out(data.ArrayLayout(synapse_layout(cfg), cfg.columns_per_half)),
+            "ppu_we": In(cfg.columns_per_half),
+            "ppu_wdata": In(data.ArrayLayout(synapse_layout(cfg), cfg.columns_per_half)),
+            "host_lost": Out(1),
         })
 
     def elaborate(self, platform):
@@ -113,14 +131,28 @@ class SynapseMemory(wiring.Component):
         wr = mem.write_port(granularity=1)
         rd = mem.read_port(domain="sync")  # not transparent: read-before-write
         m.d.comb += [
-            wr.addr.eq(host_row),
             rd.addr.eq(host_row),
             rd.en.eq(1),
         ]
-        for c in range(n_cols):
-            m.d.comb += wr.data[c].eq(self.host_wdata)
-        with m.If(self.host_we & host_in_range):
-            m.d.comb += wr.en.eq(Const(1) << host_col)
+        ppu_in_range = Signal(name="ppu_in_range")
+        m.d.comb += ppu_in_range.eq(self.ppu_row < n_rows)
+        ppu_writes = Signal(name="ppu_writes")
+        m.d.comb += ppu_writes.eq(self.ppu_we.any() & ppu_in_range)
+        with m.If(ppu_writes):
+            m.d.comb += [wr.addr.eq(self.ppu_row), wr.data.eq(self.ppu_wdata),
+                         wr.en.eq(self.ppu_we)]
+        with m.Else():
+            m.d.comb += wr.addr.eq(host_row)
+            for c in range(n_cols):
+                m.d.comb += wr.data[c].eq(self.host_wdata)
+            with m.If(self.host_we & host_in_range):
+                m.d.comb += wr.en.eq(Const(1) << host_col)
+        m.d.comb += self.host_lost.eq(self.host_we & host_in_range & ppu_writes)
+
+        # -- PPU row read port (non-transparent, holds while ppu_re is low) --------
+        prd = mem.read_port(domain="sync")
+        m.d.comb += [prd.addr.eq(self.ppu_row), prd.en.eq(self.ppu_re & ppu_in_range),
+                     self.ppu_rdata.eq(prd.data)]
 
         rd_col = Signal(range(n_cols), name="host_rd_col")
         rd_valid = Signal(name="host_rd_valid")

@@ -16,7 +16,7 @@ Signature:
   ``spike_in`` (In, ``n_neurons`` bits): the analog model's spikes, taken in the
   cycle they are high (the bridge drives them for one cycle per step);
   ``refractory_active`` (Out, ``n_neurons``): neurons the digital back end holds
-  in reset;
+  in reset (refractory, or the PPU's reset hold, below);
   ``adc_codes`` (In, ``ArrayLayout(adc_bits, n_neurons)``): the column ADC's
   conversion of the present membranes; ``adc_sample`` (Out): the ADC control
   latches ``adc_codes`` in this cycle;
@@ -25,6 +25,34 @@ Signature:
   ``neuron_merge`` (Out, ``columns_per_half`` bits, two-half chips only): the
   register of the neuron circuits' merge switches (bit ``c``: column ``c`` of
   both halves forms one neuron; the switches act in the analog model).
+
+The PPU (rtl/ppu.py; docs/ppu.md "The PPU in the chip"), a submodule ``ppu``
+with 2048 + 2048 words of memory, reached through the host bus only:
+``ppu_imem``/``ppu_dmem`` (its memories), ``ppu_ctrl`` (start/stop pulses),
+``ppu_status``/``ppu_pc``/``ppu_cycles``.  Its ports inside the chip:
+
+- ``syn``: the PPU row port of synapse memory ``half`` (``ppu_row``,
+  ``ppu_re``, ``ppu_we``, ``ppu_wdata``; ``rdata`` from the half of the last
+  read);
+- ``adc``: the ADC control's PPU read port; ``adc_count`` is the ADC's
+  ``n_samples``, ``time`` the cycle counter;
+- ``nreset``: a reset pulse of neuron ``i`` in cycle ``c`` sets bit ``i`` of
+  the *reset hold* register from cycle ``c + 1``; the hold is ORed into
+  ``refractory_active`` and emptied at the edge that ends a ``step_done``
+  cycle (then taking that cycle's pulses) and by ``clear``.  The analog side
+  reads ``refractory_active`` in the ``step_done`` cycle ``(k+1)S`` for step
+  ``k``, so a reset in running cycle ``c`` (``time = c``) holds the neuron at
+  its reset potential for exactly analog step ``k = c // S``, the step whose
+  cycles contain ``c``; a reset while the chip is not running (or in the
+  clear cycle) acts on no step;
+- ``out``: always ready; each streamed vector is written into the output
+  buffer (``out_buffer_vectors(cfg)`` vectors, host region ``ppu_out``) at
+  entry ``ppu_out_count``; when it is full the vector is lost and
+  ``ppu_out_drops`` counts it.  A start of the PPU empties the buffer (count
+  and drops to 0).
+
+``syn_host_lost`` (status) counts host synapse writes lost because the PPU
+wrote a row of the same half in that cycle (reset only by the domain reset).
 
 Run protocol: configure with ``run = 0``; then write ``ctrl = run | clear``:
 every block's run state is cleared in the first cycle and the cycle counter
@@ -46,7 +74,9 @@ from spikeloop.rtl.arbiter import SpikeArbiter
 from spikeloop.rtl.crossbar import Crossbar
 from spikeloop.rtl.hostbus import HostBus
 from spikeloop.rtl.neuron_backend import NeuronBackend
+from spikeloop.model.ppu import out_buffer_vectors
 from spikeloop.rtl.playback import EventPlayback
+from spikeloop.rtl.ppu import Ppu
 from spikeloop.rtl.recorder import EventRecorder
 from spikeloop.rtl.synapse_drivers import SynapseDrivers
 from spikeloop.rtl.synapse_memory import SynapseMemory
@@ -79,6 +109,7 @@ class Top(wiring.Component):
         self.playback = EventPlayback(cfg)
         self.recorder = EventRecorder(cfg)
         self.adc = AdcControl(cfg)
+        self.ppu = Ppu(cfg)
         #: width of one column's weight sum (from the analog boundary)
         self.sum_bits = self.boundaries[0].signature.members["exc_sum"].shape.elem_shape.width
         n = cfg.n_neurons
@@ -146,8 +177,7 @@ class Top(wiring.Component):
             nb.refractory.eq(hb.refractory),
             nb.prescale.eq(hb.refractory_prescale.as_value()),
             nb.clear.eq(clear),
-            self.refractory_active.eq(nb.refractory_active),
-        ]
+        ]   # refractory_active: with the PPU's reset hold (_elaborate_ppu)
 
         # arbiters, one per block, into the crossbar's first inputs
         xb = self.crossbar
@@ -277,4 +307,102 @@ class Top(wiring.Component):
         ]
         if H == 2:
             m.d.comb += self.neuron_merge.eq(hb.neuron_merge.as_value())
+
+        self._elaborate_ppu(m, clear)
         return m
+
+    def _elaborate_ppu(self, m: Module, clear) -> None:
+        """The PPU, its ports into the chip and its host regions (module docstring)."""
+        cfg, hb, adc, ppu = self.cfg, self.hostbus, self.adc, self.ppu
+        n, H = cfg.n_neurons, cfg.n_halves
+        cmax = (1 << cfg.counter_bits) - 1
+        m.submodules.ppu = ppu
+        m.d.comb += [
+            ppu.start.eq(hb.ppu_ctrl[0]),
+            ppu.stop.eq(hb.ppu_ctrl[1]),
+            hb.ppu_status.eq(Cat(ppu.running, ppu.halted)),
+            hb.ppu_pc.eq(ppu.pc),
+            hb.ppu_cycles.eq(ppu.cycles),
+            ppu.host_imem_addr.eq(hb.ppu_imem_addr),
+            ppu.host_imem_we.eq(hb.ppu_imem_we),
+            ppu.host_imem_wdata.eq(hb.ppu_imem_wdata),
+            hb.ppu_imem_rdata.eq(ppu.host_imem_rdata),
+            ppu.host_dmem_addr.eq(hb.ppu_dmem_addr),
+            ppu.host_dmem_we.eq(hb.ppu_dmem_we),
+            ppu.host_dmem_wdata.eq(hb.ppu_dmem_wdata),
+            hb.ppu_dmem_rdata.eq(ppu.host_dmem_rdata),
+            ppu.adc_count.eq(adc.n_samples),
+            ppu.time.eq(self.time),
+            adc.ppu_addr.eq(ppu.adc.addr),
+            adc.ppu_re.eq(ppu.adc.re),
+            ppu.adc.rdata.eq(adc.ppu_rdata),
+        ]
+
+        # synapse rows: one port, demultiplexed by half; rdata from the half last read
+        half_q = Signal(range(max(2, H)), name="ppu_half_q")
+        with m.If(ppu.syn.re):
+            m.d.sync += half_q.eq(ppu.syn.half)
+        lost = []
+        for h, syn in enumerate(self.synapses):
+            sel = Signal(name=f"ppu_half{h}")
+            m.d.comb += [
+                sel.eq(ppu.syn.half == h),
+                syn.ppu_row.eq(ppu.syn.row),
+                syn.ppu_re.eq(ppu.syn.re & sel),
+                syn.ppu_we.eq(Mux(sel, ppu.syn.we, 0)),
+                syn.ppu_wdata.eq(ppu.syn.wdata),
+            ]
+            lost.append(syn.host_lost)
+        with m.Switch(half_q):
+            for h, syn in enumerate(self.synapses):
+                with m.Case(h):
+                    m.d.comb += ppu.syn.rdata.eq(syn.ppu_rdata)
+        n_lost = Signal(cfg.counter_bits, name="syn_host_lost")
+        with m.If(Cat(*lost).any() & (n_lost != cmax)):
+            m.d.sync += n_lost.eq(n_lost + 1)
+        m.d.comb += hb.syn_host_lost.eq(n_lost)
+
+        # neuron resets: the reset hold, ORed into refractory_active
+        hold = Signal(n, name="ppu_reset_hold")
+        with m.If(clear):
+            m.d.sync += hold.eq(0)
+        with m.Elif(self.step_done):
+            m.d.sync += hold.eq(ppu.nreset)
+        with m.Else():
+            m.d.sync += hold.eq(hold | ppu.nreset)
+        m.d.comb += self.refractory_active.eq(self.neurons.refractory_active | hold)
+
+        # the output stream into the host-readable output buffer
+        depth = out_buffer_vectors(cfg)
+        V = ppu.geom.vector_bits
+        vw = ppu.geom.vector_words
+        m.submodules.ppu_out = obuf = Memory(shape=unsigned(V), depth=depth, init=[])
+        wp, rp = obuf.write_port(), obuf.read_port()
+        count = Signal(range(depth + 1), name="ppu_out_count")
+        drops = Signal(cfg.counter_bits, name="ppu_out_drops")
+        full = Signal(name="ppu_out_full")
+        m.d.comb += [
+            ppu.out.ready.eq(1),
+            full.eq(count == depth),
+            wp.addr.eq(count),
+            wp.data.eq(ppu.out.payload),
+            wp.en.eq(ppu.out.valid & ~full),
+        ]
+        with m.If(ppu.start & ~ppu.running):
+            m.d.sync += [count.eq(0), drops.eq(0)]
+        with m.Elif(ppu.out.valid & ~full):
+            m.d.sync += count.eq(count + 1)
+        with m.Elif(ppu.out.valid & (drops != cmax)):
+            m.d.sync += drops.eq(drops + 1)
+        wb = (vw - 1).bit_length()
+        word_q = Signal(max(1, wb), name="ppu_out_word_q")
+        if wb:
+            m.d.sync += word_q.eq(hb.ppu_out_addr[:wb])
+            m.d.comb += rp.addr.eq(hb.ppu_out_addr[wb:])
+        else:
+            m.d.comb += rp.addr.eq(hb.ppu_out_addr)
+        m.d.comb += [
+            hb.ppu_out_rdata.eq(rp.data.word_select(word_q, 32) if wb else rp.data[:32]),
+            hb.ppu_out_count.eq(count),
+            hb.ppu_out_drops.eq(drops),
+        ]

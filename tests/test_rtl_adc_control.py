@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from spikeloop.config import FULL, MINI
 from spikeloop.model.digital.adc_control import AdcControlRef
 from spikeloop.rtl.adc_control import AdcControl
-from tests.simutil import get, mismatch, pack_array, put, simulate
+from tests.simutil import get, mismatch, pack_array, put, simulate, unpack_array
 
 pytestmark = pytest.mark.rtl
 
@@ -29,11 +29,16 @@ def run_compare(cfg, stimulus):
             put(ctx, dut.codes, pack_array(inp["codes"], cfg.adc_bits))
             put(ctx, dut.clear, inp["clear"])
             put(ctx, dut.host_addr, inp["host_addr"])
+            put(ctx, dut.ppu_addr, inp.get("ppu_addr", 0))
+            put(ctx, dut.ppu_re, inp.get("ppu_re", 0))
             expected = ref.tick(**inp)
             outputs.append(expected)
             for name in OUTPUTS:
                 rtl = get(ctx, getattr(dut, name))
                 assert rtl == expected[name], mismatch(cycle, name, rtl, expected[name])
+            rtl = unpack_array(get(ctx, dut.ppu_rdata), cfg.adc_bits, cfg.n_neurons)
+            assert rtl == expected["ppu_rdata"], mismatch(cycle, "ppu_rdata", rtl,
+                                                          expected["ppu_rdata"])
             await ctx.tick()
 
     simulate(dut, bench, name="adc_control")
@@ -66,6 +71,10 @@ def scenarios(draw):
             "codes": draw(st.lists(st.integers(0, cmax), min_size=n, max_size=n)),
             "clear": int(draw(st.integers(0, 30)) == 0),
             "host_addr": t % (addr_max + 1) if sweep else draw(st.integers(0, addr_max)),
+            # the PPU's port: samples near the write pointer too (read-before-write)
+            "ppu_addr": draw(st.integers(0, (1 << max(1, (cfg.adc_buffer_depth - 1)
+                                                      .bit_length())) - 1)),
+            "ppu_re": int(draw(st.booleans())),
         })
     return cfg, stimulus
 

@@ -47,6 +47,9 @@ def run_compare(cfg, accesses, status):
             for port in ("rdata", "rvalid", "run", "clear", "bad_access"):
                 got = get(ctx, getattr(dut, port))
                 assert got == exp[port], mismatch(cycle, port, got, exp[port])
+            for name, value in exp["pulses"].items():
+                got = get(ctx, getattr(dut, name))
+                assert got == value, mismatch(cycle, name, got, value)
             for name, values in exp["regs"].items():
                 bits = amap[name].bits
                 got = get(ctx, getattr(dut, name))
@@ -98,3 +101,20 @@ def test_every_register_reads_back():
         if r.kind == "reg":
             for i in range(r.count):
                 assert ref.regs[r.name][i] == expect[r.address(i)]
+
+
+def test_ppu_ctrl_pulses_for_one_cycle():
+    """A write of ppu_ctrl makes the written bits high in the next cycle only;
+    the region reads 0 (run_compare checks the pulses and rdata every cycle)."""
+    cfg = MINI
+    amap = AddressMap(cfg)
+    a = amap["ppu_ctrl"].address(0)
+    idle = (0, 0, False, False)
+    status = {r.name: [0] * r.count for r in amap if r.kind == "status"}
+    run_compare(cfg, [(a, 0b01, True, False), idle, (a, 0b10, True, True), idle,
+                      (a, 0b11, True, False), (a, 0, False, True), idle], status)
+    ref = HostBusRef(cfg)
+    seen = []
+    for acc in [(a, 0b01, 1, 0), (0, 0, 0, 0), (0, 0, 0, 0), (a, 0b110, 1, 0), (0, 0, 0, 0)]:
+        seen.append(ref.tick(*acc, status, {})["pulses"]["ppu_ctrl"])
+    assert seen == [0, 0b01, 0, 0, 0b10]

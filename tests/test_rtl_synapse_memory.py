@@ -12,7 +12,7 @@ from spikeloop.config import FULL, MINI
 from spikeloop.model.digital.synapse_memory import IDLE_ROW, RowEvent, SynapseMemoryRef
 from spikeloop.rtl.layouts import pack_synapse
 from spikeloop.rtl.synapse_memory import SynapseMemory, host_addr_bits, row_bits
-from tests.simutil import get, mismatch, put, simulate, unpack_array
+from tests.simutil import get, mismatch, pack_array, put, simulate, unpack_array
 
 pytestmark = pytest.mark.rtl
 
@@ -35,8 +35,19 @@ def run(cfg, stimulus, *, name="synapse_memory"):
                 ctx.set(port.active, active)
                 ctx.set(port.row, row)
                 ctx.set(port.address, address)
+            put(ctx, dut.ppu_row, inputs.get("ppu_row", 0))
+            put(ctx, dut.ppu_re, inputs.get("ppu_re", 0))
+            put(ctx, dut.ppu_we, inputs.get("ppu_we", 0))
+            wdata = inputs.get("ppu_wdata") or [(0, 0)] * n_cols
+            put(ctx, dut.ppu_wdata, pack_array([pack_synapse(cfg, w, lab) for w, lab in wdata],
+                                               cfg.weight_bits + cfg.label_bits))
             exp = ref.tick(**inputs)
             outputs.append(exp)
+            got = get(ctx, dut.host_lost)
+            assert got == exp["host_lost"], mismatch(t, "host_lost", got, exp["host_lost"])
+            got = unpack_array(get(ctx, dut.ppu_rdata), cfg.weight_bits + cfg.label_bits, n_cols)
+            want = [pack_synapse(cfg, w, lab) for w, lab in exp["ppu_rdata"]]
+            assert got == want, mismatch(t, "ppu_rdata", got, want)
             got = get(ctx, dut.host_rdata)
             assert got == exp["host_rdata"], mismatch(t, "host_rdata", got, exp["host_rdata"])
             for p, port in enumerate(dut.weights):
@@ -62,7 +73,7 @@ def variant_configs(draw):
 
 
 @st.composite
-def stimuli(draw, cfg, n_cycles):
+def stimuli(draw, cfg, n_cycles, ppu=False):
     n_rows, n_cols = cfg.rows_per_half, cfg.columns_per_half
     n_ports = 2 * cfg.buses_per_half
     overload = draw(st.booleans())
@@ -87,6 +98,13 @@ def stimuli(draw, cfg, n_cycles):
             row = draw(st.one_of(st.sampled_from(hot_rows), any_row))
             rows.append(RowEvent(active, row, draw(st.sampled_from(labels))))
         inputs["rows"] = rows
+        if ppu:   # the PPU row port: reads and column-masked writes on the hot rows
+            inputs["ppu_row"] = draw(st.one_of(st.sampled_from(hot_rows), any_row))
+            inputs["ppu_re"] = int(draw(st.booleans()))
+            inputs["ppu_we"] = draw(st.sampled_from([0, 0, (1 << n_cols) - 1])) or draw(
+                st.integers(0, (1 << n_cols) - 1))
+            inputs["ppu_wdata"] = [(draw(weight), draw(st.sampled_from(labels)))
+                                   for _ in range(n_cols)]
         stim.append(inputs)
     return stim
 
@@ -98,6 +116,31 @@ def test_random_against_reference(variant, data):
     cfg = data.draw(variant_configs()) if variant else MINI
     stim = data.draw(stimuli(cfg, 48))
     run(cfg, stim)
+
+
+@settings(max_examples=10)
+@given(data=st.data())
+def test_ppu_row_port_against_reference(data):
+    """Host writes, event ports and the PPU's row reads and writes colliding on
+    a few hot rows (a PPU write wins over a host write: host_lost)."""
+    cfg = data.draw(st.sampled_from([MINI, None]))
+    cfg = cfg or data.draw(variant_configs())
+    run(cfg, data.draw(stimuli(cfg, 48, ppu=True)))
+
+
+def test_ppu_read_is_read_before_write_and_holds():
+    cfg = MINI
+    c = cfg.columns_per_half
+    row = [(i + 1, i) for i in range(c)]
+    out = run(cfg, [
+        {"ppu_row": 5, "ppu_we": (1 << c) - 1, "ppu_wdata": row, "ppu_re": 1,
+         "host_addr": 5 * c, "host_we": 1, "host_wdata": pack_synapse(cfg, 9, 9)},
+        {"ppu_row": 5, "ppu_re": 1},
+        {"ppu_row": 0},                  # ppu_re low: rdata holds
+        {"ppu_row": 0},
+    ])
+    assert out[0]["host_lost"] == 1
+    assert [o["ppu_rdata"] for o in out] == [[(0, 0)] * c, [(0, 0)] * c, row, row]
 
 
 # -- directed ---------------------------------------------------------------------
@@ -155,7 +198,8 @@ def test_full_preset_verilog_port_names():
     text = verilog.convert(SynapseMemory(cfg), name="synapse_memory",
                            emit_src=False, strip_internal_attrs=True)
     n_ports = 2 * cfg.buses_per_half
-    expected = {"clk", "rst", "host_addr", "host_we", "host_wdata", "host_rdata"}
+    expected = {"clk", "rst", "host_addr", "host_we", "host_wdata", "host_rdata", "host_lost",
+                "ppu_row", "ppu_re", "ppu_rdata", "ppu_we", "ppu_wdata"}
     for p in range(n_ports):
         expected |= {f"rows__{p}__active", f"rows__{p}__row", f"rows__{p}__address",
                      f"weights__{p}"}

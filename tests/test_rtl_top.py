@@ -278,3 +278,207 @@ def test_every_run_restarts_the_counters():
             assert await host.read(amap["xbar_events"].address(node)) == 1, f"run {run}"
 
     simulate(dut, bench, name="top_counters_restart")
+
+
+# -- the PPU inside the top level, against the composed reference ----------------
+
+import random  # noqa: E402
+
+from spikeloop import ppu_programs  # noqa: E402
+from spikeloop.model.ppu import chip_geometry, unpack_lanes  # noqa: E402
+from spikeloop.ppu_asm import assemble  # noqa: E402
+
+
+def run_ppu_in_top(cfg, img, words, dmem, *, start_at=0, stop_at=None, cycles=None,
+                   ev=(), spike_rate=0.1, seed=0, after=200):
+    """Host writes ``img``, the program ``words`` and the data words ``dmem``
+    ((index, word) pairs), starts a run and, in running cycle ``start_at`` (0:
+    the clear cycle), writes ``ppu_ctrl`` start (``stop_at``: stop); every
+    output of the top and the PPU's state compared with ChipDigitalRef every
+    cycle, then every synapse, the output buffer, the PPU's status and data
+    words read back through the host bus.  Returns the reference and the
+    reference's outputs of the running cycles."""
+    rng = np.random.default_rng(seed)
+    cycles = cycles or 6 * cfg.analog_step_cycles
+    amap = AddressMap(cfg)
+    ref = ChipDigitalRef(cfg, img)
+    ref.ppu.load(words)
+    for i, w in dmem:
+        ref.ppu.write_dmem(i, w)
+    dut = Top(cfg)
+    bits = dut.sum_bits
+    n = cfg.n_neurons
+    spikes = [int(sum(1 << i for i in range(n) if rng.random() < spike_rate))
+              for _ in range(cycles)]
+    codes = [list(rng.integers(0, 256, size=n)) for _ in range(cycles)]
+    ctrl_ppu = amap["ppu_ctrl"].address(0)
+    g = chip_geometry(cfg)
+    pulses = {start_at: 1}
+    if stop_at is not None:
+        pulses[stop_at] = pulses.get(stop_at, 0) | 2
+
+    async def bench(ctx):
+        host = Host(ctx, dut)
+        await host.write_image(img)
+        await host.load_playback(cfg, list(ev))
+        for i, w in enumerate(words):
+            await host.write(amap["ppu_imem"].address(i), w)
+        for i, w in dmem:
+            await host.write(amap["ppu_dmem"].address(i), w)
+        await host.write(amap["ctrl"].address(0), 0b11)
+        exp = ref.start(list(ev))
+        trace.clear()
+        pulse = 0
+        for cycle in range(cycles + 1):
+            if cycle:
+                put(ctx, dut.spike_in, spikes[cycle - 1])
+                put(ctx, dut.adc_codes, pack_array(codes[cycle - 1], cfg.adc_bits))
+                exp = ref.tick(spikes[cycle - 1], codes[cycle - 1],
+                               ppu_start=pulse & 1, ppu_stop=pulse >> 1)
+            got = {
+                "time": get(ctx, dut.time),
+                "exc_sum": unpack_array(get(ctx, dut.exc_sum), bits, n),
+                "inh_sum": unpack_array(get(ctx, dut.inh_sum), bits, n),
+                "step_done": get(ctx, dut.step_done),
+                "refractory_active": get(ctx, dut.refractory_active),
+                "adc_sample": get(ctx, dut.adc_sample),
+                "ppu_running": get(ctx, dut.ppu.running),
+                "ppu_halted": get(ctx, dut.ppu.halted),
+                "ppu_pc": get(ctx, dut.ppu.pc),
+                "ppu_cycles": get(ctx, dut.ppu.cycles),
+                "nreset": get(ctx, dut.ppu.nreset),
+            }
+            for k, v in got.items() if cycle else ():
+                assert v == exp[k], f"cycle {cycle}: {k}: RTL {v} != ref {exp[k]}"
+            if cycle:
+                trace.append(exp)
+            pulse = pulses.get(cycle, 0)
+            if pulse:        # the host's ppu_ctrl write, sampled by this cycle's edge
+                put(ctx, dut.host_addr, ctrl_ppu)
+                put(ctx, dut.host_wdata, pulse)
+                put(ctx, dut.host_we, 1)
+            await ctx.tick()
+            put(ctx, dut.host_we, 0)
+        await host.write(amap["ctrl"].address(0), 0)
+        ref.tick(0, codes[-1])
+        for _ in range(after):                  # the PPU may still run, the chip stopped
+            ref.tick(0, codes[-1], running=False)
+            await ctx.tick()
+        st_ = ref.ppu.sim
+        assert await host.read(amap["ppu_status"].address(0)) == (
+            int(st_.running) | int(st_.halted) << 1)
+        assert await host.read(amap["ppu_pc"].address(0)) == st_.pc
+        assert await host.read(amap["ppu_cycles"].address(0)) == st_.cycle
+        fc = ref.final_counters()
+        assert await host.read(amap["ppu_out_count"].address(0)) == fc["ppu_out_count"]
+        assert await host.read(amap["ppu_out_drops"].address(0)) == fc["ppu_out_drops"]
+        assert await host.read(amap["syn_host_lost"].address(0)) == 0
+        out = amap["ppu_out"]
+        for i, vec in enumerate(ref.ppu_out[:4]):
+            want = unpack_lanes(vec, 32, g.vector_words)
+            got = [await host.read(out.address(i * g.vector_words + w))
+                   for w in range(g.vector_words)]
+            assert got == want, f"ppu_out vector {i}: RTL {got} != ref {want}"
+        if not st_.running:
+            dm = amap["ppu_dmem"]
+            for i in range(64):
+                assert await host.read(dm.address(i)) == st_.dmem[i], f"dmem word {i}"
+        for h in range(cfg.n_halves):
+            r = amap[f"synapses{h}"]
+            for a in range(r.count):
+                row, col = divmod(a, cfg.columns_per_half)
+                w, lab = ref.synapses[h].mem[row][col]
+                assert await host.read(r.address(a)) == w | lab << cfg.weight_bits, (
+                    f"synapse half {h} row {row} column {col}")
+
+    trace = []
+    simulate(dut, bench, name="top_ppu")
+    return ref, trace
+
+
+def _quiet_image(cfg, rng):
+    img = _dense_image(cfg, rng)
+    img.refractory[:] = 0
+    img.adc_period = np.int64(4)
+    return img
+
+
+def test_top_ppu_weight_update_matches_reference_and_numpy():
+    cfg = MINI
+    rng = np.random.default_rng(3)
+    img = _quiet_image(cfg, rng)
+    g = chip_geometry(cfg)
+    first, M = 3, 9                              # row chunks 3..11: both halves on mini
+    upd = rng.integers(-128, 128, size=(M, g.lanes(8)))
+    words = ppu_programs.program("weight_update", cfg).words
+    dmem = ppu_programs.weight_update_dmem(cfg, first, upd)
+    ref, _ = run_ppu_in_top(cfg, img, words, dmem, start_at=5,
+                         cycles=ppu_programs.weight_update_cycles(cfg, M) + 20)
+    got = np.array([[[w for w, _ in row] for row in s.mem] for s in ref.synapses])
+    want = ppu_programs.weight_update_numpy(cfg, img.synapse_weight, first, upd)
+    assert (got == want).all()
+    assert ref.ppu.sim.halted and ref.ppu.sim.cycle == ppu_programs.weight_update_cycles(cfg, M)
+
+
+def test_top_ppu_trace_and_inference_match_reference():
+    """Program 1 streams the run's ADC samples; program 2's resets hold the
+    neurons (refractory_active) for the analog step of the reset cycle."""
+    cfg = MINI
+    rng = np.random.default_rng(4)
+    img = _quiet_image(cfg, rng)
+    n_rec = 5
+    ref, _ = run_ppu_in_top(cfg, img, ppu_programs.program("trace", cfg).words,
+                         ppu_programs.trace_dmem(cfg, n_rec), start_at=0, cycles=40)
+    codes = ppu_programs.trace_vectors_to_codes(cfg, ref.ppu_out)
+    assert codes.shape == (n_rec, cfg.n_neurons)
+    assert codes.tolist() == [ref.adc.buffer[s] for s in range(n_rec)]
+    S = cfg.analog_step_cycles
+    spacing = 3 * S + 5
+    ref, trace = run_ppu_in_top(cfg, img, ppu_programs.program("inference", cfg).words,
+                                ppu_programs.inference_dmem(cfg, 3, spacing), start_at=0,
+                                cycles=3 * spacing + 3 * S, spike_rate=0.0)
+    seen = [ref.ppu.sim.dmem[ppu_programs.RESET_LOG + k] for k in (1, 2)]
+    assert all(k * spacing <= t <= k * spacing + 1 for k, t in zip((1, 2), seen)), seen
+    # the resets: in cycles seen + 3 (one neuron chunk on mini), every neuron
+    resets = [o["time"] for o in trace if o["nreset"]]
+    assert resets == [t + 3 for t in seen]
+    assert all(o["nreset"] == (1 << cfg.n_neurons) - 1 for o in trace if o["nreset"])
+    # held for exactly the analog step that contains the reset cycle
+    held = [o["time"] // S - 1 for o in trace if o["step_done"] and o["refractory_active"]]
+    assert held == [c // S for c in resets], (held, resets)
+
+
+@pytest.mark.parametrize("start_at,stop_at", [(2, None), (0, 90)])
+def test_top_random_ppu_program_matches_reference(start_at, stop_at):
+    """A random program (tests/test_ppu_rtl.py's generator: row reads and
+    writes, ADC reads, resets, stream) during a run with random spikes and
+    input events; a stop in the middle for the second case."""
+    _random_ppu_run(11 + start_at, start_at, stop_at, require_ports=True)
+
+
+@pytest.mark.slow
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), start_at=st.integers(0, 30),
+       stop_at=st.one_of(st.none(), st.integers(31, 160)))
+def test_top_random_ppu_programs_long(seed, start_at, stop_at):
+    print(f"seed {seed}")
+    _random_ppu_run(seed, start_at, stop_at, require_ports=False)
+
+
+def _random_ppu_run(seed, start_at, stop_at, *, require_ports):
+    from tests.test_ppu_rtl import random_program
+
+    cfg = MINI
+    prng = random.Random(seed)
+    rng = np.random.default_rng(seed)
+    img = _quiet_image(cfg, rng)
+    g = chip_geometry(cfg)
+    src = "\n".join(random_program(prng, g, 40))
+    words = assemble(src, cfg).words
+    dmem = [(i, prng.randrange(1 << 32)) for i in range(g.vector_words * 8 + 13)]
+    ref, trace = run_ppu_in_top(cfg, img, words, dmem, start_at=start_at, stop_at=stop_at,
+                                cycles=150, seed=seed)
+    if require_ports:   # the program reached the chip's ports
+        assert ref.ppu.sim.stream or ref.ppu.sim.resets
+    if stop_at is not None:
+        assert not ref.ppu.sim.running and not ref.ppu.sim.halted

@@ -1,7 +1,9 @@
 """Cycle-accurate reference of rtl/adc_control.py (docs/rtl.md, 7).
 
-Inputs: ``period``, ``codes`` (list of ``n`` ints), ``clear``, ``host_addr``.
-Outputs: ``sample``, ``n_samples``, ``overflow``, ``host_rdata``.
+Inputs: ``period``, ``codes`` (list of ``n`` ints), ``clear``, ``host_addr``,
+``ppu_addr``, ``ppu_re``.
+Outputs: ``sample``, ``n_samples``, ``overflow``, ``host_rdata``, ``ppu_rdata``
+(list of ``n`` codes).
 """
 from __future__ import annotations
 
@@ -25,18 +27,22 @@ class AdcControlRef:
         self.n_samples = 0
         self.overflow = 0
         self.rdata = 0
+        self.ppu_rdata = [0] * self.n
 
     def read(self, sample: int, neuron: int) -> int:
         """The buffer entry of ``sample``, ``neuron`` (a host read, without its latency)."""
         return self.buffer[sample][neuron]
 
-    def tick(self, *, period: int = 0, codes=None, clear: int = 0, host_addr: int = 0) -> dict:
+    def tick(self, *, period: int = 0, codes=None, clear: int = 0, host_addr: int = 0,
+             ppu_addr: int = 0, ppu_re: int = 0) -> dict:
         if codes is None:
             codes = [0] * self.n
         due = period != 0 and self.phase + 1 >= period
         sample = int(due and not clear)
         out = {"sample": sample, "n_samples": self.n_samples, "overflow": self.overflow,
-               "host_rdata": self.rdata}
+               "host_rdata": self.rdata, "ppu_rdata": self.ppu_rdata}
+        if ppu_re and ppu_addr < self.depth:
+            self.ppu_rdata = list(self.buffer[ppu_addr])
 
         # synchronous, non-transparent read: the value before this cycle's write
         if host_addr < self.depth * self.n:

@@ -15,6 +15,7 @@ class HostBusRef:
         self.regs = {r.name: [0] * r.count for r in self.amap if r.kind == "reg"}
         self.run = 0
         self.clear = 0
+        self.pulses = {r.name: 0 for r in self.amap if r.kind == "pulse"}
         self.bad_access = 0
         self.holds = {r.name: 0 for r in self.amap if r.kind == "mem" and r.words == 2}
         self._read = None          # (region, index, word) of last cycle's read, or "unmapped"
@@ -33,7 +34,8 @@ class HostBusRef:
         memory's host port returns this cycle (for the read of the last cycle)."""
         dw = self.cfg.host_data_bits
         out = {"run": self.run, "clear": self.clear, "rvalid": self._rvalid,
-               "bad_access": self.bad_access, "regs": {k: list(v) for k, v in self.regs.items()}}
+               "bad_access": self.bad_access, "regs": {k: list(v) for k, v in self.regs.items()},
+               "pulses": dict(self.pulses)}
         # read data of the previous cycle's access
         rdata = 0
         if self._read is not None and self._read != "unmapped":
@@ -65,6 +67,7 @@ class HostBusRef:
 
         # clock edge
         self.clear = 0
+        self.pulses = {k: 0 for k in self.pulses}
         self._rvalid = re
         self._read = None
         bad = False
@@ -76,6 +79,8 @@ class HostBusRef:
                 self._read = dec
                 if region.kind == "ctrl":
                     self._read_value = self.run
+                elif region.kind == "pulse":
+                    self._read_value = 0
                 elif region.kind == "reg":
                     self._read_value = self.regs[region.name][index]
                 elif region.kind == "status":
@@ -85,6 +90,8 @@ class HostBusRef:
                     bad = True
                 elif region.kind == "ctrl":
                     self.run, self.clear = wdata & 1, (wdata >> 1) & 1
+                elif region.kind == "pulse":
+                    self.pulses[region.name] = wdata & ((1 << region.bits) - 1)
                 elif region.kind == "reg":
                     self.regs[region.name][index] = wdata & ((1 << region.bits) - 1)
                 elif region.kind == "mem" and region.words == 2 and word == 0:

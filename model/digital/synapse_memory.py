@@ -44,13 +44,17 @@ class SynapseMemoryRef:
         #: (weight, label) of every synapse, ``mem[row][col]``
         self.mem = [[(0, 0)] * self.n_cols for _ in range(self.n_rows)]
         self.rdata = 0
+        self.ppu_rdata = [(0, 0)] * self.n_cols
 
     # -- host convenience (not part of the cycle model) ----------------------
     def synapse(self, row: int, col: int) -> tuple[int, int]:
         return self.mem[row][col]
 
     def tick(self, host_addr: int = 0, host_we: int = 0, host_wdata: int = 0,
-             rows=None) -> dict:
+             rows=None, ppu_row: int = 0, ppu_re: int = 0, ppu_we: int = 0,
+             ppu_wdata=None) -> dict:
+        """... plus the PPU row port: ``ppu_wdata`` a list of C (weight, label);
+        outputs ``ppu_rdata`` (C (weight, label) tuples) and ``host_lost``."""
         cfg = self.cfg
         if rows is None:
             rows = [IDLE_ROW] * self.n_ports
@@ -65,13 +69,25 @@ class SynapseMemoryRef:
                     if label == address:
                         ws[c] = w
             weights.append(ws)
-        out = {"host_rdata": self.rdata, "weights": weights}
+        in_range = host_addr < self.n_rows * self.n_cols
+        ppu_ok = ppu_row < self.n_rows
+        ppu_writes = bool(ppu_we) and ppu_ok
+        out = {"host_rdata": self.rdata, "weights": weights, "ppu_rdata": list(self.ppu_rdata),
+               "host_lost": int(bool(host_we) and in_range and ppu_writes)}
 
         # -- clock edge: read-before-write ------------------------------------
-        in_range = host_addr < self.n_rows * self.n_cols
+        if ppu_re and ppu_ok:
+            self.ppu_rdata = list(self.mem[ppu_row])
         row, col = divmod(host_addr, self.n_cols)
         self.rdata = pack_synapse(cfg, *self.mem[row][col]) if in_range else 0
-        if host_we and in_range:
+        if ppu_writes:
+            cur = list(self.mem[ppu_row])
+            for c in range(self.n_cols):
+                if (ppu_we >> c) & 1:
+                    w, lab = ppu_wdata[c]
+                    cur[c] = (w & cfg.weight_max, lab & ((1 << cfg.label_bits) - 1))
+            self.mem[ppu_row] = cur
+        elif host_we and in_range:
             w = host_wdata & cfg.weight_max
             label = (host_wdata >> cfg.weight_bits) & ((1 << cfg.label_bits) - 1)
             self.mem[row][col] = (w, label)

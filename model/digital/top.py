@@ -10,7 +10,16 @@ Per cycle the blocks are evaluated in the order of their combinational paths:
 neuron back end -> arbiters and playback (their outputs depend on state only;
 the crossbar is always ready) -> crossbar outputs (state only, ``peek``) ->
 synapse drivers and recorder (their ``ready``) -> crossbar -> synapse memories
--> analog boundaries; the ADC control last.
+-> analog boundaries -> the PPU (model/digital/ppu.py: its row writes after the
+event ports read the rows, its ADC read before this cycle's sample is written);
+the ADC control last.
+
+The PPU: ``ppu`` (:class:`PpuRef`); the host's writes of its memories are
+``ppu.load(words)`` / ``ppu.write_dmem(i, word)``, the ``ppu_ctrl`` pulses are
+the ``ppu_start`` / ``ppu_stop`` inputs of :meth:`tick` (high in the cycle
+after the host's write, as the host bus makes them).  ``ppu_out`` holds the
+streamed vectors in the output buffer, ``ppu_out_drops`` those lost;
+``hold`` is the reset hold ORed into ``refractory_active`` (rtl/top.py).
 """
 from __future__ import annotations
 
@@ -22,9 +31,11 @@ from spikeloop.model.digital.arbiter import SpikeArbiterRef
 from spikeloop.model.digital.crossbar import CrossbarRef
 from spikeloop.model.digital.neuron_backend import NeuronBackendRef
 from spikeloop.model.digital.playback import EventPlaybackRef, pack_timed_event
+from spikeloop.model.digital.ppu import PpuRef
 from spikeloop.model.digital.recorder import EventRecorderRef
 from spikeloop.model.digital.synapse_drivers import SynapseDriversRef
 from spikeloop.model.digital.synapse_memory import SynapseMemoryRef
+from spikeloop.model.ppu import out_buffer_vectors
 
 
 def _flat(a) -> list[int]:
@@ -46,6 +57,11 @@ class ChipDigitalRef:
         self.playback = EventPlaybackRef(c)
         self.recorder = EventRecorderRef(c)
         self.adc = AdcControlRef(c)
+        self.ppu = PpuRef(c, self.adc.buffer)
+        self.hold = 0
+        self.ppu_out: list[int] = []
+        self.ppu_out_depth = out_buffer_vectors(c)
+        self.ppu_out_drops = 0
         self.time = 0
         self.load_image(image)
 
@@ -67,7 +83,7 @@ class ChipDigitalRef:
                         for col in range(c.columns_per_half)] for r in range(c.rows_per_half)]
         self.adc_period = int(image.adc_period)
 
-    def start(self, events) -> dict:
+    def start(self, events, *, ppu_start: int = 0, ppu_stop: int = 0) -> dict:
         """Load the playback memory with ``events`` ([k, 3]: cycle, link, label in
         release order) and run the clear cycle.  Returns that cycle's outputs."""
         c = self.cfg
@@ -77,17 +93,20 @@ class ChipDigitalRef:
         for i, (cycle, link, label) in enumerate(events):
             pb.mem[i] = pack_timed_event(c, c.n_ext_inputs, int(label), int(link), int(cycle))
         self.count = len(events)
-        return self._cycle(0, [0] * c.n_neurons, clear=1)
+        return self._cycle(0, [0] * c.n_neurons, clear=1, ppu_start=ppu_start,
+                           ppu_stop=ppu_stop)
 
-    def tick(self, spike_in: int = 0, adc_codes=None, *, running: bool = True) -> dict:
+    def tick(self, spike_in: int = 0, adc_codes=None, *, running: bool = True,
+             ppu_start: int = 0, ppu_stop: int = 0) -> dict:
         """One cycle; returns the outputs the top level shows in it.  With
         ``running`` false (after the host wrote ``run = 0``) no spike, input
         event or ADC sample enters and time stands still, but events in flight
         still drain through the crossbar, the drivers and the recorder."""
         return self._cycle(spike_in, adc_codes or [0] * self.cfg.n_neurons, clear=0,
-                           live=running)
+                           live=running, ppu_start=ppu_start, ppu_stop=ppu_stop)
 
-    def _cycle(self, spike_in: int, adc_codes, clear: int, live: bool = True) -> dict:
+    def _cycle(self, spike_in: int, adc_codes, clear: int, live: bool = True,
+               ppu_start: int = 0, ppu_stop: int = 0) -> dict:
         c = self.cfg
         P, B = c.neurons_per_block, c.buses_per_half
         time = self.time
@@ -128,12 +147,33 @@ class ChipDigitalRef:
             exc += bo["exc_sum"]
             inh += bo["inh_sum"]
             step_done = bo["step_done"]
+        # the PPU: after the event ports read the rows, before the ADC writes its sample
+        ppu = self.ppu
+        ppu.sim.syn.rows = [syn.mem for syn in self.synapses]
+        po = ppu.tick(start=ppu_start, stop=ppu_stop, adc_count=self.adc.n_samples, time=time)
+        hold = self.hold
+        if clear:
+            self.hold = 0
+        elif step_done:
+            self.hold = po["nreset"]
+        else:
+            self.hold = hold | po["nreset"]
+        if ppu_start and not po["running"]:
+            self.ppu_out, self.ppu_out_drops = [], 0
+        elif po["out"] is not None:
+            if len(self.ppu_out) < self.ppu_out_depth:
+                self.ppu_out.append(po["out"])
+            else:
+                self.ppu_out_drops = min(self.ppu_out_drops + 1,
+                                         (1 << c.counter_bits) - 1)
         adc = self.adc.tick(period=self.adc_period if live else 0, codes=adc_codes,
                             clear=clear)
         self.time = 0 if clear else time + int(live)
         return {"time": time, "exc_sum": exc, "inh_sum": inh, "step_done": step_done,
-                "refractory_active": nb["refractory_active"], "spike_out": nb["spike_out"],
-                "adc_sample": adc["sample"]}
+                "refractory_active": nb["refractory_active"] | hold,
+                "spike_out": nb["spike_out"], "adc_sample": adc["sample"],
+                "ppu_running": po["running"], "ppu_halted": po["halted"], "ppu_pc": po["pc"],
+                "ppu_cycles": po["cycles"], "nreset": po["nreset"]}
 
     def analog_outputs(self) -> dict:
         """What the analog side sees of this cycle before giving its inputs: the
@@ -143,7 +183,7 @@ class ChipDigitalRef:
         for b in self.boundaries:
             exc += b.exc_sum
             inh += b.inh_sum
-        active = sum(1 << i for i, c in enumerate(self.nb.counters) if c)
+        active = sum(1 << i for i, c in enumerate(self.nb.counters) if c) | self.hold
         return {"step_done": self.boundaries[0].step_done, "exc_sum": exc, "inh_sum": inh,
                 "refractory_active": active}
 
@@ -159,4 +199,6 @@ class ChipDigitalRef:
             "adc_overflow": self.adc.overflow,
             "record_count": self.recorder.count,
             "adc_samples": self.adc.n_samples,
+            "ppu_out_count": len(self.ppu_out),
+            "ppu_out_drops": self.ppu_out_drops,
         }
