@@ -76,7 +76,7 @@ def _build(cfg, simulator: str, waves, build_root) -> tuple[runner.BuildInfo, fl
 def run_cosim(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, *,
               run_seed: int = 0, sample_offset: int = 0, simulator: str = "verilator",
               waves: bool | str | None = False, write_zeros: bool = False,
-              build_root=None) -> Observables:
+              build_root=None, ppu: dict | None = None) -> Observables:
     """Run ``events`` on the co-simulated chip; see the module docstring.
 
     ``waves``: False (default), True/"fst" or "vcd" (cosim.runner.build; None
@@ -86,7 +86,13 @@ def run_cosim(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int,
     (a full preset's image is ~138k words, ~90 s of simulated host writes,
     mostly zero synapses).  Raises :class:`~spikeloop.cosim.runner.CosimError` (its
     message names the log) when the build or the simulation fails.  The result
-    carries ``stats`` (a dict), also logged at INFO."""
+    carries ``stats`` (a dict), also logged at INFO.
+
+    ``ppu``: a PPU program to run with the job (cosim/tests/test_chip_cocotb.py
+    describes the dict: ``words``, ``dmem``, ``when`` = "before" or
+    "each_sample", ``read_dmem``, ``max_cycles``); its results (status,
+    cycles, output buffer, dmem words, synapses or held steps) are
+    ``stats["ppu"]``.  The Observables have no field for the PPU's output yet."""
     cfg = chip.cfg
     if n_steps < 1:
         raise ValueError(f"n_steps = {n_steps}; allowed: >= 1")
@@ -115,6 +121,11 @@ def run_cosim(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int,
            "n_steps": int(n_steps), "run_seed": int(run_seed),
            "sample_offset": int(sample_offset), "output": str(out), "stats": str(stats_file),
            "membranes": bool(info.waves), "write_zeros": bool(write_zeros)}
+    if ppu is not None:
+        job["ppu"] = {"words": [int(w) for w in ppu["words"]],
+                      "dmem": [[int(i), int(w)] for i, w in ppu.get("dmem", [])],
+                      "when": ppu["when"], "read_dmem": [int(i) for i in ppu.get("read_dmem", [])],
+                      "max_cycles": int(ppu.get("max_cycles", 100_000))}
     (jdir / "job.json").write_text(json.dumps(job, indent=2))
     t1 = time.monotonic()
     res = runner.run_tests(info, TEST_MODULE, testcase="test_run_job",

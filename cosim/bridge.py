@@ -97,6 +97,9 @@ class AnalogBridge:
         self.spikes: list[tuple[int, int, int, int]] = []
         self.trace = trace
         self.steps_run = 0
+        #: (sample, step, refractory_active mask) of every step with a held neuron
+        #: (refractory, or the PPU's reset hold)
+        self.holds: list[tuple[int, int, int]] = []
 
     def drive_codes(self, loop: AnalogLoop) -> None:
         """Drive ``adc_codes`` with the codes of ``loop``'s present membranes."""
@@ -135,7 +138,10 @@ class AnalogBridge:
                     f"says time={(k + 1) * S}, running=1, step_done=1")
             exc = unpack_array(_unsigned(dut.exc_sum, "exc_sum"), self.sum_bits, n)
             inh = unpack_array(_unsigned(dut.inh_sum, "inh_sum"), self.sum_bits, n)
-            hold = unpack_array(_unsigned(dut.refractory_active, "refractory_active"), 1, n)
+            hold_mask = _unsigned(dut.refractory_active, "refractory_active")
+            if hold_mask:
+                self.holds.append((sample, k, hold_mask))
+            hold = unpack_array(hold_mask, 1, n)
             fired = loop.step(torch.tensor([exc]), torch.tensor([inh]),
                               torch.tensor([[bool(h) for h in hold]]))[0]
             idx = torch.nonzero(fired).reshape(-1).tolist()

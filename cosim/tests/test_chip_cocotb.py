@@ -12,7 +12,21 @@ and sets :data:`ENV_JOB` to the path of its JSON description::
      "output": "observables.npz", # Observables.save (backend "cosim")
      "stats": "stats.json",       # cycles, wall time, host accesses
      "membranes": false,          # write membranes.vcd/.csv into the run directory
-     "write_zeros": true}         # false: write only the image's non-zero words
+     "write_zeros": true,         # false: write only the image's non-zero words
+     "ppu": null}                 # optional: a PPU program (below)
+
+``ppu`` (optional): ``{"words": [...], "dmem": [[index, word], ...], "when":
+"before" | "each_sample", "read_dmem": [indices], "max_cycles": N}``: the
+program and its data are written through the host bus after the image;
+``before``: the PPU is started and run to its halt before the first sample
+(e.g. a weight update that the samples then use), and every synapse is read
+back; ``each_sample``: ``ppu_ctrl`` start is written in the clear cycle of
+every sample, so the PPU runs from the sample's first running cycle
+(``time = 0``).  After each PPU run (for ``each_sample``: after the sample's
+read-back) the host waits for the halt (at most ``max_cycles``) and reads
+``ppu_status``, ``ppu_pc``, ``ppu_cycles``, the output buffer and the dmem
+words asked for; the results go to the stats file as ``"ppu"`` (one dict per
+PPU run), with the bridge's held steps (sample, step, mask) of that sample.
 
 Everything the test does to the chip goes through the top level's ports: the
 image, the input events, ``ctrl`` and every read-back through the host bus
@@ -59,6 +73,47 @@ async def _start(dut, cfg) -> HostBusDriver:
     drv = HostBusDriver(dut)
     await drv.reset()
     return drv
+
+
+async def _ppu_results(drv: HostBusDriver, amap, cfg, ppu: dict) -> dict:
+    """Wait (polling ``ppu_status``) until the PPU is not running, at most
+    ``ppu["max_cycles"]`` cycles, then read its status, cycles, pc, output
+    buffer and the dmem words ``ppu["read_dmem"]``."""
+    from spikeloop.model.ppu import chip_geometry, pack_lanes
+
+    g = chip_geometry(cfg)
+    status = amap["ppu_status"].address(0)
+    limit = int(ppu.get("max_cycles", 100_000))
+    waited = 0
+    for _ in range(2):     # a start written just now: the pulse, then running
+        await RisingEdge(drv.clk)
+    while (await drv.read(status)) & 1:
+        if waited > limit:
+            raise AssertionError(f"the PPU still runs {waited} cycles after the last check "
+                                 f"(max_cycles = {limit}); pc = "
+                                 f"{await drv.read(amap['ppu_pc'].address(0))}")
+        await RisingEdge(drv.clk)
+        waited += 2
+    await RisingEdge(drv.clk)
+    st, pc, cycles, count, drops = await drv.read_many(
+        [amap[k].address(0) for k in ("ppu_status", "ppu_pc", "ppu_cycles", "ppu_out_count",
+                                      "ppu_out_drops")])
+    out = []
+    if count:
+        await RisingEdge(drv.clk)
+        words = await drv.read_many([amap["ppu_out"].address(i)
+                                     for i in range(count * g.vector_words)])
+        out = [pack_lanes(words[i * g.vector_words:(i + 1) * g.vector_words], 32)
+               for i in range(count)]
+    dmem = {}
+    if ppu.get("read_dmem"):
+        await RisingEdge(drv.clk)
+        idx = [int(i) for i in ppu["read_dmem"]]
+        dmem = dict(zip(idx, await drv.read_many([amap["ppu_dmem"].address(i) for i in idx]),
+                        strict=True))
+    await RisingEdge(drv.clk)
+    return {"status": st, "pc": pc, "cycles": cycles, "out_count": count, "out_drops": drops,
+            "out": [hex(v) for v in out], "dmem": {str(k): v for k, v in dmem.items()}}
 
 
 @cocotb.test(skip=ENV_JOB not in os.environ)
@@ -121,6 +176,26 @@ async def test_run_job(dut):
         image = image.copy()
         image.neuron_merge = np.asarray(merge, dtype=np.int64)
 
+    ppu = job.get("ppu")
+    ppu_results = []
+    if ppu:
+        if ppu["when"] not in ("before", "each_sample"):
+            raise ValueError(f"job ppu.when = {ppu['when']!r}; allowed: before, each_sample")
+        await drv.write_many(
+            [(amap["ppu_imem"].address(i), int(w)) for i, w in enumerate(ppu["words"])]
+            + [(amap["ppu_dmem"].address(int(i)), int(w)) for i, w in ppu.get("dmem", [])])
+        if ppu["when"] == "before":
+            await drv.write(amap["ppu_ctrl"].address(0), 1)
+            res = await _ppu_results(drv, amap, cfg, ppu)
+            syn = []
+            for h in range(cfg.n_halves):
+                r = amap[f"synapses{h}"]
+                await RisingEdge(dut.clk)
+                syn.append(await drv.read_many([r.address(i) for i in range(r.count)]))
+            res["synapses"] = syn
+            ppu_results.append(res)
+            await RisingEdge(dut.clk)
+
     trace = MembraneTrace(n) if job.get("membranes") else None
     bridge = AnalogBridge(dut, cfg, trace=trace)
     records, adc_rows = [], []
@@ -133,7 +208,10 @@ async def test_run_job(dut):
         bridge.drive_codes(loop)                   # before step 0: the initial membranes
         t0 = time.perf_counter()
         await drv.write(ctrl, 0b11)                # run | clear: the next cycle clears
-        await RisingEdge(dut.clk)                  # the edge that ends the clear cycle: r = 0
+        if ppu and ppu["when"] == "each_sample":   # start: the PPU runs from r = 0 on
+            await drv.write(amap["ppu_ctrl"].address(0), 1)
+        else:
+            await RisingEdge(dut.clk)              # the edge that ends the clear cycle: r = 0
         await bridge.run(loop, s, n_steps)         # returns at the start of r = L - 1
         await drv.write(ctrl, 0)                   # the last running cycle
         t_runs += time.perf_counter() - t0
@@ -166,6 +244,11 @@ async def test_run_job(dut):
         codes = await drv.read_many([adc.address(i) for i in range(n_adc * n)])
         adc_rows.append([codes[k * n:(k + 1) * n] for k in range(n_adc)])
         await RisingEdge(dut.clk)
+        if ppu and ppu["when"] == "each_sample":
+            res = await _ppu_results(drv, amap, cfg, ppu)
+            res["holds"] = [list(h) for h in bridge.holds if h[0] == s]
+            ppu_results.append(res)
+            await RisingEdge(dut.clk)
         cocotb.log.info("sample %d: %d spikes so far, %d records, %d ADC samples", s,
                         len(bridge.spikes), n_rec, n_adc)
     await ReadOnly()
@@ -189,6 +272,8 @@ async def test_run_job(dut):
         "cycles_per_s": sim_cycles / wall if wall > 0 else None,
         "live_cycles_per_s": B * L / t_runs if t_runs > 0 else None,
     }
+    if ppu:
+        stats["ppu"] = ppu_results
     if "stats" in job:
         _job_path(job, "stats", base).write_text(json.dumps(stats, indent=2))
     cocotb.log.info("cosim job: %d samples x %d live cycles, %d cycles simulated in %.2f s "

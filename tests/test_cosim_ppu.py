@@ -1,0 +1,127 @@
+"""The PPU's programs 1-3 (spikeloop/ppu_programs.py) on the co-simulated chip
+(Verilator, mini top, the analog model in the loop), each with its cycle
+count, its effect checked against numpy or the reference backend.
+
+- program 3 (weight update) runs before the samples; the rows it wrote equal
+  numpy's clip(w + u, 0, 63), and the run that uses them equals the reference
+  backend run on the image with numpy's weights (the backends' contract);
+- program 1 (trace recording) runs from the first cycle of every sample; its
+  streamed vectors equal the ADC codes of the run (Observables.adc), and the
+  run equals the reference backend's (a PPU that only reads changes nothing);
+- program 2 (inference mode) resets every neuron at the paper's spacing
+  (1475 cycles = 11.8 us): the analog side sees the hold for exactly the
+  steps of the reset cycles.
+
+The cycle counts are printed (``-s``) and kept in each result."""
+import time
+
+import numpy as np
+import pytest
+
+from spikeloop import ppu_programs as P
+from spikeloop.backends.reference import run_reference
+from spikeloop.chip import Chip
+from spikeloop.config import MINI
+from spikeloop.cosim.backend import run_cosim
+from spikeloop.events import InputEvents
+from spikeloop.model.ppu import chip_geometry
+from spikeloop.scenarios import SCENARIOS
+
+pytestmark = pytest.mark.cosim
+
+
+@pytest.fixture(scope="module")
+def chip():
+    return Chip.calibrated(MINI, 1)
+
+
+def test_weight_update_program_in_cosim(chip):
+    cfg = MINI
+    g = chip_geometry(cfg)
+    sc = SCENARIOS["random"](cfg, np.random.default_rng(0))
+    image = chip.configure(sc.image)
+    rng = np.random.default_rng(5)
+    M = cfg.n_halves * cfg.rows_per_half * g.row_chunks        # every row of both halves
+    upd = rng.integers(-40, 41, size=(M, g.lanes(8)))
+    prog = P.program("weight_update", cfg)
+    t0 = time.monotonic()
+    co = run_cosim(chip, image, sc.events, sc.n_steps, run_seed=2,
+                   ppu={"words": prog.words, "dmem": P.weight_update_dmem(cfg, 0, upd),
+                        "when": "before"})
+    res = co.stats["ppu"][0]
+    want = P.weight_update_numpy(cfg, image.synapse_weight, 0, upd)
+    got = np.array([[[w & cfg.weight_max for w in res["synapses"][h][r * cfg.columns_per_half:
+                                                                    (r + 1) * cfg.columns_per_half]]
+                     for r in range(cfg.rows_per_half)] for h in range(cfg.n_halves)])
+    labels = np.array([[[w >> cfg.weight_bits for w in res["synapses"][h][
+        r * cfg.columns_per_half:(r + 1) * cfg.columns_per_half]]
+        for r in range(cfg.rows_per_half)] for h in range(cfg.n_halves)])
+    assert (got == want).all()
+    assert (labels == image.synapse_label).all(), "labels kept"
+    assert (want != image.synapse_weight).any() and (want == cfg.weight_max).any()
+    assert res["status"] == 0b10 and res["cycles"] == P.weight_update_cycles(cfg, M)
+    print(f"program 3 (weight update, {M} row chunks): {res['cycles']} cycles "
+          f"({res['cycles'] / cfg.clock_mhz:.2f} us at {cfg.clock_mhz} MHz); "
+          f"cosim call {time.monotonic() - t0:.1f} s")
+    updated = image.copy()
+    updated.synapse_weight = want
+    ref = run_reference(chip, updated, sc.events, sc.n_steps, run_seed=2)
+    assert co.first_difference(ref) is None, co.first_difference(ref)
+
+
+def test_trace_program_streams_the_runs_adc_codes(chip):
+    cfg = MINI
+    sc = SCENARIOS["exc_inh"](cfg, np.random.default_rng(0))
+    image = chip.configure(sc.image)
+    events = InputEvents.from_lists(cfg, [sc.events.of_sample(0).tolist()] * 2)
+    L = sc.n_steps * cfg.analog_step_cycles + 2
+    n_rec = min(L // int(image.adc_period), cfg.adc_buffer_depth)
+    prog = P.program("trace", cfg)
+    co = run_cosim(chip, image, events, sc.n_steps, run_seed=3,
+                   ppu={"words": prog.words, "dmem": P.trace_dmem(cfg, n_rec),
+                        "when": "each_sample", "read_dmem": [1]})
+    for b, res in enumerate(co.stats["ppu"]):
+        assert res["status"] == 0b10 and res["out_drops"] == 0
+        assert res["out_count"] == n_rec * chip_geometry(cfg).adc_chunks
+        codes = P.trace_vectors_to_codes(cfg, [int(v, 16) for v in res["out"]])
+        assert int(co.adc_count[b]) == n_rec
+        assert (codes == co.adc[:n_rec, b]).all(), f"batch entry {b}"
+        assert res["dmem"]["1"] + 3 == res["cycles"], "csrr in cycle c, sw, halt in c + 2"
+        print(f"program 1 (trace, sample {b}): {n_rec} ADC samples streamed in "
+              f"{res['cycles']} cycles")
+    ref = run_reference(chip, image, events, sc.n_steps, run_seed=3)
+    assert co.first_difference(ref) is None, co.first_difference(ref)
+
+
+def test_inference_program_resets_at_the_papers_spacing(chip):
+    cfg = MINI
+    S = cfg.analog_step_cycles
+    K, spacing = 3, P.INFERENCE_SPACING_CYCLES
+    sc = SCENARIOS["exc_inh"](cfg, np.random.default_rng(0))
+    image = chip.configure(sc.image)
+    image.refractory[:] = 0           # refractory_active is then the PPU's reset hold alone
+    base = sc.events.of_sample(0).tolist()
+    evs = sorted((c + k * spacing, lk, lb) for k in range(K) for c, lk, lb in base)
+    events = InputEvents.from_lists(cfg, [evs])
+    n_steps = K * spacing // S + 1
+    prog = P.program("inference", cfg)
+    t0 = time.monotonic()
+    co = run_cosim(chip, image, events, n_steps, run_seed=4,
+                   ppu={"words": prog.words, "dmem": P.inference_dmem(cfg, K, spacing),
+                        "when": "each_sample", "read_dmem": [P.RESET_LOG + k for k in
+                                                             range(1, K)]})
+    res = co.stats["ppu"][0]
+    assert res["status"] == 0b10
+    seen = [res["dmem"][str(P.RESET_LOG + k)] for k in range(1, K)]
+    assert all(k * spacing <= t <= k * spacing + 1 for k, t in zip(range(1, K), seen)), seen
+    chunks = chip_geometry(cfg).neuron_chunks
+    expect = sorted({(t + 3 + j) // S for t in seen for j in range(chunks)})
+    held = [step for _, step, mask in res["holds"]]
+    assert held == expect, (held, expect)
+    assert all(mask == (1 << cfg.n_neurons) - 1 for *_, mask in res["holds"])
+    assert not [sp for sp in co.spikes if sp[1] in set(expect)], "a held neuron spiked"
+    fps = cfg.clock_mhz * 1e6 / spacing
+    print(f"program 2 (inference): {K} samples {spacing} cycles = {spacing / cfg.clock_mhz:.1f} "
+          f"us apart: {fps:.0f} emulated frames/s; resets at cycles "
+          f"{[t + 3 for t in seen]} hold steps {held}; PPU ran {res['cycles']} cycles; "
+          f"cosim call {time.monotonic() - t0:.1f} s")
