@@ -247,8 +247,9 @@ class FastChip:
             if w:
                 # cycle g0 = (k+1) S: the analog step k = w - 1, its spikes, the arbiters
                 fired = self._analog_step(analog, g0)
-                sb, sn = (x.cpu().numpy() for x in fired.nonzero(as_tuple=True))
-                spikes.append(np.stack([sb, sn, np.full(len(sb), w - 1)], 1))
+                sp = fired.nonzero().cpu().numpy()
+                sb, sn = sp[:, 0], sp[:, 1]
+                spikes.append(sp)
                 take_codes(w)
                 if not self.no_refractory:
                     self._refractory_load(fired & self.enable, g0)
@@ -672,8 +673,8 @@ class FastChip:
         hd = h * cfg.drivers_per_half + d
         row = torch.from_numpy(b * cfg.n_halves + h).to(self.device)
         if self.row_w_addr is not None:
-            w = self.row_w_addr[torch.from_numpy((hd << cfg.label_bits) + address)
-                                .to(self.device)]                             # [k, 2, C]
+            w = self.row_w_addr.index_select(0, torch.from_numpy(
+                (hd << cfg.label_bits) + address).to(self.device))             # [k, 2, C]
         else:
             hd, address = (torch.from_numpy(x).to(self.device) for x in (hd, address))
             hit = self.row_label[hd] == address[:, None, None]                  # [k, 2, C]
@@ -714,7 +715,9 @@ class FastChip:
         def sat(x):
             return np.minimum(np.asarray(x.cpu() if torch.is_tensor(x) else x), cmax)
 
-        sp = np.concatenate(spikes) if spikes else np.zeros((0, 3), np.int64)
+        steps = np.repeat(np.arange(len(spikes)), [len(x) for x in spikes])
+        sp = (np.concatenate([np.concatenate(spikes), steps[:, None]], 1) if spikes
+              else np.zeros((0, 3), np.int64))
         # (sample, neuron, step) -> (sample, step, cycle, neuron), sorted as the reference
         sp = sp[np.lexsort((sp[:, 1], sp[:, 2], sp[:, 0]))]
         S = cfg.analog_step_cycles
