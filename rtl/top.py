@@ -68,13 +68,13 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from spikeloop.config import ChipConfig
+from spikeloop.model.ppu import out_buffer_vectors
 from spikeloop.rtl.adc_control import AdcControl
 from spikeloop.rtl.analog_boundary import AnalogBoundary
 from spikeloop.rtl.arbiter import SpikeArbiter
 from spikeloop.rtl.crossbar import Crossbar
 from spikeloop.rtl.hostbus import HostBus
 from spikeloop.rtl.neuron_backend import NeuronBackend
-from spikeloop.model.ppu import out_buffer_vectors
 from spikeloop.rtl.playback import EventPlayback
 from spikeloop.rtl.ppu import Ppu
 from spikeloop.rtl.recorder import EventRecorder

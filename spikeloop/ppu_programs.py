@@ -67,7 +67,7 @@ done:
 INFERENCE = """
 # program 2: inference mode. dmem[0] = samples K, dmem[1] = spacing P in cycles;
 # at time >= k*P (k = 1..K-1) every neuron is reset; dmem[RESET_LOG + k] <- time seen
-        .equ RESET_LOG, %d
+        .equ RESET_LOG, {RESET_LOG}
         lw r1, 0(r0)             # K
         lw r2, 1(r0)             # P
         addi r3, r0, 1
@@ -91,7 +91,7 @@ reset:
         j loop
 done:
         halt
-""" % RESET_LOG
+""".replace("{RESET_LOG}", str(RESET_LOG))
 
 WEIGHT_UPDATE = """
 # program 3: weight update. dmem[0] = first row address A, dmem[1] = row chunks M,

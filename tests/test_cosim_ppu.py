@@ -113,7 +113,8 @@ def test_inference_program_resets_at_the_papers_spacing(chip):
     res = co.stats["ppu"][0]
     assert res["status"] == 0b10
     seen = [res["dmem"][str(P.RESET_LOG + k)] for k in range(1, K)]
-    assert all(k * spacing <= t <= k * spacing + 1 for k, t in zip(range(1, K), seen)), seen
+    assert all(k * spacing <= t <= k * spacing + 1
+               for k, t in zip(range(1, K), seen, strict=True)), seen
     chunks = chip_geometry(cfg).neuron_chunks
     expect = sorted({(t + 3 + j) // S for t in seen for j in range(chunks)})
     held = [step for _, step, mask in res["holds"]]

@@ -438,7 +438,7 @@ def test_top_ppu_trace_and_inference_match_reference():
                                 ppu_programs.inference_dmem(cfg, 3, spacing), start_at=0,
                                 cycles=3 * spacing + 3 * S, spike_rate=0.0)
     seen = [ref.ppu.sim.dmem[ppu_programs.RESET_LOG + k] for k in (1, 2)]
-    assert all(k * spacing <= t <= k * spacing + 1 for k, t in zip((1, 2), seen)), seen
+    assert all(k * spacing <= t <= k * spacing + 1 for k, t in zip((1, 2), seen, strict=True)), seen
     # the resets: in cycles seen + 3 (one neuron chunk on mini), every neuron
     resets = [o["time"] for o in trace if o["nreset"]]
     assert resets == [t + 3 for t in seen]
