@@ -1,7 +1,7 @@
 """Throughput of the emulator backends on the paper's MNIST-sized network.
 
     python -m spikeloop.bench fast [--batch 64] [--batches 3] [--device cpu]
-                                   [--reference-samples 2] [--threads 1]
+                                   [--reference-samples 2] [--threads 1] [--breakdown]
 
 What is measured (forward only, no gradients, wall clock after one warm-up batch):
 
@@ -13,6 +13,9 @@ What is measured (forward only, no gradients, wall clock after one warm-up batch
 - ``plain torch``: a plain PyTorch LIF network of the same size (256 -> 246 ->
   10, current-based exponential synapses, the same 531 steps and batch), dense
   matmuls, no chip: the software baseline.
+- ``--breakdown``: the fast backend's analog side alone (the same ``AnalogLoop``
+  steps with no input) and its membrane noise alone, the rest being the digital
+  side; and how many crossbar words went in closed form.
 - ``reference`` (``--reference-samples N``, default 2): the pure-Python golden
   backend on the first N samples of the first timed batch; the fast backend's
   Observables of those samples must equal it (printed).
