@@ -457,7 +457,8 @@ def test_top_random_ppu_program_matches_reference(start_at, stop_at):
 
 
 @pytest.mark.slow
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.nested_given])
 @given(seed=st.integers(0, 2**32 - 1), start_at=st.integers(0, 30),
        stop_at=st.one_of(st.none(), st.integers(31, 160)))
 def test_top_random_ppu_programs_long(seed, start_at, stop_at):
