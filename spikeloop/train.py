@@ -469,8 +469,9 @@ def _get_chip(s: TrainSettings, out: Path, log: RunLog, resuming: bool):
             raise TrainError(f"--chip {src} holds chip {chip.chip_seed} of preset "
                              f"{chip.cfg.name!r}, not chip {s.chip_seed} of {cfg.name!r}")
         if chip.calibration is None:
-            raise TrainError(f"--chip {src} holds no calibration; training needs a calibrated "
-                             "chip (spikeloop calibrate)")
+            log.info(f"chip: {src} holds no calibration: the chip runs with its nominal "
+                     "settings, its mismatch uncorrected (spikeloop calibrate makes a "
+                     "calibrated one)")
         chip.save(path)
         log.info(f"chip: loaded {src} (preset {cfg.name}, chip seed {s.chip_seed}); "
                  f"copied to {path}")

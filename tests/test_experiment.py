@@ -55,11 +55,12 @@ def test_tiny_experiment_end_to_end(tmp_path, capsys):
     assert cli_main(args) == 0
     res = json.loads((out / "experiment.json").read_text())
     row = res["per_seed"]["0"]
-    assert set(row) >= {"ideal", "loop_a", "deployed_a", "a_on_b", "retrained_b", "inference_a"}
+    assert set(row) >= {"ideal", "loop_a", "deployed_a", "a_on_b", "retrained_b", "inference_a",
+                        "deployed_uncal", "loop_uncal"}
     assert row["inference_a"]["cycles_per_image"] == 184 * 8 + 2
     for key in ("ideal", "loop_a", "deployed_a", "a_on_b", "retrained_b"):
         assert 0.0 <= row[key]["accuracy"] <= 1.0
-    for d in ("software", "loop-A", "retrain-B"):
+    for d in ("software", "loop-A", "retrain-B", "loop-A-uncalibrated"):
         r = json.loads((out / "seed0" / d / "results.json").read_text())
         assert r["epochs_done"] == 1
     retrain = (out / "seed0" / "retrain-B" / "train.log").read_text()
@@ -70,6 +71,6 @@ def test_tiny_experiment_end_to_end(tmp_path, capsys):
     # a second call reuses the finished runs and gives the same numbers
     capsys.readouterr()
     assert cli_main(args) == 0
-    assert capsys.readouterr().out.count("finished earlier") == 3
+    assert capsys.readouterr().out.count("finished earlier") == 4
     again = json.loads((out / "experiment.json").read_text())
     assert again["per_seed"] == res["per_seed"]
