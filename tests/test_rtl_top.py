@@ -460,7 +460,7 @@ def test_top_random_ppu_program_matches_reference(start_at, stop_at):
 @settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.nested_given])
 @given(seed=st.integers(0, 2**32 - 1), start_at=st.integers(0, 30),
-       stop_at=st.one_of(st.none(), st.integers(31, 160)))
+       stop_at=st.one_of(st.none(), st.integers(31, 149)))   # the run has 150 cycles
 def test_top_random_ppu_programs_long(seed, start_at, stop_at):
     print(f"seed {seed}")
     _random_ppu_run(seed, start_at, stop_at, require_ports=False)
@@ -482,4 +482,5 @@ def _random_ppu_run(seed, start_at, stop_at, *, require_ports):
     if require_ports:   # the program reached the chip's ports
         assert ref.ppu.sim.stream or ref.ppu.sim.resets
     if stop_at is not None:
-        assert not ref.ppu.sim.running and not ref.ppu.sim.halted
+        # stopped, unless the program reached its halt before the stop (halted stays set)
+        assert not ref.ppu.sim.running
