@@ -31,7 +31,12 @@ One forward pass (PAPER.md, "How the gradient is formed in the loop"):
    baseline averaged over many samples carries less noise).  Output traces are
    divided by ``output_scale / 240`` so they are comparable with the model's.
    Spikes are binned to the ADC grid: a spike in analog step ``s`` belongs to
-   the first sample whose codes are taken after step ``s``.
+   the first sample whose codes are taken after step ``s``.  They are taken
+   from ``Observables.spikes`` (every neuron's spikes as the analog side
+   emitted them), not from the recorder's events: a record memory that
+   overflows (``last_stats["record_drops"]``, counted) loses events for the
+   host but not for the gradient.  On the real chip the host sees only the
+   recorded events.
 5. **Gradient injection** (:meth:`LoopNetwork.model_pass`): forward values are
    the measured ones, backpropagation runs through the ideal LIF equations
    along the measured trajectory.
