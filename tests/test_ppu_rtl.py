@@ -40,6 +40,7 @@ pytestmark = pytest.mark.rtl
 
 #: small memories keep the simulations quick; the defaults are tested for export
 IMEM, DMEM = 128, 64
+LONG_IMEM = 512
 
 
 @dataclass
@@ -333,10 +334,12 @@ def test_random_programs_mini(seed, stop):
 @settings(max_examples=150, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), stop=st.booleans())
 def test_random_programs_mini_long(seed, stop):
+    # up to 20 + 60 * 6 + 1 words: a larger instruction memory than the quick tier's
     rng = random.Random(seed)
-    g = PpuGeometry(MINI, imem_words=IMEM, dmem_words=DMEM)
+    g = PpuGeometry(MINI, imem_words=LONG_IMEM, dmem_words=DMEM)
     src = "\n".join(random_program(rng, g, rng.randint(20, 60)))
-    check_program(MINI, src, random_scenario(MINI, rng, stop=stop, max_cycles=800))
+    check_program(MINI, src, random_scenario(MINI, rng, stop=stop, max_cycles=800),
+                  imem_words=LONG_IMEM, dmem_words=DMEM)
 
 
 VARIANT = MINI.replace(n_neurons=80, rows_per_half=6, weight_bits=4, label_bits=5, adc_bits=10,
