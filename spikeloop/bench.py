@@ -389,8 +389,8 @@ def bench_train(args) -> int:
     nets["in the loop (fast, FULL)"].baseline()
     print(f"network {N_IN} -> {N_HIDDEN} -> {N_OUT} (chip: merged neurons), MNIST batches "
           f"of {args.batch}, {task.n_steps} observed steps of {task.dt_us} µs; torch threads "
-          f"{torch.get_num_threads()}; chip calibration and placement {time.perf_counter() - t0:.1f} s "
-          "(not timed)")
+          f"{torch.get_num_threads()}; chip calibration and placement "
+          f"{time.perf_counter() - t0:.1f} s (not timed)")
     print("measured (one training step per batch: forward, backward, Adam, clamp; "
           "wall clock, warm-up batch excluded):")
     rates = {}

@@ -16,6 +16,7 @@ from spikeloop.tasks import (
     shd_defaults,
     stratified_subset,
 )
+from tests.test_data import _write_shd  # the SHD HDF5 layout, written once
 
 pytestmark = pytest.mark.unit
 
@@ -106,20 +107,6 @@ def test_yinyang_default_hidden_fits_a_half_of_the_preset():
 
 
 # ------------------------------------------------------------------ SHD
-def _write_shd(path, samples, labels):
-    import h5py
-
-    with h5py.File(path, "w") as f:
-        times = f.create_dataset("spikes/times", (len(samples),),
-                                 dtype=h5py.vlen_dtype(np.dtype("float32")))
-        units = f.create_dataset("spikes/units", (len(samples),),
-                                 dtype=h5py.vlen_dtype(np.dtype("uint16")))
-        for k, (t, u) in enumerate(samples):
-            times[k] = np.asarray(t, dtype=np.float32)
-            units[k] = np.asarray(u, dtype=np.uint16)
-        f.create_dataset("labels", data=np.asarray(labels, dtype=np.uint16))
-
-
 def write_shd_dir(path, n_train=6, n_test=4, seed=0):
     """Small SHD files in the standard format (random spikes, labels 0..19)."""
     rng = np.random.default_rng(seed)
