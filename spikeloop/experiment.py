@@ -13,8 +13,8 @@ mismatched chip instances A and B (chip seeds ``--chip-a``, ``--chip-b``):
 3. **software, deployed as is on A**: the network of (1), weights written to
    chip A unchanged, tested on A;
 4. **A's network on B**: the network of (2) tested on chip B, then **retrained
-   on B** for ``--retrain-epochs`` (in the loop, starting from (2)'s weights)
-   and tested on B;
+   on B** for ``--retrain-epochs`` (in the loop, starting from (2)'s weights,
+   at the learning rate (2)'s schedule ended with, a new Adam) and tested on B;
 5. **the uncalibrated chip A** (``--uncalibrated``, default on): the same
    specimen run with the nominal analog settings (no calibration): the
    software network deployed on it as is, and a network trained in the loop on
@@ -101,13 +101,21 @@ def _train(ms: MismatchSettings, out: Path, log, **kw) -> dict:
     from spikeloop.train import TrainSettings, run
 
     results = out / "results.json"
-    st = TrainSettings(task=ms.task, out=str(out), preset=ms.preset,
-                       batch_size=ms.batch_size, train_samples=ms.train_samples,
-                       test_samples=ms.test_samples, data_dir=ms.data_dir,
-                       threads=ms.threads, progress=ms.progress,
-                       **({"lr": ms.lr} if ms.lr is not None else {}), **kw)
+    args = dict(task=ms.task, out=str(out), preset=ms.preset, batch_size=ms.batch_size,
+                train_samples=ms.train_samples, test_samples=ms.test_samples,
+                data_dir=ms.data_dir, threads=ms.threads, progress=ms.progress,
+                **({"lr": ms.lr} if ms.lr is not None else {}))
+    st = TrainSettings(**{**args, **kw})
     if results.is_file():
+        from spikeloop.train import RESUMABLE_CHANGES
+
         done = json.loads(results.read_text())
+        conflicts = [f"{k}: there {done['args'].get(k)!r}, now {v!r}"
+                     for k, v in st.to_dict().items()
+                     if k not in RESUMABLE_CHANGES and done["args"].get(k) != v]
+        if conflicts:
+            raise ExperimentError(f"{out} holds a run with other settings "
+                                  f"({'; '.join(conflicts)}); remove it or use another --out")
         if done.get("epochs_done") == st.epochs:
             log(f"  {out}: finished earlier (test accuracy {done['final_test_accuracy']:.4f}),"
                 " reused")
@@ -186,8 +194,11 @@ def run_mismatch(ms: MismatchSettings, log=print) -> dict:
         row = {"ideal": _pick(sw), "loop_a": _pick(loop)}
         row["deployed_a"] = _pick(_evaluate(d / "software" / "network.pt", chip_a, ms,
                                             backend=ms.backend))
+        # a brief retraining continues at the learning rate A's schedule reached
+        hp = loop["hyperparameters"]
         re = _train(ms, d / "retrain-B", log, backend=ms.backend, chip_seed=ms.chip_b,
                     epochs=ms.retrain_epochs, seed=seed,
+                    lr=hp["lr"] * hp["lr_decay"] ** ms.epochs,
                     init=str(d / "loop-A" / "network.pt"))
         chip_b = Chip.load(d / "retrain-B" / "chip.npz")
         row["a_on_b"] = _pick(_evaluate(d / "loop-A" / "network.pt", chip_b, ms,

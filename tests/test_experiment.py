@@ -74,3 +74,22 @@ def test_tiny_experiment_end_to_end(tmp_path, capsys):
     assert capsys.readouterr().out.count("finished earlier") == 4
     again = json.loads((out / "experiment.json").read_text())
     assert again["per_seed"] == res["per_seed"]
+
+
+def test_a_finished_run_with_other_settings_is_not_reused(tmp_path):
+    out = tmp_path / "exp"
+    base = ["experiment", "mismatch", "--out", str(out), "--task", "yinyang", "--preset",
+            "mini", "--seeds", "0", "--epochs", "1", "--retrain-epochs", "1",
+            "--train-samples", "30", "--test-samples", "30", "--batch-size", "30",
+            "--no-progress", "--no-uncalibrated"]
+    assert cli_main(base) == 0
+    r = json.loads((out / "seed0" / "retrain-B" / "results.json").read_text())
+    loop = json.loads((out / "seed0" / "loop-A" / "results.json").read_text())
+    hp = loop["hyperparameters"]
+    assert r["args"]["lr"] == pytest.approx(hp["lr"] * hp["lr_decay"])   # after 1 epoch
+    with pytest.raises(ExperimentError, match=r"holds a run with other settings \(batch_size: "
+                                              r"there 30, now 15\)"):
+        run_mismatch(MismatchSettings(out=str(out), task="yinyang", preset="mini", seeds=(0,),
+                                      epochs=1, retrain_epochs=1, train_samples=30,
+                                      test_samples=30, batch_size=15, progress=False,
+                                      uncalibrated=False))
