@@ -85,13 +85,15 @@ def _stat_number(text: str, label: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-def _yosys_area(path: Path, top: str, workdir: Path, timeout_s: int) -> dict:
+def _yosys_area(path: Path, top: str, workdir: Path, timeout_s: int,
+                log_dir: Path | None = None) -> dict:
     """Memories are collected into ``$mem_v2`` cells, counted (their bits), and
     turned into black boxes (an SRAM macro each); the rest goes through
     ``synth`` (from its ``coarse`` label on) and ``stat -tech cmos`` estimates
-    its transistors."""
+    its transistors.  The yosys log goes to ``log_dir`` (default: ``workdir``),
+    which a failure message names."""
     yosys = require("yosys", "yosys")
-    log = workdir / f"{top}.yosys.log"
+    log = (log_dir or workdir) / f"{top}.yosys.log"
     pre, post = workdir / f"{top}.coarse.json", workdir / f"{top}.stat.txt"
     script = "; ".join([
         f"read_verilog -sv {path}",
@@ -126,16 +128,20 @@ def _yosys_area(path: Path, top: str, workdir: Path, timeout_s: int) -> dict:
     }
 
 
-def area(cfg: ChipConfig, names=None, timeout_s: int = 1800) -> dict:
+def area(cfg: ChipConfig, names=None, timeout_s: int = 1800,
+         log_dir=Path("build") / "area-logs") -> dict:
     """Cell counts per component and in total from Debian's yosys ``synth; stat``,
-    with memories counted as SRAM bits (6 transistors each)."""
+    with memories counted as SRAM bits (6 transistors each).  The yosys logs are
+    kept in ``log_dir/<preset>/`` (a failure names its log there)."""
     result = {"preset": cfg.name, "components": {}}
+    logs = Path(log_dir) / cfg.name
+    logs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         wd = Path(tmp)
         names = list(names or [n for n in COMPONENTS if n != "top"])
         files = export_verilog(cfg, wd / "verilog", names)
         for name, path in files.items():
-            r = _yosys_area(path, module_name(name), wd, timeout_s)
+            r = _yosys_area(path, module_name(name), wd, timeout_s, logs)
             r["transistors_sram"] = r["memory_bits"] * SRAM_TRANSISTORS_PER_BIT
             r["transistors_total"] = r["transistors_logic"] + r["transistors_sram"]
             result["components"][name] = r

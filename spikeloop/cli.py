@@ -341,6 +341,9 @@ def main(argv=None) -> int:
     except (ConfigError, ValueError) as e:
         print(f"spikeloop: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:        # a tool run failed (yosys, Verilator): says where its log is
+        print(f"spikeloop: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -47,3 +47,12 @@ def test_addrmap_command_prints_every_region(capsys):
     out = capsys.readouterr().out
     for region in ("synapses0", "xbar_mask", "ctrl", "record"):
         assert region in out
+
+
+def test_area_failure_names_a_log_that_exists(tmp_path):
+    """A yosys run that fails (here: out of time) names its log, kept after the run."""
+    log = tmp_path / "mini" / "spikeloop_ppu.yosys.log"
+    with pytest.raises(RuntimeError, match=f"yosys took more than 1 s on spikeloop_ppu; "
+                                           f"log: {log}$"):
+        area(MINI, ["ppu"], timeout_s=1, log_dir=tmp_path)
+    assert log.is_file()
