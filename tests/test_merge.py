@@ -23,7 +23,7 @@ from spikeloop.config import FULL, MINI
 from spikeloop.image import ConfigImage
 from spikeloop.model.analog import AnalogChipModel, LIFParams, lif_step, psp_closed_form
 from spikeloop.placement import INPUT, PlacementError, place
-from tests.test_fast_equivalence import describe_difference, random_case
+from tests.test_fast_equivalence import assert_same, describe_difference, random_case
 
 C = MINI.columns_per_half
 
@@ -202,8 +202,9 @@ def test_sixteen_signed_inputs_on_mini_end_to_end(mini_chip):
 
 # -- every backend agrees on random merged images --------------------------------------
 
-def merged_case(seed: int):
-    chip, img, events, n_steps, offset = random_case(seed)
+def merged_case(seed: int, cfg=None):
+    """``random_case(seed, cfg)`` with about 60 % of the columns merged."""
+    chip, img, events, n_steps, offset = random_case(seed, cfg)
     rng = np.random.default_rng([seed, 1])
     img.neuron_merge[:] = rng.random(img.cfg.columns_per_half) < 0.6
     return chip, img, events, n_steps, offset
@@ -214,8 +215,7 @@ def check_merged_seed(seed: int) -> None:
     kw = dict(run_seed=seed % 5, sample_offset=offset)
     ref = run_reference(chip, img, events, n_steps, **kw)
     fast = run_fast(chip, img, events, n_steps, **kw)
-    diff = describe_difference(ref, fast)
-    assert diff is None, f"seed {seed}: first difference (reference != fast): {diff}"
+    assert_same(ref, fast, f"merged_case({seed})")
 
 
 @pytest.mark.unit
@@ -241,8 +241,7 @@ def test_merged_cosim_equals_fast(seed):
     from tests.test_cosim_chip import COSIM_VARIANTS
 
     cfg = COSIM_VARIANTS[seed % len(COSIM_VARIANTS)]
-    chip, img, events, n_steps, offset = random_case(seed, cfg)
-    img.neuron_merge[:] = np.random.default_rng([seed, 1]).random(cfg.columns_per_half) < 0.6
+    chip, img, events, n_steps, offset = merged_case(seed, cfg)
     assert img.neuron_merge.any()
     kw = dict(run_seed=seed % 5, sample_offset=offset)
     fast = run_fast(chip, img, events, n_steps, **kw)
