@@ -235,32 +235,37 @@ class Placement:
         """Rewrite the weights of ``projections[projection]`` in ``image`` (the
         labels stay).  Every nonzero weight must land on a synapse this
         projection owns: any weight of its mask with ``reserve="both"``, else
-        only weights keeping the sign and connectivity they were placed with."""
+        only weights keeping the sign and connectivity they were placed with.
+        A weight that does not fit is refused before anything is written."""
         proj = self.projections[projection]
         w = _check_weights(self.cfg, projection, proj, _numpy(weights))
-        post_cols = self.neurons[proj.post] % self.cfg.columns_per_half
-        for i in range(w.shape[0]):
-            h = self.source_half(proj.post, i)
-            d, _ = self.slots[(proj.pre, i)] if (proj.pre, i) in self.slots else (None, None)
-            for j, c in enumerate(post_cols):
-                v = int(w[i, j])
-                key = _owner_key(projection, i)
-                rows = () if d is None else (2 * d, 2 * d + 1)
-                owned = [r for r in rows if self.owner[h, r, c] == key]
-                if v == 0:
-                    for r in owned:
-                        self.image.synapse_weight[h, r, c] = 0
-                    continue
-                r = 2 * d + (v < 0) if d is not None else None
-                if r not in owned:
-                    raise PlacementError(
-                        f"projection {projection} ({proj.pre} -> {proj.post}): weight {v} at "
-                        f"[{i}, {j}] needs the {'inhibitory' if v < 0 else 'excitatory'} "
-                        "synapse, which this placement did not reserve for it (place with "
-                        "reserve='both' and a mask that includes it)")
-                for o in owned:
-                    self.image.synapse_weight[h, o, c] = abs(v) if o == r else 0
-
+        n_pre = w.shape[0]
+        cols = self.neurons[proj.post] % self.cfg.columns_per_half           # [n_post]
+        # per source: its half, its driver pair (-1: no slot) and its owner key
+        h = np.array([self.source_half(proj.post, i) for i in range(n_pre)], dtype=np.int64)
+        d = np.array([self.slots.get((proj.pre, i), (-1, 0))[0] for i in range(n_pre)],
+                     dtype=np.int64)
+        key = np.array([_owner_key(projection, i) for i in range(n_pre)], dtype=np.int64)
+        hh, cc = h[:, None], cols[None, :]
+        exc_r, inh_r = (2 * np.maximum(d, 0))[:, None], (2 * np.maximum(d, 0) + 1)[:, None]
+        has = (d >= 0)[:, None]
+        own_exc = has & (self.owner[hh, exc_r, cc] == key[:, None])           # [n_pre, n_post]
+        own_inh = has & (self.owner[hh, inh_r, cc] == key[:, None])
+        bad = ((w > 0) & ~own_exc) | ((w < 0) & ~own_inh)
+        if bad.any():
+            i, j = (int(x) for x in np.argwhere(bad)[0])       # the first in row-major order
+            v = int(w[i, j])
+            raise PlacementError(
+                f"projection {projection} ({proj.pre} -> {proj.post}): weight {v} at "
+                f"[{i}, {j}] needs the {'inhibitory' if v < 0 else 'excitatory'} "
+                "synapse, which this placement did not reserve for it (place with "
+                "reserve='both' and a mask that includes it)")
+        sw = self.image.synapse_weight
+        hb, cb = np.broadcast_to(hh, w.shape), np.broadcast_to(cc, w.shape)
+        for own, rows, value in ((own_exc, exc_r, np.maximum(w, 0)),
+                                 (own_inh, inh_r, np.maximum(-w, 0))):
+            rb = np.broadcast_to(rows, w.shape)
+            sw[hb[own], rb[own], cb[own]] = value[own]
 
 def _source_half(assignment, merged, post: str, pre_index: int) -> int:
     """A merged population takes its sources alternately on the rows of the top
