@@ -212,13 +212,14 @@ class LIFParams:
     noise_step_v: torch.Tensor | None = None
     v_min_v: float = V_MIN_V
     v_max_v: float = V_MAX_V
-    #: merged pairs (None: none merged): ``merge_top`` bool [n], the top circuit of
-    #: a merged pair; ``merge_partner`` int64 [n], a top circuit's bottom partner
-    #: (else the neuron itself); ``merge_follow`` int64 [n], a bottom circuit's top
-    #: partner (else itself)
+    #: merged pairs (None: none merged): ``merge_top`` / ``merge_bottom`` bool [n],
+    #: the top / bottom circuit of a merged pair; ``merge_partner`` int64 [n], a
+    #: top circuit's bottom partner (else the neuron itself); ``merge_follow``
+    #: int64 [n], a bottom circuit's top partner (else itself)
     merge_top: torch.Tensor | None = None
     merge_partner: torch.Tensor | None = None
     merge_follow: torch.Tensor | None = None
+    merge_bottom: torch.Tensor | None = None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -270,7 +271,7 @@ class LIFParams:
         def c(t):
             return None if t is None else t.to(dtype=dtype, device=device)
 
-        top = partner = follow = None
+        top = partner = follow = bottom = None
         if merged is not None:
             half = n // 2
             idx = torch.arange(n)
@@ -278,11 +279,11 @@ class LIFParams:
             bottom = torch.cat([torch.zeros_like(merged), merged])
             partner = torch.where(top, (idx + half) % n, idx).to(device)
             follow = torch.where(bottom, (idx + half) % n, idx).to(device)
-            top = top.to(device)
+            top, bottom = top.to(device), bottom.to(device)
         return cls(float(dt_us), c(p["v_leak_v"]), c(p["v_reset_v"]), c(p["v_thresh_v"]),
                    c(decay_mem), c(dse), c(dsi), c(ke), c(ki), c(p["gain_exc_v_per_us"]),
                    c(p["gain_inh_v_per_us"]), c(noise), float(v_min_v), float(v_max_v),
-                   top, partner, follow)
+                   top, partner, follow, bottom)
 
     def initial_state(self, batch: int) -> LIFState:
         """Resting state: membrane at ``v_leak``, no synaptic current."""
@@ -326,9 +327,8 @@ def lif_step(state: LIFState, params: LIFParams, exc_sum: torch.Tensor | None,
     v = torch.where(spikes, params.v_reset_v, v)
     if params.merge_top is not None:
         # a bottom circuit shows the merged membrane and never spikes
-        bottom = params.merge_follow != torch.arange(params.n_neurons, device=params.device)
         v = v[..., params.merge_follow]
-        spikes = spikes & ~bottom
+        spikes = spikes & ~params.merge_bottom
     return LIFState(v, i_exc, i_inh), spikes
 
 
