@@ -196,6 +196,19 @@ def raster(times_us: np.ndarray, dt_us: float, n_steps: int) -> torch.Tensor:
     return x
 
 
+def _time_plain(batches, dt_us: float, n_steps: int, seed: int) -> float:
+    """Seconds the plain network takes for ``batches[1:]`` on ``n_steps`` steps of
+    ``dt_us`` (``batches[0]`` warms up)."""
+    net = PlainLIF(dt_us, seed=seed)
+    xs = [raster(t, dt_us, n_steps) for t in batches]
+    with torch.no_grad():
+        net(xs[0])                                                     # warm-up
+        t0 = time.perf_counter()
+        for x in xs[1:]:
+            net(x)
+        return time.perf_counter() - t0
+
+
 def _rate(samples: int, seconds: float) -> float:
     return samples / seconds if seconds > 0 else float("inf")
 
@@ -242,14 +255,7 @@ def bench_fast(args) -> int:
           f"{drops:.2f} events dropped; {obs[0].adc.shape[0]} ADC samples")
 
     dt_us = cfg.analog_step_us
-    net = PlainLIF(dt_us, seed=args.seed)
-    xs = [raster(t, dt_us, n_steps) for t in batches]
-    with torch.no_grad():
-        net(xs[0])                                                     # warm-up
-        t0 = time.perf_counter()
-        for x in xs[1:]:
-            net(x)
-        plain_s = time.perf_counter() - t0
+    plain_s = _time_plain(batches, dt_us, n_steps, args.seed)
     plain_rate = _rate(n_samples, plain_s)
 
     print()
@@ -260,14 +266,7 @@ def bench_fast(args) -> int:
           f"({plain_s:.2f} s for {n_samples} samples)")
     print(f"  ratio plain / fast                      {plain_rate / fast_rate:10.1f} x")
     n_obs = int(WINDOW_US / ADC_SPACING_US)
-    net_obs = PlainLIF(ADC_SPACING_US, seed=args.seed)
-    xs_obs = [raster(t, ADC_SPACING_US, n_obs) for t in batches]
-    with torch.no_grad():
-        net_obs(xs_obs[0])
-        t0 = time.perf_counter()
-        for x in xs_obs[1:]:
-            net_obs(x)
-        obs_s = time.perf_counter() - t0
+    obs_s = _time_plain(batches, ADC_SPACING_US, n_obs, args.seed)
     obs_rate = _rate(n_samples, obs_s)
     print(f"  plain PyTorch LIF, {n_obs} observed steps   {obs_rate:10.1f} samples/s  "
           f"({obs_s:.3f} s for {n_samples} samples)")
