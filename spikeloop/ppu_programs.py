@@ -225,3 +225,329 @@ def weight_update_numpy(cfg: ChipConfig, weights: np.ndarray, first: int,
         cols = np.arange(chunk * L, min((chunk + 1) * L, cfg.columns_per_half))
         out[half, row, cols] = np.clip(out[half, row, cols] + u[:len(cols)], 0, cfg.weight_max)
     return out
+
+
+# -- program 4: homeostatic synaptic scaling, learned on chip without the host ----------
+
+#: LEARN's scalar dmem words (inputs written once by the host, outputs per trial)
+LEARN_L, LEARN_DRAIN, LEARN_GAIN, LEARN_MAX_STEP, LEARN_N_ROWS = 0, 1, 2, 3, 4
+LEARN_SAMPLES, LEARN_END_CYCLE, LEARN_WRITE_CYCLE = 5, 6, 7
+#: first dmem word of LEARN's list of plastic row addresses
+LEARN_ROW_LIST = 16
+#: the gain's fixed point: the step is (|error| * gain) >> LEARN_GAIN_SHIFT
+LEARN_GAIN_SHIFT = 4
+
+LEARN = """
+# program 4: homeostatic synaptic scaling, one trial per run (started in the clear cycle).
+# Measures every neuron's response r = peak - first ADC sample of the trial, then after
+# the run's drain moves every plastic weight of neuron n's column by
+#   d = sign(T - r) * min((|T - r| * G) >> 4, D)          (lanes of `mask` only)
+# with saturation at 0..WEIGHT_MAX. Streams r and d (ADC_CHUNKS vectors each, interleaved
+# per chunk). dmem: [0] L = live cycles of the run, [1] drain cycles to wait after time >= L,
+# [2] gain G, [3] max step D, [4] plastic rows M, [16 ..] their row addresses (chunk 0);
+# vectors TARGET_V.. targets T, MASK_V.. neuron mask (0xff: plastic).
+# Out: [5] samples measured, [6] cycle after time >= L was seen, [7] cycle of the first write.
+        .equ ROW_LIST, 16
+        .equ TARGET_V, (ROW_LIST + HALVES*ROWS + VECTOR_WORDS - 1) // VECTOR_WORDS
+        .equ MASK_V, TARGET_V + ADC_CHUNKS
+        .equ BASE_V, MASK_V + ADC_CHUNKS
+        .equ PEAK_V, BASE_V + ADC_CHUNKS
+        .equ DELTA_V, PEAK_V + ADC_CHUNKS
+        .equ ROWD_V, DELTA_V + ADC_CHUNKS + 1
+        lw r1, 0(r0)             # L
+        addi r2, r0, 0           # samples measured
+        addi r12, r0, ADC_CHUNKS
+poll:
+        csrr r3, time            # time before adc_count: time >= L here means no more samples
+        csrr r4, adc_count
+        bltu r2, r4, sample
+        bltu r3, r1, poll
+        j measured
+sample:
+        slli r5, r2, ADC_CHUNK_BITS
+        addi r6, r0, 0           # ADC chunk j
+chunk:
+        add r7, r5, r6
+        vadc v1, 0(r7)
+        bne r2, r0, later
+        vst v1, BASE_V(r6)       # sample 0: the baseline, and the peak so far
+        vst v1, PEAK_V(r6)
+        j next
+later:
+        vld v2, PEAK_V(r6)
+        vmaxu.b v2, v2, v1
+        vst v2, PEAK_V(r6)
+next:
+        addi r6, r6, 1
+        bne r6, r12, chunk
+        addi r2, r2, 1
+        j poll
+measured:
+        csrr r9, cycle           # at least one cycle after time >= L was read
+        sw r2, 5(r0)
+        sw r9, 6(r0)
+        beq r2, r0, finish       # no ADC sample: nothing measured, nothing written
+        lw r10, 2(r0)
+        vsplat.b v5, r10         # G
+        lw r10, 3(r0)
+        vsplat.b v6, r10         # D
+        addi r6, r0, 0
+rule:
+        vld v1, BASE_V(r6)
+        vld v2, PEAK_V(r6)
+        vsubu.b v1, v2, v1       # r = peak - baseline
+        vout v1
+        vld v2, TARGET_V(r6)
+        vsubu.b v3, v2, v1       # (T - r)+
+        vsubu.b v4, v1, v2       # (r - T)+
+        vmulu.b v3, v3, v5, 4
+        vmulu.b v4, v4, v5, 4
+        vminu.b v3, v3, v6
+        vminu.b v4, v4, v6
+        vsub.b v3, v3, v4        # d, signed
+        vld v2, MASK_V(r6)
+        vand.b v3, v3, v2
+        vout v3
+        vst v3, DELTA_V(r6)
+        addi r6, r6, 1
+        bne r6, r12, rule
+# row layout: vector ROWD_V + h*ROW_CHUNKS + c <- the d bytes of neurons h*COLS + c*LANES_B ..
+        addi r10, r0, 0          # half h
+        addi r11, r0, ROWD_V*VECTOR_WORDS
+        addi r13, r0, VECTOR_WORDS
+hcopy:
+        addi r3, r0, COLS//4
+        mul r3, r3, r10
+        addi r3, r3, DELTA_V*VECTOR_WORDS   # source word of chunk 0 of half h
+        addi r6, r0, 0           # row chunk c
+ccopy:
+        addi r4, r0, 0           # word
+wcopy:
+        add r7, r3, r4
+        lw r8, 0(r7)
+        add r7, r11, r4
+        sw r8, 0(r7)
+        addi r4, r4, 1
+        bne r4, r13, wcopy
+        addi r3, r3, LANES_B//4
+        addi r11, r11, VECTOR_WORDS
+        addi r6, r6, 1
+        addi r7, r0, ROW_CHUNKS
+        bne r6, r7, ccopy
+        addi r10, r10, 1
+        addi r7, r0, HALVES
+        bne r10, r7, hcopy
+# no synapse write before the drain has passed: DRAIN cycles after r9
+        lw r10, 1(r0)
+        add r10, r9, r10
+drain:
+        csrr r11, cycle
+        bltu r11, r10, drain
+        sw r11, 7(r0)
+        lw r4, 4(r0)             # M
+        vsplat.b v6, r0          # 0
+        addi r3, r0, WEIGHT_MAX
+        vsplat.b v7, r3
+        addi r13, r0, ROW_CHUNKS
+        addi r2, r0, 0           # row i
+        beq r4, r0, finish
+row:
+        lw r5, ROW_LIST(r2)      # row address of chunk 0
+        srli r6, r5, ROW_CHUNK_BITS + ROW_BITS
+        mul r6, r6, r13          # h * ROW_CHUNKS
+        addi r8, r0, 0           # chunk c
+rchunk:
+        add r9, r6, r8
+        vld v1, ROWD_V(r9)
+        add r10, r5, r8
+        vlw v2, 0(r10)
+        vadds.b v2, v2, v1
+        vmax.b v2, v2, v6
+        vmin.b v2, v2, v7
+        vsw v2, 0(r10)
+        addi r8, r8, 1
+        bne r8, r13, rchunk
+        addi r2, r2, 1
+        bne r2, r4, row
+finish:
+        halt
+"""
+
+PROGRAMS["learn"] = LEARN
+
+
+def _learn_check_config(cfg: ChipConfig) -> PpuGeometry:
+    g = chip_geometry(cfg)
+    if g.adc_lane_bits != 8:
+        raise ValueError(f"ChipConfig.adc_bits = {cfg.adc_bits}; LEARN needs 8-bit ADC lanes "
+                         "(allowed: adc_bits <= 8)")
+    if cfg.columns_per_half % 4:
+        raise ValueError(f"columns_per_half = {cfg.columns_per_half}; LEARN copies its steps "
+                         "into row layout word by word (allowed: a multiple of 4)")
+    return g
+
+
+def learn_layout(cfg: ChipConfig) -> dict[str, int]:
+    """LEARN's data-memory vectors (indices of ``VECTOR_WORDS``-word vectors), as
+    its ``.equ`` lines compute them: ``target``, ``mask`` (``ADC_CHUNKS`` each, neuron
+    ``n`` in 8-bit lane ``n % LANES_B`` of vector ``n // LANES_B``), ``base``,
+    ``peak``, ``delta`` (working space), ``rowd`` (``HALVES * ROW_CHUNKS`` step
+    vectors in row layout) and ``end`` (the first vector not used)."""
+    g = chip_geometry(cfg)
+    vw, ac = g.vector_words, g.adc_chunks
+    target = (LEARN_ROW_LIST + cfg.n_halves * cfg.rows_per_half + vw - 1) // vw
+    lay = {"target": target, "mask": target + ac, "base": target + 2 * ac,
+           "peak": target + 3 * ac, "delta": target + 4 * ac, "rowd": target + 5 * ac + 1}
+    lay["end"] = lay["rowd"] + cfg.n_halves * g.row_chunks
+    return lay
+
+
+def _lane_vector_writes(g: PpuGeometry, first_vector: int, lanes: list[int]) -> list:
+    """(word, value) writes of ``lanes`` (8-bit) as consecutive vectors from ``first_vector``."""
+    n = g.lanes(8)
+    lanes = list(lanes) + [0] * (-len(lanes) % n)
+    writes = []
+    for k in range(len(lanes) // n):
+        vec = pack_lanes(lanes[k * n:(k + 1) * n], 8)
+        base = (first_vector + k) * g.vector_words
+        writes += [(base + j, w) for j, w in enumerate(_vector_words(g, vec))]
+    return writes
+
+
+def learn_rows(cfg: ChipConfig, rows) -> list[tuple[int, int]]:
+    """The plastic rows as a checked list of (half, row)."""
+    out = []
+    for item in rows:
+        try:
+            h, r = (int(x) for x in item)
+        except (TypeError, ValueError):
+            raise ValueError(f"plastic row {item!r}; allowed: (half, row) pairs") from None
+        if not (0 <= h < cfg.n_halves and 0 <= r < cfg.rows_per_half):
+            raise ValueError(f"plastic row (half {h}, row {r}); allowed: half 0.."
+                             f"{cfg.n_halves - 1}, row 0..{cfg.rows_per_half - 1}")
+        if (h, r) in out:
+            raise ValueError(f"plastic row (half {h}, row {r}) is listed twice")
+        out.append((h, r))
+    return out
+
+
+def _learn_neurons(cfg: ChipConfig, neurons) -> np.ndarray:
+    """Bool mask [n_neurons] of the plastic neurons (None: all)."""
+    mask = np.zeros(cfg.n_neurons, dtype=bool)
+    if neurons is None:
+        mask[:] = True
+        return mask
+    idx = np.asarray(list(neurons), dtype=np.int64).reshape(-1)
+    bad = idx[(idx < 0) | (idx >= cfg.n_neurons)]
+    if bad.size:
+        raise ValueError(f"neuron {int(bad[0])}; allowed: 0..{cfg.n_neurons - 1}")
+    mask[idx] = True
+    return mask
+
+
+def _learn_target(cfg: ChipConfig, target) -> np.ndarray:
+    t = np.broadcast_to(np.asarray(target, dtype=np.int64), (cfg.n_neurons,)) \
+        if np.ndim(target) == 0 else np.asarray(target, dtype=np.int64)
+    if t.shape != (cfg.n_neurons,):
+        raise ValueError(f"target has shape {t.shape}; allowed: a scalar or "
+                         f"[{cfg.n_neurons}] (one per neuron)")
+    hi = (1 << cfg.adc_bits) - 1
+    if t.min() < 0 or t.max() > hi:
+        raise ValueError(f"target range {t.min()}..{t.max()} ADC codes; allowed: 0..{hi}")
+    return t
+
+
+def learn_dmem(cfg: ChipConfig, n_steps: int, rows, target, *, gain: int = 8,
+               max_step: int = 4, neurons=None, drain: int | None = None
+               ) -> list[tuple[int, int]]:
+    """(dmem word, value) writes for LEARN: runs of ``n_steps`` analog steps
+    (``L = live_cycles(cfg, n_steps)``), plastic ``rows`` ((half, row) pairs),
+    response ``target`` in ADC codes (a scalar or one per neuron), ``gain`` G
+    (0..255; the step is ``(|error| * G) >> 4``), ``max_step`` D (0..127),
+    plastic ``neurons`` (indices; None: all), ``drain`` cycles to wait after
+    ``time >= L`` before the first row write (at least DRAIN_CYCLES)."""
+    from spikeloop.backends import DRAIN_CYCLES, live_cycles
+
+    g = _learn_check_config(cfg)
+    if not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
+        raise ValueError(f"n_steps = {n_steps!r}; allowed: an integer >= 1")
+    drain = DRAIN_CYCLES if drain is None else drain
+    if not isinstance(drain, (int, np.integer)) or not DRAIN_CYCLES <= drain < 1 << 31:
+        raise ValueError(f"drain = {drain!r} cycles; allowed: {DRAIN_CYCLES}..2**31-1 (the "
+                         "run's drain must pass before a row write)")
+    for name, v, hi in (("gain", gain, 255), ("max_step", max_step, 127)):
+        if not isinstance(v, (int, np.integer)) or not 0 <= v <= hi:
+            raise ValueError(f"{name} = {v!r}; allowed: an integer 0..{hi}")
+    rows = learn_rows(cfg, rows)
+    t = _learn_target(cfg, target)
+    mask = _learn_neurons(cfg, neurons)
+    lay = learn_layout(cfg)
+    writes = [(LEARN_L, live_cycles(cfg, int(n_steps))), (LEARN_DRAIN, int(drain)),
+              (LEARN_GAIN, int(gain)), (LEARN_MAX_STEP, int(max_step)),
+              (LEARN_N_ROWS, len(rows))]
+    writes += [(LEARN_ROW_LIST + i, g.row_address(h, r, 0)) for i, (h, r) in enumerate(rows)]
+    writes += _lane_vector_writes(g, lay["target"], [int(x) for x in t])
+    writes += _lane_vector_writes(g, lay["mask"], [0xFF if m else 0 for m in mask])
+    return writes
+
+
+def learn_numpy(cfg: ChipConfig, weights: np.ndarray, codes: np.ndarray, rows, target, *,
+                gain: int = 8, max_step: int = 4, neurons=None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What one LEARN run does, in numpy: ``codes`` [samples, n_neurons] the trial's
+    ADC samples (at least one), ``weights`` [halves, rows, columns].  Returns
+    (response [n], step [n], new weights)."""
+    codes = np.asarray(codes, dtype=np.int64)
+    if codes.ndim != 2 or codes.shape[1] != cfg.n_neurons or len(codes) < 1:
+        raise ValueError(f"codes has shape {codes.shape}; allowed: [samples >= 1, "
+                         f"{cfg.n_neurons}]")
+    t = _learn_target(cfg, target)
+    mask = _learn_neurons(cfg, neurons)
+    r = codes.max(axis=0) - codes[0]
+    e = t - r
+    mag = np.minimum(np.minimum((np.abs(e) * gain) >> LEARN_GAIN_SHIFT, 255), max_step)
+    d = np.where(mask, np.sign(e) * mag, 0)
+    out = np.array(weights, dtype=np.int64, copy=True)
+    C = cfg.columns_per_half
+    for h, row in learn_rows(cfg, rows):
+        out[h, row] = np.clip(out[h, row] + d[h * C:(h + 1) * C], 0, cfg.weight_max)
+    return r, d, out
+
+
+def learn_decode(cfg: ChipConfig, out: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(response [n], step [n]) from one LEARN run's streamed vectors (response
+    and step of ADC chunk 0, of chunk 1, ...); the step sign-extended."""
+    g = chip_geometry(cfg)
+    k = g.adc_chunks
+    if len(out) != 2 * k:
+        raise ValueError(f"{len(out)} streamed vectors; LEARN streams 2 x ADC_CHUNKS = {2 * k} "
+                         "per run (none when the run took no ADC sample)")
+    n = g.lanes(8)
+    r, d = [], []
+    for j in range(k):
+        r += unpack_lanes(int(out[2 * j]), 8, n)
+        d += [x - 256 if x >= 128 else x for x in unpack_lanes(int(out[2 * j + 1]), 8, n)]
+    return (np.asarray(r[:cfg.n_neurons], dtype=np.int64),
+            np.asarray(d[:cfg.n_neurons], dtype=np.int64))
+
+
+def learn_cycles(cfg: ChipConfig, n_samples: int, n_rows: int, *, wait_polls: int = 0,
+                 drain_spins: int = 0) -> int:
+    """LEARN's cycle count for a trial of ``n_samples`` >= 1 ADC samples and
+    ``n_rows`` plastic rows, when ``wait_polls`` polls (4 cycles each) found
+    neither a new sample nor ``time >= L`` and the drain check looped
+    ``drain_spins`` times (2 cycles each).  On ``mini`` at ADC period 8 the PPU
+    (7 + 10 x ADC_CHUNKS cycles per sample) falls behind the ADC after sample 0:
+    one wait poll, no drain spin."""
+    g = _learn_check_config(cfg)
+    if n_samples < 1:
+        raise ValueError(f"n_samples = {n_samples}; allowed: >= 1 (without a sample LEARN "
+                         "measures nothing and halts)")
+    k, rc, vw = g.adc_chunks, g.row_chunks, g.vector_words
+    head = 4
+    measure = n_samples * (3 + 2 + 2) + k * (9 + 10 * (n_samples - 1)) + 5
+    rule = 11 + 22 * k
+    copy = 3 + cfg.n_halves * (4 + rc * (1 + 7 * vw + 5) + 3)
+    drain = 3 + 2 + 1
+    rows = 8 + n_rows * (5 + 13 * rc + 2)
+    return head + 4 * wait_polls + measure + rule + copy + drain + 2 * drain_spins + rows + 1
