@@ -27,6 +27,9 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
+from spikeloop.backends.ppu import PpuJob
 from spikeloop.chip import Chip
 from spikeloop.cosim import runner
 from spikeloop.cosim.runner import CosimError
@@ -88,11 +91,10 @@ def run_cosim(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int,
     message names the log) when the build or the simulation fails.  The result
     carries ``stats`` (a dict), also logged at INFO.
 
-    ``ppu``: a PPU program to run with the job (cosim/tests/test_chip_cocotb.py
-    describes the dict: ``words``, ``dmem``, ``when`` = "before" or
-    "each_sample", ``read_dmem``, ``max_cycles``); its results (status,
-    cycles, output buffer, dmem words, synapses or held steps) are
-    ``stats["ppu"]``.  The Observables have no field for the PPU's output yet."""
+    ``ppu``: a PPU program to run with the job (spikeloop/backends/ppu.py
+    describes it); what the host read back of each PPU run is ``obs.ppu``,
+    and ``stats["ppu"]`` holds the raw read-back with the analog bridge's held
+    steps (sample, step, refractory mask) per run."""
     cfg = chip.cfg
     if n_steps < 1:
         raise ValueError(f"n_steps = {n_steps}; allowed: >= 1")
@@ -121,11 +123,9 @@ def run_cosim(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int,
            "n_steps": int(n_steps), "run_seed": int(run_seed),
            "sample_offset": int(sample_offset), "output": str(out), "stats": str(stats_file),
            "membranes": bool(info.waves), "write_zeros": bool(write_zeros)}
+    ppu = PpuJob.of(cfg, ppu)
     if ppu is not None:
-        job["ppu"] = {"words": [int(w) for w in ppu["words"]],
-                      "dmem": [[int(i), int(w)] for i, w in ppu.get("dmem", [])],
-                      "when": ppu["when"], "read_dmem": [int(i) for i in ppu.get("read_dmem", [])],
-                      "max_cycles": int(ppu.get("max_cycles", 100_000))}
+        job["ppu"] = ppu.as_dict()
     (jdir / "job.json").write_text(json.dumps(job, indent=2))
     t1 = time.monotonic()
     res = runner.run_tests(info, TEST_MODULE, testcase="test_run_job",
@@ -145,6 +145,8 @@ def run_cosim(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int,
         "membranes": str(run_dir / "membranes.vcd") if info.waves else None,
     })
     obs.stats = stats
+    if ppu is not None:
+        obs.ppu = [_ppu_result(cfg, r, ppu) for r in stats["ppu"]]
     log.info("cosim %s %s: %d samples, %d cycles simulated (%d live) in %.2f s in the "
              "test, %.0f cycles/s; simulator process %.2f s; build %s %.1f s; %s",
              simulator, cfg.name, events.batch, stats.get("sim_cycles", 0),
@@ -152,6 +154,20 @@ def run_cosim(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int,
              stats.get("cycles_per_s") or 0.0, run_s,
              "cached" if cached else "built", build_s, run_dir)
     return obs
+
+
+def _ppu_result(cfg, r: dict, job: PpuJob) -> dict:
+    """The host's read-back of a PPU run (stats["ppu"] of the cocotb test) as
+    spikeloop/backends/ppu.py's result dict."""
+    res = {"status": r["status"], "pc": r["pc"], "cycles": r["cycles"],
+           "out": [int(v, 16) for v in r["out"]], "out_drops": r["out_drops"],
+           "dmem": {int(k): int(v) for k, v in r["dmem"].items()}}
+    if job.read_synapses:
+        words = np.asarray(r["synapses"], dtype=np.int64).reshape(
+            cfg.n_halves, cfg.rows_per_half, cfg.columns_per_half)
+        res["weights"] = words & ((1 << cfg.weight_bits) - 1)
+        res["labels"] = (words >> cfg.weight_bits) & ((1 << cfg.label_bits) - 1)
+    return res
 
 
 def _run_job(cfg, image: ConfigImage, events: InputEvents | None, n_steps: int,

@@ -29,11 +29,16 @@ field             shape / dtype           meaning
 ``adc_overflow``  [B] int64               ADC samples lost to a full buffer
 ``cycles``        [B] int64               clock cycles each sample ran
 ``n_steps``, ``run_seed``, ``backend``    scalars
+``ppu``           list of dicts or None    what the host read back of each PPU run
+                                          (spikeloop/backends/ppu.py: status, pc,
+                                          cycles, out, out_drops, dmem; weights
+                                          and labels when asked); None: no program
 ================= ======================= ============================================
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,6 +132,8 @@ class Observables:
     n_steps: int
     run_seed: int
     backend: str = ""
+    #: one dict per PPU run of the job (spikeloop/backends/ppu.py), None without a program
+    ppu: list | None = None
 
     FIELDS = ("spikes", "records", "adc", "adc_count", "xbar_events", "xbar_drops",
               "arbiter_drops", "driver_unmatched", "playback_late", "record_drops",
@@ -141,15 +148,25 @@ class Observables:
         return r
 
     def save(self, path) -> None:
+        extra = {}
+        if self.ppu is not None:
+            from spikeloop.backends.ppu import ppu_results_to_json
+
+            extra["ppu"] = np.array(json.dumps(ppu_results_to_json(self.ppu)))
         np.savez(path, n_steps=np.array(self.n_steps), run_seed=np.array(self.run_seed),
                  backend=np.array(self.backend),
-                 **{f: getattr(self, f) for f in self.FIELDS})
+                 **{f: getattr(self, f) for f in self.FIELDS}, **extra)
 
     @classmethod
     def load(cls, path) -> Observables:
         with np.load(path) as z:
+            ppu = None
+            if "ppu" in z:
+                from spikeloop.backends.ppu import ppu_results_from_json
+
+                ppu = ppu_results_from_json(json.loads(str(z["ppu"])))
             return cls(**{f: z[f] for f in cls.FIELDS}, n_steps=int(z["n_steps"]),
-                       run_seed=int(z["run_seed"]), backend=str(z["backend"]))
+                       run_seed=int(z["run_seed"]), backend=str(z["backend"]), ppu=ppu)
 
     def first_difference(self, other: Observables) -> str | None:
         """None when identical, else which field (and where) first differs."""
@@ -160,15 +177,58 @@ class Observables:
             if not np.array_equal(a, b):
                 idx = tuple(int(i) for i in np.argwhere(a != b)[0])
                 return f"{f}{list(idx)}: {a[idx]} != {b[idx]}"
+        if self.ppu is not None or other.ppu is not None:
+            from spikeloop.backends.ppu import ppu_first_difference
+
+            return ppu_first_difference(self.ppu, other.ppu)
         return None
 
     def replace(self, **kw) -> Observables:
         return dataclasses.replace(self, **kw)
 
+    def head(self, k: int) -> Observables:
+        """The first ``k`` samples of the batch."""
+        per_sample = {f: getattr(self, f)[:k] for f in self.FIELDS
+                      if f not in ("spikes", "records", "adc")}
+        return self.replace(spikes=self.spikes[self.spikes[:, 0] < k],
+                            records=self.records[self.records[:, 0] < k],
+                            adc=self.adc[:, :k], **per_sample,
+                            ppu=None if self.ppu is None else self.ppu[:k])
+
+    @classmethod
+    def concat(cls, parts: list[Observables]) -> Observables:
+        """One batch of the batches ``parts`` (run with the same n_steps, run seed
+        and backend), in order: sample indices are shifted, ADC samples padded."""
+        if not parts:
+            raise ValueError("Observables.concat needs at least one part")
+        first = parts[0]
+        for p in parts[1:]:
+            if (p.n_steps, p.run_seed, p.backend) != (first.n_steps, first.run_seed,
+                                                      first.backend):
+                raise ValueError("Observables.concat: parts differ in n_steps, run_seed or "
+                                 "backend")
+        offsets = np.cumsum([0] + [len(p.cycles) for p in parts])[:-1]
+
+        def shifted(f):
+            return np.concatenate([getattr(p, f) + np.array([o, 0, 0, 0])
+                                   for p, o in zip(parts, offsets, strict=True)]).reshape(-1, 4)
+
+        S = max(p.adc.shape[0] for p in parts)
+        adc = np.concatenate([np.pad(p.adc, ((0, S - p.adc.shape[0]), (0, 0), (0, 0)))
+                              for p in parts], axis=1)
+        per_sample = {f: np.concatenate([getattr(p, f) for p in parts])
+                      for f in cls.FIELDS if f not in ("spikes", "records", "adc")}
+        ppu = None
+        if any(p.ppu is not None for p in parts):
+            ppu = [r for p in parts for r in (p.ppu or [])]
+        return cls(spikes=shifted("spikes"), records=shifted("records"), adc=adc,
+                   **per_sample, n_steps=first.n_steps, run_seed=first.run_seed,
+                   backend=first.backend, ppu=ppu)
+
 
 def observables_from_samples(cfg: ChipConfig, *, spikes, records, adc_rows, counters: dict,
                              cycles_per_sample: int, n_steps: int, run_seed: int,
-                             backend: str) -> Observables:
+                             backend: str, ppu: list | None = None) -> Observables:
     """Assemble Observables from what a backend read back sample by sample:
     ``spikes``/``records`` lists of 4-tuples, ``adc_rows[b]`` the valid ADC
     samples of batch entry ``b`` (lists of ``n_neurons`` codes), ``counters[k]``
@@ -190,4 +250,4 @@ def observables_from_samples(cfg: ChipConfig, *, spikes, records, adc_rows, coun
         **{k: np.array(counters[k], dtype=np.int64).reshape(B, *shape)
            for k, shape in shapes.items()},
         cycles=np.full(B, cycles_per_sample, dtype=np.int64),
-        n_steps=n_steps, run_seed=run_seed, backend=backend)
+        n_steps=n_steps, run_seed=run_seed, backend=backend, ppu=ppu)

@@ -12,6 +12,13 @@ count, its effect checked against numpy or the reference backend.
   (1475 cycles = 11.8 us): the analog side sees the hold for exactly the
   steps of the reset cycles.
 
+Each of them also runs with the same job on the reference and fast backends
+(spikeloop/backends/ppu.py): the Observables, what the host read back of the
+PPU (``Observables.ppu``) included, are identical.  So are those of random
+programs that use every port, from every sample's first cycle (registers,
+data and the ADC buffer carried from sample to sample) and writing rows
+after the drain.
+
 The cycle counts are printed (``-s``) and kept in each result."""
 import time
 
@@ -45,9 +52,9 @@ def test_weight_update_program_in_cosim(chip):
     upd = rng.integers(-40, 41, size=(M, g.lanes(8)))
     prog = P.program("weight_update", cfg)
     t0 = time.monotonic()
-    co = run_cosim(chip, image, sc.events, sc.n_steps, run_seed=2,
-                   ppu={"words": prog.words, "dmem": P.weight_update_dmem(cfg, 0, upd),
-                        "when": "before"})
+    job = {"words": prog.words, "dmem": P.weight_update_dmem(cfg, 0, upd), "when": "before",
+           "read_synapses": True}
+    co = run_cosim(chip, image, sc.events, sc.n_steps, run_seed=2, ppu=job)
     res = co.stats["ppu"][0]
     want = P.weight_update_numpy(cfg, image.synapse_weight, 0, upd)
     got = np.array([[[w & cfg.weight_max for w in res["synapses"][h][r * cfg.columns_per_half:
@@ -66,7 +73,8 @@ def test_weight_update_program_in_cosim(chip):
     updated = image.copy()
     updated.synapse_weight = want
     ref = run_reference(chip, updated, sc.events, sc.n_steps, run_seed=2)
-    assert co.first_difference(ref) is None, co.first_difference(ref)
+    assert co.replace(ppu=None).first_difference(ref) is None, co.first_difference(ref)
+    same_on_every_backend(chip, image, sc.events, sc.n_steps, 2, job, co)
 
 
 def test_trace_program_streams_the_runs_adc_codes(chip):
@@ -77,9 +85,9 @@ def test_trace_program_streams_the_runs_adc_codes(chip):
     L = sc.n_steps * cfg.analog_step_cycles + 2
     n_rec = min(L // int(image.adc_period), cfg.adc_buffer_depth)
     prog = P.program("trace", cfg)
-    co = run_cosim(chip, image, events, sc.n_steps, run_seed=3,
-                   ppu={"words": prog.words, "dmem": P.trace_dmem(cfg, n_rec),
-                        "when": "each_sample", "read_dmem": [1]})
+    job = {"words": prog.words, "dmem": P.trace_dmem(cfg, n_rec), "when": "each_sample",
+           "read_dmem": [1]}
+    co = run_cosim(chip, image, events, sc.n_steps, run_seed=3, ppu=job)
     for b, res in enumerate(co.stats["ppu"]):
         assert res["status"] == 0b10 and res["out_drops"] == 0
         assert res["out_count"] == n_rec * chip_geometry(cfg).adc_chunks
@@ -90,7 +98,8 @@ def test_trace_program_streams_the_runs_adc_codes(chip):
         print(f"program 1 (trace, sample {b}): {n_rec} ADC samples streamed in "
               f"{res['cycles']} cycles")
     ref = run_reference(chip, image, events, sc.n_steps, run_seed=3)
-    assert co.first_difference(ref) is None, co.first_difference(ref)
+    assert co.replace(ppu=None).first_difference(ref) is None, co.first_difference(ref)
+    same_on_every_backend(chip, image, events, sc.n_steps, 3, job, co)
 
 
 def test_inference_program_resets_at_the_papers_spacing(chip):
@@ -106,10 +115,9 @@ def test_inference_program_resets_at_the_papers_spacing(chip):
     n_steps = K * spacing // S + 1
     prog = P.program("inference", cfg)
     t0 = time.monotonic()
-    co = run_cosim(chip, image, events, n_steps, run_seed=4,
-                   ppu={"words": prog.words, "dmem": P.inference_dmem(cfg, K, spacing),
-                        "when": "each_sample", "read_dmem": [P.RESET_LOG + k for k in
-                                                             range(1, K)]})
+    job = {"words": prog.words, "dmem": P.inference_dmem(cfg, K, spacing),
+           "when": "each_sample", "read_dmem": [P.RESET_LOG + k for k in range(1, K)]}
+    co = run_cosim(chip, image, events, n_steps, run_seed=4, ppu=job)
     res = co.stats["ppu"][0]
     assert res["status"] == 0b10
     seen = [res["dmem"][str(P.RESET_LOG + k)] for k in range(1, K)]
@@ -126,3 +134,44 @@ def test_inference_program_resets_at_the_papers_spacing(chip):
           f"us apart: {fps:.0f} emulated frames/s; resets at cycles "
           f"{[t + 3 for t in seen]} hold steps {held}; PPU ran {res['cycles']} cycles; "
           f"cosim call {time.monotonic() - t0:.1f} s")
+    same_on_every_backend(chip, image, events, n_steps, 4, job, co)
+
+
+def same_on_every_backend(chip, image, events, n_steps, run_seed, job, co):
+    """The cosim's Observables, ``ppu`` included, equal the reference's and
+    the fast backend's for the same job."""
+    for backend in ("reference", "fast"):
+        other = chip.run(image, events, n_steps, backend=backend, run_seed=run_seed, ppu=job)
+        assert co.ppu is not None and len(co.ppu) == len(other.ppu)
+        diff = co.first_difference(other)
+        assert diff is None, f"cosim against {backend}: {diff}"
+
+
+@pytest.mark.parametrize("seed", [3, 17])
+def test_random_programs_every_sample_on_every_backend(chip, seed):
+    """Random programs (tests/test_ppu_backends.py) from the first cycle of
+    three samples, then one that writes rows after the drain of two samples:
+    cosim, reference and fast identical."""
+    from spikeloop.backends import live_cycles
+    from spikeloop.ppu_asm import assemble
+    from tests.test_ppu_backends import _after_drain, _program, _run_case
+
+    cfg = MINI
+    image, events, n_steps = _run_case(seed)
+    image = chip.configure(image)
+    lines, dmem = _program(seed, writes=False)
+    three = InputEvents.from_lists(cfg, [events.of_sample(b % events.batch).tolist()
+                                         for b in range(3)])
+    job = {"words": assemble("\n".join(lines), cfg).words, "dmem": dmem,
+           "when": "each_sample", "read_dmem": [0, 5, 40], "read_synapses": True}
+    co = run_cosim(chip, image, three, n_steps, run_seed=seed, ppu=job)
+    same_on_every_backend(chip, image, three, n_steps, seed, job, co)
+    import random
+    lines = _after_drain(lines, live_cycles(cfg, n_steps), random.Random(seed))
+    two = InputEvents.from_lists(cfg, [events.of_sample(0).tolist()] * 2)
+    job = {"words": assemble("\n".join(lines), cfg).words, "dmem": dmem,
+           "when": "each_sample", "read_synapses": True}
+    co = run_cosim(chip, image, two, n_steps, run_seed=seed, ppu=job)
+    assert not np.array_equal(co.ppu[0]["weights"], image.synapse_weight) or \
+        not np.array_equal(co.ppu[0]["labels"], image.synapse_label), "the program wrote rows"
+    same_on_every_backend(chip, image, two, n_steps, seed, job, co)

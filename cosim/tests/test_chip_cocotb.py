@@ -16,17 +16,20 @@ and sets :data:`ENV_JOB` to the path of its JSON description::
      "ppu": null}                 # optional: a PPU program (below)
 
 ``ppu`` (optional): ``{"words": [...], "dmem": [[index, word], ...], "when":
-"before" | "each_sample", "read_dmem": [indices], "max_cycles": N}``: the
-program and its data are written through the host bus after the image;
-``before``: the PPU is started and run to its halt before the first sample
-(e.g. a weight update that the samples then use), and every synapse is read
-back; ``each_sample``: ``ppu_ctrl`` start is written in the clear cycle of
-every sample, so the PPU runs from the sample's first running cycle
-(``time = 0``).  After each PPU run (for ``each_sample``: after the sample's
-read-back) the host waits for the halt (at most ``max_cycles``) and reads
-``ppu_status``, ``ppu_pc``, ``ppu_cycles``, the output buffer and the dmem
-words asked for; the results go to the stats file as ``"ppu"`` (one dict per
-PPU run), with the bridge's held steps (sample, step, mask) of that sample.
+"before" | "each_sample", "read_dmem": [indices], "read_synapses": bool,
+"max_cycles": N}`` (spikeloop/backends/ppu.py): the program and its data
+are written through the host bus after the image; ``before``: the PPU is
+started and run to its halt before the first sample (e.g. a weight update
+that the samples then use), and every synapse is read back;
+``each_sample``: ``ppu_ctrl`` start is written in the clear cycle of every
+sample: the start pulse is high in running cycle 0 and the PPU executes its
+first instruction in cycle 1 (``time = 1``); the synapses are read back
+after each run with ``read_synapses``.  After each PPU run (for
+``each_sample``: after the sample's read-back) the host waits for the halt
+(at most ``max_cycles``) and reads ``ppu_status``, ``ppu_pc``,
+``ppu_cycles``, the output buffer and the dmem words asked for; the results
+go to the stats file as ``"ppu"`` (one dict per PPU run), with the bridge's
+held steps (sample, step, mask) of that sample.
 
 Everything the test does to the chip goes through the top level's ports: the
 image, the input events, ``ctrl`` and every read-back through the host bus
@@ -75,10 +78,11 @@ async def _start(dut, cfg) -> HostBusDriver:
     return drv
 
 
-async def _ppu_results(drv: HostBusDriver, amap, cfg, ppu: dict) -> dict:
+async def _ppu_results(drv: HostBusDriver, amap, cfg, ppu: dict, synapses: bool) -> dict:
     """Wait (polling ``ppu_status``) until the PPU is not running, at most
     ``ppu["max_cycles"]`` cycles, then read its status, cycles, pc, output
-    buffer and the dmem words ``ppu["read_dmem"]``."""
+    buffer, the dmem words ``ppu["read_dmem"]`` and, with ``synapses``, every
+    synapse word of both halves (``synapses``: one list per half)."""
     from spikeloop.model.ppu import chip_geometry, pack_lanes
 
     g = chip_geometry(cfg)
@@ -112,8 +116,16 @@ async def _ppu_results(drv: HostBusDriver, amap, cfg, ppu: dict) -> dict:
         dmem = dict(zip(idx, await drv.read_many([amap["ppu_dmem"].address(i) for i in idx]),
                         strict=True))
     await RisingEdge(drv.clk)
-    return {"status": st, "pc": pc, "cycles": cycles, "out_count": count, "out_drops": drops,
-            "out": [hex(v) for v in out], "dmem": {str(k): v for k, v in dmem.items()}}
+    res = {"status": st, "pc": pc, "cycles": cycles, "out_count": count, "out_drops": drops,
+           "out": [hex(v) for v in out], "dmem": {str(k): v for k, v in dmem.items()}}
+    if synapses:
+        syn = []
+        for h in range(cfg.n_halves):
+            r = amap[f"synapses{h}"]
+            syn.append(await drv.read_many([r.address(i) for i in range(r.count)]))
+            await RisingEdge(drv.clk)
+        res["synapses"] = syn
+    return res
 
 
 @cocotb.test(skip=ENV_JOB not in os.environ)
@@ -186,13 +198,7 @@ async def test_run_job(dut):
             + [(amap["ppu_dmem"].address(int(i)), int(w)) for i, w in ppu.get("dmem", [])])
         if ppu["when"] == "before":
             await drv.write(amap["ppu_ctrl"].address(0), 1)
-            res = await _ppu_results(drv, amap, cfg, ppu)
-            syn = []
-            for h in range(cfg.n_halves):
-                r = amap[f"synapses{h}"]
-                await RisingEdge(dut.clk)
-                syn.append(await drv.read_many([r.address(i) for i in range(r.count)]))
-            res["synapses"] = syn
+            res = await _ppu_results(drv, amap, cfg, ppu, synapses=True)
             ppu_results.append(res)
             await RisingEdge(dut.clk)
 
@@ -208,7 +214,7 @@ async def test_run_job(dut):
         bridge.drive_codes(loop)                   # before step 0: the initial membranes
         t0 = time.perf_counter()
         await drv.write(ctrl, 0b11)                # run | clear: the next cycle clears
-        if ppu and ppu["when"] == "each_sample":   # start: the PPU runs from r = 0 on
+        if ppu and ppu["when"] == "each_sample":   # start: the pulse in r = 0, the PPU from r = 1
             await drv.write(amap["ppu_ctrl"].address(0), 1)
         else:
             await RisingEdge(dut.clk)              # the edge that ends the clear cycle: r = 0
@@ -245,7 +251,8 @@ async def test_run_job(dut):
         adc_rows.append([codes[k * n:(k + 1) * n] for k in range(n_adc)])
         await RisingEdge(dut.clk)
         if ppu and ppu["when"] == "each_sample":
-            res = await _ppu_results(drv, amap, cfg, ppu)
+            res = await _ppu_results(drv, amap, cfg, ppu,
+                                     synapses=bool(ppu.get("read_synapses")))
             res["holds"] = [list(h) for h in bridge.holds if h[0] == s]
             ppu_results.append(res)
             await RisingEdge(dut.clk)

@@ -42,6 +42,13 @@ import torch
 
 from spikeloop.backends import DRAIN_CYCLES, live_cycles
 from spikeloop.backends.analog_loop import AnalogLoop
+from spikeloop.backends.ppu import (
+    FastPpu,
+    PpuJob,
+    StaleAdcRead,
+    run_before,
+    synapse_arrays,
+)
 from spikeloop.chip import Chip
 from spikeloop.config import ChipConfig
 from spikeloop.events import InputEvents, Observables
@@ -50,12 +57,83 @@ from spikeloop.rtl.layouts import RowSign
 
 
 def run_fast(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, *,
-             run_seed: int = 0, sample_offset: int = 0, device="cpu") -> Observables:
+             run_seed: int = 0, sample_offset: int = 0, device="cpu",
+             ppu=None) -> Observables:
     """Run a batch on the fast backend; the semantics are those of
     :func:`~spikeloop.backends.reference.run_reference` (see backends/__init__.py
-    for the run protocol)."""
-    return FastChip(chip, image, device=device).run(events, n_steps, run_seed=run_seed,
-                                                    sample_offset=sample_offset)
+    for the run protocol).  ``ppu``: a PPU program run with the job
+    (spikeloop/backends/ppu.py, which says what the fast backend refuses)."""
+    job = PpuJob.of(chip.cfg, ppu)
+    if job is None:
+        return FastChip(chip, image, device=device).run(events, n_steps, run_seed=run_seed,
+                                                        sample_offset=sample_offset)
+    if events.cfg != chip.cfg:
+        raise ValueError(f"events are for preset {events.cfg.name!r}, not {chip.cfg.name!r}")
+    cfg = chip.cfg
+    rows = [[list(zip(image.synapse_weight[h, r].tolist(), image.synapse_label[h, r].tolist(),
+                      strict=True)) for r in range(cfg.rows_per_half)]
+            for h in range(cfg.n_halves)]
+    if job.when == "before":
+        res, rows = run_before(cfg, job, rows)
+        obs = FastChip(chip, _with_rows(image, rows), device=device).run(
+            events, n_steps, run_seed=run_seed, sample_offset=sample_offset)
+        obs.ppu = [res]
+        return obs
+    # each_sample: the PPU of every sample beside the windows
+    L = live_cycles(cfg, n_steps)
+    period = int(image.adc_period)
+    adc_cycles = np.arange(period - 1, L, period) if period else np.zeros(0, np.int64)
+    n_stored = min(len(adc_cycles), cfg.adc_buffer_depth)
+    # the ADC buffer before a sample: the power-up zeros before the first, then
+    # what the sample before left (in a speculative batch, its stored samples are
+    # not known when the next sample's PPU runs)
+    stale = [[0] * cfg.n_neurons for _ in range(cfg.adc_buffer_depth)]
+    unknown = [None] * n_stored + stale[n_stored:]
+    state = None            # the PPU's registers and data: the job's at first
+    parts, b, B = [], 0, events.batch
+
+    def run(first: int, count: int, ppus: list[FastPpu]) -> Observables:
+        sub = InputEvents.from_lists(cfg, [events.of_sample(first + j).tolist()
+                                           for j in range(count)])
+        return FastChip(chip, image, device=device).run(
+            sub, n_steps, run_seed=run_seed, sample_offset=sample_offset + first, ppus=ppus)
+
+    def ppu_of(j: int, buffer) -> FastPpu:
+        return FastPpu(cfg, job, rows, sample=j, stale_adc=buffer, n_live=L,
+                       adc_cycles=adc_cycles, n_steps=n_steps, drain=DRAIN_CYCLES,
+                       state=state)
+
+    while b < B:
+        if 0 < b < B - 1 and not job.writes_synapses:
+            # speculation: samples b.. each leave the state they start from
+            ppus = [ppu_of(j, stale if j == b else unknown) for j in range(b, B)]
+            try:
+                obs = run(b, B - b, ppus)
+            except StaleAdcRead:
+                obs = None
+            if obs is not None:
+                ends = [p.state() for p in ppus]
+                keep = next((j + 1 for j in range(len(ppus) - 1) if ends[j] != state),
+                            len(ppus))
+                parts.append(obs.head(keep))
+                state, stale = ends[keep - 1], ppus[keep - 1].buffer_after()
+                b += keep
+                continue
+        p = ppu_of(b, stale)
+        parts.append(run(b, 1, [p]))
+        state, stale = p.state(), p.buffer_after()
+        if p.wrote:
+            rows = p.rows
+            image = _with_rows(image, rows)
+        b += 1
+    return Observables.concat(parts)
+
+
+def _with_rows(image: ConfigImage, rows) -> ConfigImage:
+    """``image`` with the synapses ``rows[half][row][col] = (weight, label)``."""
+    out = image.copy()
+    out.synapse_weight, out.synapse_label = synapse_arrays(rows)
+    return out
 
 
 def playback_schedule(cfg: ChipConfig, events: InputEvents, n_live: int):
@@ -201,7 +279,8 @@ class FastChip:
 
     # ------------------------------------------------------------------ run
     def run(self, events: InputEvents, n_steps: int, *, run_seed: int = 0,
-            sample_offset: int = 0) -> Observables:
+            sample_offset: int = 0, ppus: list[FastPpu] | None = None) -> Observables:
+        """``ppus``: one PPU per sample, run beside the windows (spikeloop/backends/ppu.py)."""
         cfg, dev = self.cfg, self.device
         if n_steps < 1:
             raise ValueError(f"n_steps = {n_steps}; allowed: >= 1")
@@ -237,6 +316,11 @@ class FastChip:
             hit = adc_at.get(step)
             if hit is not None:
                 adc[hit] = analog.codes() & code_mask
+                if ppus:
+                    rows = adc[hit].cpu().numpy()
+                    for j, row in zip(hit.tolist(), rows, strict=True):
+                        for b, p in enumerate(ppus):
+                            p.set_codes(j, row[b])
 
         take_codes(0)
         spikes = []
@@ -246,7 +330,15 @@ class FastChip:
             g0, g1 = w * S, ((w + 1) * S if w < n_steps else end)
             if w:
                 # cycle g0 = (k+1) S: the analog step k = w - 1, its spikes, the arbiters
-                fired = self._analog_step(analog, g0)
+                extra = None
+                if ppus:        # every cycle of step w - 1, and its reset holds
+                    for p in ppus:
+                        p.advance(g0)
+                    held = [p.hold_of_step(w - 1, self.n, dev) for p in ppus]
+                    if any(h is not None for h in held):
+                        extra = torch.stack([self.no_hold[0] if h is None else h
+                                             for h in held])
+                fired = self._analog_step(analog, g0, extra)
                 sp = fired.nonzero().cpu().numpy()
                 sb, sn = sp[:, 0], sp[:, 1]
                 spikes.append(sp)
@@ -272,8 +364,11 @@ class FastChip:
                     self.stats["cycles"] += 1
                 g = g + 1 if self.x_any else min(g1, hard.next_cycle())
 
-        return self._observables(events, n_steps, run_seed, L, spikes, late, adc,
-                                 adc_taken, cmax)
+        obs = self._observables(events, n_steps, run_seed, L, spikes, late, adc,
+                                adc_taken, cmax)
+        if ppus is not None:
+            obs.ppu = [p.finish() for p in ppus]
+        return obs
 
     # ------------------------------------------------------------ state
     def _init_state(self, B: int) -> None:
@@ -340,9 +435,11 @@ class FastChip:
         q = 1 << self.prescale
         return -(-hi // q) - (-(-lo // q))
 
-    def _analog_step(self, analog: AnalogLoop, g: int) -> torch.Tensor:
+    def _analog_step(self, analog: AnalogLoop, g: int,
+                     extra_hold: torch.Tensor | None = None) -> torch.Tensor:
         """The analog step whose sums are valid in cycle ``g``: the accumulated
-        weights and the refractory flags at the start of ``g``."""
+        weights and the refractory flags at the start of ``g`` (ORed with
+        ``extra_hold``, the PPU's reset hold, when given)."""
         if self.no_refractory:
             hold = self.no_hold
         else:
@@ -351,6 +448,8 @@ class FastChip:
                 self.cnt = (self.cnt - dt).clamp_(min=0)
             self.cnt_cycle = g
             hold = self.cnt != 0
+        if extra_hold is not None:
+            hold = hold | extra_hold
         self._flush_activations()
         acc = self.acc
         exc = acc[:, :, 0].reshape(self.B, self.n)

@@ -1,13 +1,15 @@
 """Backend "reference": the composed cycle-accurate references of model/digital/
 and the analog model, one cycle at a time in Python.  Slow (a few thousand
 cycles per second on the mini preset) and simple: the golden model that the
-cosim and fast backends are checked against."""
+cosim and fast backends are checked against.  ``ppu``: a PPU program run with
+the job (spikeloop/backends/ppu.py); its results are ``Observables.ppu``."""
 from __future__ import annotations
 
 import torch
 
 from spikeloop.backends import DRAIN_CYCLES, live_cycles
 from spikeloop.backends.analog_loop import AnalogLoop, bits_to_bool, bool_to_bits
+from spikeloop.backends.ppu import PpuJob, ppu_result
 from spikeloop.chip import Chip
 from spikeloop.events import InputEvents, Observables, observables_from_samples
 from spikeloop.image import ConfigImage
@@ -16,12 +18,21 @@ from spikeloop.model.digital.top import ChipDigitalRef
 
 
 def run_reference(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, *,
-                  run_seed: int = 0, sample_offset: int = 0) -> Observables:
+                  run_seed: int = 0, sample_offset: int = 0, ppu=None) -> Observables:
     cfg = chip.cfg
     if n_steps < 1:
         raise ValueError(f"n_steps = {n_steps}; allowed: >= 1")
+    job = PpuJob.of(cfg, ppu)
     n = cfg.n_neurons
     ref = ChipDigitalRef(cfg, image)
+    ppu_runs = []
+    if job is not None:
+        ref.ppu.load(job.words)
+        for i, w in job.dmem:
+            ref.ppu.write_dmem(i, w)
+        if job.when == "before":
+            ref.tick(0, [0] * n, running=False, ppu_start=1)
+            ppu_runs.append(_ppu_halt(ref, job, "its start"))
     L = live_cycles(cfg, n_steps)
     spikes, records, adc_rows = [], [], []
     counters = {k: [] for k in ("xbar_events", "xbar_drops", "arbiter_drops",
@@ -30,6 +41,7 @@ def run_reference(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: 
     for s in range(events.batch):
         analog = AnalogLoop(chip, image, [sample_offset + s], run_seed)
         codes = [int(c) for c in analog.codes()[0]]
+        each = job is not None and job.when == "each_sample"
         ref.start(events.of_sample(s).tolist())
         k = 0
         for r in range(L):
@@ -42,10 +54,13 @@ def run_reference(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: 
                 spike_in = bool_to_bits(fired.tolist())
                 codes = [int(c) for c in analog.codes()[0]]
                 k += 1
-            ref.tick(spike_in, codes, running=True)
+            # the host's ppu_ctrl write in the clear cycle: the start pulse in cycle 0
+            ref.tick(spike_in, codes, running=True, ppu_start=int(each and r == 0))
         assert k == n_steps, f"{k} analog steps in {L} cycles, expected {n_steps}"
         for _ in range(DRAIN_CYCLES):
             ref.tick(0, codes, running=False)
+        if each:
+            ppu_runs.append(_ppu_halt(ref, job, f"sample {s}'s drain"))
         for word in ref.recorder.entries():
             label, link, t = unpack_timed_event(cfg, cfg.n_host_links, word)
             records.append((s, t, link, label))
@@ -55,4 +70,19 @@ def run_reference(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: 
             counters[key].append(c[key])
     return observables_from_samples(
         cfg, spikes=spikes, records=records, adc_rows=adc_rows, counters=counters,
-        cycles_per_sample=L, n_steps=n_steps, run_seed=run_seed, backend="reference")
+        cycles_per_sample=L, n_steps=n_steps, run_seed=run_seed, backend="reference",
+        ppu=ppu_runs if job is not None else None)
+
+
+def _ppu_halt(ref: ChipDigitalRef, job: PpuJob, since: str) -> dict:
+    """Stopped cycles until the PPU halts (at most ``job.max_cycles``); its result."""
+    zeros = [0] * ref.cfg.n_neurons
+    for _ in range(job.max_cycles):
+        if not ref.ppu.sim.running:
+            break
+        ref.tick(0, zeros, running=False)
+    if ref.ppu.sim.running:
+        raise RuntimeError(f"the PPU still runs {job.max_cycles} cycles after {since} "
+                           f"(ppu.max_cycles); pc = {ref.ppu.sim.pc}")
+    return ppu_result(ref.cfg, ref.ppu, ref.ppu_out, ref.ppu_out_drops, job,
+                      [syn.mem for syn in ref.synapses])
