@@ -9,6 +9,9 @@
     spikeloop scenario    NAME --preset P --out DIR         a scenario's image.npz, events.npz
     spikeloop run         --backend B --preset P --chip-seed N --image F --events F --steps K
                           --out FILE                        Observables of a run
+    spikeloop ppu learn   --preset P --chip-seed N --trials T --backend B --out DIR
+                                                    PPU program 4: on-chip homeostatic
+                                                    scaling, its learning curve
     spikeloop train       {mnist,yinyang,shd} --backend {software,fast,cosim} [--preset P
                           --chip-seed N] --epochs E --out DIR [--resume]   train a network
 """
@@ -252,6 +255,24 @@ def _cmd_replay(args) -> int:
     return main_args(args)
 
 
+def _cmd_ppu_learn(args) -> int:
+    from spikeloop.ppu_learn import main_args
+
+    return main_args(args)
+
+
+def _add_ppu(sub) -> None:
+    from spikeloop import ppu_learn
+
+    p = sub.add_parser("ppu", help="programs of the plasticity processor (PPU)")
+    psub = p.add_subparsers(dest="ppu_command", required=True)
+    p = psub.add_parser(
+        "learn", help="program 4: homeostatic synaptic scaling learned on chip, no host",
+        description=ppu_learn.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ppu_learn.add_arguments(p)
+    p.set_defaults(func=_cmd_ppu_learn)
+
+
 def _add_experiment_and_replay(sub) -> None:
     from spikeloop import experiment, replay
 
@@ -331,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_train(sub)
     _add_experiment_and_replay(sub)
+    _add_ppu(sub)
     return parser
 
 

@@ -13,9 +13,13 @@ learned on chip, and its demonstration (spikeloop/ppu_learn.py).
 """
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pytest
 
+from spikeloop import ppu_learn as L
 from spikeloop import ppu_programs as P
 from spikeloop.backends import DRAIN_CYCLES, live_cycles
 from spikeloop.config import FULL, MINI
@@ -220,3 +224,125 @@ def test_learn_refuses_configs_it_cannot_serve():
         P.learn_dmem(MINI.replace(adc_bits=10), 40, [(0, 0)], 30)
     with pytest.raises(ValueError, match="columns_per_half = 3"):
         P.learn_dmem(MINI.replace(n_neurons=6, neurons_per_block=2), 40, [(0, 0)], 30)
+
+
+# -- in the chip: the reference backend (PpuRef in ChipDigitalRef) --------------------
+
+@pytest.fixture(scope="module")
+def learn_setup():
+    """The demonstration's chip (mini, chip seed 1, calibrated except the
+    excitatory synaptic gains), image, plastic rows and the program's job."""
+    s = L.LearnSettings(preset="mini", chip_seed=1, trials=10)
+    cfg = s.check()
+    chip, image, rows = L.chip_and_image(s, cfg)
+    return s, cfg, chip, image, rows
+
+
+def _job(cfg, s, rows, **kw):
+    dmem = P.learn_dmem(cfg, s.n_steps, rows, s.target, gain=kw.get("gain", s.gain),
+                        max_step=s.max_step)
+    return {"words": P.program("learn", cfg).words, "dmem": dmem, "when": "each_sample",
+            "read_dmem": [P.LEARN_SAMPLES, P.LEARN_END_CYCLE, P.LEARN_WRITE_CYCLE],
+            "read_synapses": True}
+
+
+def test_learning_in_the_chip_follows_the_rule_and_reduces_the_spread(learn_setup):
+    """Ten trials on the reference backend: every trial's streamed responses
+    and steps, and the weights read back after its halt, equal numpy's rule
+    on that trial's ADC codes (Observables.adc) and the weights before; the
+    spread of the responses falls to under a third; the cycle count is
+    learn_cycles' (one wait for sample 0 at ADC period 8)."""
+    s, cfg, chip, image, rows = learn_setup
+    events = L.trial_events(cfg, s.inputs, s.trials)
+    obs = chip.run(image, events, s.n_steps, backend="reference", run_seed=s.run_seed,
+                   ppu=_job(cfg, s, rows))
+    assert len(obs.ppu) == s.trials
+    w = image.synapse_weight
+    spreads = []
+    for t, res in enumerate(obs.ppu):
+        assert res["status"] == 0b10 and res["out_drops"] == 0
+        codes = obs.adc[:int(obs.adc_count[t]), t]
+        r, d, want = P.learn_numpy(cfg, w, codes, rows, s.target, gain=s.gain,
+                                   max_step=s.max_step)
+        got_r, got_d = P.learn_decode(cfg, res["out"])
+        assert (got_r == r).all() and (got_d == d).all(), f"trial {t}"
+        assert (res["weights"] == want).all(), f"trial {t}"
+        assert (res["labels"] == image.synapse_label).all()
+        assert res["dmem"][P.LEARN_SAMPLES] == len(codes) == s.n_steps
+        assert res["cycles"] == P.learn_cycles(cfg, len(codes), len(rows), wait_polls=1)
+        spreads.append(np.abs(r - s.target).mean())
+        w = want
+    assert (w != image.synapse_weight).any()
+    print(f"mean |r - target| per trial: {np.round(spreads, 2).tolist()}; PPU "
+          f"{obs.ppu[0]['cycles']} cycles per trial")
+    assert spreads[0] > 3 and spreads[-1] < spreads[0] / 3, spreads
+
+
+def test_without_learning_the_spread_stays(learn_setup):
+    """The control: gain 0 (the PPU measures, steps 0): the weights stay and
+    the spread does not fall: the fall above is the rule's doing."""
+    s, cfg, chip, image, rows = learn_setup
+    events = L.trial_events(cfg, s.inputs, 4)
+    obs = chip.run(image, events, s.n_steps, backend="reference", run_seed=s.run_seed,
+                   ppu=_job(cfg, s, rows, gain=0))
+    mads = []
+    for res in obs.ppu:
+        r, d = P.learn_decode(cfg, res["out"])
+        assert (d == 0).all() and (res["weights"] == image.synapse_weight).all()
+        mads.append(np.abs(r - s.target).mean())
+    assert min(mads) > 3, mads
+
+
+def test_demonstration_writes_the_curve(tmp_path):
+    """`spikeloop ppu learn` on the reference backend: the curve falls, every
+    trial passes the host's rule check, the files are written."""
+    from spikeloop.cli import main
+
+    rc = main(["ppu", "learn", "--preset", "mini", "--chip-seed", "2", "--trials", "8",
+               "--backend", "reference", "--out", str(tmp_path)])
+    assert rc == 0
+    res = json.loads((tmp_path / "learning_curve.json").read_text())
+    assert (tmp_path / "learning_curve.png").stat().st_size > 10_000
+    assert res["seeds"] == {"chip_seed": 2, "run_seed": 0} and res["backend"] == "reference"
+    assert res["rule_check"]["mismatched_trials"] == []
+    assert len(res["trials"]) == 8 and len(res["ppu_cycles"]) == 8
+    assert res["last"]["mad"] < res["first"]["mad"] / 2
+    assert res["last"]["std"] < res["first"]["std"] / 2
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--backend", "slow"], "backend = 'slow'; allowed: reference, cosim, fast"),
+    (["--calibration", "half"], "calibration = 'half'; allowed: except-gain, none, full"),
+    (["--trials", "0"], "trials = 0; allowed: an integer >= 1"),
+    (["--inputs", "9"], r"inputs = 9; allowed: 1\.\.8"),
+    (["--weight", "64"], r"weight = 64; allowed: 0\.\.63"),
+    (["--target", "300"], r"target range 300\.\.300 ADC codes; allowed: 0\.\.255"),
+    (["--gain", "-1"], r"gain = -1; allowed: an integer 0\.\.255"),
+    (["--max-step", "200"], r"max_step = 200; allowed: an integer 0\.\.127"),
+    (["--steps", "3"], "n_steps = 3: the last input event"),
+    (["--preset", "big"], "unknown preset 'big'"),
+])
+def test_demonstration_refuses_bad_arguments(argv, match, tmp_path, capsys):
+    from spikeloop.cli import main
+
+    base = {"--preset": "mini", "--chip-seed": "1", "--out": str(tmp_path / "x")}
+    for k, v in zip(argv[::2], argv[1::2], strict=True):
+        base[k] = v
+    rc = main(["ppu", "learn", *[x for kv in base.items() for x in kv]])
+    err = capsys.readouterr().err
+    assert rc == 2 and re.search(match, err), err
+    assert not (tmp_path / "x").exists()
+
+
+def test_fast_backend_learns_as_the_reference(learn_setup):
+    """The fast backend (the PPU beside its windows, sample by sample since the
+    program writes synapses) gives the reference backend's Observables: the
+    same PPU results (streams, cycles, dmem words, weights after every trial),
+    ADC codes and spikes."""
+    s, cfg, chip, image, rows = learn_setup
+    events = L.trial_events(cfg, s.inputs, 6)
+    job = _job(cfg, s, rows)
+    ref = chip.run(image, events, s.n_steps, backend="reference", run_seed=5, ppu=job)
+    fast = chip.run(image, events, s.n_steps, backend="fast", run_seed=5, ppu=job)
+    assert fast.first_difference(ref) is None, fast.first_difference(ref)
+    assert (fast.ppu[-1]["weights"] != image.synapse_weight).any()
