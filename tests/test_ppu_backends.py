@@ -275,3 +275,52 @@ def test_the_ppu_starts_with_the_run(chip):
     job = {"words": assemble(src, CFG).words, "when": "each_sample", "read_dmem": [0, 1]}
     ref, fast = both(chip, image, events, n_steps, job)
     assert fast.ppu[0]["dmem"] == {0: 1, 1: 1} and fast.ppu[0]["cycles"] == 5
+
+
+# -- the longer tier (make sim) ----------------------------------------------------
+LONG = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.mark.slow
+@LONG
+@given(seed=st.integers(0, 2**32 - 1))
+def test_random_program_each_sample_long(chip, seed):
+    test_random_program_each_sample.hypothesis.inner_test(chip, seed)
+
+
+@pytest.mark.slow
+@LONG
+@given(seed=st.integers(0, 2**32 - 1))
+def test_random_program_before_long(chip, seed):
+    test_random_program_before.hypothesis.inner_test(chip, seed)
+
+
+@pytest.mark.slow
+@LONG
+@given(seed=st.integers(0, 2**32 - 1))
+def test_program_writing_after_the_drain_long(chip, seed):
+    test_program_writing_after_the_drain_runs_sample_by_sample.hypothesis.inner_test(chip, seed)
+
+
+@pytest.mark.slow
+def test_programs_on_full():
+    """Programs 1 and 2 on the FULL preset (1024-bit vectors, 4 ADC chunks,
+    2 neuron chunks): reference and fast identical."""
+    from spikeloop.config import FULL
+
+    chip = Chip.calibrated(FULL, 1)
+    sc = SCENARIOS["exc_inh"](FULL, np.random.default_rng(0))
+    image = chip.configure(sc.image)
+    events = InputEvents.from_lists(FULL, [sc.events.of_sample(0).tolist()] * 2)
+    L = live_cycles(FULL, sc.n_steps)
+    n_rec = min(L // int(image.adc_period), FULL.adc_buffer_depth)
+    job = {"words": P.program("trace", FULL).words, "dmem": P.trace_dmem(FULL, n_rec),
+           "when": "each_sample", "read_dmem": [1]}
+    ref, fast = both(chip, image, events, sc.n_steps, job, run_seed=3)
+    assert (P.trace_vectors_to_codes(FULL, fast.ppu[1]["out"]) == fast.adc[:n_rec, 1]).all()
+    K, spacing = 2, P.INFERENCE_SPACING_CYCLES
+    n_steps = K * spacing // FULL.analog_step_cycles + 1
+    job = {"words": P.program("inference", FULL).words,
+           "dmem": P.inference_dmem(FULL, K, spacing), "when": "each_sample",
+           "read_dmem": [P.RESET_LOG + 1]}
+    both(chip, image, events, n_steps, job, run_seed=4)
