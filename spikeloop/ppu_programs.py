@@ -1,4 +1,4 @@
-"""The PPU's programs for the rest of the chip (issue 7, programs 1 to 3), as
+"""The PPU's programs for the rest of the chip (issue 7, programs 1 to 4), as
 assembly sources for spikeloop/ppu_asm.py, with the data-memory words the
 host writes before it starts them and their cycle counts.
 
@@ -25,6 +25,13 @@ start; docs/ppu.md "The PPU in the chip" describes the ports they use.
   from row address ``dmem[0]`` on (address = chunk | row << ROW_CHUNK_BITS |
   half << (ROW_CHUNK_BITS + ROW_BITS)), with saturation at ``0 ..
   WEIGHT_MAX``: ``w <- clip(w + u, 0, WEIGHT_MAX)``; labels are kept.
+- :data:`LEARN` (program 4, on-chip learning without the host): homeostatic
+  synaptic scaling, started in every trial's clear cycle.  It measures each
+  neuron's response ``r = peak - first ADC sample`` of the trial, streams
+  ``r`` and its step ``d = sign(T - r) * min((|T - r| * G) >> 4, D)``, and
+  after the run's drain (``dmem[1]`` cycles after it saw ``time >= dmem[0]``)
+  adds ``d`` to the plastic rows of each neuron's column with saturation
+  (:func:`learn_dmem` lists the data memory, docs/ppu.md "Program 4").
 """
 from __future__ import annotations
 
