@@ -10,7 +10,8 @@ start; docs/ppu.md "The PPU in the chip" describes the ports they use.
 - :data:`TRACE` (program 1, trace recording): waits for each ADC sample
   (``csrr adc_count``; the ADC control samples at its period) and streams its
   ``ADC_CHUNKS`` vectors into the output buffer, for ``dmem[0]`` samples.
-  Started in the first running cycle of a run, the buffer ``ppu_out`` then
+  Started with a run (the host's start in the clear cycle: its first
+  instruction in running cycle 1, docs/ppu.md), the buffer ``ppu_out`` then
   holds the run's ADC codes, sample by sample (neuron ``i`` of a sample in
   8-bit lane ``i`` of its chunk vectors).
 - :data:`INFERENCE` (program 2, inference mode): samples follow each other
