@@ -108,8 +108,13 @@ def _cmd_run(args) -> int:
     opts = {}
     if args.backend == "cosim":
         opts = {"simulator": args.simulator, "waves": args.waves}
+    ppu = _ppu_job(args, cfg)
+    if ppu is not None:
+        opts["ppu"] = ppu
     print(f"run: backend {args.backend}, preset {cfg.name}, chip seed {args.chip_seed}, "
-          f"run seed {args.run_seed}, {events.batch} sample(s), {args.steps} steps")
+          f"run seed {args.run_seed}, {events.batch} sample(s), {args.steps} steps"
+          + (f"; PPU program {args.ppu} ({len(ppu['words'])} words, {ppu['when']})"
+             if ppu else ""))
     t0 = time.perf_counter()
     obs = chip.run(image, events, args.steps, backend=args.backend, run_seed=args.run_seed,
                    **opts)
@@ -120,7 +125,48 @@ def _cmd_run(args) -> int:
           f"{int(obs.xbar_drops.sum())} crossbar drops, {cycles} cycles "
           f"({cycles * cfg.clock_period_ns / 1000:.1f} us of chip time) in {dt:.2f} s; "
           f"wrote {args.out}")
+    for i, r in enumerate(obs.ppu or []):
+        status = {0: "stopped", 1: "running", 2: "halted"}.get(r["status"], r["status"])
+        dmem = ", ".join(f"dmem[{k}] = {v}" for k, v in r["dmem"].items())
+        print(f"PPU run {i}: {status} at pc {r['pc']} after {r['cycles']} cycles, "
+              f"{len(r['out'])} vectors streamed ({r['out_drops']} dropped)"
+              + (f"; {dmem}" if dmem else ""))
     return 0
+
+
+def _ppu_job(args, cfg: ChipConfig) -> dict | None:
+    """The ``--ppu*`` options as a PPU job (spikeloop/backends/ppu.py), or None."""
+    from pathlib import Path
+
+    from spikeloop import ppu_programs
+    from spikeloop.ppu_asm import assemble
+
+    extra = [o for o in ("ppu_dmem", "ppu_read_dmem", "ppu_read_synapses")
+             if getattr(args, o)]
+    if args.ppu is None:
+        if extra:
+            raise ValueError(f"--{extra[0].replace('_', '-')} needs --ppu (a program)")
+        return None
+    if args.ppu in ppu_programs.PROGRAMS:
+        words = ppu_programs.program(args.ppu, cfg).words
+    elif Path(args.ppu).is_file():
+        words = assemble(Path(args.ppu).read_text(), cfg).words
+    else:
+        raise ValueError(f"--ppu {args.ppu!r}: neither an assembly file nor a program of "
+                         f"spikeloop/ppu_programs.py ({', '.join(ppu_programs.PROGRAMS)})")
+    dmem = []
+    for item in args.ppu_dmem:
+        index, sep, word = item.partition("=")
+        try:
+            dmem.append((int(index, 0), int(word, 0)))
+        except ValueError:
+            raise ValueError(f"--ppu-dmem {item!r}: allowed INDEX=WORD, e.g. 0=30 or "
+                             "1=0xff") from None
+        if not sep:
+            raise ValueError(f"--ppu-dmem {item!r}: allowed INDEX=WORD, e.g. 0=30 or 1=0xff")
+    return {"words": words, "dmem": dmem, "when": args.ppu_when,
+            "read_dmem": args.ppu_read_dmem, "read_synapses": args.ppu_read_synapses,
+            "max_cycles": args.ppu_max_cycles}
 
 
 def _cmd_scenario(args) -> int:
@@ -332,6 +378,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="Observables .npz to write")
     p.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
     p.add_argument("--waves", action="store_true", help="cosim: write FST waveforms")
+    g = p.add_argument_group("PPU", "a plasticity-processor program run with the job "
+                                    "(spikeloop/backends/ppu.py); its read-back goes into "
+                                    "the Observables (ppu)")
+    g.add_argument("--ppu", help="an assembly file (docs/ppu.md) or a program of "
+                                 "spikeloop/ppu_programs.py: trace, inference, weight_update, "
+                                 "learn")
+    g.add_argument("--ppu-when", choices=["each_sample", "before"], default="each_sample",
+                   help="start it with every sample (default) or once before the samples")
+    g.add_argument("--ppu-dmem", action="append", default=[], metavar="INDEX=WORD",
+                   help="a data-memory word the host writes first (repeatable)")
+    g.add_argument("--ppu-read-dmem", type=int, nargs="+", default=[], metavar="INDEX",
+                   help="data-memory words read back after each PPU run")
+    g.add_argument("--ppu-read-synapses", action="store_true",
+                   help="read every synapse back after each PPU run")
+    g.add_argument("--ppu-max-cycles", type=int, default=100_000,
+                   help="cycles the host waits for the halt (default 100000)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("scenario", help="write a verification scenario's image and events")

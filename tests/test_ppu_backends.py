@@ -324,3 +324,29 @@ def test_programs_on_full():
            "dmem": P.inference_dmem(FULL, K, spacing), "when": "each_sample",
            "read_dmem": [P.RESET_LOG + 1]}
     both(chip, image, events, n_steps, job, run_seed=4)
+
+
+def test_spikeloop_run_with_a_ppu_program(tmp_path, capsys):
+    """``spikeloop run --ppu``: a named program or an assembly file, on two
+    backends; the read-back is in the Observables file."""
+    from spikeloop.cli import main
+
+    assert main(["scenario", "exc_inh", "--preset", "mini", "--out", str(tmp_path)]) == 0
+    (tmp_path / "t.s").write_text("csrr r1, time\nsw r1, 0(r0)\nvout v0\nhalt\n")
+    base = ["run", "--preset", "mini", "--chip-seed", "1", "--image", str(tmp_path / "image.npz"),
+            "--events", str(tmp_path / "events.npz"), "--steps", "40"]
+    for backend in ("reference", "fast"):
+        assert main(base + ["--backend", backend, "--out", str(tmp_path / f"{backend}.npz"),
+                            "--ppu", "trace", "--ppu-dmem", "0=20", "--ppu-read-dmem", "1"]) == 0
+    ref = Observables.load(tmp_path / "reference.npz")
+    fast = Observables.load(tmp_path / "fast.npz")
+    assert fast.first_difference(ref) is None and len(fast.ppu[0]["out"]) == 20
+    assert "PPU run 0: halted at pc 17" in capsys.readouterr().out
+    assert main(base + ["--backend", "fast", "--out", str(tmp_path / "s.npz"),
+                        "--ppu", str(tmp_path / "t.s"), "--ppu-read-dmem", "0"]) == 0
+    assert Observables.load(tmp_path / "s.npz").ppu[0]["dmem"] == {0: 1}
+    for bad, msg in ((["--ppu", "trace", "--ppu-dmem", "0:3"], "allowed INDEX=WORD"),
+                     (["--ppu-dmem", "0=3"], "--ppu-dmem needs --ppu"),
+                     (["--ppu", "nope"], "neither an assembly file nor a program")):
+        assert main(base + ["--backend", "fast", "--out", str(tmp_path / "x.npz")] + bad) == 2
+        assert msg in capsys.readouterr().err
