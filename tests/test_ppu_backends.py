@@ -350,3 +350,28 @@ def test_spikeloop_run_with_a_ppu_program(tmp_path, capsys):
                      (["--ppu", "nope"], "neither an assembly file nor a program")):
         assert main(base + ["--backend", "fast", "--out", str(tmp_path / "x.npz")] + bad) == 2
         assert msg in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("src,batches", [
+    # registers and data the same at every halt: one speculative batch holds
+    ("addi r1, r0, 5\nsw r1, 9(r0)\nvout v0\nhalt", [1, 4]),
+    # a run counter: the speculation fails at its first sample, then one by one
+    ("addi r1, r1, 1\nsw r1, 9(r0)\nhalt", [1, 4, 1, 1, 1]),
+])
+def test_fast_speculates_once(chip, monkeypatch, src, batches):
+    import spikeloop.backends.fast as F
+
+    image, events, n_steps = exc_inh(chip, batch=5)
+    job = {"words": assemble(src, CFG).words, "when": "each_sample", "read_dmem": [9]}
+    sizes, orig = [], F.FastChip.run
+
+    def counting(self, events, n_steps, **kw):
+        sizes.append(events.batch)
+        return orig(self, events, n_steps, **kw)
+
+    monkeypatch.setattr(F.FastChip, "run", counting)
+    fast = chip.run(image, events, n_steps, backend="fast", ppu=job)
+    assert sizes == batches
+    monkeypatch.setattr(F.FastChip, "run", orig)
+    ref = chip.run(image, events, n_steps, backend="reference", ppu=job)
+    assert ref.first_difference(fast) is None, ref.first_difference(fast)

@@ -91,6 +91,9 @@ def run_fast(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, 
     unknown = [None] * n_stored + stale[n_stored:]
     state = None            # the PPU's registers and data: the job's at first
     parts, b, B = [], 0, events.batch
+    # speculate until it fails once (a program whose state changes from sample to
+    # sample would otherwise cost a batch per sample); then sample by sample
+    speculate = not job.writes_synapses
 
     def run(first: int, count: int, ppus: list[FastPpu]) -> Observables:
         sub = InputEvents.from_lists(cfg, [events.of_sample(first + j).tolist()
@@ -104,13 +107,14 @@ def run_fast(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, 
                        state=state)
 
     while b < B:
-        if 0 < b < B - 1 and not job.writes_synapses:
+        if speculate and 0 < b < B - 1:
             # speculation: samples b.. each leave the state they start from
             ppus = [ppu_of(j, stale if j == b else unknown) for j in range(b, B)]
             try:
                 obs = run(b, B - b, ppus)
             except StaleAdcRead:
                 obs = None
+            speculate = False
             if obs is not None:
                 ends = [p.state() for p in ppus]
                 keep = next((j + 1 for j in range(len(ppus) - 1) if ends[j] != state),
@@ -118,6 +122,7 @@ def run_fast(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, 
                 parts.append(obs.head(keep))
                 state, stale = ends[keep - 1], ppus[keep - 1].buffer_after()
                 b += keep
+                speculate = keep == len(ppus)
                 continue
         p = ppu_of(b, stale)
         parts.append(run(b, 1, [p]))

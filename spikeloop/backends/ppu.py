@@ -42,10 +42,11 @@ that this run has not yet overwritten.  The fast backend keeps that exactly:
 it runs the first sample alone, then the others as one batch *speculating*
 that each of them leaves the state it started from (true of programs whose
 registers and data at their halt do not depend on the data, like programs 1
-and 2); it keeps the samples up to the first one that did not, and goes on
-from there.  A read of an ADC sample that the run has not yet taken, whose
-stale contents are not known in a batch, makes it run that sample alone.  A
-program that writes synapses runs sample by sample.  One thing it does not
+and 2); it keeps the samples up to the first one that did not and runs the
+rest one by one (so a program whose state changes every sample costs one
+wasted batch, not one per sample).  A read of an ADC sample that the run has
+not yet taken, whose stale contents are not known in a batch, also ends the
+speculation.  A program that writes synapses runs sample by sample.  One thing it does not
 emulate and refuses with :class:`PpuEmulationError` (naming the sample, the
 cycle and what to do instead): a synapse write before the sample's drain has
 ended (the fast backend's weights are fixed during a run).
