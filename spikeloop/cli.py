@@ -156,14 +156,12 @@ def _ppu_job(args, cfg: ChipConfig) -> dict | None:
                          f"spikeloop/ppu_programs.py ({', '.join(ppu_programs.PROGRAMS)})")
     dmem = []
     for item in args.ppu_dmem:
-        index, sep, word = item.partition("=")
+        index, _, word = item.partition("=")     # no "=": word "" does not parse
         try:
             dmem.append((int(index, 0), int(word, 0)))
         except ValueError:
             raise ValueError(f"--ppu-dmem {item!r}: allowed INDEX=WORD, e.g. 0=30 or "
                              "1=0xff") from None
-        if not sep:
-            raise ValueError(f"--ppu-dmem {item!r}: allowed INDEX=WORD, e.g. 0=30 or 1=0xff")
     return {"words": words, "dmem": dmem, "when": args.ppu_when,
             "read_dmem": args.ppu_read_dmem, "read_synapses": args.ppu_read_synapses,
             "max_cycles": args.ppu_max_cycles}

@@ -142,11 +142,15 @@ class PpuJob:
 
 # -- results ------------------------------------------------------------------------
 def ppu_result(cfg: ChipConfig, ref: PpuRef, out: list[int], drops: int, job: PpuJob,
-               rows=None) -> dict:
-    """The result dict of a finished PPU run: ``ref``'s core, the output buffer
+               rows, since: str) -> dict:
+    """The result dict of a PPU run the host waited ``job.max_cycles`` cycles
+    for, counted from ``since``: ``ref``'s core, the output buffer
     ``out``/``drops``, and ``rows[half][row][col] = (weight, label)`` when the
-    job reads the synapses back."""
+    job reads the synapses back.  A PPU still running is a RuntimeError."""
     sim = ref.sim
+    if sim.running:
+        raise RuntimeError(f"the PPU still runs {job.max_cycles} cycles after {since} "
+                           f"(ppu.max_cycles); pc = {sim.pc}")
     res = {"status": int(sim.running) | int(sim.halted) << 1, "pc": int(sim.pc),
            "cycles": min(sim.cycle + ref.phase, XMASK), "out": [int(v) for v in out],
            "out_drops": int(drops), "dmem": {i: int(sim.dmem[i]) for i in job.read_dmem}}
@@ -343,11 +347,8 @@ class FastPpu:
         end = self.n_live + self.drain
         self.advance(end)
         self.advance(end + self.job.max_cycles)
-        if self.ref.sim.running:
-            raise RuntimeError(
-                f"sample {self.sample}: the PPU still runs {self.job.max_cycles} cycles after "
-                f"the drain (ppu.max_cycles); pc = {self.ref.sim.pc}")
-        return ppu_result(self.cfg, self.ref, self.out, self.drops, self.job, self.rows)
+        return ppu_result(self.cfg, self.ref, self.out, self.drops, self.job, self.rows,
+                          f"sample {self.sample}'s drain")
 
     def hold_of_step(self, k: int, n: int, device) -> torch.Tensor | None:
         mask = self.holds.pop(k, 0)
@@ -362,7 +363,4 @@ def run_before(cfg: ChipConfig, job: PpuJob, rows) -> tuple[dict, list]:
     p = FastPpu(cfg, job, rows, stale_adc=[[0] * cfg.n_neurons] * cfg.adc_buffer_depth)
     p._write_from = 0
     p.advance(1 + job.max_cycles)
-    if p.ref.sim.running:
-        raise RuntimeError(f"the PPU still runs {job.max_cycles} cycles after its start "
-                           f"(ppu.max_cycles); pc = {p.ref.sim.pc}")
-    return ppu_result(cfg, p.ref, p.out, p.drops, job, p.rows), p.rows
+    return ppu_result(cfg, p.ref, p.out, p.drops, job, p.rows, "its start"), p.rows
