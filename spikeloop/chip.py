@@ -4,9 +4,11 @@ mismatch) and its calibration.  Two seeds are two different chips.
     chip = Chip.calibrated(MINI, chip_seed=3)     # measures, as on silicon
     chip.save("chip3.npz"); Chip.load("chip3.npz")
     image = chip.configure(image)                 # the image's analog settings := calibration
+    worse = chip.with_residual(0.5)               # half of the mismatch left (what-if)
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -41,6 +43,36 @@ class Chip:
         chip = cls(cfg, chip_seed)
         result = calibrate(ChipProbe(chip.analog))
         return cls(cfg, chip_seed, result)
+
+    def with_residual(self, fraction: float) -> Chip:
+        """The same specimen calibrated only part of the way: every 10-bit setting
+        ``round(calibrated + fraction * (nominal - calibrated))``, so ``fraction``
+        of the mismatch is left (0: this chip's calibration, 1: the uncalibrated
+        chip; the spread of each true parameter is then about ``fraction`` times
+        its uncalibrated spread).  A what-if for "how good must calibration be":
+        it asks how a network fares on a worse-calibrated chip; the result's
+        ``report`` holds ``residual_fraction`` and the spreads it gives
+        (:func:`~spikeloop.model.calibration.spread_report`, which reads the hidden
+        truth: evaluation only)."""
+        from spikeloop.model.calibration import spread_report
+
+        if self.calibration is None:
+            raise ValueError("with_residual: the chip has no calibration to degrade "
+                             "(Chip.calibrated or spikeloop calibrate makes one)")
+        try:
+            f = float(fraction)
+        except (TypeError, ValueError):
+            raise ValueError(f"residual fraction = {fraction!r}; allowed: a number in "
+                             "[0, 1]") from None
+        if not 0.0 <= f <= 1.0:
+            raise ValueError(f"residual fraction = {fraction!r}; allowed: a number in [0, 1]")
+        cal = self.calibration.settings.to(torch.int64)
+        nominal = self.analog.nominal_settings().to(torch.int64)
+        settings = torch.round(cal + f * (nominal - cal).to(torch.float64)).to(torch.int64)
+        report = spread_report(self.analog, nominal, settings)
+        report["residual_fraction"] = f
+        return Chip(self.cfg, self.chip_seed, dataclasses.replace(
+            self.calibration, settings=settings, measured={}, report=report))
 
     @property
     def settings(self) -> np.ndarray:

@@ -19,6 +19,16 @@ mismatched chip instances A and B (chip seeds ``--chip-a``, ``--chip-b``):
    specimen run with the nominal analog settings (no calibration): the
    software network deployed on it as is, and a network trained in the loop on
    it (the paper's claim that learning in the loop corrects the chip's flaws);
+5b. **chip A calibrated part of the way** (``--residuals F ...``, default none):
+   for every fraction ``F`` in (0, 1), the specimen with ``F`` of its mismatch
+   left (:meth:`Chip.with_residual`: every setting ``F`` of the way from the
+   calibrated back to the nominal value): the software network deployed on it
+   as is, and a network trained in the loop on it.  Between the calibrated
+   chip (``F = 0``) and the uncalibrated one (``F = 1``) this shows how much
+   mismatch a software-trained network tolerates and how much of the rest
+   training in the loop corrects; the table gives each level's spread of PSP
+   efficacy (the std over neurons of PSP height / leak-to-threshold distance,
+   over its mean; evaluation only, from the hidden true parameters);
 6. **inference mode**: the network of (2) tested on A with the paper's sample
    spacing of 11.8 µs (the first 6 ADC samples, 10.2 µs, are read out; input
    spikes later than that window are not played, ``Task.with_steps``): the
@@ -39,6 +49,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -77,6 +88,7 @@ class MismatchSettings:
     threads: int | None = None
     progress: bool = True
     uncalibrated: bool = True
+    residuals: tuple[float, ...] = ()
 
     def check(self) -> None:
         if self.chip_a == self.chip_b:
@@ -90,6 +102,13 @@ class MismatchSettings:
             raise ExperimentError(f"backend = {self.backend!r}; allowed: fast, cosim")
         if self.task not in ("mnist", "yinyang"):
             raise ExperimentError(f"task = {self.task!r}; allowed: mnist, yinyang")
+        for r in self.residuals:
+            if not (isinstance(r, (int, float)) and 0.0 < r < 1.0):
+                raise ExperimentError(f"residuals: {r!r}; allowed: fractions strictly between "
+                                      "0 (the calibrated chip) and 1 (the uncalibrated chip, "
+                                      "its own condition)")
+        if len(set(self.residuals)) != len(self.residuals):
+            raise ExperimentError(f"residuals = {list(self.residuals)} repeats a fraction")
         for name in ("epochs", "retrain_epochs", "batch_size"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
@@ -173,6 +192,46 @@ ROWS = (
 )
 
 
+def residual_key(fraction: float) -> str:
+    """The name of a residual level in file names and result keys (``0.5`` -> ``r0.5``)."""
+    return f"r{fraction:g}"
+
+
+def rows(ms: MismatchSettings) -> tuple[tuple[str, str], ...]:
+    """ROWS with the residual levels' rows before the uncalibrated chip's."""
+    extra = []
+    for r in sorted(ms.residuals):
+        k = residual_key(r)
+        extra += [(f"deployed_{k}", f"trained in software, deployed as is on chip A with "
+                                    f"{100 * r:g} % of its mismatch left"),
+                  (f"loop_{k}", f"trained in the loop on chip A with {100 * r:g} % of its "
+                                "mismatch left")]
+    return ROWS[:6] + tuple(extra) + ROWS[6:]
+
+
+def _save_chip(chip: Chip, path: Path) -> None:
+    """``chip.save(path)`` through a temporary file, so that experiments running
+    other seeds into the same directory never read it half written."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    chip.save(tmp)
+    os.replace(tmp, path)
+
+
+def _levels(ms: MismatchSettings, chip_a: Chip) -> list[dict]:
+    """Per residual level (0 = calibrated, the ``--residuals``, 1 = uncalibrated when
+    run): the spreads the level leaves (evaluation only: hidden true parameters)."""
+    fractions = [0.0, *sorted(ms.residuals)] + ([1.0] if ms.uncalibrated else [])
+    out = []
+    for f in fractions:
+        rep = chip_a.with_residual(f).calibration.report
+        out.append({"residual": f,
+                    "efficacy_cv": rep["usability_after"]["efficacy_cv"],
+                    "off_by_50pct_fraction": rep["usability_after"]["off_by_50pct_fraction"],
+                    "tonic_fraction": rep["usability_after"]["tonic_fraction"],
+                    "spread_ratios": {k: v["ratio"] for k, v in rep["params"].items()}})
+    return out
+
+
 def run_mismatch(ms: MismatchSettings, log=print) -> dict:
     ms.check()
     out = Path(ms.out)
@@ -211,26 +270,39 @@ def run_mismatch(ms: MismatchSettings, log=print) -> dict:
         if ms.uncalibrated:
             unc = out / f"chip{ms.chip_a}-{ms.preset}-uncalibrated.npz"
             if not unc.is_file():
-                Chip(chip_a.cfg, ms.chip_a).save(unc)     # the specimen, nominal settings
+                _save_chip(Chip(chip_a.cfg, ms.chip_a), unc)   # the specimen, nominal settings
             chip_u = Chip.load(unc)
             row["deployed_uncal"] = _pick(_evaluate(d / "software" / "network.pt", chip_u, ms,
                                                     backend=ms.backend))
             row["loop_uncal"] = _pick(_train(ms, d / "loop-A-uncalibrated", log,
                                              backend=ms.backend, chip_seed=ms.chip_a,
                                              chip_file=str(unc), epochs=ms.epochs, seed=seed))
+        for r in sorted(ms.residuals):
+            k = residual_key(r)
+            path = out / f"chip{ms.chip_a}-{ms.preset}-residual{r:g}.npz"
+            if not path.is_file():
+                _save_chip(chip_a.with_residual(r), path)
+            chip_r = Chip.load(path)
+            row[f"deployed_{k}"] = _pick(_evaluate(d / "software" / "network.pt", chip_r, ms,
+                                                   backend=ms.backend))
+            row[f"loop_{k}"] = _pick(_train(ms, d / f"loop-A-residual{r:g}", log,
+                                            backend=ms.backend, chip_seed=ms.chip_a,
+                                            chip_file=str(path), epochs=ms.epochs, seed=seed))
         emu = loop.get("emulation", {})
         row["training_emulation"] = emu
-        for key, name in ROWS:
+        for key, name in rows(ms):
             if key in row:
                 log(f"  {name}: accuracy {row[key]['accuracy']:.4f}, hidden spikes per neuron "
                     f"and input {row[key]['spikes_per_neuron_input']:.3f}")
         per_seed[seed] = row
-    summary = _summarise(per_seed)
-    claims = _claims(summary, {"mnist": 10, "yinyang": 3}[ms.task])
+    summary = _summarise(per_seed, rows(ms))
+    claims = _claims(summary, {"mnist": 10, "yinyang": 3}[ms.task], ms.residuals)
+    levels = _levels(ms, chip_a)
     result = {"settings": dataclasses.asdict(ms), "per_seed": per_seed, "summary": summary,
-              "claims": claims, "wall_s": time.perf_counter() - t_start}
+              "claims": claims, "residual_levels": levels,
+              "wall_s": time.perf_counter() - t_start}
     (out / "experiment.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
-    table = _table(ms, summary, claims, per_seed)
+    table = _table(ms, summary, claims, per_seed, levels)
     (out / "table.md").write_text(table)
     log(table)
     log(f"wrote {out / 'experiment.json'} and {out / 'table.md'} "
@@ -238,9 +310,9 @@ def run_mismatch(ms: MismatchSettings, log=print) -> dict:
     return result
 
 
-def _summarise(per_seed: dict) -> dict:
+def _summarise(per_seed: dict, row_names=ROWS) -> dict:
     out = {}
-    for key, _ in ROWS:
+    for key, _ in row_names:
         rows = [r[key] for r in per_seed.values() if key in r]
         if not rows:
             continue
@@ -256,19 +328,28 @@ def _summarise(per_seed: dict) -> dict:
     return out
 
 
-def _claims(s: dict, n_classes: int) -> dict:
+def _loop_beats_deployed(s: dict, loop: str, deployed: str) -> dict:
+    """In the loop better than deployed as is, visibly: by more than twice the seed
+    spread of the in-the-loop accuracy and at least 1 pp."""
+    gain = 100 * (s[loop]["accuracy_mean"] - s[deployed]["accuracy_mean"])
+    return {"gain_pp": gain, "holds": gain > max(2 * 100 * s[loop]["accuracy_std"], 1.0)}
+
+
+def _claims(s: dict, n_classes: int, residuals=()) -> dict:
     out = _claims_calibrated(s, n_classes)
+    for r in sorted(residuals):
+        k = residual_key(r)
+        if f"loop_{k}" in s:
+            out.setdefault("loop_corrects_residual", {})[f"{r:g}"] = _loop_beats_deployed(
+                s, f"loop_{k}", f"deployed_{k}")
     if "loop_uncal" in s:
-        gain = 100 * (s["loop_uncal"]["accuracy_mean"] - s["deployed_uncal"]["accuracy_mean"])
-        out["loop_corrects_uncalibrated"] = {
-            "gain_pp": gain,
-            "holds": gain > max(2 * 100 * s["loop_uncal"]["accuracy_std"], 1.0)}
+        out["loop_corrects_uncalibrated"] = _loop_beats_deployed(s, "loop_uncal",
+                                                                 "deployed_uncal")
     return out
 
 
 def _claims_calibrated(s: dict, n_classes: int) -> dict:
     gap = 100 * (s["ideal"]["accuracy_mean"] - s["loop_a"]["accuracy_mean"])
-    drop = 100 * (s["loop_a"]["accuracy_mean"] - s["deployed_a"]["accuracy_mean"])
     chance = 1.0 / n_classes
     return {
         # the claims mean nothing unless the networks learned the task
@@ -279,14 +360,12 @@ def _claims_calibrated(s: dict, n_classes: int) -> dict:
         "loop_within_1pp_of_ideal": {"gap_pp": gap, "holds": gap <= LOOP_VS_IDEAL_PP},
         "fewer_than_one_spike": {"spikes": s["loop_a"]["spikes_mean"],
                                  "holds": s["loop_a"]["spikes_mean"] < MAX_SPIKES_PER_NEURON_INPUT},
-        "deployed_visibly_worse": {
-            "drop_pp": drop,
-            # visibly: by more than twice the seed spread of the in-the-loop accuracy
-            "holds": drop > max(2 * 100 * s["loop_a"]["accuracy_std"], 1.0)},
+        "deployed_visibly_worse": _loop_beats_deployed(s, "loop_a", "deployed_a"),
     }
 
 
-def _table(ms: MismatchSettings, s: dict, claims: dict, per_seed: dict) -> str:
+def _table(ms: MismatchSettings, s: dict, claims: dict, per_seed: dict,
+           levels: list[dict] = ()) -> str:
     n = len(per_seed)
     lines = [f"Task {ms.task}, preset {ms.preset}, backend {ms.backend}, chips A = {ms.chip_a} "
              f"and B = {ms.chip_b}, {n} training seed{'s' if n > 1 else ''} "
@@ -295,7 +374,7 @@ def _table(ms: MismatchSettings, s: dict, claims: dict, per_seed: dict) -> str:
              f"{ms.test_samples or 'all'}.", "",
              "| network | test accuracy (mean ± std over seeds) | min..max | hidden spikes "
              "per neuron and input |", "|---|---|---|---|"]
-    for key, name in ROWS:
+    for key, name in rows(ms):
         if key not in s:
             continue
         r = s[key]
@@ -318,13 +397,34 @@ def _table(ms: MismatchSettings, s: dict, claims: dict, per_seed: dict) -> str:
               f"{c['fewer_than_one_spike']['spikes']:.3f} -> "
               f"{'holds' if c['fewer_than_one_spike']['holds'] else 'does NOT hold'}",
               f"- deployed as is visibly worse than in the loop: by "
-              f"{c['deployed_visibly_worse']['drop_pp']:.2f} pp -> "
+              f"{c['deployed_visibly_worse']['gain_pp']:.2f} pp -> "
               f"{'holds' if c['deployed_visibly_worse']['holds'] else 'does NOT hold'}"]
+    for r, u in c.get("loop_corrects_residual", {}).items():
+        lines.append(f"- on chip A with {100 * float(r):g} % of its mismatch left, training in "
+                     f"the loop beats the deployed network by {u['gain_pp']:.2f} pp -> "
+                     f"{'holds' if u['holds'] else 'does NOT hold'}")
     if "loop_corrects_uncalibrated" in c:
         u = c["loop_corrects_uncalibrated"]
         lines.append(f"- on the uncalibrated chip, training in the loop beats the deployed "
                      f"network by {u['gain_pp']:.2f} pp -> "
                      f"{'holds' if u['holds'] else 'does NOT hold'}")
+    if len(levels) > 1:
+        lines += ["", "Chip A with part of its mismatch left (0 %: calibrated, 100 %: "
+                  "uncalibrated). Efficacy spread: std / mean over neurons of the PSP height "
+                  "over the leak-to-threshold distance (from the hidden true parameters).", "",
+                  "| mismatch left | efficacy spread | neurons off by > 50 % | deployed as is "
+                  "| in the loop | loop - deployed |", "|---|---|---|---|---|---|"]
+        for lv in levels:
+            f = lv["residual"]
+            dep, loop = (("deployed_a", "loop_a") if f == 0.0 else
+                         ("deployed_uncal", "loop_uncal") if f == 1.0 else
+                         (f"deployed_{residual_key(f)}", f"loop_{residual_key(f)}"))
+            if dep not in s or loop not in s:
+                continue
+            a, b = 100 * s[dep]["accuracy_mean"], 100 * s[loop]["accuracy_mean"]
+            lines.append(f"| {100 * f:g} % | {lv['efficacy_cv']:.3f} | "
+                         f"{100 * lv['off_by_50pct_fraction']:.1f} % | {a:.2f} % | {b:.2f} % | "
+                         f"{b - a:+.2f} pp |")
     lines.append("")
     return "\n".join(lines)
 
@@ -351,6 +451,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-uncalibrated", action="store_true",
                    help="skip the conditions on the uncalibrated chip A")
+    p.add_argument("--residuals", type=float, nargs="+", default=[], metavar="F",
+                   help="also run chip A calibrated only part of the way, with fraction F "
+                        "of its mismatch left (0 < F < 1; e.g. 0.5 0.75): the software "
+                        "network deployed on it and a network trained in the loop on it")
 
 
 def main_args(args) -> int:
@@ -363,7 +467,8 @@ def main_args(args) -> int:
                           test_samples=args.test_samples, batch_size=args.batch_size,
                           lr=args.lr, data_dir=args.data_dir, threads=args.threads,
                           progress=not args.no_progress,
-                          uncalibrated=not args.no_uncalibrated)
+                          uncalibrated=not args.no_uncalibrated,
+                          residuals=tuple(args.residuals))
     try:
         run_mismatch(ms)
     except (ExperimentError, TrainError) as e:

@@ -46,6 +46,37 @@ def test_configure_writes_the_calibration_into_the_image(chip3):
         Chip(MINI, 4, chip3.calibration)
 
 
+def test_with_residual_leaves_that_fraction_of_the_mismatch(chip3, tmp_path):
+    nominal = Chip(MINI, 3).settings
+    assert np.array_equal(chip3.with_residual(0).settings, chip3.settings)
+    assert np.array_equal(chip3.with_residual(1.0).settings, nominal)
+    half = chip3.with_residual(0.5)
+    assert half.chip_seed == 3 and half.cfg == MINI
+    # every setting half way (rounded) between calibrated and nominal
+    assert np.abs(2 * half.settings - chip3.settings - nominal).max() <= 1
+    rep = half.calibration.report
+    assert rep["residual_fraction"] == 0.5
+    ratios = {k: v["ratio"] for k, v in rep["params"].items()}
+    assert all(0.35 < r < 0.65 for r in ratios.values()), ratios
+    eff = [chip3.with_residual(f).calibration.report["usability_after"]["efficacy_cv"]
+           for f in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    assert eff == sorted(eff) and eff[0] < 0.05 < eff[-1], eff
+    # the degraded chip is a chip file like any other
+    half.save(tmp_path / "half.npz")
+    back = Chip.load(tmp_path / "half.npz")
+    assert np.array_equal(back.settings, half.settings)
+    assert back.calibration.report["residual_fraction"] == 0.5
+
+
+def test_with_residual_refusals(chip3):
+    for bad in (-0.1, 1.5, "half", None):
+        with pytest.raises(ValueError, match=r"residual fraction = .*allowed: a number in "
+                                             r"\[0, 1\]"):
+            chip3.with_residual(bad)
+    with pytest.raises(ValueError, match="no calibration to degrade"):
+        Chip(MINI, 3).with_residual(0.5)
+
+
 def test_image_validation_names_field_and_range(tmp_path):
     img = ConfigImage.empty(MINI)
     img.synapse_weight[0, 1, 2] = 64

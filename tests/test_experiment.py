@@ -36,12 +36,31 @@ def test_claims():
     assert not _claims(summary(0.34, 0.37, 0.32), 3)["learned"]["holds"]
 
 
+def test_claims_per_residual_level():
+    s = summary(0.95, 0.945, 0.94)
+    row = {"accuracy_std": 0.004, "spikes_mean": 0.5}
+    s.update({"deployed_r0.5": {**row, "accuracy_mean": 0.90},
+              "loop_r0.5": {**row, "accuracy_mean": 0.93},
+              "deployed_r0.75": {**row, "accuracy_mean": 0.70},
+              "loop_r0.75": {**row, "accuracy_mean": 0.705, "accuracy_std": 0.01}})
+    c = _claims(s, 10, (0.75, 0.5))
+    assert c["loop_corrects_residual"]["0.5"]["gain_pp"] == pytest.approx(3.0)
+    assert c["loop_corrects_residual"]["0.5"]["holds"]
+    # 0.5 pp: less than 1 pp and than twice the seed spread
+    assert not c["loop_corrects_residual"]["0.75"]["holds"]
+    assert "loop_corrects_uncalibrated" not in c
+
+
 def test_refusals(tmp_path):
     for kw, msg in (({"chip_a": 3, "chip_b": 3}, "two different chip instances"),
                     ({"seeds": ()}, "at least one training seed"),
                     ({"seeds": (1, 1)}, "repeats a seed"),
                     ({"task": "shd"}, "allowed: mnist, yinyang"),
-                    ({"epochs": 0}, r"epochs = 0; allowed: an integer >= 1")):
+                    ({"epochs": 0}, r"epochs = 0; allowed: an integer >= 1"),
+                    ({"residuals": (0.0,)}, r"residuals: 0.0; allowed: fractions strictly "
+                                            r"between 0 \(the calibrated chip\) and 1"),
+                    ({"residuals": (1,)}, r"residuals: 1; allowed"),
+                    ({"residuals": (0.5, 0.5)}, r"repeats a fraction")):
         with pytest.raises(ExperimentError, match=msg):
             run_mismatch(MismatchSettings(out=str(tmp_path), **kw))
 
@@ -51,16 +70,16 @@ def test_tiny_experiment_end_to_end(tmp_path, capsys):
     args = ["experiment", "mismatch", "--out", str(out), "--task", "yinyang", "--preset",
             "mini", "--seeds", "0", "--epochs", "1", "--retrain-epochs", "1",
             "--train-samples", "60", "--test-samples", "30", "--batch-size", "30",
-            "--no-progress"]
+            "--no-progress", "--residuals", "0.5"]
     assert cli_main(args) == 0
     res = json.loads((out / "experiment.json").read_text())
     row = res["per_seed"]["0"]
     assert set(row) >= {"ideal", "loop_a", "deployed_a", "a_on_b", "retrained_b", "inference_a",
-                        "deployed_uncal", "loop_uncal"}
+                        "deployed_uncal", "loop_uncal", "deployed_r0.5", "loop_r0.5"}
     assert row["inference_a"]["cycles_per_image"] == 184 * 8 + 2
     for key in ("ideal", "loop_a", "deployed_a", "a_on_b", "retrained_b"):
         assert 0.0 <= row[key]["accuracy"] <= 1.0
-    for d in ("software", "loop-A", "retrain-B", "loop-A-uncalibrated"):
+    for d in ("software", "loop-A", "retrain-B", "loop-A-uncalibrated", "loop-A-residual0.5"):
         r = json.loads((out / "seed0" / d / "results.json").read_text())
         assert r["epochs_done"] == 1
     retrain = (out / "seed0" / "retrain-B" / "train.log").read_text()
@@ -68,10 +87,17 @@ def test_tiny_experiment_end_to_end(tmp_path, capsys):
     table = (out / "table.md").read_text()
     assert "| trained in software, deployed as is on chip A |" in table
     assert "Claims (issue 6):" in table
+    # the residual level's chip: chip A's specimen, half of its mismatch left
+    half = json.loads((out / "seed0" / "loop-A-residual0.5" / "results.json").read_text())
+    assert half["args"]["chip_file"].endswith("chip1-mini-residual0.5.npz")
+    assert [lv["residual"] for lv in res["residual_levels"]] == [0.0, 0.5, 1.0]
+    eff = [lv["efficacy_cv"] for lv in res["residual_levels"]]
+    assert eff == sorted(eff)
+    assert "| 50 % |" in table and "on chip A with 50 % of its mismatch left" in table
     # a second call reuses the finished runs and gives the same numbers
     capsys.readouterr()
     assert cli_main(args) == 0
-    assert capsys.readouterr().out.count("finished earlier") == 4
+    assert capsys.readouterr().out.count("finished earlier") == 5
     again = json.loads((out / "experiment.json").read_text())
     assert again["per_seed"] == res["per_seed"]
 
