@@ -23,7 +23,9 @@ mismatched chip instances A and B (chip seeds ``--chip-a``, ``--chip-b``):
    for every fraction ``F`` in (0, 1), the specimen with ``F`` of its mismatch
    left (:meth:`Chip.with_residual`: every setting ``F`` of the way from the
    calibrated back to the nominal value): the software network deployed on it
-   as is, and a network trained in the loop on it.  Between the calibrated
+   as is, and a network trained in the loop on it; that network is then tested
+   on chip B with the same fraction of B's mismatch left and retrained on it as
+   in 4.  Between the calibrated
    chip (``F = 0``) and the uncalibrated one (``F = 1``) this shows how much
    mismatch a software-trained network tolerates and how much of the rest
    training in the loop corrects; the table gives each level's spread of PSP
@@ -205,7 +207,10 @@ def rows(ms: MismatchSettings) -> tuple[tuple[str, str], ...]:
         extra += [(f"deployed_{k}", f"trained in software, deployed as is on chip A with "
                                     f"{100 * r:g} % of its mismatch left"),
                   (f"loop_{k}", f"trained in the loop on chip A with {100 * r:g} % of its "
-                                "mismatch left")]
+                                "mismatch left"),
+                  (f"a_on_b_{k}", f"... tested on chip B with {100 * r:g} % of its mismatch "
+                                  "left"),
+                  (f"retrained_b_{k}", "... then retrained on that chip B")]
     return ROWS[:6] + tuple(extra) + ROWS[6:]
 
 
@@ -285,9 +290,22 @@ def run_mismatch(ms: MismatchSettings, log=print) -> dict:
             chip_r = Chip.load(path)
             row[f"deployed_{k}"] = _pick(_evaluate(d / "software" / "network.pt", chip_r, ms,
                                                    backend=ms.backend))
-            row[f"loop_{k}"] = _pick(_train(ms, d / f"loop-A-residual{r:g}", log,
-                                            backend=ms.backend, chip_seed=ms.chip_a,
-                                            chip_file=str(path), epochs=ms.epochs, seed=seed))
+            loop_r = _train(ms, d / f"loop-A-residual{r:g}", log, backend=ms.backend,
+                            chip_seed=ms.chip_a, chip_file=str(path), epochs=ms.epochs,
+                            seed=seed)
+            row[f"loop_{k}"] = _pick(loop_r)
+            # the transfer, as for the calibrated chips: B with the same fraction left
+            path_b = out / f"chip{ms.chip_b}-{ms.preset}-residual{r:g}.npz"
+            if not path_b.is_file():
+                _save_chip(chip_b.with_residual(r), path_b)
+            net_r = d / f"loop-A-residual{r:g}" / "network.pt"
+            row[f"a_on_b_{k}"] = _pick(_evaluate(net_r, Chip.load(path_b), ms,
+                                                 backend=ms.backend))
+            hp_r = loop_r["hyperparameters"]
+            row[f"retrained_b_{k}"] = _pick(_train(
+                ms, d / f"retrain-B-residual{r:g}", log, backend=ms.backend,
+                chip_seed=ms.chip_b, chip_file=str(path_b), epochs=ms.retrain_epochs,
+                seed=seed, lr=hp_r["lr"] * hp_r["lr_decay"] ** ms.epochs, init=str(net_r)))
         emu = loop.get("emulation", {})
         row["training_emulation"] = emu
         for key, name in rows(ms):
@@ -413,18 +431,25 @@ def _table(ms: MismatchSettings, s: dict, claims: dict, per_seed: dict,
                   "uncalibrated). Efficacy spread: std / mean over neurons of the PSP height "
                   "over the leak-to-threshold distance (from the hidden true parameters).", "",
                   "| mismatch left | efficacy spread | neurons off by > 50 % | deployed as is "
-                  "| in the loop | loop - deployed |", "|---|---|---|---|---|---|"]
+                  "| in the loop | loop - deployed | loop network on B | retrained on B |",
+                  "|---|---|---|---|---|---|---|---|"]
+
+        def acc(key):
+            return f"{100 * s[key]['accuracy_mean']:.2f} %" if key in s else "-"
+
         for lv in levels:
             f = lv["residual"]
-            dep, loop = (("deployed_a", "loop_a") if f == 0.0 else
-                         ("deployed_uncal", "loop_uncal") if f == 1.0 else
-                         (f"deployed_{residual_key(f)}", f"loop_{residual_key(f)}"))
+            k = residual_key(f)
+            dep, loop, a_b, re_b = (
+                ("deployed_a", "loop_a", "a_on_b", "retrained_b") if f == 0.0 else
+                ("deployed_uncal", "loop_uncal", "", "") if f == 1.0 else
+                (f"deployed_{k}", f"loop_{k}", f"a_on_b_{k}", f"retrained_b_{k}"))
             if dep not in s or loop not in s:
                 continue
-            a, b = 100 * s[dep]["accuracy_mean"], 100 * s[loop]["accuracy_mean"]
+            gain = 100 * (s[loop]["accuracy_mean"] - s[dep]["accuracy_mean"])
             lines.append(f"| {100 * f:g} % | {lv['efficacy_cv']:.3f} | "
-                         f"{100 * lv['off_by_50pct_fraction']:.1f} % | {a:.2f} % | {b:.2f} % | "
-                         f"{b - a:+.2f} pp |")
+                         f"{100 * lv['off_by_50pct_fraction']:.1f} % | {acc(dep)} | "
+                         f"{acc(loop)} | {gain:+.2f} pp | {acc(a_b)} | {acc(re_b)} |")
     lines.append("")
     return "\n".join(lines)
 

@@ -75,11 +75,13 @@ def test_tiny_experiment_end_to_end(tmp_path, capsys):
     res = json.loads((out / "experiment.json").read_text())
     row = res["per_seed"]["0"]
     assert set(row) >= {"ideal", "loop_a", "deployed_a", "a_on_b", "retrained_b", "inference_a",
-                        "deployed_uncal", "loop_uncal", "deployed_r0.5", "loop_r0.5"}
+                        "deployed_uncal", "loop_uncal", "deployed_r0.5", "loop_r0.5", "a_on_b_r0.5",
+                        "retrained_b_r0.5"}
     assert row["inference_a"]["cycles_per_image"] == 184 * 8 + 2
     for key in ("ideal", "loop_a", "deployed_a", "a_on_b", "retrained_b"):
         assert 0.0 <= row[key]["accuracy"] <= 1.0
-    for d in ("software", "loop-A", "retrain-B", "loop-A-uncalibrated", "loop-A-residual0.5"):
+    for d in ("software", "loop-A", "retrain-B", "loop-A-uncalibrated", "loop-A-residual0.5",
+              "retrain-B-residual0.5"):
         r = json.loads((out / "seed0" / d / "results.json").read_text())
         assert r["epochs_done"] == 1
     retrain = (out / "seed0" / "retrain-B" / "train.log").read_text()
@@ -90,6 +92,9 @@ def test_tiny_experiment_end_to_end(tmp_path, capsys):
     # the residual level's chip: chip A's specimen, half of its mismatch left
     half = json.loads((out / "seed0" / "loop-A-residual0.5" / "results.json").read_text())
     assert half["args"]["chip_file"].endswith("chip1-mini-residual0.5.npz")
+    half_b = json.loads((out / "seed0" / "retrain-B-residual0.5" / "results.json").read_text())
+    assert half_b["args"]["chip_file"].endswith("chip2-mini-residual0.5.npz")
+    assert half_b["args"]["init"].endswith("loop-A-residual0.5/network.pt")
     assert [lv["residual"] for lv in res["residual_levels"]] == [0.0, 0.5, 1.0]
     eff = [lv["efficacy_cv"] for lv in res["residual_levels"]]
     assert eff == sorted(eff)
@@ -97,7 +102,7 @@ def test_tiny_experiment_end_to_end(tmp_path, capsys):
     # a second call reuses the finished runs and gives the same numbers
     capsys.readouterr()
     assert cli_main(args) == 0
-    assert capsys.readouterr().out.count("finished earlier") == 5
+    assert capsys.readouterr().out.count("finished earlier") == 6
     again = json.loads((out / "experiment.json").read_text())
     assert again["per_seed"] == res["per_seed"]
 
