@@ -7,6 +7,9 @@ against the hidden true parameters (spread before/after, ratios vs PAPER.md's
 maxima), saves the settings + metadata + report to ``out`` (.npz, readable with
 numpy alone; load with ``CalibrationResult.load``), the report also as JSON next
 to it (``<out>.report.json``), and a histogram plot when ``plot`` is given.
+With ``residual = F`` the file holds the specimen calibrated only part of the
+way, ``F`` of its mismatch left (:meth:`spikeloop.chip.Chip.with_residual`: a
+what-if, evaluated the same way).
 """
 from __future__ import annotations
 
@@ -30,17 +33,26 @@ def report_path(out: str | Path) -> Path:
     return out.with_name(out.name + ".report.json")
 
 
-def calibrate_main(preset: str, chip_seed: int, out: str, plot: str | None = None) -> dict:
+def calibrate_main(preset: str, chip_seed: int, out: str, plot: str | None = None,
+                   residual: float | None = None) -> dict:
     """Calibrate chip ``chip_seed`` of ``preset``; write ``out`` (+ report, + plot);
-    return the report dict."""
+    return the report dict.  ``residual``: leave that fraction of the mismatch."""
+    from spikeloop.chip import Chip, check_residual
+
+    if residual is not None:
+        residual = check_residual(residual)
     cfg = ChipConfig.preset(preset)
     chip = AnalogChipModel(cfg, chip_seed)
     probe = ChipProbe(chip)
     t0 = time.perf_counter()
     result = calibrate(probe)
     seconds = time.perf_counter() - t0
+    if residual is not None:
+        result = Chip(cfg, chip_seed, result).with_residual(residual).calibration
     # ---- evaluation (hidden truth; separate from the algorithm) ----
     report = spread_report(chip, chip.nominal_settings(), result.settings)
+    if residual is not None:
+        report["residual_fraction"] = float(residual)
     report.update(calibration_seconds=round(seconds, 3), probe_runs=probe.runs,
                   probe_steps=probe.steps_simulated, targets=result.targets.to_dict(),
                   out=str(out))

@@ -21,6 +21,17 @@ from spikeloop.model.analog import AnalogChipModel
 from spikeloop.model.calibration import CalibrationResult, ChipProbe, calibrate
 
 
+def check_residual(fraction) -> float:
+    """``fraction`` as a float in [0, 1] (:meth:`Chip.with_residual`), or ValueError."""
+    try:
+        f = float(fraction)
+    except (TypeError, ValueError):
+        f = float("nan")
+    if not 0.0 <= f <= 1.0:
+        raise ValueError(f"residual fraction = {fraction!r}; allowed: a number in [0, 1]")
+    return f
+
+
 class Chip:
     def __init__(self, cfg: ChipConfig, chip_seed: int,
                  calibration: CalibrationResult | None = None):
@@ -59,13 +70,7 @@ class Chip:
         if self.calibration is None:
             raise ValueError("with_residual: the chip has no calibration to degrade "
                              "(Chip.calibrated or spikeloop calibrate makes one)")
-        try:
-            f = float(fraction)
-        except (TypeError, ValueError):
-            raise ValueError(f"residual fraction = {fraction!r}; allowed: a number in "
-                             "[0, 1]") from None
-        if not 0.0 <= f <= 1.0:
-            raise ValueError(f"residual fraction = {fraction!r}; allowed: a number in [0, 1]")
+        f = check_residual(fraction)
         cal = self.calibration.settings.to(torch.int64)
         nominal = self.analog.nominal_settings().to(torch.int64)
         settings = torch.round(cal + f * (nominal - cal).to(torch.float64)).to(torch.int64)

@@ -89,3 +89,18 @@ def test_image_validation_names_field_and_range(tmp_path):
     good.synapse_weight[1, 2, 3] = 63
     good.save(tmp_path / "i.npz")
     assert ConfigImage.load(tmp_path / "i.npz") == good
+
+
+def test_cli_calibrate_residual(chip3, tmp_path, capsys):
+    from spikeloop.cli import main as cli_main
+
+    out = tmp_path / "half.npz"
+    assert cli_main(["calibrate", "--preset", "mini", "--chip-seed", "3", "--out", str(out),
+                     "--residual", "0.5"]) == 0
+    assert "50 % of the mismatch put back" in capsys.readouterr().out
+    chip = Chip.load(out)
+    assert np.array_equal(chip.settings, chip3.with_residual(0.5).settings)
+    assert chip.calibration.report["residual_fraction"] == 0.5
+    assert cli_main(["calibrate", "--preset", "mini", "--chip-seed", "3", "--out", str(out),
+                     "--residual", "2"]) == 2
+    assert "residual fraction = 2.0; allowed: a number in [0, 1]" in capsys.readouterr().err
