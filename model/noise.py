@@ -262,10 +262,11 @@ _LITTLE = sys.byteorder == "little"
 
 
 def standard_normal_f32_steps(seed: int, sample_idx: torch.Tensor, steps,
-                              n_neurons: int) -> torch.Tensor:
+                              n_neurons: int, neurons=None) -> torch.Tensor:
     """``standard_normal_steps(seed, sample_idx, steps, n_neurons).to(torch.float32)``,
     bit for bit, about eight times faster ([len(steps), batch, n_neurons] float32 on
-    ``sample_idx``'s device).
+    ``sample_idx``'s device).  With ``neurons`` (indices) only those columns:
+    ``[len(steps), batch, len(neurons)]``, the same numbers.
 
     The float32 rounding of a float64 ``z`` only depends on which float32 rounding
     cell ``z`` lies in.  Each number is first computed approximately (the same hash
@@ -277,13 +278,19 @@ def standard_normal_f32_steps(seed: int, sample_idx: torch.Tensor, steps,
     itself (:func:`_normal_from_hash`)."""
     device = sample_idx.device
     steps = [int(k) for k in steps]
-    T, B, n = len(steps), int(sample_idx.numel()), int(n_neurons)
+    if neurons is None:
+        neurons = np.arange(int(n_neurons), dtype=np.uint64)
+    else:
+        neurons = np.asarray(neurons, dtype=np.int64)
+        if neurons.size and not (neurons.min() >= 0 and neurons.max() < n_neurons):
+            raise ValueError(f"neurons must be indices in [0, {n_neurons})")
+        neurons = neurons.astype(np.uint64)
+    T, B, n = len(steps), int(sample_idx.numel()), len(neurons)
     # per (step, sample): the hash before the neuron is mixed in (the exact path's ops)
     h = splitmix64(torch.tensor([_s64(seed)], dtype=torch.int64))
     h = splitmix64(h ^ sample_idx.to(device="cpu", dtype=torch.int64).reshape(1, -1))
     st = torch.tensor([_s64(k) for k in steps], dtype=torch.int64).reshape(-1, 1)
     rows = splitmix64(h ^ st).reshape(-1).numpy().view(np.uint64)          # [T * B]
-    neurons = np.arange(n, dtype=np.uint64)
     out = np.empty(T * B * n, dtype=np.float32)
     per = max(1, _CHUNK // max(n, 1))
     work = _Approx(min(T * B, per) * n)
@@ -318,15 +325,33 @@ def membrane_noise(noise_step_v: torch.Tensor | None, seed: int, sample_idx: tor
 
 
 def membrane_noise_steps(noise_step_v: torch.Tensor | None, seed: int,
-                         sample_idx: torch.Tensor, steps) -> torch.Tensor | None:
+                         sample_idx: torch.Tensor, steps, neurons=None) -> torch.Tensor | None:
     """:func:`membrane_noise` of several steps at once, ``[len(steps), batch,
-    n_neurons]`` (row ``t`` bit-identical to ``membrane_noise(..., steps[t])``)."""
+    n_neurons]`` (row ``t`` bit-identical to ``membrane_noise(..., steps[t])``).
+
+    ``neurons`` (indices, or None: all): compute the noise of these neurons only;
+    the others get exactly 0 (for neurons whose membrane is discarded, such as the
+    bottom circuits of merged neurons: ``lif_step`` replaces it by the top's)."""
     if noise_step_v is None:
         return None
+    n = noise_step_v.shape[-1]
     if noise_step_v.dtype == torch.float32:      # the same float32 numbers, faster
-        z = standard_normal_f32_steps(seed, sample_idx.to(noise_step_v.device), steps,
-                                      noise_step_v.shape[-1])
-        return z.mul_(noise_step_v)
-    z = standard_normal_steps(seed, sample_idx.to(noise_step_v.device), steps,
-                              noise_step_v.shape[-1])
-    return z.to(noise_step_v.dtype).mul_(noise_step_v)
+        z = standard_normal_f32_steps(seed, sample_idx.to(noise_step_v.device), steps, n,
+                                      neurons)
+        if neurons is None:
+            return z.mul_(noise_step_v)
+        nb = np.asarray(neurons, dtype=np.int64)
+        out = torch.zeros((z.shape[0], z.shape[1], n), dtype=z.dtype, device=z.device)
+        if len(nb) and np.array_equal(nb, np.arange(nb[0], nb[0] + len(nb))):
+            cols = slice(int(nb[0]), int(nb[0]) + len(nb))     # a range: a strided copy
+        else:
+            cols = torch.as_tensor(nb, device=z.device)
+        out[..., cols] = z.mul_(noise_step_v[..., cols])
+        return out
+    z = standard_normal_steps(seed, sample_idx.to(noise_step_v.device), steps, n)
+    z = z.to(noise_step_v.dtype).mul_(noise_step_v)
+    if neurons is not None:
+        keep = torch.zeros(n, dtype=torch.bool, device=z.device)
+        keep[torch.as_tensor(np.asarray(neurons, dtype=np.int64), device=z.device)] = True
+        z[..., ~keep] = 0
+    return z

@@ -319,7 +319,8 @@ def _breakdown(fast: FastChip, chip, image, events, n_steps: int, args, fast_s: 
     for j in range(len(events)):
         idx = torch.arange(j * B, (j + 1) * B)
         for k0 in range(0, n_steps, 64):
-            membrane_noise_steps(params.noise_step_v, 0, idx, range(k0, min(k0 + 64, n_steps)))
+            membrane_noise_steps(params.noise_step_v, 0, idx, range(k0, min(k0 + 64, n_steps)),
+                                 loop.noise_neurons)
     noise_s = time.perf_counter() - t0
     stats = dict.fromkeys(fast.stats, 0)
     for ev in events:

@@ -1,5 +1,6 @@
 """The fast float32 path of the membrane noise (model/noise.py) against the exact
 float64 definition: the same bits after rounding to float32, everywhere."""
+import itertools
 import math
 
 import numpy as np
@@ -81,6 +82,29 @@ def test_membrane_noise_steps_equals_one_step_at_a_time(cfg):
         for t, k in enumerate(range(5, 25)):
             one = N.membrane_noise(p.noise_step_v, 11, idx, k)
             assert torch.equal(many[t], one), (dtype, k)
+
+
+@pytest.mark.parametrize("cfg", [MINI, FULL])
+def test_membrane_noise_steps_of_some_neurons(cfg):
+    """With ``neurons``: those neurons' numbers, bit for bit, and exactly 0 for the
+    others (both dtypes; per-neuron and per-batch-row parameters)."""
+    chip = AnalogChipModel(cfg, 2)
+    n = cfg.n_neurons
+    idx = torch.tensor([3, 0, 9])
+    for some, dtype in itertools.product(
+            (np.array([0, 2, n - 1] + list(range(5, n // 2))),    # indices
+             np.arange(3, n // 2)),                                # a range (a slice)
+            (torch.float32, torch.float64)):
+        rest = np.setdiff1d(np.arange(n), some)
+        p = chip.lif_params(chip.nominal_settings(), dtype=dtype, noise_sigma_v=5e-3)
+        for step_v in (p.noise_step_v, p.noise_step_v.expand(3, n).clone()):
+            full = N.membrane_noise_steps(step_v, 11, idx, range(5, 9))
+            part = N.membrane_noise_steps(step_v, 11, idx, range(5, 9), some)
+            assert part.dtype == dtype and part.shape == full.shape
+            assert torch.equal(part[..., some], full[..., some])
+            assert not part[..., rest].any() and full[..., rest].any()
+    with pytest.raises(ValueError, match=rf"neurons must be indices in \[0, {n}\)"):
+        N.standard_normal_f32_steps(0, idx, [0], n, [n])
 
 
 def test_error_bounds_hold_with_a_wide_margin():

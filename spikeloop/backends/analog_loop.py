@@ -29,6 +29,11 @@ class AnalogLoop:
         self._noise_end = 0
         self._noise_lo = 0
         self._noise = None
+        #: the neurons whose noise the planned path computes (None: all); a merged
+        #: pair's bottom circuit is left out: lif_step gives it the top's membrane
+        bottom = self.params.merge_bottom
+        self.noise_neurons = (None if bottom is None or not bool(bottom.any()) else
+                               torch.nonzero(~bottom).reshape(-1).cpu().numpy())
 
     def plan_steps(self, n_steps: int, *, elements: int = 1 << 15) -> None:
         """Optional hint: steps ``step_index .. n_steps-1`` will follow.  The noise
@@ -47,7 +52,7 @@ class AnalogLoop:
         if self._noise is None or not self._noise_lo <= k < self._noise_lo + len(self._noise):
             steps = range(k, min(k + self._noise_ahead, self._noise_end))
             self._noise = membrane_noise_steps(self.params.noise_step_v, self.run_seed,
-                                               self.sample_idx, steps)
+                                               self.sample_idx, steps, self.noise_neurons)
             if self._noise is None:
                 return None
             self._noise_lo = k
