@@ -25,12 +25,12 @@ mismatched chip instances A and B (chip seeds ``--chip-a``, ``--chip-b``):
    calibrated back to the nominal value): the software network deployed on it
    as is, and a network trained in the loop on it; that network is then tested
    on chip B with the same fraction of B's mismatch left and retrained on it as
-   in 4.  Between the calibrated
-   chip (``F = 0``) and the uncalibrated one (``F = 1``) this shows how much
-   mismatch a software-trained network tolerates and how much of the rest
-   training in the loop corrects; the table gives each level's spread of PSP
-   efficacy (the std over neurons of PSP height / leak-to-threshold distance,
-   over its mean; evaluation only, from the hidden true parameters);
+   in 4.  Between the calibrated chip (``F = 0``) and the uncalibrated one
+   (``F = 1``) this shows how much mismatch a software-trained network
+   tolerates and how much of the rest training in the loop corrects; the table
+   gives each level's spread of PSP efficacy (the std over neurons of PSP
+   height / leak-to-threshold distance, over its mean; evaluation only, from
+   the hidden true parameters);
 6. **inference mode**: the network of (2) tested on A with the paper's sample
    spacing of 11.8 µs (the first 6 ADC samples, 10.2 µs, are read out; input
    spikes later than that window are not played, ``Task.with_steps``): the
@@ -143,6 +143,17 @@ def _train(ms: MismatchSettings, out: Path, log, **kw) -> dict:
             return done
     st.resume = (out / "checkpoint.pt").is_file()
     return run(st)
+
+
+def _retrain(ms: MismatchSettings, out: Path, log, loop: dict, net: Path, seed: int,
+             **kw) -> dict:
+    """Retrain the network ``net`` (of the in-the-loop run whose results are
+    ``loop``) briefly on chip B: it continues at the learning rate the loop
+    run's schedule reached, with a new Adam."""
+    hp = loop["hyperparameters"]
+    return _train(ms, out, log, backend=ms.backend, chip_seed=ms.chip_b,
+                  epochs=ms.retrain_epochs, seed=seed,
+                  lr=hp["lr"] * hp["lr_decay"] ** ms.epochs, init=str(net), **kw)
 
 
 def _evaluate(net_path: Path, chip: Chip, ms: MismatchSettings, *, backend: str,
@@ -258,12 +269,7 @@ def run_mismatch(ms: MismatchSettings, log=print) -> dict:
         row = {"ideal": _pick(sw), "loop_a": _pick(loop)}
         row["deployed_a"] = _pick(_evaluate(d / "software" / "network.pt", chip_a, ms,
                                             backend=ms.backend))
-        # a brief retraining continues at the learning rate A's schedule reached
-        hp = loop["hyperparameters"]
-        re = _train(ms, d / "retrain-B", log, backend=ms.backend, chip_seed=ms.chip_b,
-                    epochs=ms.retrain_epochs, seed=seed,
-                    lr=hp["lr"] * hp["lr_decay"] ** ms.epochs,
-                    init=str(d / "loop-A" / "network.pt"))
+        re = _retrain(ms, d / "retrain-B", log, loop, d / "loop-A" / "network.pt", seed)
         chip_b = Chip.load(d / "retrain-B" / "chip.npz")
         row["a_on_b"] = _pick(_evaluate(d / "loop-A" / "network.pt", chip_b, ms,
                                         backend=ms.backend))
@@ -301,11 +307,9 @@ def run_mismatch(ms: MismatchSettings, log=print) -> dict:
             net_r = d / f"loop-A-residual{r:g}" / "network.pt"
             row[f"a_on_b_{k}"] = _pick(_evaluate(net_r, Chip.load(path_b), ms,
                                                  backend=ms.backend))
-            hp_r = loop_r["hyperparameters"]
-            row[f"retrained_b_{k}"] = _pick(_train(
-                ms, d / f"retrain-B-residual{r:g}", log, backend=ms.backend,
-                chip_seed=ms.chip_b, chip_file=str(path_b), epochs=ms.retrain_epochs,
-                seed=seed, lr=hp_r["lr"] * hp_r["lr_decay"] ** ms.epochs, init=str(net_r)))
+            row[f"retrained_b_{k}"] = _pick(_retrain(
+                ms, d / f"retrain-B-residual{r:g}", log, loop_r, net_r, seed,
+                chip_file=str(path_b)))
         emu = loop.get("emulation", {})
         row["training_emulation"] = emu
         for key, name in rows(ms):
