@@ -47,12 +47,13 @@ def calibrate_main(preset: str, chip_seed: int, out: str, plot: str | None = Non
     t0 = time.perf_counter()
     result = calibrate(probe)
     seconds = time.perf_counter() - t0
-    if residual is not None:
-        result = Chip(cfg, chip_seed, result).with_residual(residual).calibration
     # ---- evaluation (hidden truth; separate from the algorithm) ----
-    report = spread_report(chip, chip.nominal_settings(), result.settings)
     if residual is not None:
-        report["residual_fraction"] = float(residual)
+        # with_residual's report is this spread report, residual_fraction added
+        result = Chip(cfg, chip_seed, result).with_residual(residual).calibration
+        report = dict(result.report)
+    else:
+        report = spread_report(chip, chip.nominal_settings(), result.settings)
     report.update(calibration_seconds=round(seconds, 3), probe_runs=probe.runs,
                   probe_steps=probe.steps_simulated, targets=result.targets.to_dict(),
                   out=str(out))
