@@ -9,6 +9,13 @@ rounded operations), in float64: so the numbers are bit-identical on every
 device, for every batch size and position in the batch, and for every
 vectorisation path of the element-wise kernels (torch's own ``log``/``cos`` may
 pick different SIMD or scalar code for different tensor lengths or devices).
+Two of torch's kernels are not such operations and are avoided (both seen on an
+H200 machine, tests/test_noise_fast.py): on the CPU torch's ``sqrt`` goes
+through MKL's vector math, which misrounds about 1 % of float64 square roots
+(by one unit in the last place; which ones depends on the library build), so
+the CPU takes numpy's ``sqrt`` (the processor's IEEE square root); and CUDA
+kernels multiply by the rounded reciprocal of a Python-number divisor, so the
+divisors are tensors.
 
 Key layout: ``h = mix(mix(mix(mix(seed) ^ sample) ^ step) ^ neuron)``; the top 32
 bits of ``h`` give ``u1`` in (0, 1], the low 32 bits ``u2`` in [0, 1);
@@ -134,7 +141,11 @@ def _cos_pi(x: torch.Tensor) -> torch.Tensor:
     t2 = t.mul_(t)
     acc = torch.full_like(t, 1.0)
     for k in range(28, 0, -2):  # Horner on 1 - t^2/2! + t^4/4! - ...; error < 1e-15
-        acc.mul_(t2).div_(float(k * (k - 1))).neg_().add_(1.0)   # 1.0 - acc*t2/k(k-1)
+        # the divisor is a tensor on acc's device: torch's CUDA kernels turn division
+        # by a Python number into a multiplication by its rounded reciprocal (other
+        # bits); a tensor divisor is an IEEE-754 division on every device
+        d = torch.tensor(float(k * (k - 1)), dtype=torch.float64, device=acc.device)
+        acc.mul_(t2).div_(d).neg_().add_(1.0)   # 1.0 - acc*t2/k(k-1)
     return acc
 
 
@@ -155,13 +166,25 @@ def standard_normal_steps(seed: int, sample_idx: torch.Tensor, steps,
     return _normal_from_hash(noise_hash_steps(seed, sample_idx, steps, n_neurons))
 
 
+def _sqrt_(x: torch.Tensor) -> torch.Tensor:
+    """The correctly rounded square root of float64 ``x``, in place, on every
+    device: numpy's on the CPU (torch's CPU kernel goes through MKL's vector math,
+    which misrounds about 1 % of them), torch's on an accelerator (CUDA's double
+    ``sqrt`` is IEEE-754's)."""
+    if x.device.type == "cpu":
+        a = x.numpy()
+        np.sqrt(a, out=a)
+        return x
+    return x.sqrt_()
+
+
 def _normal_from_hash(h: torch.Tensor) -> torch.Tensor:
     """The standard normal number (float64) of each 64-bit hash in ``h`` (int64,
     overwritten): the definition of the noise, see the module docstring."""
     u1 = _shr(h, 32).add_(1).to(torch.float64).mul_(_TWO_M32)  # (0, 1]
     u2 = h.bitwise_and_(_LO32).to(torch.float64).mul_(_TWO_M32)  # [0, 1)
     del h
-    r = _log_unit(u1).mul_(-2.0).sqrt_()
+    r = _sqrt_(_log_unit(u1).mul_(-2.0))
     return r.mul_(_cos_pi(u2.mul_(2.0).sub_(1.0)))
 
 
@@ -335,7 +358,9 @@ def membrane_noise_steps(noise_step_v: torch.Tensor | None, seed: int,
     if noise_step_v is None:
         return None
     n = noise_step_v.shape[-1]
-    if noise_step_v.dtype == torch.float32:      # the same float32 numbers, faster
+    if noise_step_v.dtype == torch.float32 and noise_step_v.device.type == "cpu":
+        # the same float32 numbers, faster (on an accelerator the exact path below
+        # runs where the membranes are: element-wise + - * / sqrt, the same bits)
         z = standard_normal_f32_steps(seed, sample_idx.to(noise_step_v.device), steps, n,
                                       neurons)
         if neurons is None:

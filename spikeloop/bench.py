@@ -2,7 +2,7 @@
 
     python -m spikeloop.bench fast [--batch 64] [--batches 3] [--device cpu]
                                    [--reference-samples 2] [--threads 1] [--breakdown]
-    python -m spikeloop.bench train [--batch 100] [--batches 3] [--threads 1]
+    python -m spikeloop.bench train [--batch 100] [--batches 3] [--threads 1] [--device cpu]
 
 What is measured (forward only, no gradients, wall clock after one warm-up batch):
 
@@ -196,17 +196,25 @@ def raster(times_us: np.ndarray, dt_us: float, n_steps: int) -> torch.Tensor:
     return x
 
 
-def _time_plain(batches, dt_us: float, n_steps: int, seed: int) -> float:
-    """Seconds the plain network takes for ``batches[1:]`` on ``n_steps`` steps of
-    ``dt_us`` (``batches[0]`` warms up)."""
-    net = PlainLIF(dt_us, seed=seed)
-    xs = [raster(t, dt_us, n_steps) for t in batches]
+def _synced(device) -> float:
+    """``time.perf_counter()`` once the device's queued work is done."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _time_plain(batches, dt_us: float, n_steps: int, seed: int, device="cpu") -> float:
+    """Seconds the plain network takes on ``device`` for ``batches[1:]`` on
+    ``n_steps`` steps of ``dt_us`` (``batches[0]`` warms up; the inputs are on the
+    device before the clock starts)."""
+    net = PlainLIF(dt_us, seed=seed).to(device)
+    xs = [raster(t, dt_us, n_steps).to(device) for t in batches]
     with torch.no_grad():
         net(xs[0])                                                     # warm-up
-        t0 = time.perf_counter()
+        t0 = _synced(device)
         for x in xs[1:]:
             net(x)
-        return time.perf_counter() - t0
+        return _synced(device) - t0
 
 
 def _rate(samples: int, seconds: float) -> float:
@@ -230,17 +238,12 @@ def bench_fast(args) -> int:
           f"torch threads {torch.get_num_threads()}; device {args.device}")
     print(f"chip calibration + image load into FastChip: {setup_s:.2f} s (not timed below)")
 
-    def synced():
-        if str(args.device).startswith("cuda"):
-            torch.cuda.synchronize()
-        return time.perf_counter()
-
     fast.run(events[0], n_steps, sample_offset=0)                     # warm-up
-    t0 = synced()
+    t0 = _synced(args.device)
     obs = []
     for j, ev in enumerate(events[1:], start=1):
         obs.append(fast.run(ev, n_steps, sample_offset=j * args.batch))
-    fast_s = synced() - t0
+    fast_s = _synced(args.device) - t0
     n_samples = args.batch * args.batches
     fast_rate = _rate(n_samples, fast_s)
 
@@ -255,7 +258,7 @@ def bench_fast(args) -> int:
           f"{drops:.2f} events dropped; {obs[0].adc.shape[0]} ADC samples")
 
     dt_us = cfg.analog_step_us
-    plain_s = _time_plain(batches, dt_us, n_steps, args.seed)
+    plain_s = _time_plain(batches, dt_us, n_steps, args.seed, args.device)
     plain_rate = _rate(n_samples, plain_s)
 
     print()
@@ -266,7 +269,7 @@ def bench_fast(args) -> int:
           f"({plain_s:.2f} s for {n_samples} samples)")
     print(f"  ratio plain / fast                      {plain_rate / fast_rate:10.1f} x")
     n_obs = int(WINDOW_US / ADC_SPACING_US)
-    obs_s = _time_plain(batches, ADC_SPACING_US, n_obs, args.seed)
+    obs_s = _time_plain(batches, ADC_SPACING_US, n_obs, args.seed, args.device)
     obs_rate = _rate(n_samples, obs_s)
     print(f"  plain PyTorch LIF, {n_obs} observed steps   {obs_rate:10.1f} samples/s  "
           f"({obs_s:.3f} s for {n_samples} samples)")
@@ -305,7 +308,7 @@ def _breakdown(fast: FastChip, chip, image, events, n_steps: int, args, fast_s: 
                                 live_cycles(image.cfg, n_steps), n_steps)
     zeros = torch.zeros((B, n), dtype=torch.int32, device=args.device)
     hold = torch.zeros((B, n), dtype=torch.bool, device=args.device)
-    t0 = time.perf_counter()
+    t0 = _synced(args.device)
     for j in range(len(events)):
         loop = AnalogLoop(chip, image, list(range(j * B, (j + 1) * B)), 0, device=args.device)
         loop.plan_steps(n_steps, elements=1 << 21)
@@ -313,15 +316,15 @@ def _breakdown(fast: FastChip, chip, image, events, n_steps: int, args, fast_s: 
             loop.step(zeros, zeros, hold)
             if k + 1 in adc_steps:
                 loop.codes()
-    analog_s = time.perf_counter() - t0
+    analog_s = _synced(args.device) - t0
     params = chip.lif_params(image, device=args.device)
-    t0 = time.perf_counter()
+    t0 = _synced(args.device)
     for j in range(len(events)):
         idx = torch.arange(j * B, (j + 1) * B)
         for k0 in range(0, n_steps, 64):
             membrane_noise_steps(params.noise_step_v, 0, idx, range(k0, min(k0 + 64, n_steps)),
                                  loop.noise_neurons)
-    noise_s = time.perf_counter() - t0
+    noise_s = _synced(args.device) - t0
     stats = dict.fromkeys(fast.stats, 0)
     for ev in events:
         fast.run(ev, n_steps)
@@ -383,13 +386,15 @@ def bench_train(args) -> int:
     t0 = time.perf_counter()
     chip = Chip.calibrated(FULL, 0)
     nets = {"in the loop (fast, FULL)": ChipNetwork(
-                chip, N_IN, N_HIDDEN, N_OUT, generator=torch.Generator().manual_seed(args.seed)),
+                chip, N_IN, N_HIDDEN, N_OUT, generator=torch.Generator().manual_seed(args.seed),
+                device=args.device),
             "ideal model (software)": SoftwareNetwork(
                 N_IN, N_HIDDEN, N_OUT, generator=torch.Generator().manual_seed(args.seed))}
     nets["in the loop (fast, FULL)"].baseline()
     print(f"network {N_IN} -> {N_HIDDEN} -> {N_OUT} (chip: merged neurons), MNIST batches "
           f"of {args.batch}, {task.n_steps} observed steps of {task.dt_us} µs; torch threads "
-          f"{torch.get_num_threads()}; chip calibration and placement "
+          f"{torch.get_num_threads()}; the chip's fast backend on {args.device} (the "
+          f"networks' gradient path on cpu); chip calibration and placement "
           f"{time.perf_counter() - t0:.1f} s (not timed)")
     print("measured (one training step per batch: forward, backward, Adam, clamp; "
           "wall clock, warm-up batch excluded):")
@@ -452,6 +457,9 @@ def main(argv=None) -> int:
     t.add_argument("--batches", type=int, default=3, help="timed batches (after one warm-up)")
     t.add_argument("--seed", type=int, default=0, help="initial weights")
     t.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    t.add_argument("--device", default="cpu",
+                   help="torch device of the chip's fast backend: cpu or cuda (the "
+                        "networks and their gradients stay on the cpu)")
     c = sub.add_parser("cosim", help="cycles/s of the co-simulation beside its ceiling")
     c.add_argument("--preset", choices=["mini", "full"], default="mini")
     c.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")

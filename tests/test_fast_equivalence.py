@@ -10,6 +10,7 @@ neuron] of the ADC) and the seed that rebuilds the case (``random_case(seed)``).
 """
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -213,3 +214,28 @@ def test_rejects_bad_arguments(mini_chip):
     other = ConfigImage.empty(ChipConfig.preset("full"))
     with pytest.raises(ValueError, match="image is for preset 'full'"):
         run_fast(mini_chip, other, sc.events, 5)
+
+
+# ----------------------------------------------------------------------------
+# on CUDA: the same Observables as the reference
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@CUDA
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_cuda_scenario_matches_reference(mini_chip, name):
+    sc = SCENARIOS[name](MINI, np.random.default_rng(0))
+    image = mini_chip.configure(sc.image)
+    ref = run_reference(mini_chip, image, sc.events, sc.n_steps, run_seed=5)
+    fast = run_fast(mini_chip, image, sc.events, sc.n_steps, run_seed=5, device="cuda")
+    assert_same(ref, fast, f"scenario {name} on cuda")
+
+
+@CUDA
+@pytest.mark.parametrize("seed", range(40))
+def test_cuda_random_matches_reference(seed):
+    chip, img, events, n_steps, offset = random_case(seed)
+    kw = dict(run_seed=seed % 7, sample_offset=offset)
+    ref = run_reference(chip, img, events, n_steps, **kw)
+    fast = run_fast(chip, img, events, n_steps, device="cuda", **kw)
+    assert_same(ref, fast, f"random_case({seed}) on cuda")

@@ -218,3 +218,25 @@ def test_inference_spacing(chip):
     with pytest.raises(ValueError, match="sample_spacing_us = 5.0: 77 analog steps fit, 6 ADC "
                                          "samples of 212 cycles need 159"):
         net(raster[:T], times)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_paper_network_on_cuda_equals_cpu():
+    """The paper's MNIST network on FULL (merged neurons), its chip run on the GPU:
+    the same Observables and measurements as on the CPU."""
+    full = Chip.calibrated(FULL, 0)
+    x = torch.rand(6, 256, generator=torch.Generator().manual_seed(3))
+    times = latency_times_us(x)
+    raster = latency_raster(times, dt_us=1.7, n_steps=20)
+    nets = [ChipNetwork(full, 256, 246, 10, generator=torch.Generator().manual_seed(1),
+                        run_seed=2, **kw) for kw in ({}, {"device": "cuda"})]
+    assert nets[0].merged
+    with torch.no_grad():
+        for n in nets:                  # busy: the hidden neurons fire many times
+            n.hidden_synapse.weight.mul_(3.0).add_(0.02)
+        outs = [n(raster, times) for n in nets]
+    cpu, gpu = (n.last_observables for n in nets)
+    assert cpu.first_difference(gpu) is None, cpu.first_difference(gpu)
+    for a, b in zip(outs[0], outs[1], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert len(cpu.spikes) > 1000

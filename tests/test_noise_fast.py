@@ -123,3 +123,45 @@ def test_error_bounds_hold_with_a_wide_margin():
     ok = r64 > 0
     assert np.abs(ca - c64).max() < N._EPS_COS / 64
     assert (np.abs(ra[ok] - r64[ok]) / r64[ok]).max() < N._EPS_R / 64
+
+
+def test_square_root_of_the_definition_is_correctly_rounded():
+    """The exact path's sqrt is IEEE-754's on the CPU too (torch's CPU kernel,
+    MKL's vector math, misrounds about 1 % of float64 roots: seen here)."""
+    x = torch.rand(20_000, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    x = x.mul_(30.0).add_(1e-3)
+    want = torch.tensor([math.sqrt(v) for v in x.tolist()], dtype=torch.float64)
+    assert torch.equal(N._sqrt_(x.clone()).view(torch.int64), want.view(torch.int64))
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@CUDA
+def test_exact_path_on_cuda_has_the_cpu_bits():
+    """The definition computed on the GPU (where the fast backend's membranes are)
+    gives the CPU's float64 bits: only + - * / sqrt, frexp and integer operations."""
+    rng = np.random.default_rng(3)
+    h = rng.integers(0, 2 ** 64 - 1, 8_000_000, dtype=np.uint64, endpoint=True)
+    h[:4] = [0, 1, 2 ** 63, 2 ** 64 - 1]
+    t = torch.from_numpy(h.view(np.int64).copy())
+    cpu = N._normal_from_hash(t.clone())
+    gpu = N._normal_from_hash(t.to("cuda")).cpu()
+    assert torch.equal(cpu.view(torch.int64), gpu.view(torch.int64))
+
+
+@CUDA
+@pytest.mark.parametrize("cfg", [MINI, FULL])
+def test_membrane_noise_steps_on_cuda_equals_cpu(cfg):
+    chip = AnalogChipModel(cfg, 1)
+    n = cfg.n_neurons
+    idx = torch.tensor([0, 5, 1 << 40, 77, 3])
+    some = np.arange(0, n, 3)
+    for neurons in (None, some):
+        per_dev = []
+        for dev in ("cpu", "cuda"):
+            p = chip.lif_params(chip.nominal_settings(), device=dev, noise_sigma_v=5e-3)
+            per_dev.append(N.membrane_noise_steps(p.noise_step_v, 9, idx.to(dev),
+                                                  range(0, 40), neurons).cpu())
+        assert per_dev[1].dtype == torch.float32
+        assert torch.equal(per_dev[0].view(torch.int32), per_dev[1].view(torch.int32))
