@@ -151,17 +151,23 @@ def playback_schedule(cfg: ChipConfig, events: InputEvents, n_live: int):
     entries released after their time."""
     t = events.table
     late = np.zeros(events.batch, dtype=np.int64)
-    rows = []
-    for s in range(events.batch):
-        ev = t[t[:, 0] == s]
-        if not len(ev):
-            continue
-        j = np.arange(len(ev), dtype=np.int64)
-        release = j + np.maximum.accumulate(ev[:, 1] - j)
-        go = release < n_live
-        late[s] = int(np.count_nonzero(release[go] > ev[go, 1]))
-        rows.append(np.stack([release[go], ev[go, 0], ev[go, 2], ev[go, 3]], axis=1))
-    rows = np.concatenate(rows) if rows else np.zeros((0, 4), dtype=np.int64)
+    if not len(t):
+        return np.zeros((0, 4), dtype=np.int64), late
+    # all samples at once: the entries grouped by sample (table order within one),
+    # j = index within its sample; the running maximum of time_j - j restarts at
+    # each sample because every sample's values are lifted above all earlier ones
+    ev = t[np.argsort(t[:, 0], kind="stable")]
+    s = ev[:, 0]
+    first = np.ones(len(ev), dtype=bool)
+    first[1:] = s[1:] != s[:-1]
+    at = np.arange(len(ev), dtype=np.int64)
+    j = at - np.maximum.accumulate(np.where(first, at, 0))
+    v = ev[:, 1] - j
+    lift = (np.cumsum(first) - 1) * (int(v.max()) - int(v.min()) + 1)
+    release = j + np.maximum.accumulate(v + lift) - lift
+    go = release < n_live
+    np.add.at(late, s[go], release[go] > ev[go, 1])
+    rows = np.stack([release[go], s[go], ev[go, 2], ev[go, 3]], axis=1)
     return rows[np.argsort(rows[:, 0], kind="stable")], late
 
 
