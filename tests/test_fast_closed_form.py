@@ -59,7 +59,9 @@ def test_playback_schedule_of_many_samples():
         tab = np.stack([rng.integers(0, B, n), rng.integers(0, rng.integers(1, 300), n),
                         rng.integers(0, 4, n), rng.integers(0, 1 << 14, n)], 1)
         n_live = int(rng.integers(1, 400))
-        rows, late = playback_schedule(FULL, InputEvents(FULL, B, tab), n_live)
+        events = InputEvents(FULL, B, tab)
+        tab = events.table                     # (the order the chip plays them in)
+        rows, late = playback_schedule(FULL, events, n_live)
         want, want_late = [], np.zeros(B, dtype=np.int64)
         for s in range(B):
             last = -1
