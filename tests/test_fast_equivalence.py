@@ -239,3 +239,38 @@ def test_cuda_random_matches_reference(seed):
     ref = run_reference(chip, img, events, n_steps, **kw)
     fast = run_fast(chip, img, events, n_steps, device="cuda", **kw)
     assert_same(ref, fast, f"random_case({seed}) on cuda")
+
+
+def test_device_is_checked(mini_chip, tmp_path, capsys):
+    """A device the fast backend cannot run on is refused, naming the field and
+    what is allowed (the Python facade, ``spikeloop run`` and training)."""
+    from spikeloop.backends import check_device
+    from spikeloop.cli import main
+    from spikeloop.train import TrainError, TrainSettings
+
+    sc = SCENARIOS["psp"](MINI, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"device = 'tpu'; allowed: cpu, cuda, cuda:N"):
+        run_fast(mini_chip, sc.image, sc.events, 5, device="tpu")
+    if torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        with pytest.raises(ValueError, match=rf"{n} CUDA device\(s\) here"):
+            check_device(f"cuda:{n}")
+    else:
+        with pytest.raises(ValueError, match="sees no CUDA device here; allowed: cpu"):
+            check_device("cuda")
+    assert check_device("cpu") == torch.device("cpu")
+    sc.image.save(tmp_path / "image.npz")
+    sc.events.save(tmp_path / "events.npz")
+    args = ["run", "--preset", "mini", "--chip-seed", "1", "--image",
+            str(tmp_path / "image.npz"), "--events", str(tmp_path / "events.npz"),
+            "--steps", "5", "--out", str(tmp_path / "obs.npz")]
+    assert main([*args, "--backend", "reference", "--device", "cuda"]) == 2
+    assert "only the fast backend runs on a torch device" in capsys.readouterr().err
+    assert main([*args, "--backend", "fast", "--device", "cpu"]) == 0
+    assert "backend fast on cpu" in capsys.readouterr().out
+    with pytest.raises(TrainError, match="only the fast backend runs on a torch device"):
+        TrainSettings(task="mnist", out=str(tmp_path / "t"), backend="software",
+                      device="cuda").check()
+    with pytest.raises(TrainError, match=r"device = 'tpu'; allowed"):
+        TrainSettings(task="mnist", out=str(tmp_path / "t"), backend="fast", preset="mini",
+                      chip_seed=1, device="tpu").check()

@@ -47,6 +47,29 @@ def live_cycles(cfg: ChipConfig, n_steps: int) -> int:
     return n_steps * cfg.analog_step_cycles + 2
 
 
+def check_device(device):
+    """``device`` as a torch device the fast backend can run on (``cpu``, ``cuda``,
+    ``cuda:N``), or a ValueError naming the field and what is allowed; the fast
+    backend's results are the same bits on either (tests/test_fast_equivalence.py)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device = {device!r}; allowed: cpu, cuda, cuda:N")
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not n:
+            raise ValueError(f"device = {device!r}: torch {torch.__version__} sees no CUDA "
+                             "device here; allowed: cpu")
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(f"device = {device!r}: {n} CUDA device(s) here; allowed: "
+                             f"cuda:0..cuda:{n - 1}")
+    return dev
+
+
 def check_backend(name: str) -> str:
     if name not in BACKENDS:
         raise ValueError(f"backend {name!r} is not allowed; allowed: {', '.join(BACKENDS)}")

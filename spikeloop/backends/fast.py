@@ -40,7 +40,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from spikeloop.backends import DRAIN_CYCLES, live_cycles
+from spikeloop.backends import DRAIN_CYCLES, check_device, live_cycles
 from spikeloop.backends.analog_loop import AnalogLoop
 from spikeloop.backends.ppu import (
     FastPpu,
@@ -227,7 +227,7 @@ class FastChip:
         if image.cfg != cfg:
             raise ValueError(f"image is for preset {image.cfg.name!r}, not {cfg.name!r}")
         self.chip, self.image, self.cfg = chip, image, cfg
-        self.device = dev = torch.device(device)
+        self.device = dev = check_device(device)
         H, C, n = cfg.n_halves, cfg.columns_per_half, cfg.n_neurons
         D, Bh = cfg.drivers_per_half, cfg.buses_per_half
         P, K = cfg.neurons_per_block, cfg.n_blocks
