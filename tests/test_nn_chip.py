@@ -183,21 +183,29 @@ def test_placement_choices():
     assert net.merged and net.placement.image.neuron_merge.all()
 
 
+def same_measurements(nets, raster, times, scale: float, shift: float):
+    """Run one batch through both ``nets`` (their hidden weights scaled by
+    ``scale`` and shifted by ``shift`` first): the chip's Observables and the
+    measured traces must be identical.  Returns the first's output and Observables."""
+    with torch.no_grad():
+        for n in nets:
+            n.hidden_synapse.weight.mul_(scale).add_(shift)
+        outs = [n(raster, times) for n in nets]
+    first, other = (n.last_observables for n in nets)
+    assert first.first_difference(other) is None, first.first_difference(other)
+    for a, b in zip(outs[0], outs[1], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    return outs[0], first
+
+
 @pytest.mark.cosim
 def test_cosim_network_equals_fast(chip):
     """The replay of issue 6 in miniature: the same network and batch on the RTL
     co-simulation and on the fast backend give identical measurements."""
     raster, times = batch(6, b=3)
     nets = [make(chip, seed=2, backend=b, run_seed=4) for b in ("fast", "cosim")]
-    with torch.no_grad():
-        for n in nets:
-            n.hidden_synapse.weight.mul_(3.0).add_(0.1)
-        outs = [n(raster, times) for n in nets]
-    fast, cos = (n.last_observables for n in nets)
-    assert fast.first_difference(cos) is None, fast.first_difference(cos)
-    for a, b in zip(outs[0], outs[1], strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
-    assert outs[0].z_hidden.sum() > 0
+    out, _ = same_measurements(nets, raster, times, 3.0, 0.1)
+    assert out.z_hidden.sum() > 0
 
 
 def test_inference_spacing(chip):
@@ -231,12 +239,6 @@ def test_paper_network_on_cuda_equals_cpu():
     nets = [ChipNetwork(full, 256, 246, 10, generator=torch.Generator().manual_seed(1),
                         run_seed=2, **kw) for kw in ({}, {"device": "cuda"})]
     assert nets[0].merged
-    with torch.no_grad():
-        for n in nets:                  # busy: the hidden neurons fire many times
-            n.hidden_synapse.weight.mul_(3.0).add_(0.02)
-        outs = [n(raster, times) for n in nets]
-    cpu, gpu = (n.last_observables for n in nets)
-    assert cpu.first_difference(gpu) is None, cpu.first_difference(gpu)
-    for a, b in zip(outs[0], outs[1], strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # busy: the hidden neurons fire many times
+    _, cpu = same_measurements(nets, raster, times, 3.0, 0.02)
     assert len(cpu.spikes) > 1000
