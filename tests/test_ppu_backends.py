@@ -10,6 +10,7 @@ import random
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -34,10 +35,12 @@ def chip():
     return Chip.calibrated(CFG, 1)
 
 
-def both(chip, image, events, n_steps, job, run_seed=0):
-    """The reference and fast runs of one job; asserts they are identical."""
+def both(chip, image, events, n_steps, job, run_seed=0, device="cpu"):
+    """The reference and fast runs of one job (fast on ``device``); asserts they
+    are identical."""
     ref = chip.run(image, events, n_steps, backend="reference", run_seed=run_seed, ppu=job)
-    fast = chip.run(image, events, n_steps, backend="fast", run_seed=run_seed, ppu=job)
+    fast = chip.run(image, events, n_steps, backend="fast", run_seed=run_seed, ppu=job,
+                    device=device)
     diff = ref.first_difference(fast)
     assert diff is None, diff
     return ref, fast
@@ -127,13 +130,7 @@ def _run_case(seed: int):
     return sc.image, sc.events, sc.n_steps
 
 
-@SETTINGS
-@given(seed=st.integers(0, 2**32 - 1))
-def test_random_program_each_sample(chip, seed):
-    """A random program that does not write synapses, from the first cycle of
-    each of three samples: resets, ADC reads (also of samples not yet taken:
-    the buffer's power-up zeros, then what the sample before left), the
-    stream, time, adc_count, registers and data carried from run to run."""
+def check_each_sample(chip, seed: int, device="cpu") -> None:
     print(f"seed {seed}")
     image, events, n_steps = _run_case(seed)
     lines, dmem = _program(seed, writes=False)
@@ -141,19 +138,42 @@ def test_random_program_each_sample(chip, seed):
                                          for b in range(3)])
     job = {"words": assemble("\n".join(lines), CFG).words, "dmem": dmem,
            "when": "each_sample", "read_dmem": [0, 5, 40], "read_synapses": True}
-    both(chip, chip.configure(image), three, n_steps, job, run_seed=seed % 7)
+    both(chip, chip.configure(image), three, n_steps, job, run_seed=seed % 7, device=device)
+
+
+def check_before(chip, seed: int, device="cpu") -> None:
+    print(f"seed {seed}")
+    image, events, n_steps = _run_case(seed)
+    lines, dmem = _program(seed, writes=True)
+    job = {"words": assemble("\n".join(lines), CFG).words, "dmem": dmem, "when": "before",
+           "read_dmem": [1, 2, 3], "read_synapses": True}
+    both(chip, chip.configure(image), events, n_steps, job, device=device)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**32 - 1))
+def test_random_program_each_sample(chip, seed):
+    """A random program that does not write synapses, from the first cycle of
+    each of three samples: resets, ADC reads (also of samples not yet taken:
+    the buffer's power-up zeros, then what the sample before left), the
+    stream, time, adc_count, registers and data carried from run to run."""
+    check_each_sample(chip, seed)
 
 
 @SETTINGS
 @given(seed=st.integers(0, 2**32 - 1))
 def test_random_program_before(chip, seed):
     """A random program (row stores included) before the samples."""
-    print(f"seed {seed}")
-    image, events, n_steps = _run_case(seed)
-    lines, dmem = _program(seed, writes=True)
-    job = {"words": assemble("\n".join(lines), CFG).words, "dmem": dmem, "when": "before",
-           "read_dmem": [1, 2, 3], "read_synapses": True}
-    both(chip, chip.configure(image), events, n_steps, job)
+    check_before(chip, seed)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("seed", range(8))
+def test_random_programs_with_fast_on_cuda(chip, seed):
+    """PPU jobs with the fast backend on CUDA (each sample, and before the
+    samples): the reference's Observables."""
+    check_each_sample(chip, seed, device="cuda")
+    check_before(chip, seed, device="cuda")
 
 
 def _after_drain(lines: list[str], L: int, rng: random.Random) -> list[str]:
@@ -285,14 +305,14 @@ LONG = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChe
 @LONG
 @given(seed=st.integers(0, 2**32 - 1))
 def test_random_program_each_sample_long(chip, seed):
-    test_random_program_each_sample.hypothesis.inner_test(chip, seed)
+    check_each_sample(chip, seed)
 
 
 @pytest.mark.slow
 @LONG
 @given(seed=st.integers(0, 2**32 - 1))
 def test_random_program_before_long(chip, seed):
-    test_random_program_before.hypothesis.inner_test(chip, seed)
+    check_before(chip, seed)
 
 
 @pytest.mark.slow
