@@ -89,7 +89,7 @@ def _cmd_config(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from spikeloop.backends import check_device
+    from spikeloop.backends import check_backend_device
     from spikeloop.chip import Chip
     from spikeloop.events import InputEvents
     from spikeloop.image import ConfigImage
@@ -109,11 +109,9 @@ def _cmd_run(args) -> int:
     opts = {}
     if args.backend == "cosim":
         opts = {"simulator": args.simulator, "waves": args.waves}
-    if args.device != "cpu":
-        if args.backend != "fast":
-            raise ValueError(f"--device {args.device}: only the fast backend runs on a torch "
-                             f"device (backend {args.backend!r} runs on the cpu)")
-        opts["device"] = check_device(args.device)
+    device = check_backend_device(args.backend, args.device)
+    if args.backend == "fast":
+        opts["device"] = device
     ppu = _ppu_job(args, cfg)
     if ppu is not None:
         opts["ppu"] = ppu

@@ -104,17 +104,12 @@ class MismatchSettings:
             raise ExperimentError(f"seeds = {list(self.seeds)} repeats a seed")
         if self.backend not in ("fast", "cosim"):
             raise ExperimentError(f"backend = {self.backend!r}; allowed: fast, cosim")
-        if self.device != "cpu":
-            if self.backend != "fast":
-                raise ExperimentError(f"device = {self.device!r}: only the fast backend runs "
-                                      f"on a torch device (backend {self.backend!r}: allowed "
-                                      "cpu)")
-            from spikeloop.backends import check_device
+        from spikeloop.backends import check_backend_device
 
-            try:
-                check_device(self.device)
-            except ValueError as e:
-                raise ExperimentError(str(e)) from None
+        try:
+            check_backend_device(self.backend, self.device)
+        except ValueError as e:
+            raise ExperimentError(str(e)) from None
         if self.task not in ("mnist", "yinyang"):
             raise ExperimentError(f"task = {self.task!r}; allowed: mnist, yinyang")
         for r in self.residuals:

@@ -174,16 +174,12 @@ class TrainSettings:
                 raise TrainError(f"{name} = {v!r}; allowed: a number >= 0")
         if not (isinstance(self.lr_decay, int | float) and 0 < self.lr_decay <= 1):
             raise TrainError(f"lr_decay = {self.lr_decay!r}; allowed: 0 < lr_decay <= 1")
-        if self.device != "cpu":
-            if self.backend != "fast":
-                raise TrainError(f"device = {self.device!r}: only the fast backend runs on a "
-                                 f"torch device (backend {self.backend!r}: allowed cpu)")
-            from spikeloop.backends import check_device
+        from spikeloop.backends import check_backend_device
 
-            try:
-                check_device(self.device)
-            except ValueError as e:
-                raise TrainError(str(e)) from None
+        try:
+            check_backend_device(self.backend, self.device)
+        except ValueError as e:
+            raise TrainError(str(e)) from None
 
     @property
     def cfg(self) -> ChipConfig | None:

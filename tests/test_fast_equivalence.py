@@ -246,6 +246,7 @@ def test_device_is_checked(mini_chip, tmp_path, capsys):
     what is allowed (the Python facade, ``spikeloop run`` and training)."""
     from spikeloop.backends import check_device
     from spikeloop.cli import main
+    from spikeloop.experiment import ExperimentError, MismatchSettings
     from spikeloop.train import TrainError, TrainSettings
 
     sc = SCENARIOS["psp"](MINI, np.random.default_rng(0))
@@ -274,3 +275,5 @@ def test_device_is_checked(mini_chip, tmp_path, capsys):
     with pytest.raises(TrainError, match=r"device = 'tpu'; allowed"):
         TrainSettings(task="mnist", out=str(tmp_path / "t"), backend="fast", preset="mini",
                       chip_seed=1, device="tpu").check()
+    with pytest.raises(ExperimentError, match="only the fast backend runs on a torch device"):
+        MismatchSettings(out=str(tmp_path / "e"), backend="cosim", device="cuda").check()

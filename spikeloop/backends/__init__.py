@@ -70,6 +70,15 @@ def check_device(device):
     return dev
 
 
+def check_backend_device(backend: str, device):
+    """:func:`check_device` for ``backend``: only the fast backend runs on another
+    device than the cpu."""
+    if str(device) != "cpu" and backend != "fast":
+        raise ValueError(f"device = {str(device)!r}: only the fast backend runs on a torch "
+                         f"device (backend {backend!r}: allowed cpu)")
+    return check_device(device)
+
+
 def check_backend(name: str) -> str:
     if name not in BACKENDS:
         raise ValueError(f"backend {name!r} is not allowed; allowed: {', '.join(BACKENDS)}")
