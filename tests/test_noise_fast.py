@@ -165,3 +165,33 @@ def test_membrane_noise_steps_on_cuda_equals_cpu(cfg):
                                                   range(0, 40), neurons).cpu())
         assert per_dev[1].dtype == torch.float32
         assert torch.equal(per_dev[0].view(torch.int32), per_dev[1].view(torch.int32))
+
+
+@pytest.mark.parametrize("merged", [False, True])
+def test_noise_computed_ahead_on_a_second_thread_is_the_same(merged):
+    """AnalogLoop's prefetch (the next steps' noise on the noise thread while
+    these steps run) gives every step the bits of the noise computed in place."""
+    from spikeloop.backends.analog_loop import AnalogLoop
+    from spikeloop.chip import Chip
+    from spikeloop.image import ConfigImage
+
+    chip = Chip(MINI, 2)
+    image = chip.configure(ConfigImage.empty(MINI))
+    if merged:
+        image.neuron_merge[::2] = True
+    loops = [AnalogLoop(chip, image, [3, 9, 1 << 33], 4) for _ in range(3)]
+    n_steps = 50
+    loops[1].plan_steps(n_steps, elements=MINI.n_neurons * 3 * 7)              # 7 steps a call
+    loops[2].plan_steps(n_steps, elements=MINI.n_neurons * 3 * 7, prefetch=True)
+    assert loops[2]._prefetch
+    g = torch.Generator().manual_seed(0)
+    for _ in range(n_steps):
+        exc = torch.randint(0, 40, (3, MINI.n_neurons), generator=g, dtype=torch.int32)
+        inh = torch.randint(0, 40, (3, MINI.n_neurons), generator=g, dtype=torch.int32)
+        hold = torch.rand(3, MINI.n_neurons, generator=g) < 0.1
+        fired = [lp.step(exc, inh, hold) for lp in loops]
+        for lp, f in zip(loops[1:], fired[1:], strict=True):
+            assert torch.equal(f, fired[0])
+            assert torch.equal(lp.state.v_mem_v.view(torch.int32),
+                               loops[0].state.v_mem_v.view(torch.int32))
+    assert loops[2]._next is None                    # nothing computed past the last step

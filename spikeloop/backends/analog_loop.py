@@ -2,6 +2,8 @@
 backends agree bit for bit (DESIGN.md, "The emulation contract")."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 
 from spikeloop.chip import Chip
@@ -35,27 +37,42 @@ class AnalogLoop:
         self.noise_neurons = (None if bottom is None or not bool(bottom.any()) else
                                torch.nonzero(~bottom).reshape(-1).cpu().numpy())
 
-    def plan_steps(self, n_steps: int, *, elements: int = 1 << 15) -> None:
+    def plan_steps(self, n_steps: int, *, elements: int = 1 << 15,
+                   prefetch: bool = False) -> None:
         """Optional hint: steps ``step_index .. n_steps-1`` will follow.  The noise
         is then computed for several steps at once (about ``elements`` numbers a
         call), which is faster for small batches; the numbers are the same bits
-        (``membrane_noise_steps``)."""
+        (``membrane_noise_steps``).  ``prefetch``: compute the next steps' noise
+        on a second thread (:func:`noise_thread`) while these steps run (the noise
+        depends on nothing the steps compute; numpy and torch release the GIL)."""
         per_step = max(1, len(self.sample_idx) * self.params.n_neurons)
         self._noise_ahead = max(1, elements // per_step)
         self._noise_end = int(n_steps)
         self._noise = None
+        self._prefetch = (prefetch and self._noise_ahead > 1
+                          and self.params.noise_step_v is not None)
+        #: (first step, future) of the noise being computed ahead, or None
+        self._next = None
+
+    def _noise_chunk(self, lo: int) -> torch.Tensor | None:
+        steps = range(lo, min(lo + self._noise_ahead, self._noise_end))
+        return membrane_noise_steps(self.params.noise_step_v, self.run_seed, self.sample_idx,
+                                    steps, self.noise_neurons)
 
     def _step_noise(self):
         k = self.step_index
         if self._noise_ahead <= 1 or k >= self._noise_end:
             return membrane_noise(self.params.noise_step_v, self.run_seed, self.sample_idx, k)
         if self._noise is None or not self._noise_lo <= k < self._noise_lo + len(self._noise):
-            steps = range(k, min(k + self._noise_ahead, self._noise_end))
-            self._noise = membrane_noise_steps(self.params.noise_step_v, self.run_seed,
-                                               self.sample_idx, steps, self.noise_neurons)
-            if self._noise is None:
+            ahead, self._next = self._next, None
+            noise = (ahead[1].result() if ahead is not None and ahead[0] == k
+                     else self._noise_chunk(k))
+            if noise is None:
                 return None
-            self._noise_lo = k
+            self._noise, self._noise_lo = noise, k
+            nxt = k + len(noise)
+            if self._prefetch and nxt < self._noise_end:
+                self._next = (nxt, noise_thread().submit(self._noise_chunk, nxt))
         return self._noise[k - self._noise_lo]
 
     def codes(self) -> torch.Tensor:
@@ -72,6 +89,17 @@ class AnalogLoop:
             torch.as_tensor(inh_sum, device=dev), torch.as_tensor(hold, device=dev), noise)
         self.step_index += 1
         return spikes
+
+
+_NOISE_THREAD: ThreadPoolExecutor | None = None
+
+
+def noise_thread() -> ThreadPoolExecutor:
+    """The one worker thread that computes noise ahead (``plan_steps(prefetch=True)``)."""
+    global _NOISE_THREAD
+    if _NOISE_THREAD is None:
+        _NOISE_THREAD = ThreadPoolExecutor(1, thread_name_prefix="spikeloop-noise")
+    return _NOISE_THREAD
 
 
 def bits_to_bool(mask: int, n: int) -> list[bool]:
