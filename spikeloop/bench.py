@@ -10,7 +10,8 @@ What is measured (forward only, no gradients, wall clock after one warm-up batch
   every digital rule cycle by cycle, the analog model with its noise, the ADC,
   for one 34 µs window per sample (531 analog steps of 64 ns, 8 cycles each,
   plus the run protocol's stop cycle and 64 drain cycles).  The image is loaded
-  once (``FastChip``); each batch's input events are new.
+  once (``FastChip``); each batch's input events are new.  On the CPU the fast
+  backend computes the next steps' membrane noise on a second thread.
 - ``plain torch``: a plain PyTorch LIF network of the same size (256 -> 246 ->
   10, current-based exponential synapses, the same 531 steps and batch), dense
   matmuls, no chip: the software baseline; and the same network on the 20
@@ -237,6 +238,10 @@ def bench_fast(args) -> int:
           f"{live_cycles(cfg, n_steps)} running cycles; batch {args.batch}; "
           f"torch threads {torch.get_num_threads()}; device {args.device}")
     print(f"chip calibration + image load into FastChip: {setup_s:.2f} s (not timed below)")
+    if torch.device(args.device).type == "cpu":
+        print("the fast backend computes the next steps' membrane noise on a second thread "
+              "(spikeloop/backends/analog_loop.py); the plain network runs on the torch "
+              "threads alone")
 
     fast.run(events[0], n_steps, sample_offset=0)                     # warm-up
     t0 = _synced(args.device)
