@@ -1,10 +1,11 @@
 """Throughput of the emulator backends on the paper's MNIST-sized network.
 
-    python -m spikeloop.bench fast [--batch 64] [--batches 3] [--device cpu]
+    python -m spikeloop.bench fast [--batch 64] [--batches 3] [--repeats 3] [--device cpu]
                                    [--reference-samples 2] [--threads 1] [--breakdown]
     python -m spikeloop.bench train [--batch 100] [--batches 3] [--threads 1] [--device cpu]
 
-What is measured (forward only, no gradients, wall clock after one warm-up batch):
+What is measured (forward only, no gradients, wall clock after one warm-up batch;
+``fast``: the median of ``--repeats`` runs of each measurement, taken in turn):
 
 - ``fast``: ``FastChip.run`` (backend "fast") on the FULL preset: the whole chip,
   every digital rule cycle by cycle, the analog model with its noise, the ADC,
@@ -243,14 +244,33 @@ def bench_fast(args) -> int:
               "(spikeloop/backends/analog_loop.py); the plain network runs on the torch "
               "threads alone")
 
+    def time_fast():
+        t0 = _synced(args.device)
+        out = [fast.run(ev, n_steps, sample_offset=j * args.batch)
+               for j, ev in enumerate(events[1:], start=1)]
+        return _synced(args.device) - t0, out
+
+    dt_us = cfg.analog_step_us
+    n_obs = int(WINDOW_US / ADC_SPACING_US)
     fast.run(events[0], n_steps, sample_offset=0)                     # warm-up
-    t0 = _synced(args.device)
-    obs = []
-    for j, ev in enumerate(events[1:], start=1):
-        obs.append(fast.run(ev, n_steps, sample_offset=j * args.batch))
-    fast_s = _synced(args.device) - t0
+    # the three measurements in turn, ``repeats`` times (a drifting machine load
+    # falls on all three alike); each figure is the median
+    times = {"fast": [], "plain": [], "obs": []}
+    for _ in range(args.repeats):
+        s, obs = time_fast()
+        times["fast"].append(s)
+        times["plain"].append(_time_plain(batches, dt_us, n_steps, args.seed, args.device))
+        times["obs"].append(_time_plain(batches, ADC_SPACING_US, n_obs, args.seed,
+                                        args.device))
     n_samples = args.batch * args.batches
-    fast_rate = _rate(n_samples, fast_s)
+    fast_s, plain_s, obs_s = (float(np.median(times[k])) for k in ("fast", "plain", "obs"))
+    fast_rate, plain_rate, obs_rate = (_rate(n_samples, x) for x in (fast_s, plain_s, obs_s))
+
+    def spread(key: str) -> str:
+        if args.repeats == 1:
+            return ""
+        rates = sorted(_rate(n_samples, x) for x in times[key])
+        return f"; {args.repeats} runs {rates[0]:.1f}..{rates[-1]:.1f}"
 
     in_events = sum(len(e.table) for e in events[1:]) / n_samples
     hidden = sum(int((o.spikes[:, 3] < N_HIDDEN).sum()) for o in obs) / n_samples
@@ -262,22 +282,16 @@ def bench_fast(args) -> int:
           f"{hidden:.1f} hidden spikes, {out_sp:.1f} output spikes, "
           f"{drops:.2f} events dropped; {obs[0].adc.shape[0]} ADC samples")
 
-    dt_us = cfg.analog_step_us
-    plain_s = _time_plain(batches, dt_us, n_steps, args.seed, args.device)
-    plain_rate = _rate(n_samples, plain_s)
-
     print()
-    print("measured (forward only, wall clock, warm-up batch excluded):")
+    print(f"measured (forward only, wall clock, warm-up batch excluded; median of "
+          f"{args.repeats} run(s) of each, taken in turn):")
     print(f"  fast backend (whole chip, cycle-exact)  {fast_rate:10.1f} samples/s  "
-          f"({fast_s:.2f} s for {n_samples} samples)")
+          f"({fast_s:.2f} s for {n_samples} samples{spread('fast')})")
     print(f"  plain PyTorch LIF, same size and steps  {plain_rate:10.1f} samples/s  "
-          f"({plain_s:.2f} s for {n_samples} samples)")
+          f"({plain_s:.2f} s for {n_samples} samples{spread('plain')})")
     print(f"  ratio plain / fast                      {plain_rate / fast_rate:10.1f} x")
-    n_obs = int(WINDOW_US / ADC_SPACING_US)
-    obs_s = _time_plain(batches, ADC_SPACING_US, n_obs, args.seed, args.device)
-    obs_rate = _rate(n_samples, obs_s)
     print(f"  plain PyTorch LIF, {n_obs} observed steps   {obs_rate:10.1f} samples/s  "
-          f"({obs_s:.3f} s for {n_samples} samples)")
+          f"({obs_s:.3f} s for {n_samples} samples{spread('obs')})")
     print(f"  ratio plain ({n_obs} steps) / fast          {obs_rate / fast_rate:10.1f} x")
     if args.breakdown:
         _breakdown(fast, chip, image, events[1:], n_steps, args, fast_s)
@@ -316,7 +330,8 @@ def _breakdown(fast: FastChip, chip, image, events, n_steps: int, args, fast_s: 
     t0 = _synced(args.device)
     for j in range(len(events)):
         loop = AnalogLoop(chip, image, list(range(j * B, (j + 1) * B)), 0, device=args.device)
-        loop.plan_steps(n_steps, elements=1 << 21)
+        loop.plan_steps(n_steps, elements=1 << 21,          # as the backend does
+                        prefetch=torch.device(args.device).type == "cpu")
         for k in range(n_steps):
             loop.step(zeros, zeros, hold)
             if k + 1 in adc_steps:
@@ -336,8 +351,9 @@ def _breakdown(fast: FastChip, chip, image, events, n_steps: int, args, fast_s: 
         for key, v in fast.stats.items():
             stats[key] += v
     print(f"  of the fast backend's {fast_s:.2f} s: analog side alone {analog_s:.2f} s "
-          f"(of which membrane noise {noise_s:.2f} s), the rest (digital side) "
-          f"{fast_s - analog_s:.2f} s")
+          f"(the membrane noise alone takes {noise_s:.2f} s on its own"
+          + (" thread, beside the rest" if torch.device(args.device).type == "cpu" else "")
+          + f"), the rest (digital side) {fast_s - analog_s:.2f} s")
     words = stats["closed_form"] + stats["cycle_by_cycle"]
     print(f"  crossbar words: {stats['closed_form']} of {words} in closed form, "
           f"{stats['cycle_by_cycle']} cycle by cycle in {stats['cycles']} cycles "
@@ -442,6 +458,9 @@ def main(argv=None) -> int:
     f = sub.add_parser("fast", help="samples/s of the fast backend beside plain PyTorch")
     f.add_argument("--batch", type=int, default=64, help="samples per batch")
     f.add_argument("--batches", type=int, default=3, help="timed batches (after one warm-up)")
+    f.add_argument("--repeats", type=int, default=3,
+                   help="time the batches this many times, the fast backend and the plain "
+                        "networks in turn; the medians are reported (default 3)")
     f.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
     f.add_argument("--seed", type=int, default=0, help="weights and input intensities")
     f.add_argument("--threads", type=int, default=1,
@@ -479,6 +498,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     if args.batch < 1 or args.batches < 1:
         p.error("--batch and --batches must be >= 1")
+    if args.what == "fast" and args.repeats < 1:
+        p.error("--repeats must be >= 1")
     return bench_train(args) if args.what == "train" else bench_fast(args)
 
 
