@@ -26,9 +26,11 @@ whole batch), never on dense per-cycle state.  What makes it fast:
   analog state after the right step), the refractory counters from the prescaler
   ticks between two boundaries.  A driver serialising an event with ``k``
   matches only needs its position in that label's precomputed match list.
-- **Noise ahead.**  The membrane noise of 64 steps is computed per call, on
-  model/noise.py's float32 path (the exact float64 definition's numbers, rounded
-  to float32, bit for bit).
+- **Noise ahead.**  The membrane noise of many steps (about 2**21 numbers) is
+  computed per call: on the CPU on model/noise.py's float32 path (the exact
+  float64 definition's numbers, rounded to float32, bit for bit), the next
+  call's on a second thread while these steps run (``AnalogLoop.plan_steps``);
+  on CUDA by the exact definition itself, on the GPU.
 
 The order of evaluation inside one cycle is the reference's
 (model/digital/top.py): neuron back end -> arbiters and playback -> crossbar
