@@ -12,7 +12,7 @@ PRESET ?= mini
 SIM ?= verilator
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-deps test sim bench lint area export clean distclean
+.PHONY: help setup system-deps test test-cuda sim bench lint area export clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -42,6 +42,10 @@ system-deps:  ## Debian's iverilog (Icarus), yosys (cell counts), liblz4-dev (Ve
 
 test: setup  ## the default test run (what CI runs): unit, rtl and fast cosim tiers
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-cuda: setup  ## the tests that need a CUDA device (skipped by `make test` without one)
+	@$(PY) -c "import sys, torch; torch.cuda.is_available() or sys.exit('make test-cuda: torch ' + torch.__version__ + ' sees no CUDA device here (make test skips these tests)')"
+	$(PY) -m pytest -q -m cuda -p no:cacheprovider -o addopts="" $(PYTEST_ARGS)
 
 sim: setup  ## hardware-verification regression (SIM=verilator|icarus, WAVES=1): scenarios, lint, slow tiers
 	$(PY) -m spikeloop.cli rtl lint --preset mini

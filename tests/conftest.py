@@ -15,4 +15,17 @@ try:
 
     torch.set_num_threads(1)
 except ImportError:  # pragma: no cover - torch is a dependency
-    pass
+    torch = None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` need a CUDA device: skipped (and said so) without one;
+    ``make test-cuda`` runs them alone and refuses to run without one."""
+    import pytest
+
+    if torch is not None and torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA device")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)

@@ -218,10 +218,7 @@ def test_rejects_bad_arguments(mini_chip):
 
 # ----------------------------------------------------------------------------
 # on CUDA: the same Observables as the reference
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-
-
-@CUDA
+@pytest.mark.cuda
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_cuda_scenario_matches_reference(mini_chip, name):
     sc = SCENARIOS[name](MINI, np.random.default_rng(0))
@@ -231,7 +228,7 @@ def test_cuda_scenario_matches_reference(mini_chip, name):
     assert_same(ref, fast, f"scenario {name} on cuda")
 
 
-@CUDA
+@pytest.mark.cuda
 @pytest.mark.parametrize("seed", range(40))
 def test_cuda_random_matches_reference(seed):
     chip, img, events, n_steps, offset = random_case(seed)

@@ -247,7 +247,7 @@ def test_step_by_step_equals_simulate_and_params_shape():
     assert torch.equal(st.v_mem_v, r.state.v_mem_v)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.cuda
 def test_cuda_matches_cpu_bit_for_bit():
     chip = AnalogChipModel(FULL, 2)
     exc, inh, hold = _random_inputs(100, 4, FULL.n_neurons)

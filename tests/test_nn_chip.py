@@ -228,7 +228,7 @@ def test_inference_spacing(chip):
         net(raster[:T], times)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.cuda
 def test_paper_network_on_cuda_equals_cpu():
     """The paper's MNIST network on FULL (merged neurons), its chip run on the GPU:
     the same Observables and measurements as on the CPU."""

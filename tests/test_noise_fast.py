@@ -134,10 +134,7 @@ def test_square_root_of_the_definition_is_correctly_rounded():
     assert torch.equal(N._sqrt_(x.clone()).view(torch.int64), want.view(torch.int64))
 
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-
-
-@CUDA
+@pytest.mark.cuda
 def test_exact_path_on_cuda_has_the_cpu_bits():
     """The definition computed on the GPU (where the fast backend's membranes are)
     gives the CPU's float64 bits: only + - * / sqrt, frexp and integer operations."""
@@ -150,7 +147,7 @@ def test_exact_path_on_cuda_has_the_cpu_bits():
     assert torch.equal(cpu.view(torch.int64), gpu.view(torch.int64))
 
 
-@CUDA
+@pytest.mark.cuda
 @pytest.mark.parametrize("cfg", [MINI, FULL])
 def test_membrane_noise_steps_on_cuda_equals_cpu(cfg):
     chip = AnalogChipModel(cfg, 1)

@@ -10,7 +10,6 @@ import random
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -167,7 +166,7 @@ def test_random_program_before(chip, seed):
     check_before(chip, seed)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.cuda
 @pytest.mark.parametrize("seed", range(8))
 def test_random_programs_with_fast_on_cuda(chip, seed):
     """PPU jobs with the fast backend on CUDA (each sample, and before the
