@@ -330,8 +330,7 @@ def _breakdown(fast: FastChip, chip, image, events, n_steps: int, args, fast_s: 
     t0 = _synced(args.device)
     for j in range(len(events)):
         loop = AnalogLoop(chip, image, list(range(j * B, (j + 1) * B)), 0, device=args.device)
-        loop.plan_steps(n_steps, elements=1 << 21,          # as the backend does
-                        prefetch=torch.device(args.device).type == "cpu")
+        loop.plan_steps(n_steps, elements=1 << 21)          # as the backend does
         for k in range(n_steps):
             loop.step(zeros, zeros, hold)
             if k + 1 in adc_steps:

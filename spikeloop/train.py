@@ -243,7 +243,7 @@ def make_network(backend: str, kwargs: dict, *, chip=None, generator=None, run_s
                  device: str = "cpu"):
     """SoftwareNetwork (``software``) or ChipNetwork on ``chip`` (``fast``/``cosim``,
     with the noise seed ``run_seed``; it is a buffer of the network's state too;
-    ``device``: where the fast backend emulates the chip)."""
+    ``device``: where the fast backend emulates the chip; the others run on the cpu)."""
     kw = dict(kwargs)
     n_in, n_hidden, n_out = kw.pop("n_in"), kw.pop("n_hidden"), kw.pop("n_out")
     kw["params"] = LIFParameters(**kw["params"])
@@ -251,7 +251,7 @@ def make_network(backend: str, kwargs: dict, *, chip=None, generator=None, run_s
         return SoftwareNetwork(n_in, n_hidden, n_out, generator=generator, **kw)
     from spikeloop.nn.chip import ChipNetwork
 
-    if device != "cpu":
+    if backend == "fast" and device != "cpu":
         kw["device"] = device
     return ChipNetwork(chip, n_in, n_hidden, n_out, backend=backend, generator=generator,
                        run_seed=run_seed, **kw)
@@ -269,8 +269,7 @@ def load_network(path, *, chip=None, backend: str | None = None, device: str = "
     backend = backend or meta["backend"]
     if backend in CHIP_BACKENDS and chip is None:
         raise TrainError(f"load_network(backend={backend!r}) needs the chip instance (chip=)")
-    net = make_network(backend, meta["network_kwargs"], chip=chip,
-                       device=device if backend == "fast" else "cpu")
+    net = make_network(backend, meta["network_kwargs"], chip=chip, device=device)
     state = meta["state_dict"]
     if backend != meta["backend"]:
         own = net.state_dict()

@@ -178,9 +178,13 @@ def test_noise_computed_ahead_on_a_second_thread_is_the_same(merged):
         image.neuron_merge[::2] = True
     loops = [AnalogLoop(chip, image, [3, 9, 1 << 33], 4) for _ in range(3)]
     n_steps = 50
-    loops[1].plan_steps(n_steps, elements=MINI.n_neurons * 3 * 7)              # 7 steps a call
+    loops[1].plan_steps(n_steps, elements=MINI.n_neurons * 3 * 7,              # 7 steps a call
+                        prefetch=False)
     loops[2].plan_steps(n_steps, elements=MINI.n_neurons * 3 * 7, prefetch=True)
-    assert loops[2]._prefetch
+    assert loops[2]._prefetch and not loops[1]._prefetch
+    default = AnalogLoop(chip, image, [0], 4)
+    default.plan_steps(n_steps, elements=MINI.n_neurons * 7)
+    assert default._prefetch                         # on the CPU unless told otherwise
     g = torch.Generator().manual_seed(0)
     for _ in range(n_steps):
         exc = torch.randint(0, 40, (3, MINI.n_neurons), generator=g, dtype=torch.int32)

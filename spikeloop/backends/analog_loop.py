@@ -38,17 +38,21 @@ class AnalogLoop:
                                torch.nonzero(~bottom).reshape(-1).cpu().numpy())
 
     def plan_steps(self, n_steps: int, *, elements: int = 1 << 15,
-                   prefetch: bool = False) -> None:
+                   prefetch: bool | None = None) -> None:
         """Optional hint: steps ``step_index .. n_steps-1`` will follow.  The noise
         is then computed for several steps at once (about ``elements`` numbers a
         call), which is faster for small batches; the numbers are the same bits
         (``membrane_noise_steps``).  ``prefetch``: compute the next steps' noise
         on a second thread (:func:`noise_thread`) while these steps run (the noise
-        depends on nothing the steps compute; numpy and torch release the GIL)."""
+        depends on nothing the steps compute; numpy and torch release the GIL);
+        None: on the CPU, whose noise numpy computes beside the steps (on CUDA the
+        GPU computes it, queued behind the steps)."""
         per_step = max(1, len(self.sample_idx) * self.params.n_neurons)
         self._noise_ahead = max(1, elements // per_step)
         self._noise_end = int(n_steps)
         self._noise = None
+        if prefetch is None:
+            prefetch = self.params.device.type == "cpu"
         self._prefetch = (prefetch and self._noise_ahead > 1
                           and self.params.noise_step_v is not None)
         #: (first step, future) of the noise being computed ahead, or None

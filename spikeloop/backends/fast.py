@@ -320,7 +320,7 @@ class FastChip:
                             run_seed, device=dev)
         # the noise of many steps per call (model/noise.py's float32 path; one exact
         # pass for the few numbers near a rounding boundary per call)
-        analog.plan_steps(n_steps, elements=1 << 21, prefetch=dev.type == "cpu")
+        analog.plan_steps(n_steps, elements=1 << 21)
 
         adc_at = {int(k): torch.as_tensor(np.flatnonzero(adc_steps == k), device=dev)
                   for k in np.unique(adc_steps)}
