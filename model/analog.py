@@ -303,32 +303,39 @@ def lif_step(state: LIFState, params: LIFParams, exc_sum: torch.Tensor | None,
     ``[batch, n_neurons]`` (None = no neuron held); ``noise``: volts added to the
     membrane (``noise.membrane_noise``; None = none).  Returns the new state and
     the bool spikes ``[batch, n_neurons]`` of this step."""
+    # the state passed in is never written: every in-place operation below is on a
+    # tensor made here (each is the same IEEE-754 operation as its out-of-place
+    # form: ``a + b == b + a`` and ``a * b == b * a`` bit for bit)
     i_exc, i_inh = state.i_exc_v_per_us, state.i_inh_v_per_us
     if exc_sum is not None:
-        i_exc = i_exc + params.gain_exc_v_per_us * exc_sum.to(params.dtype)
+        i_exc = torch.mul(exc_sum.to(params.dtype), params.gain_exc_v_per_us).add_(i_exc)
     if inh_sum is not None:
-        i_inh = i_inh + params.gain_inh_v_per_us * inh_sum.to(params.dtype)
-    v = params.v_leak_v + params.decay_mem * (state.v_mem_v - params.v_leak_v)
+        i_inh = torch.mul(inh_sum.to(params.dtype), params.gain_inh_v_per_us).add_(i_inh)
+    v = torch.sub(state.v_mem_v, params.v_leak_v).mul_(params.decay_mem).add_(params.v_leak_v)
+    exc = torch.mul(i_exc, params.k_exc_us)
+    inh = torch.mul(i_inh, params.k_inh_us)
     if params.merge_top is None:
-        v = v + params.k_exc_us * i_exc - params.k_inh_us * i_inh
+        v.add_(exc).sub_(inh)                       # (v + k_exc i_exc) - k_inh i_inh
     else:
         # merged pairs: the top membrane also takes the bottom circuit's currents
-        dv = params.k_exc_us * i_exc - params.k_inh_us * i_inh
-        v = v + torch.where(params.merge_top, dv + dv[..., params.merge_partner], dv)
-    i_exc = params.decay_syn_exc * i_exc
-    i_inh = params.decay_syn_inh * i_inh
+        dv = exc.sub_(inh)
+        v.add_(torch.where(params.merge_top, dv + dv[..., params.merge_partner], dv))
+    i_exc = (i_exc.mul_(params.decay_syn_exc) if exc_sum is not None
+             else torch.mul(i_exc, params.decay_syn_exc))
+    i_inh = (i_inh.mul_(params.decay_syn_inh) if inh_sum is not None
+             else torch.mul(i_inh, params.decay_syn_inh))
     if noise is not None:
-        v = v + noise
-    v = v.clamp(params.v_min_v, params.v_max_v)
-    spikes = v >= params.v_thresh_v
+        v.add_(noise)
+    v.clamp_(params.v_min_v, params.v_max_v)
+    spikes = torch.ge(v, params.v_thresh_v)
     if reset_hold is not None:
         v = torch.where(reset_hold, params.v_reset_v, v)
-        spikes = spikes & ~reset_hold
+        spikes &= ~reset_hold
     v = torch.where(spikes, params.v_reset_v, v)
     if params.merge_top is not None:
         # a bottom circuit shows the merged membrane and never spikes
         v = v[..., params.merge_follow]
-        spikes = spikes & ~params.merge_bottom
+        spikes &= ~params.merge_bottom
     return LIFState(v, i_exc, i_inh), spikes
 
 

@@ -26,19 +26,19 @@ change the distribution).
 The simulation's float32 numbers, ``float32(z)``, are what the membranes see
 (``membrane_noise*`` with float32 parameters).  ``membrane_noise_steps`` (many
 steps per call) computes them on a faster path, :func:`standard_normal_f32_steps`:
-libm approximations within a bound of the exact values (``_EPS_*``: 9e-13,
-against 1e-15 measured and about 1e-14 estimated from the operations), and the
-exact float64 path above for the few numbers whose float32 rounding the bound
-leaves open; the bits are
-those of ``standard_normal_steps(...).to(float32)`` (tests/test_noise_fast.py).
+compiled (numba) loops that compute the same hash and the exact path's own
+``sqrt(-2 ln u1)``, with a cosine within a bound of the exact one (``_EPS_COS``:
+9e-13, against 1e-15 measured), and the exact float64 path above for the few
+numbers whose float32 rounding the bound leaves open; the bits are those of
+``standard_normal_steps(...).to(float32)`` (tests/test_noise_fast.py).
 ``membrane_noise`` (one step) keeps the exact path: the reference backend uses
 it, so the equivalence tests compare the two paths as well.
 """
 from __future__ import annotations
 
 import math
-import sys
 
+import numba
 import numpy as np
 import torch
 
@@ -190,147 +190,284 @@ def _normal_from_hash(h: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------
 # the same numbers rounded to float32, computed faster
-#: bounds (with a wide margin) on how far the fast approximations below may be from
+#: bounds (with a wide margin) on how far the fast path's values below may be from
 #: the exact path's float64 values: |cos| absolute, ``sqrt(-2 ln u1)`` relative.
-#: Measured on 4e7 random hashes: 1.0e-15 and 3.1e-16; the exact path's own
-#: error (Taylor/atanh truncation < 1e-15, rounding of the Horner steps, ln 2 times
-#: the exponent) and libm's (about 1 ulp) are below 1e-14; these are 2**-40 = 9e-13.
+#: The fast path's ``sqrt(-2 ln u1)`` is the exact path's own (the same operations,
+#: bit for bit on 5e5 random hashes, tests/test_noise_fast.py); its cosine is a
+#: Taylor polynomial on a reduced range with multiplications instead of the
+#: definition's divisions (truncation below 1e-19; at most 1.0e-15 from the exact
+#: path's on 4e7 angles); these are 2**-40 = 9e-13.
 _EPS_COS = 2.0 ** -40
 _EPS_R = 2.0 ** -40
-#: rows of [batch * n_neurons] numbers processed together (about 64k numbers: the
-#: temporaries stay in the CPU's cache)
-_CHUNK = 1 << 16
 _U64 = np.uint64
+#: numbers per chunk of the fast path (its scratch arrays stay in the CPU's cache)
+_CHUNK = 1 << 12
+_MANT = np.uint64((1 << 52) - 1)
+_HALF_EXP = np.uint64(1022 << 52)
+#: the atanh series' terms as the exact path adds them (1/23, 1/21, ..., 1/1)
+_INV = tuple(1.0 / k for k in range(23, 0, -2))
+#: cos(t) = sum_k (-1)^k t^(2k) / (2k)!, k = 0..11 (for |t| <= pi/2 the first term
+#: left out is below 1e-19)
+_COS = tuple((-1.0) ** k / math.factorial(2 * k) for k in range(12))
+#: compiled once (cached next to this file); "numpy" error model: no Python checks
+#: in the loops (a division by zero would give inf; none occurs), so they vectorise
+_JIT = dict(cache=True, nogil=True, error_model="numpy")
 
 
-def _splitmix64_np(z: np.ndarray, tmp: np.ndarray | None = None) -> np.ndarray:
-    """:func:`splitmix64` on uint64 numpy arrays (wrapping; logical shifts), in place
-    (``tmp``: a scratch array of ``z``'s shape, or None)."""
-    if tmp is None:
-        tmp = np.empty_like(z)
-    z += _U64(0x9E3779B97F4A7C15)
-    z ^= np.right_shift(z, _U64(30), out=tmp)
-    z *= _U64(0xBF58476D1CE4E5B9)
-    z ^= np.right_shift(z, _U64(27), out=tmp)
-    z *= _U64(0x94D049BB133111EB)
-    z ^= np.right_shift(z, _U64(31), out=tmp)
-    return z
+@numba.njit(inline="always", **_JIT)
+def _mix(z):
+    """:func:`splitmix64` of one uint64 (wrapping, logical shifts)."""
+    z = z + _U64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> _U64(27))) * _U64(0x94D049BB133111EB)
+    return z ^ (z >> _U64(31))
+
+
+@numba.njit(**_JIT)
+def _hash_rows(rows, neurons, h):
+    """``h[r * n + j] = mix(rows[r] ^ neurons[j])`` (the last mix of the key)."""
+    n = len(neurons)
+    for r in range(len(rows)):
+        base = rows[r]
+        for j in range(n):
+            h[r * n + j] = _mix(base ^ neurons[j])
+
+
+@numba.njit(inline="always", **_JIT)
+def _cos_pi_fast(x):
+    """cos(pi x), x in [-1, 1]: cos(pi |x|) = -cos(pi (1 - |x|)) brings the angle
+    to [0, pi/2] (1 - |x| is exact there), then the Taylor polynomial."""
+    y = abs(x)
+    flip = y > 0.5
+    y = 1.0 - y if flip else y
+    t = y * math.pi
+    t2 = t * t
+    p = _COS[11]
+    p = p * t2 + _COS[10]
+    p = p * t2 + _COS[9]
+    p = p * t2 + _COS[8]
+    p = p * t2 + _COS[7]
+    p = p * t2 + _COS[6]
+    p = p * t2 + _COS[5]
+    p = p * t2 + _COS[4]
+    p = p * t2 + _COS[3]
+    p = p * t2 + _COS[2]
+    p = p * t2 + _COS[1]
+    p = p * t2 + _COS[0]
+    return -p if flip else p
+
+
+@numba.njit(**_JIT)
+def _approx(h, out, flag, fa, fb, ea, r_out):
+    """``out[i]`` = the float32 number of hash ``h[i]`` wherever ``flag[i]`` is
+    False (see :func:`standard_normal_f32_steps`); ``fa``, ``fb``, ``ea``: scratch
+    arrays of ``h``'s length; ``r_out``: ``sqrt(-2 ln u1)`` of each (or an empty
+    array: not kept)."""
+    k = len(h)
+    ua = fa.view(np.uint64)
+    for i in range(k):
+        z = h[i]
+        fa[i] = np.float64(z >> _U64(32)) + 1.0              # u1 * 2**32, exact
+        fb[i] = np.float64(z & _U64(0xFFFFFFFF))             # u2 * 2**32, exact
+    # the exact path's frexp(u1) = (m, e), m in [0.5, 1), from the float's bits
+    for i in range(k):
+        b = ua[i]
+        ea[i] = np.float64(np.int64(b >> _U64(52)) - 1054)
+        ua[i] = (b & _MANT) | _HALF_EXP
+    keep_r = len(r_out) == k
+    for i in range(k):
+        # ln u1 and sqrt(-2 ln u1): the exact path's operations, in its order
+        m = fa[i]
+        e = ea[i]
+        small = m < _SQRT_HALF
+        m = m * 2.0 if small else m
+        e = e - 1.0 if small else e
+        s = m - 1.0
+        s = s / (m + 1.0)
+        s2 = s * s
+        acc = _INV[0]
+        acc = acc * s2 + _INV[1]
+        acc = acc * s2 + _INV[2]
+        acc = acc * s2 + _INV[3]
+        acc = acc * s2 + _INV[4]
+        acc = acc * s2 + _INV[5]
+        acc = acc * s2 + _INV[6]
+        acc = acc * s2 + _INV[7]
+        acc = acc * s2 + _INV[8]
+        acc = acc * s2 + _INV[9]
+        acc = acc * s2 + _INV[10]
+        acc = acc * s2 + _INV[11]
+        r = math.sqrt((e * _LN2 + (s * 2.0) * acc) * -2.0)
+        if keep_r:
+            r_out[i] = r
+        z = r * _cos_pi_fast(fb[i] * _TWO_M32 * 2.0 - 1.0)
+        # an interval that holds the exact path's value (|cos| <= 1, so r (eps_cos +
+        # eps_r) bounds r |c - c64| + |z| |r - r64| / r), and its ends' float32
+        # roundings (each end rounded once, from float64)
+        w = r * (_EPS_COS + _EPS_R) + 2.0 ** -60
+        lo = np.float32(z - w)
+        hi = np.float32(z + w)
+        out[i] = hi
+        flag[i] = lo != hi
+
+
+@numba.njit(**_JIT)
+def _count(flag):
+    c = 0
+    for i in range(len(flag)):
+        c += flag[i]
+    return c
+
+
+@numba.njit(**_JIT)
+def _collect(flag, base, bad, nbad):
+    for i in range(len(flag)):
+        if flag[i]:
+            bad[nbad] = base + i
+            nbad += 1
+    return nbad
+
+
+@numba.njit(**_JIT)
+def _exact_one(h):
+    """The definition's float64 number of one hash (:func:`_normal_from_hash`): the
+    same IEEE-754 operations in the same order, compiled (for the few numbers the
+    fast path leaves open)."""
+    u1 = np.float64((h >> _U64(32)) + _U64(1)) * _TWO_M32
+    m, e = math.frexp(u1)
+    if m < _SQRT_HALF:
+        m = m * 2.0
+        e -= 1
+    s = m - 1.0
+    s = s / (m + 1.0)
+    s2 = s * s
+    acc = _INV[0]
+    for q in range(1, len(_INV)):
+        acc = acc * s2 + _INV[q]
+    r = math.sqrt((np.float64(e) * _LN2 + (s * 2.0) * acc) * -2.0)
+    x = np.float64(h & _U64(0xFFFFFFFF)) * _TWO_M32 * 2.0 - 1.0
+    t = x * math.pi
+    t2 = t * t
+    c = 1.0
+    for k in range(28, 0, -2):
+        c = 1.0 - c * t2 / np.float64(k * (k - 1))
+    return r * c
+
+
+@numba.njit(**_JIT)
+def _noise_f32(seed, samples, steps, neurons, cols, sigma, out):
+    """``out[t, b, cols[j]]`` = the float32 number of (seed, ``samples[b]``,
+    ``steps[t]``, ``neurons[j]``) (uint64 keys), times ``sigma[b or 0, cols[j]]``
+    in float32 when ``sigma`` is not empty: the fast path, then the definition
+    itself (:func:`_exact_one`) where it leaves the rounding open.  The other
+    columns of ``out`` are left as they are.  One call, no Python objects: it
+    runs beside the caller's thread without the GIL."""
+    T, B, n = len(steps), len(samples), len(neurons)
+    scale = sigma.shape[1] > 0
+    per_sample = np.empty(B, dtype=np.uint64)
+    hs = _mix(seed)
+    for b in range(B):
+        per_sample[b] = _mix(hs ^ samples[b])
+    per = max(1, _CHUNK // max(n, 1))
+    cap = per * n
+    rows = np.empty(per, dtype=np.uint64)
+    h = np.empty(cap, dtype=np.uint64)
+    z = np.empty(cap, dtype=np.float32)
+    flag = np.empty(cap, dtype=np.bool_)
+    fa = np.empty(cap, dtype=np.float64)
+    fb = np.empty(cap, dtype=np.float64)
+    ea = np.empty(cap, dtype=np.float64)
+    no_r = np.empty(0, dtype=np.float64)
+    for r0 in range(0, T * B, per):
+        r1 = min(T * B, r0 + per)
+        k = (r1 - r0) * n
+        for r in range(r0, r1):
+            rows[r - r0] = _mix(per_sample[r % B] ^ steps[r // B])
+        _hash_rows(rows[:r1 - r0], neurons, h)
+        _approx(h[:k], z[:k], flag[:k], fa[:k], fb[:k], ea[:k], no_r)
+        for i in range(k):
+            if flag[i]:
+                z[i] = np.float32(_exact_one(h[i]))
+        for r in range(r0, r1):
+            t, b = r // B, r % B
+            sb = b if sigma.shape[0] > 1 else 0
+            base = (r - r0) * n
+            if scale:
+                for j in range(n):
+                    out[t, b, cols[j]] = z[base + j] * sigma[sb, cols[j]]
+            else:
+                for j in range(n):
+                    out[t, b, cols[j]] = z[base + j]
 
 
 def normal_f32_from_hash(h: np.ndarray) -> np.ndarray:
     """``_normal_from_hash(h).to(torch.float32)`` of uint64 hashes (numpy, any
     shape), bit for bit: see :func:`standard_normal_f32_steps`."""
-    flat = np.ascontiguousarray(h).reshape(-1)
+    flat = np.ascontiguousarray(h, dtype=np.uint64).reshape(-1)
     out = np.empty(flat.shape, dtype=np.float32)
-    bad = _Approx(len(flat)).run(flat, out)
-    _exact_at(out, bad, flat[bad])
-    return out.reshape(h.shape)
+    bad = _approx_flagged(flat, out)
+    out[bad] = _exact_many(flat[bad]).astype(np.float32)
+    return out.reshape(np.shape(h))
 
 
-def _exact_at(out: np.ndarray, bad: np.ndarray, hashes: np.ndarray) -> None:
-    """``out.flat[bad]`` = the exact path's float32 numbers of ``hashes`` (uint64)."""
-    if len(bad):
-        hb = torch.from_numpy(np.ascontiguousarray(hashes).view(np.int64))
-        out.reshape(-1)[bad] = _normal_from_hash(hb).to(torch.float32).numpy()
+@numba.njit(**_JIT)
+def _exact_many(h):
+    """:func:`_exact_one` of each hash (float64)."""
+    out = np.empty(len(h), dtype=np.float64)
+    for i in range(len(h)):
+        out[i] = _exact_one(h[i])
+    return out
 
 
-class _Approx:
-    """Scratch arrays for up to ``size`` numbers (new temporaries of this size on
-    every operation cost more than the operations), and the approximate path."""
-
-    def __init__(self, size: int):
-        self.f1 = np.empty(size, dtype=np.float64)
-        self.f2 = np.empty(size, dtype=np.float64)
-        self.lo = np.empty(size, dtype=np.float32)
-        self.ne = np.empty(size, dtype=bool)
-        self.u = np.empty(size, dtype=np.uint64)
-        self.tmp = np.empty(size, dtype=np.uint64)
-
-    def run(self, h: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """``out`` (float32, ``h``'s length) = the numbers of the uint64 hashes
-        ``h`` (flat), right except at the returned indices."""
-        n = len(h)
-        r, c = self.f1[:n], self.f2[:n]
-        if _LITTLE:                             # the 32-bit halves of each hash
-            hv = h.view(np.uint32)
-            hi, lo = hv[1::2], hv[0::2]
-        else:
-            hi, lo = h >> _U64(32), h & _U64(0xFFFFFFFF)
-        # u1 = (hi + 1) 2**-32 in (0, 1]; r = sqrt(-2 ln u1)
-        np.add(hi, 1.0, out=r)
-        r *= 2.0 ** -32
-        np.log(r, out=r)
-        r *= -2.0
-        np.sqrt(r, out=r)
-        # c = cos(pi (2 u2 - 1)) = cos(lo pi 2**-31 - pi), u2 = lo 2**-32 (the
-        # argument rounded twice: within 1e-15, inside the bound)
-        np.multiply(lo, math.pi * 2.0 ** -31, out=c)
-        c -= math.pi
-        ct = torch.from_numpy(c)
-        torch.cos(ct, out=ct)
-        z = c
-        z *= r
-        # an interval that holds the exact path's value (|z| <= r, so r (eps_cos +
-        # eps_r) bounds r |c - c64| + |z| |r - r64| / r), and its ends' float32
-        # roundings (each end rounded once, from float64)
-        m = r
-        m *= _EPS_COS + _EPS_R
-        m += 2.0 ** -60
-        lo32 = np.subtract(z, m, out=self.lo[:n])
-        np.add(z, m, out=out)
-        return np.flatnonzero(np.not_equal(lo32, out, out=self.ne[:n]))
+def _approx_flagged(h: np.ndarray, out: np.ndarray, r_out: np.ndarray | None = None
+                    ) -> np.ndarray:
+    """The fast path on hashes ``h`` (uint64, flat) into ``out`` (float32): the
+    indices it leaves to the exact path (``r_out``: ``sqrt(-2 ln u1)`` of each)."""
+    k = len(h)
+    flag = np.empty(k, dtype=np.bool_)
+    _approx(h, out, flag, np.empty(k), np.empty(k), np.empty(k),
+            np.empty(0) if r_out is None else r_out)
+    return np.flatnonzero(flag)
 
 
-_LITTLE = sys.byteorder == "little"
+def _keys(seed: int, sample_idx: torch.Tensor, steps):
+    """The noise keys as uint64 numpy: seed [], samples [B], steps [T]."""
+    samples = np.ascontiguousarray(sample_idx.to(device="cpu", dtype=torch.int64).numpy()
+                                   .reshape(-1)).view(np.uint64)
+    st = np.array([int(k) & _MASK64 for k in steps], dtype=np.uint64)
+    return np.uint64(int(seed) & _MASK64), samples, st
+
+
+def _columns(n_neurons: int, neurons) -> np.ndarray:
+    if neurons is None:
+        return np.arange(int(n_neurons), dtype=np.int64)
+    cols = np.asarray(neurons, dtype=np.int64).reshape(-1)
+    if cols.size and not (cols.min() >= 0 and cols.max() < n_neurons):
+        raise ValueError(f"neurons must be indices in [0, {n_neurons})")
+    return np.ascontiguousarray(cols)
 
 
 def standard_normal_f32_steps(seed: int, sample_idx: torch.Tensor, steps,
                               n_neurons: int, neurons=None) -> torch.Tensor:
     """``standard_normal_steps(seed, sample_idx, steps, n_neurons).to(torch.float32)``,
-    bit for bit, about eight times faster ([len(steps), batch, n_neurons] float32 on
+    bit for bit, many times faster ([len(steps), batch, n_neurons] float32 on
     ``sample_idx``'s device).  With ``neurons`` (indices) only those columns:
     ``[len(steps), batch, len(neurons)]``, the same numbers.
 
     The float32 rounding of a float64 ``z`` only depends on which float32 rounding
-    cell ``z`` lies in.  Each number is first computed approximately (the same hash
-    with numpy's uint64 arithmetic, then ``ln``, ``sqrt`` and ``cos`` of libm, which
-    are within ``_EPS_*`` of the exact path's polynomials); where the whole interval
+    cell ``z`` lies in.  Each number is first computed by compiled loops
+    (:func:`_approx`: the same hash, the exact path's own ``sqrt(-2 ln u1)``, and a
+    cosine within ``_EPS_COS`` of the exact path's); where the whole interval
     ``z_approx -+ bound`` rounds to one float32, that float32 is the exact path's
     too (rounding is monotone).  The few numbers whose interval touches a rounding
-    boundary (about 1 in 10**4, and every z near 0) are computed by the exact path
-    itself (:func:`_normal_from_hash`)."""
-    device = sample_idx.device
-    steps = [int(k) for k in steps]
-    if neurons is None:
-        neurons = np.arange(int(n_neurons), dtype=np.uint64)
-    else:
-        neurons = np.asarray(neurons, dtype=np.int64)
-        if neurons.size and not (neurons.min() >= 0 and neurons.max() < n_neurons):
-            raise ValueError(f"neurons must be indices in [0, {n_neurons})")
-        neurons = neurons.astype(np.uint64)
-    T, B, n = len(steps), int(sample_idx.numel()), len(neurons)
-    # per (step, sample): the hash before the neuron is mixed in (the exact path's ops)
-    h = splitmix64(torch.tensor([_s64(seed)], dtype=torch.int64))
-    h = splitmix64(h ^ sample_idx.to(device="cpu", dtype=torch.int64).reshape(1, -1))
-    st = torch.tensor([_s64(k) for k in steps], dtype=torch.int64).reshape(-1, 1)
-    rows = splitmix64(h ^ st).reshape(-1).numpy().view(np.uint64)          # [T * B]
-    out = np.empty(T * B * n, dtype=np.float32)
-    per = max(1, _CHUNK // max(n, 1))
-    work = _Approx(min(T * B, per) * n)
-    bad, bad_h = [], []
-    for r0 in range(0, T * B, per):
-        r1 = min(T * B, r0 + per)
-        k = (r1 - r0) * n
-        z = work.u[:k]
-        np.bitwise_xor(rows[r0:r1, None], neurons, out=z.reshape(r1 - r0, n))
-        _splitmix64_np(z, work.tmp[:k])
-        b = work.run(z, out[r0 * n:r1 * n])
-        if len(b):
-            bad.append(b + r0 * n)
-            bad_h.append(z[b])
-    if bad:                                      # one exact pass for all of them
-        _exact_at(out, np.concatenate(bad), np.concatenate(bad_h))
-    return torch.from_numpy(out.reshape(T, B, n)).to(device)
+    boundary (about 3 in 10**4, and every z near 0) are computed by the definition
+    itself, compiled (:func:`_exact_one`)."""
+    cols = _columns(n_neurons, neurons)
+    seed_u, samples, st = _keys(seed, sample_idx, steps)
+    out = np.empty((len(st), len(samples), len(cols)), dtype=np.float32)
+    _noise_f32(seed_u, samples, st, cols.astype(np.uint64), np.arange(len(cols)),
+               np.empty((1, 0), dtype=np.float32), out)
+    return torch.from_numpy(out).to(sample_idx.device)
 
 
 def membrane_noise(noise_step_v: torch.Tensor | None, seed: int, sample_idx: torch.Tensor,
@@ -359,20 +496,19 @@ def membrane_noise_steps(noise_step_v: torch.Tensor | None, seed: int,
         return None
     n = noise_step_v.shape[-1]
     if noise_step_v.dtype == torch.float32 and noise_step_v.device.type == "cpu":
-        # the same float32 numbers, faster (on an accelerator the exact path below
-        # runs where the membranes are: element-wise + - * / sqrt, the same bits)
-        z = standard_normal_f32_steps(seed, sample_idx.to(noise_step_v.device), steps, n,
-                                      neurons)
-        if neurons is None:
-            return z.mul_(noise_step_v)
-        nb = np.asarray(neurons, dtype=np.int64)
-        out = torch.zeros((z.shape[0], z.shape[1], n), dtype=z.dtype, device=z.device)
-        if len(nb) and np.array_equal(nb, np.arange(nb[0], nb[0] + len(nb))):
-            cols = slice(int(nb[0]), int(nb[0]) + len(nb))     # a range: a strided copy
-        else:
-            cols = torch.as_tensor(nb, device=z.device)
-        out[..., cols] = z.mul_(noise_step_v[..., cols])
-        return out
+        # the same float32 numbers, faster, scaled in the same compiled call (on an
+        # accelerator the exact path below runs where the membranes are: element-wise
+        # + - * / sqrt, the same bits)
+        cols = _columns(n, neurons)
+        seed_u, samples, st = _keys(seed, sample_idx, steps)
+        sigma = np.ascontiguousarray(noise_step_v.numpy().reshape(-1, n))
+        if sigma.shape[0] not in (1, len(samples)):
+            raise ValueError(f"noise_step_v has {sigma.shape[0]} rows for "
+                             f"{len(samples)} samples")
+        alloc = np.empty if neurons is None else np.zeros
+        out = alloc((len(st), len(samples), n), dtype=np.float32)
+        _noise_f32(seed_u, samples, st, cols.astype(np.uint64), cols, sigma, out)
+        return torch.from_numpy(out)
     z = standard_normal_steps(seed, sample_idx.to(noise_step_v.device), steps, n)
     z = z.to(noise_step_v.dtype).mul_(noise_step_v)
     if neurons is not None:

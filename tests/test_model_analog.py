@@ -197,6 +197,28 @@ def test_threshold_is_inclusive_and_rails_clip():
     assert v.max() == 1.2
 
 
+@pytest.mark.parametrize("merged", [False, True])
+def test_lif_step_leaves_its_inputs_alone(merged):
+    """lif_step works in place on tensors of its own only: the state, the sums,
+    the holds and the noise passed in are not written (float sums too)."""
+    chip = AnalogChipModel(MINI, 1)
+    merge = np.arange(MINI.n_neurons // 2) % 2 == 0 if merged else None
+    p = chip.lif_params(chip.nominal_settings(), noise_sigma_v=5e-3, merge=merge)
+    g = torch.Generator().manual_seed(0)
+    n = MINI.n_neurons
+    state = p.initial_state(3)
+    state = type(state)(*(x + torch.rand(3, n, generator=g) for x in state))
+    for dtype in (torch.int32, torch.float32):
+        ins = (torch.randint(0, 50, (3, n), generator=g).to(dtype),
+               torch.randint(0, 50, (3, n), generator=g).to(dtype),
+               torch.rand(3, n, generator=g) < 0.3, torch.rand(3, n, generator=g) * 0.01)
+        before = [x.clone() for x in (*state, *ins)]
+        for exc, inh in ((ins[0], ins[1]), (None, None)):
+            out, _ = lif_step(state, p, exc, inh, ins[2], ins[3])
+            assert all(torch.equal(a, b) for a, b in zip(before, (*state, *ins), strict=True))
+            assert not any(o.data_ptr() == x.data_ptr() for o in out for x in (*state, *ins))
+
+
 def _random_inputs(n_steps, batch, n, seed=0):
     g = torch.Generator().manual_seed(seed)
     exc = torch.randint(0, 200, (n_steps, batch, n), generator=g)

@@ -85,12 +85,13 @@ class AnalogLoop:
 
     def step(self, exc_sum, inh_sum, hold) -> torch.Tensor:
         """Advance one step; ``exc_sum``/``inh_sum`` int [batch, n], ``hold`` bool
-        [batch, n] (refractory).  Returns the bool spikes [batch, n]."""
+        [batch, n] (refractory; None: nobody held).  Returns the bool spikes [batch, n]."""
         dev = self.params.device
         noise = self._step_noise()
         self.state, spikes = lif_step(
             self.state, self.params, torch.as_tensor(exc_sum, device=dev),
-            torch.as_tensor(inh_sum, device=dev), torch.as_tensor(hold, device=dev), noise)
+            torch.as_tensor(inh_sum, device=dev),
+            None if hold is None else torch.as_tensor(hold, device=dev), noise)
         self.step_index += 1
         return spikes
 

@@ -1,31 +1,27 @@
 """Backend "fast": the whole chip as a batched emulator (CPU or CUDA).
 
 It returns the same Observables as the reference backend (backends/reference.py)
-bit for bit: the same digital rules for all samples of a batch at once, with the
-analog side run by the shared ``AnalogLoop`` (torch, on ``device``).  The digital
-side runs on the host in numpy, on the events only (a few words per cycle in a
-whole batch), never on dense per-cycle state.  What makes it fast:
+bit for bit: the same digital rules for all samples of a batch, with the analog
+side run by the shared ``AnalogLoop`` (torch, on ``device``).  One window per
+analog step: spikes enter only at analog step boundaries, so the analog step,
+then the window's cycles of every sample, then the next step.  What makes it
+fast:
 
-- **One window per analog step.**  Spikes enter only at analog step boundaries
-  and the crossbar never stalls its inputs, so everything that enters the
-  crossbar between two boundaries is known at the first one: the arbiters grant
-  their pending neurons in ascending order at a fixed rate
-  (:meth:`FastChip._arbiter_window`, on the pending neurons only), the playback
-  releases follow from the event table alone (:func:`playback_schedule`).
-- **Closed forms where words do not meet.**  A crossbar word that finds its
-  output idle and alone is granted the next cycle and its whole service follows
-  (drivers, synapse memories, boundary accumulators, recorder):
-  :meth:`FastChip._window` computes those for all samples of a window at once.
-  Only the words that meet others at an output (round robin, held grants, FIFO
-  levels and drops, the recorder's links) go cycle by cycle
-  (:meth:`FastChip._crossbar_cycle`), and only in cycles where such words are in
-  flight.  The weights of all driver activations of a step are summed in one
-  gather and ``index_add`` before the step (:meth:`FastChip._flush_activations`).
-- **Other closed forms.**  The ADC sampling cycles, sample count and overflow
-  follow from ``adc_period`` (:func:`adc_schedule`; the codes are taken from the
-  analog state after the right step), the refractory counters from the prescaler
-  ticks between two boundaries.  A driver serialising an event with ``k``
-  matches only needs its position in that label's precomputed match list.
+- **The digital side compiled, and only where something happens.**  The
+  arbiters, the playback, the crossbar, the synapse drivers and the recorder
+  run sample by sample, cycle by cycle, with the references' rules in
+  numba-compiled loops on the host (:mod:`spikeloop.backends.digital_core`);
+  a sample's cycle with nothing in flight changes nothing and is skipped, so
+  the cost follows the events, not the clock.
+- **Closed forms where the rule allows.**  The playback's release cycles
+  (:func:`playback_schedule`), the ADC sampling cycles, sample count and
+  overflow (:func:`adc_schedule`; the codes are taken from the analog state after
+  the right step), the refractory counters from the prescaler ticks between two
+  boundaries (torch, on the device).
+- **One sum per step.**  The weights of all driver activations of a window are
+  added to the step's sums in one pass before the step (on the CPU by
+  ``digital_core.accumulate``; on CUDA by one gather and ``index_add`` on the
+  device: :meth:`FastChip._flush_activations`).
 - **Noise ahead.**  The membrane noise of many steps (about 2**21 numbers) is
   computed per call: on the CPU on model/noise.py's float32 path (the exact
   float64 definition's numbers, rounded to float32, bit for bit), the next
@@ -44,6 +40,7 @@ import torch
 
 from spikeloop.backends import DRAIN_CYCLES, check_device, live_cycles
 from spikeloop.backends.analog_loop import AnalogLoop
+from spikeloop.backends.digital_core import DigitalState, accumulate
 from spikeloop.backends.ppu import (
     FastPpu,
     PpuJob,
@@ -187,40 +184,6 @@ def adc_schedule(cfg: ChipConfig, period: int, n_live: int, n_steps: int):
     return np.minimum(stored // cfg.analog_step_cycles, n_steps), len(cycles)
 
 
-_NO_CYCLES, _NO_ROWS = np.zeros(0, dtype=np.int64), np.zeros((0, 3), dtype=np.int64)
-
-
-class _Inputs:
-    """The crossbar words of a window left to the cycle-by-cycle crossbar, in
-    cycle order: ``rows`` [k, 4] (sample, crossbar input, output, label),
-    ``cycles`` [k] (numpy, ascending)."""
-
-    def __init__(self, cycles: np.ndarray, rows: np.ndarray):
-        self.cycles, start = np.unique(cycles, return_index=True)
-        self.start = np.append(start, len(cycles))
-        self.rows = rows
-        self.p = 0
-
-    @classmethod
-    def none(cls) -> _Inputs:
-        """No words (one shared instance: taking from it changes nothing)."""
-        return _NO_INPUTS
-
-    def next_cycle(self) -> int | float:
-        return int(self.cycles[self.p]) if self.p < len(self.cycles) else float("inf")
-
-    def take(self, g: int):
-        """The rows of cycle ``g`` (None if none); cycles are taken in order."""
-        if self.p < len(self.cycles) and self.cycles[self.p] == g:
-            rows = self.rows[self.start[self.p]:self.start[self.p + 1]]
-            self.p += 1
-            return rows
-        return None
-
-
-_NO_INPUTS = _Inputs(_NO_CYCLES, np.zeros((0, 4), dtype=np.int64))
-
-
 class FastChip:
     """One ConfigImage loaded into tensors on ``device``; :meth:`run` runs batches."""
 
@@ -237,17 +200,24 @@ class FastChip:
         def t(x, dtype=torch.int64):
             return torch.as_tensor(np.asarray(x), dtype=dtype, device=dev)
 
-        # neuron back end and arbiters
+        # neuron back end
         self.enable = t(image.neuron_enable, torch.bool)
         self.enable_np = np.asarray(image.neuron_enable) != 0
         self.refractory = t(image.refractory & ((1 << cfg.refractory_bits) - 1))
         #: no refractory period anywhere: the counters stay 0, nobody is held
         self.no_refractory = not bool(self.refractory.any())
         self.prescale = int(image.refractory_prescale)
-        self.block_labels = np.asarray(image.neuron_label & ((1 << cfg.event_label_bits) - 1),
-                                       dtype=np.int64).reshape(K, P)
-        # synapse drivers: per global bus and row select, the matching drivers in
-        # priority order (lowest index first), padded; and how many there are
+        # the digital side's tables (spikeloop/backends/digital_core.py): the arbiters'
+        # labels [K, P]; crossbar node routes [I, O]: input i takes label x at output
+        # o when (x & mask) == target (a disabled node gets target -1, which no masked
+        # label equals); per global bus and row select, the matching drivers in
+        # priority order (lowest index first), padded, and how many there are
+        self.tables = dict(
+            block_labels=np.asarray(image.neuron_label & ((1 << cfg.event_label_bits) - 1),
+                                    dtype=np.int64).reshape(K, P),
+            xb_mask=np.asarray(image.xbar_mask, dtype=np.int64),
+            xb_target=np.where(np.asarray(image.xbar_enable) != 0,
+                               np.asarray(image.xbar_target, dtype=np.int64), -1))
         rs_n = 1 << cfg.row_select_bits
         per_bus = len(range(0, D, Bh))
         match = np.zeros((cfg.n_buses, rs_n, per_bus), dtype=np.int64)
@@ -262,33 +232,45 @@ class FastChip:
                     m = drivers[hit[r]]
                     match[h * Bh + b, r, :len(m)] = m
                     n_match[h * Bh + b, r] = len(m)
-        self.match_np = match.reshape(-1)
-        self.n_match_np = n_match.reshape(-1)
-        self.match_width = per_bus
-        # synapse memory + row signs: per (half, driver) the two rows' weights split
-        # into [row, exc/inh, column], and the two rows' labels [row, column]
-        w = image.synapse_weight.reshape(H, D, 2, C)
-        sign = image.row_sign.reshape(H, D, 2, 1)
-        w_sign = np.stack([w * (sign == RowSign.EXC), w * (sign == RowSign.INH)], axis=3)
-        self.row_w = t(w_sign.reshape(H * D, 2, 2, C), torch.int32)
-        self.row_label = t(image.synapse_label.reshape(H * D, 2, C))
-        # crossbar node routes: input i takes label x when (x & mask) == target; a
-        # disabled node gets target -1, which no masked label equals
-        self.xb_mask_np = np.asarray(image.xbar_mask, dtype=np.int64)
-        self.xb_target_np = np.where(np.asarray(image.xbar_enable) != 0,
-                                     np.asarray(image.xbar_target, dtype=np.int64), -1)
-        # synapse memory behind each (half*driver, address): the two rows' weights
-        # whose label is the address, summed (exc/inh split) [H*D*2**label_bits, 2, C];
-        # None when too large (then computed per activation)
+        self.tables.update(match=match.reshape(cfg.n_buses * rs_n, per_bus),
+                           n_match=n_match.reshape(-1))
+        # synapse memory + row signs, per (half, driver) and row (two per driver):
+        # weights, labels [H*D, 2, C] and the sums the row feeds (0 exc, 1 inh, -1 off)
+        sign = np.asarray(image.row_sign).reshape(H * D, 2)
+        self.row_weight = np.ascontiguousarray(image.synapse_weight.reshape(H * D, 2, C),
+                                               dtype=np.int32)
+        self.row_label = np.ascontiguousarray(image.synapse_label.reshape(H * D, 2, C),
+                                              dtype=np.int64)
+        self.row_sign = np.where(sign == RowSign.EXC, 0,
+                                 np.where(sign == RowSign.INH, 1, -1)).astype(np.int64)
+        #: where the window's activations are summed into the step's sums: on the host
+        #: (CPU: ``digital_core.accumulate``) or on the device (torch, _device_tables)
+        self.sum_on_host = dev.type == "cpu"
+        self.row_w_addr = None
+        if not self.sum_on_host:
+            self._device_tables()
+        self.n = n
+
+    def _device_tables(self) -> None:
+        """The synapse weights on the device, for summing there: per row
+        ``row_w`` [H*D, 2, exc/inh, C] and ``row_label_t`` [H*D, 2, C]; and per
+        (half*driver, address) the two rows' weights whose label is the address,
+        exc/inh split, ``row_w_addr`` [H*D*2**label_bits, 2, C] (None when larger
+        than 64 MiB: then per activation)."""
+        cfg, dev = self.cfg, self.device
+        H, D, C = cfg.n_halves, cfg.drivers_per_half, cfg.columns_per_half
+        w = self.row_weight[:, :, None, :] * (self.row_sign[:, :, None, None]
+                                               == np.arange(2)[None, None, :, None])
+        self.row_w = torch.as_tensor(w, dtype=torch.int32, device=dev)
+        self.row_label_t = torch.as_tensor(self.row_label, device=dev)
         A = 1 << cfg.label_bits
         self.row_w_addr = None
         if H * D * A * 2 * C * 4 <= (64 << 20):
             tab = torch.zeros((H * D, A, 2, C), dtype=torch.int32, device=dev)
             for a in range(A):
-                hit = self.row_label == a                                  # [HD, 2, C]
+                hit = self.row_label_t == a                                  # [HD, 2, C]
                 tab[:, a] = (self.row_w * hit[:, :, None, :]).sum(1, dtype=torch.int32)
             self.row_w_addr = tab.view(H * D * A, 2, C)
-        self.n = n
 
     # ------------------------------------------------------------------ run
     def run(self, events: InputEvents, n_steps: int, *, run_seed: int = 0,
@@ -304,13 +286,18 @@ class FastChip:
         end = L + DRAIN_CYCLES
         cmax = (1 << cfg.counter_bits) - 1
         self._init_state(B)
+        digital = self.digital
 
-        # playback: release cycles in closed form, as crossbar inputs K + link
+        # playback: release cycles in closed form, as crossbar inputs K + link,
+        # grouped by sample in cycle order
         rel, late = playback_schedule(cfg, events, L)
-        p_cyc, p_rows = rel[:, 0], np.stack([rel[:, 1], K + rel[:, 2], rel[:, 3]], 1)
-        p_at = np.searchsorted(p_cyc, [w * S for w in range(n_steps + 1)] + [end])
-        # the arbiters' outputs not yet taken: (cycles, rows)
-        a_cyc, a_rows = np.zeros(0, dtype=np.int64), np.zeros((0, 3), dtype=np.int64)
+        rel = rel[np.lexsort((rel[:, 0], rel[:, 1]))]
+        rel_ptr = np.searchsorted(rel[:, 1], np.arange(B)).astype(np.int64)
+        rel_end = np.searchsorted(rel[:, 1], np.arange(B), side="right").astype(np.int64)
+        rel = np.ascontiguousarray(np.stack([rel[:, 0], K + rel[:, 2], rel[:, 3]], 1))
+        # the driver activations of one window: at most one per bus, sample and cycle
+        acts = np.zeros((B * cfg.n_buses * max(S, end - n_steps * S), 4), dtype=np.int64)
+        no_spikes = np.zeros(0, dtype=np.int64)
         # ADC: which analog step each stored sample shows
         adc_steps, adc_taken = adc_schedule(cfg, int(self.image.adc_period), L, n_steps)
         adc = torch.zeros((len(adc_steps), B, n), dtype=torch.int64, device=dev)
@@ -341,6 +328,7 @@ class FastChip:
         # window, after the last step, runs to the end of the drain)
         for w in range(n_steps + 1):
             g0, g1 = w * S, ((w + 1) * S if w < n_steps else end)
+            sb = sn = no_spikes
             if w:
                 # cycle g0 = (k+1) S: the analog step k = w - 1, its spikes, the arbiters
                 extra = None
@@ -353,29 +341,14 @@ class FastChip:
                                              for h in held])
                 fired = self._analog_step(analog, g0, extra)
                 sp = fired.nonzero().cpu().numpy()
-                sb, sn = sp[:, 0], sp[:, 1]
                 spikes.append(sp)
                 take_codes(w)
                 if not self.no_refractory:
                     self._refractory_load(fired & self.enable, g0)
-                en = self.enable_np[sn]
-                c, r = self._arbiter_window(g0, g1, sb[en], sn[en])
-                if len(c):             # after the old window's last slot (cycle g0)
-                    a_cyc, a_rows = np.concatenate([a_cyc, c]), np.concatenate([a_rows, r])
-            # this window's crossbar inputs: arbiter outputs and playback releases
-            j = np.searchsorted(a_cyc, g1)
-            cyc = np.concatenate([a_cyc[:j], p_cyc[p_at[w]:p_at[w + 1]]])
-            rows = np.concatenate([a_rows[:j], p_rows[p_at[w]:p_at[w + 1]]])
-            a_cyc, a_rows = a_cyc[j:], a_rows[j:]
-            hard = self._window(g0, g1, L, cyc, rows)
-            # the words the closed form leaves to the cycle-by-cycle crossbar
-            g = g0
-            while g < g1:
-                r = hard.take(g)
-                if self.x_any or r is not None:
-                    self._crossbar_cycle(g, min(g, L), r)
-                    self.stats["cycles"] += 1
-                g = g + 1 if self.x_any else min(g1, hard.next_cycle())
+                en = self.enable_np[sp[:, 1]]
+                sb, sn = sp[en, 0], sp[en, 1]
+            self.n_acts = digital.window(g0, g1, L, sb, sn, rel_ptr, rel_end, rel, acts)
+            self.acts = acts
 
         obs = self._observables(events, n_steps, run_seed, L, spikes, late, adc,
                                 adc_taken, cmax)
@@ -387,58 +360,19 @@ class FastChip:
     def _init_state(self, B: int) -> None:
         """The state after the clear cycle, for ``B`` samples."""
         cfg, dev = self.cfg, self.device
-        K = cfg.n_blocks
-        I, O = cfg.crossbar_inputs, cfg.crossbar_outputs
         H, C = cfg.n_halves, cfg.columns_per_half
-
-        def z(*shape, dtype=torch.int64):
-            return torch.zeros(shape, dtype=dtype, device=dev)
-
         self.B = B
         # neuron back end: counters as of the start of cycle ``cnt_cycle``
-        self.cnt = z(B, self.n)
+        self.cnt = torch.zeros((B, self.n), dtype=torch.int64, device=dev)
         self.cnt_cycle = 0
-        self.no_hold = z(B, self.n, dtype=torch.bool)
-        # arbiters (numpy): the pending neurons at the start of the present window
-        # as sorted codes (b*K + block)*P + index; per (b, block) whether the window's
-        # last cycle put a word into the FIFO (it is full then, depth 1)
-        self.pend = np.zeros(0, dtype=np.int64)
-        self.arb_last = np.zeros(B * K, dtype=bool)
-        self.arb_drops = np.zeros(B * K, dtype=np.int64)
-        # crossbar (numpy, on the host): the words in the node FIFOs as one list of
-        # rows (sample, output, input, label, push order, node); the FIFO of node
-        # (b, o, i) = its rows in push order (``node`` = (b*O + o)*I + i).  Per
-        # output ("server" b*O + o) the round-robin pointer and the held grant.
-        self.x_ev = np.zeros((0, 6), dtype=np.int64)
-        self.x_seq = 0
-        self.x_any = False
-        self.x_last = np.full(B * O, I - 1, dtype=np.int64)
-        self.x_locked = np.zeros(B * O, dtype=bool)
-        self.x_held = np.zeros(B * O, dtype=np.int64)
-        # words of the closed form (_window) still in service after its window:
-        # columns (cycle, sample, input, output, label)
-        self.carry = np.zeros((0, 5), dtype=np.int64)
-        # crossbar counters, summed at the end: the (b*I + i)*O + o of each word
-        # routed to a node, and of each one dropped there (FIFO full)
-        self.x_log = []
-        self.x_drop_log = []
-        # synapse drivers: activations done of the head event's match list
-        self.d_pos = np.zeros(B * cfg.n_buses, dtype=np.int64)
-        self.unmatched = np.zeros(B * cfg.n_buses, dtype=np.int64)
-        # analog boundaries: the accumulators of the present step [B, H, exc/inh, C];
-        # the driver activations since the last step, (sample, half, driver,
-        # address) rows, are added to them before the step (_flush_activations)
-        self.acc = z(B, H, 2, C, dtype=torch.int32)
-        self.acts = []
-        # recorder
-        self.rec_last = np.full(B, cfg.n_host_links - 1, dtype=np.int64)
-        self.rec_count = np.zeros(B, dtype=np.int64)
-        self.rec_drops = np.zeros(B, dtype=np.int64)
-        self.records = []
-        #: how the crossbar words went (closed form or cycle by cycle), carried
-        #: words handed over (in service or not yet granted), cycles run one by one
-        self.stats = dict.fromkeys(("closed_form", "cycle_by_cycle", "handed_over",
-                                    "handed_over_in_service", "cycles"), 0)
+        self.no_hold = torch.zeros((B, self.n), dtype=torch.bool, device=dev)
+        # arbiters, playback, crossbar, drivers, recorder: on the host
+        self.digital = DigitalState(cfg, B, **self.tables)
+        # analog boundaries: the accumulators of the present step [exc/inh, B, H, C];
+        # the window's driver activations (``acts[:n_acts]``: sample, half, driver,
+        # address) are added to them before the step (_flush_activations)
+        self.acc = torch.zeros((2, B, H, C), dtype=torch.int32, device=dev)
+        self.acts, self.n_acts = None, 0
 
     # ------------------------------------------------- neuron back end
     def _ticks(self, lo: int, hi: int) -> int:
@@ -454,7 +388,7 @@ class FastChip:
         weights and the refractory flags at the start of ``g`` (ORed with
         ``extra_hold``, the PPU's reset hold, when given)."""
         if self.no_refractory:
-            hold = self.no_hold
+            hold = None
         else:
             dt = self._ticks(self.cnt_cycle, g)
             if dt:
@@ -462,12 +396,10 @@ class FastChip:
             self.cnt_cycle = g
             hold = self.cnt != 0
         if extra_hold is not None:
-            hold = hold | extra_hold
+            hold = extra_hold if hold is None else hold | extra_hold
         self._flush_activations()
         acc = self.acc
-        exc = acc[:, :, 0].reshape(self.B, self.n)
-        inh = acc[:, :, 1].reshape(self.B, self.n)
-        fired = analog.step(exc, inh, hold)
+        fired = analog.step(acc[0].view(self.B, self.n), acc[1].view(self.B, self.n), hold)
         acc.zero_()                     # (the step has read exc and inh)
         return fired
 
@@ -479,309 +411,18 @@ class FastChip:
         self.cnt = torch.where(spike_out, self.refractory, cnt)
         self.cnt_cycle = g + 1
 
-    # ------------------------------------------------------------ arbiters
-    def _arbiter_window(self, g: int, g_next: int, sb: np.ndarray,
-                        sn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The arbiters (model/digital/arbiter.py) from spike cycle ``g`` up to the
-        next one, ``g_next``, in closed form; ``sb``, ``sn``: sample and neuron of
-        each spike of cycle ``g`` that leaves (enabled neurons).
-
-        In cycle ``g`` the lowest pending neuron is granted (if the FIFO can take
-        a word), then the spikes join the pending bits (a spike of a neuron still
-        pending and not granted is dropped).  No spike enters before ``g_next``, so
-        from ``g + 1`` on the pending neurons are granted in ascending order, one a
-        cycle (FIFO depth >= 2: the FIFO, popped every cycle, is never full) or one
-        every other cycle (depth 1: a cycle after a grant finds the FIFO full).  A
-        word granted in cycle ``c`` is the block's crossbar input in cycle ``c + 1``.
-        Returns the crossbar inputs of cycles ``g+1 .. g_next``: (cycles, rows
-        (sample, block, label)), in cycle order.  Only the pending
-        neurons are touched (sorted codes, one group per sample and block)."""
-        cfg = self.cfg
-        K, P = cfg.n_blocks, cfg.neurons_per_block
-        pend = self.pend
-        if not len(pend) and not len(sb):
-            self.arb_last[:] = False
-            return _NO_CYCLES, _NO_ROWS
-        W = g_next - g
-        # cycle g: the lowest pending neuron of each group is granted (slot 0)
-        gid = pend // P
-        first = np.ones(len(pend), dtype=bool)
-        first[1:] = gid[1:] != gid[:-1]
-        if cfg.arbiter_fifo_depth == 1:
-            first &= ~self.arb_last[gid]
-        has = np.zeros(len(self.arb_last), dtype=bool)
-        has[gid[first]] = True
-        granted = pend[first]
-        rest = pend[~first]
-        # the spikes join; a spike of a neuron still pending is dropped
-        code = (sb * K + sn // P) * P + sn % P
-        dropped = np.isin(code, rest)
-        if dropped.any():
-            np.add.at(self.arb_drops, code[dropped] // P, 1)
-        pend = np.union1d(rest, code)
-        # slot w of the window: the crossbar input in cycle g + 1 + w
-        gid = pend // P
-        start = np.ones(len(pend), dtype=bool)
-        start[1:] = gid[1:] != gid[:-1]
-        at = np.arange(len(pend))
-        rank = at - np.maximum.accumulate(np.where(start, at, 0))
-        if cfg.arbiter_fifo_depth == 1:
-            slot = 1 + has[gid] + 2 * rank
-        else:
-            slot = 1 + rank
-        go = slot < W
-        self.pend = pend[~go]
-        out_code = np.concatenate([granted, pend[go]])
-        out_slot = np.concatenate([np.zeros(len(granted), dtype=np.int64), slot[go]])
-        out_gid = out_code // P
-        self.arb_last = np.zeros(len(self.arb_last), dtype=bool)
-        self.arb_last[out_gid[out_slot == W - 1]] = True
-        order = np.argsort(out_slot, kind="stable")
-        out_code, out_slot, out_gid = out_code[order], out_slot[order], out_gid[order]
-        blk = out_gid % K
-        return g + 1 + out_slot, np.stack([out_gid // K, blk,
-                                           self.block_labels[blk, out_code % P]], 1)
-
-    # ------------------------------------------------------------ one window
-    def _window(self, g0: int, g1: int, L: int, cyc: np.ndarray, rows: np.ndarray) -> _Inputs:
-        """The crossbar words entering in cycles ``g0 .. g1-1`` (``cyc``, ``rows``:
-        cycle, and (sample, crossbar input, label)), in closed form wherever no
-        two words meet; returns the others, routed, for :meth:`_crossbar_cycle`.
-
-        A word pushed in cycle ``a`` into a node of output ``o`` is alone there if
-        every earlier word of ``o`` has left by the end of cycle ``a`` (and did not
-        fill its node FIFO at ``a``), and no other word enters ``o`` in cycle ``a``:
-        then ``o`` grants it in cycle ``a + 1`` (round robin over one non-empty
-        node), and its service is fixed: a bus drives its ``k`` matching drivers in
-        cycles ``a+1 .. a+k`` and pops in cycle ``a + max(k, 1)`` (``k = 0``: counted
-        unmatched in ``a + 1``); a host link is recorded in ``a + 1`` (all links of
-        a sample share the recorder, so they count as one output here).  Words
-        that arrive later do not change it.  Per output, in order of arrival, the
-        words from the first one that meets another on (with the run of words
-        before it that each arrived no later than its predecessor left), and every
-        word of an output that still has such words in flight, go cycle by cycle.
-        The effects of a word in cycles ``>= g1`` wait for the next window
-        (``self.carry``): if a word of that window meets it, it is handed to the
-        cycle-by-cycle state as it is at the start of ``g1``."""
-        cfg = self.cfg
-        B, I, O, X, NB = (self.B, cfg.crossbar_inputs, cfg.crossbar_outputs,
-                          cfg.crossbar_fifo_depth, cfg.n_buses)
-        # route: one word per (input word, output whose node takes it)
-        if len(rows):
-            i = rows[:, 1]
-            take = (rows[:, 2:3] & self.xb_mask_np[i]) == self.xb_target_np[i]   # [k, O]
-            r, o = np.nonzero(take)
-            new = np.stack([cyc[r], rows[r, 0], i[r], o, rows[r, 2]], 1)
-        else:
-            new = np.zeros((0, 5), dtype=np.int64)
-        n_old = len(self.carry)
-        w = np.concatenate([self.carry, new]) if n_old else new
-        if not len(w):
-            return _Inputs.none()
-        is_new = np.arange(len(w)) >= n_old
-        bus = w[:, 3] < NB
-        key = np.where(bus, w[:, 1] * O + w[:, 3], B * O + w[:, 1])
-        order = np.lexsort((w[:, 0], key))
-        w, is_new, bus, key = w[order], is_new[order], bus[order], key[order]
-        a, b, i, o, label = w.T
-        node = (b * O + o) * I + i
-        rs = (label >> cfg.label_bits) & ((1 << cfg.row_select_bits) - 1)
-        entry = np.where(bus, o, 0) * (1 << cfg.row_select_bits) + rs
-        k = np.where(bus, self.n_match_np[entry], 1)
-        p = a + np.maximum(k, 1)                    # the cycle it leaves, if alone
-        # meetings, per output in order of arrival
-        same = key[1:] == key[:-1]
-        meet = np.zeros(len(w), dtype=bool)
-        meet[1:] = same & ((a[1:] < p[:-1])
-                           | ((a[1:] == p[:-1]) & (node[1:] == node[:-1]) & (X == 1)))
-        # runs of words each arriving before or in the cycle its predecessor leaves:
-        # a run with a meeting goes cycle by cycle as a whole (its first word's node
-        # may still hold the word before it in its arrival cycle)
-        first = np.ones(len(w), dtype=bool)
-        first[1:] = ~same
-        if meet.any():
-            run = np.cumsum(first | np.concatenate([[True], a[1:] > p[:-1]])) - 1
-            met = np.zeros(run[-1] + 1, dtype=bool)
-            met[run[meet]] = True
-            f = met[run]
-        else:
-            f = meet
-        if len(self.x_ev):                          # outputs with words in flight
-            ev = self.x_ev
-            busy = np.where(ev[:, 1] < NB, ev[:, 0] * O + ev[:, 1], B * O + ev[:, 0])
-            f |= np.isin(key, busy)
-        if f.any():
-            cs = np.cumsum(f)
-            starts = np.flatnonzero(first)
-            hard = (cs - (cs[starts] - f[starts])[np.cumsum(first) - 1]) > 0
-        else:
-            hard = f
-        easy = ~hard
-        # carried words met by this window's: into the cycle-by-cycle state at g0
-        cv = np.flatnonzero(hard & ~is_new) if n_old else _NO_CYCLES
-        if len(cv):
-            seq = np.arange(self.x_seq, self.x_seq + len(cv))
-            self.x_seq += len(cv)
-            word = np.stack([b[cv], o[cv], i[cv], label[cv], seq, node[cv]], 1)
-            self.x_ev = np.concatenate([self.x_ev, word]) if len(self.x_ev) else word
-            self.x_any = True
-            srv = b[cv] * O + o[cv]
-            lk = a[cv] + 1 <= g0 - 1                 # granted before g0: in service
-            self.stats["handed_over"] += len(cv)
-            self.stats["handed_over_in_service"] += int(lk.sum())
-            self.x_locked[srv] = lk
-            self.x_held[srv[lk]] = i[cv][lk]
-            lb = lk & bus[cv]
-            self.d_pos[(b[cv] * NB + o[cv])[lb]] = (g0 - 1 - a[cv])[lb]
-        # drivers: activations in cycles [g0, g1) of the words alone
-        eb = np.flatnonzero(easy & bus & (k > 0))
-        if len(eb):
-            lo = np.maximum(0, g0 - a[eb] - 1)
-            cnt = np.maximum(np.minimum(k[eb], g1 - a[eb] - 1) - lo, 0)
-            tot = int(cnt.sum())
-            if tot:
-                rep = np.repeat(np.arange(len(eb)), cnt)
-                pos = lo[rep] + np.arange(tot) - (np.cumsum(cnt) - cnt)[rep]
-                rr = eb[rep]
-                d = self.match_np[entry[rr] * self.match_width + pos]
-                self.acts.append(np.stack([b[rr], o[rr] // cfg.buses_per_half, d,
-                                           label[rr] & ((1 << cfg.label_bits) - 1)], 1))
-        um = np.flatnonzero(easy & bus & (k == 0) & (a + 1 >= g0) & (a + 1 < g1))
-        if len(um):
-            np.add.at(self.unmatched, b[um] * NB + o[um], 1)
-        # the words alone that leave in [g0, g1): round-robin pointers, recorder
-        out = np.flatnonzero(easy & (p >= g0) & (p < g1))
-        if len(out):
-            srv = (b * O + o)[out][::-1]
-            u, last = np.unique(srv, return_index=True)
-            self.x_last[u] = i[out[::-1][last]]
-            lr = out[~bus[out]]
-            if len(lr):
-                lb = b[lr]
-                start = np.ones(len(lr), dtype=bool)
-                start[1:] = lb[1:] != lb[:-1]
-                at = np.arange(len(lr))
-                rank = at - np.maximum.accumulate(np.where(start, at, 0))
-                store = rank < cfg.record_depth - self.rec_count[lb]
-                np.add.at(self.rec_count, lb[store], 1)
-                np.add.at(self.rec_drops, lb[~store], 1)
-                endg = np.ones(len(lr), dtype=bool)
-                endg[:-1] = start[1:]
-                self.rec_last[lb[endg]] = o[lr][endg] - NB
-                st = lr[store]
-                if len(st):
-                    self.records.append(np.stack([b[st], p[st], np.minimum(p[st], L),
-                                                  o[st] - NB, label[st]], 1))
-        ne = np.flatnonzero(easy & is_new)
-        self.stats["closed_form"] += len(ne)
-        if len(ne):
-            self.x_log.append((b[ne] * I + i[ne]) * O + o[ne])
-        self.carry = w[easy & (p >= g1)]
-        hn = np.flatnonzero(hard & is_new)
-        self.stats["cycle_by_cycle"] += len(hn)
-        if not len(hn):
-            return _Inputs.none()
-        hn = hn[np.argsort(a[hn], kind="stable")]
-        return _Inputs(a[hn], np.stack([b[hn], i[hn], o[hn], label[hn]], 1))
-
-    # ------------------------------------------------------------ one cycle
-    def _crossbar_cycle(self, g: int, time: int, inputs) -> None:
-        """The crossbar (model/digital/crossbar.py) with the drivers, synapse
-        memories, boundaries and recorder behind it, in cycle ``g`` (``time``:
-        the cycle counter, frozen after the run).  ``inputs``: numpy [k, 4]
-        (sample, crossbar input, output, label): this cycle's input words routed to
-        the outputs whose nodes take them (those left by :meth:`_window`), or None.
-
-        Only the words in flight are touched (a few per cycle in a whole batch):
-        every output with a word in some node FIFO (or a held grant) picks the head
-        of the first non-empty node after its last grant (round robin), or its held
-        node; the drivers and the recorder say which outputs are ready; those pop."""
-        cfg = self.cfg
-        I, O, X, NB = (cfg.crossbar_inputs, cfg.crossbar_outputs, cfg.crossbar_fifo_depth,
-                       cfg.n_buses)
-        ev = self.x_ev
-        # -- pushes: full is decided on the levels at the start of the cycle (before
-        # this cycle's pops); a node takes at most one input word per cycle
-        new = None
-        if inputs is not None:
-            b, i, oo, label = inputs.T
-            node = (b * O + oo) * I + i
-            if len(ev):
-                push = (ev[:, 5][None, :] == node[:, None]).sum(1) < X
-            else:
-                push = np.ones(len(b), dtype=bool)
-            self.x_log.append((b * I + i) * O + oo)
-            if not push.all():
-                self.x_drop_log.append(((b * I + i) * O + oo)[~push])
-            n_new = int(push.sum())
-            if n_new:
-                seq = np.arange(self.x_seq, self.x_seq + n_new)
-                self.x_seq += n_new
-                new = np.stack([b[push], oo[push], i[push], label[push], seq, node[push]], 1)
-        # -- outputs (state only), on the words of the start of the cycle
-        if len(ev):
-            srv = ev[:, 0] * O + ev[:, 1]
-            key = (ev[:, 2] - self.x_last[srv] - 1) % I
-            lk = self.x_locked[srv]
-            if lk.any():        # a held grant: its node's head, nothing else
-                key = np.where(lk, np.where(ev[:, 2] == self.x_held[srv], -1, I), key)
-            order = np.lexsort((ev[:, 4], key, srv))
-            s_srv = srv[order]
-            first = np.ones(len(order), dtype=bool)
-            first[1:] = s_srv[1:] != s_srv[:-1]
-            sel = order[first]                      # the granted word of each busy output
-            sb, so, si, sl = ev[sel, 0], ev[sel, 1], ev[sel, 2], ev[sel, 3]
-            ready = np.empty(len(sel), dtype=bool)
-            bus = so < NB
-            if bus.any():
-                ready[bus] = self._drivers(sb[bus], so[bus], sl[bus])
-            if not bus.all():
-                link = ~bus
-                ready[link] = self._recorder(g, time, sb[link], so[link] - NB, sl[link])
-            srv = srv[sel]
-            self.x_last[srv[ready]] = si[ready]
-            self.x_locked[srv] = ~ready
-            self.x_held[srv[~ready]] = si[~ready]
-            if ready.any():
-                keep = np.ones(len(ev), dtype=bool)
-                keep[sel[ready]] = False
-                ev = ev[keep]
-        if new is not None:
-            ev = np.concatenate([ev, new]) if len(ev) else new
-        self.x_ev = ev
-        self.x_any = len(ev) > 0
-
-    def _drivers(self, b: np.ndarray, bus: np.ndarray, label: np.ndarray) -> np.ndarray:
-        """Synapse drivers (model/digital/synapse_drivers.py) of the buses with a
-        valid word (sample ``b``, bus, label; one row per bus), with the synapse
-        memories and analog boundaries behind them: one matching driver per bus and
-        cycle, lowest first; ``ready`` in the cycle of the last.  The activations go
-        to ``self.acts``.  Returns ``ready`` per row."""
-        cfg = self.cfg
-        address = label & ((1 << cfg.label_bits) - 1)
-        rs = (label >> cfg.label_bits) & ((1 << cfg.row_select_bits) - 1)
-        entry = bus * (1 << cfg.row_select_bits) + rs
-        k = self.n_match_np[entry]
-        active = k > 0
-        di = b * cfg.n_buses + bus                 # one row per (sample, bus): unique
-        self.unmatched[di[~active]] += 1
-        pos = np.where(active, self.d_pos[di], 0)
-        nxt = pos + 1
-        done = nxt >= k
-        self.d_pos[di] = np.where(active & ~done, nxt, 0)
-        if active.any():
-            d = self.match_np[entry[active] * self.match_width + pos[active]]
-            self.acts.append(np.stack([b[active], bus[active] // cfg.buses_per_half, d,
-                                       address[active]], 1))
-        return ~active | done
-
     def _flush_activations(self) -> None:
-        """Add the weights of the driver activations since the last step to ``acc``."""
-        if not self.acts:
+        """Add the weights of the last window's driver activations to ``acc``."""
+        k = self.n_acts
+        if not k:
             return
-        cfg = self.cfg
-        b, h, d, address = np.concatenate(self.acts).T
-        self.acts = []
+        cfg, acts = self.cfg, self.acts[:self.n_acts]
+        self.n_acts = 0
+        if self.sum_on_host:
+            accumulate(acts, k, cfg.drivers_per_half, self.row_weight, self.row_label,
+                       self.row_sign, self.acc.numpy())
+            return
+        b, h, d, address = (np.ascontiguousarray(x) for x in acts.T)
         hd = h * cfg.drivers_per_half + d
         row = torch.from_numpy(b * cfg.n_halves + h).to(self.device)
         if self.row_w_addr is not None:
@@ -789,40 +430,15 @@ class FastChip:
                 (hd << cfg.label_bits) + address).to(self.device))             # [k, 2, C]
         else:
             hd, address = (torch.from_numpy(x).to(self.device) for x in (hd, address))
-            hit = self.row_label[hd] == address[:, None, None]                  # [k, 2, C]
+            hit = self.row_label_t[hd] == address[:, None, None]                # [k, 2, C]
             w = (self.row_w[hd] * hit[:, :, None, :]).sum(1, dtype=torch.int32)
-        self.acc.view(-1, 2, cfg.columns_per_half).index_add_(0, row, w)
-
-    def _recorder(self, g: int, time: int, b: np.ndarray, link: np.ndarray,
-                  label: np.ndarray) -> np.ndarray:
-        """Recorder (model/digital/recorder.py): round robin over the host links,
-        one event per cycle and sample, then drops.  Rows: the links with a valid
-        word (sample ``b``, link, label).  Returns ``ready`` per row."""
-        cfg = self.cfg
-        L_ = cfg.n_host_links
-        key = (link - self.rec_last[b] - 1) % L_
-        order = np.lexsort((key, b))
-        sb = b[order]
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = sb[1:] != sb[:-1]
-        got = order[first]                          # the granted row of each sample
-        gb = b[got]
-        self.rec_last[gb] = link[got]
-        store = self.rec_count[gb] < cfg.record_depth
-        self.rec_drops[gb[~store]] += 1
-        self.rec_count[gb[store]] += 1
-        if store.any():
-            st = got[store]
-            self.records.append(np.stack([b[st], np.full(len(st), g), np.full(len(st), time),
-                                          link[st], label[st]], 1))
-        ready = np.zeros(len(b), dtype=bool)
-        ready[got] = True
-        return ready
+        for s in range(2):
+            self.acc[s].view(-1, cfg.columns_per_half).index_add_(0, row, w[:, s])
 
     # ------------------------------------------------------------ results
     def _observables(self, events, n_steps, run_seed, L, spikes, late, adc, adc_taken,
                      cmax) -> Observables:
-        cfg, B = self.cfg, self.B
+        cfg, B, dg = self.cfg, self.B, self.digital
 
         def sat(x):
             return np.minimum(np.asarray(x.cpu() if torch.is_tensor(x) else x), cmax)
@@ -834,28 +450,22 @@ class FastChip:
         sp = sp[np.lexsort((sp[:, 1], sp[:, 2], sp[:, 0]))]
         S = cfg.analog_step_cycles
         spikes_out = np.stack([sp[:, 0], sp[:, 2], (sp[:, 2] + 1) * S, sp[:, 1]], 1)
-        rec = np.concatenate(self.records) if self.records else np.zeros((0, 5), np.int64)
-        rec = rec[np.lexsort((rec[:, 1], rec[:, 0]))]
+        # the records of each sample in cycle order: (sample, time, link, label)
+        have = np.arange(cfg.record_depth)[None, :] < dg.rec_count[:, None]
+        rb, rj = np.nonzero(have)
+        rec = np.concatenate([rb[:, None], dg.rec_mem[rb, rj]], 1)
         n_adc = len(adc)
-        I, O = cfg.crossbar_inputs, cfg.crossbar_outputs
-        size = B * I * O
-        taken = (np.bincount(np.concatenate(self.x_log), minlength=size) if self.x_log
-                 else np.zeros(size, dtype=np.int64))
-        x_drops = (np.bincount(np.concatenate(self.x_drop_log), minlength=size)
-                   if self.x_drop_log else np.zeros(size, dtype=np.int64))
-        x_events = (taken - x_drops).reshape(B, I, O)
-        x_drops = x_drops.reshape(B, I, O)
         return Observables(
             spikes=spikes_out.astype(np.int64).reshape(-1, 4),
-            records=rec[:, [0, 2, 3, 4]].astype(np.int64).reshape(-1, 4),
+            records=rec.astype(np.int64).reshape(-1, 4),
             adc=adc.cpu().numpy(),
             adc_count=np.full(B, n_adc, dtype=np.int64),
-            xbar_events=sat(x_events).astype(np.int64),
-            xbar_drops=sat(x_drops).astype(np.int64),
-            arbiter_drops=sat(self.arb_drops.reshape(B, -1)).astype(np.int64),
-            driver_unmatched=sat(self.unmatched.reshape(B, -1)).astype(np.int64),
+            xbar_events=sat(dg.xb_events).astype(np.int64),
+            xbar_drops=sat(dg.xb_drops).astype(np.int64),
+            arbiter_drops=sat(dg.arb_drops).astype(np.int64),
+            driver_unmatched=sat(dg.unmatched).astype(np.int64),
             playback_late=sat(late).astype(np.int64),
-            record_drops=sat(self.rec_drops).astype(np.int64),
+            record_drops=sat(dg.rec_drops).astype(np.int64),
             adc_overflow=np.full(B, min(max(adc_taken - n_adc, 0), cmax), dtype=np.int64),
             cycles=np.full(B, L, dtype=np.int64),
             n_steps=n_steps, run_seed=run_seed, backend="fast")
