@@ -36,7 +36,9 @@ never spikes and its membrane shows the merged one (its ADC channel reads the
 same potential through its own channel offset and gain).
 ``lif_step`` itself only uses ``+ - *``, comparisons and ``where`` on tensors of
 the batch (all exponentials are precomputed per neuron in float64), so it is
-bit-identical for every batch size, batch order and vectorisation path.
+bit-identical for every batch size, batch order and vectorisation path; on the
+CPU in float32 the same operations run as one compiled (numba) pass, with the
+same bits (no fused multiply-add: numba does not contract without fastmath).
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import NamedTuple
 
+import numba
 import numpy as np
 import torch
 
@@ -302,7 +305,146 @@ def lif_step(state: LIFState, params: LIFParams, exc_sum: torch.Tensor | None,
     column in this step, ``[batch, n_neurons]`` (None = 0); ``reset_hold``: bool
     ``[batch, n_neurons]`` (None = no neuron held); ``noise``: volts added to the
     membrane (``noise.membrane_noise``; None = none).  Returns the new state and
-    the bool spikes ``[batch, n_neurons]`` of this step."""
+    the bool spikes ``[batch, n_neurons]`` of this step.
+
+    On the CPU in float32 with per-neuron parameters (what the emulator backends
+    run) the step is one compiled pass over the neurons (:func:`_lif_kernel`);
+    elsewhere (CUDA, float64, per-row parameters, gradients) torch operations
+    (:func:`_lif_step_torch`).  Both do the same IEEE-754 operations in the same
+    order, so the bits are the same (tests/test_model_analog.py)."""
+    if _compiled_applies(state, params, exc_sum, inh_sum, reset_hold, noise):
+        return _lif_step_compiled(state, params, exc_sum, inh_sum, reset_hold, noise)
+    return _lif_step_torch(state, params, exc_sum, inh_sum, reset_hold, noise)
+
+
+def _compiled_applies(state, params, *inputs) -> bool:
+    if params.device.type != "cpu" or params.dtype != torch.float32 or params.v_leak_v.dim() != 1:
+        return False
+    tensors = [*state, *(x for x in inputs if x is not None)]
+    return all(x.device.type == "cpu" and not x.requires_grad and x.dim() == 2
+               for x in tensors) and not params.v_leak_v.requires_grad
+
+
+_NONE_F32 = np.zeros((1, 1), dtype=np.float32)
+_NONE_B = np.zeros((1, 1), dtype=np.bool_)
+_NONE_IDX = np.zeros(1, dtype=np.int64)
+
+
+def _kernel_params(params: LIFParams) -> tuple:
+    """``params`` as the kernel's numpy arrays (made once per LIFParams)."""
+    cached = params.__dict__.get("_kernel_params")
+    if cached is None:
+        p = params
+        if p.merge_top is None:
+            merge = (False, _NONE_IDX, _NONE_IDX, _NONE_IDX)
+        else:
+            merge = (True, p.merge_top.numpy().astype(np.int64), p.merge_partner.numpy(),
+                     p.merge_follow.numpy())
+        cached = (p.v_leak_v.numpy(), p.v_reset_v.numpy(), p.v_thresh_v.numpy(),
+                  p.decay_mem.numpy(), p.decay_syn_exc.numpy(), p.decay_syn_inh.numpy(),
+                  p.k_exc_us.numpy(), p.k_inh_us.numpy(), p.gain_exc_v_per_us.numpy(),
+                  p.gain_inh_v_per_us.numpy(), np.float32(p.v_min_v), np.float32(p.v_max_v),
+                  *merge)
+        object.__setattr__(params, "_kernel_params", cached)     # (a frozen dataclass)
+    return cached
+
+
+def _as_np(x: torch.Tensor | None, shape, none: np.ndarray, dtypes) -> np.ndarray:
+    """``x`` as a C-contiguous numpy array of ``shape`` (its own memory when it is
+    one already), of one of ``dtypes`` (else converted to the first)."""
+    if x is None:
+        return none
+    a = x.detach().numpy()
+    if a.shape != shape or not a.flags.c_contiguous:
+        a = np.ascontiguousarray(np.broadcast_to(a, shape))
+    return a if a.dtype in dtypes else a.astype(dtypes[0])
+
+
+_F32 = (np.dtype(np.float32),)
+_SUMS = (np.dtype(np.float32), np.dtype(np.int32))
+_BOOL = (np.dtype(np.bool_),)
+
+
+def _lif_step_compiled(state: LIFState, params: LIFParams, exc_sum, inh_sum, reset_hold,
+                       noise) -> tuple[LIFState, torch.Tensor]:
+    """:func:`lif_step` by :func:`_lif_kernel` (CPU, float32, parameters [n])."""
+    shape = tuple(state.v_mem_v.shape)
+    out = torch.empty((3, *shape), dtype=torch.float32)
+    spikes = torch.empty(shape, dtype=torch.bool)
+    o = out.numpy()
+    _lif_kernel(*(_as_np(x, shape, _NONE_F32, _F32) for x in state),
+                _as_np(exc_sum, shape, _NONE_F32, _SUMS), _as_np(inh_sum, shape, _NONE_F32, _SUMS),
+                exc_sum is not None, inh_sum is not None,
+                _as_np(reset_hold, shape, _NONE_B, _BOOL), reset_hold is not None,
+                _as_np(noise, shape, _NONE_F32, _F32), noise is not None,
+                *_kernel_params(params), o[0], o[1], o[2], spikes.numpy())
+    return LIFState(out[0], out[1], out[2]), spikes
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _lif_kernel(v, ie, ii, exc, inh, has_exc, has_inh, hold, has_hold, noise, has_noise,
+                leak, reset, thresh, decay_mem, decay_exc, decay_inh, k_exc, k_inh, gain_exc,
+                gain_inh, v_min, v_max, merged, top, partner, follow,
+                out_v, out_ie, out_ii, out_spikes):
+    """:func:`_lif_step_torch`'s operations, element by element, in its order (all
+    float32: the sums are converted to float32 first, as ``.to(dtype)``).  Each
+    row goes through a few short loops with no branch on the flags inside, which
+    the compiler vectorises."""
+    B, n = v.shape
+    dv = np.empty(n, dtype=np.float32)
+    for b in range(B):
+        oe, oi, ov = out_ie[b], out_ii[b], out_v[b]
+        if has_exc:
+            for j in range(n):
+                oe[j] = np.float32(exc[b, j]) * gain_exc[j] + ie[b, j]
+        else:
+            oe[:] = ie[b]
+        if has_inh:
+            for j in range(n):
+                oi[j] = np.float32(inh[b, j]) * gain_inh[j] + ii[b, j]
+        else:
+            oi[:] = ii[b]
+        if merged:
+            for j in range(n):
+                ov[j] = (v[b, j] - leak[j]) * decay_mem[j] + leak[j]
+                dv[j] = oe[j] * k_exc[j] - oi[j] * k_inh[j]
+            for j in range(n):
+                ov[j] = ov[j] + (dv[j] + dv[partner[j]] if top[j] else dv[j])
+        else:
+            for j in range(n):
+                vv = (v[b, j] - leak[j]) * decay_mem[j] + leak[j]
+                ov[j] = (vv + oe[j] * k_exc[j]) - oi[j] * k_inh[j]
+        for j in range(n):
+            oe[j] = oe[j] * decay_exc[j]
+            oi[j] = oi[j] * decay_inh[j]
+        if has_noise:
+            for j in range(n):
+                ov[j] = ov[j] + noise[b, j]
+        os = out_spikes[b]
+        if has_hold:
+            for j in range(n):
+                vv = min(max(ov[j], v_min), v_max)
+                h = hold[b, j]
+                s = (vv >= thresh[j]) and not h
+                ov[j] = reset[j] if (h or s) else vv
+                os[j] = s
+        else:
+            for j in range(n):
+                vv = min(max(ov[j], v_min), v_max)
+                s = vv >= thresh[j]
+                ov[j] = reset[j] if s else vv
+                os[j] = s
+        if merged:
+            for j in range(n):
+                if follow[j] != j:
+                    ov[j] = ov[follow[j]]
+                    os[j] = False
+
+
+def _lif_step_torch(state: LIFState, params: LIFParams, exc_sum: torch.Tensor | None,
+                    inh_sum: torch.Tensor | None, reset_hold: torch.Tensor | None = None,
+                    noise: torch.Tensor | None = None) -> tuple[LIFState, torch.Tensor]:
+    """:func:`lif_step` in torch operations (any device, dtype and parameter shape)."""
     # the state passed in is never written: every in-place operation below is on a
     # tensor made here (each is the same IEEE-754 operation as its out-of-place
     # form: ``a + b == b + a`` and ``a * b == b * a`` bit for bit)

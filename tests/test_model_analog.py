@@ -219,6 +219,46 @@ def test_lif_step_leaves_its_inputs_alone(merged):
             assert not any(o.data_ptr() == x.data_ptr() for o in out for x in (*state, *ins))
 
 
+@pytest.mark.parametrize("cfg, merged", [(MINI, False), (MINI, True), (FULL, False),
+                                         (FULL, True)])
+def test_compiled_step_has_the_torch_steps_bits(cfg, merged):
+    """On the CPU in float32 lif_step runs one compiled pass (_lif_kernel); it
+    gives the torch operations' bits (_lif_step_torch) with every input present
+    or absent, integer or float sums, holds and noise, over many steps."""
+    from spikeloop.model import analog as A
+
+    chip = AnalogChipModel(cfg, 4)
+    n = cfg.n_neurons
+    merge = np.arange(n // 2) % 3 != 1 if merged else None
+    p = chip.lif_params(chip.nominal_settings(), noise_sigma_v=5e-3, merge=merge)
+    g = torch.Generator().manual_seed(1)
+    B = 5
+    s_c = s_t = p.initial_state(B)
+    assert A._compiled_applies(s_c, p, None)
+    fired = 0
+    for t in range(80):
+        def maybe(k, x):
+            return x if t % k else None
+        exc = maybe(5, torch.randint(0, 300, (B, n), generator=g, dtype=torch.int32)
+                    * (torch.rand(B, n, generator=g) < 0.3))
+        if exc is not None and t % 2:
+            exc = exc.float()
+        inh = maybe(7, torch.randint(0, 200, (B, n), generator=g, dtype=torch.int32)
+                    * (torch.rand(B, n, generator=g) < 0.2))
+        hold = maybe(3, torch.rand(B, n, generator=g) < 0.1)
+        noise = maybe(4, torch.randn(B, n, generator=g) * 0.01)
+        s_c, sp_c = A._lif_step_compiled(s_c, p, exc, inh, hold, noise)
+        s_t, sp_t = A._lif_step_torch(s_t, p, exc, inh, hold, noise)
+        assert torch.equal(sp_c, sp_t), t
+        for a, b in zip(s_c, s_t, strict=True):
+            assert torch.equal(a.view(torch.int32), b.view(torch.int32)), t
+        fired += int(sp_c.sum())
+    assert fired > 0                            # the spike and reset path ran
+    # the torch operations elsewhere: float64, parameters per batch row
+    p64 = chip.lif_params(chip.nominal_settings(), dtype=torch.float64)
+    assert not A._compiled_applies(p64.initial_state(2), p64, None)
+
+
 def _random_inputs(n_steps, batch, n, seed=0):
     g = torch.Generator().manual_seed(seed)
     exc = torch.randint(0, 200, (n_steps, batch, n), generator=g)

@@ -317,3 +317,21 @@ def accumulate(acts, n_acts, drivers_per_half, row_weight, row_label, row_sign, 
             for c in range(C):
                 if row_label[hd, r, c] == address:
                     acc[s, b, h, c] += row_weight[hd, r, c]
+
+
+@numba.njit(cache=True, nogil=True)
+def nonzero2(mask):
+    """``torch.nonzero`` of a 2-d bool array: [k, 2] int64 (row, column), row-major."""
+    k = 0
+    for b in range(mask.shape[0]):
+        for j in range(mask.shape[1]):
+            k += mask[b, j]
+    out = np.empty((k, 2), dtype=np.int64)
+    q = 0
+    for b in range(mask.shape[0]):
+        for j in range(mask.shape[1]):
+            if mask[b, j]:
+                out[q, 0] = b
+                out[q, 1] = j
+                q += 1
+    return out

@@ -40,7 +40,7 @@ import torch
 
 from spikeloop.backends import DRAIN_CYCLES, check_device, live_cycles
 from spikeloop.backends.analog_loop import AnalogLoop
-from spikeloop.backends.digital_core import DigitalState, accumulate
+from spikeloop.backends.digital_core import DigitalState, accumulate, nonzero2
 from spikeloop.backends.ppu import (
     FastPpu,
     PpuJob,
@@ -340,7 +340,8 @@ class FastChip:
                         extra = torch.stack([self.no_hold[0] if h is None else h
                                              for h in held])
                 fired = self._analog_step(analog, g0, extra)
-                sp = fired.nonzero().cpu().numpy()
+                sp = (nonzero2(fired.numpy()) if dev.type == "cpu"
+                      else fired.nonzero().cpu().numpy())
                 spikes.append(sp)
                 take_codes(w)
                 if not self.no_refractory:
