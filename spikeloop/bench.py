@@ -24,10 +24,10 @@ FULL chip (``ChipNetwork``, backend fast, merged neurons: the chip's forward
 pass, then backpropagation through the ideal equations along the measured
 traces) beside the same step of ``SoftwareNetwork`` (the ideal model on the 20
 observed steps, denormals flushed as ``spikeloop train`` does in software).
-- ``--breakdown``: the fast backend's analog side alone (the same ``AnalogLoop``
-  steps with no input) and its membrane noise alone, the rest being the digital
-  side; and how many sample-cycles the digital side ran (the others, with nothing
-  in flight, it skips).
+- ``--breakdown``: the fast backend's digital side and weight sums (clocked in
+  a run of their own), its LIF updates alone and its membrane noise alone; and
+  how many sample-cycles the digital side ran (the others, with nothing in
+  flight, it skips).
 - ``reference`` (``--reference-samples N``, default 2): the pure-Python golden
   backend on the first N samples of the first timed batch; the fast backend's
   Observables of those samples must equal it (printed).
@@ -290,7 +290,7 @@ def bench_fast(args) -> int:
           f"({fast_s:.2f} s for {n_samples} samples{spread('fast')})")
     print(f"  plain PyTorch LIF, same size and steps  {plain_rate:10.1f} samples/s  "
           f"({plain_s:.2f} s for {n_samples} samples{spread('plain')})")
-    print(f"  ratio plain / fast                      {plain_rate / fast_rate:10.1f} x")
+    print(f"  ratio plain / fast                      {plain_rate / fast_rate:10.2f} x")
     print(f"  plain PyTorch LIF, {n_obs} observed steps   {obs_rate:10.1f} samples/s  "
           f"({obs_s:.3f} s for {n_samples} samples{spread('obs')})")
     print(f"  ratio plain ({n_obs} steps) / fast          {obs_rate / fast_rate:10.1f} x")
@@ -315,44 +315,62 @@ def bench_fast(args) -> int:
 
 
 def _breakdown(fast: FastChip, chip, image, events, n_steps: int, args, fast_s: float) -> None:
-    """Where the fast backend's time goes: the analog side alone (the same
-    ``AnalogLoop`` steps with no input: noise, LIF updates, ADC codes at the same
-    steps), the membrane noise alone, and the rest (the digital side); and how
-    many sample-cycles the digital side ran (it skips those with nothing in flight)."""
-    from spikeloop.backends.analog_loop import AnalogLoop
-    from spikeloop.backends.fast import adc_schedule
+    """Where the fast backend's time goes: the same batches again with a clock
+    around the digital side (``DigitalState.window``: arbiters, playback,
+    crossbar, drivers, recorder) and around the weight sums
+    (``FastChip._flush_activations``); then the LIF updates alone (the same
+    ``lif_step`` calls, zero input, the noise computed beforehand) and the
+    membrane noise alone; and how many sample-cycles the digital side ran (it
+    skips those with nothing in flight)."""
+    from spikeloop.backends.digital_core import DigitalState
+    from spikeloop.model.analog import lif_step
     from spikeloop.model.noise import membrane_noise_steps
 
+    dev = args.device
+    clocks = {"digital": 0.0, "sums": 0.0}
+
+    def clocked(key, f):
+        def run(*a, **kw):
+            t0 = _synced(dev)
+            try:
+                return f(*a, **kw)
+            finally:
+                clocks[key] += _synced(dev) - t0
+        return run
+
+    busy = 0
+    window, flush = DigitalState.window, FastChip._flush_activations
+    DigitalState.window = clocked("digital", window)
+    FastChip._flush_activations = clocked("sums", flush)
+    try:
+        t0 = _synced(dev)
+        for j, ev in enumerate(events):
+            fast.run(ev, n_steps, sample_offset=(j + 1) * args.batch)
+            busy += int(fast.digital.busy[0])
+        clocked_s = _synced(dev) - t0
+    finally:
+        DigitalState.window, FastChip._flush_activations = window, flush
     B, n = args.batch, image.cfg.n_neurons
-    adc_steps, _ = adc_schedule(image.cfg, int(image.adc_period),
-                                live_cycles(image.cfg, n_steps), n_steps)
-    zeros = torch.zeros((B, n), dtype=torch.int32, device=args.device)
-    hold = torch.zeros((B, n), dtype=torch.bool, device=args.device)
-    t0 = _synced(args.device)
-    for j in range(len(events)):
-        loop = AnalogLoop(chip, image, list(range(j * B, (j + 1) * B)), 0, device=args.device)
-        loop.plan_steps(n_steps, elements=1 << 21)          # as the backend does
-        for k in range(n_steps):
-            loop.step(zeros, zeros, hold)
-            if k + 1 in adc_steps:
-                loop.codes()
-    analog_s = _synced(args.device) - t0
-    params = chip.lif_params(image, device=args.device)
-    t0 = _synced(args.device)
+    params = chip.lif_params(image, device=dev)
+    zeros = torch.zeros((B, n), dtype=torch.int32, device=dev)
+    lif_s = noise_s = 0.0
     for j in range(len(events)):
         idx = torch.arange(j * B, (j + 1) * B)
+        state = params.initial_state(B)
         for k0 in range(0, n_steps, 64):
-            membrane_noise_steps(params.noise_step_v, 0, idx, range(k0, min(k0 + 64, n_steps)),
-                                 loop.noise_neurons)
-    noise_s = _synced(args.device) - t0
-    busy = 0
-    for ev in events:
-        fast.run(ev, n_steps)
-        busy += int(fast.digital.busy[0])
-    print(f"  of the fast backend's {fast_s:.2f} s: analog side alone {analog_s:.2f} s "
-          f"(the membrane noise alone takes {noise_s:.2f} s on its own"
-          + (" thread, beside the rest" if torch.device(args.device).type == "cpu" else "")
-          + f"), the rest (digital side) {fast_s - analog_s:.2f} s")
+            t0 = _synced(dev)
+            noise = membrane_noise_steps(params.noise_step_v, 0, idx,
+                                         range(k0, min(k0 + 64, n_steps)))
+            t1 = _synced(dev)
+            for k in range(len(noise)):
+                state, _ = lif_step(state, params, zeros, zeros, None, noise[k])
+            lif_s += _synced(dev) - t1
+            noise_s += t1 - t0
+    on_cpu = torch.device(dev).type == "cpu"
+    print(f"  of the fast backend's {fast_s:.2f} s ({clocked_s:.2f} s in a run with these "
+          f"clocks): digital side {clocks['digital']:.2f} s, weight sums "
+          f"{clocks['sums']:.2f} s; LIF updates alone {lif_s:.2f} s; membrane noise alone "
+          f"{noise_s:.2f} s" + (" (on its own thread, beside the rest)" if on_cpu else ""))
     cycles = (live_cycles(image.cfg, n_steps) + DRAIN_CYCLES) * B * len(events)
     print(f"  digital side: {busy} of {cycles} sample-cycles run "
           f"({100 * busy / cycles:.1f} %; the others had nothing in flight)")

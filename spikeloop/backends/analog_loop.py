@@ -44,12 +44,16 @@ class AnalogLoop:
         call), which is faster for small batches; the numbers are the same bits
         (``membrane_noise_steps``).  ``prefetch``: compute the next steps' noise
         on a second thread (:func:`noise_thread`) while these steps run (the noise
-        depends on nothing the steps compute; numpy and torch release the GIL);
-        None: on the CPU, whose noise numpy computes beside the steps (on CUDA the
+        depends on nothing the steps compute; its compiled loops release the GIL);
+        None: on the CPU, whose noise is computed beside the steps (on CUDA the
         GPU computes it, queued behind the steps)."""
         per_step = max(1, len(self.sample_idx) * self.params.n_neurons)
         self._noise_ahead = max(1, elements // per_step)
         self._noise_end = int(n_steps)
+        #: the first chunks are short (nothing runs beside the first; each next one
+        #: is computed while the steps before it run): 1/8 of ``elements``, then
+        #: as many steps as are done, up to ``elements``
+        self._noise_first = self.step_index
         self._noise = None
         if prefetch is None:
             prefetch = self.params.device.type == "cpu"
@@ -59,7 +63,10 @@ class AnalogLoop:
         self._next = None
 
     def _noise_chunk(self, lo: int) -> torch.Tensor | None:
-        steps = range(lo, min(lo + self._noise_ahead, self._noise_end))
+        ahead = self._noise_ahead
+        if self._prefetch:
+            ahead = min(ahead, max(ahead // 8, lo - self._noise_first, 1))
+        steps = range(lo, min(lo + ahead, self._noise_end))
         return membrane_noise_steps(self.params.noise_step_v, self.run_seed, self.sample_idx,
                                     steps, self.noise_neurons)
 
