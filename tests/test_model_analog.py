@@ -237,7 +237,7 @@ def test_compiled_step_has_the_torch_steps_bits(cfg, merged):
     assert A._compiled_applies(s_c, p, None)
     fired = 0
     for t in range(80):
-        def maybe(k, x):
+        def maybe(k, x, t=t):
             return x if t % k else None
         exc = maybe(5, torch.randint(0, 300, (B, n), generator=g, dtype=torch.int32)
                     * (torch.rand(B, n, generator=g) < 0.3))
