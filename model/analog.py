@@ -307,18 +307,26 @@ def lif_step(state: LIFState, params: LIFParams, exc_sum: torch.Tensor | None,
     membrane (``noise.membrane_noise``; None = none).  Returns the new state and
     the bool spikes ``[batch, n_neurons]`` of this step.
 
-    On the CPU in float32 with per-neuron parameters (what the emulator backends
-    run) the step is one compiled pass over the neurons (:func:`_lif_kernel`);
-    elsewhere (CUDA, float64, per-row parameters, gradients) torch operations
-    (:func:`_lif_step_torch`).  Both do the same IEEE-754 operations in the same
-    order, so the bits are the same (tests/test_model_analog.py)."""
+    On the CPU in float32 with per-neuron parameters and at least 4096 neurons x
+    samples (the fast backend's batches) the step is one compiled pass over the
+    neurons (:func:`_lif_kernel`); elsewhere (CUDA, float64, per-row parameters,
+    gradients, small batches) torch operations (:func:`_lif_step_torch`).  Both
+    do the same IEEE-754 operations in the same order, so the bits are the same
+    (tests/test_model_analog.py)."""
     if _compiled_applies(state, params, exc_sum, inh_sum, reset_hold, noise):
         return _lif_step_compiled(state, params, exc_sum, inh_sum, reset_hold, noise)
     return _lif_step_torch(state, params, exc_sum, inh_sum, reset_hold, noise)
 
 
+#: the compiled step from this many neurons x samples on (below, the torch
+#: operations are as fast, and a process that never reaches it never loads the
+#: compiled code: about 0.3 s once, e.g. in each co-simulation)
+_COMPILED_MIN = 4096
+
+
 def _compiled_applies(state, params, *inputs) -> bool:
-    if params.device.type != "cpu" or params.dtype != torch.float32 or params.v_leak_v.dim() != 1:
+    if (params.device.type != "cpu" or params.dtype != torch.float32
+            or params.v_leak_v.dim() != 1 or state.v_mem_v.numel() < _COMPILED_MIN):
         return False
     tensors = [*state, *(x for x in inputs if x is not None)]
     return all(x.device.type == "cpu" and not x.requires_grad and x.dim() == 2

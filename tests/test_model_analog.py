@@ -1,6 +1,7 @@
 """Analog neuron/synapse dynamics (model/analog.py) and temporal noise (model/noise.py)."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -200,7 +201,10 @@ def test_threshold_is_inclusive_and_rails_clip():
 @pytest.mark.parametrize("merged", [False, True])
 def test_lif_step_leaves_its_inputs_alone(merged):
     """lif_step works in place on tensors of its own only: the state, the sums,
-    the holds and the noise passed in are not written (float sums too)."""
+    the holds and the noise passed in are not written (float sums too), on the
+    compiled path and on the torch operations."""
+    from spikeloop.model import analog as A
+
     chip = AnalogChipModel(MINI, 1)
     merge = np.arange(MINI.n_neurons // 2) % 2 == 0 if merged else None
     p = chip.lif_params(chip.nominal_settings(), noise_sigma_v=5e-3, merge=merge)
@@ -213,8 +217,9 @@ def test_lif_step_leaves_its_inputs_alone(merged):
                torch.randint(0, 50, (3, n), generator=g).to(dtype),
                torch.rand(3, n, generator=g) < 0.3, torch.rand(3, n, generator=g) * 0.01)
         before = [x.clone() for x in (*state, *ins)]
-        for exc, inh in ((ins[0], ins[1]), (None, None)):
-            out, _ = lif_step(state, p, exc, inh, ins[2], ins[3])
+        for (exc, inh), step in itertools.product(((ins[0], ins[1]), (None, None)),
+                                                  (A._lif_step_compiled, A._lif_step_torch)):
+            out, _ = step(state, p, exc, inh, ins[2], ins[3])
             assert all(torch.equal(a, b) for a, b in zip(before, (*state, *ins), strict=True))
             assert not any(o.data_ptr() == x.data_ptr() for o in out for x in (*state, *ins))
 
@@ -234,7 +239,8 @@ def test_compiled_step_has_the_torch_steps_bits(cfg, merged):
     g = torch.Generator().manual_seed(1)
     B = 5
     s_c = s_t = p.initial_state(B)
-    assert A._compiled_applies(s_c, p, None)
+    assert A._compiled_applies(p.initial_state(-(-A._COMPILED_MIN // n)), p, None)
+    assert not A._compiled_applies(p.initial_state(1), p, None)
     fired = 0
     for t in range(80):
         def maybe(k, x, t=t):
