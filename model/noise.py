@@ -206,9 +206,9 @@ _MANT = np.uint64((1 << 52) - 1)
 _HALF_EXP = np.uint64(1022 << 52)
 #: the atanh series' terms as the exact path adds them (1/23, 1/21, ..., 1/1)
 _INV = tuple(1.0 / k for k in range(23, 0, -2))
-#: cos(t) = sum_k (-1)^k t^(2k) / (2k)!, k = 0..11 (for |t| <= pi/2 the first term
-#: left out is below 1e-19)
-_COS = tuple((-1.0) ** k / math.factorial(2 * k) for k in range(12))
+#: cos(t) = sum_k (-1)^k t^(2k) / (2k)!, k = 11..0 (Horner's order; for |t| <= pi/2
+#: the first term left out is below 1e-19)
+_COS = tuple((-1.0) ** k / math.factorial(2 * k) for k in range(11, -1, -1))
 #: compiled once (cached next to this file); "numpy" error model: no Python checks
 #: in the loops (a division by zero would give inf; none occurs), so they vectorise
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
@@ -221,6 +221,16 @@ def _mix(z):
     z = (z ^ (z >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> _U64(27))) * _U64(0x94D049BB133111EB)
     return z ^ (z >> _U64(31))
+
+
+@numba.njit(inline="always", **_JIT)
+def _horner(coef, x):
+    """``(..(coef[0] x + coef[1]) x + ..) x + coef[-1]``: one multiplication and
+    one addition per term, in that order (no fused multiply-add)."""
+    p = coef[0]
+    for q in range(1, len(coef)):
+        p = p * x + coef[q]
+    return p
 
 
 @numba.njit(**_JIT)
@@ -241,19 +251,7 @@ def _cos_pi_fast(x):
     flip = y > 0.5
     y = 1.0 - y if flip else y
     t = y * math.pi
-    t2 = t * t
-    p = _COS[11]
-    p = p * t2 + _COS[10]
-    p = p * t2 + _COS[9]
-    p = p * t2 + _COS[8]
-    p = p * t2 + _COS[7]
-    p = p * t2 + _COS[6]
-    p = p * t2 + _COS[5]
-    p = p * t2 + _COS[4]
-    p = p * t2 + _COS[3]
-    p = p * t2 + _COS[2]
-    p = p * t2 + _COS[1]
-    p = p * t2 + _COS[0]
+    p = _horner(_COS, t * t)
     return -p if flip else p
 
 
@@ -284,19 +282,7 @@ def _approx(h, out, flag, fa, fb, ea, r_out):
         e = e - 1.0 if small else e
         s = m - 1.0
         s = s / (m + 1.0)
-        s2 = s * s
-        acc = _INV[0]
-        acc = acc * s2 + _INV[1]
-        acc = acc * s2 + _INV[2]
-        acc = acc * s2 + _INV[3]
-        acc = acc * s2 + _INV[4]
-        acc = acc * s2 + _INV[5]
-        acc = acc * s2 + _INV[6]
-        acc = acc * s2 + _INV[7]
-        acc = acc * s2 + _INV[8]
-        acc = acc * s2 + _INV[9]
-        acc = acc * s2 + _INV[10]
-        acc = acc * s2 + _INV[11]
+        acc = _horner(_INV, s * s)
         r = math.sqrt((e * _LN2 + (s * 2.0) * acc) * -2.0)
         if keep_r:
             r_out[i] = r
@@ -340,10 +326,7 @@ def _exact_one(h):
         e -= 1
     s = m - 1.0
     s = s / (m + 1.0)
-    s2 = s * s
-    acc = _INV[0]
-    for q in range(1, len(_INV)):
-        acc = acc * s2 + _INV[q]
+    acc = _horner(_INV, s * s)
     r = math.sqrt((np.float64(e) * _LN2 + (s * 2.0) * acc) * -2.0)
     x = np.float64(h & _U64(0xFFFFFFFF)) * _TWO_M32 * 2.0 - 1.0
     t = x * math.pi
