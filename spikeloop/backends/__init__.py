@@ -4,8 +4,9 @@
   Python, one cycle at a time) with the analog model: the golden model.
 - ``cosim``: the RTL in Verilator or Icarus under cocotb, with the same analog
   model in the loop (cosim/).
-- ``fast``: a batched torch emulator (spikeloop/backends/fast.py): all samples of a
-  batch advance together; idle cycles are skipped.
+- ``fast``: a batched emulator (spikeloop/backends/fast.py): the analog side in
+  torch for all samples of a batch at once, the digital side in compiled loops
+  (digital_core.py) that skip every cycle with nothing in flight.
 
 For the same chip instance, ConfigImage, input events and run seed they return
 identical Observables (spikeloop/events.py).
