@@ -10,12 +10,12 @@ FIFO or in the crossbar, no playback release, no spike entering) changes
 nothing, so it is skipped: the cost follows the events, not the clock.
 
 What stays outside (spikeloop/backends/fast.py): the neuron back end's
-refractory counters and the analog boundaries' sums (in closed form, torch, on
-the backend's device), the playback's release cycles (closed form,
+refractory counters (closed form, torch, on the backend's device), the
+playback's release cycles (closed form,
 :func:`~spikeloop.backends.fast.playback_schedule`) and the ADC.  The driver
 activations a window makes are returned as rows (sample, half, driver,
-address); :func:`accumulate` adds their synapse weights to the step's sums on
-the CPU (on CUDA the device does, fast.py).
+address); :func:`accumulate` adds their synapse weights to the analog
+boundaries' sums of the step on the CPU (on CUDA the device does, fast.py).
 
 State (all numpy, one row per sample; see :class:`DigitalState`) and counters
 are kept unsaturated; fast.py saturates them when the run ends.
