@@ -344,10 +344,9 @@ def _kernel_params(params: LIFParams) -> tuple:
     if cached is None:
         p = params
         if p.merge_top is None:
-            merge = (False, _NONE_IDX, _NONE_IDX, _NONE_IDX)
+            merge = (False, _NONE_IDX, _NONE_IDX)
         else:
-            merge = (True, p.merge_top.numpy().astype(np.int64), p.merge_partner.numpy(),
-                     p.merge_follow.numpy())
+            merge = (True, p.merge_partner.numpy(), p.merge_follow.numpy())
         cached = (p.v_leak_v.numpy(), p.v_reset_v.numpy(), p.v_thresh_v.numpy(),
                   p.decay_mem.numpy(), p.decay_syn_exc.numpy(), p.decay_syn_inh.numpy(),
                   p.k_exc_us.numpy(), p.k_inh_us.numpy(), p.gain_exc_v_per_us.numpy(),
@@ -392,12 +391,13 @@ def _lif_step_compiled(state: LIFState, params: LIFParams, exc_sum, inh_sum, res
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _lif_kernel(v, ie, ii, exc, inh, has_exc, has_inh, hold, has_hold, noise, has_noise,
                 leak, reset, thresh, decay_mem, decay_exc, decay_inh, k_exc, k_inh, gain_exc,
-                gain_inh, v_min, v_max, merged, top, partner, follow,
+                gain_inh, v_min, v_max, merged, partner, follow,
                 out_v, out_ie, out_ii, out_spikes):
     """:func:`_lif_step_torch`'s operations, element by element, in its order (all
     float32: the sums are converted to float32 first, as ``.to(dtype)``).  Each
     row goes through a few short loops with no branch on the flags inside, which
-    the compiler vectorises."""
+    the compiler vectorises.  Merged pairs: ``partner[j] != j`` for a top circuit
+    (``merge_top``), ``follow[j] != j`` for a bottom one (``merge_bottom``)."""
     B, n = v.shape
     dv = np.empty(n, dtype=np.float32)
     for b in range(B):
@@ -417,7 +417,7 @@ def _lif_kernel(v, ie, ii, exc, inh, has_exc, has_inh, hold, has_hold, noise, ha
                 ov[j] = (v[b, j] - leak[j]) * decay_mem[j] + leak[j]
                 dv[j] = oe[j] * k_exc[j] - oi[j] * k_inh[j]
             for j in range(n):
-                ov[j] = ov[j] + (dv[j] + dv[partner[j]] if top[j] else dv[j])
+                ov[j] = ov[j] + (dv[j] + dv[partner[j]] if partner[j] != j else dv[j])
         else:
             for j in range(n):
                 vv = (v[b, j] - leak[j]) * decay_mem[j] + leak[j]

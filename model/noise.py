@@ -233,6 +233,19 @@ def _horner(coef, x):
     return p
 
 
+@numba.njit(inline="always", **_JIT)
+def _root(m, e):
+    """``sqrt(-2 ln u1)`` from ``frexp(u1) = (m, e)``: the definition's operations
+    (:func:`_log_unit`, then ``* -2`` and the IEEE square root), in its order."""
+    small = m < _SQRT_HALF
+    m = m * 2.0 if small else m
+    e = e - 1.0 if small else e
+    s = m - 1.0
+    s = s / (m + 1.0)
+    acc = _horner(_INV, s * s)
+    return math.sqrt((e * _LN2 + (s * 2.0) * acc) * -2.0)
+
+
 @numba.njit(**_JIT)
 def _hash_rows(rows, neurons, h):
     """``h[r * n + j] = mix(rows[r] ^ neurons[j])`` (the last mix of the key)."""
@@ -274,16 +287,7 @@ def _approx(h, out, flag, fa, fb, ea, r_out):
         ua[i] = (b & _MANT) | _HALF_EXP
     keep_r = len(r_out) == k
     for i in range(k):
-        # ln u1 and sqrt(-2 ln u1): the exact path's operations, in its order
-        m = fa[i]
-        e = ea[i]
-        small = m < _SQRT_HALF
-        m = m * 2.0 if small else m
-        e = e - 1.0 if small else e
-        s = m - 1.0
-        s = s / (m + 1.0)
-        acc = _horner(_INV, s * s)
-        r = math.sqrt((e * _LN2 + (s * 2.0) * acc) * -2.0)
+        r = _root(fa[i], ea[i])                  # the exact path's own, bit for bit
         if keep_r:
             r_out[i] = r
         z = r * _cos_pi_fast(fb[i] * _TWO_M32 * 2.0 - 1.0)
@@ -298,36 +302,12 @@ def _approx(h, out, flag, fa, fb, ea, r_out):
 
 
 @numba.njit(**_JIT)
-def _count(flag):
-    c = 0
-    for i in range(len(flag)):
-        c += flag[i]
-    return c
-
-
-@numba.njit(**_JIT)
-def _collect(flag, base, bad, nbad):
-    for i in range(len(flag)):
-        if flag[i]:
-            bad[nbad] = base + i
-            nbad += 1
-    return nbad
-
-
-@numba.njit(**_JIT)
 def _exact_one(h):
     """The definition's float64 number of one hash (:func:`_normal_from_hash`): the
     same IEEE-754 operations in the same order, compiled (for the few numbers the
     fast path leaves open)."""
-    u1 = np.float64((h >> _U64(32)) + _U64(1)) * _TWO_M32
-    m, e = math.frexp(u1)
-    if m < _SQRT_HALF:
-        m = m * 2.0
-        e -= 1
-    s = m - 1.0
-    s = s / (m + 1.0)
-    acc = _horner(_INV, s * s)
-    r = math.sqrt((np.float64(e) * _LN2 + (s * 2.0) * acc) * -2.0)
+    m, e = math.frexp(np.float64((h >> _U64(32)) + _U64(1)) * _TWO_M32)
+    r = _root(m, np.float64(e))
     x = np.float64(h & _U64(0xFFFFFFFF)) * _TWO_M32 * 2.0 - 1.0
     t = x * math.pi
     t2 = t * t

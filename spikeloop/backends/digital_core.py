@@ -300,14 +300,14 @@ def run_window(g0, g1, n_live, dims, block_labels, xb_mask, xb_target, match, n_
 
 
 @numba.njit(cache=True, nogil=True)
-def accumulate(acts, n_acts, drivers_per_half, row_weight, row_label, row_sign, acc):
-    """Add the synapse weights of ``acts[:n_acts]`` (sample, half, driver, address)
+def accumulate(acts, drivers_per_half, row_weight, row_label, row_sign, acc):
+    """Add the synapse weights of ``acts`` rows (sample, half, driver, address)
     to ``acc`` [2 (exc, inh), B, halves, columns]: both rows of the driver, the
     synapses whose label is the address, by the row's sign (``row_sign``
     [halves * drivers, 2]: 0 exc, 1 inh, -1 off; ``row_weight``, ``row_label``
     [halves * drivers, 2, columns])."""
     C = acc.shape[3]
-    for m in range(n_acts):
+    for m in range(len(acts)):
         b, h, address = acts[m, 0], acts[m, 1], acts[m, 3]
         hd = h * drivers_per_half + acts[m, 2]
         for r in range(2):

@@ -295,8 +295,6 @@ class FastChip:
         rel_ptr = np.searchsorted(rel[:, 1], np.arange(B)).astype(np.int64)
         rel_end = np.searchsorted(rel[:, 1], np.arange(B), side="right").astype(np.int64)
         rel = np.ascontiguousarray(np.stack([rel[:, 0], K + rel[:, 2], rel[:, 3]], 1))
-        # the driver activations of one window: at most one per bus, sample and cycle
-        acts = np.zeros((B * cfg.n_buses * max(S, end - n_steps * S), 4), dtype=np.int64)
         no_spikes = np.zeros(0, dtype=np.int64)
         # ADC: which analog step each stored sample shows
         adc_steps, adc_taken = adc_schedule(cfg, int(self.image.adc_period), L, n_steps)
@@ -348,8 +346,7 @@ class FastChip:
                     self._refractory_load(fired & self.enable, g0)
                 en = self.enable_np[sp[:, 1]]
                 sb, sn = sp[en, 0], sp[en, 1]
-            self.n_acts = digital.window(g0, g1, L, sb, sn, rel_ptr, rel_end, rel, acts)
-            self.acts = acts
+            self.n_acts = digital.window(g0, g1, L, sb, sn, rel_ptr, rel_end, rel, self.acts)
 
         obs = self._observables(events, n_steps, run_seed, L, spikes, late, adc,
                                 adc_taken, cmax)
@@ -373,7 +370,11 @@ class FastChip:
         # the window's driver activations (``acts[:n_acts]``: sample, half, driver,
         # address) are added to them before the step (_flush_activations)
         self.acc = torch.zeros((2, B, H, C), dtype=torch.int32, device=dev)
-        self.acts, self.n_acts = None, 0
+        # at most one activation per bus, sample and cycle; the longest window is
+        # the last (the stop cycles and the drain)
+        longest = max(cfg.analog_step_cycles, live_cycles(cfg, 0) + DRAIN_CYCLES)
+        self.acts = np.zeros((B * cfg.n_buses * longest, 4), dtype=np.int64)
+        self.n_acts = 0
 
     # ------------------------------------------------- neuron back end
     def _ticks(self, lo: int, hi: int) -> int:
@@ -417,10 +418,10 @@ class FastChip:
         k = self.n_acts
         if not k:
             return
-        cfg, acts = self.cfg, self.acts[:self.n_acts]
+        cfg, acts = self.cfg, self.acts[:k]
         self.n_acts = 0
         if self.sum_on_host:
-            accumulate(acts, k, cfg.drivers_per_half, self.row_weight, self.row_label,
+            accumulate(acts, cfg.drivers_per_half, self.row_weight, self.row_label,
                        self.row_sign, self.acc.numpy())
             return
         b, h, d, address = (np.ascontiguousarray(x) for x in acts.T)
