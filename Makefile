@@ -50,7 +50,7 @@ test-cuda: setup  ## the tests that need a CUDA device (skipped by `make test` w
 sim: setup  ## hardware-verification regression (SIM=verilator|icarus, WAVES=1): scenarios, lint, slow tiers
 	$(PY) -m spikeloop.cli rtl lint --preset mini
 	$(PY) -m spikeloop.cli rtl lint --preset full
-	$(PY) -m spikeloop.cosim.regression --simulator $(SIM) --preset $(PRESET)
+	$(PY) -m spikeloop.verify.regression --simulator $(SIM) --preset $(PRESET)
 	# replay: a network trained in the loop on the fast backend, run again on the RTL
 	rm -rf build/sim/replay-yinyang
 	$(PY) -m spikeloop.cli train yinyang --backend fast --preset mini --chip-seed 1 --epochs 4 \

@@ -4,9 +4,9 @@ Icarus under cocotb, with the analog model in the loop (cosim/bridge.py).
     obs = run_cosim(chip, image, events, n_steps, run_seed=1)
     obs.stats        # build time, simulated cycles, wall time, cycles/s, run directory
 
-Returns the same :class:`~spikeloop.events.Observables` as the reference backend
+Returns the same :class:`~spikeloop.base.events.Observables` as the reference backend
 (spikeloop/backends/reference.py), ``backend="cosim"``.  The run protocol is the
-one of spikeloop/backends/__init__.py; the cocotb side is
+one of spikeloop/base/protocol.py; the cocotb side is
 cosim/tests/test_chip_cocotb.py.
 
 Files: the build is cached by design hash (cosim/runner.py); each call gets a
@@ -29,12 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from spikeloop.backends.ppu import PpuJob
-from spikeloop.chip import Chip
+from spikeloop.base.events import InputEvents, Observables
+from spikeloop.base.image import ConfigImage
+from spikeloop.base.ppu_job import PpuJob
 from spikeloop.cosim import runner
 from spikeloop.cosim.runner import CosimError
-from spikeloop.events import InputEvents, Observables
-from spikeloop.image import ConfigImage
+from spikeloop.model.chip import Chip
 
 TEST_MODULE = "spikeloop.cosim.tests.test_chip_cocotb"
 #: must equal spikeloop.cosim.tests.test_chip_cocotb.ENV_JOB (not imported here:
@@ -91,7 +91,7 @@ def run_cosim(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int,
     message names the log) when the build or the simulation fails.  The result
     carries ``stats`` (a dict), also logged at INFO.
 
-    ``ppu``: a PPU program to run with the job (spikeloop/backends/ppu.py
+    ``ppu``: a PPU program to run with the job (spikeloop/base/ppu_job.py
     describes it); what the host read back of each PPU run is ``obs.ppu``,
     and ``stats["ppu"]`` holds the raw read-back with the analog bridge's held
     steps (sample, step, refractory mask) per run."""
@@ -158,7 +158,7 @@ def run_cosim(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int,
 
 def _ppu_result(cfg, r: dict, job: PpuJob) -> dict:
     """The host's read-back of a PPU run (stats["ppu"] of the cocotb test) as
-    spikeloop/backends/ppu.py's result dict."""
+    spikeloop/base/ppu_job.py's result dict."""
     res = {"status": r["status"], "pc": r["pc"], "cycles": r["cycles"],
            "out": [int(v, 16) for v in r["out"]], "out_drops": r["out_drops"],
            "dmem": {int(k): int(v) for k, v in r["dmem"].items()}}

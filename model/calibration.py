@@ -36,7 +36,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from spikeloop.config import ChipConfig
+from spikeloop.base.config import ChipConfig
 
 from .adc import adc_lsb_v
 from .analog import (

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from spikeloop.config import ChipConfig
+from spikeloop.base.config import ChipConfig
 
 N_SETTINGS = 8
 #: transfer-curve kinds of the 8 settings (leak, reset, threshold, tau_mem,

@@ -49,7 +49,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from spikeloop.config import ChipConfig
+from spikeloop.base.config import ChipConfig
 
 
 class AdcControl(wiring.Component):

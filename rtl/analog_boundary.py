@@ -5,8 +5,8 @@ from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from spikeloop.config import ChipConfig
-from spikeloop.rtl.layouts import RowSign
+from spikeloop.base.config import ChipConfig
+from spikeloop.base.layouts import RowSign
 
 
 def sum_bits(cfg: ChipConfig) -> int:
@@ -25,7 +25,7 @@ class AnalogBoundary(wiring.Component):
 
     - ``weights[p]`` In, ``p = 0..P-1``: ``ArrayLayout(unsigned(weight_bits), C)``
       (from ``SynapseMemory.weights[p]``), sampled every cycle.
-    - ``signs[p]`` In, 2 bits: a :class:`~spikeloop.rtl.layouts.RowSign` (from
+    - ``signs[p]`` In, 2 bits: a :class:`~spikeloop.base.layouts.RowSign` (from
       ``SynapseDrivers.signs[p]``); EXC adds port ``p`` to the excitatory sums,
       INH to the inhibitory ones, OFF (and the unused code 3) to neither.
     - ``clear`` In, 1 bit: synchronous; restarts the step (phase 0 in the next

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 
-from spikeloop.config import ChipConfig
+from spikeloop.base.config import ChipConfig
 
 #: name -> (module under spikeloop.rtl, class name)
 COMPONENTS: dict[str, tuple[str, str]] = {

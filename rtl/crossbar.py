@@ -48,7 +48,7 @@ from amaranth.hdl import Array, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from spikeloop.config import ChipConfig
+from spikeloop.base.config import ChipConfig
 from spikeloop.rtl.common import round_robin_grant
 from spikeloop.rtl.layouts import event_layout
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-from spikeloop.config import ChipConfig
+from spikeloop.base.config import ChipConfig
 from spikeloop.rtl.components import COMPONENTS, build, module_name
-from spikeloop.tools import ensure_verilator_on_path, require
+from spikeloop.rtl.tools import ensure_verilator_on_path, require
 
 #: Verilator warnings that Amaranth's generated Verilog raises by construction,
 #: each with the reason it is waived.  Anything else is a finding.

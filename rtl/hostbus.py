@@ -1,6 +1,6 @@
 """Host configuration bus: the register bank and the decoder of the address map.
 
-Signature (all sizes from the ChipConfig through :class:`~spikeloop.rtl.addrmap.AddressMap`):
+Signature (all sizes from the ChipConfig through :class:`~spikeloop.base.addrmap.AddressMap`):
 
 - ``addr`` (In, ``addr_bits``), ``wdata`` (In, 32), ``we`` (In, 1), ``re`` (In, 1):
   one access per cycle from the host.
@@ -28,8 +28,8 @@ from amaranth.hdl import Cat, Const, Module, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from spikeloop.config import ChipConfig
-from spikeloop.rtl.addrmap import AddressMap
+from spikeloop.base.addrmap import AddressMap
+from spikeloop.base.config import ChipConfig
 
 
 def _array(bits: int, count: int) -> data.ArrayLayout:

@@ -36,7 +36,7 @@ from amaranth.hdl import Const, Module, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from spikeloop.config import ChipConfig
+from spikeloop.base.config import ChipConfig
 
 
 class NeuronBackend(wiring.Component):

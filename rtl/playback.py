@@ -42,7 +42,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from spikeloop.config import ChipConfig
+from spikeloop.base.config import ChipConfig
 from spikeloop.rtl.layouts import event_layout, timed_event_layout
 
 

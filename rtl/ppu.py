@@ -1,5 +1,5 @@
 """Ppu: the plasticity processor, a scalar core with a SIMD vector unit
-(docs/ppu.md; the instruction set is the table of spikeloop/model/ppu.py).
+(docs/ppu.md; the instruction set is the table of spikeloop/base/isa.py).
 
 Sizes: ``V = ppu_vector_bits`` (lanes of 8 or 16 bit), ``C =
 columns_per_half``, ``N = n_neurons``; ``imem_words`` and ``dmem_words``
@@ -56,8 +56,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from spikeloop.config import ChipConfig
-from spikeloop.model.ppu import (
+from spikeloop.base.config import ChipConfig
+from spikeloop.base.isa import (
     BY_FUNCT,
     BY_MNEMONIC,
     BY_OPCODE,

@@ -5,7 +5,7 @@ from amaranth.hdl import Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from spikeloop.config import ChipConfig
+from spikeloop.base.config import ChipConfig
 from spikeloop.rtl.layouts import event_layout
 from spikeloop.rtl.synapse_memory import row_port_signature
 
@@ -27,7 +27,7 @@ class SynapseDrivers(wiring.Component):
     - ``select`` In, ``ArrayLayout(unsigned(S), D)``: ``select[d]`` (config).
     - ``mask`` In, ``ArrayLayout(unsigned(S), D)``: ``mask[d]`` (config).
     - ``row_sign`` In, ``ArrayLayout(unsigned(2), R)``: ``row_sign[r]``, a
-      :class:`~spikeloop.rtl.layouts.RowSign` (config; 3 is passed through).
+      :class:`~spikeloop.base.layouts.RowSign` (config; 3 is passed through).
     - ``clear`` In, 1 bit: synchronous; empties the pending masks and zeroes
       ``unmatched`` (configuration is untouched).
     - ``buses[b]`` In, ``b = 0..B-1``: ``stream.Signature(event_layout(cfg))``

@@ -7,7 +7,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from spikeloop.config import ChipConfig
+from spikeloop.base.config import ChipConfig
 from spikeloop.rtl.layouts import synapse_layout
 
 
@@ -43,7 +43,7 @@ def _split_addr(addr, n_cols: int):
 class SynapseMemory(wiring.Component):
     """The synapse array of one half: host port and ``2B`` event ports.
 
-    Signature (all sizes from the :class:`~spikeloop.config.ChipConfig`; ``R =
+    Signature (all sizes from the :class:`~spikeloop.base.config.ChipConfig`; ``R =
     rows_per_half``, ``C = columns_per_half``, ``B = buses_per_half``, ``P = 2B``
     event ports):
 

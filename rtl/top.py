@@ -5,7 +5,7 @@ Signature:
 - Host bus: ``host_addr``, ``host_wdata``, ``host_we``, ``host_re`` (In),
   ``host_rdata``, ``host_rvalid``, ``host_bad_access`` (Out): see rtl/hostbus.py;
   every setting of a ConfigImage is written and read back through it
-  (address map: rtl/addrmap.py).
+  (address map: spikeloop/base/addrmap.py).
 - ``running`` (Out): the ``run`` bit of ``ctrl``; ``time`` (Out,
   ``timestamp_bits``): the cycle counter, cleared by a ``clear`` and advancing
   while ``running``.
@@ -67,8 +67,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from spikeloop.config import ChipConfig
-from spikeloop.model.ppu import out_buffer_vectors
+from spikeloop.base.config import ChipConfig
+from spikeloop.base.isa import out_buffer_vectors
 from spikeloop.rtl.adc_control import AdcControl
 from spikeloop.rtl.analog_boundary import AnalogBoundary
 from spikeloop.rtl.arbiter import SpikeArbiter

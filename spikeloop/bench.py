@@ -69,13 +69,13 @@ import time
 import numpy as np
 import torch
 
-from spikeloop.backends import DRAIN_CYCLES, live_cycles
 from spikeloop.backends.fast import FastChip
-from spikeloop.chip import Chip
-from spikeloop.config import FULL, ChipConfig
-from spikeloop.events import InputEvents
-from spikeloop.image import ConfigImage
-from spikeloop.rtl.layouts import RowSign, pack_event
+from spikeloop.base.config import FULL, ChipConfig
+from spikeloop.base.events import InputEvents
+from spikeloop.base.image import ConfigImage
+from spikeloop.base.layouts import RowSign, pack_event
+from spikeloop.base.protocol import DRAIN_CYCLES, live_cycles
+from spikeloop.model.chip import Chip
 
 N_IN, N_HIDDEN, N_OUT = 256, 246, 10
 WINDOW_US = 34.0
@@ -245,7 +245,7 @@ def bench_fast(args) -> int:
     print(f"chip calibration + image load into FastChip: {setup_s:.2f} s (not timed below)")
     if torch.device(args.device).type == "cpu":
         print("the fast backend computes the next steps' membrane noise on a second thread "
-              "(spikeloop/backends/analog_loop.py); the plain network runs on the torch "
+              "(model/analog_loop.py); the plain network runs on the torch "
               "threads alone")
 
     def time_fast():
@@ -382,9 +382,9 @@ def _breakdown(fast: FastChip, chip, image, events, n_steps: int, args, fast_s: 
 def bench_cosim(args) -> int:
     """Running cycles per second of the co-simulation (analog bridge in the loop)
     beside the same build running the same cycles with no bridge (the ceiling)."""
-    from spikeloop.chip import Chip
     from spikeloop.cosim.backend import run_ceiling, run_cosim
-    from spikeloop.scenarios import SCENARIOS
+    from spikeloop.model.chip import Chip
+    from spikeloop.verify.scenarios import SCENARIOS
 
     cfg = ChipConfig.preset(args.preset)
     chip = Chip.calibrated(cfg, 1)
@@ -413,8 +413,8 @@ def bench_train(args) -> int:
     import torch.nn.functional as F
 
     from spikeloop.nn import SoftwareNetwork
-    from spikeloop.nn.chip import ChipNetwork
-    from spikeloop.tasks import build_task
+    from spikeloop.nn.chip_network import ChipNetwork
+    from spikeloop.training.tasks import build_task
 
     n = args.batch * (args.batches + 1)
     task = build_task("mnist", cfg=FULL, train_samples=n, test_samples=1)
@@ -510,7 +510,7 @@ def main(argv=None) -> int:
     c = sub.add_parser("cosim", help="cycles/s of the co-simulation beside its ceiling")
     c.add_argument("--preset", choices=["mini", "full"], default="mini")
     c.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
-    c.add_argument("--scenario", default="random", help="a scenario of spikeloop.scenarios")
+    c.add_argument("--scenario", default="random", help="a scenario of spikeloop.verify.scenarios")
     c.add_argument("--steps", type=int, default=0,
                    help="analog steps per sample (0: the scenario's own)")
     args = p.parse_args(argv)

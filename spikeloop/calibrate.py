@@ -8,7 +8,7 @@ maxima), saves the settings + metadata + report to ``out`` (.npz, readable with
 numpy alone; load with ``CalibrationResult.load``), the report also as JSON next
 to it (``<out>.report.json``), and a histogram plot when ``plot`` is given.
 With ``residual = F`` the file holds the specimen calibrated only part of the
-way, ``F`` of its mismatch left (:meth:`spikeloop.chip.Chip.with_residual`: a
+way, ``F`` of its mismatch left (:meth:`spikeloop.model.chip.Chip.with_residual`: a
 what-if, evaluated the same way).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from spikeloop.config import ChipConfig
+from spikeloop.base.config import ChipConfig
 from spikeloop.model.analog import AnalogChipModel
 from spikeloop.model.calibration import (
     ChipProbe,
@@ -37,7 +37,7 @@ def calibrate_main(preset: str, chip_seed: int, out: str, plot: str | None = Non
                    residual: float | None = None) -> dict:
     """Calibrate chip ``chip_seed`` of ``preset``; write ``out`` (+ report, + plot);
     return the report dict.  ``residual``: leave that fraction of the mismatch."""
-    from spikeloop.chip import Chip, check_residual
+    from spikeloop.model.chip import Chip, check_residual
 
     if residual is not None:
         residual = check_residual(residual)

@@ -23,12 +23,13 @@ import sys
 import time
 from pathlib import Path
 
-from spikeloop.config import PRESETS, ChipConfig, ConfigError
+from spikeloop import backends
+from spikeloop.base.config import PRESETS, ChipConfig, ConfigError
 
 
 def _add_preset(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), required=True,
-                   help="chip design variant (see spikeloop/config.py)")
+                   help="chip design variant (see spikeloop/base/config.py)")
 
 
 def _cmd_rtl_export(args) -> int:
@@ -75,7 +76,7 @@ def _cmd_rtl_lint(args) -> int:
 
 
 def _cmd_rtl_addrmap(args) -> int:
-    from spikeloop.rtl.addrmap import AddressMap
+    from spikeloop.base.addrmap import AddressMap
 
     amap = AddressMap(ChipConfig.preset(args.preset))
     print(amap.table())
@@ -90,9 +91,9 @@ def _cmd_config(args) -> int:
 
 def _cmd_run(args) -> int:
     from spikeloop.backends import check_backend_device
-    from spikeloop.chip import Chip
-    from spikeloop.events import InputEvents
-    from spikeloop.image import ConfigImage
+    from spikeloop.base.events import InputEvents
+    from spikeloop.base.image import ConfigImage
+    from spikeloop.model.chip import Chip
 
     cfg = ChipConfig.preset(args.preset)
     if args.chip:
@@ -122,7 +123,7 @@ def _cmd_run(args) -> int:
           + (f"; PPU program {args.ppu} ({len(ppu['words'])} words, {ppu['when']})"
              if ppu else ""))
     t0 = time.perf_counter()
-    obs = chip.run(image, events, args.steps, backend=args.backend, run_seed=args.run_seed,
+    obs = backends.run(chip, image, events, args.steps, backend=args.backend, run_seed=args.run_seed,
                    **opts)
     dt = time.perf_counter() - t0
     obs.save(args.out)
@@ -141,11 +142,11 @@ def _cmd_run(args) -> int:
 
 
 def _ppu_job(args, cfg: ChipConfig) -> dict | None:
-    """The ``--ppu*`` options as a PPU job (spikeloop/backends/ppu.py), or None."""
+    """The ``--ppu*`` options as a PPU job (spikeloop/base/ppu_job.py), or None."""
     from pathlib import Path
 
-    from spikeloop import ppu_programs
-    from spikeloop.ppu_asm import assemble
+    from spikeloop.ppu import programs as ppu_programs
+    from spikeloop.ppu.asm import assemble
 
     extra = [o for o in ("ppu_dmem", "ppu_read_dmem", "ppu_read_synapses")
              if getattr(args, o)]
@@ -159,7 +160,7 @@ def _ppu_job(args, cfg: ChipConfig) -> dict | None:
         words = assemble(Path(args.ppu).read_text(), cfg).words
     else:
         raise ValueError(f"--ppu {args.ppu!r}: neither an assembly file nor a program of "
-                         f"spikeloop/ppu_programs.py ({', '.join(ppu_programs.PROGRAMS)})")
+                         f"spikeloop/ppu/programs.py ({', '.join(ppu_programs.PROGRAMS)})")
     dmem = []
     for item in args.ppu_dmem:
         index, _, word = item.partition("=")     # no "=": word "" does not parse
@@ -176,7 +177,7 @@ def _ppu_job(args, cfg: ChipConfig) -> dict | None:
 def _cmd_scenario(args) -> int:
     import numpy as np
 
-    from spikeloop.scenarios import SCENARIOS
+    from spikeloop.verify.scenarios import SCENARIOS
 
     cfg = ChipConfig.preset(args.preset)
     sc = SCENARIOS[args.name](cfg, np.random.default_rng(args.seed))
@@ -218,7 +219,7 @@ def _cmd_calibrate(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from spikeloop.train import TrainSettings, run
+    from spikeloop.training.train import TrainSettings, run
 
     settings = TrainSettings(
         task=args.task, out=args.out, backend=args.backend, preset=args.preset,
@@ -240,8 +241,8 @@ def _cmd_train(args) -> int:
 
 
 def _add_train(sub) -> None:
-    from spikeloop import train as T
-    from spikeloop.tasks import BACKENDS, TASKS
+    from spikeloop.training import train as T
+    from spikeloop.training.tasks import BACKENDS, TASKS
 
     p = sub.add_parser(
         "train", help="train a spiking network (software, or in the loop on a chip backend)",
@@ -307,25 +308,25 @@ def _add_train(sub) -> None:
 
 
 def _cmd_experiment_mismatch(args) -> int:
-    from spikeloop.experiment import main_args
+    from spikeloop.experiments.mismatch import main_args
 
     return main_args(args)
 
 
 def _cmd_replay(args) -> int:
-    from spikeloop.replay import main_args
+    from spikeloop.training.replay import main_args
 
     return main_args(args)
 
 
 def _cmd_ppu_learn(args) -> int:
-    from spikeloop.ppu_learn import main_args
+    from spikeloop.ppu.learn import main_args
 
     return main_args(args)
 
 
 def _add_ppu(sub) -> None:
-    from spikeloop import ppu_learn
+    from spikeloop.ppu import learn as ppu_learn
 
     p = sub.add_parser("ppu", help="programs of the plasticity processor (PPU)")
     psub = p.add_subparsers(dest="ppu_command", required=True)
@@ -337,7 +338,8 @@ def _add_ppu(sub) -> None:
 
 
 def _add_experiment_and_replay(sub) -> None:
-    from spikeloop import experiment, replay
+    from spikeloop.experiments import mismatch as experiment
+    from spikeloop.training import replay
 
     p = sub.add_parser("experiment", help="the paper's experiments on the emulation")
     esub = p.add_subparsers(dest="experiment", required=True)
@@ -399,10 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fast: the torch device, cpu (default), cuda or cuda:N (the same "
                         "Observables, bit for bit)")
     g = p.add_argument_group("PPU", "a plasticity-processor program run with the job "
-                                    "(spikeloop/backends/ppu.py); its read-back goes into "
+                                    "(spikeloop/base/ppu_job.py); its read-back goes into "
                                     "the Observables (ppu)")
     g.add_argument("--ppu", help="an assembly file (docs/ppu.md) or a program of "
-                                 "spikeloop/ppu_programs.py: trace, inference, weight_update, "
+                                 "spikeloop/ppu/programs.py: trace, inference, weight_update, "
                                  "learn")
     g.add_argument("--ppu-when", choices=["each_sample", "before"], default="each_sample",
                    help="start it with every sample (default) or once before the samples")
@@ -417,9 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("scenario", help="write a verification scenario's image and events")
-    from spikeloop.scenarios import SCENARIOS
+    from spikeloop.verify.scenarios import SCENARIOS
 
-    p.add_argument("name", choices=list(SCENARIOS), help="scenario (spikeloop/scenarios.py)")
+    p.add_argument("name", choices=list(SCENARIOS), help="scenario (spikeloop/verify/scenarios.py)")
     _add_preset(p)
     p.add_argument("--seed", type=int, default=0, help="generator seed (random scenario)")
     p.add_argument("--out", required=True, help="directory for image.npz and events.npz")

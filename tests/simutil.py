@@ -36,18 +36,5 @@ def put(ctx, port, value: int) -> None:
     ctx.set(Value.cast(port), value)
 
 
-def pack_array(values, bits: int) -> int:
-    """Pack a list of unsigned ints, element 0 in the low bits (ArrayLayout order)."""
-    word = 0
-    for i, v in enumerate(values):
-        word |= (int(v) & ((1 << bits) - 1)) << (i * bits)
-    return word
-
-
-def unpack_array(word: int, bits: int, n: int) -> list[int]:
-    mask = (1 << bits) - 1
-    return [(word >> (i * bits)) & mask for i in range(n)]
-
-
 def mismatch(cycle: int, name: str, rtl, ref) -> str:
     return f"cycle {cycle}: output {name}: RTL {rtl!r} != reference {ref!r}"

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
+from spikeloop.base.config import MINI
+from spikeloop.base.image import ConfigImage, ImageError
 from spikeloop.calibrate import calibrate_main
-from spikeloop.chip import Chip
-from spikeloop.config import MINI
-from spikeloop.image import ConfigImage, ImageError
+from spikeloop.model.chip import Chip
 
 pytestmark = pytest.mark.unit
 

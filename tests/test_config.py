@@ -1,9 +1,8 @@
 """ChipConfig: presets, derived geometry, range checks naming the field."""
 import pytest
 
-from spikeloop.config import FULL, MINI, ChipConfig, ConfigError
-from spikeloop.rtl import layouts
-from spikeloop.rtl.addrmap import AddressMap
+from spikeloop.base.addrmap import AddressMap
+from spikeloop.base.config import FULL, MINI, ChipConfig, ConfigError
 
 pytestmark = pytest.mark.unit
 
@@ -44,14 +43,6 @@ def test_presets_and_json_round_trip():
         ChipConfig.preset("huge")
     with pytest.raises(ConfigError, match="unknown ChipConfig field"):
         ChipConfig.from_dict({"neurons": 3})
-
-
-def test_event_packing_round_trips_and_checks_ranges():
-    label = layouts.pack_event(FULL, address=37, row_select=21, upper=5)
-    assert layouts.unpack_event(FULL, label) == (37, 21, 5)
-    assert layouts.event_layout(FULL).size == FULL.event_label_bits
-    with pytest.raises(ValueError, match="address = 64 does not fit 6 bits"):
-        layouts.pack_event(FULL, address=64)
 
 
 @pytest.mark.parametrize("cfg", [MINI, FULL], ids=["mini", "full"])

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 
 from spikeloop.backends.reference import run_reference
-from spikeloop.chip import Chip
-from spikeloop.config import FULL, MINI
+from spikeloop.base.config import FULL, MINI
+from spikeloop.base.events import InputEvents
+from spikeloop.base.image import ConfigImage
 from spikeloop.cosim import runner
 from spikeloop.cosim.backend import BUILD_ARGS, run_cosim
-from spikeloop.cosim.regression import check_expect, run_scenario
-from spikeloop.events import InputEvents
-from spikeloop.image import ConfigImage
-from spikeloop.scenarios import SCENARIOS, base_image, connect, input_event, n_inputs
+from spikeloop.model.chip import Chip
+from spikeloop.verify.regression import check_expect, run_scenario
+from spikeloop.verify.scenarios import SCENARIOS, base_image, connect, input_event, n_inputs
 
 pytestmark = pytest.mark.cosim
 
@@ -137,7 +137,7 @@ def test_other_analog_step_lengths(step_cycles):
 
 def test_random_image_reads_back_through_the_top(verilator_top):
     from spikeloop.cosim.backend import run_readback
-    from spikeloop.cosim.regression import random_image
+    from spikeloop.verify.regression import random_image
 
     st = run_readback(random_image(MINI, seed=3))
     assert st["mismatches"] == 0 and st["words"] == len(random_image(MINI, 3).bus_writes())

@@ -1,4 +1,4 @@
-"""The PPU's programs 1-3 (spikeloop/ppu_programs.py) on the co-simulated chip
+"""The PPU's programs 1-3 (spikeloop/ppu/programs.py) on the co-simulated chip
 (Verilator, mini top, the analog model in the loop), each with its cycle
 count, its effect checked against numpy or the reference backend.
 
@@ -13,7 +13,7 @@ count, its effect checked against numpy or the reference backend.
   steps of the reset cycles.
 
 Each of them also runs with the same job on the reference and fast backends
-(spikeloop/backends/ppu.py): the Observables, what the host read back of the
+(spikeloop/base/ppu_job.py): the Observables, what the host read back of the
 PPU (``Observables.ppu``) included, are identical.  So are those of random
 programs that use every port, from every sample's first cycle (registers,
 data and the ADC buffer carried from sample to sample) and writing rows
@@ -25,14 +25,15 @@ import time
 import numpy as np
 import pytest
 
-from spikeloop import ppu_programs as P
+from spikeloop import backends
 from spikeloop.backends.reference import run_reference
-from spikeloop.chip import Chip
-from spikeloop.config import MINI
+from spikeloop.base.config import MINI
+from spikeloop.base.events import InputEvents
+from spikeloop.base.isa import chip_geometry
 from spikeloop.cosim.backend import run_cosim
-from spikeloop.events import InputEvents
-from spikeloop.model.ppu import chip_geometry
-from spikeloop.scenarios import SCENARIOS
+from spikeloop.model.chip import Chip
+from spikeloop.ppu import programs as P
+from spikeloop.verify.scenarios import SCENARIOS
 
 pytestmark = pytest.mark.cosim
 
@@ -141,7 +142,7 @@ def same_on_every_backend(chip, image, events, n_steps, run_seed, job, co):
     """The cosim's Observables, ``ppu`` included, equal the reference's and
     the fast backend's for the same job."""
     for backend in ("reference", "fast"):
-        other = chip.run(image, events, n_steps, backend=backend, run_seed=run_seed, ppu=job)
+        other = backends.run(chip, image, events, n_steps, backend=backend, run_seed=run_seed, ppu=job)
         assert co.ppu is not None and len(co.ppu) == len(other.ppu)
         diff = co.first_difference(other)
         assert diff is None, f"cosim against {backend}: {diff}"
@@ -152,8 +153,8 @@ def test_random_programs_every_sample_on_every_backend(chip, seed):
     """Random programs (tests/test_ppu_backends.py) from the first cycle of
     three samples, then one that writes rows after the drain of two samples:
     cosim, reference and fast identical."""
-    from spikeloop.backends import live_cycles
-    from spikeloop.ppu_asm import assemble
+    from spikeloop.base.protocol import live_cycles
+    from spikeloop.ppu.asm import assemble
     from tests.test_ppu_backends import _after_drain, _program, _run_case
 
     cfg = MINI

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from spikeloop.config import MINI
+from spikeloop.base.config import MINI
 from spikeloop.cosim import runner
 from spikeloop.cosim.runner import CosimNoTestsError, CosimTestFailure
 

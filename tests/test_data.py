@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from spikeloop import FULL, MINI
+from spikeloop.base.events import EventsError
 from spikeloop.data import (
     ArrayDataset,
     Batches,
@@ -32,7 +33,6 @@ from spikeloop.data import (
     write_idx,
 )
 from spikeloop.data.yinyang import which_class
-from spikeloop.events import EventsError
 
 pytestmark = pytest.mark.unit
 

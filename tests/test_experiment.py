@@ -1,4 +1,4 @@
-"""``spikeloop experiment mismatch`` (spikeloop/experiment.py) and ``spikeloop replay``.
+"""``spikeloop experiment mismatch`` (spikeloop/experiments/mismatch.py) and ``spikeloop replay``.
 
 The full experiment runs for an hour on FULL (README); here a tiny version on
 MINI checks the plumbing: every condition trained or evaluated, the files, the
@@ -9,7 +9,7 @@ import json
 import pytest
 
 from spikeloop.cli import main as cli_main
-from spikeloop.experiment import ExperimentError, MismatchSettings, _claims, run_mismatch
+from spikeloop.experiments.mismatch import ExperimentError, MismatchSettings, _claims, run_mismatch
 
 pytestmark = pytest.mark.unit
 

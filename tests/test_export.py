@@ -3,8 +3,8 @@ import json
 
 import pytest
 
+from spikeloop.base.config import MINI
 from spikeloop.cli import main
-from spikeloop.config import MINI
 from spikeloop.rtl.components import COMPONENTS, module_name
 from spikeloop.rtl.export import area, lint
 

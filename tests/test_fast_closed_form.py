@@ -7,7 +7,7 @@ import pytest
 
 from spikeloop.backends.fast import FastChip, run_fast
 from spikeloop.backends.reference import run_reference
-from spikeloop.config import MINI
+from spikeloop.base.config import MINI
 from tests.test_fast_equivalence import assert_same, check_seed, random_case
 
 pytestmark = pytest.mark.unit
@@ -16,8 +16,8 @@ pytestmark = pytest.mark.unit
 def test_idle_cycles_are_skipped():
     """The digital side runs only the sample-cycles with something in flight:
     some in every case with events, never all of them, none without events."""
-    from spikeloop.backends import DRAIN_CYCLES, live_cycles
-    from spikeloop.events import InputEvents
+    from spikeloop.base.events import InputEvents
+    from spikeloop.base.protocol import DRAIN_CYCLES, live_cycles
 
     ran = total = 0
     for seed in range(25):
@@ -73,7 +73,7 @@ def test_benchmark_network_matches_reference():
     """The MNIST network of the benchmark (FULL preset, multicast-free routes,
     one driver per event, recorder on one link), 3 samples, 120 steps."""
     from spikeloop import bench
-    from spikeloop.config import FULL
+    from spikeloop.base.config import FULL
 
     chip, image = bench.mnist_network(FULL, seed=1)
     t = bench.latency_times_us(3, np.random.default_rng(1))
@@ -89,8 +89,8 @@ def test_playback_schedule_of_many_samples():
     """All samples at once (a segmented running maximum) equals the rule applied
     to each sample alone: entry j leaves in max(time_j, release_{j-1} + 1)."""
     from spikeloop.backends.fast import playback_schedule
-    from spikeloop.config import FULL
-    from spikeloop.events import InputEvents
+    from spikeloop.base.config import FULL
+    from spikeloop.base.events import InputEvents
 
     rng = np.random.default_rng(5)
     for _ in range(200):

@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 
 from spikeloop.backends.fast import run_fast
 from spikeloop.backends.reference import run_reference
-from spikeloop.chip import Chip
-from spikeloop.config import MINI, ChipConfig
-from spikeloop.events import InputEvents, Observables
-from spikeloop.image import ConfigImage
+from spikeloop.base.config import MINI, ChipConfig
+from spikeloop.base.events import InputEvents, Observables
+from spikeloop.base.image import ConfigImage
+from spikeloop.base.layouts import pack_event
 from spikeloop.model.analog import LEAK, THRESHOLD
-from spikeloop.rtl.layouts import pack_event
-from spikeloop.scenarios import SCENARIOS
+from spikeloop.model.chip import Chip
+from spikeloop.verify.scenarios import SCENARIOS
 
 pytestmark = pytest.mark.unit
 
@@ -241,10 +241,10 @@ def test_cuda_random_matches_reference(seed):
 def test_device_is_checked(mini_chip, tmp_path, capsys):
     """A device the fast backend cannot run on is refused, naming the field and
     what is allowed (the Python facade, ``spikeloop run`` and training)."""
-    from spikeloop.backends import check_device
+    from spikeloop.backends.devices import check_device
     from spikeloop.cli import main
-    from spikeloop.experiment import ExperimentError, MismatchSettings
-    from spikeloop.train import TrainError, TrainSettings
+    from spikeloop.experiments.mismatch import ExperimentError, MismatchSettings
+    from spikeloop.training.train import TrainError, TrainSettings
 
     sc = SCENARIOS["psp"](MINI, np.random.default_rng(0))
     with pytest.raises(ValueError, match=r"device = 'tpu'; allowed: cpu, cuda, cuda:N"):

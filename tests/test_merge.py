@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 
 from spikeloop.backends.fast import run_fast
 from spikeloop.backends.reference import run_reference
-from spikeloop.chip import Chip
-from spikeloop.config import FULL, MINI
-from spikeloop.image import ConfigImage
+from spikeloop.base.config import FULL, MINI
+from spikeloop.base.image import ConfigImage
 from spikeloop.model.analog import AnalogChipModel, LIFParams, lif_step, psp_closed_form
-from spikeloop.placement import INPUT, PlacementError, place
+from spikeloop.model.chip import Chip
+from spikeloop.nn.placement import INPUT, PlacementError, place
 from tests.test_fast_equivalence import assert_same, describe_difference, random_case
 
 C = MINI.columns_per_half

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spikeloop.config import FULL, MINI
+from spikeloop.base.config import FULL, MINI
 from spikeloop.model.adc import ADCParams, adc_convert, adc_lsb_v
 from spikeloop.model.analog import AnalogChipModel
 

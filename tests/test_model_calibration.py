@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from spikeloop.base.config import FULL, MINI
 from spikeloop.calibrate import calibrate_main, report_path
-from spikeloop.config import FULL, MINI
 from spikeloop.model.analog import AnalogChipModel
 from spikeloop.model.calibration import (
     REQUIRED_RATIOS,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from spikeloop.config import FULL, MINI
+from spikeloop.base.config import FULL, MINI
 from spikeloop.model.analog import (
     NOMINAL_VALUES,
     SETTING_NAMES,

@@ -1,4 +1,4 @@
-"""ChipNetwork (spikeloop/nn/chip.py): the forward pass measured on the emulated chip.
+"""ChipNetwork (spikeloop/nn/chip_network.py): the forward pass measured on the emulated chip.
 
 - what the network returns is what the chip measured (ADC codes normalised,
   spikes binned to the ADC grid), recomputed here independently from the raw
@@ -16,12 +16,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from spikeloop.chip import Chip
-from spikeloop.config import FULL, MINI
+from spikeloop.base.config import FULL, MINI
 from spikeloop.data import latency_raster, latency_times_us
+from spikeloop.model.chip import Chip
 from spikeloop.nn import LoopNetwork, SoftwareNetwork
-from spikeloop.nn.chip import ChipNetwork
-from spikeloop.placement import PlacementError
+from spikeloop.nn.chip_network import ChipNetwork
+from spikeloop.nn.placement import PlacementError
 
 pytestmark = pytest.mark.unit
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from spikeloop.config import FULL, MINI
+from spikeloop.base.config import FULL, MINI
 from spikeloop.model import noise as N
 from spikeloop.model.analog import AnalogChipModel
 
@@ -195,9 +195,9 @@ def test_membrane_noise_steps_on_cuda_equals_cpu(cfg):
 def test_noise_computed_ahead_on_a_second_thread_is_the_same(merged):
     """AnalogLoop's prefetch (the next steps' noise on the noise thread while
     these steps run) gives every step the bits of the noise computed in place."""
-    from spikeloop.backends.analog_loop import AnalogLoop
-    from spikeloop.chip import Chip
-    from spikeloop.image import ConfigImage
+    from spikeloop.base.image import ConfigImage
+    from spikeloop.model.analog_loop import AnalogLoop
+    from spikeloop.model.chip import Chip
 
     chip = Chip(MINI, 2)
     image = chip.configure(ConfigImage.empty(MINI))

@@ -1,4 +1,4 @@
-"""Placement (spikeloop/placement.py): networks -> ConfigImage.
+"""Placement (spikeloop/nn/placement.py): networks -> ConfigImage.
 
 The images are checked against an independent reading of the routing rules of
 docs/rtl.md (crossbar node forwards when ``(label & mask) == target``, driver
@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from spikeloop.chip import Chip
-from spikeloop.config import FULL, MINI
-from spikeloop.image import ConfigImage
-from spikeloop.placement import (
+from spikeloop import backends
+from spikeloop.base.config import FULL, MINI
+from spikeloop.base.image import ConfigImage
+from spikeloop.base.layouts import RowSign, unpack_event
+from spikeloop.model.chip import Chip
+from spikeloop.nn.placement import (
     INPUT,
     Placement,
     PlacementError,
@@ -25,7 +27,6 @@ from spikeloop.placement import (
     place,
     quantize,
 )
-from spikeloop.rtl.layouts import RowSign, unpack_event
 
 pytestmark = pytest.mark.unit
 
@@ -297,8 +298,8 @@ def mini():
 
 
 def run_both(chip, image, events, n_steps):
-    ref = chip.run(image, events, n_steps, backend="reference")
-    fast = chip.run(image, events, n_steps, backend="fast")
+    ref = backends.run(chip, image, events, n_steps, backend="reference")
+    fast = backends.run(chip, image, events, n_steps, backend="fast")
     assert ref.first_difference(fast) is None, ref.first_difference(fast)
     return ref
 

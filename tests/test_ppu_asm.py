@@ -1,4 +1,4 @@
-"""The PPU assembler (spikeloop/ppu_asm.py): syntax, pseudo-instructions,
+"""The PPU assembler (spikeloop/ppu/asm.py): syntax, pseudo-instructions,
 round trips through the disassembler, and every error message."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikeloop.config import FULL, MINI
-from spikeloop.model.ppu import ISA, PpuGeometry, decode, encode
-from spikeloop.ppu_asm import AsmError, assemble, disassemble
+from spikeloop.base.config import FULL, MINI
+from spikeloop.base.isa import ISA, PpuGeometry, decode, encode
+from spikeloop.ppu.asm import AsmError, assemble, disassemble
 from tests.test_ppu_rtl import random_program
 
 pytestmark = pytest.mark.unit

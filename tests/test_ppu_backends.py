@@ -1,6 +1,6 @@
 """A PPU program run with a job on the reference and fast backends
-(spikeloop/backends/ppu.py): the same Observables, ``Observables.ppu``
-included, for the programs of spikeloop/ppu_programs.py and for random
+(spikeloop/base/ppu_job.py): the same Observables, ``Observables.ppu``
+included, for the programs of spikeloop/ppu/programs.py and for random
 programs; what the fast backend refuses, it refuses with a message that says
 where and what to do.  The cosim side of the same comparison is in
 tests/test_cosim_ppu.py (marker ``cosim``)."""
@@ -13,15 +13,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spikeloop import ppu_programs as P
-from spikeloop.backends import DRAIN_CYCLES, live_cycles
-from spikeloop.backends.ppu import PpuEmulationError, PpuJob
-from spikeloop.chip import Chip
-from spikeloop.config import MINI
-from spikeloop.events import InputEvents, Observables
-from spikeloop.model.ppu import N_VREGS, chip_geometry
-from spikeloop.ppu_asm import assemble
-from spikeloop.scenarios import SCENARIOS
+from spikeloop import backends
+from spikeloop.backends.fast_ppu import PpuEmulationError
+from spikeloop.base.config import MINI
+from spikeloop.base.events import InputEvents, Observables
+from spikeloop.base.isa import N_VREGS, chip_geometry
+from spikeloop.base.ppu_job import PpuJob
+from spikeloop.base.protocol import DRAIN_CYCLES, live_cycles
+from spikeloop.model.chip import Chip
+from spikeloop.ppu import programs as P
+from spikeloop.ppu.asm import assemble
+from spikeloop.verify.scenarios import SCENARIOS
 from tests.test_ppu_rtl import random_program
 
 CFG = MINI
@@ -37,8 +39,8 @@ def chip():
 def both(chip, image, events, n_steps, job, run_seed=0, device="cpu"):
     """The reference and fast runs of one job (fast on ``device``); asserts they
     are identical."""
-    ref = chip.run(image, events, n_steps, backend="reference", run_seed=run_seed, ppu=job)
-    fast = chip.run(image, events, n_steps, backend="fast", run_seed=run_seed, ppu=job,
+    ref = backends.run(chip, image, events, n_steps, backend="reference", run_seed=run_seed, ppu=job)
+    fast = backends.run(chip, image, events, n_steps, backend="fast", run_seed=run_seed, ppu=job,
                     device=device)
     diff = ref.first_difference(fast)
     assert diff is None, diff
@@ -66,7 +68,7 @@ def test_trace_program_streams_the_adc_codes(chip):
         assert (codes == fast.adc[:n_rec, b]).all()
         assert res["dmem"][1] + 3 == res["cycles"]
     # a program that only reads changes nothing of the run
-    plain = chip.run(image, events, n_steps, backend="fast", run_seed=3)
+    plain = backends.run(chip, image, events, n_steps, backend="fast", run_seed=3)
     assert plain.replace(ppu=fast.ppu).first_difference(fast) is None
 
 
@@ -86,7 +88,7 @@ def test_inference_program_holds_the_reset_steps(chip):
     held = sorted({(t + 3 + j) // S for t in seen for j in range(chip_geometry(CFG).neuron_chunks)})
     assert len(held) == K - 1
     assert not [sp for sp in fast.spikes if sp[1] in set(held)], "a held neuron spiked"
-    plain = chip.run(image, events, n_steps, backend="fast", run_seed=4)
+    plain = backends.run(chip, image, events, n_steps, backend="fast", run_seed=4)
     assert plain.first_difference(fast.replace(ppu=None)) is not None, \
         "the resets changed nothing"
 
@@ -106,7 +108,7 @@ def test_weight_update_before_the_samples(chip):
     assert res["cycles"] == P.weight_update_cycles(CFG, M)
     updated = image.copy()
     updated.synapse_weight = want
-    plain = chip.run(updated, sc.events, sc.n_steps, backend="fast", run_seed=2)
+    plain = backends.run(chip, updated, sc.events, sc.n_steps, backend="fast", run_seed=2)
     assert plain.replace(ppu=fast.ppu).first_difference(fast) is None
 
 
@@ -213,11 +215,11 @@ def test_fast_refuses_a_write_during_the_run(chip):
     image, events, n_steps = exc_inh(chip, batch=1)
     words = assemble("addi r1, r0, 9\nvsw v0, 3(r0)\nhalt", CFG).words
     job = {"words": words, "when": "each_sample", "read_synapses": True}
-    ref = chip.run(image, events, n_steps, backend="reference", ppu=job)
+    ref = backends.run(chip, image, events, n_steps, backend="reference", ppu=job)
     assert ref.ppu[0]["weights"][0, 3].sum() == 0 and ref.ppu[0]["status"] == 0b10
     with pytest.raises(PpuEmulationError, match=r"sample 0: .*row 3 of half 0 in cycle 3, "
                                                 r"before the run's drain ends.*'reference'"):
-        chip.run(image, events, n_steps, backend="fast", ppu=job)
+        backends.run(chip, image, events, n_steps, backend="fast", ppu=job)
 
 
 def test_stale_adc_samples_and_registers_carry_over(chip):
@@ -244,7 +246,7 @@ def test_a_program_that_does_not_halt_is_an_error(chip):
            "max_cycles": 50}
     for backend in ("reference", "fast"):
         with pytest.raises(RuntimeError, match=r"still runs 50 cycles after .*pc = 0"):
-            chip.run(image, events, n_steps, backend=backend, ppu=job)
+            backends.run(chip, image, events, n_steps, backend=backend, ppu=job)
 
 
 @pytest.mark.parametrize("spec,match", [
@@ -262,14 +264,14 @@ def test_bad_jobs_are_refused(chip, spec, match):
     image, events, n_steps = exc_inh(chip, batch=1)
     for backend in ("reference", "fast"):
         with pytest.raises(ValueError, match=match):
-            chip.run(image, events, n_steps, backend=backend, ppu=spec)
+            backends.run(chip, image, events, n_steps, backend=backend, ppu=spec)
 
 
 def test_ppu_results_survive_save_load_and_concat(chip, tmp_path):
     image, events, n_steps = exc_inh(chip, batch=2)
     job = {"words": assemble("vout v0\nhalt", CFG).words, "when": "each_sample",
            "dmem": [(0, 7)], "read_dmem": [0], "read_synapses": True}
-    obs = chip.run(image, events, n_steps, backend="fast", ppu=job)
+    obs = backends.run(chip, image, events, n_steps, backend="fast", ppu=job)
     obs.save(tmp_path / "o.npz")
     back = Observables.load(tmp_path / "o.npz")
     assert back.first_difference(obs) is None and back.ppu[1]["dmem"] == {0: 7}
@@ -280,7 +282,7 @@ def test_ppu_results_survive_save_load_and_concat(chip, tmp_path):
         f"ppu[1].weights[0, 2, 1]: {obs.ppu[1]['weights'][0, 2, 1]} != "
         f"{other.ppu[1]['weights'][0, 2, 1]}")
     assert obs.replace(ppu=None).first_difference(obs) == "ppu: no program != 2 runs"
-    singles = [chip.run(image, InputEvents.from_lists(CFG, [events.of_sample(b).tolist()]),
+    singles = [backends.run(chip, image, InputEvents.from_lists(CFG, [events.of_sample(b).tolist()]),
                         n_steps, backend="fast", sample_offset=b, ppu=job) for b in range(2)]
     assert Observables.concat(singles).first_difference(obs) is None
 
@@ -325,7 +327,7 @@ def test_program_writing_after_the_drain_long(chip, seed):
 def test_programs_on_full():
     """Programs 1 and 2 on the FULL preset (1024-bit vectors, 4 ADC chunks,
     2 neuron chunks): reference and fast identical."""
-    from spikeloop.config import FULL
+    from spikeloop.base.config import FULL
 
     chip = Chip.calibrated(FULL, 1)
     sc = SCENARIOS["exc_inh"](FULL, np.random.default_rng(0))
@@ -389,8 +391,8 @@ def test_fast_speculates_once(chip, monkeypatch, src, batches):
         return orig(self, events, n_steps, **kw)
 
     monkeypatch.setattr(F.FastChip, "run", counting)
-    fast = chip.run(image, events, n_steps, backend="fast", ppu=job)
+    fast = backends.run(chip, image, events, n_steps, backend="fast", ppu=job)
     assert sizes == batches
     monkeypatch.setattr(F.FastChip, "run", orig)
-    ref = chip.run(image, events, n_steps, backend="reference", ppu=job)
+    ref = backends.run(chip, image, events, n_steps, backend="reference", ppu=job)
     assert ref.first_difference(fast) is None, ref.first_difference(fast)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from spikeloop.config import MINI
+from spikeloop.base.config import MINI
 from spikeloop.cosim import runner
 
 pytestmark = pytest.mark.cosim

@@ -1,5 +1,5 @@
-"""Program 4 (spikeloop/ppu_programs.py LEARN): homeostatic synaptic scaling
-learned on chip, and its demonstration (spikeloop/ppu_learn.py).
+"""Program 4 (spikeloop/ppu/programs.py LEARN): homeostatic synaptic scaling
+learned on chip, and its demonstration (spikeloop/ppu/learn.py).
 
 - the program on the instruction-level simulator (PpuSim) against numpy's rule
   (learn_numpy): the streamed responses and steps, every weight after the trial,
@@ -19,11 +19,13 @@ import re
 import numpy as np
 import pytest
 
-from spikeloop import ppu_learn as L
-from spikeloop import ppu_programs as P
-from spikeloop.backends import DRAIN_CYCLES, live_cycles
-from spikeloop.config import FULL, MINI
-from spikeloop.model.ppu import Environment, PpuSim, SynapseRows, chip_geometry
+from spikeloop import backends
+from spikeloop.base.config import FULL, MINI
+from spikeloop.base.isa import chip_geometry
+from spikeloop.base.protocol import DRAIN_CYCLES, live_cycles
+from spikeloop.model.ppu_sim import Environment, PpuSim, SynapseRows
+from spikeloop.ppu import learn as L
+from spikeloop.ppu import programs as P
 
 
 def _sim(cfg, codes, weights, labels, *, L, arrival=None):
@@ -254,7 +256,7 @@ def test_learning_in_the_chip_follows_the_rule_and_reduces_the_spread(learn_setu
     learn_cycles' (one wait for sample 0 at ADC period 8)."""
     s, cfg, chip, image, rows = learn_setup
     events = L.trial_events(cfg, s.inputs, s.trials)
-    obs = chip.run(image, events, s.n_steps, backend="reference", run_seed=s.run_seed,
+    obs = backends.run(chip, image, events, s.n_steps, backend="reference", run_seed=s.run_seed,
                    ppu=_job(cfg, s, rows))
     assert len(obs.ppu) == s.trials
     w = image.synapse_weight
@@ -283,7 +285,7 @@ def test_without_learning_the_spread_stays(learn_setup):
     the spread does not fall: the fall above is the rule's doing."""
     s, cfg, chip, image, rows = learn_setup
     events = L.trial_events(cfg, s.inputs, 4)
-    obs = chip.run(image, events, s.n_steps, backend="reference", run_seed=s.run_seed,
+    obs = backends.run(chip, image, events, s.n_steps, backend="reference", run_seed=s.run_seed,
                    ppu=_job(cfg, s, rows, gain=0))
     mads = []
     for res in obs.ppu:
@@ -342,8 +344,8 @@ def test_fast_backend_learns_as_the_reference(learn_setup):
     s, cfg, chip, image, rows = learn_setup
     events = L.trial_events(cfg, s.inputs, 6)
     job = _job(cfg, s, rows)
-    ref = chip.run(image, events, s.n_steps, backend="reference", run_seed=5, ppu=job)
-    fast = chip.run(image, events, s.n_steps, backend="fast", run_seed=5, ppu=job)
+    ref = backends.run(chip, image, events, s.n_steps, backend="reference", run_seed=5, ppu=job)
+    fast = backends.run(chip, image, events, s.n_steps, backend="fast", run_seed=5, ppu=job)
     assert fast.first_difference(ref) is None, fast.first_difference(ref)
     assert (fast.ppu[-1]["weights"] != image.synapse_weight).any()
 
@@ -362,9 +364,9 @@ def test_cosim_learns_as_the_reference(learn_setup):
     events = L.trial_events(cfg, s.inputs, 3)
     job = _job(cfg, s, rows)
     t0 = time.perf_counter()
-    co = chip.run(image, events, s.n_steps, backend="cosim", run_seed=7, ppu=job)
+    co = backends.run(chip, image, events, s.n_steps, backend="cosim", run_seed=7, ppu=job)
     wall = time.perf_counter() - t0
-    ref = chip.run(image, events, s.n_steps, backend="reference", run_seed=7, ppu=job)
+    ref = backends.run(chip, image, events, s.n_steps, backend="reference", run_seed=7, ppu=job)
     assert co.first_difference(ref) is None, co.first_difference(ref)
     assert len(co.ppu) == 3 and all(r["status"] == 0b10 for r in co.ppu)
     assert (co.ppu[-1]["weights"] == ref.ppu[-1]["weights"]).all()

@@ -1,27 +1,17 @@
 """The PPU's instruction table, encodings, geometry and reference simulator
-(model/ppu.py), and docs/ppu.md against the table."""
+(spikeloop/base/isa.py, model/ppu_sim.py), and docs/ppu.md against the table."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from spikeloop.config import FULL, MINI
-from spikeloop.model.ppu import (
-    BY_MNEMONIC,
-    FIELDS,
-    ISA,
-    Environment,
-    PpuGeometry,
-    PpuSim,
-    SynapseRows,
-    decode,
-    encode,
-    pack_lanes,
-    render_docs,
-    unpack_lanes,
-)
-from spikeloop.ppu_asm import assemble
+from spikeloop.base.config import FULL, MINI
+from spikeloop.base.isa import BY_MNEMONIC, FIELDS, ISA, PpuGeometry, decode, encode
+from spikeloop.base.layouts import pack_array, unpack_array
+from spikeloop.model.ppu_sim import Environment, PpuSim, SynapseRows
+from spikeloop.ppu.asm import assemble
+from spikeloop.ppu.docs import render_docs
 
 pytestmark = pytest.mark.unit
 
@@ -31,8 +21,8 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "ppu.md"
 def test_docs_hold_the_generated_tables():
     text = DOCS.read_text()
     assert render_docs(text) == text, (
-        "docs/ppu.md differs from model/ppu.py's table: run "
-        "`python -m spikeloop.model.ppu --write-docs docs/ppu.md`")
+        "docs/ppu.md differs from the instruction table (spikeloop/base/isa.py): run "
+        "`python -m spikeloop.ppu.docs --write-docs docs/ppu.md`")
     for ins in ISA:
         assert f"| `{ins.mnemonic}` | `{ins.syntax()}` |" in text
 
@@ -97,17 +87,17 @@ def run(src, cfg=MINI, env=None, syn=None, adc=None, dmem=None, **kw):
 
 
 def vec(lanes, w=8):
-    return pack_lanes(lanes, w)
+    return pack_array(lanes, w, wrap=True)
 
 
 def lanes_of(sim, v, w=8, n=None):
-    return unpack_lanes(sim.vregs[v], w, n or sim.geom.lanes(w))
+    return unpack_array(sim.vregs[v], w, n or sim.geom.lanes(w))
 
 
 def _dmem_vectors(*vectors, words=4):
     out = []
     for v in vectors:
-        out += unpack_lanes(v, 32, words)
+        out += unpack_array(v, 32, words)
     return out
 
 

@@ -1,4 +1,4 @@
-"""Ppu (rtl/ppu.py) against the instruction-level reference PpuSim (model/ppu.py).
+"""Ppu (rtl/ppu.py) against the instruction-level reference PpuSim (model/ppu_sim.py).
 
 Programs (random instruction sequences with valid operands, forward branches
 and bounded loops; raw random words; directed programs) run on the RTL in
@@ -20,19 +20,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikeloop.config import FULL, MINI
-from spikeloop.model.ppu import (
-    BY_MNEMONIC,
-    N_VREGS,
-    AdcPortModel,
-    Environment,
-    PpuGeometry,
-    PpuSim,
-    RowPortModel,
-    SynapseRows,
-    unpack_lanes,
-)
-from spikeloop.ppu_asm import assemble
+from spikeloop.base.config import FULL, MINI
+from spikeloop.base.isa import BY_MNEMONIC, N_VREGS, PpuGeometry
+from spikeloop.base.layouts import unpack_array
+from spikeloop.model.ppu_sim import AdcPortModel, Environment, PpuSim, RowPortModel, SynapseRows
+from spikeloop.ppu.asm import assemble
 from spikeloop.rtl.ppu import Ppu
 from tests.simutil import get, put, simulate
 
@@ -193,7 +185,7 @@ def run_and_compare(cfg, words, sc: Scenario, *, imem_words=IMEM, dmem_words=DME
         assert get(ctx, dut.pc) == sim.pc, f"final pc: RTL {get(ctx, dut.pc)} != {sim.pc}"
         for v in range(dut.geom.dmem_vectors):
             vec = ctx.get(dut.dmem.data[v])
-            words_ = unpack_lanes(vec, 32, dut.geom.vector_words)
+            words_ = unpack_array(vec, 32, dut.geom.vector_words)
             ref = sim.dmem[v * dut.geom.vector_words:(v + 1) * dut.geom.vector_words]
             assert words_ == ref, f"dmem vector {v}: RTL {words_} != reference {ref}"
 
@@ -412,7 +404,7 @@ def test_weight_update_program_mini():
     sim, trace = check_program(MINI, src, sc)
     n_rows = MINI.n_halves * MINI.rows_per_half
     assert len(sim.stream) == n_rows
-    upd = [v - 256 if v > 127 else v for v in unpack_lanes(sim.vector_dmem(0), 8, 16)]
+    upd = [v - 256 if v > 127 else v for v in unpack_array(sim.vector_dmem(0), 8, 16)]
     for h in range(MINI.n_halves):
         for r in range(MINI.rows_per_half):
             want = [min(MINI.weight_max, max(0, w + upd[c]))
@@ -538,7 +530,7 @@ def _lint(cfg):
     from amaranth.back import verilog
 
     from spikeloop.rtl.export import LINT_WAIVERS
-    from spikeloop.tools import ensure_verilator_on_path
+    from spikeloop.rtl.tools import ensure_verilator_on_path
 
     exe = ensure_verilator_on_path()
     text = verilog.convert(Ppu(cfg), name="spikeloop_ppu", emit_src=False,

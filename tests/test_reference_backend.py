@@ -3,11 +3,12 @@ the CLI round trip through files readable with numpy alone."""
 import numpy as np
 import pytest
 
-from spikeloop.chip import Chip
+from spikeloop import backends
+from spikeloop.base.config import MINI
+from spikeloop.base.events import InputEvents, Observables
 from spikeloop.cli import main
-from spikeloop.config import MINI
-from spikeloop.events import InputEvents, Observables
-from spikeloop.scenarios import SCENARIOS
+from spikeloop.model.chip import Chip
+from spikeloop.verify.scenarios import SCENARIOS
 
 pytestmark = pytest.mark.unit
 
@@ -19,7 +20,7 @@ def chip():
 
 def run(chip, name, run_seed=1):
     sc = SCENARIOS[name](MINI, np.random.default_rng(0))
-    return sc, chip.run(chip.configure(sc.image), sc.events, sc.n_steps, run_seed=run_seed)
+    return sc, backends.run(chip, chip.configure(sc.image), sc.events, sc.n_steps, run_seed=run_seed)
 
 
 def test_psp_is_sampled_and_does_not_fire(chip):

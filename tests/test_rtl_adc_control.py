@@ -6,10 +6,11 @@ from amaranth.back import verilog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikeloop.config import FULL, MINI
+from spikeloop.base.config import FULL, MINI
+from spikeloop.base.layouts import pack_array, unpack_array
 from spikeloop.model.digital.adc_control import AdcControlRef
 from spikeloop.rtl.adc_control import AdcControl
-from tests.simutil import get, mismatch, pack_array, put, simulate, unpack_array
+from tests.simutil import get, mismatch, put, simulate
 
 pytestmark = pytest.mark.rtl
 

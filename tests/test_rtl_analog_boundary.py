@@ -8,11 +8,11 @@ from amaranth.back import verilog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikeloop.config import FULL, MINI
+from spikeloop.base.config import FULL, MINI
+from spikeloop.base.layouts import RowSign, pack_array, unpack_array
 from spikeloop.model.digital.analog_boundary import AnalogBoundaryRef
 from spikeloop.rtl.analog_boundary import AnalogBoundary, sum_bits
-from spikeloop.rtl.layouts import RowSign
-from tests.simutil import get, mismatch, pack_array, put, simulate, unpack_array
+from tests.simutil import get, mismatch, put, simulate
 
 pytestmark = pytest.mark.rtl
 

@@ -6,10 +6,11 @@ from amaranth.back import verilog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikeloop.config import FULL, MINI
+from spikeloop.base.config import FULL, MINI
+from spikeloop.base.layouts import pack_array
 from spikeloop.model.digital.arbiter import SpikeArbiterRef
 from spikeloop.rtl.arbiter import SpikeArbiter
-from tests.simutil import get, mismatch, pack_array, put, simulate
+from tests.simutil import get, mismatch, put, simulate
 
 pytestmark = pytest.mark.rtl
 

@@ -3,9 +3,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikeloop.config import MINI
+from spikeloop.base.addrmap import AddressMap
+from spikeloop.base.config import MINI
 from spikeloop.model.digital.hostbus import HostBusRef
-from spikeloop.rtl.addrmap import AddressMap
 from spikeloop.rtl.hostbus import HostBus
 from tests.simutil import get, mismatch, put, simulate
 

@@ -9,8 +9,9 @@ from amaranth.back import verilog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikeloop.config import FULL, MINI
-from spikeloop.model.digital.playback import EventPlaybackRef, pack_timed_event
+from spikeloop.base.config import FULL, MINI
+from spikeloop.base.layouts import pack_timed_event
+from spikeloop.model.digital.playback import EventPlaybackRef
 from spikeloop.rtl.playback import EventPlayback
 from tests.simutil import get, mismatch, put, simulate
 

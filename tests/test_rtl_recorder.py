@@ -9,8 +9,8 @@ from amaranth.back import verilog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikeloop.config import FULL, MINI
-from spikeloop.model.digital.playback import unpack_timed_event
+from spikeloop.base.config import FULL, MINI
+from spikeloop.base.layouts import unpack_timed_event
 from spikeloop.model.digital.recorder import EventRecorderRef
 from spikeloop.rtl.recorder import EventRecorder
 from tests.simutil import get, mismatch, put, simulate

@@ -8,12 +8,12 @@ from amaranth.back import verilog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikeloop.config import FULL, MINI
+from spikeloop.base.config import FULL, MINI
+from spikeloop.base.layouts import RowSign, pack_array, pack_event
 from spikeloop.model.digital.synapse_drivers import SynapseDriversRef
 from spikeloop.model.digital.synapse_memory import IDLE_ROW, RowEvent
-from spikeloop.rtl.layouts import RowSign, pack_event
 from spikeloop.rtl.synapse_drivers import SynapseDrivers
-from tests.simutil import get, mismatch, pack_array, put, simulate
+from tests.simutil import get, mismatch, put, simulate
 
 pytestmark = pytest.mark.rtl
 

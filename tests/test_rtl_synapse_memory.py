@@ -8,11 +8,11 @@ from amaranth.back import verilog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikeloop.config import FULL, MINI
+from spikeloop.base.config import FULL, MINI
+from spikeloop.base.layouts import pack_array, pack_synapse, unpack_array
 from spikeloop.model.digital.synapse_memory import IDLE_ROW, RowEvent, SynapseMemoryRef
-from spikeloop.rtl.layouts import pack_synapse
 from spikeloop.rtl.synapse_memory import SynapseMemory, host_addr_bits, row_bits
-from tests.simutil import get, mismatch, pack_array, put, simulate, unpack_array
+from tests.simutil import get, mismatch, put, simulate
 
 pytestmark = pytest.mark.rtl
 

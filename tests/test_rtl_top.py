@@ -5,12 +5,12 @@ through arbiter and crossbar into the recorder."""
 import numpy as np
 import pytest
 
-from spikeloop.config import MINI
-from spikeloop.image import ConfigImage
-from spikeloop.rtl.addrmap import AddressMap
-from spikeloop.rtl.layouts import RowSign, pack_event
+from spikeloop.base.addrmap import AddressMap
+from spikeloop.base.config import MINI
+from spikeloop.base.image import ConfigImage
+from spikeloop.base.layouts import RowSign, pack_event, unpack_array
 from spikeloop.rtl.top import Top
-from tests.simutil import get, put, simulate, unpack_array
+from tests.simutil import get, put, simulate
 
 pytestmark = pytest.mark.rtl
 
@@ -157,8 +157,8 @@ def test_spike_is_recorded_with_its_label_and_time():
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from spikeloop.base.layouts import pack_array  # noqa: E402
 from spikeloop.model.digital.top import ChipDigitalRef  # noqa: E402
-from tests.simutil import pack_array  # noqa: E402
 
 
 def _dense_image(cfg, rng):
@@ -238,7 +238,7 @@ def test_top_matches_composed_reference(seed, n_events, spike_rate):
             assert got == values, f"{name} (seed {seed}): RTL {got} != ref {values}"
         rec = amap["record"]
         for i, word in enumerate(ref.recorder.entries()):
-            from spikeloop.model.digital.playback import unpack_timed_event
+            from spikeloop.base.layouts import unpack_timed_event
             label, link, t = unpack_timed_event(cfg, cfg.n_host_links, word)
             assert await host.read(rec.address(i, 0)) == t
             assert await host.read(rec.address(i, 1)) == label | link << cfg.event_label_bits
@@ -284,9 +284,9 @@ def test_every_run_restarts_the_counters():
 
 import random  # noqa: E402
 
-from spikeloop import ppu_programs  # noqa: E402
-from spikeloop.model.ppu import chip_geometry, unpack_lanes  # noqa: E402
-from spikeloop.ppu_asm import assemble  # noqa: E402
+from spikeloop.base.isa import chip_geometry
+from spikeloop.ppu import programs as ppu_programs  # noqa: E402
+from spikeloop.ppu.asm import assemble  # noqa: E402
 
 
 def run_ppu_in_top(cfg, img, words, dmem, *, start_at=0, stop_at=None, cycles=None,
@@ -375,7 +375,7 @@ def run_ppu_in_top(cfg, img, words, dmem, *, start_at=0, stop_at=None, cycles=No
         assert await host.read(amap["syn_host_lost"].address(0)) == 0
         out = amap["ppu_out"]
         for i, vec in enumerate(ref.ppu_out[:4]):
-            want = unpack_lanes(vec, 32, g.vector_words)
+            want = unpack_array(vec, 32, g.vector_words)
             got = [await host.read(out.address(i * g.vector_words + w))
                    for w in range(g.vector_words)]
             assert got == want, f"ppu_out vector {i}: RTL {got} != ref {want}"

@@ -7,7 +7,7 @@ import torch
 
 from spikeloop import FULL, MINI
 from spikeloop.data.encoding import PAPER_DT_US, PAPER_N_STEPS
-from spikeloop.tasks import (
+from spikeloop.training.tasks import (
     SHD_N_STEPS,
     YINYANG_SPAN_US,
     TaskError,

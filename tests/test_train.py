@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from spikeloop import cli
-from spikeloop import train as T
-from spikeloop.train import TrainError, TrainSettings, load_network, run
+from spikeloop.training import train as T
+from spikeloop.training.train import TrainError, TrainSettings, load_network, run
 
 pytestmark = pytest.mark.unit
 
@@ -232,7 +232,7 @@ def test_mnist_software_learns(tmp_path):
 @pytest.fixture(scope="module")
 def mini_chip_file(tmp_path_factory):
     from spikeloop import MINI
-    from spikeloop.chip import Chip
+    from spikeloop.model.chip import Chip
 
     path = tmp_path_factory.mktemp("chip") / "mini-1.npz"
     Chip.calibrated(MINI, 1).save(path)

@@ -1,6 +1,6 @@
 """cocotb test of the whole chip (component "top") with the analog model in the
 loop: runs one *job* (a batch of samples) by the run protocol of
-spikeloop/backends/__init__.py and writes the Observables.
+spikeloop/base/protocol.py and writes the Observables.
 
 Run it through :func:`spikeloop.cosim.backend.run_cosim`, which writes the job
 and sets :data:`ENV_JOB` to the path of its JSON description::
@@ -17,7 +17,7 @@ and sets :data:`ENV_JOB` to the path of its JSON description::
 
 ``ppu`` (optional): ``{"words": [...], "dmem": [[index, word], ...], "when":
 "before" | "each_sample", "read_dmem": [indices], "read_synapses": bool,
-"max_cycles": N}`` (spikeloop/backends/ppu.py): the program and its data
+"max_cycles": N}`` (spikeloop/base/ppu_job.py): the program and its data
 are written through the host bus after the image; ``before``: the PPU is
 started and run to its halt before the first sample (e.g. a weight update
 that the samples then use), and every synapse is read back;
@@ -83,7 +83,8 @@ async def _ppu_results(drv: HostBusDriver, amap, cfg, ppu: dict, synapses: bool)
     ``ppu["max_cycles"]`` cycles, then read its status, cycles, pc, output
     buffer, the dmem words ``ppu["read_dmem"]`` and, with ``synapses``, every
     synapse word of both halves (``synapses``: one list per half)."""
-    from spikeloop.model.ppu import chip_geometry, pack_lanes
+    from spikeloop.base.isa import chip_geometry
+    from spikeloop.base.layouts import pack_array
 
     g = chip_geometry(cfg)
     status = amap["ppu_status"].address(0)
@@ -107,7 +108,7 @@ async def _ppu_results(drv: HostBusDriver, amap, cfg, ppu: dict, synapses: bool)
         await RisingEdge(drv.clk)
         words = await drv.read_many([amap["ppu_out"].address(i)
                                      for i in range(count * g.vector_words)])
-        out = [pack_lanes(words[i * g.vector_words:(i + 1) * g.vector_words], 32)
+        out = [pack_array(words[i * g.vector_words:(i + 1) * g.vector_words], 32, wrap=True)
                for i in range(count)]
     dmem = {}
     if ppu.get("read_dmem"):
@@ -137,19 +138,19 @@ async def test_run_job(dut):
     import numpy as np
     import torch
 
-    from spikeloop.backends import DRAIN_CYCLES, live_cycles
-    from spikeloop.backends.analog_loop import AnalogLoop
-    from spikeloop.chip import Chip
+    from spikeloop.base.addrmap import AddressMap
+    from spikeloop.base.events import InputEvents, observables_from_samples
+    from spikeloop.base.image import ConfigImage
+    from spikeloop.base.layouts import unpack_array
+    from spikeloop.base.protocol import DRAIN_CYCLES, live_cycles
     from spikeloop.cosim.bridge import (
         AnalogBridge,
         MembraneTrace,
-        unpack_array,
         write_membrane_csv,
         write_membrane_vcd,
     )
-    from spikeloop.events import InputEvents, observables_from_samples
-    from spikeloop.image import ConfigImage
-    from spikeloop.rtl.addrmap import AddressMap
+    from spikeloop.model.analog_loop import AnalogLoop
+    from spikeloop.model.chip import Chip
 
     # one thread: the analog model's per-step tensors are tiny, a second thread
     # only contends with the simulator (as tests/conftest.py does for pytest)
@@ -296,10 +297,10 @@ async def test_ceiling_job(dut):
     stats path."""
     from cocotb.triggers import Timer
 
-    from spikeloop.backends import live_cycles
-    from spikeloop.events import InputEvents
-    from spikeloop.image import ConfigImage
-    from spikeloop.rtl.addrmap import AddressMap
+    from spikeloop.base.addrmap import AddressMap
+    from spikeloop.base.events import InputEvents
+    from spikeloop.base.image import ConfigImage
+    from spikeloop.base.protocol import live_cycles
 
     ctx = cosim_context()
     cfg = ctx.cfg
@@ -332,7 +333,7 @@ async def test_readback_job(dut):
     """Every word of the job's image written through the host bus and read back
     (registers, synapse arrays, analog settings): the configuration path as
     software uses it on silicon.  Writes {"words", "mismatches"} to the stats path."""
-    from spikeloop.image import ConfigImage
+    from spikeloop.base.image import ConfigImage
 
     cfg = cosim_context().cfg
     job, base = _load_job()

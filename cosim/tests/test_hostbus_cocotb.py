@@ -15,10 +15,10 @@ import numpy as np
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
+from spikeloop.base.addrmap import AddressMap
+from spikeloop.base.image import REGION_OF, ConfigImage
 from spikeloop.cosim.host import HostBusDriver, clock_period_ps, start_clock
 from spikeloop.cosim.runner import cosim_context
-from spikeloop.image import REGION_OF, ConfigImage
-from spikeloop.rtl.addrmap import AddressMap
 
 #: set to "1" by the runner's own test to prove that a failing test is reported
 SELFTEST_ENV = "SPIKELOOP_COSIM_SELFTEST_FAIL"

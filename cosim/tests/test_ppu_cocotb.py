@@ -5,7 +5,7 @@ Verilog, run inside the simulator by spikeloop.cosim.runner.run_tests
 The testbench loads a program through the host port of the instruction memory
 and data through the data memory's, starts the core, plays the synapse memory
 and the ADC buffer behind the ``syn`` and ``adc`` ports (Python models with one
-cycle of read latency, model/ppu.py), drives the ADC's sample count and random
+cycle of read latency, model/ppu_sim.py), drives the ADC's sample count and random
 backpressure on the output stream, records every stream transfer and neuron
 reset, reads the data memory back through the host port after the halt, and
 compares all of it, and the cycle count, with the reference simulator PpuSim.
@@ -21,18 +21,12 @@ import random
 import cocotb
 from cocotb.triggers import ReadOnly, RisingEdge
 
+from spikeloop.base.isa import PpuGeometry
+from spikeloop.base.layouts import pack_array, unpack_array
 from spikeloop.cosim.host import start_clock
 from spikeloop.cosim.runner import cosim_context
-from spikeloop.model.ppu import (
-    AdcPortModel,
-    Environment,
-    PpuGeometry,
-    PpuSim,
-    RowPortModel,
-    SynapseRows,
-    unpack_lanes,
-)
-from spikeloop.ppu_asm import assemble
+from spikeloop.model.ppu_sim import AdcPortModel, Environment, PpuSim, RowPortModel, SynapseRows
+from spikeloop.ppu.asm import assemble
 
 #: weight update (docs/ppu.md), then trace recording: wait for each of N_REC
 #: ADC samples (csrr adc_count), stream its chunks; then the registers to dmem
@@ -98,10 +92,6 @@ def _u(signal) -> int:
     return v.to_unsigned() if hasattr(v, "to_unsigned") else int(v)
 
 
-def _pack(values, bits):
-    return sum(int(v) << (i * bits) for i, v in enumerate(values))
-
-
 @cocotb.test()
 async def test_program_against_reference(dut):
     rng = _rng("test_program_against_reference")
@@ -159,9 +149,9 @@ async def test_program_against_reference(dut):
         dut.out__ready.value = ready[k % len(ready)]
         dut.adc_count.value = env.adc_count(k)
         dut.time.value = TIME0 + k
-        dut.syn__rdata.value = _pack([w | (lab << cfg.weight_bits) for w, lab in rowport.rdata],
+        dut.syn__rdata.value = pack_array([w | (lab << cfg.weight_bits) for w, lab in rowport.rdata],
                                      sbits)
-        dut.adc__rdata.value = _pack(adcport.rdata, cfg.adc_bits)
+        dut.adc__rdata.value = pack_array(adcport.rdata, cfg.adc_bits)
         await ReadOnly()
         if not dut.running.value:
             break
@@ -174,7 +164,7 @@ async def test_program_against_reference(dut):
         rowport.tick(_u(dut.syn__half), _u(dut.syn__row),
                      int(dut.syn__re.value), _u(dut.syn__we),
                      [((s & cfg.weight_max), s >> cfg.weight_bits)
-                      for s in unpack_lanes(wdata, sbits, C)])
+                      for s in unpack_array(wdata, sbits, C)])
         adcport.tick(_u(dut.adc__addr), int(dut.adc__re.value))
         await RisingEdge(dut.clk)
         k += 1

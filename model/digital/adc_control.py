@@ -7,7 +7,7 @@ Outputs: ``sample``, ``n_samples``, ``overflow``, ``host_rdata``, ``ppu_rdata``
 """
 from __future__ import annotations
 
-from spikeloop.config import ChipConfig
+from spikeloop.base.config import ChipConfig
 
 
 class AdcControlRef:

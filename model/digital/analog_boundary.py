@@ -1,13 +1,13 @@
 """Cycle-accurate reference of rtl/analog_boundary.py (docs/rtl.md, section 8).
 
 Pure Python: ``weights`` is a list (per port) of lists (per column) of ints,
-``signs`` a list of ints (:class:`~spikeloop.rtl.layouts.RowSign` values),
+``signs`` a list of ints (:class:`~spikeloop.base.layouts.RowSign` values),
 ``exc_sum``/``inh_sum`` lists (per column) of ints.
 """
 from __future__ import annotations
 
-from spikeloop.config import ChipConfig
-from spikeloop.rtl.layouts import RowSign
+from spikeloop.base.config import ChipConfig
+from spikeloop.base.layouts import RowSign
 
 
 class AnalogBoundaryRef:

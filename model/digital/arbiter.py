@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from spikeloop.config import ChipConfig
+from spikeloop.base.config import ChipConfig
 
 
 class SpikeArbiterRef:

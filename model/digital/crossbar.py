@@ -4,13 +4,13 @@ Streams are split into lists per port field: ``inputs_valid``,
 ``inputs_payload`` and ``outputs_ready`` are inputs of :meth:`CrossbarRef.tick`;
 ``inputs_ready``, ``outputs_valid``, ``outputs_payload``, ``event_count`` and
 ``drop_count`` are its outputs.  Payloads are event labels packed as
-``rtl/layouts.py`` packs them (the label integer).
+``spikeloop/base/layouts.py`` packs them (the label integer).
 """
 from __future__ import annotations
 
 from collections import deque
 
-from spikeloop.config import ChipConfig
+from spikeloop.base.config import ChipConfig
 
 
 class CrossbarRef:

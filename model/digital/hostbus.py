@@ -1,8 +1,8 @@
 """Cycle-accurate reference of rtl/hostbus.py (see its docstring for the protocol)."""
 from __future__ import annotations
 
-from spikeloop.config import ChipConfig
-from spikeloop.rtl.addrmap import AddressMap
+from spikeloop.base.addrmap import AddressMap
+from spikeloop.base.config import ChipConfig
 
 
 class HostBusRef:

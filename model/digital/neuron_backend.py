@@ -6,7 +6,7 @@ ints; ``prescale`` and ``clear`` are ints.
 """
 from __future__ import annotations
 
-from spikeloop.config import ChipConfig
+from spikeloop.base.config import ChipConfig
 
 
 class NeuronBackendRef:

@@ -2,36 +2,15 @@
 section 6).
 
 Inputs of :meth:`EventPlaybackRef.tick`: ``clear``, ``host_addr``, ``host_we``,
-``host_wdata`` (a packed ``timed_event_layout(cfg, n_ext_inputs)`` entry, see
-:func:`pack_timed_event`), ``count``, ``time``, ``links_ready`` (list).
+``host_wdata`` (a packed ``timed_event_format(cfg, n_ext_inputs)`` entry, see
+:func:`~spikeloop.base.layouts.pack_timed_event`), ``count``, ``time``, ``links_ready`` (list).
 Outputs: ``host_rdata``, ``links_valid``, ``links_payload`` (lists), ``late``,
 ``done``.
 """
 from __future__ import annotations
 
-from spikeloop.config import ChipConfig
-from spikeloop.rtl.layouts import timed_event_layout
-
-
-def _fields(cfg: ChipConfig, n_links: int) -> dict[str, tuple[int, int]]:
-    return {name: (f.offset, f.width) for name, f in timed_event_layout(cfg, n_links)}
-
-
-def pack_timed_event(cfg: ChipConfig, n_links: int, label: int, link: int, time: int) -> int:
-    """A ``timed_event_layout(cfg, n_links)`` entry as an integer."""
-    word = 0
-    for name, value in (("label", label), ("link", link), ("time", time)):
-        offset, width = _fields(cfg, n_links)[name]
-        if not 0 <= value < (1 << width):
-            raise ValueError(f"timed event field {name} = {value} does not fit {width} bits")
-        word |= value << offset
-    return word
-
-
-def unpack_timed_event(cfg: ChipConfig, n_links: int, word: int) -> tuple[int, int, int]:
-    """(label, link, time) of a packed ``timed_event_layout(cfg, n_links)`` entry."""
-    f = _fields(cfg, n_links)
-    return tuple((word >> f[k][0]) & ((1 << f[k][1]) - 1) for k in ("label", "link", "time"))
+from spikeloop.base.config import ChipConfig
+from spikeloop.base.layouts import unpack_timed_event
 
 
 class EventPlaybackRef:

@@ -1,6 +1,6 @@
 """Cycle-accurate reference of the PPU as the top level wires it (rtl/ppu.py
-inside rtl/top.py), built on the instruction-level simulator of
-model/ppu.py (:class:`~spikeloop.model.ppu.PpuSim`).
+inside rtl/top.py), built on the instruction-level simulator
+(:class:`~spikeloop.model.ppu_sim.PpuSim`).
 
 The core executes one instruction at a time with a fixed cycle count; inside
 the chip ``out.ready`` is always high (the output buffer never stalls the
@@ -22,15 +22,10 @@ the ADC buffer (model/digital/top.py does).
 """
 from __future__ import annotations
 
-from spikeloop.config import ChipConfig
-from spikeloop.model.ppu import (
-    XMASK,
-    Environment,
-    PpuSim,
-    SynapseRows,
-    chip_geometry,
-    decode,
-)
+from spikeloop.base.config import ChipConfig
+from spikeloop.base.isa import XMASK, chip_geometry, decode
+from spikeloop.base.ppu_job import PpuJob, synapse_arrays
+from spikeloop.model.ppu_sim import Environment, PpuSim, SynapseRows
 
 
 class PpuRef:
@@ -98,3 +93,21 @@ class PpuRef:
         if len(sim.stream) > n_str:
             out["out"] = sim.stream[-1][1]
         return out
+
+
+def ppu_result(cfg: ChipConfig, ref: PpuRef, out: list[int], drops: int, job: PpuJob,
+               rows, since: str) -> dict:
+    """The result dict of a PPU run the host waited ``job.max_cycles`` cycles
+    for, counted from ``since``: ``ref``'s core, the output buffer
+    ``out``/``drops``, and ``rows[half][row][col] = (weight, label)`` when the
+    job reads the synapses back.  A PPU still running is a RuntimeError."""
+    sim = ref.sim
+    if sim.running:
+        raise RuntimeError(f"the PPU still runs {job.max_cycles} cycles after {since} "
+                           f"(ppu.max_cycles); pc = {sim.pc}")
+    res = {"status": int(sim.running) | int(sim.halted) << 1, "pc": int(sim.pc),
+           "cycles": min(sim.cycle + ref.phase, XMASK), "out": [int(v) for v in out],
+           "out_drops": int(drops), "dmem": {i: int(sim.dmem[i]) for i in job.read_dmem}}
+    if job.read_synapses:
+        res["weights"], res["labels"] = synapse_arrays(rows)
+    return res

@@ -8,8 +8,8 @@ n_host_links)`` entry, see :func:`~spikeloop.model.digital.playback.unpack_timed
 """
 from __future__ import annotations
 
-from spikeloop.config import ChipConfig
-from spikeloop.model.digital.playback import pack_timed_event
+from spikeloop.base.config import ChipConfig
+from spikeloop.base.layouts import pack_timed_event
 
 
 class EventRecorderRef:

@@ -1,14 +1,14 @@
 """Cycle-accurate reference of rtl/synapse_drivers.py (docs/rtl.md, section 2).
 
 Pure Python.  Events are ints packed like ``event_layout``
-(:func:`~spikeloop.rtl.layouts.pack_event`); row activations are
+(:func:`~spikeloop.base.layouts.pack_event`); row activations are
 :class:`~spikeloop.model.digital.synapse_memory.RowEvent` tuples.
 """
 from __future__ import annotations
 
-from spikeloop.config import ChipConfig
+from spikeloop.base.config import ChipConfig
+from spikeloop.base.layouts import RowSign, unpack_event
 from spikeloop.model.digital.synapse_memory import IDLE_ROW, RowEvent
-from spikeloop.rtl.layouts import RowSign, unpack_event
 
 
 class SynapseDriversRef:

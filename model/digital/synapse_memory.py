@@ -1,15 +1,15 @@
 """Cycle-accurate reference of rtl/synapse_memory.py (docs/rtl.md, section 1).
 
 Pure Python.  Values are ints: synapses packed like ``synapse_layout``
-(:func:`~spikeloop.rtl.layouts.pack_synapse`), row activations as
+(:func:`~spikeloop.base.layouts.pack_synapse`), row activations as
 :class:`RowEvent` tuples, ``weights`` as a list (per port) of lists (per column).
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from spikeloop.config import ChipConfig
-from spikeloop.rtl.layouts import pack_synapse
+from spikeloop.base.config import ChipConfig
+from spikeloop.base.layouts import pack_synapse
 
 
 class RowEvent(NamedTuple):

@@ -23,19 +23,20 @@ streamed vectors in the output buffer, ``ppu_out_drops`` those lost;
 """
 from __future__ import annotations
 
-from spikeloop.config import ChipConfig
-from spikeloop.image import ConfigImage
+from spikeloop.base.config import ChipConfig
+from spikeloop.base.image import ConfigImage
+from spikeloop.base.isa import out_buffer_vectors
+from spikeloop.base.layouts import pack_timed_event
 from spikeloop.model.digital.adc_control import AdcControlRef
 from spikeloop.model.digital.analog_boundary import AnalogBoundaryRef
 from spikeloop.model.digital.arbiter import SpikeArbiterRef
 from spikeloop.model.digital.crossbar import CrossbarRef
 from spikeloop.model.digital.neuron_backend import NeuronBackendRef
-from spikeloop.model.digital.playback import EventPlaybackRef, pack_timed_event
+from spikeloop.model.digital.playback import EventPlaybackRef
 from spikeloop.model.digital.ppu import PpuRef
 from spikeloop.model.digital.recorder import EventRecorderRef
 from spikeloop.model.digital.synapse_drivers import SynapseDriversRef
 from spikeloop.model.digital.synapse_memory import SynapseMemoryRef
-from spikeloop.model.ppu import out_buffer_vectors
 
 
 def _flat(a) -> list[int]:

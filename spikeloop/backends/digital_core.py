@@ -25,7 +25,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from spikeloop.config import ChipConfig
+from spikeloop.base.config import ChipConfig
 
 _U64 = np.uint64
 #: de Bruijn sequence and table: the index of the lowest set bit of a uint64

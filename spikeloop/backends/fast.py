@@ -38,21 +38,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from spikeloop.backends import DRAIN_CYCLES, check_device, live_cycles
-from spikeloop.backends.analog_loop import AnalogLoop
+from spikeloop.backends.devices import check_device
 from spikeloop.backends.digital_core import DigitalState, accumulate, nonzero2
-from spikeloop.backends.ppu import (
-    FastPpu,
-    PpuJob,
-    StaleAdcRead,
-    run_before,
-    synapse_arrays,
-)
-from spikeloop.chip import Chip
-from spikeloop.config import ChipConfig
-from spikeloop.events import InputEvents, Observables
-from spikeloop.image import ConfigImage
-from spikeloop.rtl.layouts import RowSign
+from spikeloop.backends.fast_ppu import FastPpu, StaleAdcRead, run_before
+from spikeloop.base.config import ChipConfig
+from spikeloop.base.events import InputEvents, Observables
+from spikeloop.base.image import ConfigImage
+from spikeloop.base.layouts import RowSign
+from spikeloop.base.ppu_job import PpuJob, synapse_arrays
+from spikeloop.base.protocol import DRAIN_CYCLES, live_cycles
+from spikeloop.model.analog_loop import AnalogLoop
+from spikeloop.model.chip import Chip
 
 
 def run_fast(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, *,
@@ -61,7 +57,7 @@ def run_fast(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, 
     """Run a batch on the fast backend; the semantics are those of
     :func:`~spikeloop.backends.reference.run_reference` (see backends/__init__.py
     for the run protocol).  ``ppu``: a PPU program run with the job
-    (spikeloop/backends/ppu.py, which says what the fast backend refuses)."""
+    (spikeloop/base/ppu_job.py, which says what the fast backend refuses)."""
     job = PpuJob.of(chip.cfg, ppu)
     if job is None:
         return FastChip(chip, image, device=device).run(events, n_steps, run_seed=run_seed,
@@ -275,7 +271,7 @@ class FastChip:
     # ------------------------------------------------------------------ run
     def run(self, events: InputEvents, n_steps: int, *, run_seed: int = 0,
             sample_offset: int = 0, ppus: list[FastPpu] | None = None) -> Observables:
-        """``ppus``: one PPU per sample, run beside the windows (spikeloop/backends/ppu.py)."""
+        """``ppus``: one PPU per sample, run beside the windows (spikeloop/base/ppu_job.py)."""
         cfg, dev = self.cfg, self.device
         if n_steps < 1:
             raise ValueError(f"n_steps = {n_steps}; allowed: >= 1")

@@ -2,18 +2,19 @@
 and the analog model, one cycle at a time in Python.  Slow (a few thousand
 cycles per second on the mini preset) and simple: the golden model that the
 cosim and fast backends are checked against.  ``ppu``: a PPU program run with
-the job (spikeloop/backends/ppu.py); its results are ``Observables.ppu``."""
+the job (spikeloop/base/ppu_job.py); its results are ``Observables.ppu``."""
 from __future__ import annotations
 
 import torch
 
-from spikeloop.backends import DRAIN_CYCLES, live_cycles
-from spikeloop.backends.analog_loop import AnalogLoop, bits_to_bool, bool_to_bits
-from spikeloop.backends.ppu import PpuJob, ppu_result
-from spikeloop.chip import Chip
-from spikeloop.events import InputEvents, Observables, observables_from_samples
-from spikeloop.image import ConfigImage
-from spikeloop.model.digital.playback import unpack_timed_event
+from spikeloop.base.events import InputEvents, Observables, observables_from_samples
+from spikeloop.base.image import ConfigImage
+from spikeloop.base.layouts import unpack_timed_event
+from spikeloop.base.ppu_job import PpuJob
+from spikeloop.base.protocol import DRAIN_CYCLES, live_cycles
+from spikeloop.model.analog_loop import AnalogLoop, bits_to_bool, bool_to_bits
+from spikeloop.model.chip import Chip
+from spikeloop.model.digital.ppu import ppu_result
 from spikeloop.model.digital.top import ChipDigitalRef
 
 

@@ -19,7 +19,7 @@ Three views of the same spikes:
   grid of ``dt_us`` (a spike at ``t`` lands in step ``floor(t / dt_us)``, the
   step covering ``[k*dt_us, (k+1)*dt_us)``; spikes at or after
   ``n_steps * dt_us`` fall outside the window and are dropped);
-- :func:`to_input_events`: :class:`spikeloop.events.InputEvents` for the chip,
+- :func:`to_input_events`: :class:`spikeloop.base.events.InputEvents` for the chip,
   one event per spike, released at cycle ``round(t_us * cfg.clock_mhz)``
   (round half to even).
 """
@@ -30,8 +30,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from spikeloop.config import ChipConfig
-from spikeloop.events import InputEvents
+from spikeloop.base.config import ChipConfig
+from spikeloop.base.events import InputEvents
 
 #: input time constant of the latency code (µs, hardware time)
 TAU_IN_US = 8.0

@@ -1,7 +1,7 @@
 """Training front end: functional core (:mod:`.functional`) and thin modules (:mod:`.modules`).
 
 Time-major ``[T, B, N]`` layout.  :class:`SoftwareNetwork` runs the ideal model;
-:class:`spikeloop.nn.chip.ChipNetwork` runs the forward pass on an emulated chip.
+:class:`spikeloop.nn.chip_network.ChipNetwork` runs the forward pass on an emulated chip.
 """
 from spikeloop.nn import functional
 from spikeloop.nn.functional import (

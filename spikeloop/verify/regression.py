@@ -1,10 +1,10 @@
 """The scenario regression of `make sim`: every verification scenario
-(spikeloop.scenarios.SCENARIOS) on the co-simulated RTL and on the reference
+(spikeloop.verify.scenarios.SCENARIOS) on the co-simulated RTL and on the reference
 backend and the fast backend, compared observable by observable (the
 scoreboard: ``Observables.first_difference``), plus each scenario's own expectations
 (``Scenario.expect``).
 
-    python -m spikeloop.cosim.regression [--simulator verilator|icarus] [--preset mini]
+    python -m spikeloop.verify.regression [--simulator verilator|icarus] [--preset mini]
                                          [--scenario NAME ...]
 
 The chip is ``Chip.calibrated(cfg, chip_seed=1)``, each image
@@ -30,11 +30,11 @@ import numpy as np
 
 from spikeloop.backends.fast import run_fast
 from spikeloop.backends.reference import run_reference
-from spikeloop.chip import Chip
-from spikeloop.config import ChipConfig
-from spikeloop.events import Observables
-from spikeloop.image import ConfigImage
-from spikeloop.scenarios import SCENARIOS, Scenario
+from spikeloop.base.config import ChipConfig
+from spikeloop.base.events import Observables
+from spikeloop.base.image import ConfigImage
+from spikeloop.model.chip import Chip
+from spikeloop.verify.scenarios import SCENARIOS, Scenario
 
 CHIP_SEED = 1
 RUN_SEED = 1
@@ -169,7 +169,7 @@ def format_table(rows: list[Row]) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m spikeloop.cosim.regression",
+    p = argparse.ArgumentParser(prog="python -m spikeloop.verify.regression",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
     p.add_argument("--preset", default="mini")

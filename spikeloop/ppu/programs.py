@@ -1,5 +1,5 @@
 """The PPU's programs for the rest of the chip (issue 7, programs 1 to 4), as
-assembly sources for spikeloop/ppu_asm.py, with the data-memory words the
+assembly sources for spikeloop/ppu/asm.py, with the data-memory words the
 host writes before it starts them and their cycle counts.
 
 Every program uses the assembler's predefined constants (docs/ppu.md), so one
@@ -38,9 +38,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from spikeloop.config import ChipConfig
-from spikeloop.model.ppu import PpuGeometry, chip_geometry, pack_lanes, unpack_lanes
-from spikeloop.ppu_asm import Program, assemble
+from spikeloop.base.config import ChipConfig
+from spikeloop.base.isa import PpuGeometry, chip_geometry
+from spikeloop.base.layouts import pack_array, unpack_array
+from spikeloop.ppu.asm import Program, assemble
 
 #: dmem word where INFERENCE logs the time of boundary k (at RESET_LOG + k)
 RESET_LOG = 16
@@ -139,7 +140,7 @@ def program(name: str, cfg: ChipConfig) -> Program:
 
 
 def _vector_words(geom: PpuGeometry, vector: int) -> list[int]:
-    return unpack_lanes(vector, 32, geom.vector_words)
+    return unpack_array(vector, 32, geom.vector_words)
 
 
 def trace_dmem(cfg: ChipConfig, n_samples: int) -> list[tuple[int, int]]:
@@ -173,7 +174,7 @@ def trace_vectors_to_codes(cfg: ChipConfig, vectors: list[int]) -> np.ndarray:
     for s in range(len(vectors) // k):
         lanes = []
         for j in range(k):
-            lanes += unpack_lanes(vectors[s * k + j], g.adc_lane_bits, g.adc_lanes)
+            lanes += unpack_array(vectors[s * k + j], g.adc_lane_bits, g.adc_lanes)
         rows.append(lanes[:cfg.n_neurons])
     return np.asarray(rows, dtype=np.int64).reshape(-1, cfg.n_neurons)
 
@@ -209,7 +210,7 @@ def weight_update_dmem(cfg: ChipConfig, first: int, updates: np.ndarray) -> list
                          f"0..{(1 << g.row_addr_bits) - 1}")
     writes = [(0, first), (1, M)]
     for i, u in enumerate(updates):
-        vec = pack_lanes([int(x) & 0xFF for x in u], 8)
+        vec = pack_array([int(x) & 0xFF for x in u], 8, wrap=True)
         base = (1 + i) * g.vector_words
         writes += [(base + j, w) for j, w in enumerate(_vector_words(g, vec))]
     return writes
@@ -416,7 +417,7 @@ def _lane_vector_writes(g: PpuGeometry, first_vector: int, lanes: list[int]) -> 
     lanes = list(lanes) + [0] * (-len(lanes) % n)
     writes = []
     for k in range(len(lanes) // n):
-        vec = pack_lanes(lanes[k * n:(k + 1) * n], 8)
+        vec = pack_array(lanes[k * n:(k + 1) * n], 8, wrap=True)
         base = (first_vector + k) * g.vector_words
         writes += [(base + j, w) for j, w in enumerate(_vector_words(g, vec))]
     return writes
@@ -474,7 +475,7 @@ def learn_dmem(cfg: ChipConfig, n_steps: int, rows, target, *, gain: int = 8,
     (0..255; the step is ``(|error| * G) >> 4``), ``max_step`` D (0..127),
     plastic ``neurons`` (indices; None: all), ``drain`` cycles to wait after
     ``time >= L`` before the first row write (at least DRAIN_CYCLES)."""
-    from spikeloop.backends import DRAIN_CYCLES, live_cycles
+    from spikeloop.base.protocol import DRAIN_CYCLES, live_cycles
 
     g = _learn_check_config(cfg)
     if not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
@@ -533,8 +534,8 @@ def learn_decode(cfg: ChipConfig, out: list[int]) -> tuple[np.ndarray, np.ndarra
     n = g.lanes(8)
     r, d = [], []
     for j in range(k):
-        r += unpack_lanes(int(out[2 * j]), 8, n)
-        d += [x - 256 if x >= 128 else x for x in unpack_lanes(int(out[2 * j + 1]), 8, n)]
+        r += unpack_array(int(out[2 * j]), 8, n)
+        d += [x - 256 if x >= 128 else x for x in unpack_array(int(out[2 * j + 1]), 8, n)]
     return (np.asarray(r[:cfg.n_neurons], dtype=np.int64),
             np.asarray(d[:cfg.n_neurons], dtype=np.int64))
 

@@ -5,7 +5,7 @@
     pl = place(FULL, proj)
     image = chip.configure(pl.image)                # analog settings := the chip's calibration
     events = pl.input_events([[(cycle, input_index), ...], ...])
-    obs = chip.run(image, events, n_steps)
+    obs = backends.run(chip, image, events, n_steps)
     pl.decode_records(obs.records)                  # (sample, cycle, population, member)
 
 The network
@@ -24,7 +24,7 @@ What the image holds (the paper's "How the gradient is formed in the loop", 5.)
   excitatory, row ``2d + 1`` inhibitory.  A weight ``w > 0`` is written as ``w``
   on the excitatory row, ``w < 0`` as ``|w|`` on the inhibitory row, in the
   column of the target neuron, with the synapse label = the source's address.
-- Event labels (rtl/layouts.py): ``address`` (6 bits) | ``row_select`` (5) |
+- Event labels (spikeloop/base/layouts.py): ``address`` (6 bits) | ``row_select`` (5) |
   ``upper`` (3 on FULL).  A source owns a *slot* ``(d, a)``: driver ``d``,
   address ``a``.  Its label is ``pack_event(a, d // B, d % B)``: the row select
   picks driver ``d`` among the ``D / B`` drivers listening to bus ``d % B``
@@ -97,10 +97,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from spikeloop.config import ChipConfig
-from spikeloop.events import InputEvents
-from spikeloop.image import ConfigImage
-from spikeloop.rtl.layouts import RowSign, pack_event, unpack_event
+from spikeloop.base.config import ChipConfig
+from spikeloop.base.events import InputEvents
+from spikeloop.base.image import ConfigImage
+from spikeloop.base.layouts import RowSign, pack_event, unpack_event
 
 #: the ``pre`` name of the external inputs
 INPUT = "input"

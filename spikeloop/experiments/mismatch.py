@@ -59,8 +59,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spikeloop.chip import Chip
-from spikeloop.nn.chip import INFERENCE_SPACING_US
+from spikeloop.model.chip import Chip
+from spikeloop.nn.chip_network import INFERENCE_SPACING_US
 
 #: the claims' thresholds (issue 6)
 LOOP_VS_IDEAL_PP = 1.0
@@ -127,7 +127,7 @@ class MismatchSettings:
 
 def _train(ms: MismatchSettings, out: Path, log, **kw) -> dict:
     """One ``spikeloop train`` run; reused when finished, resumed when interrupted."""
-    from spikeloop.train import TrainSettings, run
+    from spikeloop.training.train import TrainSettings, run
 
     results = out / "results.json"
     args = dict(task=ms.task, out=str(out), preset=ms.preset, batch_size=ms.batch_size,
@@ -138,7 +138,7 @@ def _train(ms: MismatchSettings, out: Path, log, **kw) -> dict:
         args["device"] = ms.device
     st = TrainSettings(**{**args, **kw})
     if results.is_file():
-        from spikeloop.train import RESUMABLE_CHANGES
+        from spikeloop.training.train import RESUMABLE_CHANGES
 
         done = json.loads(results.read_text())
         conflicts = [f"{k}: there {done['args'].get(k)!r}, now {v!r}"
@@ -169,8 +169,8 @@ def _retrain(ms: MismatchSettings, out: Path, log, loop: dict, net: Path, seed: 
 def _evaluate(net_path: Path, chip: Chip, ms: MismatchSettings, *, backend: str,
               inference: bool = False) -> dict:
     """Test ``net_path``'s network on ``chip`` (deployed unchanged)."""
-    from spikeloop.tasks import build_task
-    from spikeloop.train import evaluate, load_network
+    from spikeloop.training.tasks import build_task
+    from spikeloop.training.train import evaluate, load_network
 
     task = build_task(ms.task, cfg=chip.cfg, data_dir=ms.data_dir,
                       train_samples=1, test_samples=ms.test_samples)
@@ -500,7 +500,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main_args(args) -> int:
-    from spikeloop.train import TrainError
+    from spikeloop.training.train import TrainError
 
     ms = MismatchSettings(out=args.out, task=args.task, preset=args.preset,
                           backend=args.backend, seeds=tuple(args.seeds), chip_a=args.chip_a,

@@ -30,7 +30,7 @@ field             shape / dtype           meaning
 ``cycles``        [B] int64               clock cycles each sample ran
 ``n_steps``, ``run_seed``, ``backend``    scalars
 ``ppu``           list of dicts or None    what the host read back of each PPU run
-                                          (spikeloop/backends/ppu.py: status, pc,
+                                          (spikeloop/base/ppu_job.py: status, pc,
                                           cycles, out, out_drops, dmem; weights
                                           and labels when asked); None: no program
 ================= ======================= ============================================
@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spikeloop.config import ChipConfig
+from spikeloop.base.config import ChipConfig
 
 
 class EventsError(ValueError):
@@ -90,7 +90,7 @@ class InputEvents:
         """(word address, value) of the host writes that load sample ``s`` into
         the playback memory (word 0 cycle, word 1 label | link << label bits)
         and set ``playback_count``."""
-        from spikeloop.rtl.addrmap import AddressMap
+        from spikeloop.base.addrmap import AddressMap
 
         amap = AddressMap(self.cfg)
         pb = amap["playback"]
@@ -132,7 +132,7 @@ class Observables:
     n_steps: int
     run_seed: int
     backend: str = ""
-    #: one dict per PPU run of the job (spikeloop/backends/ppu.py), None without a program
+    #: one dict per PPU run of the job (spikeloop/base/ppu_job.py), None without a program
     ppu: list | None = None
 
     FIELDS = ("spikes", "records", "adc", "adc_count", "xbar_events", "xbar_drops",
@@ -150,7 +150,7 @@ class Observables:
     def save(self, path) -> None:
         extra = {}
         if self.ppu is not None:
-            from spikeloop.backends.ppu import ppu_results_to_json
+            from spikeloop.base.ppu_job import ppu_results_to_json
 
             extra["ppu"] = np.array(json.dumps(ppu_results_to_json(self.ppu)))
         np.savez(path, n_steps=np.array(self.n_steps), run_seed=np.array(self.run_seed),
@@ -162,7 +162,7 @@ class Observables:
         with np.load(path) as z:
             ppu = None
             if "ppu" in z:
-                from spikeloop.backends.ppu import ppu_results_from_json
+                from spikeloop.base.ppu_job import ppu_results_from_json
 
                 ppu = ppu_results_from_json(json.loads(str(z["ppu"])))
             return cls(**{f: z[f] for f in cls.FIELDS}, n_steps=int(z["n_steps"]),
@@ -178,7 +178,7 @@ class Observables:
                 idx = tuple(int(i) for i in np.argwhere(a != b)[0])
                 return f"{f}{list(idx)}: {a[idx]} != {b[idx]}"
         if self.ppu is not None or other.ppu is not None:
-            from spikeloop.backends.ppu import ppu_first_difference
+            from spikeloop.base.ppu_job import ppu_first_difference
 
             return ppu_first_difference(self.ppu, other.ppu)
         return None

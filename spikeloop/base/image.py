@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spikeloop.config import ChipConfig
+from spikeloop.base.config import ChipConfig
 
 
 class ImageError(ValueError):
@@ -165,8 +165,8 @@ class ConfigImage:
     def bus_writes(self) -> list[tuple[int, int]]:
         """(word address, value) of every host write that configures the chip
         with this image, in address-map order (synapses last)."""
-        from spikeloop.rtl.addrmap import AddressMap
-        from spikeloop.rtl.layouts import pack_synapse
+        from spikeloop.base.addrmap import AddressMap
+        from spikeloop.base.layouts import pack_synapse
 
         amap = AddressMap(self.cfg)
         writes = []

@@ -1,6 +1,6 @@
 """Assembler and disassembler of the plasticity processor (PPU).
 
-The instruction set is the table of spikeloop/model/ppu.py (docs/ppu.md shows
+The instruction set is the table of spikeloop/base/isa.py (docs/ppu.md shows
 it); this module only reads text.  Syntax, one instruction per line::
 
     # comments start with '#' or ';'
@@ -18,7 +18,7 @@ Pseudo-instructions: ``nop``, ``mv rd, rs``, ``li rd, imm32`` (one or two
 words), ``j target``, ``vmov vd, va``; ``.word expr`` places a raw word.
 
 With a ChipConfig, the geometry's constants are predefined
-(:meth:`spikeloop.model.ppu.PpuGeometry.symbols`: ``ROWS``, ``COLS``,
+(:meth:`spikeloop.base.isa.PpuGeometry.symbols`: ``ROWS``, ``COLS``,
 ``ROW_CHUNKS``, ``ROW_CHUNK_BITS``, ``ADC_CHUNKS``, ``LANES_B``, ...), so one
 source assembles for every preset.
 
@@ -33,8 +33,8 @@ import difflib
 import re
 from dataclasses import dataclass, field
 
-from spikeloop.config import ChipConfig
-from spikeloop.model.ppu import (
+from spikeloop.base.config import ChipConfig
+from spikeloop.base.isa import (
     BY_MNEMONIC,
     CSRS,
     N_REGS,

@@ -33,8 +33,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spikeloop.config import ChipConfig
-from spikeloop.model.ppu import chip_geometry, out_buffer_vectors
+from spikeloop.base.config import ChipConfig
+from spikeloop.base.isa import chip_geometry, out_buffer_vectors
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from spikeloop.chip import Chip
 from spikeloop.data import Batches
+from spikeloop.model.chip import Chip
 
 
 class ReplayError(RuntimeError):
@@ -36,8 +36,8 @@ def replay(run_dir, *, samples: int = 20, batch: int = 10, simulator: str = "ver
            log=print) -> dict:
     """Run the first ``samples`` test samples of the training run in ``run_dir`` on
     fast and cosim; returns the report (also written to ``run_dir/replay.json``)."""
-    from spikeloop.tasks import build_task
-    from spikeloop.train import load_network
+    from spikeloop.training.tasks import build_task
+    from spikeloop.training.train import load_network
 
     run_dir = Path(run_dir)
     for f in ("network.pt", "chip.npz"):
@@ -126,7 +126,7 @@ def main_args(args) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m spikeloop.replay", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m spikeloop.training.replay", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     return main_args(p.parse_args(argv))

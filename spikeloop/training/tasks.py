@@ -65,7 +65,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spikeloop.config import ChipConfig
+from spikeloop.base.config import ChipConfig
 from spikeloop.data import (
     ArrayDataset,
     DataError,

@@ -1,16 +1,16 @@
 """``spikeloop train``: surrogate-gradient training in software or in the loop on a chip.
 
-    from spikeloop.train import TrainSettings, run
+    from spikeloop.training.train import TrainSettings, run
     result = run(TrainSettings(task="yinyang", backend="software", epochs=5, out="build/yy"))
 
 One flag switches the backend; the network code does not change:
 ``software`` is :class:`spikeloop.nn.SoftwareNetwork` (the ideal model),
-``fast`` / ``cosim`` is :class:`spikeloop.nn.chip.ChipNetwork` on the chip
+``fast`` / ``cosim`` is :class:`spikeloop.nn.chip_network.ChipNetwork` on the chip
 instance ``(preset, chip seed)``, calibrated once by measurement and kept as
 ``DIR/chip.npz`` (a resumed run reloads it).
 
 One training step (PAPER.md, "The MNIST experiment, as run"): encode the batch
-(:mod:`spikeloop.tasks`), ``out = net(raster, times_us=...)``, loss = NLL of
+(:mod:`spikeloop.training.tasks`), ``out = net(raster, times_us=...)``, loss = NLL of
 ``out.log_probs`` + ``net.regularization(out)`` (5e-4 * mean squared hidden
 spike count + 0.1 * mean squared hidden weight), Adam step, ``net.after_step()``
 (clamps the hidden weights to the chip's range).  The learning rate is
@@ -57,18 +57,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spikeloop.config import PRESETS, ChipConfig
+from spikeloop.base.config import PRESETS, ChipConfig
 from spikeloop.data import Batches
 from spikeloop.nn import LIFParameters, SoftwareNetwork
-from spikeloop.placement import PlacementError
-from spikeloop.tasks import (
-    BACKENDS,
-    CHIP_BACKENDS,
-    TASKS,
-    Task,
-    TaskError,
-    build_task,
-)
+from spikeloop.nn.placement import PlacementError
+from spikeloop.training.tasks import BACKENDS, CHIP_BACKENDS, TASKS, Task, TaskError, build_task
 
 #: PAPER.md: Adam, learning rate 1.5e-3 (tasks.PAPER_LR), x0.97 per epoch, batch 100,
 #: 50 epochs, test every 5
@@ -249,7 +242,7 @@ def make_network(backend: str, kwargs: dict, *, chip=None, generator=None, run_s
     kw["params"] = LIFParameters(**kw["params"])
     if backend == "software":
         return SoftwareNetwork(n_in, n_hidden, n_out, generator=generator, **kw)
-    from spikeloop.nn.chip import ChipNetwork
+    from spikeloop.nn.chip_network import ChipNetwork
 
     if backend == "fast" and device != "cpu":
         kw["device"] = device
@@ -471,7 +464,7 @@ def _prepare_out(s: TrainSettings) -> tuple[Path, dict | None]:
 
 
 def _get_chip(s: TrainSettings, out: Path, log: RunLog, resuming: bool):
-    from spikeloop.chip import Chip
+    from spikeloop.model.chip import Chip
 
     path = out / CHIP_FILE
     cfg = s.cfg

@@ -1,5 +1,5 @@
 """On-chip learning without the host: PPU program 4 (homeostatic synaptic
-scaling, spikeloop/ppu_programs.py LEARN) corrects the chip's mismatch.
+scaling, spikeloop/ppu/programs.py LEARN) corrects the chip's mismatch.
 
     spikeloop ppu learn --preset mini --chip-seed 1 --trials 20 --backend reference --out DIR
 
@@ -39,12 +39,14 @@ from pathlib import Path
 
 import numpy as np
 
-from spikeloop import ppu_programs as P
-from spikeloop.backends import BACKENDS, live_cycles
-from spikeloop.config import ChipConfig
-from spikeloop.events import InputEvents
-from spikeloop.image import ConfigImage
-from spikeloop.rtl.layouts import RowSign
+from spikeloop import backends
+from spikeloop.backends import CHIP_BACKENDS
+from spikeloop.base.config import ChipConfig
+from spikeloop.base.events import InputEvents
+from spikeloop.base.image import ConfigImage
+from spikeloop.base.layouts import RowSign
+from spikeloop.base.protocol import live_cycles
+from spikeloop.ppu import programs as P
 
 CALIBRATIONS = ("except-gain", "none", "full")
 #: cycle of the first input event of a trial, and the spacing of the inputs
@@ -71,8 +73,8 @@ class LearnSettings:
     def check(self) -> ChipConfig:
         """The preset's ChipConfig; raises ValueError naming a bad field."""
         cfg = ChipConfig.preset(self.preset)
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend = {self.backend!r}; allowed: {', '.join(BACKENDS)}")
+        if self.backend not in CHIP_BACKENDS:
+            raise ValueError(f"backend = {self.backend!r}; allowed: {', '.join(CHIP_BACKENDS)}")
         if self.calibration not in CALIBRATIONS:
             raise ValueError(f"calibration = {self.calibration!r}; allowed: "
                              f"{', '.join(CALIBRATIONS)}")
@@ -111,7 +113,7 @@ def learning_image(cfg: ChipConfig, inputs: int, weight: int
     sends it to bus ``i % B`` of both halves, driver ``i`` of each half takes it
     into row ``2i`` (excitatory, ``weight`` in every column) and ``2i + 1``
     (inhibitory, weight 0); every neuron enabled, the ADC every analog step."""
-    from spikeloop.scenarios import base_image
+    from spikeloop.verify.scenarios import base_image
 
     img = base_image(cfg)             # half 0 routed, ADC every step
     B = cfg.buses_per_half
@@ -138,7 +140,7 @@ def learning_image(cfg: ChipConfig, inputs: int, weight: int
 
 def trial_events(cfg: ChipConfig, inputs: int, trials: int) -> InputEvents:
     """The same pattern in every trial: input ``i`` fires once at cycle 16 + 4 i."""
-    from spikeloop.scenarios import input_event
+    from spikeloop.verify.scenarios import input_event
 
     ev = [(FIRST_EVENT_CYCLE + EVENT_SPACING * i, 0, input_event(cfg, i)) for i in range(inputs)]
     return InputEvents.from_lists(cfg, [ev] * trials)
@@ -146,8 +148,8 @@ def trial_events(cfg: ChipConfig, inputs: int, trials: int) -> InputEvents:
 
 def chip_and_image(s: LearnSettings, cfg: ChipConfig):
     """(chip, image with the analog settings of ``s.calibration``, plastic rows)."""
-    from spikeloop.chip import Chip
     from spikeloop.model.analog import GAIN_EXC
+    from spikeloop.model.chip import Chip
 
     img, rows = learning_image(cfg, s.inputs, s.weight)
     if s.calibration == "none":
@@ -196,7 +198,7 @@ def run(s: LearnSettings, log=print) -> dict:
         f"{cfg.n_neurons} neurons x {len(rows) // cfg.n_halves} plastic rows per half, "
         f"target {s.target}, gain {s.gain}/16, max step {s.max_step}")
     t1 = time.perf_counter()
-    obs = chip.run(image, events, s.n_steps, backend=s.backend, run_seed=s.run_seed,
+    obs = backends.run(chip, image, events, s.n_steps, backend=s.backend, run_seed=s.run_seed,
                    ppu=job, **opts)
     wall = time.perf_counter() - t1
     if obs.ppu is None or len(obs.ppu) != s.trials:
@@ -291,7 +293,7 @@ def add_arguments(p) -> None:
     p.add_argument("--chip-seed", type=int, required=True, help="which fabricated specimen")
     p.add_argument("--trials", type=int, default=d.trials, help=f"default {d.trials}")
     p.add_argument("--backend", default=d.backend,
-                   help=f"{', '.join(BACKENDS)} (default {d.backend})")
+                   help=f"{', '.join(CHIP_BACKENDS)} (default {d.backend})")
     p.add_argument("--out", required=True, help="directory for learning_curve.json and .png")
     p.add_argument("--calibration", default=d.calibration,
                    help=f"{', '.join(CALIBRATIONS)} (default {d.calibration}: calibrated "

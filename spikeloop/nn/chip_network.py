@@ -11,7 +11,7 @@ One forward pass (PAPER.md, "How the gradient is formed in the loop"):
 1. **Weights to the chip.**  Hidden (and recurrent) weights are quantised with
    the paper's scale 240, output weights with the adaptive scale
    ``min(63 / max|W_out|, 250)``; signed weights go to excitatory/inhibitory row
-   pairs (:mod:`spikeloop.placement`, ``reserve="both"``: every synapse of the
+   pairs (:mod:`spikeloop.nn.placement`, ``reserve="both"``: every synapse of the
    dense projections is reserved at construction, so any weight can be written
    later).  The placement is made once; a network whose hidden and output
    populations do not fit one half each is placed on merged neurons (both
@@ -53,14 +53,15 @@ import time
 import numpy as np
 import torch
 
-from spikeloop.backends import live_cycles
-from spikeloop.chip import Chip
-from spikeloop.events import InputEvents, Observables
+from spikeloop import backends
+from spikeloop.base.events import InputEvents, Observables
+from spikeloop.base.protocol import live_cycles
 from spikeloop.model.analog import THRESHOLD
 from spikeloop.model.calibration import CalibrationTargets
+from spikeloop.model.chip import Chip
 from spikeloop.nn.functional import DEFAULT_PARAMS, LIFParameters
 from spikeloop.nn.modules import HIDDEN_SCALE, WEIGHT_MAX, LoopNetwork, NetworkOutput
-from spikeloop.placement import INPUT, Placement, PlacementError, output_scale, place, quantize
+from spikeloop.nn.placement import INPUT, Placement, PlacementError, output_scale, place, quantize
 
 __all__ = ["ChipNetwork", "BASELINE_SAMPLES", "INFERENCE_SPACING_US"]
 
@@ -72,7 +73,7 @@ INFERENCE_SPACING_US = 11.8
 
 class ChipNetwork(LoopNetwork):
     """:class:`LoopNetwork` whose forward pass is measured on ``chip`` (a
-    :class:`~spikeloop.chip.Chip`, calibrated for the paper's working point).
+    :class:`~spikeloop.model.chip.Chip`, calibrated for the paper's working point).
 
     ``backend``: ``"fast"`` or ``"cosim"``; ``run_seed``: the chip's noise seed
     for this network's runs; ``backend_options``: passed to the backend (e.g.
@@ -215,7 +216,7 @@ class ChipNetwork(LoopNetwork):
 
     # -- running the chip --------------------------------------------------------------------
     def _run(self, events: InputEvents, n_steps: int, sample_offset: int) -> Observables:
-        return self.chip.run(self.placement.image, events, n_steps, backend=self.backend,
+        return backends.run(self.chip, self.placement.image, events, n_steps, backend=self.backend,
                              run_seed=int(self.run_seed), sample_offset=sample_offset,
                              **self.backend_options)
 

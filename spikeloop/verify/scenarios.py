@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from spikeloop.config import ChipConfig
-from spikeloop.events import InputEvents
-from spikeloop.image import ConfigImage
-from spikeloop.rtl.layouts import RowSign, pack_event
+from spikeloop.base.config import ChipConfig
+from spikeloop.base.events import InputEvents
+from spikeloop.base.image import ConfigImage
+from spikeloop.base.layouts import RowSign, pack_event
 
 
 @dataclass

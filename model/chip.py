@@ -15,10 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spikeloop.config import ChipConfig
-from spikeloop.image import ConfigImage
+from spikeloop.base.config import ChipConfig
+from spikeloop.base.image import ConfigImage
 from spikeloop.model.analog import AnalogChipModel
-from spikeloop.model.calibration import CalibrationResult, ChipProbe, calibrate
+from spikeloop.model.calibration import (
+    CalibrationResult,
+    ChipProbe,
+    calibrate,
+    spread_report,
+)
 
 
 def check_residual(fraction) -> float:
@@ -65,8 +70,6 @@ class Chip:
         ``report`` holds ``residual_fraction`` and the spreads it gives
         (:func:`~spikeloop.model.calibration.spread_report`, which reads the hidden
         truth: evaluation only)."""
-        from spikeloop.model.calibration import spread_report
-
         if self.calibration is None:
             raise ValueError("with_residual: the chip has no calibration to degrade "
                              "(Chip.calibrated or spikeloop calibrate makes one)")
@@ -99,25 +102,6 @@ class Chip:
         image writes."""
         merge = image.neuron_merge if image.neuron_merge.size else None
         return self.analog.lif_params(torch.as_tensor(image.analog_settings), merge=merge, **kw)
-
-    def run(self, image: ConfigImage, events, n_steps: int, *, backend: str = "reference",
-            run_seed: int = 0, sample_offset: int = 0, **backend_options):
-        """Run a batch of samples on this chip; returns Observables.  ``backend``:
-        ``reference`` (Python golden model), ``cosim`` (the RTL under cocotb) or
-        ``fast`` (batched torch); see spikeloop/backends/__init__.py."""
-        from spikeloop.backends import check_backend
-
-        check_backend(backend)
-        if image.cfg != self.cfg:
-            raise ValueError(f"image is for preset {image.cfg.name!r}, chip is {self.cfg.name!r}")
-        if backend == "reference":
-            from spikeloop.backends.reference import run_reference as run
-        elif backend == "cosim":
-            from spikeloop.cosim.backend import run_cosim as run
-        else:
-            from spikeloop.backends.fast import run_fast as run
-        return run(self, image, events, n_steps, run_seed=run_seed,
-                   sample_offset=sample_offset, **backend_options)
 
     # -- files: the chip instance with its calibration --------------------------
     def save(self, path) -> None:

@@ -22,7 +22,7 @@ Geometry (derived, see the properties below):
 - crossbar inputs: the block outputs ``0..n_blocks-1``, then the external links;
   crossbar outputs: the buses ``0..n_buses-1``, then the host links.
 
-Event label layout (``event_label_bits`` wide, see rtl/layouts.py):
+Event label layout (``event_label_bits`` wide, see spikeloop/base/layouts.py):
 ``[label_bits-1:0]`` synapse address (matched against the synapse labels),
 ``[label_bits+row_select_bits-1:label_bits]`` row select (matched by the
 synapse drivers), upper bits free for routing.

@@ -6,10 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from spikeloop.chip import Chip
-from spikeloop.image import ConfigImage
+from spikeloop.base.image import ConfigImage
 from spikeloop.model.adc import adc_convert
 from spikeloop.model.analog import lif_step
+from spikeloop.model.chip import Chip
 from spikeloop.model.noise import membrane_noise, membrane_noise_steps
 
 

@@ -1,0 +1,1 @@
+"""Training in the loop: tasks, the training loop, and replay on the RTL."""

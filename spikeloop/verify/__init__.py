@@ -1,0 +1,1 @@
+"""Verification scenarios and the co-simulation regression that runs them."""
