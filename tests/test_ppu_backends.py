@@ -3,7 +3,7 @@
 included, for the programs of spikeloop/ppu/programs.py and for random
 programs; what the fast backend refuses, it refuses with a message that says
 where and what to do.  The cosim side of the same comparison is in
-tests/test_cosim_ppu.py (marker ``cosim``)."""
+tests/test_cosim_ppu_programs.py (marker ``cosim``)."""
 from __future__ import annotations
 
 import random

@@ -1,6 +1,6 @@
 """cocotb test of the bare Ppu component (component="ppu") on its exported
 Verilog, run inside the simulator by spikeloop.cosim.runner.run_tests
-(tests/test_ppu_cosim.py).
+(tests/test_cosim_ppu_core.py).
 
 The testbench loads a program through the host port of the instruction memory
 and data through the data memory's, starts the core, plays the synapse memory

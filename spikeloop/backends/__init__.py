@@ -14,6 +14,10 @@ For the same chip instance, ConfigImage, input events and run seed they return
 identical Observables (:mod:`spikeloop.base.events`); every one follows the run
 protocol of :mod:`spikeloop.base.protocol`.
 
+The co-simulation (and with it Amaranth, cocotb and a simulator) is loaded only
+when a run asks for it: training, experiments and the fast backend never load
+it.
+
     from spikeloop import backends
     obs = backends.run(chip, image, events, n_steps, backend="fast", run_seed=1)
 """
@@ -24,11 +28,10 @@ from spikeloop.backends.fast import run_fast
 from spikeloop.backends.reference import run_reference
 from spikeloop.base.events import InputEvents, Observables
 from spikeloop.base.image import ConfigImage
-from spikeloop.cosim.backend import run_cosim
 from spikeloop.model.chip import Chip
 
-#: the backends that run a chip instance, by name
-CHIP_BACKENDS = {"reference": run_reference, "cosim": run_cosim, "fast": run_fast}
+#: the backends that run a chip instance
+CHIP_BACKENDS = ("reference", "cosim", "fast")
 
 
 def check_backend(name: str) -> str:
@@ -53,7 +56,11 @@ def run(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, *,
     """Run a batch of samples on the chip instance ``chip`` with the backend
     named ``backend``; ``options`` are that backend's own (``ppu``, ``device``
     for fast, ``simulator``/``waves`` for cosim)."""
-    run_backend = CHIP_BACKENDS[check_backend(backend)]
+    check_backend(backend)
+    if backend == "cosim":
+        from spikeloop.cosim.backend import run_cosim as run_backend   # at simulation time
+    else:
+        run_backend = run_fast if backend == "fast" else run_reference
     if image.cfg != chip.cfg:
         raise ValueError(f"image is for preset {image.cfg.name!r}, chip is {chip.cfg.name!r}")
     return run_backend(chip, image, events, n_steps, run_seed=run_seed,

@@ -12,7 +12,7 @@ from spikeloop.base.isa import FIELDS, FORMATS, IMM_KINDS, ISA
 
 
 def isa_markdown() -> str:
-    """The encoding table of docs/ppu.md (generated; tests/test_ppu_model.py
+    """The encoding table of docs/ppu.md (generated; tests/test_ppu_isa.py
     checks that the document holds exactly this)."""
     lines = ["| mnemonic | syntax | format | encoding | immediate | cycles | semantics |",
              "|---|---|---|---|---|---|---|"]
