@@ -61,8 +61,9 @@ sim: setup  ## hardware-verification regression (SIM=verilator|icarus, WAVES=1):
 bench: setup  ## speed: fast backend against a plain torch LIF network (samples/s, same run)
 	$(PY) -m spikeloop.bench fast
 
-lint: setup  ## ruff over the Python, Verilator lint over the exported Verilog
+lint: setup  ## ruff, the package's layers (import-linter contracts), Verilator lint of the Verilog
 	$(VENV)/bin/ruff check rtl model cosim spikeloop tests
+	$(PY) -m tests.layers
 	$(PY) -m spikeloop.cli rtl lint --preset $(PRESET)
 
 area: setup  ## cell counts per component from yosys `synth; stat` (PRESET=mini|full)

@@ -6,8 +6,33 @@ Icarus under cocotb, with the analog model in the loop (cosim/bridge.py).
 
 Returns the same :class:`~spikeloop.base.events.Observables` as the reference backend
 (spikeloop/backends/reference.py), ``backend="cosim"``.  The run protocol is the
-one of spikeloop/base/protocol.py; the cocotb side is
-cosim/tests/test_chip_cocotb.py.
+one of spikeloop/base/protocol.py; the side inside the simulator is the engine,
+cosim/engine.py, started by the cocotb tests of cosim/tests/test_chip_cocotb.py.
+
+The job: this module writes it into the run directory and sets
+:data:`ENV_JOB` to the path of its JSON description, which the engine reads
+(relative paths start from the JSON file's folder)::
+
+    {"chip": "chip.npz",          # Chip.save format (config, seed, calibration)
+     "image": "image.npz",        # ConfigImage.save
+     "events": "events.npz",      # InputEvents.save
+     "n_steps": 30, "run_seed": 1, "sample_offset": 0,
+     "output": "observables.npz", # Observables.save (backend "cosim")
+     "stats": "stats.json",       # cycles, wall time, host accesses
+     "membranes": false,          # write membranes.vcd/.csv into the run directory
+     "write_zeros": true,         # false: write only the image's non-zero words
+     "ppu": null}                 # optional: a PPU program (below)
+
+``ppu`` (optional): ``{"words": [...], "dmem": [[index, word], ...], "when":
+"before" | "each_sample", "read_dmem": [indices], "read_synapses": bool,
+"max_cycles": N}`` (spikeloop/base/ppu_job.py; cosim/engine.py says when the
+host starts it and what it reads back); what the host read back of each PPU
+run goes to the stats file as ``"ppu"`` (one dict per run: ``status``,
+``pc``, ``cycles``, ``out_count``, ``out_drops``, ``out`` as hex strings,
+``dmem`` with string keys, ``synapses`` one list of words per half when read,
+``holds``: the bridge's held steps [sample, step, mask] for ``each_sample``).
+The jobs of :func:`run_ceiling` and :func:`run_readback` hold ``image``,
+``n_steps``, ``stats`` and (ceiling only) ``events``.
 
 Files: the build is cached by design hash (cosim/runner.py); each call gets a
 run directory ``<build dir>/runs/<time>-<pid>-<n>/`` holding ``job/`` (the
@@ -37,8 +62,8 @@ from spikeloop.cosim.runner import CosimError
 from spikeloop.model.chip import Chip
 
 TEST_MODULE = "spikeloop.cosim.tests.test_chip_cocotb"
-#: must equal spikeloop.cosim.tests.test_chip_cocotb.ENV_JOB (not imported here:
-#: that module imports cocotb)
+#: environment variable holding the path of the job's JSON description (the
+#: engine, cosim/engine.py, imports it from here)
 ENV_JOB = "SPIKELOOP_COSIM_JOB"
 
 #: extra compile arguments per simulator.  Icarus: the Verilog that Amaranth's
@@ -157,7 +182,7 @@ def run_cosim(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int,
 
 
 def _ppu_result(cfg, r: dict, job: PpuJob) -> dict:
-    """The host's read-back of a PPU run (stats["ppu"] of the cocotb test) as
+    """The host's read-back of a PPU run (stats["ppu"] of the engine) as
     spikeloop/base/ppu_job.py's result dict."""
     res = {"status": r["status"], "pc": r["pc"], "cycles": r["cycles"],
            "out": [int(v, 16) for v in r["out"]], "out_drops": r["out_drops"],

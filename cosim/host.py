@@ -35,6 +35,7 @@ from collections.abc import Iterable
 from cocotb.clock import Clock
 from cocotb.triggers import Lock, ReadOnly, RisingEdge, current_gpi_trigger
 
+from spikeloop.base.addrmap import AddressMap
 from spikeloop.base.config import ChipConfig
 
 BUS_PORTS = ("addr", "wdata", "we", "re", "rdata", "rvalid")
@@ -192,8 +193,6 @@ class HostBusDriver:
         writes = image.bus_writes()
         await self.write_many(writes)
         if verify:
-            from spikeloop.base.addrmap import AddressMap
-
             amap = AddressMap(image.cfg)
             regs = [(a, v) for a, v in writes if amap.decode(a)[0].kind == "reg"]
             got = await self.read_many([a for a, _ in regs])

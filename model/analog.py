@@ -106,7 +106,7 @@ class TransferRanges:
     """Nominal (mismatch-free) transfer curves of the analog settings.
 
     Voltages linear ``v_lo_v .. v_hi_v``; time constants logarithmic (the
-    feasible ranges of PAPER.md); gains linear ``0 .. gain_hi_v_per_us``."""
+    feasible ranges of docs/paper.md, "Calibration"); gains linear ``0 .. gain_hi_v_per_us``."""
 
     v_lo_v: float = 0.0
     v_hi_v: float = 1.2

@@ -1,5 +1,5 @@
 """The analog side of a run, shared by every backend: one piece of code, so the
-backends agree bit for bit (DESIGN.md, "The emulation contract")."""
+backends agree bit for bit (docs/architecture.md, "The emulation contract")."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor

@@ -56,7 +56,8 @@ from .analog import (
     simulate,
 )
 
-#: required maxima of (spread after) / (spread before), PAPER.md
+#: required maxima of (spread after) / (spread before): the acceptance limits of
+#: docs/paper.md, "Calibration"
 REQUIRED_RATIOS = {"leak": 0.30, "reset": 0.20, "threshold": 0.35, "tau_mem": 0.45,
                    "tau_syn_exc": 0.20, "tau_syn_inh": 0.20}
 _PHYS_KEYS = {"leak": "v_leak_v", "reset": "v_reset_v", "threshold": "v_thresh_v",
@@ -67,7 +68,8 @@ _PHYS_KEYS = {"leak": "v_leak_v", "reset": "v_reset_v", "threshold": "v_thresh_v
 
 @dataclass(frozen=True)
 class CalibrationTargets:
-    """Targets of the paper (PAPER.md): potentials in ADC codes, times in µs."""
+    """Targets of the paper (docs/paper.md, "Calibration"): potentials in ADC codes, times
+    in µs."""
 
     leak_lsb: float = 80.0
     reset_lsb: float = 80.0
@@ -264,23 +266,58 @@ def calibrate(probe: ChipProbe, targets: CalibrationTargets | None = None, *,
 
 
 def _calibrate(probe: ChipProbe, tg: CalibrationTargets, reps: int) -> CalibrationResult:
-    n, bits, smax, dt = probe.n_neurons, probe.cfg.analog_setting_bits, probe.setting_max, \
-        probe.dt_us
-    lsb = probe.adc_lsb_v
-    # starting point: mid-range settings, fastest membrane, threshold out of reach
-    base = torch.full((n, 8), smax // 2, dtype=torch.int64)
-    base[:, THRESHOLD] = smax
-    base[:, TAU_MEM] = 0
+    """The calibration, stage by stage (module docstring); each stage fills in its
+    settings, the next one measures with them."""
+    cal = _Calibration.start(probe, tg, reps)
+    leak_lo, leak_hi = _stage_a_leak_reset(cal)
+    _stage_b_threshold_taus(cal, leak_lo, leak_hi)
+    _stage_c_gains(cal, leak_hi)
+    return CalibrationResult(cal.base.clone(), probe.cfg.name, probe.chip_seed, tg,
+                             cal.measured)
 
-    def rows(count: int, **set_cols) -> torch.Tensor:
-        s = base.clone()
+
+@dataclass
+class _Calibration:
+    """What the stages of :func:`_calibrate` share: the probe, the targets, the
+    repetitions per measurement, the settings so far (``base``, int64 ``[n, 8]``,
+    filled in stage by stage) and the measurements at the settings found."""
+
+    probe: ChipProbe
+    tg: CalibrationTargets
+    reps: int
+    base: torch.Tensor
+    measured: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, probe: ChipProbe, tg: CalibrationTargets, reps: int) -> _Calibration:
+        """The starting point: mid-range settings, fastest membrane, threshold out
+        of reach."""
+        smax = probe.setting_max
+        base = torch.full((probe.n_neurons, 8), smax // 2, dtype=torch.int64)
+        base[:, THRESHOLD] = smax
+        base[:, TAU_MEM] = 0
+        return cls(probe, tg, reps, base)
+
+    def rows(self, count: int, **set_cols) -> torch.Tensor:
+        """``count`` batch rows of the settings so far, with the settings named in
+        ``set_cols`` replaced (a value or int64 ``[n]``): int64 ``[count, n, 8]``."""
+        n = self.probe.n_neurons
+        s = self.base.clone()
         for name, val in set_cols.items():
             s[:, SETTING_NAMES.index(name)] = val
         return s.unsqueeze(0).expand(count, n, 8)
 
-    measured: dict[str, np.ndarray] = {}
 
-    # ---- stage A: leak (two levels) and reset ---------------------------------
+def _stage_a_leak_reset(cal: _Calibration) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage A: leak -> ``leak_lsb`` (``leak_lo``) and -> ``threshold_lsb``
+    (``leak_hi``), the mean ADC code at rest over ``reps`` rows of ``t_a`` steps
+    (a neuron that spikes counts as too high); reset -> the centre of code
+    ``reset_lsb``, from searches for the code edges ``reset_lsb -+ 0.5`` (the last
+    code of one row with the neuron held in reset).  All four searches in one
+    batched run per bisection step.  Sets the reset in ``cal.base``, then measures
+    leak and reset there (``measured``: ``leak_lsb``, ``leak_hi_lsb``,
+    ``reset_lsb``).  Returns ``leak_lo`` and ``leak_hi`` (int64 ``[n]``)."""
+    probe, tg, reps, rows = cal.probe, cal.tg, cal.reps, cal.rows
     t_a = 48
 
     def measure_a(c):
@@ -298,22 +335,28 @@ def _calibrate(probe: ChipProbe, tg: CalibrationTargets, reps: int) -> Calibrati
 
     a = _bisect(measure_a, {"leak_lo": tg.leak_lsb, "leak_hi": tg.threshold_lsb,
                             "reset_lo": tg.reset_lsb - 0.5, "reset_hi": tg.reset_lsb + 0.5},
-                n, bits, closest=("leak_lo", "leak_hi"))
+                probe.n_neurons, probe.cfg.analog_setting_bits,
+                closest=("leak_lo", "leak_hi"))
     leak_lo, leak_hi = a["leak_lo"], a["leak_hi"]
     reset = torch.div(a["reset_lo"] + a["reset_hi"], 2, rounding_mode="floor")
-    base[:, RESET] = reset
+    cal.base[:, RESET] = reset
     final = measure_a({"leak_lo": leak_lo, "leak_hi": leak_hi, "reset_lo": reset,
                        "reset_hi": reset})
-    measured.update(leak_lsb=final["leak_lo"].numpy(), leak_hi_lsb=final["leak_hi"].numpy(),
-                    reset_lsb=final["reset_lo"].numpy())
+    cal.measured.update(leak_lsb=final["leak_lo"].numpy(),
+                        leak_hi_lsb=final["leak_hi"].numpy(),
+                        reset_lsb=final["reset_lo"].numpy())
+    return leak_lo, leak_hi
 
-    # ---- stage B: threshold, tau_mem, tau_syn (exc, inh) ------------------------
-    width = max(8, round(tg.tau_syn_us / dt))  # windows of about one target tau
-    hold_steps, t_in, tail0 = 4, 2, round(4.0 / dt)
-    t_b = max(hold_steps, t_in + tail0) + 3 * width
-    t_thr = 16
-    syn_gain = smax
-    # weight sums per neuron so that each PSP deflects by about 60 codes
+
+def _psp_weight_sums(cal: _Calibration, leak_lo: torch.Tensor, leak_hi: torch.Tensor,
+                     t_in: int, tail0: int, syn_gain: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For stage B: weight sums per neuron so that each PSP deflects by about 60
+    codes.  One run of ``t_in + tail0`` steps, ``reps`` rows each of an excitatory
+    PSP (leak ``leak_lo``) and an inhibitory one (leak ``leak_hi``), synaptic gain
+    ``syn_gain``, weight sum 100 at step ``t_in``; the sums scale 100 by 60 over
+    the largest mean deflection from step 0 (at least 1 code), clamped to 1..400.
+    Returns ``(w_exc, w_inh)``, int64 ``[n]``."""
+    probe, reps, rows = cal.probe, cal.reps, cal.rows
     w0 = 100
     probe_w = torch.cat([rows(reps, leak=leak_lo, gain_exc=syn_gain),
                          rows(reps, leak=leak_hi, gain_inh=syn_gain)])
@@ -326,6 +369,30 @@ def _calibrate(probe: ChipProbe, tg: CalibrationTargets, reps: int) -> Calibrati
     defl_i = (mc[0, reps:].mean(0) - mc[:, reps:].mean(1)).amax(0).clamp(min=1.0)
     w_exc = torch.clamp(torch.round(w0 * 60.0 / defl_e), 1, 4 * w0).to(torch.int64)
     w_inh = torch.clamp(torch.round(w0 * 60.0 / defl_i), 1, 4 * w0).to(torch.int64)
+    return w_exc, w_inh
+
+
+def _stage_b_threshold_taus(cal: _Calibration, leak_lo: torch.Tensor,
+                            leak_hi: torch.Tensor) -> None:
+    """Stage B, four searches in one batched run of ``t_b`` steps per bisection
+    step: threshold -> the smallest setting with no spike in the first ``t_thr``
+    steps at leak ``leak_hi`` (one row); tau_mem -> ``tau_mem_us`` from the
+    relaxation after release from a reset held for ``hold_steps`` steps (leak
+    ``leak_hi``); tau_syn_exc/inh -> ``tau_syn_us`` from the tail of a PSP (weight
+    sums of :func:`_psp_weight_sums` at step ``t_in``, the windows from ``t_in +
+    tail0``) with the fastest membrane; the time constants by
+    :func:`_tau_from_windows` over ``reps`` rows, windows of about one target
+    tau.  Measures the time constants at the settings found (``measured``:
+    ``tau_mem_us``, ``tau_syn_exc_us``, ``tau_syn_inh_us``), then sets the leak
+    (``leak_lo``), the threshold and the time constants in ``cal.base``."""
+    probe, tg, reps, rows, base = cal.probe, cal.tg, cal.reps, cal.rows, cal.base
+    n, smax, dt = probe.n_neurons, probe.setting_max, probe.dt_us
+    width = max(8, round(tg.tau_syn_us / dt))  # windows of about one target tau
+    hold_steps, t_in, tail0 = 4, 2, round(4.0 / dt)
+    t_b = max(hold_steps, t_in + tail0) + 3 * width
+    t_thr = 16
+    syn_gain = smax
+    w_exc, w_inh = _psp_weight_sums(cal, leak_lo, leak_hi, t_in, tail0, syn_gain)
 
     def measure_b(c):
         s = torch.cat([
@@ -352,56 +419,67 @@ def _calibrate(probe: ChipProbe, tg: CalibrationTargets, reps: int) -> Calibrati
 
     b = _bisect(measure_b, {"threshold": 0.5, "tau_mem": tg.tau_mem_us,
                             "tau_syn_exc": tg.tau_syn_us, "tau_syn_inh": tg.tau_syn_us},
-                n, bits, closest=("tau_mem", "tau_syn_exc", "tau_syn_inh"))
+                n, probe.cfg.analog_setting_bits,
+                closest=("tau_mem", "tau_syn_exc", "tau_syn_inh"))
     final = measure_b(b)
     base[:, LEAK] = leak_lo
     base[:, THRESHOLD] = b["threshold"]
     base[:, TAU_MEM] = b["tau_mem"]
     base[:, TAU_SYN_EXC] = b["tau_syn_exc"]
     base[:, TAU_SYN_INH] = b["tau_syn_inh"]
-    measured.update(tau_mem_us=final["tau_mem"].numpy(),
-                    tau_syn_exc_us=final["tau_syn_exc"].numpy(),
-                    tau_syn_inh_us=final["tau_syn_inh"].numpy())
+    cal.measured.update(tau_mem_us=final["tau_mem"].numpy(),
+                        tau_syn_exc_us=final["tau_syn_exc"].numpy(),
+                        tau_syn_inh_us=final["tau_syn_inh"].numpy())
 
-    # ---- stage C: synaptic gains --------------------------------------------------
-    if tg.gain_v_per_us is not None:
-        t0c = 16
-        j_peak = round(tg.tau_mem_us / dt) - 1 if tg.tau_mem_us == tg.tau_syn_us else round(
-            _peak_time(tg.tau_mem_us, tg.tau_syn_us) / dt) - 1
-        win = torch.arange(j_peak - 8, j_peak + 9)
-        t_c = t0c + int(win[-1]) + 1
-        want = float(np.mean(psp_closed_form((win.numpy() + 1) * dt, tg.tau_mem_us,
-                                             tg.tau_syn_us,
-                                             tg.gain_v_per_us * tg.gain_weight_sum))) / lsb
 
-        def measure_c(c):
-            s = torch.cat([rows(reps, gain_exc=c["gain_exc"], threshold=smax),
-                           rows(reps, leak=leak_hi, gain_inh=c["gain_inh"], threshold=smax)])
-            exc = torch.zeros(t_c, 2 * reps, 1, dtype=torch.int64)
-            inh = torch.zeros_like(exc)
-            exc[t0c, :reps] = tg.gain_weight_sum
-            inh[t0c, reps:] = tg.gain_weight_sum
-            r = probe.run(s, t_c, exc_sum=exc, inh_sum=inh)
-            codes = r.adc_codes.to(torch.float64)
-            me, mi = codes[:, :reps].mean(1), codes[:, reps:].mean(1)
-            # a PSP that reaches the threshold is "too big"
-            return {"gain_exc": _unless_spiked(me[t0c + win].mean(0) - me[:t0c].mean(0),
-                                               r.spikes[:, :reps]),
-                    "gain_inh": mi[:t0c].mean(0) - mi[t0c + win].mean(0)}
-
-        g = _bisect(measure_c, {"gain_exc": want, "gain_inh": want}, n, bits,
-                    closest=("gain_exc", "gain_inh"))
-        base[:, GAIN_EXC] = g["gain_exc"]
-        base[:, GAIN_INH] = g["gain_inh"]
-        final = measure_c(g)
-        measured.update(psp_exc_lsb=final["gain_exc"].numpy(),
-                        psp_inh_lsb=final["gain_inh"].numpy(),
-                        psp_target_lsb=np.array(want))
-    else:
+def _stage_c_gains(cal: _Calibration, leak_hi: torch.Tensor) -> None:
+    """Stage C: the synaptic gains -> the nominal PSP: ``gain_v_per_us`` per weight
+    LSB at ``tau_mem_us``/``tau_syn_us`` (closed form, in ADC codes), measured as
+    the mean deflection over 17 steps around the PSP peak of a weight sum
+    ``gain_weight_sum`` at step ``t0c`` from the mean before it (``reps`` rows
+    each; excitatory at the calibrated leak, inhibitory at leak ``leak_hi``; an
+    excitatory PSP that makes the neuron spike counts as too big).  Sets both
+    gains in ``cal.base``, then measures the PSPs there (``measured``:
+    ``psp_exc_lsb``, ``psp_inh_lsb``, ``psp_target_lsb``).  Without a target gain
+    (``gain_v_per_us`` None) sets both gains to 0.4 of full scale."""
+    probe, tg, reps, rows, base = cal.probe, cal.tg, cal.reps, cal.rows, cal.base
+    smax, dt, lsb = probe.setting_max, probe.dt_us, probe.adc_lsb_v
+    if tg.gain_v_per_us is None:
         base[:, GAIN_EXC] = round(0.4 * smax)
         base[:, GAIN_INH] = round(0.4 * smax)
+        return
+    t0c = 16
+    j_peak = round(tg.tau_mem_us / dt) - 1 if tg.tau_mem_us == tg.tau_syn_us else round(
+        _peak_time(tg.tau_mem_us, tg.tau_syn_us) / dt) - 1
+    win = torch.arange(j_peak - 8, j_peak + 9)
+    t_c = t0c + int(win[-1]) + 1
+    want = float(np.mean(psp_closed_form((win.numpy() + 1) * dt, tg.tau_mem_us,
+                                         tg.tau_syn_us,
+                                         tg.gain_v_per_us * tg.gain_weight_sum))) / lsb
 
-    return CalibrationResult(base.clone(), probe.cfg.name, probe.chip_seed, tg, measured)
+    def measure_c(c):
+        s = torch.cat([rows(reps, gain_exc=c["gain_exc"], threshold=smax),
+                       rows(reps, leak=leak_hi, gain_inh=c["gain_inh"], threshold=smax)])
+        exc = torch.zeros(t_c, 2 * reps, 1, dtype=torch.int64)
+        inh = torch.zeros_like(exc)
+        exc[t0c, :reps] = tg.gain_weight_sum
+        inh[t0c, reps:] = tg.gain_weight_sum
+        r = probe.run(s, t_c, exc_sum=exc, inh_sum=inh)
+        codes = r.adc_codes.to(torch.float64)
+        me, mi = codes[:, :reps].mean(1), codes[:, reps:].mean(1)
+        # a PSP that reaches the threshold is "too big"
+        return {"gain_exc": _unless_spiked(me[t0c + win].mean(0) - me[:t0c].mean(0),
+                                           r.spikes[:, :reps]),
+                "gain_inh": mi[:t0c].mean(0) - mi[t0c + win].mean(0)}
+
+    g = _bisect(measure_c, {"gain_exc": want, "gain_inh": want}, probe.n_neurons,
+                probe.cfg.analog_setting_bits, closest=("gain_exc", "gain_inh"))
+    base[:, GAIN_EXC] = g["gain_exc"]
+    base[:, GAIN_INH] = g["gain_inh"]
+    final = measure_c(g)
+    cal.measured.update(psp_exc_lsb=final["gain_exc"].numpy(),
+                        psp_inh_lsb=final["gain_inh"].numpy(),
+                        psp_target_lsb=np.array(want))
 
 
 def _peak_time(tau_mem_us: float, tau_syn_us: float) -> float:
@@ -425,7 +503,7 @@ def _efficacy(phys: dict) -> np.ndarray:
 def spread_report(chip: AnalogChipModel, before: torch.Tensor, after: torch.Tensor) -> dict:
     """EVALUATION ONLY: spreads (std across neurons) of the TRUE parameters under the
     uncalibrated settings ``before`` and the calibrated ``after``, their ratios and
-    the required maxima (PAPER.md), plus usability indicators."""
+    the required maxima (docs/paper.md, "Calibration"), plus usability indicators."""
     pb = {k: v.numpy() for k, v in chip.physical(before).as_dict().items()}
     pa = {k: v.numpy() for k, v in chip.physical(after).as_dict().items()}
     params = {}

@@ -51,7 +51,9 @@ simulation (not ports).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from typing import NamedTuple
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -115,6 +117,50 @@ def _sat_u(x, w):
     return Mux(x > hi, hi, x)[:w]
 
 
+def _any_of(is_: dict, *names: str):
+    """Whether the instruction is any of the mnemonics ``names``."""
+    return Cat(*(is_[n] for n in names)).any()
+
+
+class _Decode(NamedTuple):
+    """The decoded instruction (:meth:`Ppu._fetch_decode`)."""
+
+    op: Value
+    fa: Value
+    fb: Value
+    fc: Value
+    fd: Value
+    size: Value
+    funct: Value
+    sh: Value
+    imm: Value
+    simm: Signal        # imm, sign-extended
+    is_: dict           # mnemonic -> Signal is_<mnemonic>
+    defined: Signal
+    halting: Signal     # halt, or an undefined instruction
+    two_cycle: Signal
+    last: Signal        # the instruction's effects happen in this cycle
+    fire: Signal        # running & last
+
+    def any_of(self, *names: str):
+        return _any_of(self.is_, *names)
+
+
+class _Operands(NamedTuple):
+    """The register operands (:meth:`Ppu._register_files`): scalar registers a..d,
+    vector registers a..d and the effective address ``ea = reg_b + simm``."""
+
+    ra: Signal
+    rb: Signal
+    rc: Signal
+    rd: Signal
+    va: Signal
+    vb: Signal
+    vc: Signal
+    vd: Signal
+    ea: Signal
+
+
 class Ppu(wiring.Component):
     """The plasticity processor; see the module docstring."""
 
@@ -152,16 +198,42 @@ class Ppu(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg, g = self.cfg, self.geom
-        V, C, N = g.vector_bits, cfg.columns_per_half, cfg.n_neurons
-        pcb = g.pc_bits
         m.submodules.imem = self.imem
         m.submodules.dmem = self.dmem
+        phase = Signal(name="phase")    # 1: the second cycle of a two-cycle instruction
 
-        running, phase = self.running, Signal(name="phase")
-        pc = self.pc
+        rpi, wpi, d = self._fetch_decode(m, phase)
+        o = self._register_files(m, d)
+        scalar, pc1 = self._scalar_alu(m, d, o)
+        rpd, wpd, lw_data = self._data_memory(m, o)
+        valu, vget = self._vector_alu(m, d, o)
+        s_res, s_we = self._scalar_result(m, d, scalar | {"lw": lw_data}, vget)
+        row_ok, row_w, row_l = self._synapse_rows(m, d, o, phase)
+        adc_ok, adc_vec = self._adc_samples(m, d, o, phase)
+        self._neuron_resets(m, d, o)
+        self._output_stream(m, d, o)
+        v_res, v_we = self._vector_result(m, d, valu, rpd.data, row_ok, row_w, row_l,
+                                          adc_ok, adc_vec)
+        self._register_write(m, d, v_res, v_we, s_res, s_we)
+        next_pc = self._next_pc(m, d, o, pc1)
+        self._memory_ports(m, d, o, next_pc, rpi, wpi, rpd, wpd)
+        self._control(m, d, phase, next_pc)
+        return m
 
-        # -- fetch and decode ----------------------------------------------------
+    def _dmem_bits(self) -> tuple[int, int]:
+        """(word-in-vector bits, vector address bits) of a data memory address."""
+        g = self.geom
+        return (g.vector_words - 1).bit_length(), (g.dmem_vectors - 1).bit_length()
+
+    def _fetch_decode(self, m: Module, phase: Signal):
+        """Fetch and decode, combinational: ``ins`` is the instruction memory's
+        read data (the word addressed in the previous cycle, the then next pc:
+        :meth:`_memory_ports`), split into its fields; the ``is_<mnemonic>``
+        flags, ``defined``, ``halting`` (``halt`` or undefined), ``two_cycle``;
+        ``last``: this cycle is the instruction's last (phase 1 of a two-cycle
+        instruction, the ``ready`` cycle of a ``vout``, else its only cycle), and
+        ``fire = running & last``.  Returns the instruction memory's read and
+        write ports and the :class:`_Decode`."""
         rpi = self.imem.read_port()
         wpi = self.imem.write_port()
         ins = Signal(XLEN, name="ins")
@@ -185,35 +257,45 @@ class Ppu(wiring.Component):
         halting = Signal(name="halting")
         m.d.comb += halting.eq(is_["halt"] | ~defined)
 
-        def any_of(*names):
-            return Cat(*(is_[n] for n in names)).any()
-
         two_cycle = Signal(name="two_cycle")
-        m.d.comb += two_cycle.eq(any_of(*(i.mnemonic for i in BY_MNEMONIC.values()
-                                          if i.cycles == 2)))
+        m.d.comb += two_cycle.eq(_any_of(is_, *(i.mnemonic for i in BY_MNEMONIC.values()
+                                                if i.cycles == 2)))
         last = Signal(name="last")      # the instruction's effects happen in this cycle
         m.d.comb += last.eq(Mux(two_cycle, phase, Mux(is_["vout"], self.out.ready, 1)))
         fire = Signal(name="fire")
-        m.d.comb += fire.eq(running & last)
+        m.d.comb += fire.eq(self.running & last)
+        return rpi, wpi, _Decode(op, fa, fb, fc, fd, size, funct, sh, imm, simm, is_,
+                                 defined, halting, two_cycle, last, fire)
 
-        # -- register files --------------------------------------------------------
+    def _register_files(self, m: Module, d: _Decode) -> _Operands:
+        """Register file reads, combinational (the registers are flip-flops): the
+        scalar registers named by fields a..d (``reg_a`` .. ``reg_d``), the vector
+        registers named by their low three bits (``vreg_a`` .. ``vreg_d``), and the
+        effective address ``ea = reg_b + simm``.  The registers are written by
+        :meth:`_register_write`."""
+        V = self.geom.vector_bits
         R = Array(self.regs)
         VR = Array(self.vregs)
         ra, rb, rc, rd_ = (Signal(XLEN, name=f"reg_{n}") for n in "abcd")
-        m.d.comb += [ra.eq(R[fa]), rb.eq(R[fb]), rc.eq(R[fc]), rd_.eq(R[fd])]
+        m.d.comb += [ra.eq(R[d.fa]), rb.eq(R[d.fb]), rc.eq(R[d.fc]), rd_.eq(R[d.fd])]
         VA, VB, VC, VD = (Signal(V, name=f"vreg_{n}") for n in "abcd")
-        m.d.comb += [VA.eq(VR[fa[:3]]), VB.eq(VR[fb[:3]]), VC.eq(VR[fc[:3]]),
-                     VD.eq(VR[fd[:3]])]
+        m.d.comb += [VA.eq(VR[d.fa[:3]]), VB.eq(VR[d.fb[:3]]), VC.eq(VR[d.fc[:3]]),
+                     VD.eq(VR[d.fd[:3]])]
         ea = Signal(XLEN, name="ea")
-        m.d.comb += ea.eq(rb + simm)
+        m.d.comb += ea.eq(rb + d.simm)
+        return _Operands(ra, rb, rc, rd_, VA, VB, VC, VD, ea)
 
-        # -- scalar ALU ----------------------------------------------------------------
-        s_res = Signal(XLEN, name="s_res")
-        s_we = Signal(name="s_we")
+    def _scalar_alu(self, m: Module, d: _Decode, o: _Operands):
+        """The scalar ALU, combinational: the result of every scalar instruction
+        decoded by opcode (``jal``/``jalr``: the return address ``pc + 1``;
+        ``csrr``: ``cycles``, ``adc_count`` or ``time`` by ``imm``).  Returns the
+        results (mnemonic -> value; ``lw`` comes from :meth:`_data_memory`, ``vget``
+        from :meth:`_vector_alu`) and ``pc_plus_1``."""
+        imm, simm, rb, rc = d.imm, d.simm, o.rb, o.rc
         sext_imm = Signal(XLEN, name="sext_imm")
         m.d.comb += sext_imm.eq(simm)
-        pc1 = Signal(pcb, name="pc_plus_1")
-        m.d.comb += pc1.eq(pc + 1)
+        pc1 = Signal(self.geom.pc_bits, name="pc_plus_1")
+        m.d.comb += pc1.eq(self.pc + 1)
         sb, sc = rb.as_signed(), rc.as_signed()
         scalar = {
             "add": rb + rc, "sub": rb - rc, "and": rb & rc, "or": rb | rc, "xor": rb ^ rc,
@@ -233,18 +315,32 @@ class Ppu(wiring.Component):
             with m.Case(2):
                 m.d.comb += csr.eq(self.time[:XLEN])
         scalar["csrr"] = csr
+        return scalar, pc1
 
-        # -- data memory ------------------------------------------------------------------
-        wb = (g.vector_words - 1).bit_length()         # word-in-vector bits
-        vab = (g.dmem_vectors - 1).bit_length()        # vector address bits
+    def _data_memory(self, m: Module, o: _Operands):
+        """The data memory's ports (addresses, data and enables are driven by
+        :meth:`_memory_ports`) and ``lw_data``, combinational: word ``ea[:wb]`` of
+        the vector read in the previous cycle (the first cycle of an ``lw``).
+        Returns the read port, the write port (32-bit granularity) and
+        ``lw_data``."""
+        wb, _ = self._dmem_bits()
         rpd = self.dmem.read_port()
         wpd = self.dmem.write_port(granularity=XLEN)
         lw_data = Signal(XLEN, name="lw_data")
-        m.d.comb += lw_data.eq(rpd.data.word_select(ea[:wb], XLEN))
-        scalar["lw"] = lw_data
+        m.d.comb += lw_data.eq(rpd.data.word_select(o.ea[:wb], XLEN))
+        return rpd, wpd, lw_data
 
-        # -- vector ALU ------------------------------------------------------------------
-        rc_idx = rc
+    def _vector_alu(self, m: Module, d: _Decode, o: _Operands):
+        """The vector ALU, combinational: every lane operation of ``funct`` on
+        ``vreg_b``, ``vreg_c`` (``vreg_d``: ``vsel``'s condition; ``reg_b``:
+        ``vsplat``'s value; ``vset``: lane ``reg_c`` := ``reg_d``), once for 8-bit
+        lanes (``valu8``) and once for 16-bit lanes (``valu16``); ``size`` picks
+        one (``valu``).  ``vget``: lane ``reg_c`` of ``vreg_b``, zero-extended.
+        Returns ``valu`` and ``vget``."""
+        V = self.geom.vector_bits
+        VB, VC, VD = o.vb, o.vc, o.vd
+        rb, rd_, rc_idx = o.rb, o.rd, o.rc
+        funct, sh, size = d.funct, d.sh, d.size
         lane_results = {}
         vget_res = {}
         for w in (8, 16):
@@ -291,20 +387,39 @@ class Ppu(wiring.Component):
             vget_res[w] = VB.word_select(rc_idx[:ib], w) if ib else VB[:w]
         vget = Signal(XLEN, name="vget")
         m.d.comb += vget.eq(Mux(size, vget_res[16], vget_res[8]))
-        scalar["vget"] = vget
         valu = Signal(V, name="valu")
         m.d.comb += valu.eq(Mux(size, lane_results[16], lane_results[8]))
+        return valu, vget
 
-        with m.Switch(op):
+    def _scalar_result(self, m: Module, d: _Decode, scalar: dict, vget: Signal):
+        """The scalar result, combinational: ``s_res`` is the result in
+        ``scalar`` of the instruction's opcode (or ``vget``), ``s_we`` whether the
+        instruction writes scalar register ``a`` (done in its last cycle by
+        :meth:`_register_write`).  Returns ``s_res`` and ``s_we``."""
+        s_res = Signal(XLEN, name="s_res")
+        s_we = Signal(name="s_we")
+        with m.Switch(d.op):
             for mn, value in scalar.items():
                 ins_ = BY_MNEMONIC[mn]
                 if ins_.funct is None:
                     with m.Case(ins_.opcode):
                         m.d.comb += [s_res.eq(value), s_we.eq(1)]
-        with m.If(is_["vget"]):
+        with m.If(d.is_["vget"]):
             m.d.comb += [s_res.eq(vget), s_we.eq(1)]
+        return s_res, s_we
 
-        # -- synapse rows ------------------------------------------------------------------
+    def _synapse_rows(self, m: Module, d: _Decode, o: _Operands, phase: Signal):
+        """The row port to the synapse memories (``vlw``, ``vll``, ``vsw``,
+        ``vsl``; ``ea`` = chunk | row | half, low bits first): in the first cycle
+        the row is read (``syn.re``, only if ``row_ok``: the address is in range);
+        in the second, combinationally, ``row_weights``/``row_labels`` are the
+        weights/labels of the chunk's columns as 8-bit lanes (zero-extended;
+        columns past C read 0), and ``vsw``/``vsl`` write the chunk's columns at
+        the clock edge, keeping the other field (read-modify-write).  Returns
+        ``row_ok``, ``row_weights``, ``row_labels``."""
+        cfg, g = self.cfg, self.geom
+        C = cfg.columns_per_half
+        running, ea, VA = self.running, o.ea, o.va
         L8 = g.lanes(8)
         kc, rbits, hb = g.row_chunk_bits, g.row_bits, g.half_bits
         chunk = ea[:kc]
@@ -314,15 +429,15 @@ class Ppu(wiring.Component):
         m.d.comb += row_ok.eq((chunk < g.row_chunks) & (row < cfg.rows_per_half)
                               & (half < cfg.n_halves))
         row_op = Signal(name="row_op")
-        m.d.comb += row_op.eq(any_of("vlw", "vll", "vsw", "vsl"))
+        m.d.comb += row_op.eq(d.any_of("vlw", "vll", "vsw", "vsl"))
         m.d.comb += [
             self.syn.half.eq(half),
             self.syn.row.eq(row),
             self.syn.re.eq(running & row_op & ~phase & row_ok),
         ]
         rdata = self.syn.rdata
-        row_w = Signal(V, name="row_weights")
-        row_l = Signal(V, name="row_labels")
+        row_w = Signal(g.vector_bits, name="row_weights")
+        row_l = Signal(g.vector_bits, name="row_labels")
         with m.Switch(chunk):
             for k in range(g.row_chunks):
                 with m.Case(k):
@@ -333,7 +448,7 @@ class Ppu(wiring.Component):
                         row_l.eq(Cat(*((Cat(rdata[c].label, Const(0, 8 - cfg.label_bits))
                                         if c < C else Const(0, 8)) for c in cols))),
                     ]
-        store_w, store_l = is_["vsw"], is_["vsl"]
+        store_w, store_l = d.is_["vsw"], d.is_["vsl"]
         with m.If(running & (store_w | store_l) & phase & row_ok):
             for c in range(C):
                 k, i = divmod(c, L8)
@@ -345,8 +460,17 @@ class Ppu(wiring.Component):
                     self.syn.wdata[c].label.eq(Mux(store_l, lane[:cfg.label_bits],
                                                    rdata[c].label)),
                 ]
+        return row_ok, row_w, row_l
 
-        # -- ADC samples ----------------------------------------------------------------------
+    def _adc_samples(self, m: Module, d: _Decode, o: _Operands, phase: Signal):
+        """The read port to the ADC sample buffer (``vadc``; ``ea`` = chunk |
+        sample << ..): the sample is read in the first cycle (``adc.re``, only if
+        ``adc_ok``: the address is in range); in the second, combinationally,
+        ``adc_vector`` holds the chunk's neurons as lanes of ``adc_lane_bits``
+        (zero-extended; neurons past N read 0).  Returns ``adc_ok`` and
+        ``adc_vector``."""
+        cfg, g = self.cfg, self.geom
+        N, ea = cfg.n_neurons, o.ea
         la = g.adc_lane_bits
         nla = g.adc_lanes
         ka = g.adc_chunk_bits
@@ -356,73 +480,116 @@ class Ppu(wiring.Component):
         m.d.comb += adc_ok.eq((a_chunk < g.adc_chunks) & (sample < cfg.adc_buffer_depth))
         m.d.comb += [
             self.adc.addr.eq(sample),
-            self.adc.re.eq(running & is_["vadc"] & ~phase & adc_ok),
+            self.adc.re.eq(self.running & d.is_["vadc"] & ~phase & adc_ok),
         ]
-        adc_vec = Signal(V, name="adc_vector")
+        adc_vec = Signal(g.vector_bits, name="adc_vector")
         with m.Switch(a_chunk):
             for k in range(g.adc_chunks):
                 with m.Case(k):
                     m.d.comb += adc_vec.eq(Cat(*(
                         Cat(self.adc.rdata[k * nla + i], Const(0, la - cfg.adc_bits))
                         if k * nla + i < N else Const(0, la) for i in range(nla))))
+        return adc_ok, adc_vec
 
-        # -- neuron resets ----------------------------------------------------------------------
-        kn = g.neuron_chunk_bits
-        n_chunk = ea[:kn]
-        with m.If(running & is_["vrst"]):
-            for n in range(N):
+    def _neuron_resets(self, m: Module, d: _Decode, o: _Operands) -> None:
+        """``vrst``, combinational: ``nreset`` is high, for the instruction's one
+        cycle, for each neuron of chunk ``ea`` whose 8-bit lane of ``vreg_a`` is
+        non-zero."""
+        g = self.geom
+        L8 = g.lanes(8)
+        n_chunk = o.ea[:g.neuron_chunk_bits]
+        with m.If(self.running & d.is_["vrst"]):
+            for n in range(self.cfg.n_neurons):
                 k, i = divmod(n, L8)
-                m.d.comb += self.nreset[n].eq((n_chunk == k) & VA[i * 8:(i + 1) * 8].any())
+                m.d.comb += self.nreset[n].eq((n_chunk == k) & o.va[i * 8:(i + 1) * 8].any())
 
-        # -- output stream ------------------------------------------------------------------------
+    def _output_stream(self, m: Module, d: _Decode, o: _Operands) -> None:
+        """``vout``, combinational: ``out.valid`` with ``vreg_a`` as payload in
+        every cycle of the instruction (it completes when ``out.ready`` is high:
+        ``last`` in :meth:`_fetch_decode`)."""
         m.d.comb += [
-            self.out.valid.eq(running & is_["vout"]),
-            self.out.payload.eq(VA),
+            self.out.valid.eq(self.running & d.is_["vout"]),
+            self.out.payload.eq(o.va),
         ]
 
-        # -- vector register write -------------------------------------------------------------
-        v_res = Signal(V, name="v_res")
+    def _vector_result(self, m: Module, d: _Decode, valu, vld_data, row_ok, row_w, row_l,
+                       adc_ok, adc_vec):
+        """The vector register write, combinational: ``v_res`` is the vector
+        result (the vector ALU's ``valu``; ``vld``: the data memory's read data;
+        ``vlw``/``vll``: the row's weights/labels; ``vadc``: the ADC vector; 0 for
+        an address out of range), ``v_we`` whether the instruction writes vector
+        register ``a`` (done in its last cycle by :meth:`_register_write`).
+        Returns ``v_res`` and ``v_we``."""
+        is_ = d.is_
+        v_res = Signal(self.geom.vector_bits, name="v_res")
         v_we = Signal(name="v_we")
-        with m.If((op == OP_VALU) & defined & ~is_["vget"]):
+        with m.If((d.op == OP_VALU) & d.defined & ~is_["vget"]):
             m.d.comb += [v_res.eq(valu), v_we.eq(1)]
         with m.If(is_["vld"]):
-            m.d.comb += [v_res.eq(rpd.data), v_we.eq(1)]
+            m.d.comb += [v_res.eq(vld_data), v_we.eq(1)]
         with m.If(is_["vlw"] | is_["vll"]):
             m.d.comb += [v_res.eq(Mux(row_ok, Mux(is_["vlw"], row_w, row_l), 0)), v_we.eq(1)]
         with m.If(is_["vadc"]):
             m.d.comb += [v_res.eq(Mux(adc_ok, adc_vec, 0)), v_we.eq(1)]
+        return v_res, v_we
 
-        with m.If(fire & v_we):
+    def _register_write(self, m: Module, d: _Decode, v_res, v_we, s_res, s_we) -> None:
+        """The register writes, at the clock edge that ends the instruction's last
+        cycle (``fire``): vector register ``a[:3]`` := ``v_res`` if ``v_we``,
+        scalar register ``a`` := ``s_res`` if ``s_we`` (``r0`` is never
+        written)."""
+        with m.If(d.fire & v_we):
             for i, vr in enumerate(self.vregs):
-                with m.If(fa[:3] == i):
+                with m.If(d.fa[:3] == i):
                     m.d.sync += vr.eq(v_res)
-        with m.If(fire & s_we):
+        with m.If(d.fire & s_we):
             for i, r in enumerate(self.regs):
                 if i:
-                    with m.If(fa == i):
+                    with m.If(d.fa == i):
                         m.d.sync += r.eq(s_res)
 
-        # -- next pc -------------------------------------------------------------------------------
+    def _next_pc(self, m: Module, d: _Decode, o: _Operands, pc1: Signal) -> Signal:
+        """The next pc, combinational (the instruction memory reads it in this
+        cycle: :meth:`_memory_ports`): ``pc`` while the instruction is not in its
+        last cycle or halts; ``branch_target = pc + simm`` for a ``jal`` or a
+        taken branch (``taken``); ``ea`` for ``jalr``; else ``pc + 1``.  Returns
+        ``next_pc``."""
+        pc, pcb, is_ = self.pc, self.geom.pc_bits, d.is_
+        ra, rb = o.ra, o.rb
         target = Signal(pcb, name="branch_target")
-        m.d.comb += target.eq(pc + simm)
-        eq_, lt, ltu = ra == rb, sb < ra.as_signed(), rb < ra
+        m.d.comb += target.eq(pc + d.simm)
+        eq_, lt, ltu = ra == rb, rb.as_signed() < ra.as_signed(), rb < ra
         taken = Signal(name="taken")
         m.d.comb += taken.eq(
             (is_["beq"] & eq_) | (is_["bne"] & ~eq_) | (is_["blt"] & lt) | (is_["bge"] & ~lt)
             | (is_["bltu"] & ltu) | (is_["bgeu"] & ~ltu) | is_["jal"])
         next_pc = Signal(pcb, name="next_pc")
-        with m.If(~last | halting):
+        with m.If(~d.last | d.halting):
             m.d.comb += next_pc.eq(pc)
         with m.Elif(taken):
             m.d.comb += next_pc.eq(target)
         with m.Elif(is_["jalr"]):
-            m.d.comb += next_pc.eq(ea[:pcb])
+            m.d.comb += next_pc.eq(o.ea[:pcb])
         with m.Else():
             m.d.comb += next_pc.eq(pc1)
+        return next_pc
 
-        # -- memory ports: core while running, host otherwise -----------------------
+    def _memory_ports(self, m: Module, d: _Decode, o: _Operands, next_pc: Signal,
+                      rpi, wpi, rpd, wpd) -> None:
+        """The memories' ports: the core's while running, the host's otherwise
+        (``host_ok``: not running and not being started).  Instruction memory:
+        read at ``next_pc`` while running, at ``host_imem_addr`` otherwise; host
+        writes at the clock edge.  Data memory: while running, addressed by ``ea``
+        (``lw``/``sw``: the word's vector ``ea[wb:]``, else vector ``ea``), ``sw``
+        writes its word and ``vst`` the whole vector at the clock edge; otherwise
+        the host's word.  The host's ``rdata`` is the word addressed in the
+        previous cycle (registered ``host_*_ok_q``, ``host_word_q``), 0 when that
+        cycle did not qualify."""
+        running, start, g = self.running, self.start, self.geom
+        wb, vab = self._dmem_bits()
+        ea, is_ = o.ea, d.is_
         host_ok = Signal(name="host_ok")
-        m.d.comb += host_ok.eq(~running & ~self.start)
+        m.d.comb += host_ok.eq(~running & ~start)
         hw_i = Signal(name="host_imem_ok_q")
         hw_d = Signal(name="host_dmem_ok_q")
         hidx = Signal(max(1, wb), name="host_word_q")
@@ -431,7 +598,7 @@ class Ppu(wiring.Component):
             m.d.sync += hidx.eq(self.host_dmem_addr[:wb])
         with m.If(running):
             m.d.comb += rpi.addr.eq(next_pc)
-        with m.Elif(~self.start):
+        with m.Elif(~start):
             m.d.comb += rpi.addr.eq(self.host_imem_addr)
         m.d.comb += [
             wpi.addr.eq(self.host_imem_addr),
@@ -447,10 +614,10 @@ class Ppu(wiring.Component):
             with m.Else():
                 m.d.comb += [rpd.addr.eq(ea[:vab]), wpd.addr.eq(ea[:vab])]
             with m.If(is_["sw"]):
-                m.d.comb += [wpd.data.eq(ra.replicate(g.vector_words)),
+                m.d.comb += [wpd.data.eq(o.ra.replicate(g.vector_words)),
                              wpd.en.eq(Const(1, g.vector_words) << ea[:wb])]
             with m.If(is_["vst"]):
-                m.d.comb += [wpd.data.eq(VA), wpd.en.eq((1 << g.vector_words) - 1)]
+                m.d.comb += [wpd.data.eq(o.va), wpd.en.eq((1 << g.vector_words) - 1)]
         with m.Else():
             m.d.comb += [
                 rpd.addr.eq(self.host_dmem_addr[wb:]),
@@ -460,21 +627,27 @@ class Ppu(wiring.Component):
             with m.If(host_ok & self.host_dmem_we):
                 m.d.comb += wpd.en.eq(Const(1, g.vector_words) << self.host_dmem_addr[:wb])
 
-        # -- control ---------------------------------------------------
+    def _control(self, m: Module, d: _Decode, phase: Signal, next_pc: Signal) -> None:
+        """The run state, at the clock edge: ``start`` (not running) starts at pc
+        0 with ``halted``, ``phase`` and ``cycles`` cleared; while running, ``pc``
+        := ``next_pc``, ``cycles`` counts (saturating), ``phase`` goes to 1 after
+        the first cycle of a two-cycle instruction and to 0 after the last; a
+        halting instruction's last cycle stops the core with ``halted`` set;
+        ``stop`` stops it (``phase`` 0)."""
+        running, pc, cycles = self.running, self.pc, self.cycles
         cmax = (1 << XLEN) - 1
         with m.If(~running):
             with m.If(self.start):
                 m.d.sync += [running.eq(1), self.halted.eq(0), pc.eq(0), phase.eq(0),
-                             self.cycles.eq(0)]
+                             cycles.eq(0)]
         with m.Else():
-            m.d.sync += self.cycles.eq(Mux(self.cycles == cmax, cmax, self.cycles + 1))
+            m.d.sync += cycles.eq(Mux(cycles == cmax, cmax, cycles + 1))
             m.d.sync += pc.eq(next_pc)
-            with m.If(last):
+            with m.If(d.last):
                 m.d.sync += phase.eq(0)
-                with m.If(halting):
+                with m.If(d.halting):
                     m.d.sync += [running.eq(0), self.halted.eq(1)]
-            with m.Elif(two_cycle):
+            with m.Elif(d.two_cycle):
                 m.d.sync += phase.eq(1)
             with m.If(self.stop):
                 m.d.sync += [running.eq(0), phase.eq(0)]
-        return m

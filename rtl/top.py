@@ -62,7 +62,7 @@ host can read them back after a run.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -74,6 +74,7 @@ from spikeloop.rtl.analog_boundary import AnalogBoundary
 from spikeloop.rtl.arbiter import SpikeArbiter
 from spikeloop.rtl.crossbar import Crossbar
 from spikeloop.rtl.hostbus import HostBus
+from spikeloop.rtl.layouts import host_event_layout
 from spikeloop.rtl.neuron_backend import NeuronBackend
 from spikeloop.rtl.playback import EventPlayback
 from spikeloop.rtl.ppu import Ppu
@@ -94,6 +95,32 @@ def _connect_stream(m: Module, src, dst) -> None:
 def _slice(view, start: int, count: int, bits: int):
     """Elements ``start .. start+count-1`` of an ArrayLayout view, as a Value."""
     return view.as_value()[start * bits:(start + count) * bits]
+
+
+def _copy_fields(layout: data.Layout, dst, src) -> list:
+    """``dst.<f>.eq(src.<f>)`` for every field ``f`` of ``layout`` (views of
+    layouts with these field names)."""
+    return [dst[name].eq(src[name]) for name, _ in data.Layout.cast(layout)]
+
+
+def _view_of_word(layout: data.Layout, word) -> data.View:
+    """``word`` (e.g. a host-bus entry, narrower than ``layout``) zero-extended to
+    the layout's size and viewed through it."""
+    size = data.Layout.cast(layout).size
+    word = Value.cast(word)
+    return data.View(layout, Cat(word, Const(0, max(0, size - len(word))))[:size])
+
+
+def _word_of_fields(layout: data.Layout, entry) -> data.View:
+    """The value of ``layout`` (a view of it) with each field taken from the field
+    of that name of ``entry`` and the bits between the fields 0 (fields must not
+    overlap)."""
+    layout = data.Layout.cast(layout)
+    parts, pos = [], 0
+    for name, fld in sorted(layout, key=lambda item: item[1].offset):
+        parts += [Const(0, fld.offset - pos), entry[name]]
+        pos = fld.offset + fld.width
+    return data.View(layout, Cat(*parts, Const(0, layout.size - pos)))
 
 
 class Top(wiring.Component):
@@ -141,10 +168,22 @@ class Top(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg = self.cfg
-        n, H, B, P = cfg.n_neurons, cfg.n_halves, cfg.buses_per_half, cfg.neurons_per_block
-        R, D = cfg.rows_per_half, cfg.drivers_per_half
-        elb = cfg.event_label_bits
+        clear, live = self._host_bus(m)
+        self._cycle_counter(m, clear)
+        self._neuron_backend(m, clear, live)
+        self._arbiters_crossbar(m, clear)
+        self._playback(m, clear, live)
+        self._recorder(m, clear)
+        self._halves(m, clear)
+        self._adc_control(m, clear, live)
+        self._analog_settings(m)
+        self._elaborate_ppu(m, clear)
+        return m
+
+    def _host_bus(self, m: Module):
+        """The host bus and its pins; ``running`` is the ``run`` bit of ``ctrl``.
+        Returns ``clear`` (high for the one cycle after a write of ``ctrl`` with
+        ``clear`` set) and ``live``: running and not clearing (combinational)."""
         hb = self.hostbus
         m.submodules.hostbus = hb
         m.d.comb += [
@@ -154,22 +193,27 @@ class Top(wiring.Component):
             self.host_bad_access.eq(hb.bad_access),
             self.running.eq(hb.run),
         ]
-        clear = hb.clear
-        running = hb.run
         # the clear cycle starts a run: no spike, input event or ADC sample enters in
         # it (the blocks drop their inputs while they clear)
         live = Signal()
-        m.d.comb += live.eq(running & ~clear)
+        m.d.comb += live.eq(hb.run & ~hb.clear)
+        return hb.clear, live
 
-        # cycle counter
+    def _cycle_counter(self, m: Module, clear) -> None:
+        """``time``: set to 0 at the edge that ends a ``clear`` cycle, else counting
+        up by one per cycle while running."""
+        hb = self.hostbus
         with m.If(clear):
             m.d.sync += self.time.eq(0)
-        with m.Elif(running):
+        with m.Elif(hb.run):
             m.d.sync += self.time.eq(self.time + 1)
         m.d.comb += hb.time.eq(self.time)
 
-        # neuron back end
-        nb = self.neurons
+    def _neuron_backend(self, m: Module, clear, live) -> None:
+        """The neuron back end (rtl/neuron_backend.py): takes ``spike_in`` while
+        ``live``, its settings from the host bus.  Its ``refractory_active`` leaves
+        the chip ORed with the PPU's reset hold (:meth:`_ppu_reset_hold`)."""
+        hb, nb = self.hostbus, self.neurons
         m.submodules.neurons = nb
         m.d.comb += [
             nb.spike_in.eq(Mux(live, self.spike_in, 0)),
@@ -177,10 +221,14 @@ class Top(wiring.Component):
             nb.refractory.eq(hb.refractory),
             nb.prescale.eq(hb.refractory_prescale.as_value()),
             nb.clear.eq(clear),
-        ]   # refractory_active: with the PPU's reset hold (_elaborate_ppu)
+        ]
 
-        # arbiters, one per block, into the crossbar's first inputs
-        xb = self.crossbar
+    def _arbiters_crossbar(self, m: Module, clear) -> None:
+        """The spike arbiters, one per block of ``neurons_per_block`` neurons (its
+        spikes labelled by ``neuron_label``), into the crossbar's first inputs;
+        the crossbar's settings and counters on the host bus."""
+        cfg, hb, nb, xb = self.cfg, self.hostbus, self.neurons, self.crossbar
+        P, elb = cfg.neurons_per_block, cfg.event_label_bits
         m.submodules.crossbar = xb
         arb_drops = []
         for k, arb in enumerate(self.arbiters):
@@ -202,47 +250,59 @@ class Top(wiring.Component):
             hb.xbar_drops.eq(xb.drop_count),
         ]
 
-        # playback -> crossbar external inputs
-        pb = self.playback
+    def _playback(self, m: Module, clear, live) -> None:
+        """The event playback into the crossbar's external inputs (after the
+        blocks' inputs); it plays ``playback_count`` entries while ``live``.  Its
+        host port takes and gives entries in the two-word host format
+        (:func:`~spikeloop.rtl.layouts.host_event_layout` of ``n_ext_inputs``
+        links)."""
+        cfg, hb, xb, pb = self.cfg, self.hostbus, self.crossbar, self.playback
         m.submodules.playback = pb
         for lnk in range(cfg.n_ext_inputs):
             _connect_stream(m, pb.links[lnk], xb.inputs[cfg.n_blocks + lnk])
-        ts = cfg.timestamp_bits
+        host_layout = host_event_layout(cfg, cfg.n_ext_inputs)
         m.d.comb += [
             pb.host_addr.eq(hb.playback_addr),
             pb.host_we.eq(hb.playback_we),
-            # word 0: release cycle; word 1: label | link << event_label_bits
-            pb.host_wdata.time.eq(hb.playback_wdata[:ts]),
-            pb.host_wdata.label.eq(hb.playback_wdata[32:32 + elb]),
-            pb.host_wdata.link.eq(hb.playback_wdata[32 + elb:]),
+            *_copy_fields(host_layout, pb.host_wdata,
+                          _view_of_word(host_layout, hb.playback_wdata)),
             pb.count.eq(Mux(live, hb.playback_count.as_value(), 0)),
             pb.time.eq(self.time),
             pb.clear.eq(clear),
-            hb.playback_rdata.eq(Cat(pb.host_rdata.time, Const(0, 32 - ts),
-                                     pb.host_rdata.label, pb.host_rdata.link)),
+            hb.playback_rdata.eq(_word_of_fields(host_layout, pb.host_rdata)),
             hb.playback_late.eq(pb.late),
             hb.playback_done.eq(pb.done),
         ]
 
-        # crossbar host links -> recorder
-        rec = self.recorder
+    def _recorder(self, m: Module, clear) -> None:
+        """The event recorder on the crossbar's host links (after the buses);
+        the host reads its entries in the two-word host format
+        (:func:`~spikeloop.rtl.layouts.host_event_layout` of ``n_host_links``
+        links)."""
+        cfg, hb, xb, rec = self.cfg, self.hostbus, self.crossbar, self.recorder
         m.submodules.recorder = rec
         for lnk in range(cfg.n_host_links):
             _connect_stream(m, xb.outputs[cfg.n_buses + lnk], rec.links[lnk])
-        rd = rec.host_rdata
         m.d.comb += [
             rec.time.eq(self.time),
             rec.clear.eq(clear),
             rec.host_addr.eq(hb.record_addr),
-            hb.record_rdata.eq(Cat(rd.time, Const(0, 32 - ts), rd.label, rd.link)),
+            hb.record_rdata.eq(_word_of_fields(host_event_layout(cfg, cfg.n_host_links),
+                                               rec.host_rdata)),
             hb.record_count.eq(rec.count),
             hb.record_drops.eq(rec.drops),
         ]
 
-        # per half: drivers -> synapse memory -> analog boundary
+    def _halves(self, m: Module, clear) -> None:
+        """Per half: the crossbar's bus outputs -> synapse drivers -> synapse
+        memory (host port ``synapses<h>``) -> analog boundary; the halves'
+        weight sums side by side on ``exc_sum``/``inh_sum``; ``step_done`` is half
+        0's."""
+        cfg, hb, xb = self.cfg, self.hostbus, self.crossbar
+        B, R, D = cfg.buses_per_half, cfg.rows_per_half, cfg.drivers_per_half
         unmatched = []
         exc, inh = [], []
-        for h in range(H):
+        for h in range(cfg.n_halves):
             drv, syn, bnd = self.drivers[h], self.synapses[h], self.boundaries[h]
             m.submodules[f"drivers{h}"] = drv
             m.submodules[f"synapses{h}"] = syn
@@ -276,8 +336,11 @@ class Top(wiring.Component):
             self.step_done.eq(self.boundaries[0].step_done),
         ]
 
-        # ADC sampling control
-        adc = self.adc
+    def _adc_control(self, m: Module, clear, live) -> None:
+        """The ADC sampling control: samples ``adc_codes`` every ``adc_period``
+        cycles while ``live`` (``adc_sample`` marks the cycle); the host reads the
+        buffer and its counters."""
+        hb, adc = self.hostbus, self.adc
         m.submodules.adc = adc
         m.d.comb += [
             adc.period.eq(Mux(live, hb.adc_period.as_value(), 0)),
@@ -290,8 +353,13 @@ class Top(wiring.Component):
             hb.adc_overflow.eq(adc.overflow),
         ]
 
-        # analog settings (the capacitive memory): host port and the analog read-out
-        n_settings = n * cfg.analog_settings_per_neuron
+    def _analog_settings(self, m: Module) -> None:
+        """The analog settings (the capacitive memory): the host's write and
+        synchronous read port, and the analog read-out (``settings_addr`` ->
+        ``settings_data`` in the next cycle); on two-half chips the merge switches'
+        register (``neuron_merge``)."""
+        cfg, hb = self.cfg, self.hostbus
+        n_settings = cfg.n_neurons * cfg.analog_settings_per_neuron
         m.submodules.capmem = capmem = Memory(
             shape=unsigned(cfg.analog_setting_bits), depth=n_settings, init=[])
         wp = capmem.write_port()
@@ -305,18 +373,22 @@ class Top(wiring.Component):
             analog_rp.addr.eq(self.settings_addr),
             self.settings_data.eq(analog_rp.data),
         ]
-        if H == 2:
+        if cfg.n_halves == 2:
             m.d.comb += self.neuron_merge.eq(hb.neuron_merge.as_value())
-
-        self._elaborate_ppu(m, clear)
-        return m
 
     def _elaborate_ppu(self, m: Module, clear) -> None:
         """The PPU, its ports into the chip and its host regions (module docstring)."""
-        cfg, hb, adc, ppu = self.cfg, self.hostbus, self.adc, self.ppu
-        n, H = cfg.n_neurons, cfg.n_halves
-        cmax = (1 << cfg.counter_bits) - 1
-        m.submodules.ppu = ppu
+        m.submodules.ppu = self.ppu
+        self._ppu_ports(m)
+        self._ppu_synapse_rows(m)
+        self._ppu_reset_hold(m, clear)
+        self._ppu_out_buffer(m)
+
+    def _ppu_ports(self, m: Module) -> None:
+        """The PPU's control, status and memories on the host bus (``ppu_ctrl``
+        bit 0 starts, bit 1 stops); its ADC read port to the ADC control, whose
+        ``n_samples`` it reads as ``adc_count``; ``time``."""
+        hb, adc, ppu = self.hostbus, self.adc, self.ppu
         m.d.comb += [
             ppu.start.eq(hb.ppu_ctrl[0]),
             ppu.stop.eq(hb.ppu_ctrl[1]),
@@ -338,8 +410,14 @@ class Top(wiring.Component):
             ppu.adc.rdata.eq(adc.ppu_rdata),
         ]
 
-        # synapse rows: one port, demultiplexed by half; rdata from the half last read
-        half_q = Signal(range(max(2, H)), name="ppu_half_q")
+    def _ppu_synapse_rows(self, m: Module) -> None:
+        """The PPU's row port, demultiplexed to the synapse memory of ``half``;
+        its ``rdata`` comes from the half of the last read (``ppu_half_q``,
+        registered with the read).  ``syn_host_lost`` counts (saturating) the
+        cycles in which a host synapse write was lost to a PPU write."""
+        cfg, hb, ppu = self.cfg, self.hostbus, self.ppu
+        cmax = (1 << cfg.counter_bits) - 1
+        half_q = Signal(range(max(2, cfg.n_halves)), name="ppu_half_q")
         with m.If(ppu.syn.re):
             m.d.sync += half_q.eq(ppu.syn.half)
         lost = []
@@ -362,8 +440,11 @@ class Top(wiring.Component):
             m.d.sync += n_lost.eq(n_lost + 1)
         m.d.comb += hb.syn_host_lost.eq(n_lost)
 
-        # neuron resets: the reset hold, ORed into refractory_active
-        hold = Signal(n, name="ppu_reset_hold")
+    def _ppu_reset_hold(self, m: Module, clear) -> None:
+        """The PPU's neuron resets: the reset hold register ``ppu_reset_hold``
+        (module docstring for its timing), ORed into ``refractory_active``."""
+        ppu = self.ppu
+        hold = Signal(self.cfg.n_neurons, name="ppu_reset_hold")
         with m.If(clear):
             m.d.sync += hold.eq(0)
         with m.Elif(self.step_done):
@@ -372,7 +453,14 @@ class Top(wiring.Component):
             m.d.sync += hold.eq(hold | ppu.nreset)
         m.d.comb += self.refractory_active.eq(self.neurons.refractory_active | hold)
 
-        # the output stream into the host-readable output buffer
+    def _ppu_out_buffer(self, m: Module) -> None:
+        """The PPU's output stream into the host-readable output buffer (memory
+        ``ppu_out``; always ready): a vector is written at entry ``ppu_out_count``
+        in the cycle it is valid, or counted in ``ppu_out_drops`` when the buffer
+        is full; a start of the PPU empties it.  The host reads 32-bit words
+        (synchronous read)."""
+        cfg, hb, ppu = self.cfg, self.hostbus, self.ppu
+        cmax = (1 << cfg.counter_bits) - 1
         depth = out_buffer_vectors(cfg)
         V = ppu.geom.vector_bits
         vw = ppu.geom.vector_words

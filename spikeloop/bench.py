@@ -61,21 +61,36 @@ bits, 6-bit synapse labels, 14-bit events = address | row select << 6 | upper <<
 """
 from __future__ import annotations
 
-import argparse
 import math
+import os
+import platform
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from spikeloop.backends.digital_core import DigitalState
 from spikeloop.backends.fast import FastChip
+from spikeloop.backends.reference import run_reference
 from spikeloop.base.config import FULL, ChipConfig
 from spikeloop.base.events import InputEvents
 from spikeloop.base.image import ConfigImage
 from spikeloop.base.layouts import RowSign, pack_event
 from spikeloop.base.protocol import DRAIN_CYCLES, live_cycles
+from spikeloop.base.settings import Command, option
+from spikeloop.base.settings import main as dispatch
+from spikeloop.cosim.backend import run_ceiling, run_cosim
+from spikeloop.model.analog import lif_step
 from spikeloop.model.chip import Chip
+from spikeloop.model.noise import membrane_noise_steps
+from spikeloop.nn import SoftwareNetwork
+from spikeloop.nn.chip_network import ChipNetwork
+from spikeloop.training.tasks import build_task
+from spikeloop.verify.scenarios import SCENARIOS
 
 N_IN, N_HIDDEN, N_OUT = 256, 246, 10
 WINDOW_US = 34.0
@@ -224,7 +239,7 @@ def _rate(samples: int, seconds: float) -> float:
     return samples / seconds if seconds > 0 else float("inf")
 
 
-def bench_fast(args) -> int:
+def bench_fast(args: FastBench) -> int:
     cfg = FULL
     if args.step_cycles:
         cfg = FULL.replace(name=f"full-step{args.step_cycles}",
@@ -300,7 +315,6 @@ def bench_fast(args) -> int:
     if args.breakdown:
         _breakdown(fast, chip, image, events[1:], n_steps, args, fast_s)
     if args.reference_samples:
-        from spikeloop.backends.reference import run_reference
 
         k = min(args.reference_samples, args.batch)
         sub = InputEvents(cfg, k, events[1].table[events[1].table[:, 0] < k])
@@ -325,9 +339,6 @@ def _breakdown(fast: FastChip, chip, image, events, n_steps: int, args, fast_s: 
     ``lif_step`` calls, zero input, the noise computed beforehand) and the
     membrane noise alone; and how many sample-cycles the digital side ran (it
     skips those with nothing in flight)."""
-    from spikeloop.backends.digital_core import DigitalState
-    from spikeloop.model.analog import lif_step
-    from spikeloop.model.noise import membrane_noise_steps
 
     dev = args.device
     clocks = {"digital": 0.0, "sums": 0.0}
@@ -379,12 +390,9 @@ def _breakdown(fast: FastChip, chip, image, events, n_steps: int, args, fast_s: 
           f"({100 * busy / cycles:.1f} %; the others had nothing in flight)")
 
 
-def bench_cosim(args) -> int:
+def bench_cosim(args: CosimBench) -> int:
     """Running cycles per second of the co-simulation (analog bridge in the loop)
     beside the same build running the same cycles with no bridge (the ceiling)."""
-    from spikeloop.cosim.backend import run_ceiling, run_cosim
-    from spikeloop.model.chip import Chip
-    from spikeloop.verify.scenarios import SCENARIOS
 
     cfg = ChipConfig.preset(args.preset)
     chip = Chip.calibrated(cfg, 1)
@@ -408,13 +416,9 @@ def bench_cosim(args) -> int:
     return 0
 
 
-def bench_train(args) -> int:
+def bench_train(args: TrainBench) -> int:
     """Forward + backward + optimiser step: in the loop on FULL vs the ideal model."""
-    import torch.nn.functional as F
 
-    from spikeloop.nn import SoftwareNetwork
-    from spikeloop.nn.chip_network import ChipNetwork
-    from spikeloop.training.tasks import build_task
 
     n = args.batch * (args.batches + 1)
     task = build_task("mnist", cfg=FULL, train_samples=n, test_samples=1)
@@ -470,60 +474,109 @@ def bench_train(args) -> int:
     return 0
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_line() -> str:
+    """What a figure ran on: the CPU, its logical cores, torch's threads."""
+    return (f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs, torch "
+            f"{torch.__version__} with {torch.get_num_threads()} thread(s)")
+
+
+def _check_sizes(s) -> None:
+    for name in ("batch", "batches", "repeats"):
+        v = getattr(s, name, 1)
+        if v < 1:
+            raise ValueError(f"{name} = {v}; allowed: an integer >= 1")
+
+
+@dataclass
+class FastBench:
+    batch: int = option(64, help="samples per batch (default 64)")
+    batches: int = option(3, help="timed batches, after one warm-up (default 3)")
+    repeats: int = option(3, help="time the batches this many times, the fast backend and the "
+                                  "plain networks in turn; the medians are reported (default 3)")
+    device: str = option("cpu", help="torch device: cpu or cuda")
+    seed: int = option(0, help="weights and input intensities (default 0)")
+    threads: int = option(1, help="torch threads for both measurements (0: torch's default); "
+                                  "1 because on small CPUs OpenMP threads make these small "
+                                  "element-wise ops erratic (seen on a 2-core machine: one "
+                                  "sqrt of 1k doubles 3 µs with 1 thread, up to 11 ms with 2)")
+    breakdown: bool = option(False, help="also clock the digital side, the weight sums, the LIF "
+                                         "updates and the membrane noise apart (where the fast "
+                                         "backend's time goes), and count the sample-cycles "
+                                         "the digital side ran")
+    step_cycles: int = option(0, help="clock cycles per analog step (a design variant of the "
+                                      "full preset; 0: the preset's 8 = 64 ns); the window "
+                                      "stays 34 µs, so a finer step means more steps, for both "
+                                      "networks")
+    reference_samples: int = option(2, help="also time the reference backend on this many "
+                                            "samples of the first timed batch and check fast "
+                                            "== reference on them (about 3 s each; 0: skip)")
+
+
+@dataclass
+class TrainBench:
+    batch: int = option(100, help="samples per batch (the paper's 100)")
+    batches: int = option(3, help="timed batches, after one warm-up (default 3)")
+    seed: int = option(0, help="initial weights (default 0)")
+    threads: int = option(1, help="torch threads (0: torch's default)")
+    device: str = option("cpu", help="torch device of the chip's fast backend: cpu or cuda "
+                                     "(the networks and their gradients stay on the cpu)")
+
+
+@dataclass
+class CosimBench:
+    preset: str = option("mini", help="chip design variant, a preset: mini (default) or full")
+    simulator: str = option("verilator", choices=("verilator", "icarus"),
+                            help="the simulator (default verilator)")
+    scenario: str = option("random", choices=list(SCENARIOS),
+                           help="a verification scenario (default random)")
+    steps: int = option(0, help="analog steps per sample (0: the scenario's own)")
+
+
+def run_fast_bench(s: FastBench) -> int:
+    _check_sizes(s)
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    print(machine_line())
+    return bench_fast(s)
+
+
+def run_train_bench(s: TrainBench) -> int:
+    _check_sizes(s)
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    print(machine_line())
+    return bench_train(s)
+
+
+def run_cosim_bench(s: CosimBench) -> int:
+    torch.set_num_threads(1)
+    print(machine_line())
+    return bench_cosim(s)
+
+
+COMMANDS = (
+    Command(("fast",), FastBench, run_fast_bench,
+            "samples/s of the fast backend beside plain PyTorch"),
+    Command(("train",), TrainBench, run_train_bench,
+            "training steps/s in the loop beside the ideal model"),
+    Command(("cosim",), CosimBench, run_cosim_bench,
+            "cycles/s of the co-simulation beside its ceiling"),
+)
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m spikeloop.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="what", required=True)
-    f = sub.add_parser("fast", help="samples/s of the fast backend beside plain PyTorch")
-    f.add_argument("--batch", type=int, default=64, help="samples per batch")
-    f.add_argument("--batches", type=int, default=3, help="timed batches (after one warm-up)")
-    f.add_argument("--repeats", type=int, default=3,
-                   help="time the batches this many times, the fast backend and the plain "
-                        "networks in turn; the medians are reported (default 3)")
-    f.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
-    f.add_argument("--seed", type=int, default=0, help="weights and input intensities")
-    f.add_argument("--threads", type=int, default=1,
-                   help="torch threads for both measurements (0: torch's default); 1 because "
-                        "on small CPUs OpenMP threads make these small element-wise ops "
-                        "erratic (seen on a 2-core machine: one sqrt of 1k doubles "
-                        "3 µs with 1 thread, up to 11 ms with 2)")
-    f.add_argument("--breakdown", action="store_true",
-                   help="also clock the digital side, the weight sums, the LIF updates and "
-                        "the membrane noise apart (where the fast backend's time goes), and "
-                        "count the sample-cycles the digital side ran")
-    f.add_argument("--step-cycles", type=int, default=0,
-                   help="clock cycles per analog step (a design variant of the full "
-                        "preset; 0: the preset's 8 = 64 ns); the window stays 34 µs, so a "
-                        "finer step means more steps, for both networks")
-    f.add_argument("--reference-samples", type=int, default=2,
-                   help="also time the reference backend on this many samples of the "
-                        "first timed batch and check fast == reference on them "
-                        "(about 3 s each; 0: skip)")
-    t = sub.add_parser("train", help="training steps/s in the loop beside the ideal model")
-    t.add_argument("--batch", type=int, default=100, help="samples per batch (paper: 100)")
-    t.add_argument("--batches", type=int, default=3, help="timed batches (after one warm-up)")
-    t.add_argument("--seed", type=int, default=0, help="initial weights")
-    t.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
-    t.add_argument("--device", default="cpu",
-                   help="torch device of the chip's fast backend: cpu or cuda (the "
-                        "networks and their gradients stay on the cpu)")
-    c = sub.add_parser("cosim", help="cycles/s of the co-simulation beside its ceiling")
-    c.add_argument("--preset", choices=["mini", "full"], default="mini")
-    c.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
-    c.add_argument("--scenario", default="random", help="a scenario of spikeloop.verify.scenarios")
-    c.add_argument("--steps", type=int, default=0,
-                   help="analog steps per sample (0: the scenario's own)")
-    args = p.parse_args(argv)
-    if args.what == "cosim":
-        torch.set_num_threads(1)
-        return bench_cosim(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.batch < 1 or args.batches < 1:
-        p.error("--batch and --batches must be >= 1")
-    if args.what == "fast" and args.repeats < 1:
-        p.error("--repeats must be >= 1")
-    return bench_train(args) if args.what == "train" else bench_fast(args)
+    return dispatch("python -m spikeloop.bench", __doc__, COMMANDS, argv)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@ FILES = {"curves": "curves.png", "raster": "raster.png", "traces": "traces.png"}
 N_TRACES = 4
 
 
-def _figure(w: float, h: float, rows: int = 1, cols: int = 1):
+def figure(w: float, h: float, rows: int = 1, cols: int = 1):
+    """A figure of ``rows`` x ``cols`` axes, drawn off screen (matplotlib, an
+    optional extra, is imported here, when a plot is asked for)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -29,7 +31,7 @@ def _figure(w: float, h: float, rows: int = 1, cols: int = 1):
 
 
 def training_curves(history: list[dict], path, title: str = "") -> None:
-    fig, (ax_loss, ax_acc, ax_spk) = _figure(10, 3.2, 1, 3)
+    fig, (ax_loss, ax_acc, ax_spk) = figure(10, 3.2, 1, 3)
     ep = [r["epoch"] for r in history]
     ax_loss.plot(ep, [r["train_loss"] for r in history], "o-", label="train")
     tested = [r for r in history if r["test_accuracy"] is not None]
@@ -55,7 +57,7 @@ def training_curves(history: list[dict], path, title: str = "") -> None:
 def spike_raster(z_hidden: np.ndarray, dt_us: float, path, title: str = "") -> None:
     """``z_hidden`` ``[T, H]`` of one sample."""
     z = np.asarray(z_hidden)
-    fig, (ax,) = _figure(6, 4)
+    fig, (ax,) = figure(6, 4)
     t, n = np.nonzero(z > 0)
     ax.scatter((t + 1) * dt_us, n, s=60, marker="|", linewidths=1.5, color="k")
     ax.set(xlim=(0, z.shape[0] * dt_us), ylim=(-0.5, z.shape[1] - 0.5), xlabel="time (us)",
@@ -72,7 +74,7 @@ def membrane_traces(v_hidden: np.ndarray, v_out: np.ndarray, dt_us: float, path,
     vh, vo = np.asarray(v_hidden), np.asarray(v_out)
     z = (vh >= 1.0) if z_hidden is None else np.asarray(z_hidden) > 0
     t = np.arange(1, vh.shape[0] + 1) * dt_us
-    fig, (ax_h, ax_o) = _figure(7, 5.5, 2, 1)
+    fig, (ax_h, ax_o) = figure(7, 5.5, 2, 1)
     active = np.argsort(-z.sum(0), kind="stable")[:N_TRACES]
     for n in sorted(active):
         (line,) = ax_h.plot(t, vh[:, n], ".-", label=f"neuron {n}")

@@ -4,8 +4,7 @@ import pytest
 
 from spikeloop.base.config import MINI
 from spikeloop.base.image import ConfigImage, ImageError
-from spikeloop.calibrate import calibrate_main
-from spikeloop.model.chip import Chip
+from spikeloop.model.chip import Chip, calibrate_to_file
 
 pytestmark = pytest.mark.unit
 
@@ -34,7 +33,7 @@ def test_chip_saves_and_loads_with_its_calibration(chip3, tmp_path):
 
 def test_cli_calibration_file_loads_as_a_chip(chip3, tmp_path):
     out = tmp_path / "cal.npz"
-    report = calibrate_main("mini", 3, str(out))
+    report = calibrate_to_file(MINI, 3, str(out))
     assert report["all_ok"]
     assert np.array_equal(Chip.load(out).settings, chip3.settings)
 

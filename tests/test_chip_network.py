@@ -200,7 +200,7 @@ def same_measurements(nets, raster, times, scale: float, shift: float):
 
 @pytest.mark.cosim
 def test_cosim_network_equals_fast(chip):
-    """The replay of issue 6 in miniature: the same network and batch on the RTL
+    """`spikeloop replay` in miniature: the same network and batch on the RTL
     co-simulation and on the fast backend give identical measurements."""
     raster, times = batch(6, b=3)
     nets = [make(chip, seed=2, backend=b, run_seed=4) for b in ("fast", "cosim")]

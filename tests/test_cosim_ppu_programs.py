@@ -1,14 +1,14 @@
-"""The PPU's programs 1-3 (spikeloop/ppu/programs.py) on the co-simulated chip
-(Verilator, mini top, the analog model in the loop), each with its cycle
+"""The PPU's trace, inference and weight-update programs (spikeloop/ppu/programs.py)
+on the co-simulated chip (Verilator, mini top, the analog model in the loop), each with its cycle
 count, its effect checked against numpy or the reference backend.
 
-- program 3 (weight update) runs before the samples; the rows it wrote equal
+- the weight-update program runs before the samples; the rows it wrote equal
   numpy's clip(w + u, 0, 63), and the run that uses them equals the reference
   backend run on the image with numpy's weights (the backends' contract);
-- program 1 (trace recording) runs from the first cycle of every sample; its
+- the trace program runs from the first cycle of every sample; its
   streamed vectors equal the ADC codes of the run (Observables.adc), and the
   run equals the reference backend's (a PPU that only reads changes nothing);
-- program 2 (inference mode) resets every neuron at the paper's spacing
+- the inference program resets every neuron at the paper's spacing
   (1475 cycles = 11.8 us): the analog side sees the hold for exactly the
   steps of the reset cycles.
 
@@ -68,7 +68,7 @@ def test_weight_update_program_in_cosim(chip):
     assert (labels == image.synapse_label).all(), "labels kept"
     assert (want != image.synapse_weight).any() and (want == cfg.weight_max).any()
     assert res["status"] == 0b10 and res["cycles"] == P.weight_update_cycles(cfg, M)
-    print(f"program 3 (weight update, {M} row chunks): {res['cycles']} cycles "
+    print(f"weight update ({M} row chunks): {res['cycles']} cycles "
           f"({res['cycles'] / cfg.clock_mhz:.2f} us at {cfg.clock_mhz} MHz); "
           f"cosim call {time.monotonic() - t0:.1f} s")
     updated = image.copy()
@@ -96,7 +96,7 @@ def test_trace_program_streams_the_runs_adc_codes(chip):
         assert int(co.adc_count[b]) == n_rec
         assert (codes == co.adc[:n_rec, b]).all(), f"batch entry {b}"
         assert res["dmem"]["1"] + 3 == res["cycles"], "csrr in cycle c, sw, halt in c + 2"
-        print(f"program 1 (trace, sample {b}): {n_rec} ADC samples streamed in "
+        print(f"trace (sample {b}): {n_rec} ADC samples streamed in "
               f"{res['cycles']} cycles")
     ref = run_reference(chip, image, events, sc.n_steps, run_seed=3)
     assert co.replace(ppu=None).first_difference(ref) is None, co.first_difference(ref)
@@ -131,7 +131,7 @@ def test_inference_program_resets_at_the_papers_spacing(chip):
     assert all(mask == (1 << cfg.n_neurons) - 1 for *_, mask in res["holds"])
     assert not [sp for sp in co.spikes if sp[1] in set(expect)], "a held neuron spiked"
     fps = cfg.clock_mhz * 1e6 / spacing
-    print(f"program 2 (inference): {K} samples {spacing} cycles = {spacing / cfg.clock_mhz:.1f} "
+    print(f"inference: {K} samples {spacing} cycles = {spacing / cfg.clock_mhz:.1f} "
           f"us apart: {fps:.0f} emulated frames/s; resets at cycles "
           f"{[t + 3 for t in seen]} hold steps {held}; PPU ran {res['cycles']} cycles; "
           f"cosim call {time.monotonic() - t0:.1f} s")
@@ -142,7 +142,8 @@ def same_on_every_backend(chip, image, events, n_steps, run_seed, job, co):
     """The cosim's Observables, ``ppu`` included, equal the reference's and
     the fast backend's for the same job."""
     for backend in ("reference", "fast"):
-        other = backends.run(chip, image, events, n_steps, backend=backend, run_seed=run_seed, ppu=job)
+        other = backends.run(chip, image, events, n_steps, backend=backend, run_seed=run_seed,
+                             ppu=job)
         assert co.ppu is not None and len(co.ppu) == len(other.ppu)
         diff = co.first_difference(other)
         assert diff is None, f"cosim against {backend}: {diff}"

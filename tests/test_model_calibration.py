@@ -1,4 +1,5 @@
-"""Calibration by measurement only (model/calibration.py, spikeloop/calibrate.py)."""
+"""Calibration by measurement only (model/calibration.py; calibrate_to_file in
+model/chip.py)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,6 @@ import pytest
 import torch
 
 from spikeloop.base.config import FULL, MINI
-from spikeloop.calibrate import calibrate_main, report_path
 from spikeloop.model.analog import AnalogChipModel
 from spikeloop.model.calibration import (
     REQUIRED_RATIOS,
@@ -17,6 +17,7 @@ from spikeloop.model.calibration import (
     calibrate,
     spread_report,
 )
+from spikeloop.model.chip import calibrate_to_file, report_path
 
 pytestmark = pytest.mark.unit
 
@@ -94,10 +95,10 @@ def test_calibrating_twice_is_identical():
     assert not torch.equal(other.settings, res.settings)
 
 
-def test_calibrate_main_writes_loadable_result(tmp_path):
+def test_calibrate_to_file_writes_loadable_result(tmp_path):
     out = tmp_path / "cal" / "mini0.npz"
     plot = tmp_path / "cal" / "mini0.png"
-    rep = calibrate_main("mini", 0, str(out), str(plot))
+    rep = calibrate_to_file(MINI, 0, str(out), str(plot))
     assert rep["all_ok"] and rep["preset"] == "mini" and rep["chip_seed"] == 0
     assert plot.stat().st_size > 10_000
     on_disk = json.loads(report_path(out).read_text())

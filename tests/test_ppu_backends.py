@@ -39,7 +39,8 @@ def chip():
 def both(chip, image, events, n_steps, job, run_seed=0, device="cpu"):
     """The reference and fast runs of one job (fast on ``device``); asserts they
     are identical."""
-    ref = backends.run(chip, image, events, n_steps, backend="reference", run_seed=run_seed, ppu=job)
+    ref = backends.run(chip, image, events, n_steps, backend="reference", run_seed=run_seed,
+                       ppu=job)
     fast = backends.run(chip, image, events, n_steps, backend="fast", run_seed=run_seed, ppu=job,
                     device=device)
     diff = ref.first_difference(fast)
@@ -282,8 +283,10 @@ def test_ppu_results_survive_save_load_and_concat(chip, tmp_path):
         f"ppu[1].weights[0, 2, 1]: {obs.ppu[1]['weights'][0, 2, 1]} != "
         f"{other.ppu[1]['weights'][0, 2, 1]}")
     assert obs.replace(ppu=None).first_difference(obs) == "ppu: no program != 2 runs"
-    singles = [backends.run(chip, image, InputEvents.from_lists(CFG, [events.of_sample(b).tolist()]),
-                        n_steps, backend="fast", sample_offset=b, ppu=job) for b in range(2)]
+    singles = [backends.run(chip, image,
+                            InputEvents.from_lists(CFG, [events.of_sample(b).tolist()]),
+                            n_steps, backend="fast", sample_offset=b, ppu=job)
+               for b in range(2)]
     assert Observables.concat(singles).first_difference(obs) is None
 
 

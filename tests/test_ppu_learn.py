@@ -1,4 +1,4 @@
-"""Program 4 (spikeloop/ppu/programs.py LEARN): homeostatic synaptic scaling
+"""The learning program (``LEARN`` of spikeloop/ppu/programs.py): homeostatic synaptic scaling
 learned on chip, and its demonstration (spikeloop/ppu/learn.py).
 
 - the program on the instruction-level simulator (PpuSim) against numpy's rule

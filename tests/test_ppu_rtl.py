@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -24,6 +25,7 @@ from spikeloop.base.config import FULL, MINI
 from spikeloop.base.isa import BY_MNEMONIC, N_VREGS, PpuGeometry
 from spikeloop.base.layouts import unpack_array
 from spikeloop.model.ppu_sim import AdcPortModel, Environment, PpuSim, RowPortModel, SynapseRows
+from spikeloop.ppu import programs as P
 from spikeloop.ppu.asm import assemble
 from spikeloop.rtl.ppu import Ppu
 from tests.simutil import get, put, simulate
@@ -32,6 +34,7 @@ pytestmark = pytest.mark.rtl
 
 #: small memories keep the simulations quick; the defaults are tested for export
 IMEM, DMEM = 128, 64
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "ppu.md"
 LONG_IMEM = 512
 
 
@@ -376,30 +379,14 @@ def _scenario(cfg, seed=1, **kw):
 
 
 def test_weight_update_program_mini():
-    """Add an update vector from the data memory to every row, saturating to
+    """The example of docs/ppu.md (spikeloop/ppu/programs.py UPDATE_EXAMPLE): add
+    an update vector from the data memory to every row, saturating to
     0..WEIGHT_MAX; stream each updated row; reset the neurons whose lane of the
     update is positive."""
-    src = """
-        .equ UPD, 0
-        vld v1, UPD(r0)            # the update, 8-bit signed lanes
-        addi r2, r0, 0
-        vsplat.b v6, r0            # 0
-        addi r3, r0, WEIGHT_MAX
-        vsplat.b v7, r3
-        addi r4, r0, HALVES*ROWS*ROW_CHUNKS
-    row:
-        vlw v2, 0(r2)
-        vadds.b v2, v2, v1
-        vmax.b v2, v2, v6
-        vmin.b v2, v2, v7
-        vsw v2, 0(r2)
-        vout v2
-        addi r2, r2, 1
-        bne r2, r4, row
-        vcmpgt.b v5, v1, v6
-        vrst v5, 0(r0)
-        halt
-    """
+    src = P.UPDATE_EXAMPLE
+    docs = DOCS.read_text().split("## Example: weight update")[1].split("```")[1]
+    assert assemble(docs, MINI).words == assemble(src, MINI).words, \
+        "docs/ppu.md's example differs from programs.UPDATE_EXAMPLE"
     sc = _scenario(MINI)
     sim, trace = check_program(MINI, src, sc)
     n_rows = MINI.n_halves * MINI.rows_per_half
@@ -412,6 +399,30 @@ def test_weight_update_program_mini():
             assert sim.syn.weights(h, r) == want
             assert sim.syn.labels(h, r) == [lab for _, lab in sc.syn[h][r]]
     print(f"weight update, mini: {sim.cycle} cycles for {n_rows} rows")
+
+
+def test_composed_programs():
+    """programs.compose: parts that define the same labels, a part's last halt
+    dropped, a halt before its end a jump to the next part; the last part halts."""
+    early = """
+        beq r0, r0, out
+        addi r1, r0, 1
+    out: halt
+        addi r6, r0, 2
+        halt
+    """
+    src = P.compose(P.UPDATE_EXAMPLE, early, P.UPDATE_EXAMPLE, "addi r7, r0, 3\nhalt")
+    sc = _scenario(MINI, max_cycles=4000)
+    sim, _ = check_program(MINI, src, sc)
+    assert sim.halted and len(sim.stream) == 2 * MINI.n_halves * MINI.rows_per_half
+    assert (sim.regs[1], sim.regs[6], sim.regs[7]) == (0, 0, 3)
+    upd = [v - 256 if v > 127 else v for v in unpack_array(sim.vector_dmem(0), 8, 16)]
+    for h in range(MINI.n_halves):
+        for r in range(MINI.rows_per_half):
+            want = [min(MINI.weight_max, max(0, min(MINI.weight_max, max(0, w + upd[c]))
+                                               + upd[c]))
+                    for c, (w, _) in enumerate(sc.syn[h][r])]
+            assert sim.syn.weights(h, r) == want, (h, r)
 
 
 def test_stop_abandons_a_stalled_vout():

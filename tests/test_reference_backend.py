@@ -20,7 +20,8 @@ def chip():
 
 def run(chip, name, run_seed=1):
     sc = SCENARIOS[name](MINI, np.random.default_rng(0))
-    return sc, backends.run(chip, chip.configure(sc.image), sc.events, sc.n_steps, run_seed=run_seed)
+    return sc, backends.run(chip, chip.configure(sc.image), sc.events, sc.n_steps,
+                            run_seed=run_seed)
 
 
 def test_psp_is_sampled_and_does_not_fire(chip):

@@ -284,7 +284,7 @@ def test_every_run_restarts_the_counters():
 
 import random  # noqa: E402
 
-from spikeloop.base.isa import chip_geometry
+from spikeloop.base.isa import chip_geometry  # noqa: E402
 from spikeloop.ppu import programs as ppu_programs  # noqa: E402
 from spikeloop.ppu.asm import assemble  # noqa: E402
 
@@ -421,7 +421,7 @@ def test_top_ppu_weight_update_matches_reference_and_numpy():
 
 
 def test_top_ppu_trace_and_inference_match_reference():
-    """Program 1 streams the run's ADC samples; program 2's resets hold the
+    """The trace program streams the run's ADC samples; the inference program's resets hold the
     neurons (refractory_active) for the analog step of the reset cycle."""
     cfg = MINI
     rng = np.random.default_rng(4)

@@ -2,8 +2,12 @@
 Verilog, run inside the simulator by spikeloop.cosim.runner.run_tests
 (tests/test_cosim_ppu_core.py).
 
-The testbench loads a program through the host port of the instruction memory
-and data through the data memory's, starts the core, plays the synapse memory
+The program comes assembled from the pytest side (tests/test_cosim_ppu_core.py
+builds it from spikeloop/ppu/programs.py): a JSON file ``{"words": [...]}``
+named by the environment variable :data:`ENV_PROGRAM`, as the chip's jobs
+come to cosim/engine.py; without it the test is skipped.  The testbench loads
+the program through the host port of the instruction memory and random data
+through the data memory's, starts the core, plays the synapse memory
 and the ADC buffer behind the ``syn`` and ``adc`` ports (Python models with one
 cycle of read latency, model/ppu_sim.py), drives the ADC's sample count and random
 backpressure on the output stream, records every stream transfer and neuron
@@ -15,8 +19,10 @@ test logs the seed.
 """
 from __future__ import annotations
 
+import json
 import os
 import random
+from pathlib import Path
 
 import cocotb
 from cocotb.triggers import ReadOnly, RisingEdge
@@ -26,55 +32,11 @@ from spikeloop.base.layouts import pack_array, unpack_array
 from spikeloop.cosim.host import start_clock
 from spikeloop.cosim.runner import cosim_context
 from spikeloop.model.ppu_sim import AdcPortModel, Environment, PpuSim, RowPortModel, SynapseRows
-from spikeloop.ppu.asm import assemble
 
-#: weight update (docs/ppu.md), then trace recording: wait for each of N_REC
-#: ADC samples (csrr adc_count), stream its chunks; then the registers to dmem
-PROGRAM = """
-        .equ N_REC, 3
-        vld v1, 0(r0)              # the update, 8-bit signed lanes
-        addi r2, r0, 0
-        vsplat.b v6, r0
-        addi r3, r0, WEIGHT_MAX
-        vsplat.b v7, r3
-        addi r4, r0, HALVES*ROWS*ROW_CHUNKS
-    row:
-        vlw v2, 0(r2)
-        vadds.b v2, v2, v1
-        vmax.b v2, v2, v6
-        vmin.b v2, v2, v7
-        vsw v2, 0(r2)
-        vout v2
-        addi r2, r2, 1
-        bne r2, r4, row
-        vcmpgt.b v5, v1, v6
-        vrst v5, 0(r0)
-        addi r5, r0, 0             # sample index
-    wait:
-        csrr r6, adc_count
-        bgeu r5, r6, wait          # until sample r5 is in the buffer
-        slli r7, r5, ADC_CHUNK_BITS
-        addi r8, r0, 0
-    chunk:
-        add r9, r7, r8
-        vadc v3, 0(r9)
-        vout v3
-        addi r8, r8, 1
-        addi r10, r0, ADC_CHUNKS
-        bne r8, r10, chunk
-        addi r5, r5, 1
-        addi r10, r0, N_REC
-        bne r5, r10, wait
-        csrr r11, cycle
-        csrr r12, time
-        vmul.h v4, v3, v2, 2
-        vst v4, 2(r0)
-        sw r2, 1(r0)
-        sw r5, 2(r0)
-        sw r11, 3(r0)
-        sw r12, 4(r0)
-        halt
-"""
+#: environment variable holding the path of the program's JSON description,
+#: ``{"words": [...]}`` (the assembled program); tests/test_cosim_ppu_core.py writes it
+ENV_PROGRAM = "SPIKELOOP_COSIM_PPU_PROGRAM"
+
 ADC_PERIOD = 150       # adc_count rises every ADC_PERIOD PPU cycles (the program waits)
 TIME0 = 5000           # the chip time in the first PPU cycle
 
@@ -92,13 +54,18 @@ def _u(signal) -> int:
     return v.to_unsigned() if hasattr(v, "to_unsigned") else int(v)
 
 
-@cocotb.test()
+def _program() -> list[int]:
+    """The program words of the JSON file :data:`ENV_PROGRAM` names."""
+    return [int(w) for w in json.loads(Path(os.environ[ENV_PROGRAM]).read_text())["words"]]
+
+
+@cocotb.test(skip=ENV_PROGRAM not in os.environ)
 async def test_program_against_reference(dut):
     rng = _rng("test_program_against_reference")
     cfg = cosim_context().cfg
     geom = PpuGeometry(cfg)
     C, sbits = cfg.columns_per_half, cfg.weight_bits + cfg.label_bits
-    prog = assemble(PROGRAM, cfg).words
+    prog = _program()
     syn0 = [[[(rng.randrange(cfg.weight_max + 1), rng.randrange(1 << cfg.label_bits))
               for _ in range(C)] for _ in range(cfg.rows_per_half)] for _ in range(cfg.n_halves)]
     adc = [[rng.randrange(1 << cfg.adc_bits) for _ in range(cfg.n_neurons)]
@@ -149,8 +116,8 @@ async def test_program_against_reference(dut):
         dut.out__ready.value = ready[k % len(ready)]
         dut.adc_count.value = env.adc_count(k)
         dut.time.value = TIME0 + k
-        dut.syn__rdata.value = pack_array([w | (lab << cfg.weight_bits) for w, lab in rowport.rdata],
-                                     sbits)
+        dut.syn__rdata.value = pack_array(
+            [w | (lab << cfg.weight_bits) for w, lab in rowport.rdata], sbits)
         dut.adc__rdata.value = pack_array(adcport.rdata, cfg.adc_bits)
         await ReadOnly()
         if not dut.running.value:

@@ -58,7 +58,7 @@ def run(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, *,
     for fast, ``simulator``/``waves`` for cosim)."""
     check_backend(backend)
     if backend == "cosim":
-        from spikeloop.cosim.backend import run_cosim as run_backend   # at simulation time
+        from spikeloop.cosim.backend import run_cosim as run_backend  # at simulation time
     else:
         run_backend = run_fast if backend == "fast" else run_reference
     if image.cfg != chip.cfg:

@@ -1,13 +1,13 @@
 """The torch device the fast backend runs on, checked where the user names it."""
 from __future__ import annotations
 
+import torch
+
 
 def check_device(device):
     """``device`` as a torch device the fast backend can run on (``cpu``, ``cuda``,
     ``cuda:N``), or a ValueError naming the field and what is allowed; the fast
     backend's results are the same bits on either (tests/test_fast_equivalence.py)."""
-    import torch
-
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):

@@ -19,8 +19,30 @@ boundaries' sums of the step on the CPU (on CUDA the device does, fast.py).
 
 State (all numpy, one row per sample; see :class:`DigitalState`) and counters
 are kept unsaturated; fast.py saturates them when the run ends.
+
+Structure: :func:`run_window` takes its arrays in bundles (:class:`Window`: the
+window's inputs; :class:`Config`: geometry and tables; :class:`State`;
+:class:`Counters`; :class:`Cycle`: one sample-cycle's scratch) and runs, per
+sample and busy cycle, the stages :func:`_arbiters`, :func:`_spikes_in`,
+:func:`_playback`, :func:`_crossbar_grants`, :func:`_drivers`,
+:func:`_recorder` and :func:`_crossbar_update`.  Two things keep that as fast
+as one long loop:
+
+- the stages are inlined into the loop by numba (``inline="always"``) and
+  :func:`run_window` is compiled without numba's reference counting
+  (``_nrt=False``): with it, every stage call per sample-cycle would count
+  references to each array it is given (numba's pruning of those counts gives up
+  on branchy loops, numba issue #2345), several times the cost of the rules;
+  the window allocates nothing (the scratch comes from :class:`DigitalState`)
+  and returns an int, and its caller holds the arrays for the call;
+- the bundles cross into numba as plain tuples (the field order of their
+  NamedTuple) and are named again inside: numba's dispatcher types a
+  NamedTuple argument by its class and field names on every call, several µs
+  per call and bundle, and :func:`run_window` is called once per analog step.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -36,6 +58,99 @@ for _i in range(64):
 del _i
 
 
+# -- the bundles of run_window's arguments ---------------------------------------
+
+class Window(NamedTuple):
+    """One window's inputs (see :func:`run_window`)."""
+
+    g0: int                     #: first cycle
+    g1: int                     #: end (exclusive)
+    n_live: int                 #: running cycles (from it on, time stands at n_live)
+    spike_b: np.ndarray         #: [k] sample of each spike leaving the neurons in g0 (sorted)
+    spike_n: np.ndarray         #: [k] its neuron
+    rel_ptr: np.ndarray         #: [B] each sample's next playback release (advanced here)
+    rel_end: np.ndarray         #: [B] the end of its releases
+    rel: np.ndarray             #: [k, 3] releases (cycle, crossbar input, label)
+
+
+class Config(NamedTuple):
+    """What a run reads and never writes: the geometry and the tables built from
+    a ConfigImage."""
+
+    K: int                      #: blocks (arbiters; crossbar inputs 0 .. K-1)
+    P: int                      #: neurons per block
+    W: int                      #: 64-bit words of a block's pending bits
+    AF: int                     #: arbiter FIFO depth
+    I: int                      #: crossbar inputs: the K blocks, then the external links
+    O: int                      #: crossbar outputs: the NB buses, then the NL host links
+    X: int                      #: crossbar node FIFO depth
+    NB: int                     #: buses
+    Bh: int                     #: buses per half
+    NL: int                     #: host links
+    LB: int                     #: label bits (the address) of an event
+    addr_mask: int              #: ``(1 << LB) - 1``
+    rs_mask: int                #: ``(1 << row_select_bits) - 1``
+    RD: int                     #: record memory depth
+    block_labels: np.ndarray    #: [K, P] event label of every neuron
+    xb_mask: np.ndarray         #: [I, O] crossbar node masks
+    xb_target: np.ndarray       #: [I, O] crossbar node targets
+    match: np.ndarray           #: [NB * 2**rs, width] drivers matching (bus, row select)
+    n_match: np.ndarray         #: [NB * 2**rs] how many
+
+
+class State(NamedTuple):
+    """The digital blocks' state, one row per sample (:class:`DigitalState`'s
+    arrays of the same names)."""
+
+    # arbiters: pending bits, FIFO (ring buffer); per sample: pending neurons
+    # and FIFO words in all blocks
+    arb_pend: np.ndarray        #: [B, K, W] uint64
+    arb_fifo: np.ndarray        #: [B, K, AF]
+    arb_head: np.ndarray        #: [B, K]
+    arb_len: np.ndarray         #: [B, K]
+    arb_busy: np.ndarray        #: [B]
+    # crossbar: node FIFOs (node i*O + o, ring buffers), words per output and
+    # per sample, round-robin pointer, held grant
+    xb_fifo: np.ndarray         #: [B, I * O, X]
+    xb_head: np.ndarray         #: [B, I * O]
+    xb_len: np.ndarray          #: [B, I * O]
+    xb_out: np.ndarray          #: [B, O]
+    xb_words: np.ndarray        #: [B]
+    xb_last: np.ndarray         #: [B, O]
+    xb_locked: np.ndarray       #: [B, O]
+    xb_held: np.ndarray         #: [B, O]
+    # synapse drivers: activations done of the head word's match list
+    d_pos: np.ndarray           #: [B, NB]
+    # recorder: round-robin pointer, memory (time, link, label), events stored
+    rec_last: np.ndarray        #: [B]
+    rec_mem: np.ndarray         #: [B, RD, 3]
+    rec_count: np.ndarray       #: [B]
+
+
+class Counters(NamedTuple):
+    """The event counters, one row per sample (unsaturated), and the sample-cycles run."""
+
+    arb_drops: np.ndarray       #: [B, K] spikes of a neuron still pending
+    xb_events: np.ndarray       #: [B, I, O] words pushed into a node
+    xb_drops: np.ndarray        #: [B, I, O] words a full node refused
+    unmatched: np.ndarray       #: [B, NB] words no driver matched
+    rec_drops: np.ndarray       #: [B] events the full record memory refused
+    busy: np.ndarray            #: [1] sample-cycles run (the others were skipped)
+
+
+class Cycle(NamedTuple):
+    """Scratch of one sample-cycle, passed from stage to stage.  Every entry a
+    stage reads was written earlier in the same cycle, so one set serves a
+    whole batch."""
+
+    in_valid: np.ndarray        #: [I] a crossbar input has a word (arbiter, playback)
+    in_label: np.ndarray        #: [I] its label
+    grant: np.ndarray           #: [O] the input granted to each crossbar output (-1: none)
+    ready: np.ndarray           #: [O] the granted word is taken (driver done, recorded)
+    push_node: np.ndarray       #: [I * O] the nodes receiving a word this cycle
+    push_label: np.ndarray      #: [I * O] the word
+
+
 class DigitalState:
     """The run state of the digital blocks for ``B`` samples after the clear
     cycle, and the tables :func:`run_window` reads (built from a ConfigImage)."""
@@ -47,15 +162,18 @@ class DigitalState:
         NB = cfg.n_buses
         self.words = -(-P // 64)
         # configuration (ints) and tables
-        self.dims = np.array([
-            K, P, self.words, cfg.arbiter_fifo_depth, I, O, cfg.crossbar_fifo_depth, NB,
-            cfg.buses_per_half, cfg.n_host_links, cfg.label_bits, cfg.row_select_bits,
-            cfg.record_depth], dtype=np.int64)
         self.block_labels = np.ascontiguousarray(block_labels, dtype=np.int64)   # [K, P]
         self.xb_mask = np.ascontiguousarray(xb_mask, dtype=np.int64)             # [I, O]
         self.xb_target = np.ascontiguousarray(xb_target, dtype=np.int64)         # [I, O]
         self.match = np.ascontiguousarray(match, dtype=np.int64)   # [NB * 2**rs, width]
         self.n_match = np.ascontiguousarray(n_match, dtype=np.int64)             # [NB * 2**rs]
+        self.config = Config(
+            K=K, P=P, W=self.words, AF=cfg.arbiter_fifo_depth, I=I, O=O,
+            X=cfg.crossbar_fifo_depth, NB=NB, Bh=cfg.buses_per_half, NL=cfg.n_host_links,
+            LB=cfg.label_bits, addr_mask=(1 << cfg.label_bits) - 1,
+            rs_mask=(1 << cfg.row_select_bits) - 1, RD=cfg.record_depth,
+            block_labels=self.block_labels, xb_mask=self.xb_mask, xb_target=self.xb_target,
+            match=self.match, n_match=self.n_match)
         # arbiters: pending bits, FIFO (ring buffer), drops; per sample: pending
         # neurons and FIFO words in all blocks
         self.arb_pend = np.zeros((B, K, self.words), dtype=np.uint64)
@@ -87,60 +205,48 @@ class DigitalState:
         self.rec_drops = np.zeros(B, dtype=np.int64)
         #: sample-cycles run (the others were skipped: nothing in flight)
         self.busy = np.zeros(1, dtype=np.int64)
+        # run_window's bundles of these arrays, as plain tuples (see the module
+        # docstring), and its scratch
+        state = State(*(getattr(self, f) for f in State._fields))
+        counters = Counters(*(getattr(self, f) for f in Counters._fields))
+        cycle = Cycle(np.zeros(I, dtype=np.bool_), np.zeros(I, dtype=np.int64),
+                      np.zeros(O, dtype=np.int64), np.zeros(O, dtype=np.bool_),
+                      np.zeros(I * O, dtype=np.int64), np.zeros(I * O, dtype=np.int64))
+        self._bundles = tuple(tuple(x) for x in (self.config, state, counters, cycle))
 
     def window(self, g0: int, g1: int, n_live: int, spike_b: np.ndarray, spike_n: np.ndarray,
                rel_ptr: np.ndarray, rel_end: np.ndarray, rel: np.ndarray,
                acts: np.ndarray) -> int:
         """:func:`run_window` on this state; returns the number of activation rows."""
-        return run_window(g0, g1, n_live, self.dims, self.block_labels, self.xb_mask,
-                          self.xb_target, self.match, self.n_match, spike_b, spike_n,
-                          rel_ptr, rel_end, rel, self.arb_pend, self.arb_fifo, self.arb_head,
-                          self.arb_len, self.arb_drops, self.arb_busy, self.xb_fifo,
-                          self.xb_head, self.xb_len, self.xb_out, self.xb_words, self.xb_last,
-                          self.xb_locked, self.xb_held, self.xb_events, self.xb_drops,
-                          self.d_pos, self.unmatched, self.rec_last, self.rec_mem,
-                          self.rec_count, self.rec_drops, self.busy, acts)
+        return run_window((g0, g1, n_live, spike_b, spike_n, rel_ptr, rel_end, rel),
+                          *self._bundles, acts)
 
 
-@numba.njit(cache=True, nogil=True)
-def _lowest_bit(x):
-    """Index of the lowest set bit of the nonzero uint64 ``x``."""
-    iso = x & (_U64(0) - x)
-    return _DEBRUIJN_INDEX[np.int64((iso * _DEBRUIJN) >> _U64(58))]
+# -- the window: samples, cycles, stages ------------------------------------------
 
-
-@numba.njit(cache=True, nogil=True)
-def run_window(g0, g1, n_live, dims, block_labels, xb_mask, xb_target, match, n_match,
-               spike_b, spike_n, rel_ptr, rel_end, rel, arb_pend, arb_fifo, arb_head,
-               arb_len, arb_drops, arb_busy, xb_fifo, xb_head, xb_len, xb_out, xb_words,
-               xb_last, xb_locked, xb_held, xb_events, xb_drops, d_pos, unmatched, rec_last,
-               rec_mem, rec_count, rec_drops, busy, acts):
+@numba.njit(cache=True, nogil=True, _nrt=False)
+def run_window(win, cf, st, cnt, cy, acts):
     """Cycles ``g0 .. g1-1`` of every sample (running cycles below ``n_live``,
     then stopped ones: time stands at ``n_live``, nothing is released).
 
-    ``spike_b``, ``spike_n``: the spikes that leave the neuron back end in cycle
-    ``g0`` (sample, neuron; sorted by sample).  ``rel`` [k, 3] (cycle, crossbar
-    input, label): the playback releases, grouped by sample in cycle order;
-    sample ``b``'s next one is ``rel[rel_ptr[b]]`` (up to ``rel_end[b]``).
-    Writes the window's driver activations to ``acts`` rows (sample, half,
-    driver, address) and returns their number."""
-    K, P, W, AF, I, O, X, NB, Bh, NL, LB, RSB, RD = (
-        dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6], dims[7], dims[8],
-        dims[9], dims[10], dims[11], dims[12])
-    B = arb_len.shape[0]
-    addr_mask = (1 << LB) - 1
-    rs_mask = (1 << RSB) - 1
+    The arguments are the bundles :class:`Window` ``win``, :class:`Config`
+    ``cf``, :class:`State` ``st``, :class:`Counters` ``cnt`` and :class:`Cycle`
+    ``cy``, each as a tuple in its fields' order (a NamedTuple works too), and
+    ``acts``.  ``spike_b``, ``spike_n``: the spikes that leave the neuron back
+    end in cycle ``g0`` (sample, neuron; sorted by sample).  ``rel`` [k, 3]
+    (cycle, crossbar input, label): the playback releases, grouped by sample in
+    cycle order; sample ``b``'s next one is ``rel[rel_ptr[b]]`` (up to
+    ``rel_end[b]``).  Writes the window's driver activations to ``acts`` rows
+    (sample, half, driver, address) and returns their number."""
+    win, cf, st, cnt, cy = Window(*win), Config(*cf), State(*st), Counters(*cnt), Cycle(*cy)
+    g0, g1, spike_b, rel_ptr, rel_end, rel = (
+        win.g0, win.g1, win.spike_b, win.rel_ptr, win.rel_end, win.rel)
+    B = st.arb_len.shape[0]
     n_acts = 0
     n_busy = 0
     sp = 0
-    in_valid = np.zeros(I, dtype=np.bool_)
-    in_label = np.zeros(I, dtype=np.int64)
-    grant = np.zeros(O, dtype=np.int64)
-    ready = np.zeros(O, dtype=np.bool_)
-    push_node = np.zeros(I * O, dtype=np.int64)
-    push_label = np.zeros(I * O, dtype=np.int64)
     for b in range(B):
-        # this sample's spikes of cycle g0, as bits per block
+        # this sample's spikes of cycle g0: spike_n[s0:sp]
         s0 = sp
         while sp < len(spike_b) and spike_b[sp] == b:
             sp += 1
@@ -150,153 +256,230 @@ def run_window(g0, g1, n_live, dims, block_labels, xb_mask, xb_target, match, n_
             r = rel_ptr[b]
             release = r < rel_end[b] and rel[r, 0] == g
             first = g == g0 and has_spikes
-            if not (first or release or arb_busy[b] or xb_words[b]):
+            if not (first or release or st.arb_busy[b] or st.xb_words[b]):
                 # nothing in flight: skip to the next release (or the window's end)
                 g = g1
                 if r < rel_end[b] and rel[r, 0] < g1:
                     g = rel[r, 0]
                 continue
             n_busy += 1
-            time = g if g < n_live else n_live
-            # -- arbiters: outputs of the state, grant, spikes join, pops and pushes
-            for k in range(K):
-                valid = arb_len[b, k] > 0
-                in_valid[k] = valid
-                if valid:
-                    in_label[k] = arb_fifo[b, k, arb_head[b, k]]
-                # the grant: the lowest pending neuron, if the FIFO is not full
-                gj = -1
-                if arb_len[b, k] < AF:
-                    for q in range(W):
-                        x = arb_pend[b, k, q]
-                        if x != _U64(0):
-                            gj = q * 64 + _lowest_bit(x)
-                            arb_pend[b, k, q] = x & (x - _U64(1))
-                            arb_busy[b] -= 1
-                            break
-                if valid:                       # the crossbar is always ready
-                    arb_head[b, k] = (arb_head[b, k] + 1) % AF
-                    arb_len[b, k] -= 1
-                    arb_busy[b] -= 1
-                if gj >= 0:
-                    arb_fifo[b, k, (arb_head[b, k] + arb_len[b, k]) % AF] = block_labels[k, gj]
-                    arb_len[b, k] += 1
-                    arb_busy[b] += 1
+            time = g if g < win.n_live else win.n_live
+            # the stages in model/digital/top.py's order
+            _arbiters(b, cf, st, cy)
             if first:
-                # a spike of a neuron still pending (and not granted now) is dropped
-                for m in range(s0, sp):
-                    nn = spike_n[m]
-                    k = nn // P
-                    j = nn % P
-                    bit = _U64(1) << _U64(j % 64)
-                    if arb_pend[b, k, j // 64] & bit:
-                        arb_drops[b, k] += 1
-                    else:
-                        arb_pend[b, k, j // 64] |= bit
-                        arb_busy[b] += 1
-            # -- playback: one release per cycle at most
-            for i in range(K, I):
-                in_valid[i] = False
-            if release:
-                in_valid[rel[r, 1]] = True
-                in_label[rel[r, 1]] = rel[r, 2]
-                rel_ptr[b] = r + 1
-            # -- crossbar outputs (state only): round robin, or the held grant
-            for o in range(O):
-                grant[o] = -1
-                if xb_locked[b, o]:
-                    grant[o] = xb_held[b, o]
-                elif xb_out[b, o]:
-                    for s in range(1, I + 1):
-                        i = (xb_last[b, o] + s) % I
-                        if xb_len[b, i * O + o]:
-                            grant[o] = i
-                            break
-            # -- synapse drivers: one matching driver per bus and cycle, lowest first
-            for o in range(NB):
-                if grant[o] < 0:
-                    continue
-                node = grant[o] * O + o
-                label = xb_fifo[b, node, xb_head[b, node]]
-                entry = o * (rs_mask + 1) + ((label >> LB) & rs_mask)
-                k = n_match[entry]
-                if k == 0:
-                    unmatched[b, o] += 1
-                    ready[o] = True
-                    continue
-                pos = d_pos[b, o]
-                acts[n_acts, 0] = b
-                acts[n_acts, 1] = o // Bh
-                acts[n_acts, 2] = match[entry, pos]
-                acts[n_acts, 3] = label & addr_mask
-                n_acts += 1
-                if pos + 1 >= k:
-                    d_pos[b, o] = 0
-                    ready[o] = True
-                else:
-                    d_pos[b, o] = pos + 1
-                    ready[o] = False
-            # -- recorder: round robin over the host links, one event per cycle
-            if O > NB:
-                got = -1
-                for s in range(1, NL + 1):
-                    link = (rec_last[b] + s) % NL
-                    ready[NB + link] = False
-                    if got < 0 and grant[NB + link] >= 0:
-                        got = link
-                if got >= 0:
-                    ready[NB + got] = True
-                    rec_last[b] = got
-                    node = grant[NB + got] * O + NB + got
-                    if rec_count[b] < RD:
-                        c = rec_count[b]
-                        rec_mem[b, c, 0] = time
-                        rec_mem[b, c, 1] = got
-                        rec_mem[b, c, 2] = xb_fifo[b, node, xb_head[b, node]]
-                        rec_count[b] = c + 1
-                    else:
-                        rec_drops[b] += 1
-            # -- crossbar: pushes (full on the levels at the start of the cycle), pops
-            n_push = 0
-            for i in range(I):
-                if not in_valid[i]:
-                    continue
-                label = in_label[i]
-                for o in range(O):
-                    if (label & xb_mask[i, o]) != xb_target[i, o]:
-                        continue
-                    node = i * O + o
-                    if xb_len[b, node] == X:
-                        xb_drops[b, i, o] += 1
-                    else:
-                        push_node[n_push] = node
-                        push_label[n_push] = label
-                        n_push += 1
-                        xb_events[b, i, o] += 1
-            for o in range(O):
-                i = grant[o]
-                if i < 0:
-                    continue
-                if ready[o]:
-                    node = i * O + o
-                    xb_head[b, node] = (xb_head[b, node] + 1) % X
-                    xb_len[b, node] -= 1
-                    xb_out[b, o] -= 1
-                    xb_words[b] -= 1
-                    xb_last[b, o] = i
-                    xb_locked[b, o] = 0
-                else:
-                    xb_locked[b, o] = 1
-                    xb_held[b, o] = i
-            for m in range(n_push):
-                node = push_node[m]
-                xb_fifo[b, node, (xb_head[b, node] + xb_len[b, node]) % X] = push_label[m]
-                xb_len[b, node] += 1
-                xb_out[b, node % O] += 1
-                xb_words[b] += 1
+                _spikes_in(b, cf, st, cnt, win.spike_n, s0, sp)
+            _playback(b, cf, cy, win, r, release)
+            _crossbar_grants(b, cf, st, cy)
+            n_acts = _drivers(b, cf, st, cnt, cy, acts, n_acts)
+            if cf.O > cf.NB:
+                _recorder(b, cf, st, cnt, cy, time)
+            _crossbar_update(b, cf, st, cnt, cy)
             g += 1
-    busy[0] += n_busy
+    cnt.busy[0] += n_busy
     return n_acts
+
+
+@numba.njit(cache=True, nogil=True)
+def _lowest_bit(x):
+    """Index of the lowest set bit of the nonzero uint64 ``x``."""
+    iso = x & (_U64(0) - x)
+    return _DEBRUIJN_INDEX[np.int64((iso * _DEBRUIJN) >> _U64(58))]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _arbiters(b, cf, st, cy):
+    """Arbiters of sample ``b``: outputs of the state (FIFO heads -> crossbar
+    inputs ``0 .. K-1``), the grant (the lowest pending neuron, if the FIFO is not
+    full), the pops (the crossbar is always ready) and pushes."""
+    AF = cf.AF
+    arb_pend, arb_fifo, arb_head, arb_len, arb_busy = (
+        st.arb_pend, st.arb_fifo, st.arb_head, st.arb_len, st.arb_busy)
+    in_valid, in_label = cy.in_valid, cy.in_label
+    for k in range(cf.K):
+        valid = arb_len[b, k] > 0
+        in_valid[k] = valid
+        if valid:
+            in_label[k] = arb_fifo[b, k, arb_head[b, k]]
+        # the grant: the lowest pending neuron, if the FIFO is not full
+        gj = -1
+        if arb_len[b, k] < AF:
+            for q in range(cf.W):
+                x = arb_pend[b, k, q]
+                if x != _U64(0):
+                    gj = q * 64 + _lowest_bit(x)
+                    arb_pend[b, k, q] = x & (x - _U64(1))
+                    arb_busy[b] -= 1
+                    break
+        if valid:                       # the crossbar is always ready
+            arb_head[b, k] = (arb_head[b, k] + 1) % AF
+            arb_len[b, k] -= 1
+            arb_busy[b] -= 1
+        if gj >= 0:
+            arb_fifo[b, k, (arb_head[b, k] + arb_len[b, k]) % AF] = cf.block_labels[k, gj]
+            arb_len[b, k] += 1
+            arb_busy[b] += 1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _spikes_in(b, cf, st, cnt, spike_n, s0, s1):
+    """The spikes ``spike_n[s0:s1]`` of sample ``b`` join the pending bits; a
+    spike of a neuron still pending (and not granted now) is dropped."""
+    P = cf.P
+    arb_pend = st.arb_pend
+    for m in range(s0, s1):
+        nn = spike_n[m]
+        k = nn // P
+        j = nn % P
+        bit = _U64(1) << _U64(j % 64)
+        if arb_pend[b, k, j // 64] & bit:
+            cnt.arb_drops[b, k] += 1
+        else:
+            arb_pend[b, k, j // 64] |= bit
+            st.arb_busy[b] += 1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _playback(b, cf, cy, win, r, release):
+    """Playback of sample ``b``: one release per cycle at most (``win.rel[r]``
+    when ``release``), on the crossbar inputs ``K .. I-1``."""
+    in_valid = cy.in_valid
+    for i in range(cf.K, cf.I):
+        in_valid[i] = False
+    if release:
+        rel = win.rel
+        in_valid[rel[r, 1]] = True
+        cy.in_label[rel[r, 1]] = rel[r, 2]
+        win.rel_ptr[b] = r + 1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _crossbar_grants(b, cf, st, cy):
+    """Crossbar outputs of sample ``b`` (state only): each output's grant, round
+    robin over the inputs with a word for it, or the held grant."""
+    I, O = cf.I, cf.O
+    xb_len, xb_last = st.xb_len, st.xb_last
+    grant = cy.grant
+    for o in range(O):
+        grant[o] = -1
+        if st.xb_locked[b, o]:
+            grant[o] = st.xb_held[b, o]
+        elif st.xb_out[b, o]:
+            for s in range(1, I + 1):
+                i = (xb_last[b, o] + s) % I
+                if xb_len[b, i * O + o]:
+                    grant[o] = i
+                    break
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _drivers(b, cf, st, cnt, cy, acts, n_acts):
+    """Synapse drivers of sample ``b``: one matching driver per bus and cycle,
+    lowest first; its activation goes to ``acts[n_acts]``.  Returns the new
+    ``n_acts``."""
+    O, LB, rs_mask = cf.O, cf.LB, cf.rs_mask
+    xb_fifo, xb_head, d_pos = st.xb_fifo, st.xb_head, st.d_pos
+    grant, ready = cy.grant, cy.ready
+    for o in range(cf.NB):
+        if grant[o] < 0:
+            continue
+        node = grant[o] * O + o
+        label = xb_fifo[b, node, xb_head[b, node]]
+        entry = o * (rs_mask + 1) + ((label >> LB) & rs_mask)
+        k = cf.n_match[entry]
+        if k == 0:
+            cnt.unmatched[b, o] += 1
+            ready[o] = True
+            continue
+        pos = d_pos[b, o]
+        acts[n_acts, 0] = b
+        acts[n_acts, 1] = o // cf.Bh
+        acts[n_acts, 2] = cf.match[entry, pos]
+        acts[n_acts, 3] = label & cf.addr_mask
+        n_acts += 1
+        if pos + 1 >= k:
+            d_pos[b, o] = 0
+            ready[o] = True
+        else:
+            d_pos[b, o] = pos + 1
+            ready[o] = False
+    return n_acts
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _recorder(b, cf, st, cnt, cy, time):
+    """Recorder of sample ``b`` (crossbar outputs ``NB ..``: the host links):
+    round robin over the links, one event per cycle, stored with ``time``."""
+    NB, NL = cf.NB, cf.NL
+    grant, ready = cy.grant, cy.ready
+    rec_last, rec_count = st.rec_last, st.rec_count
+    got = -1
+    for s in range(1, NL + 1):
+        link = (rec_last[b] + s) % NL
+        ready[NB + link] = False
+        if got < 0 and grant[NB + link] >= 0:
+            got = link
+    if got >= 0:
+        ready[NB + got] = True
+        rec_last[b] = got
+        node = grant[NB + got] * cf.O + NB + got
+        if rec_count[b] < cf.RD:
+            c = rec_count[b]
+            rec_mem = st.rec_mem
+            rec_mem[b, c, 0] = time
+            rec_mem[b, c, 1] = got
+            rec_mem[b, c, 2] = st.xb_fifo[b, node, st.xb_head[b, node]]
+            rec_count[b] = c + 1
+        else:
+            cnt.rec_drops[b] += 1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _crossbar_update(b, cf, st, cnt, cy):
+    """Crossbar of sample ``b``: the inputs' pushes (a node is full on its level
+    at the start of the cycle), the granted outputs' pops (or the grant held
+    when the word was not taken), then the pushes land."""
+    I, O, X = cf.I, cf.O, cf.X
+    xb_fifo, xb_head, xb_len, xb_out, xb_words = (
+        st.xb_fifo, st.xb_head, st.xb_len, st.xb_out, st.xb_words)
+    in_valid, in_label, grant, ready = cy.in_valid, cy.in_label, cy.grant, cy.ready
+    push_node, push_label = cy.push_node, cy.push_label
+    n_push = 0
+    for i in range(I):
+        if not in_valid[i]:
+            continue
+        label = in_label[i]
+        for o in range(O):
+            if (label & cf.xb_mask[i, o]) != cf.xb_target[i, o]:
+                continue
+            node = i * O + o
+            if xb_len[b, node] == X:
+                cnt.xb_drops[b, i, o] += 1
+            else:
+                push_node[n_push] = node
+                push_label[n_push] = label
+                n_push += 1
+                cnt.xb_events[b, i, o] += 1
+    for o in range(O):
+        i = grant[o]
+        if i < 0:
+            continue
+        if ready[o]:
+            node = i * O + o
+            xb_head[b, node] = (xb_head[b, node] + 1) % X
+            xb_len[b, node] -= 1
+            xb_out[b, o] -= 1
+            xb_words[b] -= 1
+            st.xb_last[b, o] = i
+            st.xb_locked[b, o] = 0
+        else:
+            st.xb_locked[b, o] = 1
+            st.xb_held[b, o] = i
+    for m in range(n_push):
+        node = push_node[m]
+        xb_fifo[b, node, (xb_head[b, node] + xb_len[b, node]) % X] = push_label[m]
+        xb_len[b, node] += 1
+        xb_out[b, node % O] += 1
+        xb_words[b] += 1
 
 
 @numba.njit(cache=True, nogil=True)

@@ -12,8 +12,8 @@ registers, vector registers and data memory (a start clears only ``pc``,
 that this run has not yet overwritten.  The fast backend keeps that exactly:
 it runs the first sample alone, then the others as one batch *speculating*
 that each of them leaves the state it started from (true of programs whose
-registers and data at their halt do not depend on the data, like programs 1
-and 2); it keeps the samples up to the first one that did not and runs the
+registers and data at their halt do not depend on the data, like the trace and
+inference programs); it keeps the samples up to the first one that did not and runs the
 rest one by one (so a program whose state changes every sample costs one
 wasted batch, not one per sample).  A read of an ADC sample that the run has
 not yet taken, whose stale contents are not known in a batch, also ends the

@@ -43,7 +43,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spikeloop.base.addrmap import AddressMap
 from spikeloop.base.config import ChipConfig
+from spikeloop.base.layouts import host_event_words
+from spikeloop.base.ppu_job import ppu_first_difference, ppu_results_from_json, ppu_results_to_json
 
 
 class EventsError(ValueError):
@@ -88,17 +91,15 @@ class InputEvents:
 
     def bus_writes(self, s: int) -> list[tuple[int, int]]:
         """(word address, value) of the host writes that load sample ``s`` into
-        the playback memory (word 0 cycle, word 1 label | link << label bits)
+        the playback memory (:func:`~spikeloop.base.layouts.host_event_words`)
         and set ``playback_count``."""
-        from spikeloop.base.addrmap import AddressMap
-
         amap = AddressMap(self.cfg)
         pb = amap["playback"]
         evs = self.of_sample(s).tolist()
         writes = []
         for i, (cycle, link, label) in enumerate(evs):
-            writes += [(pb.address(i, 0), cycle),
-                       (pb.address(i, 1), label | link << self.cfg.event_label_bits)]
+            word0, word1 = host_event_words(self.cfg, cycle, link, label)
+            writes += [(pb.address(i, 0), word0), (pb.address(i, 1), word1)]
         writes.append((amap["playback_count"].address(0), len(evs)))
         return writes
 
@@ -150,7 +151,6 @@ class Observables:
     def save(self, path) -> None:
         extra = {}
         if self.ppu is not None:
-            from spikeloop.base.ppu_job import ppu_results_to_json
 
             extra["ppu"] = np.array(json.dumps(ppu_results_to_json(self.ppu)))
         np.savez(path, n_steps=np.array(self.n_steps), run_seed=np.array(self.run_seed),
@@ -162,7 +162,6 @@ class Observables:
         with np.load(path) as z:
             ppu = None
             if "ppu" in z:
-                from spikeloop.base.ppu_job import ppu_results_from_json
 
                 ppu = ppu_results_from_json(json.loads(str(z["ppu"])))
             return cls(**{f: z[f] for f in cls.FIELDS}, n_steps=int(z["n_steps"]),
@@ -178,7 +177,6 @@ class Observables:
                 idx = tuple(int(i) for i in np.argwhere(a != b)[0])
                 return f"{f}{list(idx)}: {a[idx]} != {b[idx]}"
         if self.ppu is not None or other.ppu is not None:
-            from spikeloop.base.ppu_job import ppu_first_difference
 
             return ppu_first_difference(self.ppu, other.ppu)
         return None

@@ -34,7 +34,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spikeloop.base.addrmap import AddressMap
 from spikeloop.base.config import ChipConfig
+from spikeloop.base.layouts import pack_synapse
 
 
 class ImageError(ValueError):
@@ -165,8 +167,6 @@ class ConfigImage:
     def bus_writes(self) -> list[tuple[int, int]]:
         """(word address, value) of every host write that configures the chip
         with this image, in address-map order (synapses last)."""
-        from spikeloop.base.addrmap import AddressMap
-        from spikeloop.base.layouts import pack_synapse
 
         amap = AddressMap(self.cfg)
         writes = []

@@ -295,7 +295,7 @@ class PpuGeometry:
 
     ``imem_words`` (instruction words) and ``dmem_words`` (32-bit data words)
     are parameters of the core; the defaults (2048 + 2048 words = 16 KiB) are
-    the SRAM of one PPU in PAPER.md.  Both powers of two; ``dmem_words`` a
+    the SRAM of one PPU (docs/paper.md, "The chip").  Both powers of two; ``dmem_words`` a
     multiple of the words per vector."""
 
     cfg: ChipConfig
@@ -421,7 +421,7 @@ class PpuGeometry:
 
 def chip_geometry(cfg: ChipConfig) -> PpuGeometry:
     """The geometry of the PPU inside the chip's top level (rtl/top.py): the
-    default memories, 2048 + 2048 words (the 16 KiB SRAM of PAPER.md)."""
+    default memories, 2048 + 2048 words (the 16 KiB SRAM of docs/paper.md, "The chip")."""
     return PpuGeometry(cfg)
 
 

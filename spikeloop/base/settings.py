@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import types
 import typing
 from dataclasses import MISSING
@@ -78,14 +79,25 @@ def fields(cls) -> list[tuple[dataclasses.Field, type, bool, bool, dict]]:
     return out
 
 
+def _choice(name: str, choices, tp):
+    """An argparse ``type`` that refuses a value outside ``choices`` the way every
+    check of the project does: ``name = value; allowed: ...``."""
+    allowed = [str(c) for c in choices]
+
+    def convert(text: str):
+        if text not in allowed:
+            raise argparse.ArgumentTypeError(
+                f"{name} = {text!r}; allowed: {', '.join(allowed)}")
+        return tp(text)
+
+    convert.__name__ = name
+    return convert
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
     """One argument per :func:`option` field of the settings class ``cls``."""
     for f, tp, _optional, several, meta in fields(cls):
         kw: dict = {"help": meta["help"]}
-        if meta["choices"] is not None:
-            kw["choices"] = list(meta["choices"])
-        if meta["metavar"]:
-            kw["metavar"] = meta["metavar"]
         flag = meta["flag"] or "--" + f.name.replace("_", "-")
         if tp is bool and not several:
             if meta["positional"] or meta["required"]:
@@ -98,6 +110,13 @@ def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
                                 action="store_false" if negated else "store_true", **kw)
             continue
         kw["type"] = tp
+        if meta["choices"] is not None:
+            kw["type"] = _choice(f.name, meta["choices"], tp)
+            kw["metavar"] = "{" + ",".join(str(c) for c in meta["choices"]) + "}"
+        if meta["metavar"]:
+            kw["metavar"] = meta["metavar"]
+        elif meta["flag"] and not meta["positional"] and "metavar" not in kw:
+            kw["metavar"] = flag.lstrip("-").replace("-", "_").upper()
         if several:
             if meta["repeat"]:
                 kw["action"] = "append"
@@ -128,9 +147,95 @@ def from_args(cls, args: argparse.Namespace, **extra):
     return cls(**values)
 
 
-def parse(cls, argv=None, *, prog: str, description: str | None = None, **extra):
-    """Parse ``argv`` into the settings ``cls`` (the ``python -m`` tools)."""
+# -- commands: settings, what runs them, and one dispatcher ---------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One command: its words on the command line (``("rtl", "export")``), its
+    settings dataclass, the ``run(settings)`` that carries it out (returning an
+    exit status, or anything else for 0), and its help."""
+
+    words: tuple[str, ...]
+    settings: type
+    run: typing.Callable
+    help: str
+    description: str = ""
+    #: refusals of the user's input besides ValueError (exit status 2)
+    user_errors: tuple[type[BaseException], ...] = ()
+    #: printed on Ctrl-C (``{settings}`` is replaced by the settings), e.g. how to resume
+    on_interrupt: str = ""
+
+
+def build_parser(prog: str, description: str, commands,
+                 groups_help: dict[tuple[str, ...], str] | None = None) -> argparse.ArgumentParser:
+    """A parser with one (nested) subcommand per :class:`Command`; ``groups_help``
+    names what the words that lead to several commands stand for."""
     parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser, cls)
-    return from_args(cls, parser.parse_args(argv), **extra)
+    groups: dict[tuple[str, ...], argparse._SubParsersAction] = {}
+    parsers: dict[tuple[str, ...], argparse.ArgumentParser] = {(): parser}
+    helps = dict(groups_help or {})
+    for cmd in commands:
+        for k in range(len(cmd.words)):
+            head = cmd.words[:k]
+            if head not in groups:
+                groups[head] = parsers[head].add_subparsers(
+                    dest="_".join(("command",) + head), required=True, metavar="COMMAND")
+            words = cmd.words[:k + 1]
+            if words in parsers:
+                continue
+            last = k == len(cmd.words) - 1
+            p = groups[head].add_parser(
+                words[-1], help=cmd.help if last else helps.get(words, ""),
+                description=(cmd.description or cmd.help) if last else None,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+            parsers[words] = p
+            if last:
+                add_arguments(p, cmd.settings)
+                p.set_defaults(_command=cmd)
+    return parser
+
+
+def main(prog: str, description: str, commands, argv=None,
+         groups_help: dict[tuple[str, ...], str] | None = None) -> int:
+    """Parse ``argv``, run the command it names and return its exit status (see
+    :func:`execute`)."""
+    try:
+        args = build_parser(prog, description, commands, groups_help).parse_args(argv)
+    except SystemExit as e:          # --help (0) or a refused argument (2, said by argparse)
+        return e.code if isinstance(e.code, int) else 2
+    return execute(" ".join((prog,) + args._command.words), args._command, args)
+
+
+def tool_main(prog: str, command: Command, argv=None) -> int:
+    """:func:`main` for a tool of one command (``python -m ...``)."""
+    parser = argparse.ArgumentParser(prog=prog, description=command.description or command.help,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser, command.settings)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 2
+    return execute(prog, command, args)
+
+
+def execute(name: str, cmd: Command, args: argparse.Namespace) -> int:
+    """Run ``cmd`` on the parsed ``args``.  A refused input (ValueError, or one of
+    the command's ``user_errors``) is one line on stderr and status 2; a failed
+    external tool (RuntimeError) status 1; Ctrl-C status 130."""
+    prog = name.split()[0]
+    settings = None
+    try:
+        settings = from_args(cmd.settings, args)
+        status = cmd.run(settings)
+    except KeyboardInterrupt:
+        hint = cmd.on_interrupt.format(settings=settings) if cmd.on_interrupt else ""
+        print(f"{name}: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
+        return 130
+    except (ValueError, *cmd.user_errors) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:        # a tool run failed (yosys, Verilator): says where its log is
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    return status if isinstance(status, int) and not isinstance(status, bool) else 0

@@ -16,7 +16,7 @@ Sources
   ``t10k-labels-idx1-ubyte``, each optionally gzipped (``.gz``); the variant
   spelling with a dot (``train-images.idx3-ubyte``) is accepted too.
 
-Preprocessing (PAPER.md, "The MNIST experiment, as run")
+Preprocessing (docs/paper.md, "The MNIST experiment, as run")
 --------------------------------------------------------
 pixel / 255 -> [0, 1]; crop 2 px from every side (28x28 -> 24x24, rows and
 columns 2..25); zoom 24x24 -> 16x16; flatten row-major, so input

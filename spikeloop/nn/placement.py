@@ -383,9 +383,10 @@ def place(cfg: ChipConfig, layers, *, halves: dict[str, int] | None = None,
     error = None
     for assignment in candidates:
         try:
-            return _place(cfg, projs, weights, masks, pops, sizes, n_inputs, assignment,
-                          record, reserve, refractory, refractory_prescale, adc_period,
-                          analog_settings, merged)
+            work = _Work(cfg, projs, weights, masks, pops, sizes, n_inputs, assignment,
+                         reserve, merged)
+            return _place(work, record, refractory, refractory_prescale, adc_period,
+                          analog_settings)
         except PlacementError as e:
             error = error or e
     if len(candidates) > 1:
@@ -451,18 +452,77 @@ def _slot_label(cfg: ChipConfig, d: int, a: int) -> int:
     return pack_event(cfg, a, d // B, d % B)
 
 
-def _place(cfg, projs, weights, masks, pops, sizes, n_inputs, assignment, record, reserve,
-           refractory, refractory_prescale, adc_period, analog_settings,
-           merged=frozenset()) -> Placement:
-    H, C, D, B = cfg.n_halves, cfg.columns_per_half, cfg.drivers_per_half, cfg.buses_per_half
-    P, A = cfg.neurons_per_block, 1 << cfg.label_bits
+@dataclass
+class _Work:
+    """One placement attempt: the checked network, the half of every population
+    (``assignment``), and what the steps of :func:`_place` work out, in order."""
 
-    # 1. columns: the merged populations first (the same columns in both halves),
-    #    then the populations of each half, consecutive, block-aligned when possible
+    cfg: ChipConfig
+    projs: list[Projection]
+    weights: list[np.ndarray]
+    masks: list[np.ndarray]
+    pops: list[str]
+    sizes: dict[str, int]
+    n_inputs: int
+    assignment: dict[str, int]
+    reserve: str
+    merged: frozenset
+    #: sort rank of a source kind: the inputs, then the populations in order
+    order: dict[str, int] = field(init=False)
+    #: population -> neuron index of each member (:func:`_place_columns`)
+    neurons: dict[str, np.ndarray] = field(init=False, repr=False)
+    #: (INPUT or population, member) -> the source and the synapses it needs
+    #: (:func:`_collect_sources`); its slot is set by :func:`_allocate_pairs`
+    sources: dict[tuple[str, int], _Source] = field(init=False, repr=False)
+    #: [h][d]: column bitsets of the excitatory / inhibitory rows of driver pair
+    #: ``d`` taken in half ``h``; addresses taken per pair (:func:`_allocate_pairs`)
+    used_exc: list[list[int]] = field(init=False, repr=False)
+    used_inh: list[list[int]] = field(init=False, repr=False)
+    n_addr: list[int] = field(init=False, repr=False)
+    #: the sources' slots, the event labels of all inputs and neurons (:func:`_assign_labels`)
+    slots: dict[tuple[str, int], tuple[int, int]] = field(init=False, repr=False)
+    input_labels: np.ndarray = field(init=False, repr=False)
+    neuron_labels: dict[str, np.ndarray] = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.order = {INPUT: 0, **{p: k + 1 for k, p in enumerate(self.pops)}}
+
+
+def _place(work: _Work, record, refractory, refractory_prescale, adc_period,
+           analog_settings) -> Placement:
+    """Place the network of ``work`` with its populations in the halves of
+    ``work.assignment`` (the other arguments: see :func:`place`), step by step;
+    raises :class:`PlacementError` when it does not fit."""
+    cfg = work.cfg
+    _place_columns(work)
+    _collect_sources(work)
+    _allocate_pairs(work)
+    _assign_labels(work)
+    img, owner = _synapse_image(work)
+    _neuron_image(work, img, refractory, refractory_prescale, adc_period, analog_settings)
+    record_links = _route(work, img, record)
+    img = ConfigImage(cfg, **{f: getattr(img, f) for f in img.__dataclass_fields__
+                              if f != "cfg"})  # re-validate every field's range
+    return Placement(
+        cfg=cfg, image=img, projections=work.projs,
+        halves={p: work.assignment[p] for p in work.pops}, neurons=work.neurons,
+        input_labels=work.input_labels,
+        input_links=np.arange(work.n_inputs, dtype=np.int64) % cfg.n_ext_inputs,
+        neuron_labels=work.neuron_labels, slots=work.slots, record_links=record_links,
+        owner=owner, merged=work.merged)
+
+
+def _place_columns(work: _Work) -> None:
+    """Step 1, the columns: the merged populations first (the same columns in
+    both halves), then the populations of each half, consecutive, block-aligned
+    when the half has room for that.  Sets ``work.neurons``; refuses a half
+    whose populations exceed its columns."""
+    cfg, pops, sizes, merged = work.cfg, work.pops, work.sizes, work.merged
+    H, C, P = cfg.n_halves, cfg.columns_per_half, cfg.neurons_per_block
     start: dict[str, int] = {}
     first_merged = [p for p in pops if p in merged]
     for h in range(H):
-        members = first_merged + [p for p in pops if assignment[p] == h and p not in merged]
+        members = first_merged + [p for p in pops if work.assignment[p] == h and p not in merged]
         total = sum(sizes[p] for p in members)
         if total > C:
             parts = " + ".join(f"{p} ({sizes[p]}{', merged' if p in merged else ''})"
@@ -480,16 +540,21 @@ def _place(cfg, projs, weights, masks, pops, sizes, n_inputs, assignment, record
                 col = -(-col // P) * P
             start[p] = h * C + col
             col += sizes[p]
-    neurons = {p: np.arange(start[p], start[p] + sizes[p]) for p in pops}
+    work.neurons = {p: np.arange(start[p], start[p] + sizes[p]) for p in pops}
 
-    # 2. sources and the synapses they need per half
+
+def _collect_sources(work: _Work) -> None:
+    """Step 2, the sources (inputs and neurons with outgoing weights) and the
+    synapses each needs per half: the columns of its excitatory and of its
+    inhibitory row (by the weights' signs, or both rows of its mask with
+    ``reserve="both"``).  Sets ``work.sources``."""
+    C = work.cfg.columns_per_half
     sources: dict[tuple[str, int], _Source] = {}
-    order = {INPUT: 0, **{p: k + 1 for k, p in enumerate(pops)}}
-    for p, w, m in zip(projs, weights, masks, strict=True):
-        cols = neurons[p.post] % C
+    for p, w, m in zip(work.projs, work.weights, work.masks, strict=True):
+        cols = work.neurons[p.post] % C
         for i in range(w.shape[0]):
-            h = _source_half(assignment, merged, p.post, i)
-            if reserve == "both":
+            h = _source_half(work.assignment, work.merged, p.post, i)
+            if work.reserve == "both":
                 exc = inh = m[i]
             else:
                 exc, inh = w[i] > 0, w[i] < 0
@@ -500,12 +565,22 @@ def _place(cfg, projs, weights, masks, pops, sizes, n_inputs, assignment, record
             s.need[h] = (e0 | _bits(cols[exc]), i0 | _bits(cols[inh]))
     # one source in two projections into one half (A -> B and A -> A, both in half h)
     # needs disjoint columns: B and A are different populations
+    work.sources = sources
 
-    # 3. first-fit decreasing over driver pairs (virtual pairs beyond D count the need)
+
+def _allocate_pairs(work: _Work) -> None:
+    """Step 3, first-fit decreasing over driver pairs: the sources, most
+    synapses first, each take the lowest pair (and its lowest free address)
+    whose rows are free in every half they need (virtual pairs beyond the
+    drivers count the need).  Sets the sources' slots and ``work.used_exc``,
+    ``work.used_inh``, ``work.n_addr``; refuses a half that needs more pairs
+    than it has."""
+    cfg, order = work.cfg, work.order
+    H, D, A = cfg.n_halves, cfg.drivers_per_half, 1 << cfg.label_bits
     used_exc: list[list[int]] = [[] for _ in range(H)]   # [h][d] column bitsets
     used_inh: list[list[int]] = [[] for _ in range(H)]
     n_addr: list[int] = []                               # addresses taken per pair
-    for s in sorted(sources.values(),
+    for s in sorted(work.sources.values(),
                     key=lambda s: (-s.n_synapses, order[s.kind], s.index)):
         d = 0
         while True:
@@ -527,98 +602,121 @@ def _place(cfg, projs, weights, masks, pops, sizes, n_inputs, assignment, record
         needed = max((d + 1 for d in range(len(n_addr)) if used_exc[h][d] | used_inh[h][d]),
                      default=0)
         if needed > D:
-            into = [p for p in pops if assignment[p] == h or p in merged]
-            srcs = sorted({pr.pre for pr in projs if pr.post in into}, key=order.get)
+            into = [p for p in work.pops if work.assignment[p] == h or p in work.merged]
+            srcs = sorted({pr.pre for pr in work.projs if pr.post in into}, key=order.get)
             raise PlacementError(
                 f"half {h}: the sources ({', '.join(srcs)}) of {', '.join(into)} need "
                 f"{needed} synapse driver pairs, a half has {D} ({needed - D} too many; "
                 f"sources sharing a pair must use different synapses: other neurons, or "
                 f"opposite signs with reserve='weights')")
     # pairs beyond D used by nothing can remain only if no half needed them
-    n_used_pairs = len(n_addr)
+    work.used_exc, work.used_inh, work.n_addr = used_exc, used_inh, n_addr
 
-    # 4. labels: sources own their slots; the other neurons and the unconnected
-    #    inputs take free slots (never routed to a bus where it would matter)
+
+def _assign_labels(work: _Work) -> None:
+    """Step 4, the labels: the sources own their slots; the other neurons and
+    the unconnected inputs take free slots (never routed to a bus where it
+    would matter).  Sets ``work.slots``, ``work.input_labels`` and
+    ``work.neuron_labels``."""
+    cfg, sizes, n_addr = work.cfg, work.sizes, work.n_addr
+    D, A = cfg.drivers_per_half, 1 << cfg.label_bits
+    n_used_pairs = len(n_addr)
     free = ((d, a) for d in range(D) for a in range(A)
             if d >= n_used_pairs or a >= n_addr[d])
+    members = ((INPUT, work.n_inputs), *((p, sizes[p]) for p in work.pops))
     slots: dict[tuple[str, int], tuple[int, int]] = {}
-    for kind, n in ((INPUT, n_inputs), *((p, sizes[p]) for p in pops)):
+    for kind, n in members:
         for i in range(n):
-            s = sources.get((kind, i))
+            s = work.sources.get((kind, i))
             if s is not None:
                 slots[(kind, i)] = s.slot
     label_slot = {}
-    for kind, n in ((INPUT, n_inputs), *((p, sizes[p]) for p in pops)):
+    for kind, n in members:
         for i in range(n):
             label_slot[(kind, i)] = slots.get((kind, i)) or next(free)
-    input_labels = np.array([_slot_label(cfg, *label_slot[(INPUT, i)])
-                             for i in range(n_inputs)], dtype=np.int64)
-    neuron_labels = {p: np.array([_slot_label(cfg, *label_slot[(p, j)])
-                                  for j in range(sizes[p])], dtype=np.int64) for p in pops}
+    work.slots = slots
+    work.input_labels = np.array([_slot_label(cfg, *label_slot[(INPUT, i)])
+                                  for i in range(work.n_inputs)], dtype=np.int64)
+    work.neuron_labels = {p: np.array([_slot_label(cfg, *label_slot[(p, j)])
+                                       for j in range(sizes[p])], dtype=np.int64)
+                          for p in work.pops}
 
-    # 5. the image
+
+def _synapse_image(work: _Work) -> tuple[ConfigImage, np.ndarray]:
+    """Step 5, the synapse side of the image: every driver matches its own row
+    select, the used pairs get their signs (row ``2d`` excitatory, ``2d + 1``
+    inhibitory), every source's synapses its address, weight and owner.
+    Returns the image and the owner array ``[H, R, C]``."""
+    cfg, used_exc, used_inh = work.cfg, work.used_exc, work.used_inh
+    H, C, D, B = cfg.n_halves, cfg.columns_per_half, cfg.drivers_per_half, cfg.buses_per_half
     img = ConfigImage.empty(cfg)
     img.driver_select[:] = np.arange(D) // B
     img.driver_mask[:] = (1 << cfg.row_select_bits) - 1
     owner = np.full((H, cfg.rows_per_half, C), -1, dtype=np.int64)
     for h in range(H):
-        for d in range(min(D, n_used_pairs)):
+        for d in range(min(D, len(work.n_addr))):
             if used_exc[h][d] | used_inh[h][d]:
                 img.row_sign[h, 2 * d] = RowSign.EXC
                 img.row_sign[h, 2 * d + 1] = RowSign.INH
-    for k, (p, w, m) in enumerate(zip(projs, weights, masks, strict=True)):
-        cols = neurons[p.post] % C
+    for k, (p, w, m) in enumerate(zip(work.projs, work.weights, work.masks, strict=True)):
+        cols = work.neurons[p.post] % C
         for i in range(w.shape[0]):
-            h = _source_half(assignment, merged, p.post, i)
-            if (p.pre, i) not in sources:
+            h = _source_half(work.assignment, work.merged, p.post, i)
+            if (p.pre, i) not in work.sources:
                 continue
-            d, a = slots[(p.pre, i)]
+            d, a = work.slots[(p.pre, i)]
             for j, c in enumerate(cols):
                 v = int(w[i, j])
                 key = _owner_key(k, i)
-                rows = (2 * d, 2 * d + 1) if reserve == "both" and m[i, j] else (
+                rows = (2 * d, 2 * d + 1) if work.reserve == "both" and m[i, j] else (
                     (2 * d + (v < 0),) if v else ())
                 for r in rows:
                     img.synapse_label[h, r, c] = a
                     owner[h, r, c] = key
                 if v:
                     img.synapse_weight[h, 2 * d + (v < 0), c] = abs(v)
-    for p in pops:
-        img.neuron_enable[neurons[p]] = 1
-        img.neuron_label[neurons[p]] = neuron_labels[p]
-        if p in merged:                 # the bottom circuits stay disabled, never spike
-            img.neuron_merge[neurons[p]] = 1
+    return img, owner
+
+
+def _neuron_image(work: _Work, img: ConfigImage, refractory, refractory_prescale,
+                  adc_period, analog_settings) -> None:
+    """Step 6, the neuron side of ``img``: the populations' neurons enabled and
+    labelled (merged ones: the top circuits, marked merged), their refractory
+    periods, the prescale, the ADC period and the analog settings as given."""
+    cfg = work.cfg
+    for p in work.pops:
+        n = work.neurons[p]
+        img.neuron_enable[n] = 1
+        img.neuron_label[n] = work.neuron_labels[p]
+        if p in work.merged:            # the bottom circuits stay disabled, never spike
+            img.neuron_merge[n] = 1
         r = refractory.get(p, 0) if isinstance(refractory, dict) else refractory
-        img.refractory[neurons[p]] = r
+        img.refractory[n] = r
     img.refractory_prescale = np.int64(refractory_prescale)
     img.adc_period = np.int64(cfg.analog_step_cycles if adc_period is None else adc_period)
     if analog_settings is not None:
         img.analog_settings = np.asarray(analog_settings, dtype=np.int64)
 
-    # crossbar: sources -> buses of their target halves, recorded blocks -> host links
-    ub = cfg.label_bits + cfg.row_select_bits
-    bus_mask = ((1 << _bus_bits(cfg)) - 1) << ub
 
-    def route(i: int, h: int) -> None:
-        for b in range(B):
-            o = h * B + b
-            img.xbar_enable[i, o] = 1
-            img.xbar_mask[i, o] = bus_mask
-            img.xbar_target[i, o] = b << ub
-
-    def post_halves(pr) -> set[int]:
-        return set(range(H)) if pr.post in merged else {assignment[pr.post]}
-
-    targets = {p: set().union(*(post_halves(pr) for pr in projs if pr.pre == p))
+def _route(work: _Work, img: ConfigImage, record: list[str]) -> dict[str, list[int]]:
+    """Step 7, the crossbar of ``img``: the blocks of every source population
+    and the external links to the buses of the halves they project into; the
+    blocks of the ``record`` populations to the host links (block ``k`` of
+    them -> link ``k % n_host_links``, mask 0).  Returns the host links of each
+    recorded population."""
+    cfg, pops, neurons = work.cfg, work.pops, work.neurons
+    P = cfg.neurons_per_block
+    targets = {p: set().union(*(_post_halves(work, pr) for pr in work.projs if pr.pre == p))
                for p in pops}
     for p in pops:
         for blk in sorted({int(n) // P for n in neurons[p]}):
             for h in targets[p]:
-                route(blk, h)
-    input_halves = set().union(*(post_halves(pr) for pr in projs if pr.pre == INPUT))
+                _route_to_half(cfg, img, blk, h)
+    input_halves = set().union(*(_post_halves(work, pr) for pr in work.projs
+                                 if pr.pre == INPUT))
     for link in range(cfg.n_ext_inputs):
         for h in input_halves:
-            route(cfg.n_blocks + link, h)
+            _route_to_half(cfg, img, cfg.n_blocks + link, h)
     record_links: dict[str, list[int]] = {p: [] for p in record}
     rec_blocks = sorted({int(n) // P for p in record for n in neurons[p]})
     for k, blk in enumerate(rec_blocks):
@@ -628,15 +726,24 @@ def _place(cfg, projs, weights, masks, pops, sizes, n_inputs, assignment, record
         for p in record:
             if blk in {int(n) // P for n in neurons[p]} and link not in record_links[p]:
                 record_links[p].append(link)
-    img = ConfigImage(cfg, **{f: getattr(img, f) for f in img.__dataclass_fields__
-                              if f != "cfg"})  # re-validate every field's range
+    return record_links
 
-    return Placement(
-        cfg=cfg, image=img, projections=projs, halves={p: assignment[p] for p in pops},
-        neurons=neurons, input_labels=input_labels,
-        input_links=np.arange(n_inputs, dtype=np.int64) % cfg.n_ext_inputs,
-        neuron_labels=neuron_labels, slots=slots, record_links=record_links, owner=owner,
-        merged=merged)
+
+def _post_halves(work: _Work, pr: Projection) -> set[int]:
+    """The halves whose synapses carry projection ``pr`` (all of them for a merged post)."""
+    return set(range(work.cfg.n_halves)) if pr.post in work.merged else {work.assignment[pr.post]}
+
+
+def _route_to_half(cfg: ChipConfig, img: ConfigImage, i: int, h: int) -> None:
+    """Route crossbar input ``i`` to the buses of half ``h``: node ``(i, h*B + b)``
+    passes the events whose bus bits (the label's upper bits) are ``b``."""
+    ub = cfg.label_bits + cfg.row_select_bits
+    bus_mask = ((1 << _bus_bits(cfg)) - 1) << ub
+    for b in range(cfg.buses_per_half):
+        o = h * cfg.buses_per_half + b
+        img.xbar_enable[i, o] = 1
+        img.xbar_mask[i, o] = bus_mask
+        img.xbar_target[i, o] = b << ub
 
 
 def _bits(cols) -> int:

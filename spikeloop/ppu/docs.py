@@ -8,7 +8,12 @@ document holds exactly these tables.
 """
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
 from spikeloop.base.isa import FIELDS, FORMATS, IMM_KINDS, ISA
+from spikeloop.base.settings import Command, option, tool_main
 
 
 def isa_markdown() -> str:
@@ -43,21 +48,6 @@ def fields_markdown() -> str:
 
 
 
-def main(argv=None) -> int:
-    """``python -m spikeloop.ppu.docs --write-docs docs/ppu.md``: rewrite the
-    generated tables of the ISA document between their markers."""
-    import argparse
-    from pathlib import Path
-
-    p = argparse.ArgumentParser(prog="python -m spikeloop.ppu.docs")
-    p.add_argument("--write-docs", metavar="PATH", required=True)
-    args = p.parse_args(argv)
-    path = Path(args.write_docs)
-    path.write_text(render_docs(path.read_text()))
-    print(f"wrote the ISA tables into {path}")
-    return 0
-
-
 #: generated sections of docs/ppu.md: marker name -> generator
 DOC_SECTIONS = {"isa": isa_markdown, "formats": formats_markdown, "fields": fields_markdown}
 
@@ -74,5 +64,22 @@ def render_docs(text: str) -> str:
     return text
 
 
-if __name__ == "__main__":   # pragma: no cover
-    raise SystemExit(main())
+@dataclass
+class DocsSettings:
+    write_docs: str = option(required=True, metavar="PATH",
+                             help="the document whose generated tables are rewritten "
+                                  "(docs/ppu.md)")
+
+
+def write_docs(s: DocsSettings) -> int:
+    path = Path(s.write_docs)
+    path.write_text(render_docs(path.read_text()))
+    print(f"wrote the ISA tables into {path}")
+    return 0
+
+
+COMMAND = Command((), DocsSettings, write_docs, "rewrite the generated tables of docs/ppu.md",
+                  description=__doc__)
+
+if __name__ == "__main__":
+    sys.exit(tool_main("python -m spikeloop.ppu.docs", COMMAND))

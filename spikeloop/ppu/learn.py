@@ -1,5 +1,6 @@
-"""On-chip learning without the host: PPU program 4 (homeostatic synaptic
-scaling, spikeloop/ppu/programs.py LEARN) corrects the chip's mismatch.
+"""On-chip learning without the host: the PPU's learning program (homeostatic
+synaptic scaling, ``LEARN`` of spikeloop/ppu/programs.py) corrects the chip's
+mismatch.
 
     spikeloop ppu learn --preset mini --chip-seed 1 --trials 20 --backend reference --out DIR
 
@@ -46,7 +47,12 @@ from spikeloop.base.events import InputEvents
 from spikeloop.base.image import ConfigImage
 from spikeloop.base.layouts import RowSign
 from spikeloop.base.protocol import live_cycles
+from spikeloop.base.settings import option
+from spikeloop.model.analog import GAIN_EXC
+from spikeloop.model.chip import Chip
+from spikeloop.plots import figure
 from spikeloop.ppu import programs as P
+from spikeloop.verify.scenarios import base_image, input_event
 
 CALIBRATIONS = ("except-gain", "none", "full")
 #: cycle of the first input event of a trial, and the spacing of the inputs
@@ -56,19 +62,28 @@ FILES = {"curve": "learning_curve.json", "plot": "learning_curve.png"}
 
 @dataclass
 class LearnSettings:
-    preset: str = "mini"
-    chip_seed: int = 1
-    trials: int = 20
-    backend: str = "reference"
-    calibration: str = "except-gain"
-    inputs: int = 4
-    weight: int = 20
-    target: int = 30
-    gain: int = 8
-    max_step: int = 8
-    n_steps: int = 40
-    run_seed: int = 0
-    simulator: str = "verilator"
+    """The demonstration's settings; the fields are ``spikeloop ppu learn``'s arguments."""
+
+    preset: str = option("mini", help="chip design variant, a preset: mini (default) or "
+                                         "full")
+    chip_seed: int = option(1, help="which fabricated specimen (default 1)")
+    trials: int = option(20, help="trials (default 20)")
+    backend: str = option("reference", choices=CHIP_BACKENDS,
+                          help="the backend that runs the chip (default reference)")
+    calibration: str = option("except-gain", choices=CALIBRATIONS,
+                              help="the chip's calibration (default except-gain: calibrated "
+                                   "except the excitatory synaptic gains)")
+    inputs: int = option(4, help="inputs of the pattern, one event each (default 4)")
+    weight: int = option(20, help="initial weight of every plastic synapse (default 20)")
+    target: int = option(30, help="response target in ADC codes (default 30)")
+    gain: int = option(8, help="step = (|error| * gain) >> 4, 0..255 (default 8)")
+    max_step: int = option(8, help="largest step per trial, 0..127 (default 8)")
+    n_steps: int = option(40, flag="--steps", help="analog steps per trial (default 40)")
+    run_seed: int = option(0, help="seed of the temporal noise (default 0)")
+    simulator: str = option("verilator", choices=("verilator", "icarus"),
+                            help="cosim: the simulator (default verilator)")
+    out: str | None = option(None, help="directory for learning_curve.json and "
+                                        "learning_curve.png (default: write nothing)")
 
     def check(self) -> ChipConfig:
         """The preset's ChipConfig; raises ValueError naming a bad field."""
@@ -113,8 +128,6 @@ def learning_image(cfg: ChipConfig, inputs: int, weight: int
     sends it to bus ``i % B`` of both halves, driver ``i`` of each half takes it
     into row ``2i`` (excitatory, ``weight`` in every column) and ``2i + 1``
     (inhibitory, weight 0); every neuron enabled, the ADC every analog step."""
-    from spikeloop.verify.scenarios import base_image
-
     img = base_image(cfg)             # half 0 routed, ADC every step
     B = cfg.buses_per_half
     mask = (1 << cfg.row_select_bits) - 1
@@ -140,17 +153,12 @@ def learning_image(cfg: ChipConfig, inputs: int, weight: int
 
 def trial_events(cfg: ChipConfig, inputs: int, trials: int) -> InputEvents:
     """The same pattern in every trial: input ``i`` fires once at cycle 16 + 4 i."""
-    from spikeloop.verify.scenarios import input_event
-
     ev = [(FIRST_EVENT_CYCLE + EVENT_SPACING * i, 0, input_event(cfg, i)) for i in range(inputs)]
     return InputEvents.from_lists(cfg, [ev] * trials)
 
 
 def chip_and_image(s: LearnSettings, cfg: ChipConfig):
     """(chip, image with the analog settings of ``s.calibration``, plastic rows)."""
-    from spikeloop.model.analog import GAIN_EXC
-    from spikeloop.model.chip import Chip
-
     img, rows = learning_image(cfg, s.inputs, s.weight)
     if s.calibration == "none":
         chip = Chip(cfg, s.chip_seed)
@@ -227,7 +235,7 @@ def run(s: LearnSettings, log=print) -> dict:
         w_before = w_after
     first, last = per_trial[0], per_trial[-1]
     result = {
-        "settings": asdict(s), "preset": cfg.name, "program": "learn (PPU program 4)",
+        "settings": asdict(s), "preset": cfg.name, "program": "learn",
         "program_words": len(prog.words), "rows": [list(r) for r in rows],
         "live_cycles": live_cycles(cfg, s.n_steps),
         "seeds": {"chip_seed": s.chip_seed, "run_seed": s.run_seed},
@@ -246,12 +254,10 @@ def run(s: LearnSettings, log=print) -> dict:
 
 
 def plot(result: dict, path) -> None:
-    from spikeloop.plots import _figure
-
     tr = result["trials"]
     t = [p["trial"] for p in tr]
     target = result["settings"]["target"]
-    fig, (ax_r, ax_s, ax_w) = _figure(14, 4.2, 1, 3)
+    fig, (ax_r, ax_s, ax_w) = figure(14, 4.2, 1, 3)
     resp = np.array([p["response"] for p in tr])
     for n in range(resp.shape[1]):
         ax_r.plot(t, resp[:, n], "-", lw=0.9, alpha=0.7)
@@ -272,9 +278,9 @@ def plot(result: dict, path) -> None:
     for ax in (ax_r, ax_s, ax_w):
         ax.grid(alpha=0.3)
     s = result["settings"]
-    fig.suptitle(f"PPU program 4 (homeostatic scaling): preset {result['preset']}, chip seed "
-                 f"{s['chip_seed']} (calibration {s['calibration']}), run seed {s['run_seed']}, "
-                 f"backend {result['backend']}")
+    fig.suptitle(f"PPU learning program (homeostatic scaling): preset {result['preset']}, "
+                 f"chip seed {s['chip_seed']} (calibration {s['calibration']}), "
+                 f"run seed {s['run_seed']}, backend {result['backend']}")
     fig.savefig(path)
 
 
@@ -287,42 +293,12 @@ def write(result: dict, out) -> dict[str, Path]:
     return paths
 
 
-def add_arguments(p) -> None:
-    d = LearnSettings()
-    p.add_argument("--preset", required=True, help="chip design variant (mini, full)")
-    p.add_argument("--chip-seed", type=int, required=True, help="which fabricated specimen")
-    p.add_argument("--trials", type=int, default=d.trials, help=f"default {d.trials}")
-    p.add_argument("--backend", default=d.backend,
-                   help=f"{', '.join(CHIP_BACKENDS)} (default {d.backend})")
-    p.add_argument("--out", required=True, help="directory for learning_curve.json and .png")
-    p.add_argument("--calibration", default=d.calibration,
-                   help=f"{', '.join(CALIBRATIONS)} (default {d.calibration}: calibrated "
-                        "except the excitatory synaptic gains)")
-    p.add_argument("--inputs", type=int, default=d.inputs,
-                   help=f"inputs of the pattern, one event each (default {d.inputs})")
-    p.add_argument("--weight", type=int, default=d.weight,
-                   help=f"initial weight of every plastic synapse (default {d.weight})")
-    p.add_argument("--target", type=int, default=d.target,
-                   help=f"response target in ADC codes (default {d.target})")
-    p.add_argument("--gain", type=int, default=d.gain,
-                   help=f"step = (|error| * gain) >> 4, 0..255 (default {d.gain})")
-    p.add_argument("--max-step", type=int, default=d.max_step,
-                   help=f"largest step per trial, 0..127 (default {d.max_step})")
-    p.add_argument("--steps", type=int, default=d.n_steps,
-                   help=f"analog steps per trial (default {d.n_steps})")
-    p.add_argument("--run-seed", type=int, default=d.run_seed,
-                   help=f"seed of the temporal noise (default {d.run_seed})")
-    p.add_argument("--simulator", default=d.simulator, help="cosim: verilator or icarus")
-
-
-def main_args(args) -> int:
-    s = LearnSettings(preset=args.preset, chip_seed=args.chip_seed, trials=args.trials,
-                      backend=args.backend, calibration=args.calibration, inputs=args.inputs,
-                      weight=args.weight, target=args.target, gain=args.gain,
-                      max_step=args.max_step, n_steps=args.steps, run_seed=args.run_seed,
-                      simulator=args.simulator)
+def demonstrate(s: LearnSettings) -> int:
+    """``spikeloop ppu learn``: run, write the curve (with ``out``), print the
+    summary; exit status 1 when a trial disagrees with the rule computed on the
+    host."""
     result = run(s)
-    paths = write(result, args.out)
+    paths = write(result, s.out) if s.out else None
     f, la = result["first"], result["last"]
     cyc = result["ppu_cycles"]
     cfg = ChipConfig.preset(s.preset)
@@ -339,5 +315,6 @@ def main_args(args) -> int:
           f"{'every trial agrees' if not chk['mismatched_trials'] else 'MISMATCH in trials '}"
           f"{chk['mismatched_trials'] or ''}")
     print(f"wall time {result['wall_s']:.2f} s ({result['wall_s_per_trial']:.3f} s per trial, "
-          f"backend {s.backend}); wrote {paths['curve']} and {paths['plot']}")
+          f"backend {s.backend})"
+          + (f"; wrote {paths['curve']} and {paths['plot']}" if paths else ""))
     return 0 if not chk["mismatched_trials"] else 1

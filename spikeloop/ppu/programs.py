@@ -1,46 +1,50 @@
-"""The PPU's programs for the rest of the chip (issue 7, programs 1 to 4), as
-assembly sources for spikeloop/ppu/asm.py, with the data-memory words the
-host writes before it starts them and their cycle counts.
+"""The PPU's programs for the rest of the chip (trace recording, inference
+mode, weight update, on-chip learning), as assembly sources for
+spikeloop/ppu/asm.py, with the data-memory words the host writes before it
+starts them and their cycle counts.
 
 Every program uses the assembler's predefined constants (docs/ppu.md), so one
 source serves every preset.  The host loads a program through the host bus
 (``ppu_imem``), its parameters into ``ppu_dmem``, and pulses ``ppu_ctrl``
 start; docs/ppu.md "The PPU in the chip" describes the ports they use.
 
-- :data:`TRACE` (program 1, trace recording): waits for each ADC sample
+- :data:`TRACE` (trace recording): waits for each ADC sample
   (``csrr adc_count``; the ADC control samples at its period) and streams its
   ``ADC_CHUNKS`` vectors into the output buffer, for ``dmem[0]`` samples.
   Started with a run (the host's start in the clear cycle: its first
   instruction in running cycle 1, docs/ppu.md), the buffer ``ppu_out`` then
   holds the run's ADC codes, sample by sample (neuron ``i`` of a sample in
   8-bit lane ``i`` of its chunk vectors).
-- :data:`INFERENCE` (program 2, inference mode): samples follow each other
+- :data:`INFERENCE` (inference mode): samples follow each other
   every ``dmem[1]`` cycles (1475 cycles = 11.8 us at 125 MHz, the paper's
   spacing); at each boundary ``time >= k * dmem[1]`` (``k = 1 ..
   dmem[0] - 1``) it resets every neuron (``vrst``, one cycle per neuron chunk)
   and stores the ``time`` it saw at dmem word ``RESET_LOG + k``: the resets
   of boundary ``k`` are in cycles ``dmem[RESET_LOG + k] + 3 + j``, chunk
   ``j``.
-- :data:`WEIGHT_UPDATE` (program 3): adds the signed 8-bit update vectors at
+- :data:`WEIGHT_UPDATE` (weight update): adds the signed 8-bit update vectors at
   dmem vectors ``1 .. dmem[1]`` to the weights of the ``dmem[1]`` row chunks
   from row address ``dmem[0]`` on (address = chunk | row << ROW_CHUNK_BITS |
   half << (ROW_CHUNK_BITS + ROW_BITS)), with saturation at ``0 ..
   WEIGHT_MAX``: ``w <- clip(w + u, 0, WEIGHT_MAX)``; labels are kept.
-- :data:`LEARN` (program 4, on-chip learning without the host): homeostatic
+- :data:`LEARN` (on-chip learning without the host): homeostatic
   synaptic scaling, started in every trial's clear cycle.  It measures each
   neuron's response ``r = peak - first ADC sample`` of the trial, streams
   ``r`` and its step ``d = sign(T - r) * min((|T - r| * G) >> 4, D)``, and
   after the run's drain (``dmem[1]`` cycles after it saw ``time >= dmem[0]``)
   adds ``d`` to the plastic rows of each neuron's column with saturation
-  (:func:`learn_dmem` lists the data memory, docs/ppu.md "Program 4").
+  (:func:`learn_dmem` lists the data memory; docs/ppu.md describes the rule).
 """
 from __future__ import annotations
+
+import re
 
 import numpy as np
 
 from spikeloop.base.config import ChipConfig
 from spikeloop.base.isa import PpuGeometry, chip_geometry
 from spikeloop.base.layouts import pack_array, unpack_array
+from spikeloop.base.protocol import DRAIN_CYCLES, live_cycles
 from spikeloop.ppu.asm import Program, assemble
 
 #: dmem word where INFERENCE logs the time of boundary k (at RESET_LOG + k)
@@ -49,7 +53,7 @@ RESET_LOG = 16
 INFERENCE_SPACING_CYCLES = 1475
 
 TRACE = """
-# program 1: trace recording. dmem[0] = samples to stream; dmem[1] <- cycles used
+# trace recording. dmem[0] = samples to stream; dmem[1] <- cycles used
         lw r1, 0(r0)             # N
         addi r5, r0, 0           # sample index
         beq r1, r0, done
@@ -74,7 +78,7 @@ done:
 """
 
 INFERENCE = """
-# program 2: inference mode. dmem[0] = samples K, dmem[1] = spacing P in cycles;
+# inference mode. dmem[0] = samples K, dmem[1] = spacing P in cycles;
 # at time >= k*P (k = 1..K-1) every neuron is reset; dmem[RESET_LOG + k] <- time seen
         .equ RESET_LOG, {RESET_LOG}
         lw r1, 0(r0)             # K
@@ -103,7 +107,7 @@ done:
 """.replace("{RESET_LOG}", str(RESET_LOG))
 
 WEIGHT_UPDATE = """
-# program 3: weight update. dmem[0] = first row address A, dmem[1] = row chunks M,
+# weight update. dmem[0] = first row address A, dmem[1] = row chunks M,
 # dmem vectors 1..M = signed 8-bit updates; w <- clip(w + u, 0, WEIGHT_MAX)
         lw r2, 0(r0)             # row address
         lw r4, 1(r0)
@@ -129,6 +133,32 @@ done:
 
 PROGRAMS = {"trace": TRACE, "inference": INFERENCE, "weight_update": WEIGHT_UPDATE}
 
+#: the example of docs/ppu.md ("Example: weight update"; not one of :data:`PROGRAMS`):
+#: adds one signed update (8-bit lanes of dmem vector 0) to every row chunk of both
+#: halves with saturation at 0..WEIGHT_MAX, streams each new row, and resets the
+#: neurons whose lane of the update is positive.  tests/test_ppu_rtl.py checks that
+#: the document's copy assembles to the same words.
+UPDATE_EXAMPLE = """
+        vld v1, 0(r0)              # the update, 8-bit signed lanes
+        addi r2, r0, 0
+        vsplat.b v6, r0            # 0
+        addi r3, r0, WEIGHT_MAX
+        vsplat.b v7, r3
+        addi r4, r0, HALVES*ROWS*ROW_CHUNKS
+    row:
+        vlw v2, 0(r2)
+        vadds.b v2, v2, v1
+        vmax.b v2, v2, v6
+        vmin.b v2, v2, v7
+        vsw v2, 0(r2)
+        vout v2
+        addi r2, r2, 1
+        bne r2, r4, row
+        vcmpgt.b v5, v1, v6
+        vrst v5, 0(r0)
+        halt
+"""
+
 
 def program(name: str, cfg: ChipConfig) -> Program:
     """Program ``name`` assembled for ``cfg``."""
@@ -137,6 +167,53 @@ def program(name: str, cfg: ChipConfig) -> Program:
     except KeyError:
         raise ValueError(f"unknown PPU program {name!r}; allowed: {', '.join(PROGRAMS)}") from None
     return assemble(src, cfg)
+
+
+_LINE = re.compile(r"(?P<labels>\s*(?:[A-Za-z_]\w*\s*:\s*)*)(?P<body>[^#;]*)(?P<comment>.*)$")
+_EQU = re.compile(r"\s*\.equ\s+([A-Za-z_]\w*)\s*,")
+
+
+def compose(*sources: str) -> str:
+    """The source of the programs ``sources`` run one after another from one
+    start: each part's ``halt`` continues with the next part (the last
+    instruction of a part, if a ``halt``, is dropped; another ``halt`` jumps to
+    the part's end), the last part's halts stay.  The labels and ``.equ``
+    names a part defines get the prefix ``p<i>_`` (part ``i``, from 0), so
+    parts may define the same names.  The parts share the registers and the
+    data memory: each finds the dmem words it reads as the host or a part
+    before it left them.  Branch targets must be labels (an instruction
+    address would point into another part)."""
+    out = []
+    for i, src in enumerate(sources):
+        last = i == len(sources) - 1
+        lines = [_LINE.match(ln) for ln in src.splitlines()]
+        names = set()
+        for m in lines:
+            names.update(re.findall(r"([A-Za-z_]\w*)\s*:", m["labels"]))
+            equ = _EQU.match(m["body"])
+            if equ:
+                names.add(equ.group(1))
+        rename = re.compile(r"\b(" + "|".join(sorted(names, key=len, reverse=True)) + r")\b") \
+            if names else None
+        code = [k for k, m in enumerate(lines) if m["body"].strip()
+                and not m["body"].strip().startswith(".equ")]
+        end = f"p{i}_end"
+        jumps = False
+        out.append(f"# -- part {i}")
+        for k, m in enumerate(lines):
+            labels, body, comment = m["labels"], m["body"], m["comment"]
+            if rename is not None:
+                labels = rename.sub(rf"p{i}_\1", labels)
+                body = rename.sub(rf"p{i}_\1", body)
+            if not last and body.strip() == "halt":
+                if code and k == code[-1]:
+                    body = ""
+                else:
+                    body, jumps = body.replace("halt", f"j {end}"), True
+            out.append((labels + body + comment).rstrip())
+        if jumps:
+            out.append(f"{end}:")
+    return "\n".join(out) + "\n"
 
 
 def _vector_words(geom: PpuGeometry, vector: int) -> list[int]:
@@ -236,7 +313,7 @@ def weight_update_numpy(cfg: ChipConfig, weights: np.ndarray, first: int,
     return out
 
 
-# -- program 4: homeostatic synaptic scaling, learned on chip without the host ----------
+# -- on-chip learning: homeostatic synaptic scaling, without the host ------------------
 
 #: LEARN's scalar dmem words (inputs written once by the host, outputs per trial)
 LEARN_L, LEARN_DRAIN, LEARN_GAIN, LEARN_MAX_STEP, LEARN_N_ROWS = 0, 1, 2, 3, 4
@@ -247,7 +324,7 @@ LEARN_ROW_LIST = 16
 LEARN_GAIN_SHIFT = 4
 
 LEARN = """
-# program 4: homeostatic synaptic scaling, one trial per run (started in the clear cycle).
+# on-chip learning: homeostatic synaptic scaling, one trial per run (started in the clear cycle).
 # Measures every neuron's response r = peak - first ADC sample of the trial, then after
 # the run's drain moves every plastic weight of neuron n's column by
 #   d = sign(T - r) * min((|T - r| * G) >> 4, D)          (lanes of `mask` only)
@@ -475,8 +552,6 @@ def learn_dmem(cfg: ChipConfig, n_steps: int, rows, target, *, gain: int = 8,
     (0..255; the step is ``(|error| * G) >> 4``), ``max_step`` D (0..127),
     plastic ``neurons`` (indices; None: all), ``drain`` cycles to wait after
     ``time >= L`` before the first row write (at least DRAIN_CYCLES)."""
-    from spikeloop.base.protocol import DRAIN_CYCLES, live_cycles
-
     g = _learn_check_config(cfg)
     if not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
         raise ValueError(f"n_steps = {n_steps!r}; allowed: an integer >= 1")

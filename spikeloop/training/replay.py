@@ -9,37 +9,47 @@ instance, with the same noise keys: once on backend ``fast``, once on backend
 ``cosim`` (the exported RTL under cocotb, with the analog model bridged in).
 The replay passes when every batch's Observables are identical field by field
 (spikes, records, ADC codes, counters, drops) and so are the network's outputs
-and predictions; it prints a table and writes ``DIR/replay.json``.  A difference
+and predictions; it prints one line per batch and writes ``DIR/replay.json``.  A difference
 is reported with the first differing field, sample, step and neuron
 (``Observables.first_difference``).  This is what lets a hardware designer
 trust a training run on the fast backend: the RTL does the same.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from spikeloop.base.settings import option
 from spikeloop.data import Batches
 from spikeloop.model.chip import Chip
+from spikeloop.training.tasks import build_task
+from spikeloop.training.train import load_network
 
 
 class ReplayError(RuntimeError):
     """The replay could not run (missing files, wrong backend); says what and where."""
 
 
-def replay(run_dir, *, samples: int = 20, batch: int = 10, simulator: str = "verilator",
-           log=print) -> dict:
-    """Run the first ``samples`` test samples of the training run in ``run_dir`` on
-    fast and cosim; returns the report (also written to ``run_dir/replay.json``)."""
-    from spikeloop.training.tasks import build_task
-    from spikeloop.training.train import load_network
+@dataclass
+class ReplaySettings:
+    """What to replay; the fields are ``spikeloop replay``'s arguments."""
 
-    run_dir = Path(run_dir)
+    run_dir: str = option(positional=True,
+                          help="output directory of `spikeloop train --backend fast`")
+    samples: int = option(20, help="test samples (default 20)")
+    batch: int = option(10, help="samples per run (default 10)")
+    simulator: str = option("verilator", choices=("verilator", "icarus"),
+                            help="the co-simulation's simulator (default verilator)")
+
+
+def replay(s: ReplaySettings, log=print) -> dict:
+    """Run the first ``s.samples`` test samples of the training run in ``s.run_dir``
+    on fast and cosim; returns the report (also written to ``run_dir/replay.json``)."""
+    run_dir, samples, batch, simulator = Path(s.run_dir), s.samples, s.batch, s.simulator
     for f in ("network.pt", "chip.npz"):
         if not (run_dir / f).is_file():
             raise ReplayError(f"{run_dir / f} is missing: replay takes the output directory "
@@ -108,30 +118,6 @@ def replay(run_dir, *, samples: int = 20, batch: int = 10, simulator: str = "ver
     return report
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", help="output directory of `spikeloop train --backend fast`")
-    p.add_argument("--samples", type=int, default=20, help="test samples (default 20)")
-    p.add_argument("--batch", type=int, default=10, help="samples per run (default 10)")
-    p.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator")
-
-
-def main_args(args) -> int:
-    try:
-        report = replay(args.run_dir, samples=args.samples, batch=args.batch,
-                        simulator=args.simulator)
-    except ReplayError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0 if report["passed"] else 1
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m spikeloop.training.replay", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    return main_args(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
+def run(s: ReplaySettings) -> int:
+    """``spikeloop replay``: exit status 0 when the replay passed, 1 when it did not."""
+    return 0 if replay(s)["passed"] else 1

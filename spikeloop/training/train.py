@@ -9,7 +9,7 @@ One flag switches the backend; the network code does not change:
 instance ``(preset, chip seed)``, calibrated once by measurement and kept as
 ``DIR/chip.npz`` (a resumed run reloads it).
 
-One training step (PAPER.md, "The MNIST experiment, as run"): encode the batch
+One training step (docs/paper.md, "The MNIST experiment, as run"): encode the batch
 (:mod:`spikeloop.training.tasks`), ``out = net(raster, times_us=...)``, loss = NLL of
 ``out.log_probs`` + ``net.regularization(out)`` (5e-4 * mean squared hidden
 spike count + 0.1 * mean squared hidden weight), Adam step, ``net.after_step()``
@@ -57,14 +57,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from spikeloop import plots
+from spikeloop.backends import check_backend_device
 from spikeloop.base.config import PRESETS, ChipConfig
+from spikeloop.base.settings import option
 from spikeloop.data import Batches
+from spikeloop.model.chip import Chip
 from spikeloop.nn import LIFParameters, SoftwareNetwork
+from spikeloop.nn.chip_network import ChipNetwork
 from spikeloop.nn.placement import PlacementError
-from spikeloop.training.tasks import BACKENDS, CHIP_BACKENDS, TASKS, Task, TaskError, build_task
+from spikeloop.training.tasks import (
+    LOOP_BACKENDS,
+    TASKS,
+    TRAIN_BACKENDS,
+    Task,
+    TaskError,
+    build_task,
+)
 
-#: PAPER.md: Adam, learning rate 1.5e-3 (tasks.PAPER_LR), x0.97 per epoch, batch 100,
-#: 50 epochs, test every 5
+#: the paper (docs/paper.md): Adam, learning rate 1.5e-3 (tasks.PAPER_LR), x0.97 per
+#: epoch, batch 100, 50 epochs, test every 5
 PAPER_LR_DECAY = 0.97
 PAPER_BATCH_SIZE = 100
 PAPER_EPOCHS = 50
@@ -90,56 +102,84 @@ class TrainError(ValueError):
 
 @dataclass
 class TrainSettings:
-    """Everything a run depends on (the CLI's arguments)."""
+    """Everything a run depends on; the fields are ``spikeloop train``'s arguments."""
 
-    task: str
-    out: str
-    backend: str = "software"
-    preset: str | None = None
-    chip_seed: int | None = None
+    task: str = option(positional=True, choices=TASKS,
+                       help="mnist (the paper's), yinyang, shd (needs --data-dir)")
+    out: str = option(required=True, help="run directory")
+    backend: str = option("software", choices=TRAIN_BACKENDS,
+                          help="software: the ideal model; fast or cosim: in the loop on "
+                               "the emulated chip (default software)")
+    preset: str | None = option(None,
+                                help="chip design variant, a preset: full or mini (chip "
+                                     "backends; with software it only sizes the network as "
+                                     "on that chip)")
+    chip_seed: int | None = option(None, help="which fabricated specimen (chip backends)")
     #: a calibrated chip file (``Chip.save``, ``spikeloop calibrate``) instead of calibrating
-    chip_file: str | None = None
-    epochs: int = PAPER_EPOCHS
-    batch_size: int = PAPER_BATCH_SIZE
+    chip_file: str | None = option(None, flag="--chip",
+                                   help="calibrated chip file of that specimen (`spikeloop "
+                                        "calibrate`); default: calibrate it at the start")
+    epochs: int = option(PAPER_EPOCHS, help=f"epochs to train in all (default {PAPER_EPOCHS}, "
+                                            "the paper's)")
+    batch_size: int = option(PAPER_BATCH_SIZE, help=f"default {PAPER_BATCH_SIZE}")
     #: Adam's learning rate; None: the task's (the paper's 1.5e-3; Yin-Yang 5e-3)
-    lr: float | None = None
-    lr_decay: float = PAPER_LR_DECAY
+    lr: float | None = option(None, help="Adam learning rate (default: the task's; the "
+                                         "paper's 1.5e-3, yinyang 5e-3)")
+    lr_decay: float = option(PAPER_LR_DECAY, help=f"learning rate factor per epoch (default "
+                                                  f"{PAPER_LR_DECAY})")
     #: regulariser strengths; None: the task's (the paper's 5e-4 and 0.1; Yin-Yang
     #: weight 1e-3)
-    spike_reg: float | None = None
-    weight_reg: float | None = None
-    seed: int = 0
+    spike_reg: float | None = option(None, help="strength of the mean squared hidden spike "
+                                                "count (default: the task's; the paper's 5e-4)")
+    weight_reg: float | None = option(None, help="strength of the mean squared hidden weight "
+                                                 "(default: the task's; the paper's 0.1, "
+                                                 "yinyang 1e-3)")
+    seed: int = option(0, help="initial weights and order of the training samples (default 0)")
     #: the chip's temporal-noise seed (chip backends; keyed with each sample's index)
-    run_seed: int = 0
-    hidden: int | None = None
-    train_samples: int | None = None
-    test_samples: int | None = None
-    data_dir: str | None = None
-    input_channels: int | None = None
-    test_every: int = PAPER_TEST_EVERY
-    resume: bool = False
+    run_seed: int = option(0, help="chip backends: seed of the chip's temporal noise "
+                                   "(default 0)")
+    hidden: int | None = option(None, help="hidden neurons (default per task: mnist 246, "
+                                           "yinyang 120 or one half's columns, shd 256 or "
+                                           "what fits the chip)")
+    train_samples: int | None = option(None, help="train on a stratified subset of this size "
+                                                  "(default: all)")
+    test_samples: int | None = option(None, help="test on a stratified subset of this size "
+                                                 "(default: all)")
+    data_dir: str | None = option(None, help="full MNIST IDX files, or the SHD HDF5 files")
+    input_channels: int | None = option(None, help="shd: sum neighbouring channels into this "
+                                                   "many inputs (default 700 in software, "
+                                                   "what fits on a chip)")
+    test_every: int = option(PAPER_TEST_EVERY, help=f"test every this many epochs, and after "
+                                                    f"the last (default {PAPER_TEST_EVERY}; "
+                                                    "0: after the last only)")
+    resume: bool = option(False, help="continue the run in --out from its last checkpoint")
     #: a network.pt whose weights start the run (e.g. retraining a network on
     #: another chip instance); its sizes must match the task's
-    init: str | None = None
+    init: str | None = option(None, help="start from the weights of this network.pt (e.g. "
+                                         "retrain a network on another chip instance)")
     #: torch threads; recorded, may change on resume.  One by default: the networks
     #: are small, and torch's worker threads do not flush subnormal numbers (see
     #: run()), which makes a second thread 30-60x slower, not faster
-    threads: int | None = 1
+    threads: int | None = option(1, help="torch threads (default 1: small networks; more "
+                                         "threads keep subnormal numbers and are slower)")
     #: the torch device of the fast backend's emulation (cpu, cuda, cuda:N): the same
     #: bits on either, so it may change on resume; the network's gradients stay on the cpu
-    device: str = "cpu"
+    device: str = option("cpu", help="fast: the torch device of the chip's emulation, cpu "
+                                     "(default), cuda or cuda:N (the same bits on either; the "
+                                     "network's gradients stay on the cpu); may change on "
+                                     "--resume")
     #: the per-batch progress line on stderr
-    progress: bool = True
+    progress: bool = option(True, flag="--no-progress", help="no per-batch progress line")
 
     def check(self) -> None:
         """Refuse impossible settings, naming the field and what is allowed."""
         if self.task not in TASKS:
             raise TrainError(f"task = {self.task!r}; allowed: {', '.join(TASKS)}")
-        if self.backend not in BACKENDS:
-            raise TrainError(f"backend = {self.backend!r}; allowed: {', '.join(BACKENDS)}")
+        if self.backend not in TRAIN_BACKENDS:
+            raise TrainError(f"backend = {self.backend!r}; allowed: {', '.join(TRAIN_BACKENDS)}")
         if self.preset is not None and self.preset not in PRESETS:
             raise TrainError(f"preset = {self.preset!r}; allowed: {', '.join(sorted(PRESETS))}")
-        if self.backend in CHIP_BACKENDS:
+        if self.backend in LOOP_BACKENDS:
             if self.preset is None or self.chip_seed is None:
                 raise TrainError(f"backend {self.backend!r} runs on a chip instance: give "
                                  "--preset (mini, full) and --chip-seed (an integer >= 0)")
@@ -167,8 +207,6 @@ class TrainSettings:
                 raise TrainError(f"{name} = {v!r}; allowed: a number >= 0")
         if not (isinstance(self.lr_decay, int | float) and 0 < self.lr_decay <= 1):
             raise TrainError(f"lr_decay = {self.lr_decay!r}; allowed: 0 < lr_decay <= 1")
-        from spikeloop.backends import check_backend_device
-
         try:
             check_backend_device(self.backend, self.device)
         except ValueError as e:
@@ -242,7 +280,6 @@ def make_network(backend: str, kwargs: dict, *, chip=None, generator=None, run_s
     kw["params"] = LIFParameters(**kw["params"])
     if backend == "software":
         return SoftwareNetwork(n_in, n_hidden, n_out, generator=generator, **kw)
-    from spikeloop.nn.chip_network import ChipNetwork
 
     if backend == "fast" and device != "cpu":
         kw["device"] = device
@@ -260,7 +297,7 @@ def load_network(path, *, chip=None, backend: str | None = None, device: str = "
     """
     meta = torch.load(path, weights_only=True)
     backend = backend or meta["backend"]
-    if backend in CHIP_BACKENDS and chip is None:
+    if backend in LOOP_BACKENDS and chip is None:
         raise TrainError(f"load_network(backend={backend!r}) needs the chip instance (chip=)")
     net = make_network(backend, meta["network_kwargs"], chip=chip, device=device)
     state = meta["state_dict"]
@@ -407,7 +444,7 @@ def _atomic_save(obj, path: Path) -> None:
 
 
 def _seeds(s: TrainSettings) -> dict:
-    chip = s.backend in CHIP_BACKENDS
+    chip = s.backend in LOOP_BACKENDS
     return {"seed": s.seed, "init": s.seed, "data_order": s.seed,
             "chip": s.chip_seed, "chip_noise": s.run_seed if chip else None}
 
@@ -464,7 +501,6 @@ def _prepare_out(s: TrainSettings) -> tuple[Path, dict | None]:
 
 
 def _get_chip(s: TrainSettings, out: Path, log: RunLog, resuming: bool):
-    from spikeloop.model.chip import Chip
 
     path = out / CHIP_FILE
     cfg = s.cfg
@@ -472,10 +508,10 @@ def _get_chip(s: TrainSettings, out: Path, log: RunLog, resuming: bool):
         src = Path(s.chip_file)
         if not src.is_file():
             raise TrainError(f"--chip {src}: no such file")
-        chip = Chip.load(src)
-        if chip.cfg != cfg or chip.chip_seed != s.chip_seed:
-            raise TrainError(f"--chip {src} holds chip {chip.chip_seed} of preset "
-                             f"{chip.cfg.name!r}, not chip {s.chip_seed} of {cfg.name!r}")
+        try:
+            chip = Chip.load_expected(src, cfg, s.chip_seed)
+        except ValueError as e:
+            raise TrainError(f"--chip {e}") from None
         if chip.calibration is None:
             log.info(f"chip: {src} holds no calibration: the chip runs with its nominal "
                      "settings, its mismatch uncorrected (spikeloop calibrate makes a "
@@ -487,10 +523,10 @@ def _get_chip(s: TrainSettings, out: Path, log: RunLog, resuming: bool):
     if resuming or path.exists():
         if not path.is_file():
             raise TrainError(f"--resume: the chip instance {path} is missing")
-        chip = Chip.load(path)
-        if chip.cfg != cfg or chip.chip_seed != s.chip_seed:
-            raise TrainError(f"{path} holds chip {chip.chip_seed} of preset {chip.cfg.name!r}, "
-                             f"not chip {s.chip_seed} of {cfg.name!r}")
+        try:
+            chip = Chip.load_expected(path, cfg, s.chip_seed)
+        except ValueError as e:
+            raise TrainError(str(e)) from None
         log.info(f"chip: loaded {path} (preset {cfg.name}, chip seed {s.chip_seed})")
         return chip
     t0 = time.perf_counter()
@@ -542,13 +578,55 @@ def run(s: TrainSettings) -> dict:
         log.close()
 
 
+@dataclass
+class _Session:
+    """What a run carries from epoch to epoch."""
+
+    task: Task
+    chip: object
+    net: torch.nn.Module
+    kwargs: dict
+    hp: dict
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator
+    history: list
+    start_epoch: int = 0
+    wall_before: float = 0.0
+    #: the output of the latest test's first batch (for the plots), and the chip
+    #: backend's wall time in the latest test pass
+    first: object = None
+    test_wall: float | None = None
+
+
 def _run(s: TrainSettings, out: Path, ckpt: dict | None, log: RunLog) -> dict:
     t_start = time.perf_counter()
-    log.info(f"spikeloop train {s.task}: backend {s.backend}, preset {s.preset}, out {out}"
+    run = _start(s, out, ckpt, log)
+    batches = Batches(run.task.train, s.batch_size, shuffle=True, seed=s.seed)
+    for epoch in range(run.start_epoch, s.epochs):
+        _epoch(s, run, batches, epoch, log)
+        _atomic_save({"format": CHECKPOINT_FORMAT, "epoch": epoch + 1,
+                      "network": run.net.state_dict(), "optimizer": run.opt.state_dict(),
+                      "scheduler": run.sched.state_dict(), "history": run.history,
+                      "rng": _rng_state(run.generator), "settings": s.to_dict(),
+                      "network_kwargs": run.kwargs,
+                      "wall_s": run.wall_before + time.perf_counter() - t_start},
+                     out / CHECKPOINT)
+    history = _final_test(s, run, log)
+    wall = run.wall_before + time.perf_counter() - t_start
+    return _finish(s, out, run.task, run.net, run.kwargs, history, run.first, wall, log,
+                   run.chip, run.test_wall, run.hp)
+
+
+def _start(s: TrainSettings, out: Path, ckpt: dict | None, log: RunLog) -> _Session:
+    """The task, the chip, the network, its optimiser and schedule; restored from
+    the checkpoint ``ckpt`` when resuming, else from ``s.init`` when given."""
+    log.info(f"spikeloop train {s.task}: backend {s.backend}"
+             + (f", preset {s.preset}" if s.preset is not None else "") + f", out {out}"
              + (f" (resuming from epoch {ckpt['epoch']})" if ckpt else ""))
     log.info("seeds: " + ", ".join(f"{k} {v}" for k, v in _seeds(s).items() if v is not None)
              + ("; the noise of a sample is keyed by (chip_noise, its index among the samples "
-                "run, kept in the network's state)" if s.backend in CHIP_BACKENDS else ""))
+                "run, kept in the network's state)" if s.backend in LOOP_BACKENDS else ""))
     task = build_task(s.task, cfg=s.cfg, data_dir=s.data_dir, hidden=s.hidden,
                       train_samples=s.train_samples, test_samples=s.test_samples,
                       input_channels=s.input_channels)
@@ -556,8 +634,7 @@ def _run(s: TrainSettings, out: Path, ckpt: dict | None, log: RunLog) -> dict:
              f"{task.n_in} inputs -> {task.n_hidden} hidden LIF"
              f"{' (recurrent)' if task.recurrent else ''} -> {task.n_out} LI, "
              f"{task.n_steps} steps of {task.dt_us} us ({task.window_us:.1f} us)")
-    chip = _get_chip(s, out, log, ckpt is not None) if s.backend in CHIP_BACKENDS else None
-
+    chip = _get_chip(s, out, log, ckpt is not None) if s.backend in LOOP_BACKENDS else None
     generator = torch.Generator().manual_seed(s.seed)
     kwargs = network_kwargs(s, task)
     try:
@@ -572,95 +649,91 @@ def _run(s: TrainSettings, out: Path, ckpt: dict | None, log: RunLog) -> dict:
     log.info("hyperparameters: " + ", ".join(f"{k} {v:g}" for k, v in hp.items()))
     opt = torch.optim.Adam(net.parameters(), lr=hp["lr"])
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=s.lr_decay)
-    history: list[dict] = []
-    start_epoch, wall_before = 0, 0.0
+    run = _Session(task, chip, net, kwargs, hp, opt, sched, generator, history=[])
     if s.init is not None and ckpt is None:
         _load_init(net, kwargs, Path(s.init), log)
     if ckpt is not None:
         net.load_state_dict(ckpt["network"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
-        history = list(ckpt["history"])
-        start_epoch, wall_before = int(ckpt["epoch"]), float(ckpt["wall_s"])
+        run.history = list(ckpt["history"])
+        run.start_epoch, run.wall_before = int(ckpt["epoch"]), float(ckpt["wall_s"])
         _set_rng_state(ckpt["rng"], generator)
-    batches = Batches(task.train, s.batch_size, shuffle=True, seed=s.seed)
+    return run
+
+
+def _epoch(s: TrainSettings, run: _Session, batches: Batches, epoch: int, log: RunLog) -> None:
+    """One epoch of training steps, then the test when ``test_every`` asks for it;
+    appends the epoch's row to ``run.history``."""
+    t_epoch = time.perf_counter()
+    task, net, opt = run.task, run.net, run.opt
+    lr = opt.param_groups[0]["lr"]
+    meter = _Meter(task.n_hidden)
+    chip_stats: dict = {}
     n_batches = len(batches)
-    first = None     # output of the latest test's first batch, for the plots
-    test_wall = None  # the chip backend's wall time in the latest test pass
+    net.train()
+    for i, (x, y) in enumerate(batches.epoch(epoch)):
+        raster, times = task.encode(x)
+        out_ = _forward(net, raster, times)
+        _stats_add(chip_stats, net)
+        loss, nll = _loss(net, out_, y, run.hp)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        _after_step(net)
+        with torch.no_grad():
+            correct = int((out_.log_probs.argmax(1) == y).sum())
+            spikes = float(out_.z_hidden.sum())
+        meter.add(float(loss.detach()), float(nll.detach()), correct, spikes, len(y))
+        m = meter.summary()
+        rate = meter.n / max(time.perf_counter() - t_epoch, 1e-9)
+        log.progress(f"epoch {epoch + 1}/{s.epochs} batch {i + 1}/{n_batches} "
+                     f"loss {m['loss']:.4f} acc {m['accuracy']:.3f} "
+                     f"spikes/neuron/input {m['spikes_per_neuron_input']:.3f} "
+                     f"({rate:.0f} samples/s)")
+    run.sched.step()
+    train = meter.summary()
+    row = {"epoch": epoch + 1, "lr": lr, "train_loss": train["loss"],
+           "train_nll": train["nll"], "train_accuracy": train["accuracy"],
+           "train_spikes_per_neuron_input": train["spikes_per_neuron_input"],
+           "test_loss": None, "test_accuracy": None, "test_spikes_per_neuron_input": None}
+    if chip_stats:
+        chip_stats.pop("wall", None)
+        row["train_chip"] = chip_stats
+    if s.test_every and (epoch + 1) % s.test_every == 0:
+        test = evaluate(net, task, task.test, s.batch_size, run.hp)
+        _put_test(row, test)
+        run.first, run.test_wall = test["first"], test.get("chip_wall_s")
+    run.history.append(row)
+    log.info(f"epoch {epoch + 1}/{s.epochs}: lr {lr:.3g}, train loss {train['loss']:.4f} "
+             f"acc {train['accuracy']:.4f} spikes/neuron/input "
+             f"{train['spikes_per_neuron_input']:.3f}"
+             + (f"; test acc {row['test_accuracy']:.4f} spikes/neuron/input "
+                f"{row['test_spikes_per_neuron_input']:.3f}"
+                if row["test_accuracy"] is not None else "")
+             + f" ({time.perf_counter() - t_epoch:.1f} s)")
 
-    for epoch in range(start_epoch, s.epochs):
-        t_epoch = time.perf_counter()
-        lr = opt.param_groups[0]["lr"]
-        meter = _Meter(task.n_hidden)
-        chip_stats: dict = {}
-        net.train()
-        for i, (x, y) in enumerate(batches.epoch(epoch)):
-            raster, times = task.encode(x)
-            out_ = _forward(net, raster, times)
-            _stats_add(chip_stats, net)
-            loss, nll = _loss(net, out_, y, hp)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            _after_step(net)
-            with torch.no_grad():
-                correct = int((out_.log_probs.argmax(1) == y).sum())
-                spikes = float(out_.z_hidden.sum())
-            meter.add(float(loss.detach()), float(nll.detach()), correct, spikes, len(y))
-            m = meter.summary()
-            rate = meter.n / max(time.perf_counter() - t_epoch, 1e-9)
-            log.progress(f"epoch {epoch + 1}/{s.epochs} batch {i + 1}/{n_batches} "
-                         f"loss {m['loss']:.4f} acc {m['accuracy']:.3f} "
-                         f"spikes/neuron/input {m['spikes_per_neuron_input']:.3f} "
-                         f"({rate:.0f} samples/s)")
-        sched.step()
-        train = meter.summary()
-        row = {"epoch": epoch + 1, "lr": lr, "train_loss": train["loss"],
-               "train_nll": train["nll"], "train_accuracy": train["accuracy"],
-               "train_spikes_per_neuron_input": train["spikes_per_neuron_input"],
-               "test_loss": None, "test_accuracy": None, "test_spikes_per_neuron_input": None}
-        if chip_stats:
-            chip_stats.pop("wall", None)
-            row["train_chip"] = chip_stats
-        if s.test_every and (epoch + 1) % s.test_every == 0:
-            test = evaluate(net, task, task.test, s.batch_size, hp)
-            _put_test(row, test)
-            first, test_wall = test["first"], test.get("chip_wall_s")
-        epoch_wall = time.perf_counter() - t_epoch
-        history.append(row)
-        log.info(f"epoch {epoch + 1}/{s.epochs}: lr {lr:.3g}, train loss {train['loss']:.4f} "
-                 f"acc {train['accuracy']:.4f} spikes/neuron/input "
-                 f"{train['spikes_per_neuron_input']:.3f}"
-                 + (f"; test acc {row['test_accuracy']:.4f} spikes/neuron/input "
-                    f"{row['test_spikes_per_neuron_input']:.3f}"
-                    if row["test_accuracy"] is not None else "")
-                 + f" ({epoch_wall:.1f} s)")
-        _atomic_save({"format": CHECKPOINT_FORMAT, "epoch": epoch + 1,
-                      "network": net.state_dict(), "optimizer": opt.state_dict(),
-                      "scheduler": sched.state_dict(), "history": history,
-                      "rng": _rng_state(generator), "settings": s.to_dict(),
-                      "network_kwargs": kwargs,
-                      "wall_s": wall_before + time.perf_counter() - t_start},
-                     out / CHECKPOINT)
 
-    # The test after the last epoch comes after its checkpoint (unless --test-every
-    # made it part of the epoch): the checkpoint, and so a resumed run, never sees
-    # it, and a run of E epochs continued to E' equals a run of E' epochs.
+def _final_test(s: TrainSettings, run: _Session, log: RunLog) -> list[dict]:
+    """The history with the test after the last epoch.
+
+    That test comes after the last checkpoint (unless ``test_every`` made it
+    part of the epoch): the checkpoint, and so a resumed run, never sees it, and
+    a run of E epochs continued to E' equals a run of E' epochs."""
+    history = run.history
     final = dict(history[-1]) if history else None
     if final is not None and final["test_accuracy"] is None:
-        test = evaluate(net, task, task.test, s.batch_size, hp)
+        test = evaluate(run.net, run.task, run.task.test, s.batch_size, run.hp)
         _put_test(final, test)
-        first, test_wall = test["first"], test.get("chip_wall_s")
+        run.first, run.test_wall = test["first"], test.get("chip_wall_s")
         log.info(f"final test: acc {final['test_accuracy']:.4f} spikes/neuron/input "
                  f"{final['test_spikes_per_neuron_input']:.3f}")
-    if first is None:
-        x, _ = next(iter(Batches(task.test, s.batch_size, shuffle=False)))
-        net.eval()
+    if run.first is None:
+        x, _ = next(iter(Batches(run.task.test, s.batch_size, shuffle=False)))
+        run.net.eval()
         with torch.no_grad():
-            first = _forward(net, *task.encode(x))
-    history = history[:-1] + [final] if final is not None else history
-    wall = wall_before + time.perf_counter() - t_start
-    return _finish(s, out, task, net, kwargs, history, first, wall, log, chip, test_wall, hp)
+            run.first = _forward(run.net, *run.task.encode(x))
+    return history[:-1] + [final] if final is not None else history
 
 
 def _put_test(row: dict, test: dict) -> None:
@@ -688,7 +761,6 @@ def _chip_summary(history: list[dict], cfg: ChipConfig) -> dict:
 def _finish(s: TrainSettings, out: Path, task: Task, net, kwargs: dict, history: list[dict],
             sample, wall: float, log: RunLog, chip, test_wall: float | None,
             hp: dict) -> dict:
-    from spikeloop import plots
 
     torch.save({"state_dict": net.state_dict(), "network_kwargs": kwargs,
                 "backend": s.backend, "task": s.task, "preset": s.preset,
@@ -725,7 +797,7 @@ def _finish(s: TrainSettings, out: Path, task: Task, net, kwargs: dict, history:
         if test_wall is not None and results["emulation"].get("test_pass", {}).get("samples"):
             results["emulation"]["backend_wall_s_per_image"] = \
                 test_wall / results["emulation"]["test_pass"]["samples"]
-    measured = s.backend in CHIP_BACKENDS
+    measured = s.backend in LOOP_BACKENDS
     plots.write_all(out, history, sample, dt_us=task.dt_us, measured=measured,
                     label=int(task.test.labels[0]),
                     title=f"{s.task}, {s.backend}" + (f", {s.preset} chip {s.chip_seed}"

@@ -20,7 +20,6 @@ or fails to run.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
@@ -33,6 +32,9 @@ from spikeloop.backends.reference import run_reference
 from spikeloop.base.config import ChipConfig
 from spikeloop.base.events import Observables
 from spikeloop.base.image import ConfigImage
+from spikeloop.base.settings import Command, option, tool_main
+from spikeloop.cosim.backend import run_cosim, run_readback
+from spikeloop.cosim.runner import CosimError
 from spikeloop.model.chip import Chip
 from spikeloop.verify.scenarios import SCENARIOS, Scenario
 
@@ -103,9 +105,6 @@ def check_expect(sc: Scenario, obs: Observables) -> str | None:
 
 
 def run_scenario(chip: Chip, name: str, simulator: str, *, waves=False) -> Row:
-    from spikeloop.cosim.backend import run_cosim
-    from spikeloop.cosim.runner import CosimError
-
     cfg = chip.cfg
     sc = SCENARIOS[name](cfg, np.random.default_rng(SCENARIO_SEED))
     image = chip.configure(sc.image)
@@ -140,9 +139,6 @@ def random_image(cfg: ChipConfig, seed: int = 0) -> ConfigImage:
 
 
 def run_readback_row(cfg: ChipConfig, simulator: str) -> Row:
-    from spikeloop.cosim.backend import run_readback
-    from spikeloop.cosim.runner import CosimError
-
     t0 = time.monotonic()
     try:
         st = run_readback(random_image(cfg), simulator=simulator)
@@ -168,41 +164,49 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m spikeloop.verify.regression",
-                                description=__doc__.split("\n\n")[0])
-    p.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
-    p.add_argument("--preset", default="mini")
-    p.add_argument("--scenario", action="append", choices=sorted(SCENARIOS),
-                   help="run only this scenario (repeatable); default: all")
-    p.add_argument("--waves", action="store_true",
-                   help="FST waveforms + membranes.vcd in each run directory (Verilator; "
-                        "default: on when $WAVES=1)")
-    args = p.parse_args(argv)
+@dataclass
+class RegressionSettings:
+    simulator: str = option("verilator", choices=("verilator", "icarus"),
+                            help="the simulator (default verilator)")
+    preset: str = option("mini", help="chip design variant, a preset: mini (default) or full")
+    scenario: tuple[str, ...] = option((), repeat=True, choices=sorted(SCENARIOS),
+                                       metavar="NAME",
+                                       help="run only this scenario (repeatable); default: all")
+    waves: bool = option(False, help="FST waveforms and membranes.vcd in each run directory "
+                                     "(Verilator; default: on when $WAVES=1)")
+
+
+def regression(s: RegressionSettings) -> int:
+    """Run the scenarios (and the configuration read-back) and print the table;
+    exit status 1 when any of them failed."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    cfg = ChipConfig.preset(args.preset)
-    names = args.scenario or list(SCENARIOS)
+    cfg = ChipConfig.preset(s.preset)
+    names = list(s.scenario) or list(SCENARIOS)
     t0 = time.monotonic()
     print(f"regression: preset {cfg.name}, chip seed {CHIP_SEED} (calibrating), run seed "
-          f"{RUN_SEED}, {len(names)} scenario(s) on {args.simulator}", flush=True)
+          f"{RUN_SEED}, {len(names)} scenario(s) on {s.simulator}", flush=True)
     chip = Chip.calibrated(cfg, CHIP_SEED)
     rows = []
     for name in names:
-        row = run_scenario(chip, name, args.simulator, waves=True if args.waves else None)
+        row = run_scenario(chip, name, s.simulator, waves=True if s.waves else None)
         print(f"  {name}: {row.verdict}", flush=True)
         rows.append(row)
-    if not args.scenario:
-        row = run_readback_row(cfg, args.simulator)
+    if not s.scenario:
+        row = run_readback_row(cfg, s.simulator)
         print(f"  config_readback (every word of a random image written and read back "
               f"through the host bus): {row.verdict}", flush=True)
         rows.append(row)
     print()
     print(format_table(rows))
     failed = [r for r in rows if not r.passed]
-    print(f"\n{len(rows) - len(failed)} of {len(rows)} scenarios passed on {args.simulator} "
+    print(f"\n{len(rows) - len(failed)} of {len(rows)} scenarios passed on {s.simulator} "
           f"({cfg.name}) in {time.monotonic() - t0:.0f} s")
     return 1 if failed else 0
 
 
+COMMAND = Command((), RegressionSettings, regression,
+                  "the scenario regression on the co-simulated RTL", description=__doc__)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(tool_main("python -m spikeloop.verify.regression", COMMAND))
