@@ -41,7 +41,7 @@ system-deps:  ## Debian's iverilog (Icarus), yosys (cell counts), liblz4-dev (Ve
 	fi
 
 test: setup  ## the default test run (what CI runs): unit, rtl and fast cosim tiers
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n auto $(PYTEST_ARGS)
 
 test-cuda: setup  ## the tests that need a CUDA device (skipped by `make test` without one)
 	@$(PY) -c "import sys, torch; torch.cuda.is_available() or sys.exit('make test-cuda: torch ' + torch.__version__ + ' sees no CUDA device here (make test skips these tests)')"
@@ -56,7 +56,7 @@ sim: setup  ## hardware-verification regression (SIM=verilator|icarus, WAVES=1):
 	$(PY) -m spikeloop.cli train yinyang --backend fast --preset mini --chip-seed 1 --epochs 4 \
 	  --test-samples 100 --out build/sim/replay-yinyang --no-progress
 	$(PY) -m spikeloop.cli replay build/sim/replay-yinyang --samples 40 --simulator $(SIM)
-	SIM=$(SIM) $(PY) -m pytest -q -m "slow or cosim" -p no:cacheprovider -o addopts="" $(PYTEST_ARGS)
+	SIM=$(SIM) $(PY) -m pytest -q -n auto -m "slow or cosim" -p no:cacheprovider -o addopts="" $(PYTEST_ARGS)
 
 bench: setup  ## speed: fast backend against a plain torch LIF network (samples/s, same run)
 	$(PY) -m spikeloop.bench fast

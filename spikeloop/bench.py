@@ -2,7 +2,9 @@
 
     python -m spikeloop.bench fast [--batch 64] [--batches 3] [--repeats 3] [--device cpu]
                                    [--reference-samples 2] [--threads 1] [--breakdown]
+                                   [--step-cycles 8]
     python -m spikeloop.bench train [--batch 100] [--batches 3] [--threads 1] [--device cpu]
+    python -m spikeloop.bench cosim [--preset mini] [--simulator verilator] [--scenario random]
 
 What is measured (forward only, no gradients, wall clock after one warm-up batch;
 ``fast``: the median of ``--repeats`` runs of each measurement, taken in turn):
@@ -28,6 +30,9 @@ observed steps, denormals flushed as ``spikeloop train`` does in software).
   a run of their own), its LIF updates alone and its membrane noise alone; and
   how many sample-cycles the digital side ran (the others, with nothing in
   flight, it skips).
+- ``cosim``: running cycles per second of the co-simulated RTL on a
+  verification scenario, with the analog bridge in the loop, beside the same
+  build running the same cycles without the bridge (the simulator's ceiling).
 - ``reference`` (``--reference-samples N``, default 2): the pure-Python golden
   backend on the first N samples of the first timed batch; the fast backend's
   Observables of those samples must equal it (printed).
@@ -393,7 +398,6 @@ def _breakdown(fast: FastChip, chip, image, events, n_steps: int, args, fast_s: 
 def bench_cosim(args: CosimBench) -> int:
     """Running cycles per second of the co-simulation (analog bridge in the loop)
     beside the same build running the same cycles with no bridge (the ceiling)."""
-
     cfg = ChipConfig.preset(args.preset)
     chip = Chip.calibrated(cfg, 1)
     sc = SCENARIOS[args.scenario](cfg, np.random.default_rng(0))
@@ -418,8 +422,6 @@ def bench_cosim(args: CosimBench) -> int:
 
 def bench_train(args: TrainBench) -> int:
     """Forward + backward + optimiser step: in the loop on FULL vs the ideal model."""
-
-
     n = args.batch * (args.batches + 1)
     task = build_task("mnist", cfg=FULL, train_samples=n, test_samples=1)
     xs = [task.train.get_batch(np.arange(k * args.batch, (k + 1) * args.batch))

@@ -1,6 +1,6 @@
 """``spikeloop experiment mismatch`` (spikeloop/experiments/mismatch.py) and ``spikeloop replay``.
 
-The full experiment runs for an hour on FULL (README); here a tiny version on
+The full experiment runs for an hour on FULL (docs/training.md); here a tiny version on
 MINI checks the plumbing: every condition trained or evaluated, the files, the
 reuse of finished runs, the claims' logic, the refusals.
 """

@@ -167,7 +167,6 @@ class ConfigImage:
     def bus_writes(self) -> list[tuple[int, int]]:
         """(word address, value) of every host write that configures the chip
         with this image, in address-map order (synapses last)."""
-
         amap = AddressMap(self.cfg)
         writes = []
         for field, region in REGION_OF.items():

@@ -15,7 +15,7 @@ mismatched chip instances A and B (chip seeds ``--chip-a``, ``--chip-b``):
 4. **A's network on B**: the network of (2) tested on chip B, then **retrained
    on B** for ``--retrain-epochs`` (in the loop, starting from (2)'s weights,
    at the learning rate (2)'s schedule ended with, a new Adam) and tested on B;
-5. **the uncalibrated chip A** (``--uncalibrated``, default on): the same
+5. **the uncalibrated chip A** (skipped with ``--no-uncalibrated``): the same
    specimen run with the nominal analog settings (no calibration): the
    software network deployed on it as is, and a network trained in the loop on
    it (the paper's claim that learning in the loop corrects the chip's flaws);
@@ -41,8 +41,8 @@ Every training is a ``spikeloop train`` run in its own directory under ``DIR``
 (``seed<k>/software``, ``seed<k>/loop-A``, ``seed<k>/retrain-B``: results.json,
 checkpoints, plots, log; a killed experiment continues where it stopped, each
 finished run being reused and an unfinished one resumed).  ``DIR/experiment.json``
-holds every number; ``DIR/table.md`` the table (mean and spread over the seeds) that
-the README quotes, with the claims checked: in-the-loop within 1 percentage
+holds every number; ``DIR/table.md`` the table (mean and spread over the seeds, as
+docs/training.md shows it), with the claims checked: in-the-loop within 1 percentage
 point of the ideal model, fewer than one hidden spike per neuron and input,
 and the deployed-as-is network visibly worse.
 """
