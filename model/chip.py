@@ -22,9 +22,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spikeloop.base.config import ChipConfig
+from spikeloop.base.config import PRESETS, ChipConfig
+from spikeloop.base.files import (
+    FileError,
+    atomic_savez,
+    atomic_write_text,
+    field_bool,
+    field_int,
+    field_json,
+    field_text,
+    load_npz,
+)
 from spikeloop.base.image import ConfigImage
-from spikeloop.model.analog import AnalogChipModel
+from spikeloop.model.analog import DEFAULT_NOISE_SIGMA_V, AnalogChipModel, TransferRanges
 from spikeloop.model.calibration import (
     CalibrationResult,
     ChipProbe,
@@ -32,6 +42,7 @@ from spikeloop.model.calibration import (
     plot_spreads,
     spread_report,
 )
+from spikeloop.model.mismatch import MismatchConfig
 
 
 def check_residual(fraction) -> float:
@@ -45,16 +56,37 @@ def check_residual(fraction) -> float:
     return f
 
 
+def check_calibration(calibration: CalibrationResult, cfg: ChipConfig, chip_seed: int,
+                      where: str = "calibration") -> None:
+    """Refuse (ValueError) a calibration of another chip instance than chip
+    ``chip_seed`` of ``cfg``: the whole ChipConfig is compared (two variants of
+    one preset never share a calibration); a calibration that predates keeping
+    its config is matched by preset name and shape."""
+    theirs = calibration.config
+    same_cfg = (theirs == cfg if theirs is not None
+                else calibration.preset == cfg.name and cfg == ChipConfig.preset(cfg.name)
+                if cfg.name in PRESETS else False)
+    if not same_cfg or calibration.chip_seed != chip_seed:
+        what = (f"chip config {theirs.name!r}" if theirs is not None
+                else f"preset {calibration.preset!r}")
+        differ = ""
+        if theirs is not None and theirs != cfg:
+            fields = [k for k, v in theirs.to_dict().items() if cfg.to_dict()[k] != v]
+            differ = f" (they differ in {', '.join(fields[:5])})"
+        raise ValueError(f"{where} is of chip {calibration.chip_seed} of {what}, not of chip "
+                         f"{chip_seed} of chip config {cfg.name!r}{differ}")
+    if tuple(calibration.settings.shape) != (cfg.n_neurons, 8):
+        raise ValueError(f"{where} holds settings of shape {list(calibration.settings.shape)}; "
+                         f"chip config {cfg.name!r} needs [{cfg.n_neurons}, 8]")
+
+
 class Chip:
     def __init__(self, cfg: ChipConfig, chip_seed: int,
                  calibration: CalibrationResult | None = None):
         if not isinstance(chip_seed, int) or chip_seed < 0:
             raise ValueError(f"chip_seed must be a non-negative integer, got {chip_seed!r}")
-        if calibration is not None and (calibration.preset != cfg.name
-                                        or calibration.chip_seed != chip_seed):
-            raise ValueError(
-                f"calibration is of chip {calibration.chip_seed} of preset "
-                f"{calibration.preset!r}, not of chip {chip_seed} of preset {cfg.name!r}")
+        if calibration is not None:
+            check_calibration(calibration, cfg, chip_seed)
         self.cfg = cfg
         self.chip_seed = chip_seed
         self.calibration = calibration
@@ -87,8 +119,10 @@ class Chip:
         settings = torch.round(cal + f * (nominal - cal).to(torch.float64)).to(torch.int64)
         report = spread_report(self.analog, nominal, settings)
         report["residual_fraction"] = f
-        return Chip(self.cfg, self.chip_seed, dataclasses.replace(
+        out = Chip(self.cfg, self.chip_seed, dataclasses.replace(
             self.calibration, settings=settings, measured={}, report=report))
+        out.analog = self.analog                  # the same specimen: its noise, its curves
+        return out
 
     @property
     def settings(self) -> np.ndarray:
@@ -112,41 +146,102 @@ class Chip:
         return self.analog.lif_params(torch.as_tensor(image.analog_settings), merge=merge, **kw)
 
     # -- files: the chip instance with its calibration --------------------------
+    def analog_definition(self) -> dict:
+        """What defines this specimen's analog half besides config and seed: the
+        temporal noise, the mismatch magnitudes, the nominal transfer ranges."""
+        a = self.analog
+        return {"noise_sigma_v": a.noise_sigma_v,
+                "mismatch": dataclasses.asdict(a.mismatch_config),
+                "ranges": dataclasses.asdict(a.ranges)}
+
     def save(self, path) -> None:
+        """Write the chip instance (config, seed, analog definition, calibration)
+        to exactly ``path``, atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {}
         if self.calibration is not None:
-            self.calibration.save(path)
-            with np.load(path) as z:
-                arrays = dict(z)
-        else:
-            arrays = {}
+            cal = self.calibration
+            if cal.config is None:
+                cal = dataclasses.replace(cal, config=self.cfg)
+            arrays = cal.arrays()
         arrays["chip_config"] = np.array(self.cfg.to_json())
         arrays["chip_seed"] = np.array(self.chip_seed)
         arrays["calibrated"] = np.array(self.calibration is not None)
-        with open(path, "wb") as f:
-            np.savez(f, **arrays)
+        arrays["analog_json"] = np.array(json.dumps(self.analog_definition(), sort_keys=True))
+        atomic_savez(path, **arrays)
 
     @classmethod
     def load(cls, path) -> Chip:
-        with np.load(path) as z:
-            if "chip_config" in z:
-                cfg = ChipConfig.from_dict(json.loads(str(z["chip_config"])))
-            else:  # a bare calibration file from `spikeloop calibrate`
-                cfg = ChipConfig.preset(str(z["preset"]))
-            seed = int(z["chip_seed"])
-            calibrated = bool(z["calibrated"]) if "calibrated" in z else "settings" in z
-        return cls(cfg, seed, CalibrationResult.load(path) if calibrated else None)
+        """The chip instance in ``path`` (``save``, or a calibration file of
+        ``spikeloop calibrate``).  Any fault is a :class:`ChipFileError` naming the
+        file and the field."""
+        z = load_npz(path, "a chip file (Chip.save, spikeloop calibrate)")
+        try:
+            return cls._from_arrays(z, path)
+        except (FileError, ValueError, TypeError) as e:
+            msg = str(e)
+            raise ChipFileError(msg if msg.startswith(str(path)) else f"{path}: {msg}") \
+                from None
+
+    @classmethod
+    def _from_arrays(cls, z: dict, path) -> Chip:
+        if "chip_config" in z:
+            cfg = ChipConfig.from_dict(field_json(z, "chip_config", path))
+        elif "preset" in z:   # a bare calibration file
+            cfg = ChipConfig.preset(field_text(z, "preset", path))
+        else:
+            what = ("a ConfigImage, not a chip file" if "synapse_weight" in z else
+                    "InputEvents, not a chip file" if "events" in z else
+                    "Observables, not a chip file" if "spikes" in z else
+                    "no chip_config field")
+            raise FileError(f"{path}: holds {what} (a chip file comes from Chip.save or "
+                            "spikeloop calibrate)")
+        if "chip_seed" not in z:
+            what = ("a ConfigImage" if "synapse_weight" in z else "InputEvents" if "events" in z
+                    else "Observables" if "spikes" in z else "no chip_seed field")
+            raise FileError(f"{path}: holds {what}, not a chip (a chip file comes from "
+                            "Chip.save or spikeloop calibrate and holds chip_seed)")
+        seed = field_int(z, "chip_seed", path, lo=0)
+        calibrated = field_bool(z, "calibrated", path) if "calibrated" in z else "settings" in z
+        calibration = CalibrationResult.from_arrays(z, path) if calibrated else None
+        if calibration is not None:
+            check_calibration(calibration, cfg, seed, where=f"{path}: its calibration")
+        chip = cls(cfg, seed, calibration)
+        if "analog_json" in z:
+            d = field_json(z, "analog_json", path)
+            try:
+                noise = float(d.get("noise_sigma_v", DEFAULT_NOISE_SIGMA_V))
+                mismatch = MismatchConfig(**d.get("mismatch", {}))
+                ranges = TransferRanges(**d.get("ranges", {}))
+            except (TypeError, ValueError) as e:
+                raise FileError(f"{path}: field analog_json: {e}") from None
+            if not (noise >= 0 and np.isfinite(noise)):
+                raise FileError(f"{path}: field analog_json: noise_sigma_v = {noise}; "
+                                "allowed: a number >= 0")
+            if mismatch != chip.analog.mismatch_config or ranges != chip.analog.ranges:
+                chip.analog = AnalogChipModel(cfg, seed, mismatch, noise_sigma_v=noise,
+                                              ranges=ranges)
+            chip.analog.noise_sigma_v = noise
+        return chip
 
     @classmethod
     def load_expected(cls, path, cfg: ChipConfig, chip_seed: int) -> Chip:
         """:meth:`load`, refusing (ValueError) a file that holds another chip
-        instance than chip ``chip_seed`` of ``cfg``."""
+        instance than chip ``chip_seed`` of ``cfg`` (the whole ChipConfig is
+        compared, not only its name)."""
         chip = cls.load(path)
         if chip.cfg != cfg or chip.chip_seed != chip_seed:
-            raise ValueError(f"{path} holds chip {chip.chip_seed} of preset {chip.cfg.name!r}, "
-                             f"not chip {chip_seed} of {cfg.name!r}")
+            fields = [k for k, v in chip.cfg.to_dict().items() if cfg.to_dict()[k] != v]
+            raise ChipFileError(
+                f"{path} holds chip {chip.chip_seed} of preset {chip.cfg.name!r}, not chip "
+                f"{chip_seed} of {cfg.name!r}"
+                + (f" (the configs differ in {', '.join(fields[:5])})" if fields else ""))
         return chip
+
+
+class ChipFileError(FileError):
+    """A chip file cannot be read or holds another chip; the message names the file."""
 
 
 def report_path(out: str | Path) -> Path:
@@ -181,7 +276,7 @@ def calibrate_to_file(cfg: ChipConfig, chip_seed: int, out, plot=None,
                   out=str(out))
     result.report = report
     Chip(cfg, chip_seed, result).save(out)
-    report_path(out).write_text(json.dumps(report, indent=2, sort_keys=True))
+    atomic_write_text(report_path(out), json.dumps(report, indent=2, sort_keys=True))
     if plot:
         Path(plot).parent.mkdir(parents=True, exist_ok=True)
         plot_spreads(chip.analog, chip.analog.nominal_settings(), result.settings, plot)

@@ -1,17 +1,23 @@
-"""Verilog export, Verilator lint and yosys cell counts of the chip's components."""
+"""Verilog export, Verilator lint and yosys cell counts of the chip's components
+(the cell counts: :mod:`spikeloop.rtl.area`)."""
 from __future__ import annotations
 
 import json
-import re
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 from amaranth.back import verilog
 
 from spikeloop.base.config import ChipConfig
+from spikeloop.base.progress import Heartbeat
+from spikeloop.rtl.area import SRAM_TRANSISTORS_PER_BIT, estimate
 from spikeloop.rtl.components import COMPONENTS, build, module_name
-from spikeloop.rtl.tools import ensure_verilator_on_path, require
+from spikeloop.rtl.tools import ensure_verilator_on_path
+
+#: ``SRAM_TRANSISTORS_PER_BIT`` stays importable from here
+__all__ = ["LINT_WAIVERS", "SRAM_TRANSISTORS_PER_BIT", "area", "export_verilog", "lint"]
 
 #: Verilator warnings that Amaranth's generated Verilog raises by construction,
 #: each with the reason it is waived.  Anything else is a finding.
@@ -52,102 +58,58 @@ def export_verilog(cfg: ChipConfig, out: Path, names=None) -> dict[str, Path]:
     return files
 
 
-def lint(cfg: ChipConfig, names=None, workdir: Path | None = None) -> dict[str, list[str]]:
+def lint(cfg: ChipConfig, names=None, workdir: Path | None = None, *,
+         progress: bool = False) -> dict[str, list[str]]:
     """Verilator ``--lint-only -Wall`` over each exported file, with the waivers
-    above.  Returns the unexplained warnings per component (empty lists: clean)."""
+    above.  Returns the unexplained warnings per component (empty lists: clean).
+    ``progress``: say on stderr what runs and for how long."""
     exe = ensure_verilator_on_path()
     findings = {}
     with tempfile.TemporaryDirectory() as tmp:
         wd = Path(workdir or tmp)
-        files = export_verilog(cfg, wd / "verilog", names)
+        with Heartbeat(f"exporting the Verilog of preset {cfg.name}", enabled=progress):
+            files = export_verilog(cfg, wd / "verilog", names)
         waivers = wd / "waivers.vlt"
         waivers.write_text("`verilator_config\n" + "".join(
             f"lint_off -rule {rule}\n" for rule in LINT_WAIVERS))
-        for name, path in files.items():
-            proc = subprocess.run(
-                [exe, "--lint-only", "-Wall", "--top-module", module_name(name),
-                 str(waivers), str(path)],
-                capture_output=True, text=True)
-            lines = [ln for ln in proc.stderr.splitlines()
-                     if ln.startswith("%Warning") or ln.startswith("%Error")]
-            if proc.returncode and not lines:
-                lines = [f"verilator exited {proc.returncode}: {proc.stderr.strip()[:2000]}"]
-            findings[name] = lines
+        with Heartbeat(f"verilator --lint-only -Wall over {len(files)} components",
+                       enabled=progress):
+            for name, path in files.items():
+                proc = subprocess.run(
+                    [exe, "--lint-only", "-Wall", "--top-module", module_name(name),
+                     str(waivers), str(path)],
+                    capture_output=True, text=True)
+                lines = [ln for ln in proc.stderr.splitlines()
+                         if ln.startswith("%Warning") or ln.startswith("%Error")]
+                if proc.returncode and not lines:
+                    lines = [f"verilator exited {proc.returncode}: "
+                             f"{proc.stderr.strip()[:2000]}"]
+                findings[name] = lines
     return findings
 
 
-#: transistors per bit of a 6T SRAM cell, for memories kept as macros
-SRAM_TRANSISTORS_PER_BIT = 6
-
-
-def _stat_number(text: str, label: str) -> int:
-    m = re.search(rf"{label}:\s+(\d+)", text)
-    return int(m.group(1)) if m else 0
-
-
-def _yosys_area(path: Path, top: str, workdir: Path, timeout_s: int,
-                log_dir: Path | None = None) -> dict:
-    """Memories are collected into ``$mem_v2`` cells, counted (their bits), and
-    turned into black boxes (an SRAM macro each); the rest goes through
-    ``synth`` (from its ``coarse`` label on) and ``stat -tech cmos`` estimates
-    its transistors.  The yosys log goes to ``log_dir`` (default: ``workdir``),
-    which a failure message names."""
-    yosys = require("yosys", "yosys")
-    log = (log_dir or workdir) / f"{top}.yosys.log"
-    pre, post = workdir / f"{top}.coarse.json", workdir / f"{top}.stat.txt"
-    script = "; ".join([
-        f"read_verilog -sv {path}",
-        f"hierarchy -top {top}",
-        "proc", "flatten", "memory_collect",
-        f"write_json {pre}",
-        # the memory passes of `synth` (opt_mem, memory_share) take hours on the
-        # full synapse array's 256-lane row words; an SRAM macro needs none of them
-        "chtype -set $__spikeloop_sram t:$mem_v2",
-        f"synth -top {top} -run coarse:check",
-        f"tee -q -o {post} stat -tech cmos",
-    ])
-    try:
-        proc = subprocess.run([yosys, "-q", "-l", str(log), "-p", script],
-                              capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"yosys took more than {timeout_s} s on {top}; log: {log}") from None
-    if proc.returncode:
-        raise RuntimeError(f"yosys failed on {top} (exit {proc.returncode}); log: {log}\n"
-                           + proc.stderr[-2000:])
-    stat = post.read_text()
-    memories = [cell["parameters"] for mod in json.loads(pre.read_text())["modules"].values()
-                for cell in mod["cells"].values() if cell["type"] == "$mem_v2"]
-    types = {t: int(n) for t, n in re.findall(r"^\s+(\$?[A-Za-z_][\w$]*)\s+(\d+)\s*$",
-                                                 stat, re.M)}
-    return {
-        "cells": _stat_number(stat, "Number of cells"),
-        "transistors_logic": _stat_number(stat, "Estimated number of transistors"),
-        "memories": len(memories),
-        "memory_bits": sum(int(p["WIDTH"], 2) * int(p["SIZE"], 2) for p in memories),
-        "cell_types": types,
-    }
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def area(cfg: ChipConfig, names=None, timeout_s: int = 1800,
-         log_dir=Path("build") / "area-logs") -> dict:
-    """Cell counts per component and in total from Debian's yosys ``synth; stat``,
-    with memories counted as SRAM bits (6 transistors each).  The yosys logs are
-    kept in ``log_dir/<preset>/`` (a failure names its log there)."""
-    result = {"preset": cfg.name, "components": {}}
-    logs = Path(log_dir) / cfg.name
-    logs.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        wd = Path(tmp)
-        names = list(names or [n for n in COMPONENTS if n != "top"])
-        files = export_verilog(cfg, wd / "verilog", names)
-        for name, path in files.items():
-            r = _yosys_area(path, module_name(name), wd, timeout_s, logs)
-            r["transistors_sram"] = r["memory_bits"] * SRAM_TRANSISTORS_PER_BIT
-            r["transistors_total"] = r["transistors_logic"] + r["transistors_sram"]
-            result["components"][name] = r
-    comps = result["components"].values()
-    result["total"] = {
-        key: sum(c[key] for c in comps)
-        for key in ("cells", "memory_bits", "transistors_logic", "transistors_total")
-    }
-    return result
+         log_dir=Path("build") / "area-logs", *, progress: bool = False,
+         cache_dir: Path | None = None, jobs: int = 1) -> dict:
+    """Cells, memory bits and transistors of ONE instance of each component
+    (default: every block of rtl/components.py; ``top`` is the top level's own
+    logic), and their sum in ``total``, from :func:`spikeloop.rtl.area.estimate`
+    (docs/area.md; the whole chip, every instance counted:
+    :func:`~spikeloop.rtl.area.estimate` itself).  The yosys logs are kept in
+    ``log_dir/<preset>/`` (a failure names its log there).  ``cache_dir``: the
+    synthesis cache (default none: every component synthesized afresh);
+    ``jobs``: yosys runs at a time; ``progress``: say on stderr what runs and
+    for how long."""
+    names = list(names or [n for n in COMPONENTS if n != "top"])
+    est = estimate(cfg, names, cache_dir=cache_dir, jobs=jobs, timeout_s=timeout_s,
+                   log_dir=Path(log_dir) / cfg.name, progress=_say if progress else None)
+    keys = ("cells", "cell_types", "memory_bits", "sram_bits", "flipflop_bits",
+            "transistors_logic", "transistors_sram", "transistors_total")
+    comps = {n: {k: c[k] for k in keys} | {"memories": len(c["memories"])}
+             for n, c in est["components"].items()}
+    total = {k: sum(c[k] for c in comps.values()) for k in keys if k != "cell_types"}
+    return {"preset": cfg.name, "method": est["method"], "components": comps, "total": total}

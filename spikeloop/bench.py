@@ -5,6 +5,7 @@
                                    [--step-cycles 8]
     python -m spikeloop.bench train [--batch 100] [--batches 3] [--threads 1] [--device cpu]
     python -m spikeloop.bench cosim [--preset mini] [--simulator verilator] [--scenario random]
+    python -m spikeloop.bench explore [--variants 6] [--workers 2]
 
 What is measured (forward only, no gradients, wall clock after one warm-up batch;
 ``fast``: the median of ``--repeats`` runs of each measurement, taken in turn):
@@ -69,7 +70,9 @@ from __future__ import annotations
 import math
 import os
 import platform
+import re
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +92,10 @@ from spikeloop.base.protocol import DRAIN_CYCLES, live_cycles
 from spikeloop.base.settings import Command, option
 from spikeloop.base.settings import main as dispatch
 from spikeloop.cosim.backend import run_ceiling, run_cosim
+from spikeloop.explore import spec as explore_spec
+from spikeloop.explore import sweep as explore_sweep
+from spikeloop.explore.energy import DEFAULT_TABLE
+from spikeloop.explore.workloads import WORKLOADS
 from spikeloop.model.analog import lif_step
 from spikeloop.model.chip import Chip
 from spikeloop.model.noise import membrane_noise_steps
@@ -545,6 +552,51 @@ class CosimBench:
     steps: int = option(0, help="analog steps per sample (0: the scenario's own)")
 
 
+@dataclass
+class ExploreBench:
+    variants: int = option(6, help="variants of mini in the sweep (crossbar FIFO depths 1, 2, "
+                                   "...; default 6)")
+    workers: int = option(2, help="the pool's workers, timed beside one worker (default 2)")
+    ray: bool = option(False, help="also time the same sweep on a local Ray instance")
+
+
+def bench_explore(s: ExploreBench) -> int:
+    """The same sweep (routing on mini variants, empty cache each time) on one
+    worker and on ``--workers``; the rows must be identical."""
+    if s.variants < 1 or s.workers < 1:
+        raise ValueError("variants and workers: allowed: integers >= 1")
+    depths = list(range(1, s.variants + 1))
+    text = (f'name = "bench"\nbase = "mini"\nseeds = [1]\n[axes]\ncrossbar_fifo_depth = '
+            f'{depths}\n[workloads.routing]\nrates = [0.02, 0.1, 0.3]\n')
+    runs = [("pool, 1 worker", 1, None), (f"pool, {s.workers} workers", s.workers, None)]
+    if s.ray:
+        runs.append((f"Ray (local), {s.workers} CPUs", s.workers, "local"))
+    rows, times = [], []
+    with tempfile.TemporaryDirectory(prefix="spikeloop-bench-explore-") as tmp:
+        spec_file = Path(tmp) / "bench.toml"
+        spec_file.write_text(text)
+        table = Path(tmp) / "energy.toml"     # no static power: no area synthesis in the timing
+        table.write_text(re.sub(r"(?m)^watts_per_transistor\s*=.*$", "watts_per_transistor = 0",
+                                DEFAULT_TABLE.read_text()))
+        sp = explore_spec.load(spec_file, WORKLOADS)
+        for i, (label, workers, ray) in enumerate(runs):
+            t0 = time.perf_counter()
+            r = explore_sweep.Sweep(sp, Path(tmp) / f"out{i}", workers=workers, ray_address=ray,
+                                    energy_table=str(table), progress=False).run()
+            times.append(time.perf_counter() - t0)
+            rows.append([{k: v for k, v in x.items() if k not in ("wall_s", "log")} for x in r])
+            print(f"{label:>24}: {len(r)} points in {times[-1]:6.1f} s")
+    print(f"speed-up of {s.workers} workers over 1: {times[0] / times[1]:.2f}x")
+    same = all(x == rows[0] for x in rows[1:])
+    print(f"identical rows on every executor: {'yes' if same else 'NO'}")
+    return 0 if same else 1
+
+
+def run_explore_bench(s: ExploreBench) -> int:
+    print(machine_line())
+    return bench_explore(s)
+
+
 def run_fast_bench(s: FastBench) -> int:
     _check_sizes(s)
     if s.threads:
@@ -574,6 +626,8 @@ COMMANDS = (
             "training steps/s in the loop beside the ideal model"),
     Command(("cosim",), CosimBench, run_cosim_bench,
             "cycles/s of the co-simulation beside its ceiling"),
+    Command(("explore",), ExploreBench, run_explore_bench,
+            "a sweep of chip variants on 1 worker beside N workers (and Ray)"),
 )
 
 

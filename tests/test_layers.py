@@ -17,8 +17,11 @@ from tests.layers import ROOT, lint_imports, mirror, package_dirs
 pytestmark = pytest.mark.unit
 
 #: what may be imported inside a function: optional extras, loaded when used
-#: (cocotb inside a simulation, plotting, the data extras) ...
-LAZY_EXTERNAL = ("cocotb", "cocotb_tools", "matplotlib", "h5py", "mlxtend")
+#: (cocotb inside a simulation, plotting, the data extras, the NIR peer) ...
+LAZY_EXTERNAL = ("cocotb", "cocotb_tools", "matplotlib", "h5py", "mlxtend",
+                 "snntorch",   # snnTorch: the optional extra "peers" (spikeloop.nir.peers)
+                 "ray",        # a sweep on a Ray cluster (spikeloop explore --ray)
+                 "optuna")     # a sweep's search (spikeloop explore --search optuna)
 #: ... and the co-simulation backend, loaded by the dispatcher when a run asks for it
 LAZY_INTERNAL = {("spikeloop.backends", "spikeloop.cosim.backend")}
 

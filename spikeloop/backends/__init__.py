@@ -28,6 +28,7 @@ from spikeloop.backends.fast import run_fast
 from spikeloop.backends.reference import run_reference
 from spikeloop.base.events import InputEvents, Observables
 from spikeloop.base.image import ConfigImage
+from spikeloop.base.protocol import check_run
 from spikeloop.model.chip import Chip
 
 #: the backends that run a chip instance
@@ -55,8 +56,19 @@ def run(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, *,
         **options) -> Observables:
     """Run a batch of samples on the chip instance ``chip`` with the backend
     named ``backend``; ``options`` are that backend's own (``ppu``, ``device``
-    for fast, ``simulator``/``waves`` for cosim)."""
+    for fast, ``simulator``/``waves`` for cosim).
+
+    Refused before any backend starts (:func:`~spikeloop.base.protocol.check_run`,
+    the same for all three): more steps than the cycle counter can count, a run
+    whose results could exceed the memory bound, a negative seed or offset, and
+    input events released after the run's last running cycle (they would never
+    be played, so nothing is lost silently)."""
     check_backend(backend)
+    if events.cfg != chip.cfg:
+        raise ValueError(f"events are for chip config {events.cfg.name!r}, chip is "
+                         f"{chip.cfg.name!r}")
+    check_run(chip.cfg, n_steps, events.batch, events.table[:, 1], run_seed=run_seed,
+              sample_offset=sample_offset)
     if backend == "cosim":
         from spikeloop.cosim.backend import run_cosim as run_backend  # at simulation time
     else:

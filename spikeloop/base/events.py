@@ -44,13 +44,28 @@ from dataclasses import dataclass
 import numpy as np
 
 from spikeloop.base.addrmap import AddressMap
-from spikeloop.base.config import ChipConfig
+from spikeloop.base.config import ChipConfig, ConfigError
+from spikeloop.base.files import (
+    FileError,
+    atomic_savez,
+    field_array,
+    field_int,
+    field_json,
+    field_text,
+    load_npz,
+    require_fields,
+)
+from spikeloop.base.image import file_config
 from spikeloop.base.layouts import host_event_words
 from spikeloop.base.ppu_job import ppu_first_difference, ppu_results_from_json, ppu_results_to_json
 
 
 class EventsError(ValueError):
     """Input events with a bad field."""
+
+
+class EventsFileError(EventsError, FileError):
+    """An events or Observables file cannot be read; the message names the file."""
 
 
 @dataclass
@@ -62,7 +77,22 @@ class InputEvents:
     COLUMNS = ("sample", "cycle", "link", "label")
 
     def __post_init__(self):
-        t = np.asarray(self.table, dtype=np.int64).reshape(-1, 4)
+        if (not isinstance(self.batch, int | np.integer) or isinstance(self.batch, bool)
+                or self.batch < 1):
+            raise EventsError(f"InputEvents.batch = {self.batch!r}; allowed: an integer >= 1")
+        self.batch = int(self.batch)
+        t = np.asarray(self.table)
+        if t.size == 0:
+            t = np.zeros((0, 4), np.int64)      # no events: any dtype and shape
+        if t.dtype.kind not in "iu":
+            raise EventsError(f"InputEvents.table holds {t.dtype}; allowed: integers "
+                              "(sample, cycle, link, label)")
+        if t.ndim != 2 or t.shape[1] != 4:
+            raise EventsError(f"InputEvents.table has shape {list(t.shape)}; allowed: [K, 4] "
+                              "(sample, cycle, link, label)")
+        if t.dtype == np.uint64 and len(t) and t.max() > np.iinfo(np.int64).max:
+            raise EventsError("InputEvents.table holds values beyond the int64 range")
+        t = t.astype(np.int64)
         limits = {"sample": self.batch - 1, "cycle": (1 << self.cfg.timestamp_bits) - 1,
                   "link": self.cfg.n_ext_inputs - 1,
                   "label": (1 << self.cfg.event_label_bits) - 1}
@@ -73,7 +103,7 @@ class InputEvents:
                                   f"range; allowed: 0..{limits[col]}")
         order = np.lexsort((t[:, 3], t[:, 2], t[:, 1], t[:, 0]))
         self.table = t[order]
-        counts = np.bincount(self.table[:, 0], minlength=self.batch)
+        counts = np.bincount(self.table[:, 0])        # up to the last sample with events
         if len(counts) and counts.max() > self.cfg.playback_depth:
             s = int(np.argmax(counts))
             raise EventsError(f"sample {s} has {counts[s]} input events; the playback memory "
@@ -104,16 +134,27 @@ class InputEvents:
         return writes
 
     def save(self, path) -> None:
-        np.savez(path, events=self.table, batch=np.array(self.batch),
-                 chip_config=np.array(self.cfg.to_json()))
+        """Write the events to exactly ``path`` (atomically; no suffix added)."""
+        atomic_savez(path, events=self.table, batch=np.array(self.batch),
+                     chip_config=np.array(self.cfg.to_json()))
 
     @classmethod
     def load(cls, path, cfg: ChipConfig) -> InputEvents:
-        with np.load(path) as z:
-            if "events" not in z or "batch" not in z:
-                raise EventsError(f"{path}: an events file holds arrays 'events' [K, 4] "
-                                  "(sample, cycle, link, label) and 'batch'")
-            return cls(cfg, int(z["batch"]), z["events"])
+        """The events in ``path`` for a run on ``cfg``: ``events`` an integer
+        array [K, 4], ``batch`` an integer >= 1 and, when present, ``chip_config``
+        equal to ``cfg`` (every field).  Any fault is an :class:`EventsError`
+        naming the file, the field and what is allowed."""
+        z = load_npz(path, "an InputEvents .npz")
+        try:
+            require_fields(z, ("events", "batch"), path, "an events file ('events' [K, 4] "
+                           "(sample, cycle, link, label) and 'batch')")
+            stored = file_config(z, path, cfg)
+            return cls(stored, field_int(z, "batch", path, lo=1),
+                       field_array(z, "events", path))
+        except (EventsError, FileError, ConfigError) as e:
+            msg = str(e)
+            raise EventsFileError(msg if msg.startswith(str(path)) else f"{path}: {msg}") \
+                from None
 
 
 @dataclass
@@ -149,23 +190,56 @@ class Observables:
         return r
 
     def save(self, path) -> None:
+        """Write the Observables to exactly ``path`` (atomically; no suffix added)."""
         extra = {}
         if self.ppu is not None:
-
             extra["ppu"] = np.array(json.dumps(ppu_results_to_json(self.ppu)))
-        np.savez(path, n_steps=np.array(self.n_steps), run_seed=np.array(self.run_seed),
-                 backend=np.array(self.backend),
-                 **{f: getattr(self, f) for f in self.FIELDS}, **extra)
+        atomic_savez(path, n_steps=np.array(self.n_steps), run_seed=np.array(self.run_seed),
+                     backend=np.array(self.backend),
+                     **{f: getattr(self, f) for f in self.FIELDS}, **extra)
+
+    #: the number of dimensions of each field
+    NDIM = {"spikes": 2, "records": 2, "adc": 3, "adc_count": 1, "xbar_events": 3,
+            "xbar_drops": 3, "arbiter_drops": 2, "driver_unmatched": 2, "playback_late": 1,
+            "record_drops": 1, "adc_overflow": 1, "cycles": 1}
 
     @classmethod
     def load(cls, path) -> Observables:
-        with np.load(path) as z:
+        """The Observables in ``path``; a missing field, a field of the wrong type
+        or number of dimensions, or unreadable PPU results are an
+        :class:`EventsError` naming the file and the field."""
+        z = load_npz(path, "an Observables .npz")
+        try:
+            require_fields(z, (*cls.FIELDS, "n_steps", "run_seed", "backend"), path,
+                           "an Observables file")
+            arrays = {}
+            for f in cls.FIELDS:
+                a = field_array(z, f, path)
+                if a.ndim != cls.NDIM[f] or (f in ("spikes", "records") and a.shape[1] != 4):
+                    raise EventsError(f"field {f} has shape {list(a.shape)}; allowed: "
+                                      f"{cls.NDIM[f]} dimensions"
+                                      + (" [K, 4]" if f in ("spikes", "records") else ""))
+                arrays[f] = a.astype(np.int64)
+            batch = len(arrays["cycles"])
+            for f in cls.FIELDS:
+                n = arrays[f].shape[1] if f == "adc" else (
+                    None if f in ("spikes", "records") else arrays[f].shape[0])
+                if n is not None and n != batch:
+                    raise EventsError(f"field {f} covers {n} samples, cycles {batch}")
             ppu = None
             if "ppu" in z:
-
-                ppu = ppu_results_from_json(json.loads(str(z["ppu"])))
-            return cls(**{f: z[f] for f in cls.FIELDS}, n_steps=int(z["n_steps"]),
-                       run_seed=int(z["run_seed"]), backend=str(z["backend"]), ppu=ppu)
+                try:
+                    ppu = ppu_results_from_json(field_json(z, "ppu", path, list))
+                except (KeyError, TypeError, ValueError, AttributeError) as e:
+                    raise EventsError(f"field ppu is not a list of PPU results "
+                                      f"({type(e).__name__}: {e})") from None
+            return cls(**arrays, n_steps=field_int(z, "n_steps", path, lo=0),
+                       run_seed=field_int(z, "run_seed", path, lo=0),
+                       backend=field_text(z, "backend", path), ppu=ppu)
+        except (EventsError, FileError) as e:
+            msg = str(e)
+            raise EventsFileError(msg if msg.startswith(str(path)) else f"{path}: {msg}") \
+                from None
 
     def first_difference(self, other: Observables) -> str | None:
         """None when identical, else which field (and where) first differs."""

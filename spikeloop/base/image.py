@@ -29,18 +29,25 @@ field                        shape        meaning
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 
 import numpy as np
 
 from spikeloop.base.addrmap import AddressMap
-from spikeloop.base.config import ChipConfig
+from spikeloop.base.config import ChipConfig, ConfigError
+from spikeloop.base.files import FileError, atomic_savez, field_json, load_npz
 from spikeloop.base.layouts import pack_synapse
+
+#: RowSign values a row may take (0 off, 1 excitatory, 2 inhibitory); 3 is unused
+ROW_SIGN_MAX = 2
 
 
 class ImageError(ValueError):
     """A ConfigImage field has the wrong shape or an out-of-range value."""
+
+
+class ImageFileError(ImageError, FileError):
+    """A ConfigImage file cannot be read; the message names the file."""
 
 
 def _fields(cfg: ChipConfig) -> dict[str, tuple[tuple[int, ...], int]]:
@@ -112,7 +119,7 @@ class ConfigImage:
             if not np.issubdtype(value.dtype, np.integer) and value.dtype != bool:
                 raise ImageError(f"ConfigImage.{name} must hold integers, got {value.dtype}")
             value = value.astype(np.int64)
-            hi = (1 << bits) - 1
+            hi = ROW_SIGN_MAX if name == "row_sign" else (1 << bits) - 1
             if value.size and (value.min() < 0 or value.max() > hi):
                 bad = np.argwhere((value < 0) | (value > hi))[0]
                 raise ImageError(
@@ -146,22 +153,29 @@ class ConfigImage:
 
     # -- files ----------------------------------------------------------------
     def save(self, path) -> None:
+        """Write the image to exactly ``path`` (atomically; no suffix added)."""
         arrays = {f: getattr(self, f) for f in _fields(self.cfg)}
-        np.savez(path, chip_config=np.array(self.cfg.to_json()), **arrays)
+        atomic_savez(path, chip_config=np.array(self.cfg.to_json()), **arrays)
 
     @classmethod
     def load(cls, path, cfg: ChipConfig | None = None) -> ConfigImage:
-        with np.load(path) as z:
-            stored = ChipConfig.from_dict(json.loads(str(z["chip_config"])))
-            if cfg is not None and cfg != stored:
-                raise ImageError(f"{path} was made for preset {stored.name!r}, "
-                                 f"not for {cfg.name!r}")
+        """The image in ``path``.  Its ``chip_config`` must equal ``cfg`` (the whole
+        configuration, not only its name); a file without one (written by hand)
+        is taken to be for ``cfg``.  Any fault is an :class:`ImageError` naming
+        the file, the field and what is allowed."""
+        z = load_npz(path, "a ConfigImage .npz")
+        try:
+            stored = file_config(z, path, cfg)
             # files written before neuron merging existed: no pair merged
             defaults = {"neuron_merge": np.zeros(_fields(stored)["neuron_merge"][0], np.int64)}
             missing = [f for f in _fields(stored) if f not in z and f not in defaults]
             if missing:
-                raise ImageError(f"{path} lacks field(s): {', '.join(missing)}")
+                raise ImageError(f"lacks the field(s) {', '.join(missing)}")
             return cls(stored, **{f: z[f] if f in z else defaults[f] for f in _fields(stored)})
+        except (ImageError, FileError, ConfigError) as e:
+            msg = str(e)
+            raise ImageFileError(msg if msg.startswith(str(path)) else f"{path}: {msg}") \
+                from None
 
     # -- the host bus ------------------------------------------------------------
     def bus_writes(self) -> list[tuple[int, int]]:
@@ -181,3 +195,22 @@ class ConfigImage:
             for i, v in enumerate(np.asarray(words).reshape(-1)):
                 writes.append((r.address(i), int(v)))
         return writes
+
+
+def file_config(z: dict, path, cfg: ChipConfig | None) -> ChipConfig:
+    """The ChipConfig a file (image, events) was written for: its ``chip_config``,
+    checked against ``cfg`` field by field; ``cfg`` itself for a file without one."""
+    if "chip_config" not in z:
+        if cfg is None:
+            raise FileError(f"{path}: no chip_config field (the file's design variant); "
+                            "name the preset it is for")
+        return cfg
+    stored = ChipConfig.from_dict(field_json(z, "chip_config", path))
+    if cfg is not None and cfg != stored:
+        diff = [f"{k} {v} (the run: {cfg.to_dict()[k]})" for k, v in stored.to_dict().items()
+                if cfg.to_dict()[k] != v and k != "name"]
+        raise FileError(f"{path}: made for chip config {stored.name!r}, not for "
+                        f"{cfg.name!r}" + (f": {', '.join(diff[:4])}"
+                                           + (" ..." if len(diff) > 4 else "") if diff else
+                                           " (same fields, another name)"))
+    return stored

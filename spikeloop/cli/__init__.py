@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import sys
 
+from spikeloop.base.files import LockError
 from spikeloop.base.settings import Command
 from spikeloop.base.settings import main as dispatch
-from spikeloop.cli import chip, rtl
+from spikeloop.cli import chip, explore, nir, rtl
 from spikeloop.experiments import mismatch
 from spikeloop.experiments.mismatch import ExperimentError, MismatchSettings, run_mismatch
+from spikeloop.explore import derive, spec
+from spikeloop.explore.energy import EnergyTableError
+from spikeloop.explore.report import ReportError
+from spikeloop.explore.sweep import SweepError
 from spikeloop.ppu import learn
 from spikeloop.training import replay, train
 from spikeloop.training.replay import ReplayError
@@ -24,6 +29,9 @@ GROUPS = {
     ("rtl",): "the chip's digital logic: Verilog, area, lint, address map",
     ("experiment",): "the paper's experiments on the emulated chip",
     ("ppu",): "programs of the plasticity processor (PPU)",
+    ("explore",): "chip-design variants: what each costs and what it buys (SPEC is short "
+                  "for run SPEC)",
+    ("nir",): "NIR graphs (snnTorch, norse, Sinabs, hxtorch) onto the chip and back",
 }
 
 COMMANDS = (
@@ -55,6 +63,35 @@ COMMANDS = (
     Command(("replay",), replay.ReplaySettings, replay.run,
             "a network trained on the fast backend, replayed on the co-simulated RTL",
             description=replay.__doc__, user_errors=(ReplayError,)),
+    Command(("nir", "import"), nir.ImportSettings, nir.run_import,
+            "map a NIR graph onto a chip instance (placed, converted, quantised)",
+            description="Map a NIR graph onto a calibrated chip instance: populations onto "
+            "neuron circuits, weights onto signed 6-bit synapse pairs (docs/nir.md). Writes "
+            "network.pt (for spikeloop train --init), chip.npz, image.npz and import.json."),
+    Command(("nir", "export"), nir.ExportSettings, nir.run_export,
+            "write a trained network as a NIR graph of the ideal model",
+            description="A network of a run directory (spikeloop train, spikeloop nir "
+            "import) as a NIR graph: CubaLIF hidden, CubaLI readout, Linear weights in "
+            "their real-valued scale (docs/nir.md)."),
+    Command(("nir", "interop"), nir.InteropSettings, nir.run_interop,
+            "snnTorch -> NIR -> the chip and back, on MNIST (needs the extra 'peers')",
+            description="The paper's MNIST network trained in snnTorch, written by its NIR "
+            "exporter, imported and deployed on the chip, trained a few epochs in the loop, "
+            "against spikeloop's own training in the loop; spikeloop's network exported and "
+            "read by snnTorch's importer (docs/nir.md)."),
+    Command(("explore", "run"), explore.ExploreSettings, explore.run,
+            "sweep chip variants over workloads (area, routing, mnist, yinyang)",
+            description="Run a sweep of chip variants (a TOML spec: base preset, axes or "
+            "variants, workloads, seeds, constraints) on a process pool or a Ray cluster, "
+            "cached per point, and draw its report (docs/explore.md). `spikeloop explore "
+            "SPEC ...` is short for `spikeloop explore run SPEC ...`.",
+            user_errors=(spec.SpecError, EnergyTableError, SweepError, LockError)),
+    Command(("explore", "report"), explore.ReportSettings, explore.run_report,
+            "(re)draw a sweep's report: results table, report.md, Pareto plots",
+            user_errors=(ReportError,)),
+    Command(("explore", "energy"), derive.DeriveSettings, derive.run,
+            "derive the energy table's static power from the paper's 2.4 µJ per image",
+            description=derive.__doc__, user_errors=(EnergyTableError,)),
     Command(("ppu", "learn"), learn.LearnSettings, learn.demonstrate,
             "homeostatic synaptic scaling learned on the chip by its PPU, without the host",
             description=learn.__doc__),
@@ -62,6 +99,10 @@ COMMANDS = (
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if (len(argv) > 1 and argv[0] == "explore" and argv[1] not in ("run", "report", "energy")
+            and not argv[1].startswith("-")):
+        argv.insert(1, "run")                  # `explore SPEC` is `explore run SPEC`
     return dispatch("spikeloop", DESCRIPTION, COMMANDS, argv, GROUPS)
 
 

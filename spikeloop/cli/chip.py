@@ -14,11 +14,19 @@ from spikeloop import backends
 from spikeloop.backends import CHIP_BACKENDS, check_backend_device
 from spikeloop.base.config import ChipConfig
 from spikeloop.base.events import InputEvents
+from spikeloop.base.files import (
+    FileError,
+    check_input_file,
+    lock_output_dir,
+    prepare_output_dir,
+    prepare_output_file,
+)
 from spikeloop.base.image import ConfigImage
 from spikeloop.base.ppu_job import WHEN
+from spikeloop.base.protocol import check_run
 from spikeloop.base.settings import option
 from spikeloop.cli.rtl import PRESET_HELP
-from spikeloop.model.chip import Chip, calibrate_to_file
+from spikeloop.model.chip import Chip, calibrate_to_file, check_residual
 from spikeloop.ppu import programs
 from spikeloop.ppu.asm import assemble
 from spikeloop.verify.scenarios import SCENARIOS
@@ -45,12 +53,20 @@ class CalibrateSettings:
     residual: float | None = option(
         None, metavar="F", help="what-if: leave fraction F (0..1) of the mismatch, every "
         "setting F of the way from the calibrated back to the nominal value")
+    force: bool = option(False, help="replace --out (and --plot) when they exist")
 
 
 def calibrate(s: CalibrateSettings) -> int:
+    cfg = ChipConfig.preset(s.preset)
+    if s.chip_seed < 0:
+        raise ValueError(f"chip_seed = {s.chip_seed}; allowed: an integer >= 0")
+    if s.residual is not None:
+        check_residual(s.residual)
+    prepare_output_file(s.out, "--out", overwrite=s.force, example="chip.npz")
+    if s.plot:
+        prepare_output_file(s.plot, "--plot", overwrite=s.force, example="spreads.png")
     print(f"calibrating preset {s.preset}, chip seed {s.chip_seed} (measurement only)")
-    report = calibrate_to_file(ChipConfig.preset(s.preset), s.chip_seed, s.out, s.plot,
-                               s.residual)
+    report = calibrate_to_file(cfg, s.chip_seed, s.out, s.plot, s.residual)
     if s.residual is not None:
         print(f"then {100 * s.residual:g} % of the mismatch put back (--residual): every "
               "setting that fraction of the way back to its nominal value")
@@ -79,15 +95,22 @@ class ScenarioSettings:
     preset: str = option(required=True, help=PRESET_HELP)
     out: str = option(required=True, help="directory for image.npz and events.npz")
     seed: int = option(0, help="generator seed (random scenario)")
+    force: bool = option(False, help="replace image.npz and events.npz when they exist")
 
 
 def scenario(s: ScenarioSettings) -> int:
     cfg = ChipConfig.preset(s.preset)
+    if s.seed < 0:
+        raise ValueError(f"seed = {s.seed}; allowed: an integer >= 0")
+    out = prepare_output_dir(s.out)
+    for name in ("image.npz", "events.npz"):
+        prepare_output_file(out / name, "--out", overwrite=s.force)
     sc = SCENARIOS[s.name](cfg, np.random.default_rng(s.seed))
-    out = Path(s.out)
-    out.mkdir(parents=True, exist_ok=True)
-    sc.image.save(out / "image.npz")
-    sc.events.save(out / "events.npz")
+    with lock_output_dir(out, command="spikeloop scenario") as lock:
+        if lock.note:
+            print(lock.note)
+        sc.image.save(out / "image.npz")
+        sc.events.save(out / "events.npz")
     print(f"scenario {sc.name} (preset {cfg.name}, seed {s.seed}): {sc.what}")
     print(f"wrote {out / 'image.npz'} and {out / 'events.npz'} "
           f"({sc.events.batch} sample(s), {len(sc.events.table)} input events); "
@@ -102,13 +125,19 @@ class RunSettings:
     chip_seed: int = option(required=True, help="which fabricated specimen")
     image: str = option(required=True, help="ConfigImage .npz")
     events: str = option(required=True, help="InputEvents .npz")
-    steps: int = option(required=True, help="analog steps per sample")
-    out: str = option(required=True, help="Observables .npz to write")
+    steps: int = option(required=True, help="analog steps per sample (at most what the "
+                        "32-bit cycle counter can count; refused when input events fall "
+                        "after the run's last cycle)")
+    out: str = option(required=True, help="Observables .npz to write (exactly this name)")
+    force: bool = option(False, help="replace --out when it exists")
     chip: str | None = option(None, help="chip file with its calibration (Chip.save or "
                               "`spikeloop calibrate`); its settings replace the image's")
     run_seed: int = option(0, help="seed of the temporal noise")
     simulator: str = option("verilator", choices=SIMULATORS, help="cosim: the simulator")
     waves: bool = option(False, help="cosim: write FST waveforms")
+    build_dir: str | None = option(None, help="cosim: where the simulator builds are cached "
+                                   "(default $SPIKELOOP_COSIM_BUILD_ROOT, else build/cosim in "
+                                   "a source checkout, else the user's cache directory)")
     device: str = option("cpu", help="fast: the torch device, cpu (default), cuda or cuda:N "
                          "(the same Observables, bit for bit)")
     ppu: str | None = option(None, help="a plasticity-processor program run with the job: an "
@@ -138,9 +167,15 @@ def ppu_job(s: RunSettings, cfg: ChipConfig) -> dict | None:
     if s.ppu in programs.PROGRAMS:
         words = programs.program(s.ppu, cfg).words
     elif Path(s.ppu).is_file():
-        words = assemble(Path(s.ppu).read_text(), cfg).words
+        path = check_input_file(s.ppu, "a PPU assembly file")
+        try:
+            words = assemble(path.read_text(encoding="utf-8"), cfg).words
+        except UnicodeDecodeError:
+            raise FileError(f"--ppu {s.ppu}: not a text file (PPU assembly expected)") from None
+        except ValueError as e:
+            raise FileError(f"--ppu {s.ppu}: {e}") from None
     else:
-        raise ValueError(f"--ppu {s.ppu!r}: neither an assembly file nor a program of "
+        raise FileError(f"--ppu {s.ppu!r}: neither an assembly file nor a program of "
                          f"spikeloop/ppu/programs.py ({', '.join(programs.PROGRAMS)})")
     dmem = []
     for item in s.ppu_dmem:
@@ -157,6 +192,14 @@ def ppu_job(s: RunSettings, cfg: ChipConfig) -> dict | None:
 
 def run(s: RunSettings) -> int:
     cfg = ChipConfig.preset(s.preset)
+    for name, lo in (("chip_seed", 0), ("run_seed", 0), ("steps", 1), ("ppu_max_cycles", 1)):
+        if getattr(s, name) < lo:
+            raise ValueError(f"{name} = {getattr(s, name)}; allowed: an integer >= {lo}")
+    device = check_backend_device(s.backend, s.device)
+    check_run(cfg, s.steps, 1, run_seed=s.run_seed)
+    out = prepare_output_file(s.out, "--out", overwrite=s.force, example="observables.npz")
+    if s.build_dir is not None:
+        prepare_output_dir(s.build_dir, "--build-dir")
     if s.chip:
         chip = Chip.load_expected(s.chip, cfg, s.chip_seed)
     else:
@@ -165,10 +208,12 @@ def run(s: RunSettings) -> int:
     if s.chip:
         image = chip.configure(image)
     events = InputEvents.load(s.events, cfg)
+    check_run(cfg, s.steps, events.batch, events.table[:, 1], run_seed=s.run_seed)
     opts = {}
     if s.backend == "cosim":
         opts = {"simulator": s.simulator, "waves": s.waves}
-    device = check_backend_device(s.backend, s.device)
+        if s.build_dir is not None:
+            opts["build_root"] = s.build_dir
     if s.backend == "fast":
         opts["device"] = device
     job = ppu_job(s, cfg)
@@ -179,11 +224,14 @@ def run(s: RunSettings) -> int:
           f"{events.batch} sample(s), {s.steps} steps"
           + (f"; PPU program {s.ppu} ({len(job['words'])} words, {job['when']})"
              if job else ""))
+    if not s.chip:
+        print(f"note: no --chip: the image's own analog settings run on chip {s.chip_seed} as "
+              "they are, no calibration applied (spikeloop calibrate makes a chip file)")
     t0 = time.perf_counter()
     obs = backends.run(chip, image, events, s.steps, backend=s.backend, run_seed=s.run_seed,
                        **opts)
     dt = time.perf_counter() - t0
-    obs.save(s.out)
+    obs.save(out)
     cycles = int(obs.cycles.sum())
     print(f"{len(obs.spikes)} spikes, {len(obs.records)} recorded events, "
           f"{int(obs.xbar_drops.sum())} crossbar drops, {cycles} cycles "

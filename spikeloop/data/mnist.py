@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import gzip
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -83,8 +84,13 @@ def read_idx(path) -> np.ndarray:
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as e:     # missing, unreadable, corrupt gzip
+        kind = "corrupt or truncated gzip data" if path.suffix == ".gz" and not isinstance(
+            e, FileNotFoundError | PermissionError | IsADirectoryError) else e.strerror or e
+        raise DataError(f"{path}: cannot read the IDX file ({kind})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
         raise DataError(f"{path}: not an IDX file (magic bytes {raw[:4].hex() or 'missing'}; "
                         "expected 00 00 <type 08/09/0b/0c/0d/0e> <ndim>)")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,11 +99,19 @@ def _open_h5(data_dir: Path, split: str):
     import h5py
 
     name = FILES[split]
-    if (data_dir / name).is_file():
-        return h5py.File(data_dir / name, "r"), data_dir / name
-    if (data_dir / (name + ".gz")).is_file():
-        with gzip.open(data_dir / (name + ".gz"), "rb") as f:
-            return h5py.File(io.BytesIO(f.read()), "r"), data_dir / (name + ".gz")
+    for path, gz in ((data_dir / name, False), (data_dir / (name + ".gz"), True)):
+        if not path.is_file():
+            continue
+        try:
+            if gz:
+                with gzip.open(path, "rb") as f:
+                    return h5py.File(io.BytesIO(f.read()), "r"), path
+            return h5py.File(path, "r"), path
+        except (OSError, EOFError, zlib.error, ValueError) as e:
+            kind = ("corrupt or truncated gzip data" if gz and not str(e).startswith("Unable")
+                    else "not a readable HDF5 file")
+            why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+            raise DataError(f"{path}: {kind} ({why})") from None
     raise DataError(f"{data_dir}: SHD {split} file '{name}' (or '{name}.gz') not found; an SHD "
                     f"directory holds {FILES['train']} and {FILES['test']}")
 
@@ -117,13 +126,22 @@ def load_shd(data_dir, split: str = "train", *, n_steps: int = DEFAULT_N_STEPS,
         raise DataError(f"SHD directory {data_dir} does not exist")
     f, path = _open_h5(data_dir, split)
     with f:
-        for key in ("spikes/times", "spikes/units", "labels"):
-            if key not in f:
-                raise DataError(f"{path}: dataset '{key}' missing; an SHD file holds "
-                                "spikes/times, spikes/units and labels")
-        times = [np.asarray(a, dtype=np.float64) for a in f["spikes/times"][:]]
-        units = [np.asarray(a, dtype=np.int64) for a in f["spikes/units"][:]]
-        labels = np.asarray(f["labels"][:], dtype=np.int64)
+        try:      # a corrupt file fails anywhere: in a lookup as in a read
+            for key in ("spikes/times", "spikes/units", "labels"):
+                if key not in f:
+                    raise DataError(f"{path}: dataset '{key}' missing; an SHD file holds "
+                                    "spikes/times, spikes/units and labels")
+            times = [np.asarray(a, dtype=np.float64) for a in f["spikes/times"][:]]
+            units = [np.asarray(a, dtype=np.int64) for a in f["spikes/units"][:]]
+            labels = np.asarray(f["labels"][:], dtype=np.int64).reshape(-1)
+        except DataError:
+            raise
+        except (OSError, ValueError, TypeError, KeyError, RuntimeError) as e:
+            raise DataError(f"{path}: unreadable SHD data ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:120] if str(e) else ''})") from None
+    if not len(times) == len(units) == len(labels):
+        raise DataError(f"{path}: {len(times)} spike-time lists, {len(units)} unit lists and "
+                        f"{len(labels)} labels; they must match")
     for k, (t, u) in enumerate(zip(times, units, strict=True)):
         if len(t) != len(u):
             raise DataError(f"{path}: sample {k} has {len(t)} times but {len(u)} units")

@@ -59,6 +59,7 @@ import torch
 
 from spikeloop.backends import check_backend_device
 from spikeloop.base.config import ChipConfig
+from spikeloop.base.files import atomic_write_text, prepare_output_dir
 from spikeloop.base.settings import option
 from spikeloop.model.chip import Chip
 from spikeloop.nn.chip_network import INFERENCE_SPACING_US
@@ -276,8 +277,7 @@ def _levels(ms: MismatchSettings, chip_a: Chip) -> list[dict]:
 
 def run_mismatch(ms: MismatchSettings, log=print) -> dict:
     ms.check()
-    out = Path(ms.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(ms.out)      # each training run below locks its own directory
     t_start = time.perf_counter()
     if ms.threads is not None:
         torch.set_num_threads(ms.threads)
@@ -349,9 +349,9 @@ def run_mismatch(ms: MismatchSettings, log=print) -> dict:
     result = {"settings": dataclasses.asdict(ms), "per_seed": per_seed, "summary": summary,
               "claims": claims, "residual_levels": levels,
               "wall_s": time.perf_counter() - t_start}
-    (out / "experiment.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    atomic_write_text(out / "experiment.json", json.dumps(result, indent=2, default=float) + "\n")
     table = _table(ms, summary, claims, per_seed, levels)
-    (out / "table.md").write_text(table)
+    atomic_write_text(out / "table.md", table)
     log(table)
     log(f"wrote {out / 'experiment.json'} and {out / 'table.md'} "
         f"({result['wall_s'] / 60:.1f} min)")

@@ -47,6 +47,7 @@ nowhere.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -69,6 +70,84 @@ __all__ = ["ChipNetwork", "BASELINE_SAMPLES", "INFERENCE_SPACING_US"]
 BASELINE_SAMPLES = 16
 #: the paper's inference mode: a sample every 11.8 µs (85 k frames/s)
 INFERENCE_SPACING_US = 11.8
+
+
+@dataclasses.dataclass
+class MeasuredBatch:
+    """One batch run on the chip by a chip network (:func:`measure_batch`)."""
+
+    obs: Observables
+    #: ADC codes minus each neuron's resting code, over the code scale: [T, B, n]
+    norm: np.ndarray
+    #: what the network's ``prepare`` returned (its weights' scales)
+    prepared: object
+    n_steps: int
+    wall_s: float
+    #: analog steps completed when each of the T ADC samples was taken
+    sample_step: np.ndarray
+
+    def spikes_on_grid(self, rows: np.ndarray, size: int, dtype) -> torch.Tensor:
+        """``[T, B, size]`` 0/1 spikes of a population (``rows``: (sample, step,
+        cycle, member)) on the ADC grid: a spike in analog step ``s`` shows first
+        in the ADC sample taken after it."""
+        T, B = self.norm.shape[0], self.norm.shape[1]
+        z = torch.zeros(T, B, size, dtype=dtype)
+        if len(rows):
+            k = np.searchsorted(self.sample_step, rows[:, 1], side="right")
+            keep = k < T
+            z[k[keep], rows[keep, 0], rows[keep, 3]] = 1.0
+        return z
+
+    def record(self, net, *, n_spikes: int, output_scale) -> None:
+        """``net.last_observables`` and ``net.last_stats``: what the run cost on the
+        emulated chip."""
+        cfg = net.chip.cfg
+        obs = self.obs
+        n_live = live_cycles(cfg, self.n_steps)
+        net.last_observables = obs
+        net.last_stats = {
+            "backend": net.backend, "samples": self.norm.shape[1], "analog_steps": self.n_steps,
+            "cycles_per_sample": int(n_live), "emulated_us_per_sample": n_live / cfg.clock_mhz,
+            "wall_s": self.wall_s,
+            "xbar_drops": int(obs.xbar_drops.sum()),
+            "arbiter_drops": int(obs.arbiter_drops.sum()),
+            "record_drops": int(obs.record_drops.sum()),
+            "playback_late": int(obs.playback_late.sum()),
+            "adc_overflow": int(obs.adc_overflow.sum()),
+            "hidden_spikes": int(n_spikes),
+            "inputs_after_window": net._inputs_after_window,
+            "output_scale": output_scale,
+        }
+
+
+def measure_batch(net, raster: torch.Tensor, times_us: torch.Tensor | None,
+                  prepare) -> MeasuredBatch:
+    """Run one batch of a chip network (:class:`ChipNetwork`, or the general one of
+    spikeloop.nir) on its chip: check the input, measure the resting codes once,
+    ``prepare()`` (write the weights), play the input events, normalise the ADC
+    codes.  Counts the samples run (they key the chip's noise) and the input
+    events played."""
+    net.check_input(raster, times_us)
+    T, B = raster.shape[0], raster.shape[1]
+    cfg = net.chip.cfg
+    if T > cfg.adc_buffer_depth:
+        raise ValueError(f"{T} time bins, the ADC buffer of preset {cfg.name!r} holds "
+                         f"{cfg.adc_buffer_depth} samples per neuron")
+    baseline = net.baseline()
+    prepared = prepare()
+    events = net.input_events(raster, times_us)
+    n_steps = net.analog_steps(T)
+    t0 = time.perf_counter()
+    obs = net._run(events, n_steps, int(net.samples_run))
+    wall = time.perf_counter() - t0
+    net.samples_run += B
+    net.last_input_events = len(events.table)
+    if obs.adc.shape[0] < T:
+        raise RuntimeError(f"the chip took {obs.adc.shape[0]} ADC samples, {T} expected")
+    norm = (obs.adc[:T].astype(np.float64) - baseline) / net.code_scale
+    # sample k holds the codes after m_k = (adc_period * (k + 1) - 1) // S completed steps
+    sample_step = (net.adc_period * np.arange(1, T + 1) - 1) // cfg.analog_step_cycles
+    return MeasuredBatch(obs, norm, prepared, n_steps, wall, sample_step)
 
 
 class ChipNetwork(LoopNetwork):
@@ -115,6 +194,8 @@ class ChipNetwork(LoopNetwork):
         self.sample_spacing_us: float | None = None
         self.last_stats: dict = {}
         self.last_observables: Observables | None = None
+        #: the input events the host played in the last forward (energy accounting)
+        self.last_input_events = 0
         self._baseline: np.ndarray | None = None
 
     # -- placement -------------------------------------------------------------------
@@ -235,54 +316,16 @@ class ChipNetwork(LoopNetwork):
     def measure(self, raster: torch.Tensor, times_us: torch.Tensor | None = None):
         """Run one batch on the chip: ``(hidden_v, hidden_z, output_v)`` measured
         and normalised, time-major on the ADC grid; updates :attr:`last_stats`."""
-        self.check_input(raster, times_us)
-        T, B = raster.shape[0], raster.shape[1]
-        cfg = self.chip.cfg
-        if T > cfg.adc_buffer_depth:
-            raise ValueError(f"{T} time bins, the ADC buffer of preset {cfg.name!r} holds "
-                             f"{cfg.adc_buffer_depth} samples per neuron")
-        baseline = self.baseline()
-        s_out = self.write_weights()
-        events = self.input_events(raster, times_us)
-        n_steps = self.analog_steps(T)
-        t0 = time.perf_counter()
-        obs = self._run(events, n_steps, int(self.samples_run))
-        wall = time.perf_counter() - t0
-        self.samples_run += B
-        if obs.adc.shape[0] < T:
-            raise RuntimeError(f"the chip took {obs.adc.shape[0]} ADC samples, {T} expected")
+        m = measure_batch(self, raster, times_us, self.write_weights)
+        s_out = m.prepared
         pl = self.placement
         hid, out = pl.neurons["hidden"], pl.neurons["out"]
-        norm = (obs.adc[:T].astype(np.float64) - baseline) / self.code_scale   # [T, B, n]
         dtype = self.hidden_synapse.weight.dtype
-        hidden_v = torch.as_tensor(norm[:, :, hid], dtype=dtype)
-        output_v = torch.as_tensor(norm[:, :, out] * (self.hidden_scale / s_out), dtype=dtype)
-        hidden_z = torch.zeros(T, B, self.n_hidden, dtype=dtype)
-        rows = pl.spikes_of(obs.spikes, "hidden")          # (sample, step, cycle, member)
-        if len(rows):
-            S = cfg.analog_step_cycles
-            # sample k holds the codes after m_k = (adc_period * (k + 1) - 1) // S
-            # completed steps: a spike in step s shows first in the k with m_k > s
-            sample_step = (self.adc_period * np.arange(1, T + 1) - 1) // S
-            k = np.searchsorted(sample_step, rows[:, 1], side="right")
-            keep = k < T
-            hidden_z[k[keep], rows[keep, 0], rows[keep, 3]] = 1.0
-        n_live = live_cycles(cfg, n_steps)
-        self.last_observables = obs
-        self.last_stats = {
-            "backend": self.backend, "samples": B, "analog_steps": n_steps,
-            "cycles_per_sample": int(n_live),
-            "emulated_us_per_sample": n_live / cfg.clock_mhz,
-            "wall_s": wall,
-            "xbar_drops": int(obs.xbar_drops.sum()),
-            "arbiter_drops": int(obs.arbiter_drops.sum()),
-            "record_drops": int(obs.record_drops.sum()),
-            "playback_late": int(obs.playback_late.sum()),
-            "adc_overflow": int(obs.adc_overflow.sum()),
-            "hidden_spikes": int(len(rows)),
-            "inputs_after_window": self._inputs_after_window,
-            "output_scale": s_out,
-        }
+        hidden_v = torch.as_tensor(m.norm[:, :, hid], dtype=dtype)
+        output_v = torch.as_tensor(m.norm[:, :, out] * (self.hidden_scale / s_out), dtype=dtype)
+        rows = pl.spikes_of(m.obs.spikes, "hidden")        # (sample, step, cycle, member)
+        hidden_z = m.spikes_on_grid(rows, self.n_hidden, dtype)
+        m.record(self, n_spikes=len(rows), output_scale=s_out)
         return hidden_v, hidden_z, output_v
 
     def forward(self, raster: torch.Tensor, times_us: torch.Tensor | None = None

@@ -102,6 +102,15 @@ HIDDEN_SCALE = 240.0
 WEIGHT_MAX = 63
 
 
+def check_raster(raster: torch.Tensor, times_us: torch.Tensor | None, n_in: int) -> None:
+    """A network's input: a ``[T, B, n_in]`` raster and ``[B, n_in]`` spike times or None."""
+    if raster.dim() != 3 or raster.shape[-1] != n_in:
+        raise ValueError(f"raster must be [T, B, {n_in}], got {tuple(raster.shape)}")
+    if times_us is not None and tuple(times_us.shape) != (raster.shape[1], n_in):
+        raise ValueError(f"times_us must be [B, n_in] = [{raster.shape[1]}, {n_in}], "
+                         f"got {tuple(times_us.shape)}")
+
+
 class LoopNetwork(nn.Module):
     """The paper's network and its gradient path, shared by the software and the
     chip networks: ``n_in -> n_hidden LIF -> n_out LI`` (optionally with
@@ -133,11 +142,7 @@ class LoopNetwork(nn.Module):
         self.output = LI(n_out, params)
 
     def check_input(self, raster: torch.Tensor, times_us: torch.Tensor | None = None) -> None:
-        if raster.dim() != 3 or raster.shape[-1] != self.n_in:
-            raise ValueError(f"raster must be [T, B, {self.n_in}], got {tuple(raster.shape)}")
-        if times_us is not None and tuple(times_us.shape) != (raster.shape[1], self.n_in):
-            raise ValueError(f"times_us must be [B, n_in] = [{raster.shape[1]}, {self.n_in}], "
-                             f"got {tuple(times_us.shape)}")
+        check_raster(raster, times_us, self.n_in)
 
     def model_pass(self, raster: torch.Tensor, *, hidden_v=None, hidden_z=None,
                    output_v=None) -> NetworkOutput:

@@ -44,6 +44,7 @@ from spikeloop import backends
 from spikeloop.backends import CHIP_BACKENDS
 from spikeloop.base.config import ChipConfig
 from spikeloop.base.events import InputEvents
+from spikeloop.base.files import atomic_write_text, lock_output_dir
 from spikeloop.base.image import ConfigImage
 from spikeloop.base.layouts import RowSign
 from spikeloop.base.protocol import live_cycles
@@ -288,7 +289,7 @@ def write(result: dict, out) -> dict[str, Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {k: out / v for k, v in FILES.items()}
-    paths["curve"].write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_text(paths["curve"], json.dumps(result, indent=1) + "\n")
     plot(result, paths["plot"])
     return paths
 
@@ -297,8 +298,16 @@ def demonstrate(s: LearnSettings) -> int:
     """``spikeloop ppu learn``: run, write the curve (with ``out``), print the
     summary; exit status 1 when a trial disagrees with the rule computed on the
     host."""
-    result = run(s)
-    paths = write(result, s.out) if s.out else None
+    s.check()
+    lock = lock_output_dir(s.out, command="spikeloop ppu learn") if s.out else None
+    try:
+        if lock is not None and lock.note:
+            print(lock.note)
+        result = run(s)
+        paths = write(result, s.out) if s.out else None
+    finally:
+        if lock is not None:
+            lock.release()
     f, la = result["first"], result["last"]
     cyc = result["ppu_cycles"]
     cfg = ChipConfig.preset(s.preset)

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import torch
 
+from spikeloop.base.files import DirLock, atomic_write_text, prepare_output_dir
 from spikeloop.base.settings import option
 from spikeloop.data import Batches
 from spikeloop.model.chip import Chip
 from spikeloop.training.tasks import build_task
-from spikeloop.training.train import load_network
+from spikeloop.training.train import TrainError, load_network, load_torch_file
 
 
 class ReplayError(RuntimeError):
@@ -44,6 +45,9 @@ class ReplaySettings:
     batch: int = option(10, help="samples per run (default 10)")
     simulator: str = option("verilator", choices=("verilator", "icarus"),
                             help="the co-simulation's simulator (default verilator)")
+    build_dir: str | None = option(None, help="where the simulator builds are cached "
+                                   "(default $SPIKELOOP_COSIM_BUILD_ROOT, else build/cosim in "
+                                   "a source checkout, else the user's cache directory)")
 
 
 def replay(s: ReplaySettings, log=print) -> dict:
@@ -56,7 +60,11 @@ def replay(s: ReplaySettings, log=print) -> dict:
                               "of `spikeloop train --backend fast` (or cosim)")
     if samples < 1 or batch < 1:
         raise ReplayError(f"samples = {samples}, batch = {batch}; both must be >= 1")
-    meta = torch.load(run_dir / "network.pt", weights_only=True)
+    try:
+        meta = load_torch_file(run_dir / "network.pt", "a network.pt of spikeloop train",
+                               ("backend", "settings", "state_dict", "network_kwargs"))
+    except TrainError as e:
+        raise ReplayError(str(e)) from None
     if meta["backend"] not in ("fast", "cosim"):
         raise ReplayError(f"{run_dir} was trained on backend {meta['backend']!r}; replay "
                           "needs a chip backend's run (fast or cosim)")
@@ -68,7 +76,11 @@ def replay(s: ReplaySettings, log=print) -> dict:
     nets = {b: load_network(run_dir / "network.pt", chip=chip, backend=b)[0]
             for b in ("fast", "cosim")}
     for n in nets.values():
-        n.backend_options.update({"simulator": simulator} if n.backend == "cosim" else {})
+        if n.backend == "cosim":
+            n.backend_options["simulator"] = simulator
+            if s.build_dir is not None:
+                n.backend_options["build_root"] = str(prepare_output_dir(s.build_dir,
+                                                                         "--build-dir"))
     n_samples = min(samples, len(task.test))
     log(f"replay {run_dir}: task {st['task']}, preset {chip.cfg.name}, chip seed "
         f"{chip.chip_seed}, {n_samples} test samples in batches of {batch}, "
@@ -109,7 +121,7 @@ def replay(s: ReplaySettings, log=print) -> dict:
               "cosim_accuracy": correct / n_samples,
               "wall_s": t_wall,
               "cycles": int(sum(r["cycles"] for r in rows))}
-    (run_dir / "replay.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(run_dir / "replay.json", json.dumps(report, indent=2) + "\n")
     log(f"replay {'PASSED' if ok else 'FAILED'}: {n_samples} samples, "
         f"{report['cycles']} cycles simulated; fast {t_wall['fast']:.1f} s, cosim "
         f"{t_wall['cosim']:.1f} s; accuracy on these samples {report['cosim_accuracy']:.3f}"
@@ -119,5 +131,12 @@ def replay(s: ReplaySettings, log=print) -> dict:
 
 
 def run(s: ReplaySettings) -> int:
-    """``spikeloop replay``: exit status 0 when the replay passed, 1 when it did not."""
-    return 0 if replay(s)["passed"] else 1
+    """``spikeloop replay``: exit status 0 when the replay passed, 1 when it did not.
+    The run directory is locked meanwhile (no training may write it)."""
+    if not Path(s.run_dir).is_dir():
+        raise ReplayError(f"{s.run_dir}: no such directory (replay takes the output directory "
+                          "of `spikeloop train --backend fast`)")
+    with DirLock(s.run_dir, "spikeloop replay") as lock:
+        if lock.note:
+            print(lock.note)
+        return 0 if replay(s)["passed"] else 1

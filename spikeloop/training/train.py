@@ -44,12 +44,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import platform
 import random
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,9 +60,19 @@ import torch.nn.functional as F
 from spikeloop import plots
 from spikeloop.backends import check_backend_device
 from spikeloop.base.config import PRESETS, ChipConfig
+from spikeloop.base.files import (
+    DirLock,
+    FileError,
+    atomic_open,
+    atomic_write_text,
+    check_input_file,
+    prepare_output_dir,
+)
 from spikeloop.base.settings import option
 from spikeloop.data import Batches
 from spikeloop.model.chip import Chip
+from spikeloop.nir.convert import NirError, init_kwargs
+from spikeloop.nir.network import make_graph_network
 from spikeloop.nn import LIFParameters, SoftwareNetwork
 from spikeloop.nn.chip_network import ChipNetwork
 from spikeloop.nn.placement import PlacementError
@@ -156,7 +166,9 @@ class TrainSettings:
     #: a network.pt whose weights start the run (e.g. retraining a network on
     #: another chip instance); its sizes must match the task's
     init: str | None = option(None, help="start from the weights of this network.pt (e.g. "
-                                         "retrain a network on another chip instance)")
+                                         "retrain a network on another chip instance), or "
+                                         "from a NIR graph or an imported one (`spikeloop "
+                                         "nir import`): its network, with its sizes")
     #: torch threads; recorded, may change on resume.  One by default: the networks
     #: are small, and torch's worker threads do not flush subnormal numbers (see
     #: run()), which makes a second thread 30-60x slower, not faster
@@ -275,6 +287,8 @@ def make_network(backend: str, kwargs: dict, *, chip=None, generator=None, run_s
     """SoftwareNetwork (``software``) or ChipNetwork on ``chip`` (``fast``/``cosim``,
     with the noise seed ``run_seed``; it is a buffer of the network's state too;
     ``device``: where the fast backend emulates the chip; the others run on the cpu)."""
+    if "graph" in kwargs:       # a general network (spikeloop.nir: an imported NIR graph)
+        return make_graph_network(backend, kwargs, chip=chip, run_seed=run_seed, device=device)
     kw = dict(kwargs)
     n_in, n_hidden, n_out = kw.pop("n_in"), kw.pop("n_hidden"), kw.pop("n_out")
     kw["params"] = LIFParameters(**kw["params"])
@@ -295,18 +309,29 @@ def load_network(path, *, chip=None, backend: str | None = None, device: str = "
     to deploy it on); ``device``: where the fast backend emulates the chip.
     Returns ``(net, meta)``.
     """
-    meta = torch.load(path, weights_only=True)
+    meta = load_torch_file(path, "a network.pt of spikeloop train",
+                           ("state_dict", "network_kwargs", "backend"))
+    if not isinstance(meta["backend"], str) or meta["backend"] not in TRAIN_BACKENDS:
+        raise TrainError(f"{path}: not a readable network.pt of spikeloop train (backend "
+                         f"{str(meta['backend'])[:40]!r}; allowed: {', '.join(TRAIN_BACKENDS)})")
     backend = backend or meta["backend"]
     if backend in LOOP_BACKENDS and chip is None:
         raise TrainError(f"load_network(backend={backend!r}) needs the chip instance (chip=)")
-    net = make_network(backend, meta["network_kwargs"], chip=chip, device=device)
-    state = meta["state_dict"]
-    if backend != meta["backend"]:
-        own = net.state_dict()
-        state = {k: v for k, v in state.items() if k in own}
-        net.load_state_dict(state, strict=False)
-    else:
-        net.load_state_dict(state)
+    try:
+        net = make_network(backend, meta["network_kwargs"], chip=chip, device=device)
+        state = meta["state_dict"]
+        if backend != meta["backend"]:
+            own = net.state_dict()
+            state = {k: v for k, v in state.items() if k in own}
+            net.load_state_dict(state, strict=False)
+        else:
+            net.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+        if isinstance(e, TrainError):
+            raise
+        raise TrainError(f"{path}: not a readable network.pt of spikeloop train (its network "
+                         f"does not rebuild: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
     return net, meta
 
 
@@ -438,9 +463,34 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
 
 
 def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def load_torch_file(path, what: str, keys=()) -> dict:
+    """A checkpoint or network file, loaded with ``torch.load(weights_only=True)``
+    only (the file's tensors and plain containers; never code from it).  A file
+    that is missing, corrupt, truncated, not torch's, or lacks ``keys`` is a
+    :class:`TrainError` naming the file; torch's own advice is not passed on."""
+    try:
+        p = check_input_file(path, what)
+    except FileError as e:
+        raise TrainError(str(e)) from None
+    try:
+        with warnings.catch_warnings():     # torch's notes on the pickle protocol: not ours
+            warnings.simplefilter("ignore")
+            obj = torch.load(p, weights_only=True, map_location="cpu")
+    except Exception as e:    # noqa: BLE001 - whatever the file holds, it is not what we wrote
+        kind = ("holds objects other than tensors and plain containers"
+                if "weights_only" in str(e) or "Unpickl" in type(e).__name__
+                else "corrupt, truncated or not a torch file")
+        raise TrainError(f"{path}: not readable as {what} ({kind})") from None
+    if not isinstance(obj, dict):
+        raise TrainError(f"{path}: not {what} (it holds a {type(obj).__name__}, not a dict)")
+    missing = [k for k in keys if k not in obj]
+    if missing:
+        raise TrainError(f"{path}: not {what} (it lacks {', '.join(missing)})")
+    return obj
 
 
 def _seeds(s: TrainSettings) -> dict:
@@ -449,12 +499,50 @@ def _seeds(s: TrainSettings) -> dict:
             "chip": s.chip_seed, "chip_noise": s.run_seed if chip else None}
 
 
+def _graph_network(s: TrainSettings, task: Task, kwargs: dict, ckpt: dict | None,
+                   log: RunLog) -> tuple[dict, Task, str | None]:
+    """A general network instead of the paper's when ``--init`` names a NIR graph or
+    the network file of an imported one (or the checkpoint holds one): its
+    constructor arguments, the task with its spiking neurons as the hidden ones,
+    and ``"nir"``, ``"network"`` or None (the paper's network)."""
+    if ckpt is not None:
+        saved = ckpt.get("network_kwargs", {})
+        found = (saved, "network") if "graph" in saved else None
+    elif s.init is not None:
+        try:
+            found = init_kwargs(s.init, n_in=task.n_in, n_out=task.n_out, dt_us=task.dt_us)
+        except NirError as e:
+            raise TrainError(str(e)) from None
+        except Exception as e:    # noqa: BLE001 - a file torch cannot read: not its advice
+            kind = ("holds objects other than tensors and plain containers"
+                    if "weights_only" in str(e) or "Unpickl" in type(e).__name__
+                    else f"corrupt, truncated or not a network file: {type(e).__name__}")
+            raise TrainError(f"--init {s.init}: not a readable network.pt or NIR graph "
+                             f"({kind})") from None
+    else:
+        found = None
+    if found is None:
+        return kwargs, task, None
+    if s.hidden is not None:
+        raise TrainError(f"--hidden {s.hidden}: the network of --init {s.init} has its own "
+                         "sizes")
+    graph, kind = found
+    if kind == "nir":
+        log.info(f"init: the network and its weights from the NIR graph {s.init}")
+    pops = ", ".join(f"{p['name']!r} ({p['size']} {'LIF' if p['spiking'] else 'readout'})"
+                     for p in graph["graph"]["populations"])
+    log.info(f"network: {task.n_in} inputs -> populations {pops}")
+    return graph, dataclasses.replace(task, n_hidden=graph["n_hidden"],
+                                      recurrent=graph["recurrent"]), kind
+
+
 def _load_init(net, kwargs: dict, path: Path, log: RunLog) -> None:
     """Start from the weights (parameters only: not a chip network's sample counter)
     of the network in ``path``."""
     if not path.is_file():
         raise TrainError(f"--init {path}: no such file (give a network.pt of a training run)")
-    meta = torch.load(path, weights_only=True)
+    meta = load_torch_file(path, "a network.pt of spikeloop train",
+                           ("state_dict", "network_kwargs", "backend"))
     theirs = {k: meta["network_kwargs"][k] for k in ("n_in", "n_hidden", "n_out", "recurrent")}
     ours = {k: kwargs[k] for k in theirs}
     if theirs != ours:
@@ -487,16 +575,24 @@ def _prepare_out(s: TrainSettings) -> tuple[Path, dict | None]:
         if not ckpt_path.is_file():
             raise TrainError(f"--resume: no checkpoint in {out} ({ckpt_path} does not exist); "
                              "start the run without --resume")
-        ckpt = torch.load(ckpt_path, weights_only=True)
+        ckpt = load_torch_file(ckpt_path, "checkpoint of spikeloop train", ("format",))
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise TrainError(f"{ckpt_path}: checkpoint format {ckpt.get('format')!r}; "
                              f"this version reads format {CHECKPOINT_FORMAT}")
+        missing = [k for k in ("epoch", "network", "optimizer", "scheduler", "history", "rng",
+                               "settings", "wall_s") if k not in ckpt]
+        if missing:
+            raise TrainError(f"{ckpt_path}: not a readable checkpoint of spikeloop train (it "
+                             f"lacks {', '.join(missing)})")
         _check_resume(ckpt["settings"], s, ckpt_path)
+        if s.epochs < ckpt["epoch"]:
+            raise TrainError(f"--epochs {s.epochs}: the run in {out} has done {ckpt['epoch']} "
+                             f"epochs already; give --epochs {ckpt['epoch'] + 1} or more to "
+                             "continue it")
         return out, ckpt
     if ckpt_path.exists():
         raise TrainError(f"{out} already holds a run ({ckpt_path}); pass --resume to continue "
                          "it, or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
     return out, None
 
 
@@ -506,9 +602,8 @@ def _get_chip(s: TrainSettings, out: Path, log: RunLog, resuming: bool):
     cfg = s.cfg
     if s.chip_file is not None and not resuming:
         src = Path(s.chip_file)
-        if not src.is_file():
-            raise TrainError(f"--chip {src}: no such file")
         try:
+            check_input_file(src, "a chip file (spikeloop calibrate)")
             chip = Chip.load_expected(src, cfg, s.chip_seed)
         except ValueError as e:
             raise TrainError(f"--chip {e}") from None
@@ -544,8 +639,19 @@ def run(s: TrainSettings) -> dict:
     exists) when the run is refused or fails.
     """
     s.check()
-    out, ckpt = _prepare_out(s)
+    if s.resume and not Path(s.out).is_dir():
+        raise TrainError(f"--resume: no checkpoint in {s.out} (no such directory); start the "
+                         "run without --resume")
+    # the run directory: checked and locked before any work (one writer at a time)
+    lock = DirLock(prepare_output_dir(s.out), "spikeloop train").acquire()
+    try:
+        out, ckpt = _prepare_out(s)
+    except BaseException:
+        lock.release()
+        raise
     log = RunLog(out / LOG, s.progress)
+    if lock.note:
+        log.info(lock.note)
     # Software only: Adam's second moments of the tiny surrogate gradients of a silent
     # network go subnormal and slow the CPU down 30x.  Flushing acts on this thread
     # only (torch's intra-op worker threads keep subnormals: hence threads = 1).  Not
@@ -576,6 +682,7 @@ def run(s: TrainSettings) -> dict:
             torch.set_flush_denormal(False)
         torch.set_num_threads(threads_before)
         log.close()
+        lock.release()
 
 
 @dataclass
@@ -637,6 +744,7 @@ def _start(s: TrainSettings, out: Path, ckpt: dict | None, log: RunLog) -> _Sess
     chip = _get_chip(s, out, log, ckpt is not None) if s.backend in LOOP_BACKENDS else None
     generator = torch.Generator().manual_seed(s.seed)
     kwargs = network_kwargs(s, task)
+    kwargs, task, init_kind = _graph_network(s, task, kwargs, ckpt, log)
     try:
         net = make_network(s.backend, kwargs, chip=chip, generator=generator,
                            run_seed=s.run_seed, device=s.device)
@@ -650,7 +758,7 @@ def _start(s: TrainSettings, out: Path, ckpt: dict | None, log: RunLog) -> _Sess
     opt = torch.optim.Adam(net.parameters(), lr=hp["lr"])
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=s.lr_decay)
     run = _Session(task, chip, net, kwargs, hp, opt, sched, generator, history=[])
-    if s.init is not None and ckpt is None:
+    if s.init is not None and ckpt is None and init_kind != "nir":
         _load_init(net, kwargs, Path(s.init), log)
     if ckpt is not None:
         net.load_state_dict(ckpt["network"])
@@ -762,9 +870,9 @@ def _finish(s: TrainSettings, out: Path, task: Task, net, kwargs: dict, history:
             sample, wall: float, log: RunLog, chip, test_wall: float | None,
             hp: dict) -> dict:
 
-    torch.save({"state_dict": net.state_dict(), "network_kwargs": kwargs,
-                "backend": s.backend, "task": s.task, "preset": s.preset,
-                "chip_seed": s.chip_seed, "settings": s.to_dict()}, out / NETWORK)
+    _atomic_save({"state_dict": net.state_dict(), "network_kwargs": kwargs,
+                  "backend": s.backend, "task": s.task, "preset": s.preset,
+                  "chip_seed": s.chip_seed, "settings": s.to_dict()}, out / NETWORK)
     tested = [r for r in history if r["test_accuracy"] is not None]
     final = tested[-1] if tested else {}
     results = {
@@ -802,10 +910,11 @@ def _finish(s: TrainSettings, out: Path, task: Task, net, kwargs: dict, history:
                     label=int(task.test.labels[0]),
                     title=f"{s.task}, {s.backend}" + (f", {s.preset} chip {s.chip_seed}"
                                                       if measured else ""))
-    (out / RESULTS).write_text(json.dumps(results, indent=2) + "\n")
+    atomic_write_text(out / RESULTS, json.dumps(results, indent=2) + "\n")
     acc = results["final_test_accuracy"]
+    spk = results["final_test_spikes_per_neuron_input"]
     log.info(f"done: {len(history)} epochs, final test accuracy "
              f"{'-' if acc is None else f'{acc:.4f}'}, hidden spikes per neuron and input "
-             f"{results['final_test_spikes_per_neuron_input']}, wall {wall:.1f} s; "
+             f"{'-' if spk is None else f'{spk:.3f}'}, wall {wall:.1f} s; "
              f"wrote {out / RESULTS}")
     return results
