@@ -53,7 +53,7 @@ from spikeloop.model.calibration import CalibrationTargets
 from spikeloop.model.chip import Chip
 from spikeloop.nir.spec import GraphSpec, Population
 from spikeloop.nn import functional as SF
-from spikeloop.nn.chip_network import ChipNetwork, measure_batch
+from spikeloop.nn.chip_network import ChipNetwork, adc_period_cycles, measure_batch
 from spikeloop.nn.modules import HIDDEN_SCALE, WEIGHT_MAX, NetworkOutput, check_raster
 from spikeloop.nn.placement import INPUT, Placement, PlacementError, output_scale, place, quantize
 
@@ -354,10 +354,7 @@ class GraphChipNetwork(GraphNetwork):
         self.chip, self.backend = chip, backend
         self.backend_options = dict(backend_options)
         cfg = chip.cfg
-        self.adc_period = int(round(spec.dt_us * cfg.clock_mhz))
-        if not 0 < self.adc_period < 1 << cfg.adc_period_bits:
-            raise ValueError(f"dt_us = {spec.dt_us} µs is {self.adc_period} cycles; the ADC "
-                             f"period register allows 1..{(1 << cfg.adc_period_bits) - 1}")
+        self.adc_period = adc_period_cycles(cfg, spec.dt_us)
         self.placement = self._place(merged)
         self.mapping = chip_settings(spec, chip, self.placement)
         self.placement.image.analog_settings = self.mapping.settings.copy()

@@ -72,6 +72,16 @@ BASELINE_SAMPLES = 16
 INFERENCE_SPACING_US = 11.8
 
 
+def adc_period_cycles(cfg, dt_us: float, what: str = "dt_us") -> int:
+    """The ADC period register's value for samples every ``dt_us``; refused (naming
+    ``what``) when the register cannot hold it."""
+    period = int(round(dt_us * cfg.clock_mhz))
+    if not 0 < period < 1 << cfg.adc_period_bits:
+        raise ValueError(f"{what} = {dt_us} µs is {period} cycles; "
+                         f"the ADC period register allows 1..{(1 << cfg.adc_period_bits) - 1}")
+    return period
+
+
 @dataclasses.dataclass
 class MeasuredBatch:
     """One batch run on the chip by a chip network (:func:`measure_batch`)."""
@@ -174,10 +184,7 @@ class ChipNetwork(LoopNetwork):
         self.chip, self.backend = chip, backend
         self.backend_options = dict(backend_options)
         cfg = chip.cfg
-        self.adc_period = int(round(params.dt_us * cfg.clock_mhz))
-        if not 0 < self.adc_period < 1 << cfg.adc_period_bits:
-            raise ValueError(f"params.dt_us = {params.dt_us} µs is {self.adc_period} cycles; "
-                             f"the ADC period register allows 1..{(1 << cfg.adc_period_bits) - 1}")
+        self.adc_period = adc_period_cycles(cfg, params.dt_us, "params.dt_us")
         self.placement = self._place(merged)
         image = self.placement.image
         image.analog_settings = chip.settings.copy()
