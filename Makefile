@@ -14,8 +14,10 @@ export PATH = $(if $(VERILATOR_BIN),$(VERILATOR_BIN):)$(abspath $(VENV)/bin):$(O
 PRESET ?= mini
 SIM ?= verilator
 PYTEST_ARGS ?=
+# the functional-coverage databases of `make sim` (spikeloop/verify/fcov.py)
+FCOV := $(abspath build/fcov)
 
-.PHONY: help setup system-deps test test-cuda sim bench lint area export clean distclean
+.PHONY: help setup system-deps test test-cuda sim coverage mutate bench lint area export clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -26,11 +28,11 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch==2.13.0 is pinned: pip takes the CPU build that lies on this machine's disk
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,data,peers,explore]'
+	$(PY) -m pip install -q -e '.[dev,data,peers,explore,bench]'
 	@touch $@
 
-system-deps:  ## Debian's iverilog (Icarus), yosys (cell counts), liblz4-dev (Verilator FST), when absent
-	@missing=""; for t in iverilog yosys; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+system-deps:  ## Debian's iverilog (Icarus), yosys (cell counts), liblz4-dev (Verilator FST), espeak-ng (spoken digits), when absent
+	@missing=""; for t in iverilog yosys espeak-ng; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	test -f /usr/include/lz4.h || missing="$$missing liblz4-dev"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
@@ -52,16 +54,25 @@ test-cuda: setup  ## the tests that need a CUDA device (skipped by `make test` w
 	@$(PY) -c "import sys, torch; torch.cuda.is_available() or sys.exit('make test-cuda: torch ' + torch.__version__ + ' sees no CUDA device here (make test skips these tests)')"
 	$(PY) -m pytest -q -m cuda -p no:cacheprovider -o addopts="" $(PYTEST_ARGS)
 
-sim: setup  ## hardware-verification regression (SIM=verilator|icarus, WAVES=1): scenarios, lint, slow tiers
+sim: setup  ## hardware-verification regression (SIM=verilator|icarus, WAVES=1): scenarios, lint, slow tiers, functional coverage
+	rm -rf $(FCOV)
 	$(PY) -m spikeloop.cli rtl lint --preset mini
 	$(PY) -m spikeloop.cli rtl lint --preset full
-	$(PY) -m spikeloop.verify.regression --simulator $(SIM) --preset $(PRESET)
+	SPIKELOOP_FCOV=$(FCOV) $(PY) -m spikeloop.verify.regression --simulator $(SIM) --preset $(PRESET)
 	# replay: a network trained in the loop on the fast backend, run again on the RTL
 	rm -rf build/sim/replay-yinyang
 	$(PY) -m spikeloop.cli train yinyang --backend fast --preset mini --chip-seed 1 --epochs 4 \
 	  --test-samples 100 --out build/sim/replay-yinyang --no-progress
 	$(PY) -m spikeloop.cli replay build/sim/replay-yinyang --samples 40 --simulator $(SIM)
-	SIM=$(SIM) $(PY) -m pytest -q -n auto -m "slow or cosim" -p no:cacheprovider -o addopts="" $(PYTEST_ARGS)
+	SPIKELOOP_FCOV=$(FCOV) SIM=$(SIM) $(PY) -m pytest -q -n auto -m "slow or cosim or rtl" -p no:cacheprovider -o addopts="" $(PYTEST_ARGS)
+	# functional coverage of every block: the table; fails when a bin is neither hit nor waived
+	$(PY) -m spikeloop.verify.fcov report $(FCOV)
+
+coverage: setup  ## line and toggle coverage of the exported Verilog per component (Verilator; regression and cosim tier)
+	$(PY) -m spikeloop.verify.codecov --preset $(PRESET) --out build/coverage
+
+mutate: setup  ## mutation score: a catalogue of small bugs in the RTL, one at a time on a copy, against the RTL tests
+	nice $(PY) -m spikeloop.verify.mutate --out build/mutate
 
 bench: setup  ## speed: fast backend against a plain torch LIF network (samples/s, same run)
 	$(PY) -m spikeloop.bench fast

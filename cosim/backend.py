@@ -77,6 +77,20 @@ ENV_JOB = "SPIKELOOP_COSIM_JOB"
 #: exported with ``write_verilog -sv`` (``always_comb``, which runs at time 0).
 BUILD_ARGS = {"verilator": (), "icarus": ("-g2005",)}
 
+#: with $SPIKELOOP_VERILATOR_COVERAGE set (to anything but 0), Verilator models
+#: are built with line and toggle coverage (another build: the arguments are
+#: part of its hash) and every run writes ``coverage.dat`` into its run directory
+#: (spikeloop.verify.codecov merges them)
+ENV_COVERAGE = "SPIKELOOP_VERILATOR_COVERAGE"
+COVERAGE_ARGS = ("--coverage-line", "--coverage-toggle")
+
+
+def build_args(simulator: str) -> tuple[str, ...]:
+    """:data:`BUILD_ARGS` of ``simulator``, plus the coverage options when asked for."""
+    if simulator == "verilator" and os.environ.get(ENV_COVERAGE, "0") not in ("", "0"):
+        return BUILD_ARGS[simulator] + COVERAGE_ARGS
+    return BUILD_ARGS[simulator]
+
 log = logging.getLogger("spikeloop.cosim")
 _counter = itertools.count()
 
@@ -91,11 +105,11 @@ def _build(cfg, simulator: str, waves, build_root) -> tuple[runner.BuildInfo, fl
     """(build, seconds this call took, whether it reused a finished build)."""
     t0 = time.monotonic()
     root = str(build_root or runner.default_build_root())
-    key = (cfg, simulator, runner._waves_format(waves), root)
+    key = (cfg, simulator, runner._waves_format(waves), root, build_args(simulator))
     info = _builds.get(key)
     if info is not None and (info.build_dir / runner.STAMP).is_file():
         return info, time.monotonic() - t0, True
-    info = runner.build(cfg, "top", simulator, waves, build_args=BUILD_ARGS[simulator],
+    info = runner.build(cfg, "top", simulator, waves, build_args=build_args(simulator),
                         build_root=build_root)
     _builds[key] = info
     return info, info.seconds, info.cached

@@ -394,59 +394,81 @@ def _lif_kernel(v, ie, ii, exc, inh, has_exc, has_inh, hold, has_hold, noise, ha
                 gain_inh, v_min, v_max, merged, partner, follow,
                 out_v, out_ie, out_ii, out_spikes):
     """:func:`_lif_step_torch`'s operations, element by element, in its order (all
-    float32: the sums are converted to float32 first, as ``.to(dtype)``).  Each
-    row goes through a few short loops with no branch on the flags inside, which
-    the compiler vectorises.  Merged pairs: ``partner[j] != j`` for a top circuit
-    (``merge_top``), ``follow[j] != j`` for a bottom one (``merge_bottom``)."""
+    float32: the sums are converted to float32 first, as ``.to(dtype)``), one row
+    at a time (:func:`lif_row`)."""
     B, n = v.shape
     dv = np.empty(n, dtype=np.float32)
     for b in range(B):
-        oe, oi, ov = out_ie[b], out_ii[b], out_v[b]
-        if has_exc:
-            for j in range(n):
-                oe[j] = np.float32(exc[b, j]) * gain_exc[j] + ie[b, j]
-        else:
-            oe[:] = ie[b]
-        if has_inh:
-            for j in range(n):
-                oi[j] = np.float32(inh[b, j]) * gain_inh[j] + ii[b, j]
-        else:
-            oi[:] = ii[b]
-        if merged:
-            for j in range(n):
-                ov[j] = (v[b, j] - leak[j]) * decay_mem[j] + leak[j]
-                dv[j] = oe[j] * k_exc[j] - oi[j] * k_inh[j]
-            for j in range(n):
-                ov[j] = ov[j] + (dv[j] + dv[partner[j]] if partner[j] != j else dv[j])
-        else:
-            for j in range(n):
-                vv = (v[b, j] - leak[j]) * decay_mem[j] + leak[j]
-                ov[j] = (vv + oe[j] * k_exc[j]) - oi[j] * k_inh[j]
+        # (the rows picked before the call: numba refuses conditional arguments there)
+        be = b if has_exc else 0
+        bi = b if has_inh else 0
+        bh = b if has_hold else 0
+        bn = b if has_noise else 0
+        lif_row(v[b], ie[b], ii[b], exc[be], inh[bi], has_exc, has_inh, hold[bh], has_hold,
+                noise[bn], has_noise, leak, reset, thresh, decay_mem, decay_exc, decay_inh,
+                k_exc, k_inh, gain_exc, gain_inh, v_min, v_max, merged, partner, follow,
+                out_v[b], out_ie[b], out_ii[b], out_spikes[b], dv)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def lif_row(v, ie, ii, exc, inh, has_exc, has_inh, hold, has_hold, noise, has_noise,
+            leak, reset, thresh, decay_mem, decay_exc, decay_inh, k_exc, k_inh, gain_exc,
+            gain_inh, v_min, v_max, merged, partner, follow, ov, oe, oi, os, dv):
+    """One sample's step (1-d rows of ``n`` neurons; ``dv`` float32 scratch [n]):
+    a few short loops with no branch on the flags inside, which the compiler
+    vectorises.  The outputs may be the inputs' own rows (each neuron's inputs
+    are read before its outputs are written; a bottom circuit copies its top's
+    final membrane in the last loop).  Merged pairs: ``partner[j] != j`` for a top
+    circuit (``merge_top``), ``follow[j] != j`` for a bottom one (``merge_bottom``).
+    Called by every compiled caller (the fast backend's whole-run kernel too),
+    so there is one definition."""
+    n = len(ov)
+    if has_exc:
         for j in range(n):
-            oe[j] = oe[j] * decay_exc[j]
-            oi[j] = oi[j] * decay_inh[j]
-        if has_noise:
-            for j in range(n):
-                ov[j] = ov[j] + noise[b, j]
-        os = out_spikes[b]
-        if has_hold:
-            for j in range(n):
-                vv = min(max(ov[j], v_min), v_max)
-                h = hold[b, j]
-                s = (vv >= thresh[j]) and not h
-                ov[j] = reset[j] if (h or s) else vv
-                os[j] = s
-        else:
-            for j in range(n):
-                vv = min(max(ov[j], v_min), v_max)
-                s = vv >= thresh[j]
-                ov[j] = reset[j] if s else vv
-                os[j] = s
-        if merged:
-            for j in range(n):
-                if follow[j] != j:
-                    ov[j] = ov[follow[j]]
-                    os[j] = False
+            oe[j] = np.float32(exc[j]) * gain_exc[j] + ie[j]
+    else:
+        for j in range(n):
+            oe[j] = ie[j]
+    if has_inh:
+        for j in range(n):
+            oi[j] = np.float32(inh[j]) * gain_inh[j] + ii[j]
+    else:
+        for j in range(n):
+            oi[j] = ii[j]
+    if merged:
+        for j in range(n):
+            ov[j] = (v[j] - leak[j]) * decay_mem[j] + leak[j]
+            dv[j] = oe[j] * k_exc[j] - oi[j] * k_inh[j]
+        for j in range(n):
+            ov[j] = ov[j] + (dv[j] + dv[partner[j]] if partner[j] != j else dv[j])
+    else:
+        for j in range(n):
+            vv = (v[j] - leak[j]) * decay_mem[j] + leak[j]
+            ov[j] = (vv + oe[j] * k_exc[j]) - oi[j] * k_inh[j]
+    for j in range(n):
+        oe[j] = oe[j] * decay_exc[j]
+        oi[j] = oi[j] * decay_inh[j]
+    if has_noise:
+        for j in range(n):
+            ov[j] = ov[j] + noise[j]
+    if has_hold:
+        for j in range(n):
+            vv = min(max(ov[j], v_min), v_max)
+            h = hold[j]
+            s = (vv >= thresh[j]) and not h
+            ov[j] = reset[j] if (h or s) else vv
+            os[j] = s
+    else:
+        for j in range(n):
+            vv = min(max(ov[j], v_min), v_max)
+            s = vv >= thresh[j]
+            ov[j] = reset[j] if s else vv
+            os[j] = s
+    if merged:
+        for j in range(n):
+            if follow[j] != j:
+                ov[j] = ov[follow[j]]
+                os[j] = False
 
 
 def _lif_step_torch(state: LIFState, params: LIFParams, exc_sum: torch.Tensor | None,

@@ -274,7 +274,12 @@ def _approx(h, out, flag, fa, fb, ea, r_out):
     False (see :func:`standard_normal_f32_steps`); ``fa``, ``fb``, ``ea``: scratch
     arrays of ``h``'s length; ``r_out``: ``sqrt(-2 ln u1)`` of each (or an empty
     array: not kept)."""
-    k = len(h)
+    _approx_body(h, out, flag, fa, fb, ea, r_out, len(h))
+
+
+@numba.njit(inline="always", **_JIT)
+def _approx_body(h, out, flag, fa, fb, ea, r_out, k):
+    """:func:`_approx` on the first ``k`` entries (inlined into its callers)."""
     ua = fa.view(np.uint64)
     for i in range(k):
         z = h[i]
@@ -361,6 +366,43 @@ def _noise_f32(seed, samples, steps, neurons, cols, sigma, out):
             else:
                 for j in range(n):
                     out[t, b, cols[j]] = z[base + j]
+
+
+@numba.njit(inline="always", **_JIT)
+def sample_key(seed, sample):
+    """The part of the key that one sample's numbers share, ``mix(mix(seed) ^
+    sample)`` (uint64s): :func:`noise_row`'s ``key``."""
+    return _mix(_mix(seed) ^ sample)
+
+
+@numba.njit(inline="always", **_JIT)
+def noise_row(key, step, neurons, cols, sigma, out, h, z, flag, fa, fb, ea, no_r):
+    """One sample's membrane noise of one step, as :func:`_noise_f32` computes it
+    (the same operations, so the same bits): ``out[cols[j]] = float32(z) *
+    sigma[cols[j]]`` for the number ``z`` of (``key`` = :func:`sample_key`,
+    ``step``, ``neurons[j]``) (uint64s); the other entries of ``out`` are left as
+    they are.  ``h``, ``z``, ``flag``, ``fa``, ``fb``, ``ea``: scratch of at least
+    ``len(neurons)`` entries; ``no_r``: an empty float64 array.  Inlined into its
+    caller (the fast backend's whole-run kernel), which allocates nothing."""
+    n = len(neurons)
+    row = _mix(key ^ step)
+    for j in range(n):
+        h[j] = _mix(row ^ neurons[j])
+    _approx_body(h, z, flag, fa, fb, ea, no_r, n)
+    for i in range(n):
+        if flag[i]:
+            z[i] = np.float32(_exact_one(h[i]))
+    for j in range(n):
+        out[cols[j]] = z[j] * sigma[cols[j]]
+
+
+@numba.njit(**_JIT)
+def sample_keys(seed, samples):
+    """:func:`sample_key` of each of ``samples`` (uint64 [B]; ``seed`` a uint64)."""
+    out = np.empty(len(samples), dtype=np.uint64)
+    for b in range(len(samples)):
+        out[b] = sample_key(seed, samples[b])
+    return out
 
 
 def normal_f32_from_hash(h: np.ndarray) -> np.ndarray:

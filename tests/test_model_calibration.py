@@ -9,15 +9,19 @@ import pytest
 import torch
 
 from spikeloop.base.config import FULL, MINI
+from spikeloop.cli import main as cli_main
+from spikeloop.cli.chip import print_residual_sources
 from spikeloop.model.analog import AnalogChipModel
 from spikeloop.model.calibration import (
+    NEURON_TARGET_KEYS,
     REQUIRED_RATIOS,
     CalibrationResult,
     ChipProbe,
     calibrate,
+    decalibrated_targets,
     spread_report,
 )
-from spikeloop.model.chip import calibrate_to_file, report_path
+from spikeloop.model.chip import adc_channel_report, calibrate_to_file, report_path
 
 pytestmark = pytest.mark.unit
 
@@ -110,5 +114,124 @@ def test_calibrate_to_file_writes_loadable_result(tmp_path):
     res = CalibrationResult.load(out)
     assert res.preset == "mini" and res.chip_seed == 0 and res.targets.tau_mem_us == 6.0
     assert res.report["all_ok"]
+    check_adc_channels_and_measurement(rep)
     # the saved settings are those of another calibration of the same chip
     assert torch.equal(res.settings, _calibrated(MINI, 0)[1].settings)
+
+
+# -- what a calibration leaves: readout noise and finite repetitions --------------------
+def test_readout_noise_is_deterministic_and_apart_from_the_membrane_noise():
+    chip = AnalogChipModel(MINI, 0)
+    s = chip.nominal_settings()
+    quiet = ChipProbe(chip).run(s, 40).adc_codes
+    a = ChipProbe(chip, readout_noise_lsb=2.0).run(s, 40).adc_codes
+    b = ChipProbe(chip, readout_noise_lsb=2.0).run(s, 40).adc_codes
+    assert torch.equal(a, b)                                 # same probe seed, same numbers
+    d = (a - quiet).to(torch.float64)
+    assert 1.5 < float(d.std()) < 2.5                        # about 2 LSB on top
+    other = ChipProbe(chip, readout_noise_lsb=2.0, run_seed=1).run(s, 40).adc_codes
+    assert not torch.equal(other, a)
+    with pytest.raises(ValueError, match="readout_noise_lsb = -1.0; allowed: a number >= 0"):
+        ChipProbe(chip, readout_noise_lsb=-1.0)
+    with pytest.raises(ValueError, match="reps = 0; allowed: an integer >= 1"):
+        calibrate(ChipProbe(chip), reps=0)
+
+
+def test_noisy_few_repetition_calibration_leaves_more_but_stays_within_the_limits():
+    chip, _, clean = _calibrated(MINI, 0)
+    res = calibrate(ChipProbe(chip, readout_noise_lsb=2.0), reps=2)
+    rep = spread_report(chip, chip.nominal_settings(), res.settings)
+    assert rep["all_ok"], {k: v["ratio"] for k, v in rep["params"].items()}
+    # the time constants are where measurement noise shows most
+    for name in ("tau_mem", "tau_syn_exc", "tau_syn_inh"):
+        assert rep["params"][name]["std_after"] > 1.5 * clean["params"][name]["std_after"]
+
+
+def check_adc_channels_and_measurement(rep):
+    """The report of calibrate_to_file (MINI, chip 0) on the ADC channels and the
+    measurement (test_calibrate_to_file_writes_loadable_result)."""
+    adc = rep["adc_channels"]
+    chip = AnalogChipModel(MINI, 0)
+    assert adc["limit_lsb"] == 3.0
+    assert adc["offset_max_abs_lsb"] == pytest.approx(np.abs(chip.mismatch.adc_offset_lsb).max())
+    assert adc["ok"] == (adc["within_limit_fraction"] == 1.0)
+    assert rep["measurement"] == {"reps": 8, "readout_noise_lsb": 0.0}
+
+
+# -- deliberate decalibration ---------------------------------------------------------------
+def test_decalibrated_targets_have_the_requested_spread_and_depend_on_the_seed_only():
+    n = 20000
+    for sigma in (0.1, 0.3):
+        t = decalibrated_targets(n, sigma, "all", 3)
+        assert set(t) == set(NEURON_TARGET_KEYS)
+        for k in ("tau_mem_us", "tau_syn_exc_us", "tau_syn_inh_us"):
+            assert np.std(t[k]) / 6.0 == pytest.approx(sigma, rel=0.03)
+            assert np.mean(t[k]) == pytest.approx(6.0, rel=0.01)
+        assert np.std(t["threshold_lsb"] - 80.0) / 70.0 == pytest.approx(sigma, rel=0.03)
+    # clipped at 10 % of the nominal value: at 50 % the spread is a little below sigma
+    t = decalibrated_targets(n, 0.5, "tau", 3)
+    assert set(t) == {"tau_mem_us", "tau_syn_exc_us", "tau_syn_inh_us"}
+    assert t["tau_mem_us"].min() == pytest.approx(0.6)
+    assert 0.45 < np.std(t["tau_mem_us"]) / 6.0 < 0.5
+    assert set(decalibrated_targets(n, 0.2, "threshold", 3)) == {"threshold_lsb"}
+    assert decalibrated_targets(n, 0.0, "all", 3) == {}
+    # the same seed draws the same neurons at every level; another seed others
+    a, b = decalibrated_targets(50, 0.1, "all", 3), decalibrated_targets(50, 0.4, "all", 3)
+    np.testing.assert_allclose((b["tau_mem_us"] / 6 - 1) / 0.4, (a["tau_mem_us"] / 6 - 1) / 0.1)
+    np.testing.assert_array_equal(decalibrated_targets(50, 0.1, "tau", 3)["tau_mem_us"],
+                                  a["tau_mem_us"])
+    assert not np.array_equal(decalibrated_targets(50, 0.1, "all", 4)["tau_mem_us"],
+                              a["tau_mem_us"])
+    for args, msg in (((50, 0.1, "taus", 0), "group = 'taus'; allowed: tau, threshold, all"),
+                      ((50, 1.5, "all", 0), r"sigma = 1.5; allowed: a number in \[0, 1\]"),
+                      ((50, 0.1, "all", -1), "seed = -1; allowed: an integer >= 0")):
+        with pytest.raises(ValueError, match=msg):
+            decalibrated_targets(*args)
+
+
+def test_calibration_to_individual_targets_reaches_them():
+    chip = AnalogChipModel(MINI, 2)
+    nt = decalibrated_targets(MINI.n_neurons, 0.3, "all", 1)
+    res = calibrate(ChipProbe(chip), neuron_targets=nt)
+    p = {k: v.numpy() for k, v in chip.physical(res.settings).as_dict().items()}
+    lsb = 1.2 / 256
+    true = {"tau_mem_us": p["tau_mem_us"], "tau_syn_exc_us": p["tau_syn_exc_us"],
+            "tau_syn_inh_us": p["tau_syn_inh_us"],
+            "threshold_lsb": (p["v_thresh_v"] - p["v_leak_v"]) / lsb + 80.0}
+    for k, want in nt.items():
+        base = 80.0 if k == "threshold_lsb" else 0.0
+        rel = (true[k] - base) / (want - base) - 1.0
+        assert np.median(np.abs(rel)) < 0.05, (k, rel)
+        assert np.corrcoef(true[k], want)[0, 1] > 0.95, k
+    # the leak and the reset stay at their nominal targets
+    assert np.abs(p["v_leak_v"] / lsb - 80).max() < 6
+    # the per-neuron targets travel with the calibration
+    path = "/dev/null"
+    again = CalibrationResult.from_arrays(res.arrays(), path)
+    assert set(again.neuron_targets) == set(nt)
+    for k in nt:
+        np.testing.assert_array_equal(again.neuron_targets[k], nt[k])
+    with pytest.raises(ValueError, match="unknown key 'leak_lsb'"):
+        calibrate(ChipProbe(chip), neuron_targets={"leak_lsb": np.ones(16)})
+    with pytest.raises(ValueError, match=r"allowed: 16 finite positive numbers"):
+        calibrate(ChipProbe(chip), neuron_targets={"tau_mem_us": np.ones(3)})
+
+
+def test_cli_calibrate_prints_what_the_calibration_leaves(capsys):
+    chip, _, rep = _calibrated(MINI, 0)
+    print_residual_sources({**rep, "measurement": {"reps": 8, "readout_noise_lsb": 0.0},
+                            "adc_channels": adc_channel_report(chip)})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "measurements: 8 repetitions each, membrane noise 1.5 mV, ADC readout " \
+                     "noise 0 LSB"
+    assert out[1].startswith("ADC channels (not calibrated): offset std ")
+    assert "within 3 LSB: " in out[1]
+    assert out[2].startswith("PSP efficacy spread after calibration (std/mean over neurons): ")
+    assert out[3].startswith("not modelled: per-synapse weight (DAC) mismatch")
+    for args, msg in ((["--reps", "0"], "reps = 0; allowed: an integer >= 1"),
+                      (["--readout-noise-lsb", "-2"],
+                       "readout_noise_lsb = -2.0; allowed: a number >= 0")):
+        assert cli_main(["calibrate", "--preset", "mini", "--chip-seed", "0", "--out",
+                         "/nonexistent/x.npz", *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], err

@@ -182,10 +182,18 @@ def _dense_image(cfg, rng):
 @given(seed=st.integers(0, 2**32 - 1), n_events=st.integers(0, 24),
        spike_rate=st.sampled_from([0.0, 0.2, 0.9]))
 def test_top_matches_composed_reference(seed, n_events, spike_rate):
-    cfg = MINI
+    compare_top(MINI, seed, n_events, spike_rate)
+
+
+def compare_top(cfg, seed, n_events, spike_rate, adjust=None):
+    """A dense random image (``adjust(img)`` changes it further), ``n_events`` input
+    events and spikes at ``spike_rate``: the top level against the composed
+    reference, every cycle, then every counter, the record and the ADC samples."""
     rng = np.random.default_rng(seed)
     print(f"seed {seed}")
     img = _dense_image(cfg, rng)
+    if adjust is not None:
+        adjust(img)
     cycles = 6 * cfg.analog_step_cycles
     ev = sorted((int(rng.integers(0, cycles // 2)), int(rng.integers(0, cfg.n_ext_inputs)),
                  int(rng.integers(0, 1 << cfg.event_label_bits)) & ~0b111100)

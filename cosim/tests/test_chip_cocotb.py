@@ -12,7 +12,7 @@ import os
 
 import cocotb
 
-from spikeloop.cosim import engine
+from spikeloop.cosim import engine, monitor
 from spikeloop.cosim.engine import ENV_JOB
 
 NO_JOB = ENV_JOB not in os.environ
@@ -22,8 +22,14 @@ NO_JOB = ENV_JOB not in os.environ
 async def test_run_job(dut):
     """The image, the PPU program, then per sample: playback, run with the
     analog bridge, stop, drain, read back; the Observables go to the job's
-    output path, the stats to its stats path."""
-    await engine.run_job(dut)
+    output path, the stats to its stats path.  With $SPIKELOOP_FCOV_MONITOR the
+    functional-coverage monitor samples the chip every cycle (cosim/monitor.py)."""
+    mon = monitor.start(dut)
+    try:
+        await engine.run_job(dut)
+    finally:
+        if mon is not None:
+            mon.stop()
 
 
 @cocotb.test(skip=NO_JOB)
@@ -36,4 +42,9 @@ async def test_ceiling_job(dut):
 @cocotb.test(skip=NO_JOB)
 async def test_readback_job(dut):
     """Every word of the job's image written through the host bus and read back."""
-    await engine.run_readback_job(dut)
+    mon = monitor.start(dut)
+    try:
+        await engine.run_readback_job(dut)
+    finally:
+        if mon is not None:
+            mon.stop()

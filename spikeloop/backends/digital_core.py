@@ -48,6 +48,8 @@ import numba
 import numpy as np
 
 from spikeloop.base.config import ChipConfig
+from spikeloop.model.analog import lif_row
+from spikeloop.model.noise import noise_row
 
 _U64 = np.uint64
 #: de Bruijn sequence and table: the index of the lowest set bit of a uint64
@@ -209,10 +211,15 @@ class DigitalState:
         # docstring), and its scratch
         state = State(*(getattr(self, f) for f in State._fields))
         counters = Counters(*(getattr(self, f) for f in Counters._fields))
-        cycle = Cycle(np.zeros(I, dtype=np.bool_), np.zeros(I, dtype=np.int64),
-                      np.zeros(O, dtype=np.int64), np.zeros(O, dtype=np.bool_),
-                      np.zeros(I * O, dtype=np.int64), np.zeros(I * O, dtype=np.int64))
-        self._bundles = tuple(tuple(x) for x in (self.config, state, counters, cycle))
+        self._bundles = tuple(tuple(x) for x in (self.config, state, counters,
+                                                 self.new_cycle()))
+
+    def new_cycle(self) -> tuple:
+        """A :class:`Cycle` scratch (as a tuple): one per thread that runs samples."""
+        I, O = self.config.I, self.config.O
+        return tuple(Cycle(np.zeros(I, dtype=np.bool_), np.zeros(I, dtype=np.int64),
+                           np.zeros(O, dtype=np.int64), np.zeros(O, dtype=np.bool_),
+                           np.zeros(I * O, dtype=np.int64), np.zeros(I * O, dtype=np.int64)))
 
     def window(self, g0: int, g1: int, n_live: int, spike_b: np.ndarray, spike_n: np.ndarray,
                rel_ptr: np.ndarray, rel_end: np.ndarray, rel: np.ndarray,
@@ -239,8 +246,7 @@ def run_window(win, cf, st, cnt, cy, acts):
     ``rel_end[b]``).  Writes the window's driver activations to ``acts`` rows
     (sample, half, driver, address) and returns their number."""
     win, cf, st, cnt, cy = Window(*win), Config(*cf), State(*st), Counters(*cnt), Cycle(*cy)
-    g0, g1, spike_b, rel_ptr, rel_end, rel = (
-        win.g0, win.g1, win.spike_b, win.rel_ptr, win.rel_end, win.rel)
+    spike_b = win.spike_b
     B = st.arb_len.shape[0]
     n_acts = 0
     n_busy = 0
@@ -250,33 +256,47 @@ def run_window(win, cf, st, cnt, cy, acts):
         s0 = sp
         while sp < len(spike_b) and spike_b[sp] == b:
             sp += 1
-        has_spikes = sp > s0
-        g = g0
-        while g < g1:
-            r = rel_ptr[b]
-            release = r < rel_end[b] and rel[r, 0] == g
-            first = g == g0 and has_spikes
-            if not (first or release or st.arb_busy[b] or st.xb_words[b]):
-                # nothing in flight: skip to the next release (or the window's end)
-                g = g1
-                if r < rel_end[b] and rel[r, 0] < g1:
-                    g = rel[r, 0]
-                continue
-            n_busy += 1
-            time = g if g < win.n_live else win.n_live
-            # the stages in model/digital/top.py's order
-            _arbiters(b, cf, st, cy)
-            if first:
-                _spikes_in(b, cf, st, cnt, win.spike_n, s0, sp)
-            _playback(b, cf, cy, win, r, release)
-            _crossbar_grants(b, cf, st, cy)
-            n_acts = _drivers(b, cf, st, cnt, cy, acts, n_acts)
-            if cf.O > cf.NB:
-                _recorder(b, cf, st, cnt, cy, time)
-            _crossbar_update(b, cf, st, cnt, cy)
-            g += 1
+        n_acts, busy = _window_sample(b, win.g0, win.g1, win.n_live, win.spike_n, s0, sp,
+                                      win.rel_ptr, win.rel_end, win.rel, cf, st, cnt, cy,
+                                      acts, n_acts)
+        n_busy += busy
     cnt.busy[0] += n_busy
     return n_acts
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _window_sample(b, g0, g1, n_live, spike_n, s0, s1, rel_ptr, rel_end, rel, cf, st, cnt, cy,
+                   acts, n_acts):
+    """Cycles ``g0 .. g1-1`` of sample ``b`` (see :func:`run_window`; its spikes
+    of cycle ``g0`` are ``spike_n[s0:s1]``); its activations go to ``acts`` from
+    row ``n_acts`` on.  Returns ``(n_acts, sample-cycles run)``."""
+    has_spikes = s1 > s0
+    n_busy = 0
+    g = g0
+    while g < g1:
+        r = rel_ptr[b]
+        release = r < rel_end[b] and rel[r, 0] == g
+        first = g == g0 and has_spikes
+        if not (first or release or st.arb_busy[b] or st.xb_words[b]):
+            # nothing in flight: skip to the next release (or the window's end)
+            g = g1
+            if r < rel_end[b] and rel[r, 0] < g1:
+                g = rel[r, 0]
+            continue
+        n_busy += 1
+        time = g if g < n_live else n_live
+        # the stages in model/digital/top.py's order
+        _arbiters(b, cf, st, cy)
+        if first:
+            _spikes_in(b, cf, st, cnt, spike_n, s0, s1)
+        _playback(b, cf, cy, rel, rel_ptr, r, release)
+        _crossbar_grants(b, cf, st, cy)
+        n_acts = _drivers(b, cf, st, cnt, cy, acts, n_acts)
+        if cf.O > cf.NB:
+            _recorder(b, cf, st, cnt, cy, time)
+        _crossbar_update(b, cf, st, cnt, cy)
+        g += 1
+    return n_acts, n_busy
 
 
 @numba.njit(cache=True, nogil=True)
@@ -339,17 +359,16 @@ def _spikes_in(b, cf, st, cnt, spike_n, s0, s1):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _playback(b, cf, cy, win, r, release):
-    """Playback of sample ``b``: one release per cycle at most (``win.rel[r]``
-    when ``release``), on the crossbar inputs ``K .. I-1``."""
+def _playback(b, cf, cy, rel, rel_ptr, r, release):
+    """Playback of sample ``b``: one release per cycle at most (``rel[r]`` when
+    ``release``), on the crossbar inputs ``K .. I-1``."""
     in_valid = cy.in_valid
     for i in range(cf.K, cf.I):
         in_valid[i] = False
     if release:
-        rel = win.rel
         in_valid[rel[r, 1]] = True
         cy.in_label[rel[r, 1]] = rel[r, 2]
-        win.rel_ptr[b] = r + 1
+        rel_ptr[b] = r + 1
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -489,8 +508,14 @@ def accumulate(acts, drivers_per_half, row_weight, row_label, row_sign, acc):
     synapses whose label is the address, by the row's sign (``row_sign``
     [halves * drivers, 2]: 0 exc, 1 inh, -1 off; ``row_weight``, ``row_label``
     [halves * drivers, 2, columns])."""
+    _accumulate(acts, len(acts), drivers_per_half, row_weight, row_label, row_sign, acc)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _accumulate(acts, k, drivers_per_half, row_weight, row_label, row_sign, acc):
+    """:func:`accumulate` of the first ``k`` rows of ``acts``."""
     C = acc.shape[3]
-    for m in range(len(acts)):
+    for m in range(k):
         b, h, address = acts[m, 0], acts[m, 1], acts[m, 3]
         hd = h * drivers_per_half + acts[m, 2]
         for r in range(2):
@@ -517,4 +542,215 @@ def nonzero2(mask):
                 out[q, 0] = b
                 out[q, 1] = j
                 q += 1
+    return out
+
+
+# -- the whole run of a batch's samples: analog steps and windows, compiled ----------
+
+class Run(NamedTuple):
+    """What :func:`run_samples` reads of one run (and the outputs it fills)."""
+
+    S: int                      #: cycles per analog step
+    n_steps: int                #: analog steps
+    n_live: int                 #: running cycles
+    end: int                    #: the last window's end (running cycles + drain)
+    rel_ptr: np.ndarray         #: [B] playback: each sample's next release (advanced here)
+    rel_end: np.ndarray         #: [B] the end of its releases
+    rel: np.ndarray             #: [k, 3] releases (cycle, crossbar input, label)
+    adc_steps: np.ndarray       #: [J] the analog step each stored ADC sample shows (sorted)
+    adc: np.ndarray             #: [J, B, n] int64: the codes (written here)
+    adc_scale: np.ndarray       #: [n] float32 codes per volt
+    adc_offset: np.ndarray      #: [n] float32 offset plus the rounding's 0.5
+    code_max: float             #: the highest code
+    code_mask: int              #: ``(1 << adc_bits) - 1``
+    has_refr: bool              #: some neuron has a refractory period
+    q: int                      #: cycles per prescaler tick (``2**prescale``)
+    refractory: np.ndarray      #: [n] int64 each neuron's period (ticks)
+    enable: np.ndarray          #: [n] bool the neuron's spikes go to its arbiter
+    D: int                      #: synapse drivers per half
+    row_weight: np.ndarray      #: [H * D, 2, C] int32
+    row_label: np.ndarray       #: [H * D, 2, C]
+    row_sign: np.ndarray        #: [H * D, 2] 0 exc, 1 inh, -1 off
+    has_noise: bool             #: the membrane noise is on
+    keys: np.ndarray            #: [B] uint64 each sample's noise key (noise.sample_key)
+    neurons: np.ndarray         #: [m] uint64 the neurons whose noise is computed
+    cols: np.ndarray            #: [m] int64 the same, as indices
+    sigma: np.ndarray           #: [n] float32 per-step noise std
+    bits: np.ndarray            #: [B, n_steps, words] uint64: the spikes (written here)
+
+
+class Analog(NamedTuple):
+    """The analog side's state, one row per sample (updated in place)."""
+
+    v: np.ndarray               #: [B, n] float32 membranes
+    ie: np.ndarray              #: [B, n] float32 excitatory currents
+    ii: np.ndarray              #: [B, n] float32 inhibitory currents
+    acc: np.ndarray             #: [2, B, H, C] int32 the step's weight sums (exc, inh)
+    acc_n: np.ndarray           #: the same memory as [2, B, n]
+    cnt: np.ndarray             #: [B, n] int64 refractory counters
+
+
+class Scratch(NamedTuple):
+    """One thread's scratch (nothing is allocated inside :func:`run_samples`)."""
+
+    acts: np.ndarray            #: [rows, 4] one window's driver activations of a sample
+    dv: np.ndarray              #: [n] float32 (lif_row)
+    noise: np.ndarray           #: [n] float32 zeros, then each step's noise
+    h: np.ndarray               #: [m] uint64 (noise_row)
+    z: np.ndarray               #: [m] float32
+    flag: np.ndarray            #: [m] bool
+    fa: np.ndarray              #: [m] float64
+    fb: np.ndarray              #: [m] float64
+    ea: np.ndarray              #: [m] float64
+    no_r: np.ndarray            #: [0] float64
+    fired: np.ndarray           #: [n] bool
+    hold: np.ndarray            #: [n] bool
+    spike_n: np.ndarray         #: [n] int64 the enabled neurons that fired
+
+
+@numba.njit(cache=True, nogil=True, _nrt=False, error_model="numpy")
+def run_samples(b0, b1, run, lif, an, cf, st, cnt, cy, sc):
+    """Samples ``b0 .. b1-1`` of a run from the clear cycle to the end of the
+    drain, each sample alone: per analog step the step's weight sums (the
+    window before it), its membrane noise (model/noise.py's ``noise_row``), the
+    LIF update (model/analog.py's ``lif_row``), the ADC codes it shows, the
+    refractory counters, then the window's cycles of the digital side
+    (:func:`_window_sample`).  The same operations in the same order as the
+    step-by-step path of spikeloop/backends/fast.py (and the reference), so
+    the same bits; the samples share nothing, so threads may run disjoint
+    ranges at once (each with its own ``cy``, ``sc`` and ``cnt.busy``).
+
+    ``run``: :class:`Run`; ``lif``: the LIF constants (model/analog.py's
+    ``_kernel_params``); ``an``: :class:`Analog`; ``cf``, ``st``, ``cnt``,
+    ``cy``: as :func:`run_window`'s; ``sc``: :class:`Scratch` (bundles as tuples).
+
+    numba's cache (``cache=True``) keys this kernel by this file alone, while
+    its machine code holds ``lif_row`` and ``noise_row`` from model/: after a
+    change there, ``make clean`` drops the stale cache (tests/test_fast_whole_run.py
+    compares this kernel with the step-by-step path, whose cache follows model/)."""
+    run, an, cf, st, cnt, cy, sc = (Run(*run), Analog(*an), Config(*cf), State(*st),
+                                    Counters(*cnt), Cycle(*cy), Scratch(*sc))
+    (leak, reset, thresh, decay_mem, decay_exc, decay_inh, k_exc, k_inh, gain_exc, gain_inh,
+     v_min, v_max, merged, partner, follow) = lif
+    S, n_steps, q = run.S, run.n_steps, run.q
+    n = an.v.shape[1]
+    J = len(run.adc_steps)
+    fired, hold, spike_n = sc.fired, sc.hold, sc.spike_n
+    n_busy = 0
+    for b in range(b0, b1):
+        v, ie, ii, cnt_b = an.v[b], an.ie[b], an.ii[b], an.cnt[b]
+        exc, inh = an.acc_n[0, b], an.acc_n[1, b]
+        cnt_cycle = 0
+        j_adc = _codes(0, b, v, run, 0, J)
+        n_acts = 0
+        for w in range(n_steps + 1):
+            g0 = w * S
+            g1 = (w + 1) * S if w < n_steps else run.end
+            n_spk = 0
+            if w:
+                k = w - 1
+                if run.has_refr:
+                    dt = _ticks(cnt_cycle, g0, q)
+                    for j in range(n):
+                        c = cnt_b[j]
+                        if dt:
+                            c = max(c - dt, 0)
+                            cnt_b[j] = c
+                        hold[j] = c != 0
+                    cnt_cycle = g0
+                _accumulate(sc.acts, n_acts, run.D, run.row_weight, run.row_label,
+                            run.row_sign, an.acc)
+                if run.has_noise:
+                    noise_row(run.keys[b], _U64(k), run.neurons, run.cols, run.sigma, sc.noise,
+                              sc.h, sc.z, sc.flag, sc.fa, sc.fb, sc.ea, sc.no_r)
+                lif_row(v, ie, ii, exc, inh, True, True, hold, run.has_refr, sc.noise,
+                        run.has_noise, leak, reset, thresh, decay_mem, decay_exc, decay_inh,
+                        k_exc, k_inh, gain_exc, gain_inh, v_min, v_max, merged, partner,
+                        follow, v, ie, ii, fired, sc.dv)
+                for j in range(n):
+                    exc[j] = 0
+                    inh[j] = 0
+                bits = run.bits[b, k]
+                for j in range(n):
+                    if fired[j]:
+                        bits[j >> 6] |= _U64(1) << _U64(j & 63)
+                j_adc = _codes(w, b, v, run, j_adc, J)
+                if run.has_refr:
+                    dt = _ticks(g0, g0 + 1, q)
+                    for j in range(n):
+                        c = cnt_b[j]
+                        if dt:
+                            c = max(c - dt, 0)
+                        if fired[j] and run.enable[j]:
+                            c = run.refractory[j]
+                        cnt_b[j] = c
+                    cnt_cycle = g0 + 1
+                for j in range(n):
+                    if fired[j] and run.enable[j]:
+                        spike_n[n_spk] = j
+                        n_spk += 1
+            n_acts, busy = _window_sample(b, g0, g1, run.n_live, spike_n, 0, n_spk,
+                                          run.rel_ptr, run.rel_end, run.rel, cf, st, cnt, cy,
+                                          sc.acts, 0)
+            n_busy += busy
+    cnt.busy[0] += n_busy
+    return 0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _ticks(lo, hi, q):
+    """Prescaler ticks in cycles ``lo .. hi-1`` (FastChip._ticks)."""
+    return -(-hi // q) - (-(-lo // q))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _codes(w, b, v, run, j, J):
+    """The ADC samples that show the membranes after step ``w``: stored sample
+    ``j`` on, while ``adc_steps[j] == w`` (model/adc.py's conversion: ``floor(v
+    * scale + offset)`` in float32, clamped to the codes, as int64, masked).
+    Returns the next stored sample."""
+    if j >= J or run.adc_steps[j] != w:
+        return j
+    row = run.adc[j, b]
+    for i in range(len(v)):
+        x = np.floor(v[i] * run.adc_scale[i] + run.adc_offset[i])
+        if x < 0:
+            x = np.float32(0)
+        elif x > run.code_max:
+            x = np.float32(run.code_max)
+        row[i] = np.int64(x) & run.code_mask
+    j += 1
+    while j < J and run.adc_steps[j] == w:
+        dst = run.adc[j, b]
+        for i in range(len(v)):
+            dst[i] = row[i]
+        j += 1
+    return j
+
+
+@numba.njit(cache=True, nogil=True)
+def spikes_from_bits(bits):
+    """The spikes of :func:`run_samples`' bits [B, n_steps, words]: [k, 3] int64
+    (sample, step, neuron) in that order."""
+    B, T, W = bits.shape
+    k = 0
+    for b in range(B):
+        for t in range(T):
+            for q in range(W):
+                x = bits[b, t, q]
+                while x:
+                    x &= x - _U64(1)
+                    k += 1
+    out = np.empty((k, 3), dtype=np.int64)
+    m = 0
+    for b in range(B):
+        for t in range(T):
+            for q in range(W):
+                x = bits[b, t, q]
+                while x:
+                    out[m, 0] = b
+                    out[m, 1] = t
+                    out[m, 2] = q * 64 + _lowest_bit(x)
+                    x &= x - _U64(1)
+                    m += 1
     return out

@@ -7,6 +7,18 @@ analog step: spikes enter only at analog step boundaries, so the analog step,
 then the window's cycles of every sample, then the next step.  What makes it
 fast:
 
+- **On the CPU, one compiled call per sample and run.**  Without a PPU program
+  (:meth:`FastChip._run_whole`), each sample's whole run, every analog step
+  (its weight sums, membrane noise, LIF update, ADC codes, refractory counters)
+  and every window of its digital side, is one compiled loop
+  (:func:`spikeloop.backends.digital_core.run_samples`) built from the very
+  functions the other paths use (model/analog.py's ``lif_row``,
+  model/noise.py's ``noise_row``, the digital side's stages): no Python per
+  analog step.  The samples share nothing, so the batch is split over
+  ``threads`` threads (every CPU the process may use, by default), and the
+  results are the same on any number of them.  On CUDA, and with a PPU program beside the
+  windows, the steps below run from Python, step by step, with the same bits.
+
 - **The digital side compiled, and only where something happens.**  The
   arbiters, the playback, the crossbar, the synapse drivers and the recorder
   run sample by sample, cycle by cycle, with the references' rules in
@@ -35,11 +47,23 @@ pushes and pops -> synapse memories -> analog boundaries.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 
 from spikeloop.backends.devices import check_device
-from spikeloop.backends.digital_core import DigitalState, accumulate, nonzero2
+from spikeloop.backends.digital_core import (
+    Analog,
+    DigitalState,
+    Run,
+    Scratch,
+    accumulate,
+    nonzero2,
+    run_samples,
+    spikes_from_bits,
+)
 from spikeloop.backends.fast_ppu import FastPpu, StaleAdcRead, run_before
 from spikeloop.base.config import ChipConfig
 from spikeloop.base.events import InputEvents, Observables
@@ -47,21 +71,25 @@ from spikeloop.base.image import ConfigImage
 from spikeloop.base.layouts import RowSign
 from spikeloop.base.ppu_job import PpuJob, synapse_arrays
 from spikeloop.base.protocol import DRAIN_CYCLES, live_cycles
+from spikeloop.model.analog import _kernel_params
 from spikeloop.model.analog_loop import AnalogLoop
 from spikeloop.model.chip import Chip
+from spikeloop.model.noise import sample_keys
 
 
 def run_fast(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, *,
              run_seed: int = 0, sample_offset: int = 0, device="cpu",
-             ppu=None) -> Observables:
+             ppu=None, threads: int | None = None) -> Observables:
     """Run a batch on the fast backend; the semantics are those of
     :func:`~spikeloop.backends.reference.run_reference` (see backends/__init__.py
     for the run protocol).  ``ppu``: a PPU program run with the job
-    (spikeloop/base/ppu_job.py, which says what the fast backend refuses)."""
+    (spikeloop/base/ppu_job.py, which says what the fast backend refuses).
+    ``threads``: the CPU threads that share the samples (None: every CPU this
+    process may use, :func:`usable_cpus`); the results do not depend on it."""
     job = PpuJob.of(chip.cfg, ppu)
     if job is None:
-        return FastChip(chip, image, device=device).run(events, n_steps, run_seed=run_seed,
-                                                        sample_offset=sample_offset)
+        return FastChip(chip, image, device=device, threads=threads).run(
+            events, n_steps, run_seed=run_seed, sample_offset=sample_offset)
     if events.cfg != chip.cfg:
         raise ValueError(f"events are for preset {events.cfg.name!r}, not {chip.cfg.name!r}")
     cfg = chip.cfg
@@ -183,12 +211,22 @@ def adc_schedule(cfg: ChipConfig, period: int, n_live: int, n_steps: int):
 class FastChip:
     """One ConfigImage loaded into tensors on ``device``; :meth:`run` runs batches."""
 
-    def __init__(self, chip: Chip, image: ConfigImage, *, device="cpu"):
+    def __init__(self, chip: Chip, image: ConfigImage, *, device="cpu",
+                 threads: int | None = None):
         cfg = chip.cfg
         if image.cfg != cfg:
             raise ValueError(f"image is for preset {image.cfg.name!r}, not {cfg.name!r}")
         self.chip, self.image, self.cfg = chip, image, cfg
         self.device = dev = check_device(device)
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads = {threads}; allowed: an integer >= 1 (or None)")
+        #: CPU threads sharing the samples of a run (None: :func:`usable_cpus`; not
+        #: torch's thread count, which training keeps at 1 for its own reasons)
+        self.threads = threads
+        #: on the CPU without a PPU: each sample's whole run in one compiled call
+        #: (:func:`~spikeloop.backends.digital_core.run_samples`); False: step by
+        #: step from Python (the path CUDA and the PPU take; the same bits)
+        self.whole_run = dev.type == "cpu"
         H, C, n = cfg.n_halves, cfg.columns_per_half, cfg.n_neurons
         D, Bh = cfg.drivers_per_half, cfg.buses_per_half
         P, K = cfg.neurons_per_block, cfg.n_blocks
@@ -277,6 +315,8 @@ class FastChip:
             raise ValueError(f"n_steps = {n_steps}; allowed: >= 1")
         if events.cfg != cfg:
             raise ValueError(f"events are for preset {events.cfg.name!r}, not {cfg.name!r}")
+        if self.whole_run and ppus is None:
+            return self._run_whole(events, n_steps, run_seed, sample_offset)
         B, n, S, K = events.batch, self.n, cfg.analog_step_cycles, cfg.n_blocks
         L = live_cycles(cfg, n_steps)
         end = L + DRAIN_CYCLES
@@ -344,11 +384,102 @@ class FastChip:
                 sb, sn = sp[en, 0], sp[en, 1]
             self.n_acts = digital.window(g0, g1, L, sb, sn, rel_ptr, rel_end, rel, self.acts)
 
-        obs = self._observables(events, n_steps, run_seed, L, spikes, late, adc,
+        steps = np.repeat(np.arange(len(spikes)), [len(x) for x in spikes])
+        sp = (np.concatenate([np.concatenate(spikes), steps[:, None]], 1) if spikes
+              else np.zeros((0, 3), np.int64))
+        # (sample, neuron, step) -> (sample, step, neuron), sorted as the reference
+        sp = sp[np.lexsort((sp[:, 1], sp[:, 2], sp[:, 0]))][:, [0, 2, 1]]
+        obs = self._observables(events, n_steps, run_seed, L, sp, late, adc,
                                 adc_taken, cmax)
         if ppus is not None:
             obs.ppu = [p.finish() for p in ppus]
         return obs
+
+    def _run_whole(self, events: InputEvents, n_steps: int, run_seed: int,
+                   sample_offset: int) -> Observables:
+        """:meth:`run` on the CPU: every sample's whole run in one compiled call
+        (:func:`~spikeloop.backends.digital_core.run_samples`: no Python per analog
+        step), the samples split over ``threads`` threads (each sample's numbers
+        never depend on another's, so neither do the results on the split)."""
+        cfg = self.cfg
+        B, n, K = events.batch, self.n, cfg.n_blocks
+        L = live_cycles(cfg, n_steps)
+        cmax = (1 << cfg.counter_bits) - 1
+        digital = self.digital = DigitalState(cfg, B, **self.tables)
+        self.B = B
+        rel, late = playback_schedule(cfg, events, L)
+        rel = rel[np.lexsort((rel[:, 0], rel[:, 1]))]
+        rel_ptr = np.searchsorted(rel[:, 1], np.arange(B)).astype(np.int64)
+        rel_end = np.searchsorted(rel[:, 1], np.arange(B), side="right").astype(np.int64)
+        rel = np.ascontiguousarray(np.stack([rel[:, 0], K + rel[:, 2], rel[:, 3]], 1))
+        adc_steps, adc_taken = adc_schedule(cfg, int(self.image.adc_period), L, n_steps)
+        adc = np.zeros((len(adc_steps), B, n), dtype=np.int64)
+        params = self.chip.lif_params(self.image, dtype=torch.float32, device="cpu")
+        adcp = self.chip.analog.adc_params(dtype=torch.float32, device="cpu")
+        has_noise = params.noise_step_v is not None
+        bottom = params.merge_bottom
+        cols = (np.arange(n, dtype=np.int64) if bottom is None
+                else np.flatnonzero(~bottom.numpy()).astype(np.int64))
+        if has_noise:
+            sigma = np.ascontiguousarray(params.noise_step_v.numpy().reshape(n),
+                                         dtype=np.float32)
+            samples = np.arange(sample_offset, sample_offset + B, dtype=np.int64)
+            keys = sample_keys(np.uint64(int(run_seed) & ((1 << 64) - 1)),
+                               samples.view(np.uint64))
+        else:
+            sigma, keys, cols = np.zeros(n, np.float32), np.zeros(B, np.uint64), cols[:0]
+        words = -(-n // 64)
+        bits = np.zeros((B, n_steps, words), dtype=np.uint64)
+        run = Run(
+            S=cfg.analog_step_cycles, n_steps=n_steps, n_live=L, end=L + DRAIN_CYCLES,
+            rel_ptr=rel_ptr, rel_end=rel_end, rel=rel, adc_steps=adc_steps.astype(np.int64),
+            adc=adc, adc_scale=adcp.scale_per_v.numpy(), adc_offset=adcp.offset_half_lsb.numpy(),
+            code_max=float(adcp.code_max), code_mask=(1 << cfg.adc_bits) - 1,
+            has_refr=not self.no_refractory, q=1 << self.prescale,
+            refractory=np.ascontiguousarray(self.refractory.numpy(), dtype=np.int64),
+            enable=self.enable_np, D=cfg.drivers_per_half, row_weight=self.row_weight,
+            row_label=self.row_label, row_sign=self.row_sign, has_noise=has_noise, keys=keys,
+            neurons=cols.astype(np.uint64), cols=cols, sigma=sigma, bits=bits)
+        H, C = cfg.n_halves, cfg.columns_per_half
+        v = np.broadcast_to(params.v_leak_v.numpy(), (B, n)).copy()
+        acc = np.zeros((2, B, H, C), dtype=np.int32)
+        analog = Analog(v=v, ie=np.zeros((B, n), np.float32), ii=np.zeros((B, n), np.float32),
+                        acc=acc, acc_n=acc.reshape(2, B, n),
+                        cnt=np.zeros((B, n), dtype=np.int64))
+        lif = _kernel_params(params)
+        longest = max(cfg.analog_step_cycles, live_cycles(cfg, 0) + DRAIN_CYCLES)
+        m = len(cols)
+        config, state, counters, _ = digital._bundles
+
+        def scratch():
+            return tuple(Scratch(
+                acts=np.zeros((cfg.n_buses * longest, 4), dtype=np.int64),
+                dv=np.zeros(n, np.float32), noise=np.zeros(n, np.float32),
+                h=np.zeros(m, np.uint64), z=np.zeros(m, np.float32), flag=np.zeros(m, np.bool_),
+                fa=np.zeros(m), fb=np.zeros(m), ea=np.zeros(m), no_r=np.zeros(0),
+                fired=np.zeros(n, np.bool_), hold=np.zeros(n, np.bool_),
+                spike_n=np.zeros(n, np.int64)))
+
+        def part(b0: int, b1: int, busy: np.ndarray) -> None:
+            cycle = digital.new_cycle()
+            run_samples(b0, b1, tuple(run), lif, tuple(analog), config, state,
+                        counters[:-1] + (busy,), cycle, scratch())
+
+        workers = min(B, self.threads or usable_cpus())
+        edges = np.linspace(0, B, workers + 1).round().astype(np.int64)
+        busy = np.zeros((workers, 1), dtype=np.int64)
+        if workers <= 1:
+            part(0, B, busy[0])
+        else:
+            pool = sample_pool(workers)
+            done = [pool.submit(part, int(edges[i]), int(edges[i + 1]), busy[i])
+                    for i in range(workers)]
+            for f in done:
+                f.result()
+        digital.busy[0] = int(busy.sum())
+        sp = spikes_from_bits(bits)
+        return self._observables(events, n_steps, run_seed, L, sp, late, torch.from_numpy(adc),
+                                 adc_taken, cmax)
 
     # ------------------------------------------------------------ state
     def _init_state(self, B: int) -> None:
@@ -434,20 +565,17 @@ class FastChip:
             self.acc[s].view(-1, cfg.columns_per_half).index_add_(0, row, w[:, s])
 
     # ------------------------------------------------------------ results
-    def _observables(self, events, n_steps, run_seed, L, spikes, late, adc, adc_taken,
+    def _observables(self, events, n_steps, run_seed, L, sp, late, adc, adc_taken,
                      cmax) -> Observables:
+        """``sp``: the spikes (sample, step, neuron), sorted in that order."""
         cfg, B, dg = self.cfg, self.B, self.digital
 
         def sat(x):
             return np.minimum(np.asarray(x.cpu() if torch.is_tensor(x) else x), cmax)
 
-        steps = np.repeat(np.arange(len(spikes)), [len(x) for x in spikes])
-        sp = (np.concatenate([np.concatenate(spikes), steps[:, None]], 1) if spikes
-              else np.zeros((0, 3), np.int64))
-        # (sample, neuron, step) -> (sample, step, cycle, neuron), sorted as the reference
-        sp = sp[np.lexsort((sp[:, 1], sp[:, 2], sp[:, 0]))]
+        # (sample, step, neuron) -> (sample, step, cycle, neuron)
         S = cfg.analog_step_cycles
-        spikes_out = np.stack([sp[:, 0], sp[:, 2], (sp[:, 2] + 1) * S, sp[:, 1]], 1)
+        spikes_out = np.stack([sp[:, 0], sp[:, 1], (sp[:, 1] + 1) * S, sp[:, 2]], 1)
         # the records of each sample in cycle order: (sample, time, link, label)
         have = np.arange(cfg.record_depth)[None, :] < dg.rec_count[:, None]
         rb, rj = np.nonzero(have)
@@ -467,3 +595,24 @@ class FastChip:
             adc_overflow=np.full(B, min(max(adc_taken - n_adc, 0), cmax), dtype=np.int64),
             cycles=np.full(B, L, dtype=np.int64),
             n_steps=n_steps, run_seed=run_seed, backend="fast")
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def sample_pool(workers: int) -> ThreadPoolExecutor:
+    """The threads that share a run's samples (:meth:`FastChip._run_whole`; its
+    compiled calls release the GIL), at least ``workers`` of them."""
+    global _POOL
+    if _POOL is None or _POOL._max_workers < workers:
+        _POOL = ThreadPoolExecutor(max(workers, os.cpu_count() or 1),
+                                   thread_name_prefix="spikeloop-fast")
+    return _POOL
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity; else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1

@@ -12,7 +12,12 @@ from spikeloop.base.files import LockError
 from spikeloop.base.settings import Command
 from spikeloop.base.settings import main as dispatch
 from spikeloop.cli import chip, explore, nir, rtl
-from spikeloop.experiments import mismatch
+from spikeloop.cli import paper as paper_cli
+from spikeloop.data.speech import build as speech_build
+from spikeloop.data.speech import check as speech_check
+from spikeloop.experiments import decalibration, mismatch, paper
+from spikeloop.experiments import speech as speech_experiment
+from spikeloop.experiments.decalibration import DecalibrationSettings, run_decalibration
 from spikeloop.experiments.mismatch import ExperimentError, MismatchSettings, run_mismatch
 from spikeloop.explore import derive, spec
 from spikeloop.explore.energy import EnergyTableError
@@ -31,6 +36,7 @@ GROUPS = {
     ("ppu",): "programs of the plasticity processor (PPU)",
     ("explore",): "chip-design variants: what each costs and what it buys (SPEC is short "
                   "for run SPEC)",
+    ("data",): "data sets made on this machine",
     ("nir",): "NIR graphs (snnTorch, norse, Sinabs, hxtorch) onto the chip and back",
 }
 
@@ -60,6 +66,14 @@ COMMANDS = (
     Command(("experiment", "mismatch"), MismatchSettings, run_mismatch,
             "in the loop vs software deployed as is vs transfer between chips",
             description=mismatch.__doc__, user_errors=(ExperimentError,)),
+    Command(("experiment", "decalibration"), DecalibrationSettings, run_decalibration,
+            "self-correction: the chip deliberately decalibrated, in the loop vs transferred",
+            description=decalibration.__doc__, user_errors=(ExperimentError,)),
+    Command(("experiment", "paper"), paper.PaperSettings, paper_cli.run,
+            "the paper's table: full MNIST in the loop and in software, inference mode, "
+            "energy, beside the paper's numbers",
+            description=paper.__doc__,
+            user_errors=(paper.PaperError, EnergyTableError, LockError)),
     Command(("replay",), replay.ReplaySettings, replay.run,
             "a network trained on the fast backend, replayed on the co-simulated RTL",
             description=replay.__doc__, user_errors=(ReplayError,)),
@@ -92,6 +106,17 @@ COMMANDS = (
     Command(("explore", "energy"), derive.DeriveSettings, derive.run,
             "derive the energy table's static power from the paper's 2.4 µJ per image",
             description=derive.__doc__, user_errors=(EnergyTableError,)),
+    Command(("experiment", "speech"), speech_experiment.SpeechExperimentSettings,
+            speech_experiment.run,
+            "the paper's speech network (SHD's) on spoken digits or SHD: software and control",
+            description=speech_experiment.__doc__,
+            user_errors=(speech_experiment.SpeechExperimentError, LockError)),
+    Command(("data", "speech"), speech_build.SpeechSettings, speech_build.run,
+            "spoken digits (espeak-ng, English and German) through SHD's cochlea, as SHD files",
+            description=speech_build.__doc__),
+    Command(("data", "cochlea-check"), speech_check.CochleaCheckSettings, speech_check.run,
+            "the vectorised cochlea against lauscher's on a few utterances",
+            description=speech_check.__doc__),
     Command(("ppu", "learn"), learn.LearnSettings, learn.demonstrate,
             "homeostatic synaptic scaling learned on the chip by its PPU, without the host",
             description=learn.__doc__),

@@ -23,7 +23,7 @@ class ExploreSettings:
     search: str | None = option(None, choices=("optuna",),
                                 help="instead of the grid: a multi-objective search (NSGA-II)")
     trials: int = option(20, help="--search: trials (variants) to run (default 20)")
-    objectives: str = option("energy_per_image_j:min,mnist.accuracy:max",
+    objectives: str = option("mnist.energy_per_image_j:min,mnist.accuracy:max",
                              help="--search: METRIC:min|max, comma-separated")
     search_seed: int = option(0, help="--search: the sampler's seed (default 0)")
     energy: str | None = option(None, help="an energy table (TOML) instead of the default "

@@ -252,3 +252,24 @@ def load_mnist(split: str = "train", data_dir=None, *,
                         info={"source": source, "split": split,
                               "preprocessing": f"/255, crop {CROP_PX} px, {interpolation} "
                                                f"zoom 24x24 -> {OUT_SIDE}x{OUT_SIDE}"})
+
+
+def rotate(inputs: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """Preprocessed images ``[N, 256]`` (16x16, row-major) each rotated by its angle
+    in ``degrees`` ``[N]`` (counter-clockwise) about the image centre: bilinear
+    resampling (``grid_sample``, ``align_corners=False``), zeros outside, clamped
+    to [0, 1].  The training's augmentation (``spikeloop train --rotate``)."""
+    x = torch.as_tensor(inputs)
+    if x.dim() != 2 or x.shape[1] != N_INPUTS:
+        raise ValueError(f"inputs must be [N, {N_INPUTS}], got {list(x.shape)}")
+    a = torch.as_tensor(degrees, dtype=torch.float64).reshape(-1) * (torch.pi / 180.0)
+    if len(a) != len(x):
+        raise ValueError(f"{len(a)} angles for {len(x)} images")
+    cos, sin = torch.cos(a), torch.sin(a)
+    zero = torch.zeros_like(a)
+    # output pixel (x, y) samples the input at R(-angle) (x, y): the image turns by +angle
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    img = x.to(torch.float64).reshape(-1, 1, OUT_SIDE, OUT_SIDE)
+    grid = F.affine_grid(theta, list(img.shape), align_corners=False)
+    out = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.clamp(0.0, 1.0).reshape(-1, N_INPUTS).to(x.dtype)

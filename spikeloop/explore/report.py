@@ -23,15 +23,19 @@ import numpy as np
 import pandas as pd
 
 from spikeloop.base.files import atomic_open, atomic_write_text
+from spikeloop.explore.sweep import qualified
 
 #: (x metric, x better, y metric, y better, file, title)
 PLOTS = (
-    ("energy_per_image_j", "min", "mnist.accuracy", "max", "pareto_energy_accuracy.png",
+    ("mnist.energy_per_image_j", "min", "mnist.accuracy", "max", "pareto_energy_accuracy.png",
      "MNIST: energy per image against test accuracy"),
-    ("energy_per_image_j", "min", "yinyang.accuracy", "max", "pareto_energy_accuracy_yy.png",
+    ("yinyang.energy_per_image_j", "min", "yinyang.accuracy", "max",
+     "pareto_energy_accuracy_yy.png",
      "Yin-Yang: energy per image against test accuracy"),
-    ("area.transistors_total", "min", "frames_per_s", "max", "pareto_area_speed.png",
-     "area against frames per second"),
+    ("area.transistors_total", "min", "mnist.frames_per_s", "max", "pareto_area_speed.png",
+     "area against MNIST frames per second"),
+    ("area.transistors_total", "min", "yinyang.frames_per_s", "max", "pareto_area_speed_yy.png",
+     "area against Yin-Yang frames per second"),
     ("cfg.crossbar_fifo_depth", "min", "routing.xbar_drops", "min", "pareto_fifo_drops.png",
      "crossbar FIFO depth against events dropped (routing)"),
 )
@@ -59,15 +63,15 @@ def load_rows(out) -> pd.DataFrame:
 
 
 def per_variant(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per variant: the mean over seeds of every numeric metric of its ok
-    rows, across workloads."""
+    """One row per variant: the mean over seeds of every metric of its ok rows,
+    the metrics every workload reports named after their workload
+    (:func:`~spikeloop.explore.sweep.qualified`: ``mnist.energy_per_image_j``,
+    ``routing.energy_per_image_j``, ...)."""
     ok = df[df["status"] == "ok"]
     if not len(ok):
         return pd.DataFrame()
-    num = ok.select_dtypes(include="number").drop(columns=["seed", "wall_s"], errors="ignore")
-    num = num.assign(variant=ok["variant"])
-    merged = num.groupby("variant", sort=False).mean(numeric_only=True)
-    return merged
+    recs = [{"variant": r["variant"], **qualified(r)} for r in ok.to_dict("records")]
+    return pd.DataFrame(recs).groupby("variant", sort=False).mean(numeric_only=True)
 
 
 def pareto(points: np.ndarray, better: tuple[str, str]) -> np.ndarray:
@@ -159,15 +163,18 @@ def write_report(out) -> dict:
     key_metrics = ["area.transistors_total", "area.cells_total", "area.memory_bits_total",
                    "routing.max_lossless_rate", "routing.delivered_fraction",
                    "routing.xbar_drops", "routing.latency_p99_cycles", "mnist.accuracy",
-                   "yinyang.accuracy", "us_per_image", "frames_per_s", "energy_per_image_j",
-                   "power_w"]
+                   "yinyang.accuracy", *(f"{w}.{m}" for w in ("mnist", "yinyang") for m in (
+                       "us_per_image", "frames_per_s", "energy_per_image_j", "power_w")),
+                   "routing.energy_per_image_j"]
     if len(v):
         vv = v.reset_index()
         md += ["## Variants (mean over seeds)", "", _md_table(vv, ["variant", *key_metrics]), ""]
         md += ["## Best per metric", ""]
-        for m, better in (("energy_per_image_j", "min"), ("mnist.accuracy", "max"),
-                          ("yinyang.accuracy", "max"), ("routing.max_lossless_rate", "max"),
-                          ("area.transistors_total", "min"), ("frames_per_s", "max")):
+        for m, better in (("mnist.energy_per_image_j", "min"), ("mnist.accuracy", "max"),
+                          ("yinyang.energy_per_image_j", "min"), ("yinyang.accuracy", "max"),
+                          ("routing.max_lossless_rate", "max"),
+                          ("routing.delivered_fraction", "max"),
+                          ("area.transistors_total", "min"), ("mnist.frames_per_s", "max")):
             if m in v.columns and v[m].notna().any():
                 best = v[m].idxmin() if better == "min" else v[m].idxmax()
                 md.append(f"- {m} ({better}): `{best}` = {v.loc[best, m]:.4g}")

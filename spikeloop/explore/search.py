@@ -1,6 +1,6 @@
 """Multi-objective search over a sweep's space with Optuna (NSGA-II):
 ``spikeloop explore SPEC --search optuna --trials N --objectives
-energy_per_image_j:min,mnist.accuracy:max``.
+mnist.energy_per_image_j:min,mnist.accuracy:max``.
 
 The space is the values the spec's variants take per field.  Trials are asked
 in batches of ``workers``, each trial a variant whose points (every workload and
@@ -12,10 +12,9 @@ sampler is seeded: the same spec and seed ask the same trials.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 from spikeloop.explore.spec import Spec, make_variant
-from spikeloop.explore.sweep import OK, Sweep
+from spikeloop.explore.sweep import OK, Sweep, qualified
 
 DIRECTIONS = {"min": "minimize", "max": "maximize"}
 
@@ -27,15 +26,15 @@ def parse_objectives(text: str) -> list[tuple[str, str]]:
         name, _, d = part.partition(":")
         if not name or d not in DIRECTIONS:
             raise ValueError(f"objectives = {text!r}: each is METRIC:min or METRIC:max, "
-                             "comma-separated (e.g. energy_per_image_j:min,mnist.accuracy:max)")
+                             "comma-separated (e.g. mnist.energy_per_image_j:min,"
+                             "mnist.accuracy:max)")
         out.append((name, d))
     return out
 
 
 def _value(rows: list[dict], metric: str) -> float | None:
-    vals = [r[metric] for r in rows if r.get("status") == OK and isinstance(r.get(metric),
-                                                                            int | float)]
-    vals = [v for v in vals if not (isinstance(v, float) and math.isnan(v))]
+    vals = [qualified(r).get(metric) for r in rows if r.get("status") == OK]
+    vals = [v for v in vals if v is not None]
     return sum(vals) / len(vals) if vals else None
 
 

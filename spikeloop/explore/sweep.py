@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import socket
 import subprocess
@@ -45,6 +46,28 @@ _PACKAGES = ("spikeloop", "spikeloop.rtl", "spikeloop.model", "spikeloop.cosim")
 #: workloads that run before the others, so constraints on their metrics can exclude
 #: a variant before anything costly runs on it
 FIRST = ("area",)
+
+
+#: numeric fields of a row that are not metrics
+NOT_METRICS = ("seed", "wall_s")
+
+
+def qualified(row: dict) -> dict:
+    """A result row's numeric metrics, each named after its workload: the metrics
+    every workload reports (``energy_per_image_j``, ``power_w``, ``energy.*``,
+    ``us_per_image``, ``frames_per_s``) become ``<workload>.<metric>`` (the energy
+    of a routing sample and of an MNIST image are different things); the
+    variant's fields (``cfg.*``) and the workload's own metrics keep their names;
+    missing (NaN) values are left out."""
+    wl = str(row.get("workload", ""))
+    out = {}
+    for k, v in row.items():
+        if k in NOT_METRICS or isinstance(v, bool) or not isinstance(v, int | float):
+            continue
+        if isinstance(v, float) and math.isnan(v):
+            continue
+        out[k if k.startswith(("cfg.", f"{wl}.")) else f"{wl}.{k}"] = v
+    return out
 
 
 class SweepError(ValueError):

@@ -31,12 +31,19 @@ One forward pass (docs/paper.md, "How the gradient is formed in the loop"):
    baseline averaged over many samples carries less noise).  Output traces are
    divided by ``output_scale / 240`` so they are comparable with the model's.
    Spikes are binned to the ADC grid: a spike in analog step ``s`` belongs to
-   the first sample whose codes are taken after step ``s``.  They are taken
-   from ``Observables.spikes`` (every neuron's spikes as the analog side
-   emitted them), not from the recorder's events: a record memory that
-   overflows (``last_stats["record_drops"]``, counted) loses events for the
-   host but not for the gradient.  On the real chip the host sees only the
-   recorded events.
+   the first sample whose codes are taken after step ``s``.  By default
+   (``hidden_spikes="recorded"``) they are what the host sees, as on the real
+   chip: the recorder's events (``Observables.records``: through the arbiter
+   and the crossbar to a host link, with the recorder's timestamp), decoded by
+   their labels; a recorded event at time ``t`` is a spike of analog step
+   ``(t - RECORD_LATENCY_CYCLES) // S - 1`` (the shortest path from the analog
+   boundary to the recorder's timestamp is 3 cycles; an event delayed by a
+   full FIFO by a step or more is binned later, as the host would bin it).  A
+   spike dropped by an arbiter, a crossbar node or a full record memory never
+   reaches the gradient; ``last_stats`` counts them
+   (``recorded_hidden_spikes``, ``lost_hidden_spikes``).  With
+   ``hidden_spikes="analog"`` they come from ``Observables.spikes`` instead
+   (every spike as the analog side emitted it: what the host cannot see).
 5. **Gradient injection** (:meth:`LoopNetwork.model_pass`): forward values are
    the measured ones, backpropagation runs through the ideal LIF equations
    along the measured trajectory.
@@ -56,6 +63,7 @@ import torch
 
 from spikeloop import backends
 from spikeloop.base.events import InputEvents, Observables
+from spikeloop.base.isa import chip_geometry
 from spikeloop.base.protocol import live_cycles
 from spikeloop.model.analog import THRESHOLD
 from spikeloop.model.calibration import CalibrationTargets
@@ -63,13 +71,39 @@ from spikeloop.model.chip import Chip
 from spikeloop.nn.functional import DEFAULT_PARAMS, LIFParameters
 from spikeloop.nn.modules import HIDDEN_SCALE, WEIGHT_MAX, LoopNetwork, NetworkOutput
 from spikeloop.nn.placement import INPUT, Placement, PlacementError, output_scale, place, quantize
+from spikeloop.ppu.programs import INFERENCE_SPACING_CYCLES, RESET_LOG, inference_dmem, program
 
-__all__ = ["ChipNetwork", "BASELINE_SAMPLES", "INFERENCE_SPACING_US"]
+__all__ = ["ChipNetwork", "BASELINE_SAMPLES", "INFERENCE_SPACING_US", "HIDDEN_SPIKE_SOURCES",
+           "RECORD_LATENCY_CYCLES", "recorded_spikes", "BackToBack", "back_to_back",
+           "images_per_run", "INFERENCE_INPUT_OFFSET_CYCLES"]
 
 #: samples of the no-input run that measures each neuron's resting ADC code
 BASELINE_SAMPLES = 16
 #: the paper's inference mode: a sample every 11.8 µs (85 k frames/s)
 INFERENCE_SPACING_US = 11.8
+#: where the hidden spikes of the gradient come from: the recorder's events (what
+#: the host sees, the default) or the analog side's own list
+HIDDEN_SPIKE_SOURCES = ("recorded", "analog")
+#: cycles from a spike entering the logic (the analog boundary) to the recorder's
+#: timestamp on the shortest path: arbiter, crossbar node, recorder
+RECORD_LATENCY_CYCLES = 3
+
+
+def recorded_spikes(placement: Placement, records: np.ndarray, population: str,
+                    analog_step_cycles: int) -> np.ndarray:
+    """The ``population``'s spikes as the host sees them: the recorded events
+    ``(sample, cycle, link, label)`` whose label is one of its members', as
+    ``(sample, step, cycle, member)`` rows (``cycle``: the recorder's timestamp;
+    ``step``: the analog step the host bins it to, ``(cycle -
+    RECORD_LATENCY_CYCLES) // analog_step_cycles - 1``)."""
+    rec = np.asarray(records, dtype=np.int64).reshape(-1, 4)
+    labels = np.asarray(placement.neuron_labels[population], dtype=np.int64)
+    lut = np.full(1 << int(placement.cfg.event_label_bits), -1, dtype=np.int64)
+    lut[labels] = np.arange(len(labels))
+    member = lut[rec[:, 3]]
+    rec, member = rec[member >= 0], member[member >= 0]
+    step = (rec[:, 1] - RECORD_LATENCY_CYCLES) // analog_step_cycles - 1
+    return np.stack([rec[:, 0], step, rec[:, 1], member], axis=1).reshape(-1, 4)
 
 
 def adc_period_cycles(cfg, dt_us: float, what: str = "dt_us") -> int:
@@ -108,7 +142,8 @@ class MeasuredBatch:
             z[k[keep], rows[keep, 0], rows[keep, 3]] = 1.0
         return z
 
-    def record(self, net, *, n_spikes: int, output_scale) -> None:
+    def record(self, net, *, n_spikes: int, output_scale, n_recorded: int | None = None
+               ) -> None:
         """``net.last_observables`` and ``net.last_stats``: what the run cost on the
         emulated chip."""
         cfg = net.chip.cfg
@@ -125,6 +160,9 @@ class MeasuredBatch:
             "playback_late": int(obs.playback_late.sum()),
             "adc_overflow": int(obs.adc_overflow.sum()),
             "hidden_spikes": int(n_spikes),
+            **({"recorded_hidden_spikes": int(n_recorded),
+                "lost_hidden_spikes": int(n_spikes) - int(n_recorded)}
+               if n_recorded is not None else {}),
             "inputs_after_window": net._inputs_after_window,
             "output_scale": output_scale,
         }
@@ -174,14 +212,20 @@ class ChipNetwork(LoopNetwork):
                  backend: str = "fast", params: LIFParameters = DEFAULT_PARAMS,
                  readout_scale: float = 10.0, generator: torch.Generator | None = None,
                  recurrent: bool = False, hidden_scale: float = HIDDEN_SCALE,
-                 run_seed: int = 0, merged: bool | None = None, **backend_options) -> None:
+                 run_seed: int = 0, merged: bool | None = None,
+                 hidden_spikes: str = "recorded", **backend_options) -> None:
         super().__init__(n_in, n_hidden, n_out, params=params, readout_scale=readout_scale,
                          generator=generator, recurrent=recurrent, hidden_scale=hidden_scale)
         if backend not in ("fast", "cosim"):
             raise ValueError(f"backend {backend!r}: a ChipNetwork runs on 'fast' or 'cosim' "
                              "(the golden 'reference' is too slow to train on; the ideal "
                              "model without a chip is SoftwareNetwork)")
+        if hidden_spikes not in HIDDEN_SPIKE_SOURCES:
+            raise ValueError(f"hidden_spikes = {hidden_spikes!r}; allowed: "
+                             f"{', '.join(HIDDEN_SPIKE_SOURCES)}")
         self.chip, self.backend = chip, backend
+        #: where the gradient's hidden spikes come from (HIDDEN_SPIKE_SOURCES)
+        self.hidden_spikes = hidden_spikes
         self.backend_options = dict(backend_options)
         cfg = chip.cfg
         self.adc_period = adc_period_cycles(cfg, params.dt_us, "params.dt_us")
@@ -255,8 +299,9 @@ class ChipNetwork(LoopNetwork):
         """The integer weights the chip gets now (``[n_pre, n_post]`` each) and the
         output scale used."""
         w_h = quantize(self.hidden_synapse.weight.t(), self.hidden_scale, WEIGHT_MAX)
-        s_out = output_scale(self.output_synapse.weight, WEIGHT_MAX)
-        out = {"hidden": w_h, "out": quantize(self.output_synapse.weight.t(), s_out, WEIGHT_MAX),
+        w_o = self.output_weight()          # with the training's dropout, if any
+        s_out = output_scale(w_o, WEIGHT_MAX)
+        out = {"hidden": w_h, "out": quantize(w_o.t(), s_out, WEIGHT_MAX),
                "output_scale": s_out}
         if self.recurrent:
             out["recurrent"] = quantize(self.recurrent_synapse.weight.t(), self.hidden_scale,
@@ -330,9 +375,11 @@ class ChipNetwork(LoopNetwork):
         dtype = self.hidden_synapse.weight.dtype
         hidden_v = torch.as_tensor(m.norm[:, :, hid], dtype=dtype)
         output_v = torch.as_tensor(m.norm[:, :, out] * (self.hidden_scale / s_out), dtype=dtype)
-        rows = pl.spikes_of(m.obs.spikes, "hidden")        # (sample, step, cycle, member)
+        analog = pl.spikes_of(m.obs.spikes, "hidden")      # (sample, step, cycle, member)
+        recorded = recorded_spikes(pl, m.obs.records, "hidden", self.chip.cfg.analog_step_cycles)
+        rows = recorded if self.hidden_spikes == "recorded" else analog
         hidden_z = m.spikes_on_grid(rows, self.n_hidden, dtype)
-        m.record(self, n_spikes=len(rows), output_scale=s_out)
+        m.record(self, n_spikes=len(analog), output_scale=s_out, n_recorded=len(recorded))
         return hidden_v, hidden_z, output_v
 
     def forward(self, raster: torch.Tensor, times_us: torch.Tensor | None = None
@@ -343,3 +390,168 @@ class ChipNetwork(LoopNetwork):
     def extra_repr(self) -> str:
         return (f"chip={self.chip.cfg.name}#{self.chip.chip_seed}, backend={self.backend}, "
                 f"merged={self.merged}, adc_period={self.adc_period}")
+
+
+# -- inference mode as the chip runs it -------------------------------------------------
+#: in inference mode, an image's input events start this many cycles after its
+#: slot's boundary: the PPU's resets of that boundary (a few cycles after it sees
+#: ``time >= k * spacing``, one cycle per neuron chunk) are over by then
+INFERENCE_INPUT_OFFSET_CYCLES = 16
+
+
+def images_per_run(cfg, adc_period: int, spacing: int = INFERENCE_SPACING_CYCLES) -> int:
+    """The most images one inference-mode run holds: every ADC sample of its
+    images must fit the ADC buffer (``adc_buffer_depth`` samples, every
+    ``adc_period`` cycles), and the INFERENCE program logs one reset per boundary
+    in its data memory."""
+    by_adc = (cfg.adc_buffer_depth * adc_period) // spacing
+    from_isa = chip_geometry(cfg).dmem_words - RESET_LOG
+    k = min(by_adc, from_isa)
+    if k < 1:
+        raise ValueError(f"spacing = {spacing} cycles: not one image's ADC samples "
+                         f"({spacing // adc_period} at period {adc_period}) fit the ADC "
+                         f"buffer of preset {cfg.name!r} ({cfg.adc_buffer_depth} samples)")
+    return k
+
+
+@dataclasses.dataclass
+class BackToBack:
+    """What :func:`back_to_back` measured, one entry per image unless said."""
+
+    #: the class read from the recorded ADC samples (argmax over the output
+    #: neurons of the maximum of their samples in the image's slot)
+    predictions: np.ndarray
+    #: hidden spikes the host recorded, per image
+    recorded_hidden_spikes: np.ndarray
+    #: hidden spikes the analog side emitted, per image (not visible to a host;
+    #: their difference to the recorded ones is what the path lost)
+    analog_hidden_spikes: np.ndarray
+    #: ADC samples read per image
+    samples_per_image: np.ndarray
+    #: the runs' Observables (one per backend call) and the input events played in each
+    observables: list
+    input_events: list
+    #: images per run, runs, the spacing (cycles), clock cycles of all runs together,
+    #: clock cycles of one run (clear cycle, running cycles of all its slots, drain)
+    images_per_run: int
+    runs: int
+    spacing_cycles: int
+    cycles: int
+    cycles_per_run: int
+    #: input spikes that did not fit their image's slot (not played; counted)
+    inputs_after_window: int
+    #: the cycle of every boundary's first reset relative to the boundary (max over runs)
+    reset_delay_max: int
+
+    @property
+    def images(self) -> int:
+        return len(self.predictions)
+
+    @property
+    def emulated_us_per_image(self) -> float:
+        """Chip time per image in runs of :attr:`images_per_run` images: a whole
+        run's cycles (clear cycle, every slot, the drain; not the host's writes
+        and read-back between runs) over its images."""
+        return self.cycles_per_run / self.images_per_run / self._clock_mhz
+
+    _clock_mhz: float = 125.0
+
+
+def back_to_back(net: ChipNetwork, times_us: torch.Tensor, *,
+                 spacing: int = INFERENCE_SPACING_CYCLES, per_run: int | None = None,
+                 runs_per_call: int = 25, backend: str | None = None,
+                 sample_offset: int = 1 << 41) -> BackToBack:
+    """The paper's inference mode as the chip runs it: the images of ``times_us``
+    (``[N, n_in]`` input spike times in µs, NaN: no spike) back to back in
+    runs of ``per_run`` images (default and most: :func:`images_per_run`),
+    ``spacing`` cycles apart (1475 = 11.8 µs), the PPU's INFERENCE program
+    resetting every neuron at each boundary; the outputs read from what the
+    host reads back after each run: the ADC buffer (the output neurons are
+    leaky integrators, they send no events) and the recorded events (the
+    hidden spikes).
+
+    Image ``j`` of a run owns the slot ``[j * spacing, (j + 1) * spacing)``: its
+    input events at ``j * spacing + INFERENCE_INPUT_OFFSET_CYCLES +
+    round(t * clock_mhz)`` (spikes that fall outside the slot are not played and
+    are counted); its output is read from the ADC samples taken in ``[j *
+    spacing + offset, (j + 1) * spacing)``; its hidden spikes are the recorded
+    events whose timestamp (minus :data:`RECORD_LATENCY_CYCLES`) falls in the
+    slot.  ``runs_per_call`` runs go to the backend at once (its batch); every
+    run's noise is keyed by ``sample_offset`` plus its index.  ``backend``:
+    default the network's."""
+    cfg = net.chip.cfg
+    t = torch.as_tensor(times_us).detach().cpu().to(torch.float64).numpy()
+    if t.ndim != 2 or t.shape[1] != net.n_in:
+        raise ValueError(f"times_us must be [N, {net.n_in}], got {list(t.shape)}")
+    n_img = t.shape[0]
+    K = images_per_run(cfg, net.adc_period, spacing) if per_run is None else int(per_run)
+    if not 1 <= K <= images_per_run(cfg, net.adc_period, spacing):
+        raise ValueError(f"per_run = {per_run}; allowed: 1.."
+                         f"{images_per_run(cfg, net.adc_period, spacing)} on preset {cfg.name!r}")
+    off = INFERENCE_INPUT_OFFSET_CYCLES
+    S = cfg.analog_step_cycles
+    n_steps = math.ceil(K * spacing / S)
+    job = {"words": program("inference", cfg).words, "dmem": inference_dmem(cfg, K, spacing),
+           "when": "each_sample", "read_dmem": [RESET_LOG + k for k in range(1, K)]}
+    pl = net.placement
+    out = pl.neurons["out"]
+    baseline = net.baseline()
+    net.write_weights()
+    n_runs = math.ceil(n_img / K)
+    sample_cycle = net.adc_period * np.arange(1, cfg.adc_buffer_depth + 1) - 1
+    pred = np.full(n_img, -1, dtype=np.int64)
+    rec_h = np.zeros(n_img, dtype=np.int64)
+    ana_h = np.zeros(n_img, dtype=np.int64)
+    n_samp = np.zeros(n_img, dtype=np.int64)
+    observables, played = [], []
+    cycles = late = 0
+    reset_delay = 0
+    backend = backend or net.backend
+    for r0 in range(0, n_runs, runs_per_call):
+        runs = min(runs_per_call, n_runs - r0)
+        first = r0 * K
+        imgs = np.arange(first, min(first + runs * K, n_img))
+        img_t = t[imgs]
+        b, i = np.nonzero(np.isfinite(img_t))
+        cyc = np.rint(img_t[b, i] * cfg.clock_mhz).astype(np.int64) + off
+        inside = (cyc >= off) & (cyc < spacing)
+        late += int((~inside).sum())
+        b, i, cyc = b[inside], i[inside], cyc[inside]
+        run, slot = b // K, b % K
+        table = np.stack([run, slot * spacing + cyc, pl.input_links[i], pl.input_labels[i]],
+                         axis=1).astype(np.int64).reshape(-1, 4)
+        events = InputEvents(cfg, runs, table)
+        obs = backends.run(net.chip, pl.image, events, n_steps, backend=backend,
+                           run_seed=int(net.run_seed), sample_offset=sample_offset + r0,
+                           ppu=job, **({} if backend != net.backend else net.backend_options))
+        observables.append(obs)
+        played.append(len(table))
+        cycles += int(obs.cycles.sum())
+        # the boundaries' resets happened where the slots say (else the readout is wrong)
+        for rr in obs.ppu or []:
+            for k in range(1, K):
+                d = int(rr["dmem"][RESET_LOG + k]) - k * spacing
+                reset_delay = max(reset_delay, d)
+        if reset_delay + 3 + chip_geometry(cfg).neuron_chunks > off:
+            raise RuntimeError(f"the PPU reset a boundary {reset_delay} cycles after it; the "
+                               f"inputs start {off} cycles after it")
+        n_taken = obs.adc.shape[0]
+        norm = (obs.adc.astype(np.float64) - baseline) if n_taken else None
+        rec = recorded_spikes(pl, obs.records, "hidden", S)
+        ana = pl.spikes_of(obs.spikes, "hidden")
+        for j, img in enumerate(imgs):
+            run, slot = j // K, j % K
+            lo, hi = slot * spacing + off, (slot + 1) * spacing
+            m = np.flatnonzero((sample_cycle[:n_taken] >= lo) & (sample_cycle[:n_taken] < hi))
+            n_samp[img] = len(m)
+            if len(m):
+                pred[img] = int(np.argmax(norm[m][:, run, out].max(axis=0)))
+            tr = rec[rec[:, 0] == run, 2] - RECORD_LATENCY_CYCLES
+            rec_h[img] = int(((tr >= slot * spacing) & (tr < (slot + 1) * spacing)).sum())
+            ta = ana[ana[:, 0] == run, 2]
+            ana_h[img] = int(((ta >= slot * spacing) & (ta < (slot + 1) * spacing)).sum())
+    per_run = max(int(o.cycles.max()) for o in observables)
+    res = BackToBack(pred, rec_h, ana_h, n_samp, observables, played, K, n_runs, spacing,
+                     cycles, per_run, late, reset_delay)
+    res._clock_mhz = float(cfg.clock_mhz)
+    return res

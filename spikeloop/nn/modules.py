@@ -140,6 +140,15 @@ class LoopNetwork(nn.Module):
         self.output_synapse = Synapse(n_hidden, n_out, mean=0.0, params=params,
                                       generator=generator)
         self.output = LI(n_out, params)
+        #: hidden-layer dropout during training: ``[n_hidden]`` factors (0 for a dropped
+        #: unit, ``1 / (1 - p)`` for a kept one) on the hidden-to-output weights; None: off
+        self.hidden_keep: torch.Tensor | None = None
+
+    def output_weight(self) -> torch.Tensor:
+        """The hidden-to-output weights in use: with :attr:`hidden_keep` set, each
+        hidden unit's column multiplied by its factor (a dropped unit reaches no output)."""
+        w = self.output_synapse.weight
+        return w if self.hidden_keep is None else w * self.hidden_keep[None, :]
 
     def check_input(self, raster: torch.Tensor, times_us: torch.Tensor | None = None) -> None:
         check_raster(raster, times_us, self.n_in)
@@ -154,7 +163,7 @@ class LoopNetwork(nn.Module):
         z_h, v_h = SF.lif_sequence(self.hidden_synapse(raster), self.params,
                                    measured_v=hidden_v, measured_z=hidden_z,
                                    recurrent_weight=w_rec)
-        v_o = self.output(self.output_synapse(z_h), measured_v=output_v)
+        v_o = self.output(torch.matmul(z_h, self.output_weight().t()), measured_v=output_v)
         return NetworkOutput(SF.max_over_time_log_softmax(v_o, self.readout_scale), v_o, z_h, v_h)
 
     def regularization(self, out: NetworkOutput, *, spike_strength: float = 5e-4,

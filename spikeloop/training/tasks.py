@@ -48,6 +48,15 @@ The tasks (all offline: nothing is downloaded)
     pairs, so the defaults are ``drivers_per_half // 2`` each (64 and 64 on
     ``full``), and ``K + n_hidden`` above the driver pairs of both halves is
     refused here, before any placement.
+``speech``
+    The paper's SHD network and preprocessing (docs/speech.md) on SHD-layout
+    files in ``data_dir`` (the real SHD, or ``spikeloop data speech``'s spoken
+    digits): 70 inputs (skip the first 70 of the 700 channels, keep every
+    9th), 186 recurrent hidden LIF neurons, 20 LI outputs; time compressed
+    2,000x beyond biology: the first 1.0 s of a recording in 294 steps of
+    1.7 µs (0.5 ms on the chip), each step a 3.4 ms bin, 0/1.  70 + 186 = 256
+    sources of signed synapse driver pairs: all of ``full``'s.  Refused on a
+    chip: its 294 membrane samples exceed the ADC buffer (32 on ``full``).
 
 Subsets (``train_samples`` / ``test_samples``) are stratified and seed-free:
 each class's samples in data-set order, interleaved class by class (the first
@@ -79,7 +88,7 @@ from spikeloop.data import shd as shd_mod
 from spikeloop.data.encoding import PAPER_DT_US, PAPER_N_STEPS
 from spikeloop.data.shd import SHDDataset
 
-TASKS = ("mnist", "yinyang", "shd")
+TASKS = ("mnist", "yinyang", "shd", "speech")
 #: what ``spikeloop train --backend`` takes: the ideal software model, or a chip
 #: backend that runs the forward pass in the loop
 TRAIN_BACKENDS = ("software", "fast", "cosim")
@@ -108,6 +117,13 @@ SHD_HIDDEN = 256
 #: SHD: bins per sample (the common tutorials' 100 bins over 1.4 s)
 SHD_N_STEPS = 100
 SHD_MAX_TIME_S = 1.4
+#: the paper's speech network (docs/speech.md): SHD channels 70, 79, .., 691 (skip 70, every 9th)
+SPEECH_CHANNELS = tuple(range(70, 700, 9))
+SPEECH_HIDDEN = 186
+#: time compressed 2,000x: 1 s of speech is 0.5 ms on the chip, 294 samples of 1.7 us
+SPEECH_COMPRESSION = 2000
+SPEECH_MAX_TIME_S = 1.0
+SPEECH_N_STEPS = round(SPEECH_MAX_TIME_S / SPEECH_COMPRESSION * 1e6 / PAPER_DT_US)
 
 
 class TaskError(ValueError):
@@ -236,6 +252,15 @@ def shd_encoder(k: int):
     return encode
 
 
+def speech_encoder(channels=SPEECH_CHANNELS):
+    """SHD raster counts ``[T, B, 700]`` -> 0/1 ``[T, B, len(channels)]`` (those channels)."""
+    idx = torch.as_tensor(channels, dtype=torch.int64)
+
+    def encode(raster: torch.Tensor):
+        return (raster.index_select(-1, idx) > 0).to(torch.float32), None
+    return encode
+
+
 # ---------------------------------------------------------------- the tasks
 def _check_hidden(n_hidden) -> None:
     if not isinstance(n_hidden, int) or n_hidden < 1:
@@ -317,7 +342,38 @@ def _shd(data_dir, n_hidden, train_samples, test_samples, cfg: ChipConfig | None
                                   f"{PAPER_DT_US} us, channel c -> input c*{k}//700, 0/1"})
 
 
-_BUILDERS = {"mnist": _mnist, "yinyang": _yinyang, "shd": _shd}
+def _speech(data_dir, n_hidden, train_samples, test_samples, cfg: ChipConfig | None,
+            **_) -> Task:
+    if data_dir is None:
+        raise TaskError(f"speech needs --data-dir: a directory holding {shd_mod.FILES['train']} "
+                        f"and {shd_mod.FILES['test']} (SHD, or spikeloop data speech --out DIR)")
+    n_hidden = SPEECH_HIDDEN if n_hidden is None else n_hidden
+    _check_hidden(n_hidden)
+    k = len(SPEECH_CHANNELS)
+    if cfg is not None:
+        pairs = cfg.n_halves * cfg.drivers_per_half
+        if k + n_hidden > pairs:
+            raise TaskError(f"speech on preset {cfg.name!r}: {k} inputs plus {n_hidden} recurrent "
+                            f"hidden neurons are {k + n_hidden} sources of signed synapse driver "
+                            f"pairs, the chip has {pairs}; lower --hidden to {pairs - k} or less")
+        if SPEECH_N_STEPS > cfg.adc_buffer_depth:
+            raise TaskError(f"speech on preset {cfg.name!r}: the paper's {SPEECH_N_STEPS} membrane "
+                            f"samples exceed the ADC buffer's {cfg.adc_buffer_depth}; train it "
+                            "in software (--backend software), or use the shd task")
+    kw = {"n_steps": SPEECH_N_STEPS, "max_time_s": SPEECH_MAX_TIME_S}
+    train = subset(load_shd(data_dir, "train", **kw), train_samples)
+    test = subset(load_shd(data_dir, "test", **kw), test_samples)
+    return Task("speech", train, test, speech_encoder(), n_in=k, n_out=shd_mod.N_CLASSES,
+                n_hidden=n_hidden, n_steps=SPEECH_N_STEPS, dt_us=PAPER_DT_US, recurrent=True,
+                class_names=tuple(str(c) for c in range(shd_mod.N_CLASSES)),
+                regrid=lambda n: speech_encoder(),
+                info={"train": dict(train.info), "test": dict(test.info),
+                      "channels": "70 of 700: skip 70, every 9th",
+                      "encoding": f"{SPEECH_MAX_TIME_S} s in {SPEECH_N_STEPS} bins of "
+                                  f"{PAPER_DT_US} us (compressed {SPEECH_COMPRESSION}x), 0/1"})
+
+
+_BUILDERS = {"mnist": _mnist, "yinyang": _yinyang, "shd": _shd, "speech": _speech}
 
 
 def build_task(name: str, *, cfg: ChipConfig | None = None, data_dir=None,

@@ -70,11 +70,12 @@ from spikeloop.base.files import (
 )
 from spikeloop.base.settings import option
 from spikeloop.data import Batches
+from spikeloop.data.mnist import rotate as rotate_images
 from spikeloop.model.chip import Chip
 from spikeloop.nir.convert import NirError, init_kwargs
 from spikeloop.nir.network import make_graph_network
 from spikeloop.nn import LIFParameters, SoftwareNetwork
-from spikeloop.nn.chip_network import ChipNetwork
+from spikeloop.nn.chip_network import HIDDEN_SPIKE_SOURCES, ChipNetwork
 from spikeloop.nn.placement import PlacementError
 from spikeloop.training.tasks import (
     LOOP_BACKENDS,
@@ -180,6 +181,21 @@ class TrainSettings:
                                      "(default), cuda or cuda:N (the same bits on either; the "
                                      "network's gradients stay on the cpu); may change on "
                                      "--resume")
+    #: chip backends: the hidden spikes the gradient uses: the recorder's events (what
+    #: the host sees: through the crossbar, timestamped, lost when a FIFO or the record
+    #: memory overflows) or the analog side's own list (what no host sees)
+    hidden_spikes: str = option("recorded", choices=HIDDEN_SPIKE_SOURCES,
+                                help="chip backends: hidden spikes for the gradient from the "
+                                     "recorded events (default, as the chip's host sees "
+                                     "them) or from the analog side's own list (analog)")
+    #: augmentation: dropout of hidden units during training (the same units for the
+    #: whole batch: on a chip the dropped units' output weights are written as 0)
+    dropout: float = option(0.0, help="training only: drop each hidden unit with this "
+                                      "probability per batch (0..0.9; default 0)")
+    #: augmentation (mnist): every training image rotated by an angle drawn uniformly
+    #: from [-rotate, rotate] degrees
+    rotate: float = option(0.0, help="mnist, training only: rotate each training image by "
+                                     "a random angle in [-ROTATE, ROTATE] degrees (default 0)")
     #: the per-batch progress line on stderr
     progress: bool = option(True, flag="--no-progress", help="no per-batch progress line")
 
@@ -217,6 +233,18 @@ class TrainSettings:
             if v is not None and not (isinstance(v, int | float) and math.isfinite(v)
                                       and v >= 0):
                 raise TrainError(f"{name} = {v!r}; allowed: a number >= 0")
+        if self.hidden_spikes not in HIDDEN_SPIKE_SOURCES:
+            raise TrainError(f"hidden_spikes = {self.hidden_spikes!r}; allowed: "
+                             f"{', '.join(HIDDEN_SPIKE_SOURCES)}")
+        if not (isinstance(self.dropout, int | float) and not isinstance(self.dropout, bool)
+                and 0.0 <= self.dropout <= 0.9):
+            raise TrainError(f"dropout = {self.dropout!r}; allowed: a number 0..0.9")
+        if not (isinstance(self.rotate, int | float) and not isinstance(self.rotate, bool)
+                and 0.0 <= self.rotate <= 180.0):
+            raise TrainError(f"rotate = {self.rotate!r}; allowed: degrees 0..180")
+        if self.rotate and self.task != "mnist":
+            raise TrainError(f"--rotate applies to the images of mnist; task {self.task!r} "
+                             "has no images")
         if not (isinstance(self.lr_decay, int | float) and 0 < self.lr_decay <= 1):
             raise TrainError(f"lr_decay = {self.lr_decay!r}; allowed: 0 < lr_decay <= 1")
         try:
@@ -283,7 +311,7 @@ def network_kwargs(settings: TrainSettings, task: Task) -> dict:
 
 
 def make_network(backend: str, kwargs: dict, *, chip=None, generator=None, run_seed: int = 0,
-                 device: str = "cpu"):
+                 device: str = "cpu", hidden_spikes: str = "recorded"):
     """SoftwareNetwork (``software``) or ChipNetwork on ``chip`` (``fast``/``cosim``,
     with the noise seed ``run_seed``; it is a buffer of the network's state too;
     ``device``: where the fast backend emulates the chip; the others run on the cpu)."""
@@ -298,7 +326,7 @@ def make_network(backend: str, kwargs: dict, *, chip=None, generator=None, run_s
     if backend == "fast" and device != "cpu":
         kw["device"] = device
     return ChipNetwork(chip, n_in, n_hidden, n_out, backend=backend, generator=generator,
-                       run_seed=run_seed, **kw)
+                       run_seed=run_seed, hidden_spikes=hidden_spikes, **kw)
 
 
 def load_network(path, *, chip=None, backend: str | None = None, device: str = "cpu"):
@@ -327,7 +355,7 @@ def load_network(path, *, chip=None, backend: str | None = None, device: str = "
         else:
             net.load_state_dict(state)
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
-        if isinstance(e, TrainError):
+        if isinstance(e, TrainError | PlacementError):    # PlacementError: not this chip's size
             raise
         raise TrainError(f"{path}: not a readable network.pt of spikeloop train (its network "
                          f"does not rebuild: {type(e).__name__}: "
@@ -341,6 +369,27 @@ def _forward(net, raster: torch.Tensor, times_us: torch.Tensor | None):
 
 def _after_step(net) -> None:
     net.after_step()
+
+
+def augmentation_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator of epoch ``epoch``'s augmentation (rotation angles, dropout
+    masks): keyed by (seed, epoch), so a resumed run draws what an uninterrupted
+    one draws."""
+    key = int(np.random.SeedSequence([seed, epoch, 0x617567]).generate_state(1, np.uint64)[0])
+    return torch.Generator().manual_seed(key & ((1 << 63) - 1))
+
+
+def augment(s: TrainSettings, net, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One training batch's augmentation: its images rotated (``s.rotate``) and
+    the network's hidden dropout mask for this step set (``s.dropout``).  Draws
+    nothing when both are off, so runs without augmentation are unchanged."""
+    if s.rotate:
+        angles = (torch.rand(len(x), generator=gen, dtype=torch.float64) * 2 - 1) * s.rotate
+        x = rotate_images(x, angles)
+    if s.dropout:
+        keep = torch.rand(net.n_hidden, generator=gen, dtype=torch.float64) >= s.dropout
+        net.hidden_keep = keep.to(net.output_synapse.weight.dtype) / (1.0 - s.dropout)
+    return x
 
 
 def _stats_add(acc: dict, net) -> None:
@@ -399,13 +448,17 @@ class _Meter:
 
 
 def hyperparameters(s: TrainSettings, task: Task) -> dict:
-    """The run's learning rate and regulariser strengths: the settings', else the task's."""
+    """The run's learning rate and regulariser strengths: the settings', else the task's;
+    with an augmentation, its dropout and rotation too."""
     def pick(v, default):
         return default if v is None else v
 
-    return {"lr": pick(s.lr, task.lr), "lr_decay": s.lr_decay,
-            "spike_reg": pick(s.spike_reg, task.spike_reg),
-            "weight_reg": pick(s.weight_reg, task.weight_reg), "batch_size": s.batch_size}
+    hp = {"lr": pick(s.lr, task.lr), "lr_decay": s.lr_decay,
+          "spike_reg": pick(s.spike_reg, task.spike_reg),
+          "weight_reg": pick(s.weight_reg, task.weight_reg), "batch_size": s.batch_size}
+    if s.dropout or s.rotate:          # the augmentation, when there is one
+        hp.update(dropout=s.dropout, rotate_deg=s.rotate)
+    return hp
 
 
 def _loss(net, out, y, hp: dict):
@@ -496,6 +549,7 @@ def load_torch_file(path, what: str, keys=()) -> dict:
 def _seeds(s: TrainSettings) -> dict:
     chip = s.backend in LOOP_BACKENDS
     return {"seed": s.seed, "init": s.seed, "data_order": s.seed,
+            "augmentation": s.seed if (s.dropout or s.rotate) else None,
             "chip": s.chip_seed, "chip_noise": s.run_seed if chip else None}
 
 
@@ -557,9 +611,10 @@ def _load_init(net, kwargs: dict, path: Path, log: RunLog) -> None:
 
 
 def _check_resume(saved: dict, now: TrainSettings, ckpt: Path) -> None:
-    conflicts = [f"{k}: checkpoint {saved.get(k)!r}, now {v!r}"
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainSettings)}
+    conflicts = [f"{k}: checkpoint {saved.get(k, defaults.get(k))!r}, now {v!r}"
                  for k, v in now.to_dict().items()
-                 if k not in RESUMABLE_CHANGES and saved.get(k) != v]
+                 if k not in RESUMABLE_CHANGES and saved.get(k, defaults.get(k)) != v]
     if conflicts:
         raise TrainError(f"--resume: the arguments conflict with the run in {ckpt} "
                          f"({'; '.join(conflicts)}); only --epochs (and --threads, --device, "
@@ -747,7 +802,8 @@ def _start(s: TrainSettings, out: Path, ckpt: dict | None, log: RunLog) -> _Sess
     kwargs, task, init_kind = _graph_network(s, task, kwargs, ckpt, log)
     try:
         net = make_network(s.backend, kwargs, chip=chip, generator=generator,
-                           run_seed=s.run_seed, device=s.device)
+                           run_seed=s.run_seed, device=s.device,
+                           hidden_spikes=s.hidden_spikes)
     except PlacementError as e:
         raise TrainError(f"the network {task.n_in} -> {task.n_hidden}"
                          f"{' (recurrent)' if task.recurrent else ''} -> {task.n_out} does not "
@@ -780,13 +836,18 @@ def _epoch(s: TrainSettings, run: _Session, batches: Batches, epoch: int, log: R
     chip_stats: dict = {}
     n_batches = len(batches)
     net.train()
+    aug = augmentation_generator(s.seed, epoch)
     for i, (x, y) in enumerate(batches.epoch(epoch)):
+        x = augment(s, net, x, aug)
         raster, times = task.encode(x)
-        out_ = _forward(net, raster, times)
-        _stats_add(chip_stats, net)
-        loss, nll = _loss(net, out_, y, run.hp)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        try:
+            out_ = _forward(net, raster, times)
+            _stats_add(chip_stats, net)
+            loss, nll = _loss(net, out_, y, run.hp)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+        finally:
+            net.hidden_keep = None          # dropout acts on this batch's training step only
         opt.step()
         _after_step(net)
         with torch.no_grad():
@@ -819,6 +880,9 @@ def _epoch(s: TrainSettings, run: _Session, batches: Batches, epoch: int, log: R
              + (f"; test acc {row['test_accuracy']:.4f} spikes/neuron/input "
                 f"{row['test_spikes_per_neuron_input']:.3f}"
                 if row["test_accuracy"] is not None else "")
+             + (f"; hidden spikes recorded {chip_stats['recorded_hidden_spikes']} of "
+                f"{chip_stats['hidden_spikes']} ({chip_stats['lost_hidden_spikes']} lost on the "
+                "way to the host)" if "recorded_hidden_spikes" in chip_stats else "")
              + f" ({time.perf_counter() - t_epoch:.1f} s)")
 
 

@@ -17,13 +17,20 @@ the simulation's wall time, ``run cycles/s``: live cycles per second of the
 running phases, analog bridge included) and exits
 non-zero when any scenario differs from the reference, misses an expectation
 or fails to run.
+
+With ``SPIKELOOP_FCOV=DIR`` the functional-coverage monitor records every
+co-simulated cycle, and the coverage model's database of the run goes into
+``DIR`` (spikeloop.verify.fcov).
 """
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -36,6 +43,7 @@ from spikeloop.base.settings import Command, option, tool_main
 from spikeloop.cosim.backend import run_cosim, run_readback
 from spikeloop.cosim.runner import CosimError
 from spikeloop.model.chip import Chip
+from spikeloop.verify import fcov
 from spikeloop.verify.scenarios import SCENARIOS, Scenario
 
 CHIP_SEED = 1
@@ -186,6 +194,10 @@ def regression(s: RegressionSettings) -> int:
     print(f"regression: preset {cfg.name}, chip seed {CHIP_SEED} (calibrating), run seed "
           f"{RUN_SEED}, {len(names)} scenario(s) on {s.simulator}", flush=True)
     chip = Chip.calibrated(cfg, CHIP_SEED)
+    fcov_dir = fcov.enabled()
+    if fcov_dir:     # functional coverage: the co-simulation monitor records every cycle
+        trace_dir = Path(fcov_dir) / "traces" / f"regression-{os.getpid()}"
+        fcov.monitor_cosim(cfg, trace_dir)
     rows = []
     for name in names:
         row = run_scenario(chip, name, s.simulator, waves=True if s.waves else None)
@@ -198,6 +210,11 @@ def regression(s: RegressionSettings) -> int:
         rows.append(row)
     print()
     print(format_table(rows))
+    if fcov_dir:
+        n = fcov.sample_traces(trace_dir)
+        path = fcov.export(fcov_dir, "cosim")
+        shutil.rmtree(trace_dir)
+        print(f"functional coverage: {n} co-simulated cycles sampled into {path}")
     failed = [r for r in rows if not r.passed]
     print(f"\n{len(rows) - len(failed)} of {len(rows)} scenarios passed on {s.simulator} "
           f"({cfg.name}) in {time.monotonic() - t0:.0f} s")
