@@ -1,6 +1,7 @@
 """spikeloop explore: specs refused before any point runs, points cached by their
 whole variant, invalid variants and failed workers as rows, the pool and Ray
 giving the same rows, the energy model, the report."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +22,8 @@ from spikeloop.explore.energy import (
     derive_static,
     per_image_metrics,
 )
-from spikeloop.explore.spec import SpecError, load
-from spikeloop.explore.workloads import WORKLOADS
+from spikeloop.explore.spec import SpecError, load, make_variant
+from spikeloop.explore.workloads import WORKLOADS, Context, run_workload
 from spikeloop.model.chip import Chip
 from spikeloop.verify.scenarios import SCENARIOS
 
@@ -279,3 +280,23 @@ def test_report_keeps_each_workloads_energy_apart():
     assert not any(c.startswith(("mnist.routing.", "routing.mnist.")) for c in v.columns)
     assert search._value(rows.to_dict("records"), "routing.energy_per_image_j") == \
         pytest.approx(7e-7)
+
+
+@pytest.mark.slow          # a calibration, a software training and one in the loop: minutes
+def test_retrain_epochs_retrains_in_the_loop_on_the_variant(tmp_path):
+    """retrain_epochs: the software network retrained on the variant's own chip
+    (a variant of mini, not the preset: the chip file holds that variant), once,
+    then reused; 0 deploys it as is."""
+    cfg = make_variant(MINI, {"crossbar_fifo_depth": 4}).cfg
+    ctx = Context(tmp_path / "cache", EnergyTable.load(), MINI, code_version="t")
+    p = {"epochs": 1, "train_samples": 40, "test_samples": 20, "batch_size": 20}
+    as_is = run_workload("yinyang", cfg, {**p, "retrain_epochs": 0}, 1, ctx)
+    again = run_workload("yinyang", cfg, {**p, "retrain_epochs": 1}, 1, ctx)
+    assert as_is["yinyang.retrain_epochs"] == 0 and again["yinyang.retrain_epochs"] == 1
+    runs = [d for d in (tmp_path / "cache" / "retrained").iterdir() if d.is_dir()]
+    assert len(runs) == 1 and (runs[0] / "network.pt").is_file()
+    res = json.loads((runs[0] / "results.json").read_text())
+    assert res["backend"] == "fast" and res["chip_seed"] == 1
+    mtime = (runs[0] / "network.pt").stat().st_mtime_ns
+    assert run_workload("yinyang", cfg, {**p, "retrain_epochs": 1}, 1, ctx) == again
+    assert (runs[0] / "network.pt").stat().st_mtime_ns == mtime      # reused, not retrained

@@ -179,6 +179,7 @@ def _paper(out, **kw) -> PaperSettings:
                          train_samples=60, test_samples=12, energy=False, progress=False, **kw)
 
 
+@pytest.mark.slow          # calibration and four short trainings
 def test_paper_command_tiny_and_resume(tmp_path, chip):
     # the chip instance of the experiment's directory is used as it is (here the
     # nominal one, to keep the test short; the command calibrates one when none is there)

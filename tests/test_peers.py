@@ -42,6 +42,7 @@ def test_snntorch_peer_computes_the_ideal_model():
     torch.testing.assert_close(a.log_probs, b.log_probs, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow          # a training step in snnTorch and norse: seconds each
 @pytest.mark.parametrize("name", sorted(PEERS))
 def test_a_training_step_in_each_peer(name):
     _need(name)

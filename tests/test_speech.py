@@ -88,6 +88,7 @@ def test_channels_are_the_papers_and_refused_outside_lauschers():
 
 
 # ------------------------------------------------------------------ the data set
+@pytest.mark.slow          # espeak-ng and the cochlea on a small set
 def test_data_set_in_shds_layout_cached_and_never_overwritten(tmp_path, capsys):
     out = tmp_path / "speech"
     args = ["data", "speech", "--out", str(out), "--train", "6", "--test", "4",
@@ -122,6 +123,7 @@ def test_data_set_in_shds_layout_cached_and_never_overwritten(tmp_path, capsys):
         assert np.array_equal(f["spikes/times"][0], times0)
 
 
+@pytest.mark.slow          # short trainings of the speech network
 @pytest.mark.parametrize("args, says", [
     (["data", "speech", "--out", "{tmp}/a", "--train", "0"], "--train = 0"),
     (["data", "speech", "--out", "{tmp}/a", "--jobs", "-1"], "--jobs = -1"),

@@ -252,8 +252,15 @@ class TrainSettings:
         except ValueError as e:
             raise TrainError(str(e)) from None
 
+    #: not an argument: a design variant of ``preset`` to train on instead of the
+    #: preset itself (``spikeloop explore`` retraining on each variant); a ``--chip``
+    #: file must hold a chip of this very variant
+    variant: ChipConfig | None = None
+
     @property
     def cfg(self) -> ChipConfig | None:
+        if self.variant is not None:
+            return self.variant
         return None if self.preset is None else ChipConfig.preset(self.preset)
 
     def to_dict(self) -> dict:
