@@ -123,7 +123,6 @@ def test_data_set_in_shds_layout_cached_and_never_overwritten(tmp_path, capsys):
         assert np.array_equal(f["spikes/times"][0], times0)
 
 
-@pytest.mark.slow          # short trainings of the speech network
 @pytest.mark.parametrize("args, says", [
     (["data", "speech", "--out", "{tmp}/a", "--train", "0"], "--train = 0"),
     (["data", "speech", "--out", "{tmp}/a", "--jobs", "-1"], "--jobs = -1"),
@@ -204,6 +203,7 @@ def test_speech_task_is_the_papers_network_and_time_scale(tmp_path):
         build_task("speech")
 
 
+@pytest.mark.slow          # short trainings of the speech network
 def test_experiment_rows_and_control_shuffles_and_freezes(tmp_path, capsys):
     from spikeloop.experiments import speech as exp
     from tests.test_tasks import write_shd_dir
