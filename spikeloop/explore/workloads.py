@@ -287,26 +287,32 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def software_network(task: str, p: dict, seed: int, ctx: Context) -> Path:
-    """network.pt of ``task`` trained in software (once per settings, cached under
-    the sweep's cache directory; a lock lets concurrent points share one run)."""
-    preset = ctx.base.name if task == "yinyang" else None    # yinyang: sized for the base
-    settings = {k: p[k] for k in ("epochs", "train_samples", "hidden") if k in p}
-    key = _key(task, settings, preset, seed, ctx.code_version)
-    run_dir = ctx.cache_dir / "networks" / f"{task}-seed{seed}-{key}"
+def _trained_once(run_dir: Path, train: Callable[[], None]) -> Path:
+    """``run_dir/network.pt``, made by ``train()`` once: a lock lets concurrent
+    points share one run, and a run killed before it finished starts again."""
     done = run_dir / "network.pt"
     if done.is_file():
         return done
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     with waiting_lock(run_dir.parent / f".{run_dir.name}.lock"):
-        if done.is_file():
-            return done
-        st = TrainSettings(task=task, out=str(run_dir), backend="software", seed=seed,
-                           epochs=p["epochs"], train_samples=p.get("train_samples"),
-                           test_samples=p.get("test_samples"), hidden=p.get("hidden"),
-                           data_dir=ctx.data_dir, progress=False, preset=preset)
-        train_run(st)
+        if not done.is_file():
+            if run_dir.exists():
+                shutil.rmtree(run_dir)
+            train()
     return done
+
+
+def software_network(task: str, p: dict, seed: int, ctx: Context) -> Path:
+    """network.pt of ``task`` trained in software (once per settings, cached under
+    the sweep's cache directory)."""
+    preset = ctx.base.name if task == "yinyang" else None    # yinyang: sized for the base
+    settings = {k: p[k] for k in ("epochs", "train_samples", "hidden") if k in p}
+    key = _key(task, settings, preset, seed, ctx.code_version)
+    run_dir = ctx.cache_dir / "networks" / f"{task}-seed{seed}-{key}"
+    return _trained_once(run_dir, lambda: train_run(TrainSettings(
+        task=task, out=str(run_dir), backend="software", seed=seed, epochs=p["epochs"],
+        train_samples=p.get("train_samples"), test_samples=p.get("test_samples"),
+        hidden=p.get("hidden"), data_dir=ctx.data_dir, progress=False, preset=preset)))
 
 
 def retrained_network(task_name: str, cfg: ChipConfig, chip: Chip, net_path: Path, p: dict,
@@ -316,25 +322,18 @@ def retrained_network(task_name: str, cfg: ChipConfig, chip: Chip, net_path: Pat
     once per variant and settings, cached under the sweep's cache directory)."""
     key = _key(task_name, cfg.to_dict(), {k: p[k] for k in sorted(p)}, seed, ctx.code_version)
     run_dir = ctx.cache_dir / "retrained" / f"{task_name}-seed{seed}-{key}"
-    done = run_dir / "network.pt"
-    if done.is_file():
-        return done
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    with waiting_lock(run_dir.parent / f".{run_dir.name}.lock"):
-        if done.is_file():
-            return done
-        if run_dir.exists():            # a run killed before it finished: start again
-            shutil.rmtree(run_dir)
-        chip_file = run_dir.parent / f"{run_dir.name}.chip.npz"
+    chip_file = run_dir.parent / f"{run_dir.name}.chip.npz"
+
+    def train() -> None:
         chip.save(chip_file)
-        st = TrainSettings(task=task_name, out=str(run_dir), backend="fast",
-                           preset=ctx.base.name, variant=cfg, chip_seed=seed,
-                           chip_file=str(chip_file), epochs=p["retrain_epochs"],
-                           init=str(net_path), train_samples=p.get("train_samples"),
-                           test_samples=p.get("test_samples"), hidden=p.get("hidden"),
-                           data_dir=ctx.data_dir, progress=False)
-        train_run(st)
-    return done
+        train_run(TrainSettings(
+            task=task_name, out=str(run_dir), backend="fast", preset=ctx.base.name,
+            variant=cfg, chip_seed=seed, chip_file=str(chip_file),
+            epochs=p["retrain_epochs"], init=str(net_path), train_samples=p.get("train_samples"),
+            test_samples=p.get("test_samples"), hidden=p.get("hidden"), data_dir=ctx.data_dir,
+            progress=False))
+
+    return _trained_once(run_dir, train)
 
 
 def deployed(task_name: str, cfg: ChipConfig, p: dict, seed: int, ctx: Context) -> dict:
