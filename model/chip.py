@@ -14,9 +14,11 @@ beside it and, on request, a histogram of the spreads.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +83,21 @@ def check_calibration(calibration: CalibrationResult, cfg: ChipConfig, chip_seed
                          f"chip config {cfg.name!r} needs [{cfg.n_neurons}, 8]")
 
 
+#: calibrations this process made, newest last (:meth:`Chip.calibrated`): a
+#: calibration is a deterministic function of its key, and a process that builds
+#: the same specimen again (a sweep's workloads, an experiment's conditions, a
+#: test suite's many small runs) takes a copy instead of measuring again
+_CALIBRATED: OrderedDict = OrderedDict()
+_CALIBRATED_MAX = 16
+
+
+def _calibration_key(cfg: ChipConfig, chip_seed: int, reps: int, readout_noise_lsb: float,
+                     neuron_targets: dict | None) -> tuple:
+    targets = None if neuron_targets is None else tuple(
+        (k, np.asarray(v, np.float64).tobytes()) for k, v in sorted(neuron_targets.items()))
+    return cfg, chip_seed, reps, float(readout_noise_lsb), targets
+
+
 class Chip:
     def __init__(self, cfg: ChipConfig, chip_seed: int,
                  calibration: CalibrationResult | None = None):
@@ -99,11 +116,21 @@ class Chip:
                    readout_noise_lsb: float = 0.0, neuron_targets: dict | None = None) -> Chip:
         """Build the specimen and calibrate it by measurement (``reps`` repetitions
         per measurement, the column ADC's temporal noise ``readout_noise_lsb``,
-        per-neuron ``neuron_targets``: :func:`~spikeloop.model.calibration.calibrate`)."""
-        chip = cls(cfg, chip_seed)
-        result = calibrate(ChipProbe(chip.analog, readout_noise_lsb=readout_noise_lsb),
-                           reps=reps, neuron_targets=neuron_targets)
-        return cls(cfg, chip_seed, result)
+        per-neuron ``neuron_targets``: :func:`~spikeloop.model.calibration.calibrate`).
+        The same arguments in one process give a copy of the first result (the
+        calibration is deterministic; ``_CALIBRATED``)."""
+        key = _calibration_key(cfg, chip_seed, reps, readout_noise_lsb, neuron_targets)
+        result = _CALIBRATED.get(key)
+        if result is None:
+            chip = cls(cfg, chip_seed)
+            result = calibrate(ChipProbe(chip.analog, readout_noise_lsb=readout_noise_lsb),
+                               reps=reps, neuron_targets=neuron_targets)
+            _CALIBRATED[key] = result
+            while len(_CALIBRATED) > _CALIBRATED_MAX:
+                _CALIBRATED.popitem(last=False)
+        else:
+            _CALIBRATED.move_to_end(key)
+        return cls(cfg, chip_seed, copy.deepcopy(result))
 
     def with_residual(self, fraction: float) -> Chip:
         """The same specimen calibrated only part of the way: every 10-bit setting

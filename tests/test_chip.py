@@ -4,6 +4,7 @@ import pytest
 
 from spikeloop.base.config import MINI
 from spikeloop.base.image import ConfigImage, ImageError
+from spikeloop.model.calibration import ChipProbe, calibrate
 from spikeloop.model.chip import Chip, calibrate_to_file
 
 pytestmark = pytest.mark.unit
@@ -15,8 +16,20 @@ def chip3():
 
 
 def test_calibration_is_reproducible_and_chip_specific(chip3):
+    # measured again from scratch (Chip.calibrated keeps this process's results)
+    fresh = calibrate(ChipProbe(Chip(MINI, 3).analog))
+    assert np.array_equal(chip3.settings, fresh.settings.numpy())
+    # the kept result comes back as a copy: changing one chip's calibration
+    # changes no other
     again = Chip.calibrated(MINI, 3)
     assert np.array_equal(chip3.settings, again.settings)
+    again.calibration.settings[0, 0] += 1
+    again.calibration.measured["changed"] = np.zeros(1)
+    assert np.array_equal(chip3.settings, Chip.calibrated(MINI, 3).settings)
+    assert "changed" not in Chip.calibrated(MINI, 3).calibration.measured
+    # another measurement (a noisy readout) is not the kept one
+    noisy = Chip.calibrated(MINI, 3, reps=2, readout_noise_lsb=2.0)
+    assert not np.array_equal(chip3.settings, noisy.settings)
     other = Chip.calibrated(MINI, 4)
     assert not np.array_equal(chip3.settings, other.settings)
     assert not np.array_equal(chip3.settings, Chip(MINI, 3).settings)  # nominal

@@ -42,9 +42,10 @@ def both(chip, image, events, n_steps, *, run_seed=1, sample_offset=0, simulator
          **cosim_options):
     image = chip.configure(image)
     co = run_cosim(chip, image, events, n_steps, run_seed=run_seed,
-                   sample_offset=sample_offset, simulator=simulator, **cosim_options)
+                   sample_offset=sample_offset, simulator=simulator, row_events=True,
+                   **cosim_options)
     ref = run_reference(chip, image, events, n_steps, run_seed=run_seed,
-                        sample_offset=sample_offset)
+                        sample_offset=sample_offset, row_events=True)
     return co, ref
 
 
@@ -160,10 +161,10 @@ COSIM_VARIANTS = (
 )
 
 
-def check_cosim_seed(seed: int) -> None:
-    cfg = COSIM_VARIANTS[seed % len(COSIM_VARIANTS)]
+def check_cosim_seed(seed: int, cfg=None) -> None:
+    cfg = COSIM_VARIANTS[seed % len(COSIM_VARIANTS)] if cfg is None else cfg
     chip, img, events, n_steps, offset = random_case(seed, cfg)
-    kw = dict(run_seed=seed % 7, sample_offset=offset)
+    kw = dict(run_seed=seed % 7, sample_offset=offset, row_events=True)
     fast = run_fast(chip, img, events, n_steps, **kw)
     cos = run_cosim(chip, img, events, n_steps, **kw)
     diff = describe_difference(fast, cos)
@@ -173,7 +174,9 @@ def check_cosim_seed(seed: int) -> None:
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2 ** 32 - 1))
 def test_random_cosim_equals_fast(seed):
-    check_cosim_seed(seed)
+    # the default tier builds one variant, the one whose overloads queue, drop and
+    # saturate; the slow tier below draws from both
+    check_cosim_seed(seed, COSIM_VARIANTS[1])
 
 
 @pytest.mark.slow
