@@ -4,12 +4,14 @@ The full experiment runs for an hour on FULL (docs/training.md); here a tiny ver
 MINI checks the plumbing: every condition trained or evaluated, the files, the
 reuse of finished runs, the claims' logic, the refusals.
 """
+import dataclasses
 import json
 
 import pytest
 
 from spikeloop.cli import main as cli_main
 from spikeloop.experiments.mismatch import ExperimentError, MismatchSettings, _claims, run_mismatch
+from spikeloop.training.train import TrainSettings, setting_conflicts, train_or_reuse
 
 pytestmark = pytest.mark.unit
 
@@ -141,3 +143,24 @@ def test_a_finished_run_with_other_settings_is_not_reused(tmp_path):
                                       epochs=1, retrain_epochs=1, train_samples=30,
                                       test_samples=30, batch_size=15, progress=False,
                                       uncalibrated=False))
+
+
+def test_a_run_made_before_a_setting_existed_counts_as_its_default(tmp_path):
+    """The experiments reuse a finished run whose saved arguments predate a
+    setting when that setting is now at its default, and refuse it otherwise."""
+    now = TrainSettings(task="yinyang", out=str(tmp_path), epochs=1)
+    saved = {k: v for k, v in now.to_dict().items() if k != "dropout"}
+    assert setting_conflicts(saved, now) == []
+    assert setting_conflicts(saved, dataclasses.replace(now, dropout=0.4)) == [
+        "dropout: there 0.0, now 0.4"]
+    assert setting_conflicts({**saved, "seed": 5}, now) == ["seed: there 5, now 0"]
+    (tmp_path / "results.json").write_text(json.dumps(
+        {"args": {**saved, "seed": 5}, "epochs_done": 1, "final_test_accuracy": 0.5}))
+    with pytest.raises(ExperimentError, match=r"holds a run with other settings \(seed: "
+                                              r"there 5, now 0\)"):
+        train_or_reuse(now, print, ExperimentError)
+    (tmp_path / "results.json").write_text(json.dumps(
+        {"args": saved, "epochs_done": 1, "final_test_accuracy": 0.5}))
+    logged = []
+    assert train_or_reuse(now, logged.append)["final_test_accuracy"] == 0.5
+    assert "finished earlier (test accuracy 0.5000), reused" in logged[0]

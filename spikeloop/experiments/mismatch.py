@@ -65,12 +65,11 @@ from spikeloop.model.chip import Chip
 from spikeloop.nn.chip_network import INFERENCE_SPACING_US
 from spikeloop.training.tasks import LOOP_BACKENDS, build_task
 from spikeloop.training.train import (
-    RESUMABLE_CHANGES,
     TrainSettings,
     evaluate,
     load_network,
+    train_or_reuse,
 )
-from spikeloop.training.train import run as train
 
 #: the claims' thresholds: in the loop within this many percentage points of the ideal
 #: model, and fewer hidden spikes per neuron and input than this
@@ -149,29 +148,13 @@ class MismatchSettings:
 
 def _train(ms: MismatchSettings, out: Path, log, **kw) -> dict:
     """One ``spikeloop train`` run; reused when finished, resumed when interrupted."""
-
-    results = out / "results.json"
     args = dict(task=ms.task, out=str(out), preset=ms.preset, batch_size=ms.batch_size,
                 train_samples=ms.train_samples, test_samples=ms.test_samples,
                 data_dir=ms.data_dir, threads=ms.threads, progress=ms.progress,
                 **({"lr": ms.lr} if ms.lr is not None else {}))
     if kw.get("backend") == "fast":
         args["device"] = ms.device
-    st = TrainSettings(**{**args, **kw})
-    if results.is_file():
-        done = json.loads(results.read_text())
-        conflicts = [f"{k}: there {done['args'].get(k)!r}, now {v!r}"
-                     for k, v in st.to_dict().items()
-                     if k not in RESUMABLE_CHANGES and done["args"].get(k) != v]
-        if conflicts:
-            raise ExperimentError(f"{out} holds a run with other settings "
-                                  f"({'; '.join(conflicts)}); remove it or use another --out")
-        if done.get("epochs_done") == st.epochs:
-            log(f"  {out}: finished earlier (test accuracy {done['final_test_accuracy']:.4f}),"
-                " reused")
-            return done
-    st.resume = (out / "checkpoint.pt").is_file()
-    return train(st)
+    return train_or_reuse(TrainSettings(**{**args, **kw}), log, ExperimentError)
 
 
 def _retrain(ms: MismatchSettings, out: Path, log, loop: dict, net: Path, seed: int,

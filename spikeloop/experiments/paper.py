@@ -68,12 +68,11 @@ from spikeloop.ppu.programs import INFERENCE_SPACING_CYCLES
 from spikeloop.training.tasks import build_task
 from spikeloop.training.train import (
     PAPER_EPOCHS,
-    RESUMABLE_CHANGES,
     TrainSettings,
     evaluate,
     load_network,
+    train_or_reuse,
 )
-from spikeloop.training.train import run as train
 
 #: the augmentation of the paper's second MNIST result ("dropout and rotated
 #: images"): the paper gives neither the dropout rate nor the angles for it; its
@@ -232,23 +231,7 @@ def train_once(s: PaperSettings, out: Path, log, **kw) -> dict:
                 data_dir=s.data_dir)
     if kw.get("backend") == "fast":
         args["device"] = s.device
-    st = TrainSettings(**{**args, **kw})
-    results = out / "results.json"
-    if results.is_file():
-        done = json.loads(results.read_text())
-        defaults = {f.name: f.default for f in dataclasses.fields(TrainSettings)}
-        conflicts = [f"{k}: there {done['args'].get(k, defaults.get(k))!r}, now {v!r}"
-                     for k, v in st.to_dict().items()
-                     if k not in RESUMABLE_CHANGES and done["args"].get(k, defaults.get(k)) != v]
-        if conflicts:
-            raise PaperError(f"{out} holds a run with other settings ({'; '.join(conflicts)}); "
-                             "remove it or use another --out")
-        if done.get("epochs_done") == st.epochs:
-            log(f"  {out}: finished earlier (test accuracy {done['final_test_accuracy']:.4f}), "
-                "reused")
-            return done
-    st.resume = (out / "checkpoint.pt").is_file()
-    return train(st)
+    return train_or_reuse(TrainSettings(**{**args, **kw}), log, PaperError)
 
 
 def _sha256(path: Path) -> str:

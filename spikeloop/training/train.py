@@ -617,11 +617,39 @@ def _load_init(net, kwargs: dict, path: Path, log: RunLog) -> None:
              + ")")
 
 
-def _check_resume(saved: dict, now: TrainSettings, ckpt: Path) -> None:
+def setting_conflicts(saved: dict, now: TrainSettings, there: str = "there") -> list[str]:
+    """The settings of ``now`` that differ from a run's saved arguments ``saved``,
+    beyond :data:`RESUMABLE_CHANGES`, as ``"name: <there> old, now new"``; a
+    setting the saved run predates counts as its default."""
     defaults = {f.name: f.default for f in dataclasses.fields(TrainSettings)}
-    conflicts = [f"{k}: checkpoint {saved.get(k, defaults.get(k))!r}, now {v!r}"
-                 for k, v in now.to_dict().items()
-                 if k not in RESUMABLE_CHANGES and saved.get(k, defaults.get(k)) != v]
+    return [f"{k}: {there} {saved.get(k, defaults.get(k))!r}, now {v!r}"
+            for k, v in now.to_dict().items()
+            if k not in RESUMABLE_CHANGES and saved.get(k, defaults.get(k)) != v]
+
+
+def train_or_reuse(st: TrainSettings, log, error: type[Exception] | None = None) -> dict:
+    """:func:`run` in ``st.out``, reused when a run there finished with the same
+    settings (``log`` says so), resumed when one was interrupted; a run there with
+    other settings is refused (``error``, by default :class:`TrainError`)."""
+    out = Path(st.out)
+    results = out / RESULTS
+    if results.is_file():
+        done = json.loads(results.read_text())
+        conflicts = setting_conflicts(done["args"], st)
+        if conflicts:
+            raise (error or TrainError)(f"{out} holds a run with other settings "
+                                        f"({'; '.join(conflicts)}); remove it or use "
+                                        "another --out")
+        if done.get("epochs_done") == st.epochs:
+            log(f"  {out}: finished earlier (test accuracy "
+                f"{done['final_test_accuracy']:.4f}), reused")
+            return done
+    st.resume = (out / CHECKPOINT).is_file()
+    return run(st)
+
+
+def _check_resume(saved: dict, now: TrainSettings, ckpt: Path) -> None:
+    conflicts = setting_conflicts(saved, now, "checkpoint")
     if conflicts:
         raise TrainError(f"--resume: the arguments conflict with the run in {ckpt} "
                          f"({'; '.join(conflicts)}); only --epochs (and --threads, --device, "
