@@ -68,7 +68,7 @@ sim: setup  ## hardware-verification regression (SIM=verilator|icarus, WAVES=1):
 	# functional coverage of every block: the table; fails when a bin is neither hit nor waived
 	$(PY) -m spikeloop.verify.fcov report $(FCOV)
 
-coverage: setup  ## line and toggle coverage of the exported Verilog per component (Verilator; regression and cosim tier)
+coverage: setup  ## line and toggle coverage of the exported Verilog per component (Verilator; regression, cosim tier, coverage stimulus); fails on an uncovered line without a reason
 	$(PY) -m spikeloop.verify.codecov --preset $(PRESET) --out build/coverage
 
 mutate: setup  ## mutation score: a catalogue of small bugs in the RTL, one at a time on a copy, against the RTL tests

@@ -21,6 +21,7 @@ The job: this module writes it into the run directory and sets
      "stats": "stats.json",       # cycles, wall time, host accesses
      "membranes": false,          # write membranes.vcd/.csv into the run directory
      "write_zeros": true,         # false: write only the image's non-zero words
+     "row_events": false,         # true: list every driver activation (Observables)
      "ppu": null}                 # optional: a PPU program (below)
 
 ``ppu`` (optional): ``{"words": [...], "dmem": [[index, word], ...], "when":
@@ -45,6 +46,7 @@ that could carry them into the simulator's own waveform).
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -75,7 +77,14 @@ ENV_JOB = "SPIKELOOP_COSIM_JOB"
 #: cocotb's Icarus waveform module (``cocotb_iverilog_dump.v``) is SystemVerilog
 #: (a ``string``), so waveforms on Icarus are refused until the Verilog is
 #: exported with ``write_verilog -sv`` (``always_comb``, which runs at time 0).
-BUILD_ARGS = {"verilator": (), "icarus": ("-g2005",)}
+#: Verilator: the control file that makes the synapse drivers' signals that the
+#: row-activity monitor reads (cosim/monitor.py) reachable through the VPI, and a
+#: macro holding a digest of its text (a build is keyed by its arguments: a new
+#: text, a new build).
+ROW_ACTIVITY_VLT = Path(__file__).with_name("row_activity.vlt")
+_VLT_DIGEST = hashlib.sha256(ROW_ACTIVITY_VLT.read_bytes()).hexdigest()[:16]
+BUILD_ARGS = {"verilator": (str(ROW_ACTIVITY_VLT), f"-DSPIKELOOP_ROW_ACTIVITY={_VLT_DIGEST}"),
+              "icarus": ("-g2005",)}
 
 #: with $SPIKELOOP_VERILATOR_COVERAGE set (to anything but 0), Verilator models
 #: are built with line and toggle coverage (another build: the arguments are
@@ -85,11 +94,21 @@ ENV_COVERAGE = "SPIKELOOP_VERILATOR_COVERAGE"
 COVERAGE_ARGS = ("--coverage-line", "--coverage-toggle")
 
 
+#: set (cosim/monitor.py's ENV_MONITOR), the functional-coverage monitor reads
+#: internal signals of every block: Verilator models are then built with every
+#: signal reachable through the VPI (runner.PUBLIC_ALL; another build, slower)
+ENV_FCOV_MONITOR = "SPIKELOOP_FCOV_MONITOR"
+
+
 def build_args(simulator: str) -> tuple[str, ...]:
-    """:data:`BUILD_ARGS` of ``simulator``, plus the coverage options when asked for."""
+    """:data:`BUILD_ARGS` of ``simulator``, plus the coverage options when asked
+    for, plus every signal public while the functional-coverage monitor runs."""
+    args = BUILD_ARGS[simulator]
     if simulator == "verilator" and os.environ.get(ENV_COVERAGE, "0") not in ("", "0"):
-        return BUILD_ARGS[simulator] + COVERAGE_ARGS
-    return BUILD_ARGS[simulator]
+        args += COVERAGE_ARGS
+    if simulator == "verilator" and os.environ.get(ENV_FCOV_MONITOR):
+        args += (runner.PUBLIC_ALL,)
+    return args
 
 log = logging.getLogger("spikeloop.cosim")
 _counter = itertools.count()
@@ -101,16 +120,18 @@ _counter = itertools.count()
 _builds: dict = {}
 
 
-def _build(cfg, simulator: str, waves, build_root) -> tuple[runner.BuildInfo, float, bool]:
-    """(build, seconds this call took, whether it reused a finished build)."""
+def _build(cfg, simulator: str, waves, build_root,
+           baseline: bool = False) -> tuple[runner.BuildInfo, float, bool]:
+    """(build, seconds this call took, whether it reused a finished build);
+    ``baseline``: runner.build's comparison build."""
     t0 = time.monotonic()
     root = str(build_root or runner.default_build_root())
-    key = (cfg, simulator, runner._waves_format(waves), root, build_args(simulator))
+    key = (cfg, simulator, runner._waves_format(waves), root, build_args(simulator), baseline)
     info = _builds.get(key)
     if info is not None and (info.build_dir / runner.STAMP).is_file():
         return info, time.monotonic() - t0, True
     info = runner.build(cfg, "top", simulator, waves, build_args=build_args(simulator),
-                        build_root=build_root)
+                        build_root=build_root, baseline=baseline)
     _builds[key] = info
     return info, info.seconds, info.cached
 
@@ -118,7 +139,8 @@ def _build(cfg, simulator: str, waves, build_root) -> tuple[runner.BuildInfo, fl
 def run_cosim(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, *,
               run_seed: int = 0, sample_offset: int = 0, simulator: str = "verilator",
               waves: bool | str | None = False, write_zeros: bool = False,
-              build_root=None, ppu: dict | None = None) -> Observables:
+              build_root=None, ppu: dict | None = None,
+              row_events: bool = False) -> Observables:
     """Run ``events`` on the co-simulated chip; see the module docstring.
 
     ``waves``: False (default), True/"fst" or "vcd" (cosim.runner.build; None
@@ -133,7 +155,10 @@ def run_cosim(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int,
     ``ppu``: a PPU program to run with the job (spikeloop/base/ppu_job.py
     describes it); what the host read back of each PPU run is ``obs.ppu``,
     and ``stats["ppu"]`` holds the raw read-back with the analog bridge's held
-    steps (sample, step, refractory mask) per run."""
+    steps (sample, step, refractory mask) per run.
+
+    ``row_events``: list every driver activation in ``Observables.row_events``
+    (the row-activity monitor, cosim/monitor.py)."""
     cfg = chip.cfg
     if n_steps < 1:
         raise ValueError(f"n_steps = {n_steps}; allowed: >= 1")
@@ -161,7 +186,8 @@ def run_cosim(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int,
     job = {"chip": "chip.npz", "image": "image.npz", "events": "events.npz",
            "n_steps": int(n_steps), "run_seed": int(run_seed),
            "sample_offset": int(sample_offset), "output": str(out), "stats": str(stats_file),
-           "membranes": bool(info.waves), "write_zeros": bool(write_zeros)}
+           "membranes": bool(info.waves), "write_zeros": bool(write_zeros),
+           "row_events": bool(row_events)}
     ppu = PpuJob.of(cfg, ppu)
     if ppu is not None:
         job["ppu"] = ppu.as_dict()
@@ -210,9 +236,9 @@ def _ppu_result(cfg, r: dict, job: PpuJob) -> dict:
 
 
 def _run_job(cfg, image: ConfigImage, events: InputEvents | None, n_steps: int,
-             testcase: str, simulator: str, build_root) -> dict:
+             testcase: str, simulator: str, build_root, baseline: bool = False) -> dict:
     """Run one of the job-driven cocotb tests that report only stats."""
-    info, _, _ = _build(cfg, simulator, False, build_root)
+    info, build_s, cached = _build(cfg, simulator, False, build_root, baseline)
     run_dir = info.build_dir / "runs" / (
         f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{testcase}{next(_counter)}")
     jdir = run_dir / "job"
@@ -229,17 +255,21 @@ def _run_job(cfg, image: ConfigImage, events: InputEvents | None, n_steps: int,
     if not stats_file.is_file():
         raise CosimError(f"{testcase} wrote no stats ({stats_file}); log: {res.log}")
     stats = json.loads(stats_file.read_text())
-    stats["log"] = str(res.log)
+    stats.update({"log": str(res.log), "build_s": build_s, "build_cached": cached,
+                  "build_dir": str(info.build_dir)})
     return stats
 
 
 def run_ceiling(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, *,
-                simulator: str = "verilator", build_root=None) -> dict:
+                simulator: str = "verilator", build_root=None,
+                baseline: bool = False) -> dict:
     """The same build, image, input events and running cycles as
     :func:`run_cosim`, without the analog bridge (no Python on any running
-    cycle): the speed ceiling.  Returns its stats (``live_cycles_per_s``)."""
+    cycle): the speed ceiling.  Returns its stats (``live_cycles_per_s``).
+    ``baseline``: on the comparison build of runner.build (Verilator's and
+    cocotb's defaults) instead."""
     return _run_job(chip.cfg, image, events, n_steps, "test_ceiling_job", simulator,
-                    build_root)
+                    build_root, baseline)
 
 
 def run_readback(image: ConfigImage, *, simulator: str = "verilator", build_root=None) -> dict:

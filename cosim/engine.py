@@ -27,7 +27,10 @@ and :func:`run_readback_job`.  The steps of a job, each a function here:
 Everything done to the chip goes through the top level's ports: the image,
 the input events, ``ctrl`` and every read-back through the host bus
 (:class:`~spikeloop.cosim.host.HostBusDriver`); the analog side through the
-bridge (cosim/bridge.py).
+bridge (cosim/bridge.py).  One thing is observed inside: the synapse
+drivers' activations (``row_activations``, ``row_events`` of the
+Observables), which no chip counter holds, by the row-activity monitor
+(:class:`~spikeloop.cosim.monitor.RowActivity`).
 
 PPU (``ppu`` of the job, spikeloop/base/ppu_job.py): the program and its data
 are written through the host bus after the image.  ``before``: the PPU is
@@ -73,6 +76,7 @@ from spikeloop.cosim.bridge import (
     write_membrane_vcd,
 )
 from spikeloop.cosim.host import HostBusDriver, clock_period_ps, start_clock
+from spikeloop.cosim.monitor import RowActivity
 from spikeloop.cosim.runner import CosimContext, cosim_context
 from spikeloop.model.analog_loop import AnalogLoop
 from spikeloop.model.chip import Chip
@@ -255,11 +259,13 @@ async def write_events(host: Host, events: InputEvents, sample: int) -> None:
 
 
 async def run_sample(host: Host, bridge: AnalogBridge, loop: AnalogLoop, sample: int,
-                     n_steps: int, *, start_ppu: bool = False) -> float:
+                     n_steps: int, *, start_ppu: bool = False,
+                     rows: RowActivity | None = None) -> float:
     """One run: ``ctrl = run | clear`` (the next cycle clears; with
     ``start_ppu`` the PPU's start is written in that clear cycle), the running
     cycles through the analog bridge, ``ctrl = 0`` in the last running cycle,
-    then the drain (:data:`DRAIN_CYCLES` cycles, time stands still).  Returns
+    then the drain (:data:`DRAIN_CYCLES` cycles, time stands still).  ``rows``
+    (the row-activity monitor) learns where running cycle 0 starts.  Returns
     the wall time of the running phase in s."""
     drv, ctrl = host.drv, host.address("ctrl")
     bridge.drive_codes(loop)                   # before step 0: the initial membranes
@@ -269,6 +275,8 @@ async def run_sample(host: Host, bridge: AnalogBridge, loop: AnalogLoop, sample:
         await drv.write(host.address("ppu_ctrl"), 1)
     else:
         await host.edge()                      # the edge that ends the clear cycle: r = 0
+    if rows is not None:
+        rows.begin()
     await bridge.run(loop, sample, n_steps)    # returns at the start of r = L - 1
     await drv.write(ctrl, 0)                   # the last running cycle
     wall = time.perf_counter() - t0
@@ -369,14 +377,20 @@ async def run_job(dut, job: Job | None = None) -> dict:
 
     trace = MembraneTrace(cfg.n_neurons) if job.spec.get("membranes") else None
     bridge = AnalogBridge(dut, cfg, trace=trace)
-    records, adc_rows = [], []
+    rows = RowActivity(dut, cfg, clock_period_ps(cfg),
+                       keep_events=bool(job.spec.get("row_events", False)))
+    records, adc_rows, row_acts, row_events = [], [], [], []
     counters = {k: [] for k in COUNTERS}
     t_runs = 0.0
     for s in range(events.batch):
         loop = AnalogLoop(chip, image, [sample_offset + s], run_seed)
         loop.plan_steps(n_steps)                   # noise of many steps per call, same bits
         await write_events(host, events, s)
-        t_runs += await run_sample(host, bridge, loop, s, n_steps, start_ppu=each_sample)
+        t_runs += await run_sample(host, bridge, loop, s, n_steps, start_ppu=each_sample,
+                                   rows=rows)
+        acts, evs = rows.take()
+        row_acts.append(acts)
+        row_events += [(s, *e) for e in evs]
         c = await read_counters(host, s, L)
         for key in COUNTERS:
             counters[key].append(c[key])
@@ -391,13 +405,15 @@ async def run_job(dut, job: Job | None = None) -> dict:
             await host.edge()
         cocotb.log.info("sample %d: %d spikes so far, %d records, %d ADC samples", s,
                         len(bridge.spikes), n_rec, n_adc)
+    rows.stop()
     await ReadOnly()
     sim_cycles = int(get_sim_time("ps")) // clock_period_ps(cfg)
 
     B = events.batch
     obs = observables_from_samples(
         cfg, spikes=bridge.spikes, records=records, adc_rows=adc_rows, counters=counters,
-        cycles_per_sample=L, n_steps=n_steps, run_seed=run_seed, backend="cosim")
+        cycles_per_sample=L, n_steps=n_steps, run_seed=run_seed, backend="cosim",
+        row_activations=row_acts, row_events=row_events)
     wall = time.perf_counter() - wall0
     stats = {
         "simulator": ctx.simulator, "preset": cfg.name, "batch": B, "n_steps": n_steps,

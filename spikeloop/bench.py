@@ -8,6 +8,7 @@
                                     [--data-dir DIR] [--peers snntorch norse]
                                     [--scaling batch cores step]
     python -m spikeloop.bench cosim [--preset mini] [--simulator verilator] [--scenario random]
+                                    [--steps N] [--baseline]
     python -m spikeloop.bench explore [--variants 6] [--workers 2]
 
 What is measured (forward only, no gradients, wall clock after one warm-up batch;
@@ -45,7 +46,10 @@ observed steps, denormals flushed as ``spikeloop train`` does in software).
   flight, it skips).
 - ``cosim``: running cycles per second of the co-simulated RTL on a
   verification scenario, with the analog bridge in the loop, beside the same
-  build running the same cycles without the bridge (the simulator's ceiling).
+  build running the same cycles without the bridge (the simulator's ceiling),
+  the build's time and the size of its Verilog and generated C++;
+  ``--baseline`` adds the same ceiling run on the top built the way cocotb's
+  runner builds it by default (cosim/runner.py ``build(baseline=True)``).
 - ``reference`` (``--reference-samples N``, default 2): the pure-Python golden
   backend on the first N samples of the first timed batch; the fast backend's
   Observables of those samples must equal it (printed).
@@ -441,7 +445,27 @@ def bench_cosim(args: CosimBench) -> int:
     print(f"  no bridge (the ceiling)    {without:12.0f} running cycles/s "
           f"({ceiling['live_cycles']} cycles in {ceiling['run_wall_s']:.2f} s)")
     print(f"  bridge / ceiling           {with_bridge / without:12.2f}")
+    print(f"  model: {_build_size(Path(st['build_dir']))}")
+    if args.baseline:
+        if args.simulator != "verilator":
+            raise ValueError("--baseline compares Verilator builds; use --simulator verilator")
+        base = run_ceiling(chip, image, sc.events, steps, simulator=args.simulator,
+                           baseline=True)
+        b = base["live_cycles_per_s"]
+        print(f"  baseline build (cocotb's and Verilator's defaults: every signal public, "
+              f"Amaranth's own Verilog, -Os): {'cached' if base['build_cached'] else 'built'} "
+              f"in {base['build_s']:.1f} s; {_build_size(Path(base['build_dir']))}")
+        print(f"  baseline, no bridge        {b:12.0f} running cycles/s "
+              f"({base['live_cycles']} cycles in {base['run_wall_s']:.2f} s)")
+        print(f"  ceiling / baseline         {without / b:12.2f}")
     return 0
+
+
+def _build_size(build_dir: Path) -> str:
+    """The Verilog and generated C++ of a Verilator build, in MB."""
+    v = sum(f.stat().st_size for f in build_dir.glob("*.v"))
+    cpp = sum(f.stat().st_size for f in build_dir.glob("*.cpp"))
+    return f"Verilog {v / 1e6:.1f} MB, C++ {cpp / 1e6:.1f} MB ({build_dir.name})"
 
 
 def bench_train(args: TrainBench) -> int:
@@ -753,6 +777,9 @@ class CosimBench:
     scenario: str = option("random", choices=list(SCENARIOS),
                            help="a verification scenario (default random)")
     steps: int = option(0, help="analog steps per sample (0: the scenario's own)")
+    baseline: bool = option(False, help="also build the top the way cocotb's runner does by "
+                                        "default (every signal public, Amaranth's own "
+                                        "Verilog, -Os) and time the same run on it (Verilator)")
 
 
 @dataclass

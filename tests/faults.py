@@ -89,7 +89,9 @@ def _observables() -> Observables:
         arbiter_drops=z((B, cfg.n_blocks), np.int64), driver_unmatched=z((B, cfg.n_buses),
                                                                          np.int64),
         playback_late=z(B, np.int64), record_drops=z(B, np.int64), adc_overflow=z(B, np.int64),
-        cycles=np.full(B, 100, np.int64), n_steps=12, run_seed=1, backend="fast")
+        cycles=np.full(B, 100, np.int64),
+        row_activations=z((B, cfg.n_halves, cfg.drivers_per_half), np.int64),
+        row_events=z((0, 5), np.int64), n_steps=12, run_seed=1, backend="fast")
 
 
 NETWORK_KWARGS = {"n_in": 5, "n_hidden": 8, "n_out": 3, "recurrent": False,

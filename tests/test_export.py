@@ -1,12 +1,15 @@
 """Verilog export, Verilator lint and yosys area through the CLI and the API."""
 import json
+import re
 
 import pytest
+from amaranth.back import verilog
 
 from spikeloop.base.config import MINI
 from spikeloop.cli import main
-from spikeloop.rtl.components import COMPONENTS, module_name
-from spikeloop.rtl.export import area, lint
+from spikeloop.cosim.runner import top_ports
+from spikeloop.rtl.components import COMPONENTS, build, module_name
+from spikeloop.rtl.export import area, lint, simulation_verilog
 
 pytestmark = pytest.mark.rtl
 
@@ -56,3 +59,30 @@ def test_area_failure_names_a_log_that_exists(tmp_path):
                                            f"log: {log}$"):
         area(MINI, ["ppu"], timeout_s=1, log_dir=tmp_path)
     assert log.is_file()
+
+
+def test_simulation_verilog_moves_every_reset_into_its_flip_flop():
+    """The Verilog the Verilator co-simulation compiles: the same ports and
+    registers as Amaranth's own, each register's domain reset inside its
+    ``always @(posedge clk)`` block, and no combinational block reading ``rst``
+    (Verilator would evaluate it on every call of the model)."""
+    for name in ("arbiter", "crossbar", "adc_control"):
+        plain = verilog.convert(build(name, MINI), name=module_name(name), emit_src=False,
+                                strip_internal_attrs=True)
+        sim = simulation_verilog(build(name, MINI), module_name(name))
+        assert top_ports(sim, module_name(name)) == top_ports(plain, module_name(name))
+        resets = len(re.findall(r"if \(rst\) begin", plain))
+        assert resets > 0
+        assert len(re.findall(r"^\s+if \(rst\) \S+ <= ", sim, re.M)) == resets
+        for block in re.findall(r"always @\* begin(.*?)\n  end\n", sim, re.S):
+            assert not re.search(r"\brst\b", block), block[:200]
+        def clocked(text):   # every register written at the clock edge
+            return set(re.findall(r"(\S+) <= ", text))
+        assert clocked(sim) == clocked(plain)
+
+
+def test_top_ports_lists_the_ports_of_the_top_module():
+    text = ("module inner(a, y);\n  input a;\n  output y;\nendmodule\n"
+            "module top(clk, rst, d, q);\n  input clk;\n  wire clk;\n  input rst;\n"
+            "  input [13:0] d;\n  output [3:0] q;\n  reg [3:0] q = 4'h0;\nendmodule\n")
+    assert top_ports(text, "top") == ["clk", "rst", "d", "q"]

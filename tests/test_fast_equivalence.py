@@ -27,7 +27,8 @@ from spikeloop.verify.scenarios import SCENARIOS
 pytestmark = pytest.mark.unit
 
 
-ROWS = {"spikes": "(sample, step, cycle, neuron)", "records": "(sample, cycle, link, label)"}
+ROWS = {"spikes": "(sample, step, cycle, neuron)", "records": "(sample, cycle, link, label)",
+        "row_events": "(sample, cycle, half, driver, label)"}
 
 
 def describe_difference(ref: Observables, fast: Observables) -> str | None:
@@ -65,9 +66,10 @@ def mini_chip():
 def test_scenario_matches_reference(mini_chip, name):
     sc = SCENARIOS[name](MINI, np.random.default_rng(0))
     image = mini_chip.configure(sc.image)
-    ref = run_reference(mini_chip, image, sc.events, sc.n_steps, run_seed=5)
-    fast = run_fast(mini_chip, image, sc.events, sc.n_steps, run_seed=5)
+    ref = run_reference(mini_chip, image, sc.events, sc.n_steps, run_seed=5, row_events=True)
+    fast = run_fast(mini_chip, image, sc.events, sc.n_steps, run_seed=5, row_events=True)
     assert fast.backend == "fast"
+    assert len(fast.row_events) == fast.row_activations.sum()
     assert_same(ref, fast, f"scenario {name}")
 
 
@@ -144,7 +146,8 @@ def random_case(seed: int, cfg=None):
 
 def check_seed(seed: int) -> None:
     chip, img, events, n_steps, offset = random_case(seed)
-    kw = dict(run_seed=seed % 7, sample_offset=offset)
+    # every driver activation listed on every other seed (the counts always)
+    kw = dict(run_seed=seed % 7, sample_offset=offset, row_events=seed % 2 == 0)
     ref = run_reference(chip, img, events, n_steps, **kw)
     fast = run_fast(chip, img, events, n_steps, **kw)
     assert_same(ref, fast, f"random_case({seed})")
@@ -167,7 +170,7 @@ def test_random_cases_exercise_the_overloads():
     """The random cases reach every rule the comparison is meant to check."""
     seen = dict.fromkeys(("spikes", "records", "xbar_drops", "arbiter_drops",
                           "driver_unmatched", "playback_late", "record_drops",
-                          "adc_overflow", "saturated"), False)
+                          "adc_overflow", "saturated", "multicast"), False)
     for seed in range(25):
         chip, img, events, n_steps, _ = random_case(seed)
         o = run_fast(chip, img, events, n_steps)
@@ -175,6 +178,9 @@ def test_random_cases_exercise_the_overloads():
         for f in seen:
             if f == "saturated":
                 seen[f] |= bool((o.xbar_drops == cmax).any() or (o.xbar_events == cmax).any())
+            elif f == "multicast":      # bus events that several drivers of the bus took
+                bus = o.xbar_events[:, :, :chip.cfg.n_buses].sum() - o.driver_unmatched.sum()
+                seen[f] |= bool(o.row_activations.sum() > bus and cmax > 1000)
             else:
                 seen[f] |= bool(np.asarray(getattr(o, f)).sum() > 0)
     assert all(seen.values()), seen
@@ -188,9 +194,10 @@ def sample_of(o: Observables, s: int) -> Observables:
         a[:, 0] = 0
         return a
 
-    one = {f: getattr(o, f)[s:s + 1] for f in o.FIELDS if f not in ("spikes", "records", "adc")}
+    one = {f: getattr(o, f)[s:s + 1] for f in o.FIELDS
+           if f not in o.EVENT_FIELDS and f != "adc"}
     n = int(o.adc_count[s])
-    return o.replace(spikes=rows(o.spikes), records=rows(o.records),
+    return o.replace(**{f: rows(getattr(o, f)) for f in o.EVENT_FIELDS},
                      adc=o.adc[:n, s:s + 1], **one)
 
 

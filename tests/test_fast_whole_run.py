@@ -3,10 +3,12 @@ windows in one compiled call, the samples split over threads) against its
 step-by-step path (the path CUDA and the PPU take) and the reference: the same
 Observables on any thread count, with merged neurons, refractory periods, no
 noise, and a batch that does not split evenly."""
+import os
+
 import numpy as np
 import pytest
 
-from spikeloop.backends.fast import FastChip, run_fast
+from spikeloop.backends.fast import THREADS_ENV, FastChip, run_fast, usable_cpus
 from spikeloop.backends.reference import run_reference
 from spikeloop.base.config import MINI
 from spikeloop.base.events import InputEvents
@@ -72,3 +74,15 @@ def test_run_fast_threads_is_checked():
     chip, img, events, n_steps = _merged_case()
     with pytest.raises(ValueError, match="threads = 0; allowed"):
         run_fast(chip, img, events, n_steps, threads=0)
+
+
+def test_default_threads_follow_the_environment(monkeypatch):
+    monkeypatch.setenv(THREADS_ENV, "3")
+    assert usable_cpus() == 3
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv(THREADS_ENV, bad)
+        with pytest.raises(ValueError, match=f"SPIKELOOP_THREADS = '{bad}'; allowed: a "
+                                             "positive integer"):
+            usable_cpus()
+    monkeypatch.delenv(THREADS_ENV)
+    assert usable_cpus() == len(os.sched_getaffinity(0))

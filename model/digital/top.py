@@ -20,6 +20,13 @@ the ``ppu_start`` / ``ppu_stop`` inputs of :meth:`tick` (high in the cycle
 after the host's write, as the host bus makes them).  ``ppu_out`` holds the
 streamed vectors in the output buffer, ``ppu_out_drops`` those lost;
 ``hold`` is the reset hold ORed into ``refractory_active`` (rtl/top.py).
+
+Driver activations (what the Observables' ``row_activations`` and
+``row_events`` report): ``row_acts[h][d]`` counts the activations of driver
+``d`` of half ``h`` since the last clear cycle; with ``record_rows`` set,
+``row_events`` lists them as (cycle, half, driver, label), ``cycle`` counting
+the cycles since the clear cycle (on through stopped cycles, where ``time``
+stands still).  The clear cycle's own outputs are not counted.
 """
 from __future__ import annotations
 
@@ -60,6 +67,11 @@ class ChipDigitalRef:
         self.adc = AdcControlRef(c)
         self.ppu = PpuRef(c, self.adc.buffer)
         self.hold = 0
+        #: driver activations since the last clear (see the module docstring)
+        self.record_rows = False
+        self.row_acts = [[0] * c.drivers_per_half for _ in range(c.n_halves)]
+        self.row_events: list[tuple[int, int, int, int]] = []
+        self.cycle = 0
         self.ppu_out: list[int] = []
         self.ppu_out_depth = out_buffer_vectors(c)
         self.ppu_out_drops = 0
@@ -134,6 +146,8 @@ class ChipDigitalRef:
                          xpeek["outputs_payload"][h * B:(h + 1) * B], clear=clear)
             ready += o["buses_ready"]
             drv_out.append(o)
+            if not clear:
+                self._count_rows(h, o["rows"], xpeek["outputs_payload"][h * B:(h + 1) * B])
         rec = self.recorder.tick(clear=clear, time=time,
                                  links_valid=xpeek["outputs_valid"][c.n_buses:],
                                  links_payload=xpeek["outputs_payload"][c.n_buses:])
@@ -170,11 +184,29 @@ class ChipDigitalRef:
         adc = self.adc.tick(period=self.adc_period if live else 0, codes=adc_codes,
                             clear=clear)
         self.time = 0 if clear else time + int(live)
+        self.cycle = 0 if clear else self.cycle + 1
         return {"time": time, "exc_sum": exc, "inh_sum": inh, "step_done": step_done,
                 "refractory_active": nb["refractory_active"] | hold,
                 "spike_out": nb["spike_out"], "adc_sample": adc["sample"],
                 "ppu_running": po["running"], "ppu_halted": po["halted"], "ppu_pc": po["pc"],
                 "ppu_cycles": po["cycles"], "nreset": po["nreset"]}
+
+    def _count_rows(self, h: int, rows, payloads) -> None:
+        """This cycle's activations of half ``h``'s drivers (port ``2b`` of bus
+        ``b`` drives the activated driver's first row)."""
+        for b, label in enumerate(payloads):
+            ev = rows[2 * b]
+            if ev.active:
+                d = ev.row // 2
+                self.row_acts[h][d] += 1
+                if self.record_rows:
+                    self.row_events.append((self.cycle, h, d, label))
+
+    def reset_rows(self) -> None:
+        """Forget the driver activations counted so far (a new sample)."""
+        c = self.cfg
+        self.row_acts = [[0] * c.drivers_per_half for _ in range(c.n_halves)]
+        self.row_events = []
 
     def analog_outputs(self) -> dict:
         """What the analog side sees of this cycle before giving its inputs: the
@@ -202,4 +234,5 @@ class ChipDigitalRef:
             "adc_samples": self.adc.n_samples,
             "ppu_out_count": len(self.ppu_out),
             "ppu_out_drops": self.ppu_out_drops,
+            "row_activations": [a for h in self.row_acts for a in h],
         }

@@ -137,6 +137,9 @@ class Counters(NamedTuple):
     xb_drops: np.ndarray        #: [B, I, O] words a full node refused
     unmatched: np.ndarray       #: [B, NB] words no driver matched
     rec_drops: np.ndarray       #: [B] events the full record memory refused
+    row_acts: np.ndarray        #: [B, H, D] activations per synapse driver
+    row_ev: np.ndarray          #: [B, E, 4] activations (cycle, half, driver, label); E = 0: none
+    row_n: np.ndarray           #: [B] activations kept in ``row_ev``
     busy: np.ndarray            #: [1] sample-cycles run (the others were skipped)
 
 
@@ -158,7 +161,9 @@ class DigitalState:
     cycle, and the tables :func:`run_window` reads (built from a ConfigImage)."""
 
     def __init__(self, cfg: ChipConfig, B: int, *, block_labels, xb_mask, xb_target,
-                 match, n_match):
+                 match, n_match, event_cycles: int = 0):
+        """``event_cycles``: the cycles of a sample's run (running and drain)
+        when every driver activation is to be kept (``row_ev``), else 0."""
         K, P = cfg.n_blocks, cfg.neurons_per_block
         I, O = cfg.crossbar_inputs, cfg.crossbar_outputs
         NB = cfg.n_buses
@@ -200,6 +205,10 @@ class DigitalState:
         # synapse drivers: activations done of the head word's match list
         self.d_pos = np.zeros((B, NB), dtype=np.int64)
         self.unmatched = np.zeros((B, NB), dtype=np.int64)
+        self.row_acts = np.zeros((B, cfg.n_halves, cfg.drivers_per_half), dtype=np.int64)
+        # at most one activation per bus and cycle
+        self.row_ev = np.zeros((B, NB * event_cycles, 4), dtype=np.int64)
+        self.row_n = np.zeros(B, dtype=np.int64)
         # recorder: round-robin pointer, memory (time, link, label), count, drops
         self.rec_last = np.full(B, cfg.n_host_links - 1, dtype=np.int64)
         self.rec_mem = np.zeros((B, cfg.record_depth, 3), dtype=np.int64)
@@ -291,7 +300,7 @@ def _window_sample(b, g0, g1, n_live, spike_n, s0, s1, rel_ptr, rel_end, rel, cf
             _spikes_in(b, cf, st, cnt, spike_n, s0, s1)
         _playback(b, cf, cy, rel, rel_ptr, r, release)
         _crossbar_grants(b, cf, st, cy)
-        n_acts = _drivers(b, cf, st, cnt, cy, acts, n_acts)
+        n_acts = _drivers(b, g, cf, st, cnt, cy, acts, n_acts)
         if cf.O > cf.NB:
             _recorder(b, cf, st, cnt, cy, time)
         _crossbar_update(b, cf, st, cnt, cy)
@@ -391,10 +400,11 @@ def _crossbar_grants(b, cf, st, cy):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _drivers(b, cf, st, cnt, cy, acts, n_acts):
-    """Synapse drivers of sample ``b``: one matching driver per bus and cycle,
-    lowest first; its activation goes to ``acts[n_acts]``.  Returns the new
-    ``n_acts``."""
+def _drivers(b, g, cf, st, cnt, cy, acts, n_acts):
+    """Synapse drivers of sample ``b`` in cycle ``g``: one matching driver per
+    bus and cycle, lowest first; its activation goes to ``acts[n_acts]``, is
+    counted in ``row_acts`` and, when kept, listed in ``row_ev``.  Returns the
+    new ``n_acts``."""
     O, LB, rs_mask = cf.O, cf.LB, cf.rs_mask
     xb_fifo, xb_head, d_pos = st.xb_fifo, st.xb_head, st.d_pos
     grant, ready = cy.grant, cy.ready
@@ -410,11 +420,21 @@ def _drivers(b, cf, st, cnt, cy, acts, n_acts):
             ready[o] = True
             continue
         pos = d_pos[b, o]
+        h = o // cf.Bh
+        d = cf.match[entry, pos]
         acts[n_acts, 0] = b
-        acts[n_acts, 1] = o // cf.Bh
-        acts[n_acts, 2] = cf.match[entry, pos]
+        acts[n_acts, 1] = h
+        acts[n_acts, 2] = d
         acts[n_acts, 3] = label & cf.addr_mask
         n_acts += 1
+        cnt.row_acts[b, h, d] += 1
+        if cnt.row_ev.shape[1]:
+            e = cnt.row_n[b]
+            cnt.row_ev[b, e, 0] = g
+            cnt.row_ev[b, e, 1] = h
+            cnt.row_ev[b, e, 2] = d
+            cnt.row_ev[b, e, 3] = label
+            cnt.row_n[b] = e + 1
         if pos + 1 >= k:
             d_pos[b, o] = 0
             ready[o] = True

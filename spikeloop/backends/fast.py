@@ -15,7 +15,8 @@ fast:
   functions the other paths use (model/analog.py's ``lif_row``,
   model/noise.py's ``noise_row``, the digital side's stages): no Python per
   analog step.  The samples share nothing, so the batch is split over
-  ``threads`` threads (every CPU the process may use, by default), and the
+  ``threads`` threads (by default ``$SPIKELOOP_THREADS``, else every CPU the
+  process may use), and the
   results are the same on any number of them.  On CUDA, and with a PPU program beside the
   windows, the steps below run from Python, step by step, with the same bits.
 
@@ -79,17 +80,20 @@ from spikeloop.model.noise import sample_keys
 
 def run_fast(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, *,
              run_seed: int = 0, sample_offset: int = 0, device="cpu",
-             ppu=None, threads: int | None = None) -> Observables:
+             ppu=None, threads: int | None = None, row_events: bool = False) -> Observables:
     """Run a batch on the fast backend; the semantics are those of
     :func:`~spikeloop.backends.reference.run_reference` (see backends/__init__.py
     for the run protocol).  ``ppu``: a PPU program run with the job
     (spikeloop/base/ppu_job.py, which says what the fast backend refuses).
-    ``threads``: the CPU threads that share the samples (None: every CPU this
-    process may use, :func:`usable_cpus`); the results do not depend on it."""
+    ``threads``: the CPU threads that share the samples (None: ``$SPIKELOOP_THREADS``,
+    else every CPU this process may use, :func:`usable_cpus`); the results do not
+    depend on it.
+    ``row_events``: list every driver activation in ``Observables.row_events``."""
     job = PpuJob.of(chip.cfg, ppu)
     if job is None:
         return FastChip(chip, image, device=device, threads=threads).run(
-            events, n_steps, run_seed=run_seed, sample_offset=sample_offset)
+            events, n_steps, run_seed=run_seed, sample_offset=sample_offset,
+            row_events=row_events)
     if events.cfg != chip.cfg:
         raise ValueError(f"events are for preset {events.cfg.name!r}, not {chip.cfg.name!r}")
     cfg = chip.cfg
@@ -99,7 +103,8 @@ def run_fast(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, 
     if job.when == "before":
         res, rows = run_before(cfg, job, rows)
         obs = FastChip(chip, _with_rows(image, rows), device=device).run(
-            events, n_steps, run_seed=run_seed, sample_offset=sample_offset)
+            events, n_steps, run_seed=run_seed, sample_offset=sample_offset,
+            row_events=row_events)
         obs.ppu = [res]
         return obs
     # each_sample: the PPU of every sample beside the windows
@@ -122,7 +127,8 @@ def run_fast(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, 
         sub = InputEvents.from_lists(cfg, [events.of_sample(first + j).tolist()
                                            for j in range(count)])
         return FastChip(chip, image, device=device).run(
-            sub, n_steps, run_seed=run_seed, sample_offset=sample_offset + first, ppus=ppus)
+            sub, n_steps, run_seed=run_seed, sample_offset=sample_offset + first, ppus=ppus,
+            row_events=row_events)
 
     def ppu_of(j: int, buffer) -> FastPpu:
         return FastPpu(cfg, job, rows, sample=j, stale_adc=buffer, n_live=L,
@@ -308,20 +314,22 @@ class FastChip:
 
     # ------------------------------------------------------------------ run
     def run(self, events: InputEvents, n_steps: int, *, run_seed: int = 0,
-            sample_offset: int = 0, ppus: list[FastPpu] | None = None) -> Observables:
-        """``ppus``: one PPU per sample, run beside the windows (spikeloop/base/ppu_job.py)."""
+            sample_offset: int = 0, ppus: list[FastPpu] | None = None,
+            row_events: bool = False) -> Observables:
+        """``ppus``: one PPU per sample, run beside the windows (spikeloop/base/ppu_job.py);
+        ``row_events``: keep every driver activation (``Observables.row_events``)."""
         cfg, dev = self.cfg, self.device
         if n_steps < 1:
             raise ValueError(f"n_steps = {n_steps}; allowed: >= 1")
         if events.cfg != cfg:
             raise ValueError(f"events are for preset {events.cfg.name!r}, not {cfg.name!r}")
         if self.whole_run and ppus is None:
-            return self._run_whole(events, n_steps, run_seed, sample_offset)
+            return self._run_whole(events, n_steps, run_seed, sample_offset, row_events)
         B, n, S, K = events.batch, self.n, cfg.analog_step_cycles, cfg.n_blocks
         L = live_cycles(cfg, n_steps)
         end = L + DRAIN_CYCLES
         cmax = (1 << cfg.counter_bits) - 1
-        self._init_state(B)
+        self._init_state(B, end if row_events else 0)
         digital = self.digital
 
         # playback: release cycles in closed form, as crossbar inputs K + link,
@@ -396,7 +404,7 @@ class FastChip:
         return obs
 
     def _run_whole(self, events: InputEvents, n_steps: int, run_seed: int,
-                   sample_offset: int) -> Observables:
+                   sample_offset: int, row_events: bool = False) -> Observables:
         """:meth:`run` on the CPU: every sample's whole run in one compiled call
         (:func:`~spikeloop.backends.digital_core.run_samples`: no Python per analog
         step), the samples split over ``threads`` threads (each sample's numbers
@@ -405,7 +413,8 @@ class FastChip:
         B, n, K = events.batch, self.n, cfg.n_blocks
         L = live_cycles(cfg, n_steps)
         cmax = (1 << cfg.counter_bits) - 1
-        digital = self.digital = DigitalState(cfg, B, **self.tables)
+        digital = self.digital = DigitalState(
+            cfg, B, **self.tables, event_cycles=L + DRAIN_CYCLES if row_events else 0)
         self.B = B
         rel, late = playback_schedule(cfg, events, L)
         rel = rel[np.lexsort((rel[:, 0], rel[:, 1]))]
@@ -482,8 +491,9 @@ class FastChip:
                                  adc_taken, cmax)
 
     # ------------------------------------------------------------ state
-    def _init_state(self, B: int) -> None:
-        """The state after the clear cycle, for ``B`` samples."""
+    def _init_state(self, B: int, event_cycles: int = 0) -> None:
+        """The state after the clear cycle, for ``B`` samples (``event_cycles``:
+        :class:`~spikeloop.backends.digital_core.DigitalState`'s)."""
         cfg, dev = self.cfg, self.device
         H, C = cfg.n_halves, cfg.columns_per_half
         self.B = B
@@ -492,7 +502,7 @@ class FastChip:
         self.cnt_cycle = 0
         self.no_hold = torch.zeros((B, self.n), dtype=torch.bool, device=dev)
         # arbiters, playback, crossbar, drivers, recorder: on the host
-        self.digital = DigitalState(cfg, B, **self.tables)
+        self.digital = DigitalState(cfg, B, **self.tables, event_cycles=event_cycles)
         # analog boundaries: the accumulators of the present step [exc/inh, B, H, C];
         # the window's driver activations (``acts[:n_acts]``: sample, half, driver,
         # address) are added to them before the step (_flush_activations)
@@ -580,6 +590,11 @@ class FastChip:
         have = np.arange(cfg.record_depth)[None, :] < dg.rec_count[:, None]
         rb, rj = np.nonzero(have)
         rec = np.concatenate([rb[:, None], dg.rec_mem[rb, rj]], 1)
+        # the kept driver activations of each sample in cycle order (bus by bus
+        # within a cycle: the order of the stages' loop)
+        kept = np.arange(dg.row_ev.shape[1])[None, :] < dg.row_n[:, None]
+        eb, ej = np.nonzero(kept)
+        rows = np.concatenate([eb[:, None], dg.row_ev[eb, ej]], 1)
         n_adc = len(adc)
         return Observables(
             spikes=spikes_out.astype(np.int64).reshape(-1, 4),
@@ -594,6 +609,8 @@ class FastChip:
             record_drops=sat(dg.rec_drops).astype(np.int64),
             adc_overflow=np.full(B, min(max(adc_taken - n_adc, 0), cmax), dtype=np.int64),
             cycles=np.full(B, L, dtype=np.int64),
+            row_activations=dg.row_acts.copy(),
+            row_events=rows.astype(np.int64).reshape(-1, 5),
             n_steps=n_steps, run_seed=run_seed, backend="fast")
 
 
@@ -610,8 +627,26 @@ def sample_pool(workers: int) -> ThreadPoolExecutor:
     return _POOL
 
 
+#: environment variable: the threads a run's samples are split over when a
+#: caller does not say (a positive integer; unset: every CPU the process may use).
+#: ``spikeloop explore`` sets it to 1 for its points, which run side by side.
+THREADS_ENV = "SPIKELOOP_THREADS"
+
+
 def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity; else the machine's count)."""
+    """The threads a run's samples are split over by default: ``$SPIKELOOP_THREADS``
+    when set, else the CPUs this process may run on (its affinity; else the
+    machine's count).  ValueError for a value that is not a positive integer."""
+    env = os.environ.get(THREADS_ENV)
+    if env is not None:
+        try:
+            n = int(env)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"environment variable {THREADS_ENV} = {env!r}; allowed: a "
+                             "positive integer (or unset: every CPU the process may use)")
+        return n
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):

@@ -19,13 +19,16 @@ from spikeloop.model.digital.top import ChipDigitalRef
 
 
 def run_reference(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, *,
-                  run_seed: int = 0, sample_offset: int = 0, ppu=None) -> Observables:
+                  run_seed: int = 0, sample_offset: int = 0, ppu=None,
+                  row_events: bool = False) -> Observables:
+    """``row_events``: list every driver activation in ``Observables.row_events``."""
     cfg = chip.cfg
     if n_steps < 1:
         raise ValueError(f"n_steps = {n_steps}; allowed: >= 1")
     job = PpuJob.of(cfg, ppu)
     n = cfg.n_neurons
     ref = ChipDigitalRef(cfg, image)
+    ref.record_rows = bool(row_events)
     ppu_runs = []
     if job is not None:
         ref.ppu.load(job.words)
@@ -35,7 +38,7 @@ def run_reference(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: 
             ref.tick(0, [0] * n, running=False, ppu_start=1)
             ppu_runs.append(_ppu_halt(ref, job, "its start"))
     L = live_cycles(cfg, n_steps)
-    spikes, records, adc_rows = [], [], []
+    spikes, records, adc_rows, rows, row_acts = [], [], [], [], []
     counters = {k: [] for k in ("xbar_events", "xbar_drops", "arbiter_drops",
                                 "driver_unmatched", "playback_late", "record_drops",
                                 "adc_overflow")}
@@ -44,6 +47,7 @@ def run_reference(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: 
         analog = AnalogLoop(chip, image, [sample_offset + s], run_seed)
         codes = [int(c) for c in analog.codes()[0]]
         ref.start(events.of_sample(s).tolist())
+        ref.reset_rows()
         k = 0
         for r in range(L):
             o = ref.analog_outputs()
@@ -69,10 +73,12 @@ def run_reference(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: 
         c = ref.final_counters()
         for key in counters:
             counters[key].append(c[key])
+        row_acts.append(c["row_activations"])
+        rows += [(s, *e) for e in ref.row_events]
     return observables_from_samples(
         cfg, spikes=spikes, records=records, adc_rows=adc_rows, counters=counters,
         cycles_per_sample=L, n_steps=n_steps, run_seed=run_seed, backend="reference",
-        ppu=ppu_runs if job is not None else None)
+        row_activations=row_acts, row_events=rows, ppu=ppu_runs if job is not None else None)
 
 
 def _ppu_halt(ref: ChipDigitalRef, job: PpuJob, since: str) -> dict:

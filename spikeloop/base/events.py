@@ -28,6 +28,20 @@ field             shape / dtype           meaning
 ``record_drops``  [B] int64               events lost to a full record memory
 ``adc_overflow``  [B] int64               ADC samples lost to a full buffer
 ``cycles``        [B] int64               clock cycles each sample ran
+``row_activations`` [B, H, D] int64      activations of each synapse driver (half,
+                                          driver): an event on a bus activates every
+                                          driver of that bus it matches, one per
+                                          cycle, each driving its two rows; observed
+                                          at the drivers, not a chip counter (never
+                                          saturates)
+``row_events``    [K, 5] int64            (sample, cycle, half, driver, label) of every
+                                          driver activation, when the run was asked
+                                          for them (run option ``row_events=True``,
+                                          every backend); else no rows.  ``cycle``:
+                                          clock cycles since the clear cycle (0: the
+                                          first running cycle), counting on through
+                                          the drain (where ``time`` stands still);
+                                          ``label``: the whole event label on the bus
 ``n_steps``, ``run_seed``, ``backend``    scalars
 ``ppu``           list of dicts or None    what the host read back of each PPU run
                                           (spikeloop/base/ppu_job.py: status, pc,
@@ -171,6 +185,8 @@ class Observables:
     record_drops: np.ndarray
     adc_overflow: np.ndarray
     cycles: np.ndarray
+    row_activations: np.ndarray
+    row_events: np.ndarray
     n_steps: int
     run_seed: int
     backend: str = ""
@@ -179,7 +195,9 @@ class Observables:
 
     FIELDS = ("spikes", "records", "adc", "adc_count", "xbar_events", "xbar_drops",
               "arbiter_drops", "driver_unmatched", "playback_late", "record_drops",
-              "adc_overflow", "cycles")
+              "adc_overflow", "cycles", "row_activations", "row_events")
+    #: the fields of one row per event (the first column: the sample), and their widths
+    EVENT_FIELDS = {"spikes": 4, "records": 4, "row_events": 5}
 
     def spike_raster(self, n_neurons: int) -> np.ndarray:
         """Time-major [n_steps, batch, n_neurons] bool raster (hxtorch layout)."""
@@ -201,7 +219,8 @@ class Observables:
     #: the number of dimensions of each field
     NDIM = {"spikes": 2, "records": 2, "adc": 3, "adc_count": 1, "xbar_events": 3,
             "xbar_drops": 3, "arbiter_drops": 2, "driver_unmatched": 2, "playback_late": 1,
-            "record_drops": 1, "adc_overflow": 1, "cycles": 1}
+            "record_drops": 1, "adc_overflow": 1, "cycles": 1, "row_activations": 3,
+            "row_events": 2}
 
     @classmethod
     def load(cls, path) -> Observables:
@@ -215,15 +234,16 @@ class Observables:
             arrays = {}
             for f in cls.FIELDS:
                 a = field_array(z, f, path)
-                if a.ndim != cls.NDIM[f] or (f in ("spikes", "records") and a.shape[1] != 4):
+                width = cls.EVENT_FIELDS.get(f)
+                if a.ndim != cls.NDIM[f] or (width is not None and a.shape[1] != width):
                     raise EventsError(f"field {f} has shape {list(a.shape)}; allowed: "
                                       f"{cls.NDIM[f]} dimensions"
-                                      + (" [K, 4]" if f in ("spikes", "records") else ""))
+                                      + (f" [K, {width}]" if width is not None else ""))
                 arrays[f] = a.astype(np.int64)
             batch = len(arrays["cycles"])
             for f in cls.FIELDS:
                 n = arrays[f].shape[1] if f == "adc" else (
-                    None if f in ("spikes", "records") else arrays[f].shape[0])
+                    None if f in cls.EVENT_FIELDS else arrays[f].shape[0])
                 if n is not None and n != batch:
                     raise EventsError(f"field {f} covers {n} samples, cycles {batch}")
             ppu = None
@@ -261,10 +281,9 @@ class Observables:
     def head(self, k: int) -> Observables:
         """The first ``k`` samples of the batch."""
         per_sample = {f: getattr(self, f)[:k] for f in self.FIELDS
-                      if f not in ("spikes", "records", "adc")}
-        return self.replace(spikes=self.spikes[self.spikes[:, 0] < k],
-                            records=self.records[self.records[:, 0] < k],
-                            adc=self.adc[:, :k], **per_sample,
+                      if f not in self.EVENT_FIELDS and f != "adc"}
+        events = {f: getattr(self, f)[getattr(self, f)[:, 0] < k] for f in self.EVENT_FIELDS}
+        return self.replace(adc=self.adc[:, :k], **per_sample, **events,
                             ppu=None if self.ppu is None else self.ppu[:k])
 
     @classmethod
@@ -282,29 +301,33 @@ class Observables:
         offsets = np.cumsum([0] + [len(p.cycles) for p in parts])[:-1]
 
         def shifted(f):
-            return np.concatenate([getattr(p, f) + np.array([o, 0, 0, 0])
-                                   for p, o in zip(parts, offsets, strict=True)]).reshape(-1, 4)
+            w = cls.EVENT_FIELDS[f]
+            return np.concatenate([getattr(p, f) + np.array([o] + [0] * (w - 1))
+                                   for p, o in zip(parts, offsets, strict=True)]).reshape(-1, w)
 
         S = max(p.adc.shape[0] for p in parts)
         adc = np.concatenate([np.pad(p.adc, ((0, S - p.adc.shape[0]), (0, 0), (0, 0)))
                               for p in parts], axis=1)
         per_sample = {f: np.concatenate([getattr(p, f) for p in parts])
-                      for f in cls.FIELDS if f not in ("spikes", "records", "adc")}
+                      for f in cls.FIELDS if f not in cls.EVENT_FIELDS and f != "adc"}
         ppu = None
         if any(p.ppu is not None for p in parts):
             ppu = [r for p in parts for r in (p.ppu or [])]
-        return cls(spikes=shifted("spikes"), records=shifted("records"), adc=adc,
-                   **per_sample, n_steps=first.n_steps, run_seed=first.run_seed,
-                   backend=first.backend, ppu=ppu)
+        return cls(**{f: shifted(f) for f in cls.EVENT_FIELDS}, adc=adc, **per_sample,
+                   n_steps=first.n_steps, run_seed=first.run_seed, backend=first.backend,
+                   ppu=ppu)
 
 
 def observables_from_samples(cfg: ChipConfig, *, spikes, records, adc_rows, counters: dict,
                              cycles_per_sample: int, n_steps: int, run_seed: int,
-                             backend: str, ppu: list | None = None) -> Observables:
+                             backend: str, row_activations, row_events=(),
+                             ppu: list | None = None) -> Observables:
     """Assemble Observables from what a backend read back sample by sample:
     ``spikes``/``records`` lists of 4-tuples, ``adc_rows[b]`` the valid ADC
     samples of batch entry ``b`` (lists of ``n_neurons`` codes), ``counters[k]``
-    one entry per sample for each counter field (flat lists for the arrays)."""
+    one entry per sample for each counter field (flat lists for the arrays),
+    ``row_activations[b]`` sample ``b``'s activations per driver (flat, half
+    by half), ``row_events`` 5-tuples (sample, cycle, half, driver, label)."""
     B = len(adc_rows)
     S = max((len(r) for r in adc_rows), default=0)
     adc = np.zeros((S, B, cfg.n_neurons), dtype=np.int64)
@@ -322,4 +345,7 @@ def observables_from_samples(cfg: ChipConfig, *, spikes, records, adc_rows, coun
         **{k: np.array(counters[k], dtype=np.int64).reshape(B, *shape)
            for k, shape in shapes.items()},
         cycles=np.full(B, cycles_per_sample, dtype=np.int64),
+        row_activations=np.array(row_activations, dtype=np.int64).reshape(
+            B, cfg.n_halves, cfg.drivers_per_half),
+        row_events=np.array(row_events, dtype=np.int64).reshape(-1, 5),
         n_steps=n_steps, run_seed=run_seed, backend=backend, ppu=ppu)

@@ -83,17 +83,19 @@ def activity(obs: Observables, cfg: ChipConfig, n_input_events: int,
     - a spike takes its block's arbiter unless the arbiter dropped it;
     - crossbar writes are the events the nodes took (``xbar_events``);
     - bus events are the events the nodes towards the buses took (the first
-      ``n_buses`` outputs); a bus event that matched no driver is counted in
-      ``driver_unmatched``, the rest activate a driver's row pair.  A bus event
-      that several drivers of its bus match is counted once (the counters do
-      not say how many matched): multicast within a bus is under-counted;
+      ``n_buses`` outputs);
+    - row activations are the synapse drivers' activations
+      (``row_activations``): a bus event activates the row pair of every
+      driver of its bus that it matches, one per cycle, so an event several
+      drivers match counts once per driver; one no driver matched
+      (``driver_unmatched``) activates none;
     - an activated row reads the synapses of its half (``columns_per_half``);
     - ADC conversions: every neuron for every sample taken (``adc_count``);
     - PPU cycles: the cycles of every PPU run the host read back.
     """
     spikes = int(len(obs.spikes))
     bus = int(obs.xbar_events[:, :, :cfg.n_buses].sum())
-    matched = max(bus - int(obs.driver_unmatched.sum()), 0)
+    rows = int(obs.row_activations.sum())
     ppu = sum(int(r.get("cycles", 0)) for r in (obs.ppu or []))
     played = max(int(n_input_events) - int(obs.playback_late.sum()), 0)
     return {
@@ -102,8 +104,8 @@ def activity(obs: Observables, cfg: ChipConfig, n_input_events: int,
         "arbiter_grant": max(spikes - int(obs.arbiter_drops.sum()), 0),
         "crossbar_write": int(obs.xbar_events.sum()),
         "bus_event": bus,
-        "row_activation": matched,
-        "synapse_read": matched * cfg.columns_per_half,
+        "row_activation": rows,
+        "synapse_read": rows * cfg.columns_per_half,
         "neuron_spike": spikes,
         "adc_conversion": int(obs.adc_count.sum()) * cfg.n_neurons,
         "ppu_cycle": ppu,

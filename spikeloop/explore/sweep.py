@@ -35,6 +35,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from spikeloop.backends.fast import THREADS_ENV
 from spikeloop.base.files import atomic_write_text
 from spikeloop.explore.spec import Spec, Variant
 
@@ -264,8 +265,9 @@ def run_job(job: dict) -> tuple[dict | None, int, str, float]:
         job_file, result_file, log_file = (Path(tmp) / n for n in ("job.json", "result.json",
                                                                     "log.txt"))
         job_file.write_text(json.dumps(job))
+        # the points run side by side: one thread each, the fast backend's included
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               "PYTHONHASHSEED": "0"}
+               THREADS_ENV: "1", "PYTHONHASHSEED": "0"}
         with open(log_file, "wb") as log:
             proc = subprocess.run([sys.executable, "-m", "spikeloop.explore.worker",
                                    str(job_file), str(result_file)],

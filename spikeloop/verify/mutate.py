@@ -44,9 +44,10 @@ ALL_TESTS = ("tests/test_rtl_arbiter.py", "tests/test_rtl_crossbar.py",
              "tests/test_rtl_neuron_backend.py", "tests/test_rtl_analog_boundary.py",
              "tests/test_rtl_playback.py", "tests/test_rtl_recorder.py",
              "tests/test_rtl_adc_control.py", "tests/test_rtl_hostbus.py",
-             "tests/test_rtl_top.py", "tests/test_ppu_rtl.py", "tests/test_rtl_closure.py")
+             "tests/test_rtl_top.py", "tests/test_ppu_rtl.py", "tests/test_rtl_closure.py",
+             "tests/test_rtl_coverage_hostbus.py", "tests/test_rtl_coverage_top.py")
 
-#: the test file of each RTL file (run first: it kills most mutants in seconds)
+#: the test file(s) of each RTL file (run first: they kill most mutants in seconds)
 OWN_TESTS = {
     "arbiter.py": "tests/test_rtl_arbiter.py",
     "crossbar.py": "tests/test_rtl_crossbar.py",
@@ -58,8 +59,8 @@ OWN_TESTS = {
     "playback.py": "tests/test_rtl_playback.py",
     "recorder.py": "tests/test_rtl_recorder.py",
     "adc_control.py": "tests/test_rtl_adc_control.py",
-    "hostbus.py": "tests/test_rtl_hostbus.py",
-    "top.py": "tests/test_rtl_top.py",
+    "hostbus.py": ("tests/test_rtl_hostbus.py", "tests/test_rtl_coverage_hostbus.py"),
+    "top.py": ("tests/test_rtl_top.py", "tests/test_rtl_coverage_top.py"),
     "ppu.py": "tests/test_ppu_rtl.py",
 }
 
@@ -325,7 +326,8 @@ def run_mutant(mutant: Mutant, timeout: float, control: Control) -> Result:
     with tempfile.TemporaryDirectory(prefix=f"mutant-{mutant.name}-") as tmp:
         copy = apply(mutant, Path(tmp))
         own = OWN_TESTS[mutant.file]
-        stages = [[own], [t for t in ALL_TESTS if t != own]]
+        own = [own] if isinstance(own, str) else list(own)
+        stages = [own, [t for t in ALL_TESTS if t not in own]]
         ran: list[str] = []
         verdict, by = "survived", ""
         for tests in stages:
