@@ -627,19 +627,18 @@ def setting_conflicts(saved: dict, now: TrainSettings, there: str = "there") -> 
             if k not in RESUMABLE_CHANGES and saved.get(k, defaults.get(k)) != v]
 
 
-def train_or_reuse(st: TrainSettings, log, error: type[Exception] | None = None) -> dict:
+def train_or_reuse(st: TrainSettings, log, error: type[Exception] = TrainError) -> dict:
     """:func:`run` in ``st.out``, reused when a run there finished with the same
     settings (``log`` says so), resumed when one was interrupted; a run there with
-    other settings is refused (``error``, by default :class:`TrainError`)."""
+    other settings is refused (``error``)."""
     out = Path(st.out)
     results = out / RESULTS
     if results.is_file():
         done = json.loads(results.read_text())
         conflicts = setting_conflicts(done["args"], st)
         if conflicts:
-            raise (error or TrainError)(f"{out} holds a run with other settings "
-                                        f"({'; '.join(conflicts)}); remove it or use "
-                                        "another --out")
+            raise error(f"{out} holds a run with other settings ({'; '.join(conflicts)}); "
+                        "remove it or use another --out")
         if done.get("epochs_done") == st.epochs:
             log(f"  {out}: finished earlier (test accuracy "
                 f"{done['final_test_accuracy']:.4f}), reused")

@@ -40,6 +40,7 @@ from spikeloop.base.settings import Command, option, tool_main
 from spikeloop.cosim.backend import COVERAGE_ARGS, ENV_COVERAGE
 from spikeloop.cosim.runner import ENV_BUILD_ROOT
 from spikeloop.verify.codecov_reasons import LINE_REASONS, TOGGLE_CLASSES, Reason
+from spikeloop.verify.table import text_table
 
 REPO = Path(__file__).resolve().parents[2]
 #: the co-simulation tier that runs the whole chip (the cosim backend's builds),
@@ -191,11 +192,7 @@ def table(points: list[Point]) -> tuple[str, dict]:
         rows.append((module, str(lh), str(ln), _pct(lh, ln), str(th), str(tn), _pct(th, tn)))
     rows.append(("all", str(tot[0]), str(tot[1]), _pct(tot[0], tot[1]), str(tot[2]),
                  str(tot[3]), _pct(tot[2], tot[3])))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-             for r in rows]
-    lines.insert(1, "-+-".join("-" * w for w in widths))
-    return "\n".join(lines), uncovered
+    return text_table(rows), uncovered
 
 
 def _pct(hit: int, n: int) -> str:

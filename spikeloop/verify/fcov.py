@@ -41,6 +41,7 @@ from spikeloop.base.config import FULL, MINI, ChipConfig
 from spikeloop.base.isa import BY_FUNCT, BY_OPCODE, ISA, OP_VALU, field_get
 from spikeloop.base.layouts import timed_event_format
 from spikeloop.base.settings import Command, option, tool_main
+from spikeloop.verify.table import text_table
 
 #: the environment variable that turns sampling on: the directory of the databases
 ENV_FCOV = "SPIKELOOP_FCOV"
@@ -817,11 +818,7 @@ def table(res: list[BlockResult]) -> str:
            sum(len(r.waived) for r in res), sum(len(r.missed) for r in res)]
     rows.append(("all", str(tot[0]), str(tot[1]), str(tot[2]), str(tot[3]),
                  f"{100.0 * (tot[0] + tot[2]) / tot[1]:.1f} %"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-             for r in rows]
-    lines.insert(1, "-+-".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return text_table(rows)
 
 
 @dataclass

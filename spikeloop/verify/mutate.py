@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from spikeloop.base.settings import Command, option, tool_main
+from spikeloop.verify.table import text_table
 
 REPO = Path(__file__).resolve().parents[2]
 RTL = REPO / "rtl"
@@ -356,11 +357,7 @@ def format_table(results: list[Result]) -> str:
     rows = [("mutant", "file", "verdict", "killed by", "s")]
     rows += [(r.name, r.file, r.verdict, r.killed_by or EQUIVALENT.get(r.name, "-"),
               f"{r.seconds:.0f}") for r in results]
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-             for r in rows]
-    lines.insert(1, "-+-".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return text_table(rows)
 
 
 @dataclass
