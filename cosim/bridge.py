@@ -37,9 +37,13 @@ import torch
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import ReadWrite, RisingEdge, SimTimeoutError, with_timeout
 
-from spikeloop.base.layouts import pack_array, unpack_array
-from spikeloop.cosim.host import clock_period_ps
-from spikeloop.model.analog_loop import AnalogLoop
+from spikeloop.cosim.host import (
+    array_word,
+    clock_period_ps,
+    unsigned_array_or_none,
+    unsigned_or_none,
+)
+from spikeloop.model.analog_loop import AnalogLoop, bits_to_bool
 
 
 class BridgeError(AssertionError):
@@ -47,10 +51,10 @@ class BridgeError(AssertionError):
 
 
 def _unsigned(handle, name: str) -> int:
-    v = handle.value
-    if not v.is_resolvable:
-        raise BridgeError(f"{name} is {v} (X/Z bits) in a step_done cycle")
-    return v.to_unsigned()
+    v = unsigned_or_none(handle)
+    if v is None:
+        raise BridgeError(f"{name} is {handle.value} (X/Z bits) in a step_done cycle")
+    return v
 
 
 @dataclass
@@ -86,7 +90,14 @@ class AnalogBridge:
 
     def drive_codes(self, loop: AnalogLoop) -> None:
         """Drive ``adc_codes`` with the codes of ``loop``'s present membranes."""
-        self.dut.adc_codes.value = pack_array(loop.codes()[0].tolist(), self.adc_bits)
+        self.dut.adc_codes.value = array_word(loop.codes()[0].cpu().numpy(), self.adc_bits)
+
+    def _sums(self, handle, name: str) -> torch.Tensor:
+        """A packed sum port as int64 ``[1, n]``."""
+        v = unsigned_array_or_none(handle, self.sum_bits, self.n)
+        if v is None:
+            raise BridgeError(f"{name} is {handle.value} (X/Z bits) in a step_done cycle")
+        return torch.from_numpy(v).reshape(1, self.n)
 
     def _trace(self, sample: int, step: int, r: int, loop: AnalogLoop) -> None:
         if self.trace is not None:
@@ -119,17 +130,18 @@ class AnalogBridge:
                     f"sample {sample}: step {k} in cycle time={r} with running="
                     f"{dut.running.value}, step_done={dut.step_done.value}; the protocol "
                     f"says time={(k + 1) * S}, running=1, step_done=1")
-            exc = unpack_array(_unsigned(dut.exc_sum, "exc_sum"), self.sum_bits, n)
-            inh = unpack_array(_unsigned(dut.inh_sum, "inh_sum"), self.sum_bits, n)
+            exc = self._sums(dut.exc_sum, "exc_sum")
+            inh = self._sums(dut.inh_sum, "inh_sum")
             hold_mask = _unsigned(dut.refractory_active, "refractory_active")
             if hold_mask:
                 self.holds.append((sample, k, hold_mask))
-            hold = unpack_array(hold_mask, 1, n)
-            fired = loop.step(torch.tensor([exc]), torch.tensor([inh]),
-                              torch.tensor([[bool(h) for h in hold]]))[0]
+                hold = torch.tensor([bits_to_bool(hold_mask, n)])
+            else:
+                hold = torch.zeros((1, n), dtype=torch.bool)
+            fired = loop.step(exc, inh, hold)[0]
             idx = torch.nonzero(fired).reshape(-1).tolist()
-            self.spikes += [(sample, k, r, int(i)) for i in idx]
-            dut.spike_in.value = sum(1 << int(i) for i in idx)
+            self.spikes += [(sample, k, r, i) for i in idx]
+            dut.spike_in.value = sum(1 << i for i in idx)
             self.drive_codes(loop)
             self._trace(sample, k, r, loop)
             self.steps_run += 1

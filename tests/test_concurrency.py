@@ -11,7 +11,14 @@ import time
 
 import pytest
 
-from spikeloop.base.files import LOCK_NAME, DirLock, LockError, atomic_open, atomic_write_text
+from spikeloop.base.files import (
+    LOCK_NAME,
+    DirLock,
+    LockError,
+    atomic_open,
+    atomic_write_text,
+    unused_path,
+)
 from tests.faults import REFUSED, concurrency_cases
 
 pytestmark = pytest.mark.unit
@@ -70,3 +77,17 @@ def test_two_training_runs_on_one_out(tmp_path):
     assert first.returncode == 0, err
     results = json.loads((out / "results.json").read_text())
     assert results["epochs_done"] == 2
+
+
+def test_a_later_runs_report_goes_beside_the_earlier_one(tmp_path):
+    """unused_path: the earlier report stays, the next run's gets the next free name."""
+    report = tmp_path / "replay.json"
+    names = []
+    for k in range(3):
+        out = unused_path(report)
+        atomic_write_text(out, f"run {k}\n")
+        names.append(out.name)
+    assert names == ["replay.json", "replay-2.json", "replay-3.json"]
+    assert [(tmp_path / n).read_text() for n in names] == ["run 0\n", "run 1\n", "run 2\n"]
+    (tmp_path / "replay-2.json").unlink()           # a gap is filled first
+    assert unused_path(report).name == "replay-2.json"

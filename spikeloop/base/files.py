@@ -247,6 +247,18 @@ def atomic_savez(path, **arrays) -> None:
 
 # -- output paths, checked before the work -------------------------------------------
 
+def unused_path(path) -> Path:
+    """``path``, or where it exists the first of ``stem-2.suffix``, ``stem-3.suffix``,
+    ... that does not: a run's result beside the earlier runs' (call it where no
+    other process writes the directory, e.g. under its :class:`DirLock`)."""
+    path = Path(path)
+    out, k = path, 1
+    while out.exists():
+        k += 1
+        out = path.with_name(f"{path.stem}-{k}{path.suffix}")
+    return out
+
+
 def _first_existing(p: Path) -> Path:
     q = p
     while not q.exists() and q != q.parent:

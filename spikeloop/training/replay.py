@@ -9,7 +9,8 @@ instance, with the same noise keys: once on backend ``fast``, once on backend
 ``cosim`` (the exported RTL under cocotb, with the analog model bridged in).
 The replay passes when every batch's Observables are identical field by field
 (spikes, records, ADC codes, counters, drops) and so are the network's outputs
-and predictions; it prints one line per batch and writes ``DIR/replay.json``.  A difference
+and predictions; it prints one line per batch and writes ``DIR/replay.json`` (an earlier
+replay's report stays: the next is ``replay-2.json``, ...).  A difference
 is reported with the first differing field, sample, step and neuron
 (``Observables.first_difference``).  This is what lets a hardware designer
 trust a training run on the fast backend: the RTL does the same.
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from spikeloop.base.files import DirLock, atomic_write_text, prepare_output_dir
+from spikeloop.base.files import DirLock, atomic_write_text, prepare_output_dir, unused_path
 from spikeloop.base.settings import option
 from spikeloop.data import Batches
 from spikeloop.model.chip import Chip
@@ -52,7 +53,8 @@ class ReplaySettings:
 
 def replay(s: ReplaySettings, log=print) -> dict:
     """Run the first ``s.samples`` test samples of the training run in ``s.run_dir``
-    on fast and cosim; returns the report (also written to ``run_dir/replay.json``)."""
+    on fast and cosim; returns the report (also written to ``run_dir/replay.json``, or
+    ``replay-2.json``, ... beside an earlier replay's)."""
     run_dir, samples, batch, simulator = Path(s.run_dir), s.samples, s.batch, s.simulator
     for f in ("network.pt", "chip.npz"):
         if not (run_dir / f).is_file():
@@ -121,12 +123,13 @@ def replay(s: ReplaySettings, log=print) -> dict:
               "cosim_accuracy": correct / n_samples,
               "wall_s": t_wall,
               "cycles": int(sum(r["cycles"] for r in rows))}
-    atomic_write_text(run_dir / "replay.json", json.dumps(report, indent=2) + "\n")
+    out = unused_path(run_dir / "replay.json")      # an earlier replay's report stays
+    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
     log(f"replay {'PASSED' if ok else 'FAILED'}: {n_samples} samples, "
         f"{report['cycles']} cycles simulated; fast {t_wall['fast']:.1f} s, cosim "
         f"{t_wall['cosim']:.1f} s; accuracy on these samples {report['cosim_accuracy']:.3f}"
         + ("" if ok else f"; first difference: {first_diff}")
-        + f"; wrote {run_dir / 'replay.json'}")
+        + f"; wrote {out}")
     return report
 
 
