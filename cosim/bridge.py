@@ -43,7 +43,7 @@ from spikeloop.cosim.host import (
     unsigned_array_or_none,
     unsigned_or_none,
 )
-from spikeloop.model.analog_loop import AnalogLoop, bits_to_bool
+from spikeloop.model.analog_loop import AnalogLoop
 
 
 class BridgeError(AssertionError):
@@ -132,13 +132,14 @@ class AnalogBridge:
                     f"says time={(k + 1) * S}, running=1, step_done=1")
             exc = self._sums(dut.exc_sum, "exc_sum")
             inh = self._sums(dut.inh_sum, "inh_sum")
-            hold_mask = _unsigned(dut.refractory_active, "refractory_active")
-            if hold_mask:
-                self.holds.append((sample, k, hold_mask))
-                hold = torch.tensor([bits_to_bool(hold_mask, n)])
-            else:
-                hold = torch.zeros((1, n), dtype=torch.bool)
-            fired = loop.step(exc, inh, hold)[0]
+            held = unsigned_array_or_none(dut.refractory_active, 1, n)
+            if held is None:
+                raise BridgeError(f"refractory_active is {dut.refractory_active.value} "
+                                  "(X/Z bits) in a step_done cycle")
+            if held.any():
+                self.holds.append((sample, k, _unsigned(dut.refractory_active,
+                                                        "refractory_active")))
+            fired = loop.step(exc, inh, torch.from_numpy(held.astype(bool)).reshape(1, n))[0]
             idx = torch.nonzero(fired).reshape(-1).tolist()
             self.spikes += [(sample, k, r, i) for i in idx]
             dut.spike_in.value = sum(1 << i for i in idx)

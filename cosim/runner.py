@@ -276,22 +276,31 @@ def _waiver_text() -> str:
         f"// {rule}: {reason}\nlint_off -rule {rule}\n" for rule, reason in LINT_WAIVERS.items())
 
 
-def top_ports(verilog: str, toplevel: str) -> list[str]:
-    """The port names of module ``toplevel`` in the Verilog that yosys wrote
-    (one ``input``/``output`` declaration per line)."""
+def top_port_directions(verilog: str, toplevel: str) -> list[tuple[str, str]]:
+    """``(name, direction)`` of each port of module ``toplevel`` in the Verilog
+    that yosys wrote (one ``input``/``output``/``inout`` declaration per line)."""
     m = re.search(rf"^module {re.escape(toplevel)}\(.*?^endmodule", verilog, re.M | re.S)
     if m is None:
         raise CosimBuildError(f"module {toplevel} not found in the exported Verilog")
-    return re.findall(r"^\s*(?:input|output|inout)\s+(?:\[[^\]]*\]\s*)?\\?(\S+?)\s*;",
-                      m.group(0), re.M)
+    return [(name, d) for d, name in re.findall(
+        r"^\s*(input|output|inout)\s+(?:\[[^\]]*\]\s*)?\\?(\S+?)\s*;", m.group(0), re.M)]
+
+
+def top_ports(verilog: str, toplevel: str) -> list[str]:
+    """The port names of module ``toplevel`` (:func:`top_port_directions`)."""
+    return [name for name, _ in top_port_directions(verilog, toplevel)]
 
 
 def _public_text(verilog: str, toplevel: str) -> str:
     """Verilator configuration that makes the top level's ports, and nothing
-    else, reachable through the VPI (cocotb drives and reads them): every other
-    net stays Verilator's to inline and optimise away (:data:`PUBLIC_ALL`)."""
-    return "".join(f'public_flat_rw -module "{toplevel}" -var "{port}"\n'
-                   for port in top_ports(verilog, toplevel))
+    else, reachable through the VPI: every other net stays Verilator's to
+    inline and optimise away (:data:`PUBLIC_ALL`).  cocotb drives the inputs
+    (``public_flat_rw``) and only reads the outputs (``public_flat_rd``): a
+    signal the VPI may write is one Verilator must treat as an input, and
+    evaluates everything that depends on it again at every call of the model."""
+    return "".join(
+        f'public_flat_{"rd" if d == "output" else "rw"} -module "{toplevel}" -var "{port}"\n'
+        for port, d in top_port_directions(verilog, toplevel))
 
 
 def _tool_versions(simulator: str) -> dict[str, str]:

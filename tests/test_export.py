@@ -7,7 +7,7 @@ from amaranth.back import verilog
 
 from spikeloop.base.config import MINI
 from spikeloop.cli import main
-from spikeloop.cosim.runner import top_ports
+from spikeloop.cosim.runner import _public_text, top_port_directions, top_ports
 from spikeloop.rtl.components import COMPONENTS, build, module_name
 from spikeloop.rtl.export import area, lint, simulation_verilog
 
@@ -86,3 +86,10 @@ def test_top_ports_lists_the_ports_of_the_top_module():
             "module top(clk, rst, d, q);\n  input clk;\n  wire clk;\n  input rst;\n"
             "  input [13:0] d;\n  output [3:0] q;\n  reg [3:0] q = 4'h0;\nendmodule\n")
     assert top_ports(text, "top") == ["clk", "rst", "d", "q"]
+    assert top_port_directions(text, "top") == [("clk", "input"), ("rst", "input"),
+                                                ("d", "input"), ("q", "output")]
+    # the VPI may write the inputs only: an output it could write would be evaluated
+    # again, with everything behind it, at every call of the model
+    assert _public_text(text, "top").splitlines() == [
+        'public_flat_rw -module "top" -var "clk"', 'public_flat_rw -module "top" -var "rst"',
+        'public_flat_rw -module "top" -var "d"', 'public_flat_rd -module "top" -var "q"']
