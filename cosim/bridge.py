@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import ReadWrite, RisingEdge, SimTimeoutError, with_timeout
@@ -92,12 +93,12 @@ class AnalogBridge:
         """Drive ``adc_codes`` with the codes of ``loop``'s present membranes."""
         self.dut.adc_codes.value = array_word(loop.codes()[0].cpu().numpy(), self.adc_bits)
 
-    def _sums(self, handle, name: str) -> torch.Tensor:
-        """A packed sum port as int64 ``[1, n]``."""
-        v = unsigned_array_or_none(handle, self.sum_bits, self.n)
+    def _per_neuron(self, handle, name: str, bits: int) -> np.ndarray:
+        """A port of one ``bits``-bit element per neuron, as int64 numpy ``[n]``."""
+        v = unsigned_array_or_none(handle, bits, self.n)
         if v is None:
             raise BridgeError(f"{name} is {handle.value} (X/Z bits) in a step_done cycle")
-        return torch.from_numpy(v).reshape(1, self.n)
+        return v
 
     def _trace(self, sample: int, step: int, r: int, loop: AnalogLoop) -> None:
         if self.trace is not None:
@@ -130,16 +131,13 @@ class AnalogBridge:
                     f"sample {sample}: step {k} in cycle time={r} with running="
                     f"{dut.running.value}, step_done={dut.step_done.value}; the protocol "
                     f"says time={(k + 1) * S}, running=1, step_done=1")
-            exc = self._sums(dut.exc_sum, "exc_sum")
-            inh = self._sums(dut.inh_sum, "inh_sum")
-            held = unsigned_array_or_none(dut.refractory_active, 1, n)
-            if held is None:
-                raise BridgeError(f"refractory_active is {dut.refractory_active.value} "
-                                  "(X/Z bits) in a step_done cycle")
+            exc = self._per_neuron(dut.exc_sum, "exc_sum", self.sum_bits)
+            inh = self._per_neuron(dut.inh_sum, "inh_sum", self.sum_bits)
+            held = self._per_neuron(dut.refractory_active, "refractory_active", 1)
             if held.any():
-                self.holds.append((sample, k, _unsigned(dut.refractory_active,
-                                                        "refractory_active")))
-            fired = loop.step(exc, inh, torch.from_numpy(held.astype(bool)).reshape(1, n))[0]
+                self.holds.append((sample, k, array_word(held, 1)))
+            fired = loop.step(*(torch.from_numpy(a).reshape(1, n)
+                                for a in (exc, inh, held.astype(bool))))[0]
             idx = torch.nonzero(fired).reshape(-1).tolist()
             self.spikes += [(sample, k, r, i) for i in idx]
             dut.spike_in.value = sum(1 << i for i in idx)

@@ -286,11 +286,6 @@ def top_port_directions(verilog: str, toplevel: str) -> list[tuple[str, str]]:
         r"^\s*(input|output|inout)\s+(?:\[[^\]]*\]\s*)?\\?(\S+?)\s*;", m.group(0), re.M)]
 
 
-def top_ports(verilog: str, toplevel: str) -> list[str]:
-    """The port names of module ``toplevel`` (:func:`top_port_directions`)."""
-    return [name for name, _ in top_port_directions(verilog, toplevel)]
-
-
 def _public_text(verilog: str, toplevel: str) -> str:
     """Verilator configuration that makes the top level's ports, and nothing
     else, reachable through the VPI: every other net stays Verilator's to

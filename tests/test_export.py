@@ -7,7 +7,7 @@ from amaranth.back import verilog
 
 from spikeloop.base.config import MINI
 from spikeloop.cli import main
-from spikeloop.cosim.runner import _public_text, top_port_directions, top_ports
+from spikeloop.cosim.runner import _public_text, top_port_directions
 from spikeloop.rtl.components import COMPONENTS, build, module_name
 from spikeloop.rtl.export import area, lint, simulation_verilog
 
@@ -70,7 +70,8 @@ def test_simulation_verilog_moves_every_reset_into_its_flip_flop():
         plain = verilog.convert(build(name, MINI), name=module_name(name), emit_src=False,
                                 strip_internal_attrs=True)
         sim = simulation_verilog(build(name, MINI), module_name(name))
-        assert top_ports(sim, module_name(name)) == top_ports(plain, module_name(name))
+        assert (top_port_directions(sim, module_name(name))
+                == top_port_directions(plain, module_name(name)))
         resets = len(re.findall(r"if \(rst\) begin", plain))
         assert resets > 0
         assert len(re.findall(r"^\s+if \(rst\) \S+ <= ", sim, re.M)) == resets
@@ -85,7 +86,6 @@ def test_top_ports_lists_the_ports_of_the_top_module():
     text = ("module inner(a, y);\n  input a;\n  output y;\nendmodule\n"
             "module top(clk, rst, d, q);\n  input clk;\n  wire clk;\n  input rst;\n"
             "  input [13:0] d;\n  output [3:0] q;\n  reg [3:0] q = 4'h0;\nendmodule\n")
-    assert top_ports(text, "top") == ["clk", "rst", "d", "q"]
     assert top_port_directions(text, "top") == [("clk", "input"), ("rst", "input"),
                                                 ("d", "input"), ("q", "output")]
     # the VPI may write the inputs only: an output it could write would be evaluated
