@@ -318,9 +318,13 @@ async def read_records(host: Host, sample: int, n_records: int) -> list[tuple[in
 
 
 async def read_adc(host: Host, n_samples: int) -> list[list[int]]:
-    """The ADC buffer's first ``n_samples`` samples (``n_neurons`` codes each)."""
+    """The ADC buffer's first ``min(n_samples, adc_buffer_depth)`` entries
+    (``n_neurons`` codes each), in entry order; ``n_samples`` is the status
+    ``adc_samples`` (with the ADC ring the samples taken, which can exceed
+    the buffer)."""
     n = host.cfg.n_neurons
     adc = host.amap["adc"]
+    n_samples = min(n_samples, host.cfg.adc_buffer_depth)
     await host.edge()
     codes = await host.drv.read_many([adc.address(i) for i in range(n_samples * n)])
     return [codes[k * n:(k + 1) * n] for k in range(n_samples)]
@@ -379,7 +383,7 @@ async def run_job(dut, job: Job | None = None) -> dict:
     bridge = AnalogBridge(dut, cfg, trace=trace)
     rows = RowActivity(dut, cfg, clock_period_ps(cfg),
                        keep_events=bool(job.spec.get("row_events", False)))
-    records, adc_rows, row_acts, row_events = [], [], [], []
+    records, adc_rows, adc_counts, row_acts, row_events = [], [], [], [], []
     counters = {k: [] for k in COUNTERS}
     t_runs = 0.0
     for s in range(events.batch):
@@ -397,6 +401,7 @@ async def run_job(dut, job: Job | None = None) -> dict:
         n_rec, n_adc = c["record_count"][0], c["adc_samples"][0]
         records += await read_records(host, s, n_rec)
         adc_rows.append(await read_adc(host, n_adc))
+        adc_counts.append(n_adc)
         await host.edge()
         if each_sample:
             res = await read_ppu(host, ppu, synapses=ppu.read_synapses)
@@ -413,7 +418,7 @@ async def run_job(dut, job: Job | None = None) -> dict:
     obs = observables_from_samples(
         cfg, spikes=bridge.spikes, records=records, adc_rows=adc_rows, counters=counters,
         cycles_per_sample=L, n_steps=n_steps, run_seed=run_seed, backend="cosim",
-        row_activations=row_acts, row_events=row_events)
+        row_activations=row_acts, row_events=row_events, adc_count=adc_counts)
     wall = time.perf_counter() - wall0
     stats = {
         "simulator": ctx.simulator, "preset": cfg.name, "batch": B, "n_steps": n_steps,

@@ -30,7 +30,8 @@ Signature:
   (C bits, one per column) and ``wdata`` write the row at the clock edge.
 - ``adc`` (Out, :func:`adc_port_signature`): ``addr`` (sample), ``re``;
   ``rdata`` (In, ``ArrayLayout(unsigned(adc_bits), N)``): the sample read in
-  the previous cycle.  ``adc_count`` (In): samples in the ADC buffer, read by
+  the previous cycle.  ``adc_count`` (In): samples in the ADC buffer (with
+  ``cfg.adc_ring``: ``counter_bits`` wide, the samples taken), read by
   ``csrr rd, adc_count``.  ``time`` (In): the chip's cycle counter (``csrr rd, time``).
 - ``nreset`` (Out, N bits): neurons to reset, high for the one cycle of a ``vrst``.
 - ``out`` (Out, ``stream.Signature(unsigned(V))``): vectors to external
@@ -185,7 +186,8 @@ class Ppu(wiring.Component):
             "host_dmem_rdata": Out(XLEN),
             "syn": Out(syn_port_signature(cfg)),
             "adc": Out(adc_port_signature(cfg)),
-            "adc_count": In(cfg.adc_buffer_depth.bit_length()),
+            "adc_count": In(cfg.counter_bits if cfg.adc_ring
+                            else cfg.adc_buffer_depth.bit_length()),
             "time": In(cfg.timestamp_bits),
             "nreset": Out(cfg.n_neurons),
             "out": Out(stream.Signature(unsigned(V))),

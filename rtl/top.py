@@ -35,7 +35,9 @@ with 2048 + 2048 words of memory, reached through the host bus only:
   ``ppu_re``, ``ppu_we``, ``ppu_wdata``; ``rdata`` from the half of the last
   read);
 - ``adc``: the ADC control's PPU read port; ``adc_count`` is the ADC's
-  ``n_samples``, ``time`` the cycle counter;
+  ``n_samples`` (with ``cfg.adc_ring``: the samples taken since the clear,
+  ``counter_bits`` wide, as the host's ``adc_samples``), ``time`` the cycle
+  counter;
 - ``nreset``: a reset pulse of neuron ``i`` in cycle ``c`` sets bit ``i`` of
   the *reset hold* register from cycle ``c + 1``; the hold is ORed into
   ``refractory_active`` and emptied at the edge that ends a ``step_done``

@@ -1,6 +1,7 @@
 """AdcControl (rtl/adc_control.py) against AdcControlRef, cycle by cycle."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from amaranth.back import verilog
 from hypothesis import given, settings
@@ -47,15 +48,17 @@ def run_compare(cfg, stimulus):
 
 
 @st.composite
-def scenarios(draw):
+def scenarios(draw, ring=False):
     n = draw(st.sampled_from([2, 4, 6, 16]))
+    depths = [1, 2, 3, 5, MINI.adc_buffer_depth] if ring else [1, 2, 3, MINI.adc_buffer_depth]
     cfg = MINI.replace(
         n_neurons=n,
         neurons_per_block=2,
-        adc_buffer_depth=draw(st.sampled_from([1, 2, 3, MINI.adc_buffer_depth])),
+        adc_buffer_depth=draw(st.sampled_from(depths)),
         adc_period_bits=draw(st.sampled_from([2, 3, MINI.adc_period_bits])),
         adc_bits=draw(st.sampled_from([2, MINI.adc_bits])),
         counter_bits=draw(st.sampled_from([4, MINI.counter_bits])),
+        adc_ring=ring,
     )
     pmax = (1 << cfg.adc_period_bits) - 1
     addr_max = (1 << (cfg.adc_buffer_depth * n - 1).bit_length()) - 1
@@ -84,6 +87,32 @@ def scenarios(draw):
 @given(scenarios())
 def test_random_against_reference(scenario):
     run_compare(*scenario)
+
+
+@settings(max_examples=20, deadline=None)
+@given(scenarios(ring=True))
+def test_random_ring_against_reference(scenario):
+    """The ring variant (``adc_ring``), power-of-two and other depths."""
+    run_compare(*scenario)
+
+
+@pytest.mark.parametrize("depth", [MINI.adc_buffer_depth, 5])
+def test_random_ring_stimulus_against_reference(depth):
+    """A fixed long run of the ring variants the brief names (mini, depth 5):
+    several wraps, clears, host and PPU reads everywhere."""
+    cfg = MINI.replace(adc_ring=True, adc_buffer_depth=depth)
+    rng = np.random.default_rng(depth)
+    n = cfg.n_neurons
+    addr_max = (1 << (depth * n - 1).bit_length()) - 1
+    cycles = 3 * depth + 40
+    stimulus = [{"period": int(rng.choice([1, 1, 2, 3])),
+                 "codes": [int(c) for c in rng.integers(0, 1 << cfg.adc_bits, size=n)],
+                 "clear": int(t == cycles // 2 or rng.random() < 0.01),
+                 "host_addr": int(rng.integers(0, addr_max + 1)),
+                 "ppu_addr": int(rng.integers(0, 1 << max(1, (depth - 1).bit_length()))),
+                 "ppu_re": int(rng.random() < 0.5)} for t in range(cycles)]
+    out = run_compare(cfg, stimulus)
+    assert max(o["n_samples"] for o in out) > depth     # it wrapped
 
 
 def _codes(cfg, t):
@@ -148,3 +177,73 @@ def test_non_power_of_two_columns_and_out_of_range_reads():
 def test_full_preset_converts_to_verilog():
     text = verilog.convert(AdcControl(FULL), name="adc_control")
     assert "module adc_control" in text
+    assert "wptr" not in text            # the ring's logic exists only with adc_ring
+
+
+# -- the ring variant (adc_ring) --------------------------------------------------------
+
+RING = MINI.replace(adc_ring=True)
+
+
+def test_ring_wraps_and_host_reads_entry_order():
+    """Depth 5, every cycle a sample: 13 samples; entry j holds the latest sample
+    i with i % 5 == j; n_samples counts all 13, overflow stays 0."""
+    cfg = RING.replace(adc_buffer_depth=5)
+    out, buffer, last = _run_then_read(cfg, 1, 13)
+    assert [o["n_samples"] for o in out] == list(range(13))
+    assert all(o["overflow"] == 0 for o in out) and last["overflow"] == 0
+    assert last["n_samples"] == 13
+    # sample i is cycle i (period 1); entries 0..4 hold samples 10, 11, 12, 8, 9
+    assert buffer == [_codes(cfg, t) for t in (10, 11, 12, 8, 9)]
+
+
+def test_ring_mini_wraps_after_depth_samples():
+    cfg = RING
+    S = cfg.adc_buffer_depth
+    out, buffer, last = _run_then_read(cfg, 2, 2 * (S + 3))   # S + 3 samples
+    times = [t for t, o in enumerate(out) if o["sample"]]
+    assert len(times) == S + 3 and last["n_samples"] == S + 3
+    want = {i % S: times[i] for i in range(len(times))}     # the latest wins
+    assert buffer == [_codes(cfg, want[j]) for j in range(S)]
+    assert last["overflow"] == 0
+
+
+def test_ring_count_saturates():
+    """counter_bits = 4: n_samples stops at 15 while the ring goes on writing."""
+    cfg = RING.replace(adc_buffer_depth=3, counter_bits=4)
+    out, buffer, last = _run_then_read(cfg, 1, 24)
+    assert [o["n_samples"] for o in out] == [min(t, 15) for t in range(24)]
+    assert last["n_samples"] == 15 and last["overflow"] == 0
+    # the write pointer does not saturate: 24 samples, the last three are 21, 22, 23
+    assert buffer == [_codes(cfg, 21), _codes(cfg, 22), _codes(cfg, 23)]
+
+
+def test_ring_clear_resets_the_write_pointer():
+    """A clear after 7 samples (depth 5): the next samples go to entries 0, 1, ...
+    again; the entries not written since keep the samples of before the clear."""
+    cfg = RING.replace(adc_buffer_depth=5)
+    out, buffer, last = _run_then_read(cfg, 1, 11, clear_at=(7,))
+    # cycles 0..6 sample (entries 0..4, then 0, 1); cycle 7 clears; cycles 8..10
+    # sample into entries 0, 1, 2
+    assert out[7]["sample"] == 0 and out[8]["n_samples"] == 0
+    assert last["n_samples"] == 3 and last["overflow"] == 0
+    assert buffer == [_codes(cfg, t) for t in (8, 9, 10, 3, 4)]
+
+
+def test_ring_reads_are_not_transparent_across_the_wrap():
+    """The host and the PPU read the entry being overwritten by the wrap in the
+    same cycle: both see the old sample."""
+    cfg = RING.replace(adc_buffer_depth=3)
+    n = cfg.n_neurons
+    stim = [{"period": 1, "codes": _codes(cfg, t), "clear": 0,
+             "host_addr": 0 * n + 1 if t == 3 else 0, "ppu_addr": 0, "ppu_re": int(t == 3)}
+            for t in range(5)]
+    out = run_compare(cfg, stim)
+    # cycle 3 writes entry 0 (sample 3) while reading it: the reads show sample 0
+    assert out[4]["host_rdata"] == _codes(cfg, 0)[1]
+    assert out[4]["ppu_rdata"] == _codes(cfg, 0)
+
+
+def test_ring_full_preset_converts_to_verilog():
+    text = verilog.convert(AdcControl(FULL.replace(adc_ring=True)), name="adc_control")
+    assert "module adc_control" in text and "wptr" in text

@@ -185,16 +185,19 @@ def test_top_matches_composed_reference(seed, n_events, spike_rate):
     compare_top(MINI, seed, n_events, spike_rate)
 
 
-def compare_top(cfg, seed, n_events, spike_rate, adjust=None):
+def compare_top(cfg, seed, n_events, spike_rate, adjust=None, *, cycles=None,
+                adc_entries=None):
     """A dense random image (``adjust(img)`` changes it further), ``n_events`` input
     events and spikes at ``spike_rate``: the top level against the composed
-    reference, every cycle, then every counter, the record and the ADC samples."""
+    reference, every cycle (``cycles`` running cycles, default 6 analog steps),
+    then every counter, the record and the ADC buffer's entries ``adc_entries``
+    (default: the first two samples).  Returns the reference."""
     rng = np.random.default_rng(seed)
     print(f"seed {seed}")
     img = _dense_image(cfg, rng)
     if adjust is not None:
         adjust(img)
-    cycles = 6 * cfg.analog_step_cycles
+    cycles = cycles or 6 * cfg.analog_step_cycles
     ev = sorted((int(rng.integers(0, cycles // 2)), int(rng.integers(0, cfg.n_ext_inputs)),
                  int(rng.integers(0, 1 << cfg.event_label_bits)) & ~0b111100)
                 for _ in range(n_events))
@@ -251,11 +254,31 @@ def compare_top(cfg, seed, n_events, spike_rate, adjust=None):
             assert await host.read(rec.address(i, 0)) == t
             assert await host.read(rec.address(i, 1)) == label | link << cfg.event_label_bits
         adc = amap["adc"]
-        for s in range(min(ref.adc.n_samples, 2)):
+        entries = range(min(ref.adc.n_samples, 2)) if adc_entries is None else adc_entries
+        for s in entries:
             for n in range(cfg.n_neurons):
                 assert await host.read(adc.address(s * cfg.n_neurons + n)) == ref.adc.read(s, n)
 
     simulate(dut, bench, name="top_vs_ref")
+    return ref
+
+
+@pytest.mark.parametrize("depth", [MINI.adc_buffer_depth, 5])
+def test_top_adc_ring_matches_composed_reference(depth):
+    """The ADC ring (``adc_ring``) on mini and on a depth that is no power of
+    two: a sample every cycle for longer than the buffer holds, so the ring
+    wraps; the host's ``adc_samples`` counts every sample (read with the
+    counters), ``adc_overflow`` stays 0, entries read back after the wrap."""
+    cfg = MINI.replace(adc_ring=True, adc_buffer_depth=depth)
+
+    def every_cycle(img):
+        img.adc_period = np.int64(1)
+
+    cycles = max(depth + 20, 6 * cfg.analog_step_cycles)
+    ref = compare_top(cfg, 21 + depth, 12, 0.2, every_cycle, cycles=cycles,
+                      adc_entries=sorted({0, 1, depth // 2, depth - 2, depth - 1}))
+    assert ref.adc.n_samples > depth and ref.adc.overflow == 0
+    assert ref.adc.wptr == ref.adc.n_samples % depth
 
 
 def test_every_run_restarts_the_counters():
@@ -492,3 +515,56 @@ def _random_ppu_run(seed, start_at, stop_at, *, require_ports):
     if stop_at is not None:
         # stopped, unless the program reached its halt before the stop (halted stays set)
         assert not ref.ppu.sim.running
+
+
+# -- the ADC ring (adc_ring) with a PPU program reading it -------------------------
+
+
+def test_top_adc_ring_trace_program_matches_reference():
+    """mini with the ring, a sample every cycle for 100 cycles: the trace program
+    (which reads entry k for sample k, about 14 cycles per sample) reads most
+    entries after the ring has wrapped over them, so it streams later samples
+    than those it waited for."""
+    cfg = MINI.replace(adc_ring=True)
+    img = _quiet_image(cfg, np.random.default_rng(6))
+    img.adc_period = np.int64(1)
+    S = cfg.adc_buffer_depth
+    n_rec = 20
+    ref, _ = run_ppu_in_top(cfg, img, ppu_programs.program("trace", cfg).words,
+                            ppu_programs.trace_dmem(cfg, n_rec), start_at=0,
+                            cycles=S + 36, after=400)
+    assert ref.adc.n_samples > S and ref.adc.overflow == 0
+    # halted within the cycles compared, so the host's read-back is of the end state
+    assert ref.ppu.sim.halted and len(ref.ppu_out) == n_rec
+    codes = ppu_programs.trace_vectors_to_codes(cfg, ref.ppu_out).tolist()
+    # entry 0 was read (sample 0) before sample S overwrote it; entries from 8 on
+    # were read after their overwrite by sample S + k, and hold it to the end
+    assert codes[0] != ref.adc.buffer[0]
+    assert codes[8:] == [ref.adc.buffer[k] for k in range(8, n_rec)]
+
+
+@pytest.mark.parametrize("period,missed", [(None, 0), (3, None)])
+def test_top_adc_ring_stream_program_matches_reference(period, missed):
+    """The stream program on a ring of depth 5: every sample streamed while the
+    program keeps up (the period it needs), samples counted as missed when the
+    ADC is faster than the program (period 3)."""
+    cfg = MINI.replace(adc_ring=True, adc_buffer_depth=5)
+    g = chip_geometry(cfg)
+    chunks = g.adc_chunks
+    need = ppu_programs.stream_cycles_per_sample(cfg, chunks)
+    img = _quiet_image(cfg, np.random.default_rng(8))
+    img.adc_period = np.int64(period or need)
+    n = 12                                              # > 2 * depth: wraps twice
+    dmem = [(ppu_programs.STREAM_N, n), (ppu_programs.STREAM_FIRST_CHUNK, 0),
+            (ppu_programs.STREAM_CHUNKS, chunks)]
+    if period is None:
+        assert dmem == ppu_programs.stream_dmem(cfg, n, 0, chunks, adc_period=need)
+    ref, _ = run_ppu_in_top(cfg, img, ppu_programs.program("stream", cfg).words, dmem,
+                            start_at=0, cycles=n * int(img.adc_period) + 40)
+    assert ref.ppu.sim.halted and ref.adc.n_samples >= n
+    got_missed = ref.ppu.sim.dmem[ppu_programs.STREAM_MISSED]
+    if missed is not None:
+        assert got_missed == missed
+        assert len(ref.ppu_out) == n * chunks
+    else:
+        assert got_missed > 0 and len(ref.ppu_out) == (n - got_missed) * chunks

@@ -179,7 +179,7 @@ def test_speech_task_is_the_papers_network_and_time_scale(tmp_path):
     import torch
 
     from spikeloop import FULL
-    from spikeloop.training.tasks import SPEECH_CHANNELS, TaskError, build_task
+    from spikeloop.training.tasks import SPEECH_CHANNELS, TaskError, build_task, speech_chip
     from tests.test_tasks import write_shd_dir
 
     write_shd_dir(tmp_path)
@@ -199,6 +199,15 @@ def test_speech_task_is_the_papers_network_and_time_scale(tmp_path):
     assert 70 + 186 == FULL.n_halves * FULL.drivers_per_half
     with pytest.raises(TaskError, match="294 membrane samples exceed the ADC buffer's 32"):
         build_task("speech", data_dir=tmp_path, cfg=FULL)
+    # the chip the task runs on streams every sample: full with the ADC ring and an
+    # output memory for 294 samples x 4 ADC chunks
+    stream = speech_chip(FULL)
+    assert (stream.name, stream.adc_ring, stream.ppu_out_vectors) == ("full-stream", True, 2048)
+    assert stream.replace(name="full") == FULL.replace(adc_ring=True, ppu_out_vectors=2048)
+    assert speech_chip(stream) is stream
+    assert build_task("speech", data_dir=tmp_path, cfg=stream).n_steps == 294
+    with pytest.raises(TaskError, match="ppu_out_vectors >= 1176"):
+        build_task("speech", data_dir=tmp_path, cfg=FULL.replace(adc_ring=True))
     with pytest.raises(TaskError, match="--data-dir"):
         build_task("speech")
 

@@ -4,6 +4,11 @@ Inputs: ``period``, ``codes`` (list of ``n`` ints), ``clear``, ``host_addr``,
 ``ppu_addr``, ``ppu_re``.
 Outputs: ``sample``, ``n_samples``, ``overflow``, ``host_rdata``, ``ppu_rdata``
 (list of ``n`` codes).
+
+``cfg.adc_ring``: the ring variant (rtl/adc_control.py): every sample is written
+at the write pointer ``wptr``, which wraps at ``adc_buffer_depth``;
+``n_samples`` counts the samples taken, saturating at ``2**counter_bits - 1``;
+``overflow`` stays 0.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ class AdcControlRef:
         self.n = cfg.n_neurons
         self.depth = cfg.adc_buffer_depth
         self.overflow_max = (1 << cfg.counter_bits) - 1
+        self.ring = cfg.adc_ring
         self.code_mask = (1 << cfg.adc_bits) - 1
         #: buffer contents, ``buffer[sample][neuron]``; not cleared by ``clear``
         self.buffer = [[0] * self.n for _ in range(self.depth)]
@@ -26,12 +32,21 @@ class AdcControlRef:
         self.phase = 0
         self.n_samples = 0
         self.overflow = 0
+        #: the ring's write pointer (``cfg.adc_ring``; stays 0 otherwise)
+        self.wptr = 0
         self.rdata = 0
         self.ppu_rdata = [0] * self.n
 
     def read(self, sample: int, neuron: int) -> int:
         """The buffer entry of ``sample``, ``neuron`` (a host read, without its latency)."""
         return self.buffer[sample][neuron]
+
+    def host_rows(self) -> list[list[int]]:
+        """What the host reads back after a run: buffer entries
+        ``0 .. min(n_samples, S) - 1`` in entry order (with the ring, after more
+        than ``S`` samples, entry ``j`` holds the latest sample ``i`` with
+        ``i % S == j``)."""
+        return [list(self.buffer[i]) for i in range(min(self.n_samples, self.depth))]
 
     def tick(self, *, period: int = 0, codes=None, clear: int = 0, host_addr: int = 0,
              ppu_addr: int = 0, ppu_re: int = 0) -> dict:
@@ -52,13 +67,17 @@ class AdcControlRef:
             self.rdata = 0
 
         if clear:
-            self.phase = self.n_samples = self.overflow = 0
+            self.phase = self.n_samples = self.overflow = self.wptr = 0
             return out
         if due:
             self.phase = 0
         elif period:
             self.phase += 1
-        if sample:
+        if sample and self.ring:
+            self.buffer[self.wptr] = [c & self.code_mask for c in codes]
+            self.wptr = (self.wptr + 1) % self.depth
+            self.n_samples = min(self.n_samples + 1, self.overflow_max)
+        elif sample:
             if self.n_samples < self.depth:
                 self.buffer[self.n_samples] = [c & self.code_mask for c in codes]
                 self.n_samples += 1

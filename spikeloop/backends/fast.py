@@ -28,9 +28,11 @@ fast:
   the cost follows the events, not the clock.
 - **Closed forms where the rule allows.**  The playback's release cycles
   (:func:`playback_schedule`), the ADC sampling cycles, sample count and
-  overflow (:func:`adc_schedule`; the codes are taken from the analog state after
-  the right step), the refractory counters from the prescaler ticks between two
-  boundaries (torch, on the device).
+  overflow, and with the ADC ring (``ChipConfig.adc_ring``) which sample each
+  buffer entry holds at the end (:func:`adc_schedule`; the codes are taken from
+  the analog state after the right step, only for the samples the buffer keeps,
+  or for every sample when a PPU program reads them), the refractory counters
+  from the prescaler ticks between two boundaries (torch, on the device).
 - **One sum per step.**  The weights of all driver activations of a window are
   added to the step's sums in one pass before the step (on the CPU by
   ``digital_core.accumulate``; on CUDA by one gather and ``index_add`` on the
@@ -65,10 +67,11 @@ from spikeloop.backends.digital_core import (
     run_samples,
     spikes_from_bits,
 )
-from spikeloop.backends.fast_ppu import FastPpu, StaleAdcRead, run_before
+from spikeloop.backends.fast_ppu import FastPpu, run_before
 from spikeloop.base.config import ChipConfig
 from spikeloop.base.events import InputEvents, Observables
 from spikeloop.base.image import ConfigImage
+from spikeloop.base.isa import decode
 from spikeloop.base.layouts import RowSign
 from spikeloop.base.ppu_job import PpuJob, synapse_arrays
 from spikeloop.base.protocol import DRAIN_CYCLES, live_cycles
@@ -111,10 +114,11 @@ def run_fast(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, 
     L = live_cycles(cfg, n_steps)
     period = int(image.adc_period)
     adc_cycles = np.arange(period - 1, L, period) if period else np.zeros(0, np.int64)
+    # the entries a run writes: 0 .. n_stored-1 (with the ring too)
     n_stored = min(len(adc_cycles), cfg.adc_buffer_depth)
     # the ADC buffer before a sample: the power-up zeros before the first, then
-    # what the sample before left (in a speculative batch, its stored samples are
-    # not known when the next sample's PPU runs)
+    # what the sample before left, entry by entry (in a speculative batch, the
+    # entries it wrote are not known when the next sample's PPU runs)
     stale = [[0] * cfg.n_neurons for _ in range(cfg.adc_buffer_depth)]
     unknown = [None] * n_stored + stale[n_stored:]
     state = None            # the PPU's registers and data: the job's at first
@@ -130,29 +134,31 @@ def run_fast(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, 
             sub, n_steps, run_seed=run_seed, sample_offset=sample_offset + first, ppus=ppus,
             row_events=row_events)
 
-    def ppu_of(j: int, buffer) -> FastPpu:
+    def ppu_of(j: int, buffer, track: bool = False) -> FastPpu:
         return FastPpu(cfg, job, rows, sample=j, stale_adc=buffer, n_live=L,
                        adc_cycles=adc_cycles, n_steps=n_steps, drain=DRAIN_CYCLES,
-                       state=state)
+                       state=state, track=track)
 
     while b < B:
         if speculate and 0 < b < B - 1:
-            # speculation: samples b.. each leave the state they start from
-            ppus = [ppu_of(j, stale if j == b else unknown) for j in range(b, B)]
-            try:
-                obs = run(b, B - b, ppus)
-            except StaleAdcRead:
-                obs = None
+            # speculation: samples b.. all start from the state sample b starts from
+            # (after sample b, the buffer entries the sample before wrote are not
+            # known); a sample is kept while what it read equals what the one before
+            # left
+            ppus = [ppu_of(j, stale if j == b else unknown, track=j > b) for j in range(b, B)]
+            obs = run(b, B - b, ppus)
             speculate = False
-            if obs is not None:
-                ends = [p.state() for p in ppus]
-                keep = next((j + 1 for j in range(len(ppus) - 1) if ends[j] != state),
-                            len(ppus))
-                parts.append(obs.head(keep))
-                state, stale = ends[keep - 1], ppus[keep - 1].buffer_after()
-                b += keep
-                speculate = keep == len(ppus)
-                continue
+            keep, start = 1, ppus[0].state()
+            for p in ppus[1:]:
+                if p.depends_on(start, state):
+                    break
+                start = p.end_state(start)
+                keep += 1
+            parts.append(obs.head(keep))
+            state, stale = start, ppus[keep - 1].buffer_after()
+            b += keep
+            speculate = keep == len(ppus)
+            continue
         p = ppu_of(b, stale)
         parts.append(run(b, 1, [p]))
         state, stale = p.state(), p.buffer_after()
@@ -168,6 +174,14 @@ def _with_rows(image: ConfigImage, rows) -> ConfigImage:
     out = image.copy()
     out.synapse_weight, out.synapse_label = synapse_arrays(rows)
     return out
+
+
+def resets_neurons(job: PpuJob) -> bool:
+    """Whether ``job``'s instruction memory holds a ``vrst`` (a word that decodes
+    as one, reached or not): the one way a PPU program changes a run as it runs
+    (its synapse writes wait for the drain, :class:`FastPpu`)."""
+    return any(d.instr is not None and d.instr.mnemonic == "vrst"
+               for d in map(decode, job.words))
 
 
 def playback_schedule(cfg: ChipConfig, events: InputEvents, n_live: int):
@@ -200,18 +214,39 @@ def playback_schedule(cfg: ChipConfig, events: InputEvents, n_live: int):
     return rows[np.argsort(rows[:, 0], kind="stable")], late
 
 
-def adc_schedule(cfg: ChipConfig, period: int, n_live: int, n_steps: int):
-    """ADC samples of one run: the phase counter samples in running cycles
-    ``r = period-1, 2*period-1, ...``; the codes it sees in cycle ``r`` are those
-    after analog step ``min(r // S, n_steps)`` (0: the initial membranes).
-
-    Returns ``(steps, n_taken)``: for each stored sample the analog step whose
-    codes it holds, and the number of samples taken (stored + overflowed)."""
+def adc_sample_steps(cfg: ChipConfig, period: int, n_live: int, n_steps: int) -> np.ndarray:
+    """Every ADC sample a run takes, in order: the phase counter samples in
+    running cycles ``r = period-1, 2*period-1, ...``; the codes it sees in cycle
+    ``r`` are those after analog step ``min(r // S, n_steps)`` (0: the initial
+    membranes).  Returns each sample's step, int64."""
     if period == 0:
-        return np.zeros(0, dtype=np.int64), 0
+        return np.zeros(0, dtype=np.int64)
     cycles = np.arange(period - 1, n_live, period, dtype=np.int64)
-    stored = cycles[:cfg.adc_buffer_depth]
-    return np.minimum(stored // cfg.analog_step_cycles, n_steps), len(cycles)
+    return np.minimum(cycles // cfg.analog_step_cycles, n_steps)
+
+
+def adc_rows(cfg: ChipConfig, n_taken: int) -> np.ndarray:
+    """The samples that the rows of ``Observables.adc`` hold after a run that
+    took ``n_taken`` samples.  Without the ring: the first ``adc_buffer_depth``
+    (the others overflowed).  With it (``cfg.adc_ring``): the buffer entries
+    ``j = 0 .. m-1`` in entry order, ``m = min(n_samples, depth)`` with
+    ``n_samples`` the saturated count; entry ``j`` holds the latest sample
+    ``i < n_taken`` with ``i % depth == j``."""
+    S = cfg.adc_buffer_depth
+    if not cfg.adc_ring:
+        return np.arange(min(n_taken, S), dtype=np.int64)
+    j = np.arange(min(n_taken, (1 << cfg.counter_bits) - 1, S), dtype=np.int64)
+    return j + (n_taken - 1 - j) // S * S
+
+
+def adc_schedule(cfg: ChipConfig, period: int, n_live: int, n_steps: int):
+    """ADC samples of one run (:func:`adc_sample_steps`, :func:`adc_rows`).
+
+    Returns ``(steps, n_taken)``: for each row of ``Observables.adc`` the analog
+    step whose codes it holds, and the number of samples taken (without the
+    ring: stored + overflowed; with it: every sample, unsaturated)."""
+    steps = adc_sample_steps(cfg, period, n_live, n_steps)
+    return steps[adc_rows(cfg, len(steps))], len(steps)
 
 
 class FastChip:
@@ -323,8 +358,11 @@ class FastChip:
             raise ValueError(f"n_steps = {n_steps}; allowed: >= 1")
         if events.cfg != cfg:
             raise ValueError(f"events are for preset {events.cfg.name!r}, not {cfg.name!r}")
-        if self.whole_run and ppus is None:
-            return self._run_whole(events, n_steps, run_seed, sample_offset, row_events)
+        if self.whole_run and (ppus is None or not ppus or not resets_neurons(ppus[0].job)):
+            # a program that resets no neuron cannot change the run: the PPUs run
+            # after it, with every ADC sample's codes known
+            return self._run_whole(events, n_steps, run_seed, sample_offset, row_events,
+                                   ppus=ppus)
         B, n, S, K = events.batch, self.n, cfg.analog_step_cycles, cfg.n_blocks
         L = live_cycles(cfg, n_steps)
         end = L + DRAIN_CYCLES
@@ -340,8 +378,10 @@ class FastChip:
         rel_end = np.searchsorted(rel[:, 1], np.arange(B), side="right").astype(np.int64)
         rel = np.ascontiguousarray(np.stack([rel[:, 0], K + rel[:, 2], rel[:, 3]], 1))
         no_spikes = np.zeros(0, dtype=np.int64)
-        # ADC: which analog step each stored sample shows
-        adc_steps, adc_taken = adc_schedule(cfg, int(self.image.adc_period), L, n_steps)
+        # ADC: which analog step each row of the Observables shows (the samples left
+        # in the buffer)
+        period = int(self.image.adc_period)
+        adc_steps, adc_taken = adc_schedule(cfg, period, L, n_steps)
         adc = torch.zeros((len(adc_steps), B, n), dtype=torch.int64, device=dev)
         code_mask = (1 << cfg.adc_bits) - 1
 
@@ -353,16 +393,26 @@ class FastChip:
 
         adc_at = {int(k): torch.as_tensor(np.flatnonzero(adc_steps == k), device=dev)
                   for k in np.unique(adc_steps)}
+        # the PPUs read every sample the buffer stores (with the ring: every sample
+        # taken), each given its codes before the cycle that takes it
+        ppu_at = {}
+        if ppus:
+            fed = adc_sample_steps(cfg, period, L, n_steps)
+            if not cfg.adc_ring:
+                fed = fed[:cfg.adc_buffer_depth]
+            ppu_at = {int(k): np.flatnonzero(fed == k).tolist() for k in np.unique(fed)}
 
         def take_codes(step: int) -> None:
-            hit = adc_at.get(step)
+            hit, fed = adc_at.get(step), ppu_at.get(step)
+            if hit is None and fed is None:
+                return
+            codes = analog.codes() & code_mask
             if hit is not None:
-                adc[hit] = analog.codes() & code_mask
-                if ppus:
-                    rows = adc[hit].cpu().numpy()
-                    for j, row in zip(hit.tolist(), rows, strict=True):
-                        for b, p in enumerate(ppus):
-                            p.set_codes(j, row[b])
+                adc[hit] = codes
+            if fed is not None:
+                for b, row in enumerate(codes.cpu().numpy().tolist()):
+                    for i in fed:
+                        ppus[b].set_codes(i, row)
 
         take_codes(0)
         spikes = []
@@ -404,11 +454,15 @@ class FastChip:
         return obs
 
     def _run_whole(self, events: InputEvents, n_steps: int, run_seed: int,
-                   sample_offset: int, row_events: bool = False) -> Observables:
+                   sample_offset: int, row_events: bool = False,
+                   ppus: list[FastPpu] | None = None) -> Observables:
         """:meth:`run` on the CPU: every sample's whole run in one compiled call
         (:func:`~spikeloop.backends.digital_core.run_samples`: no Python per analog
         step), the samples split over ``threads`` threads (each sample's numbers
-        never depend on another's, so neither do the results on the split)."""
+        never depend on another's, so neither do the results on the split).
+        ``ppus``: PPU programs that reset no neuron, run after the run over the
+        codes of every sample they read (each cycle sees what it would see
+        beside the run: the PPU cannot change the run)."""
         cfg = self.cfg
         B, n, K = events.batch, self.n, cfg.n_blocks
         L = live_cycles(cfg, n_steps)
@@ -422,6 +476,17 @@ class FastChip:
         rel_end = np.searchsorted(rel[:, 1], np.arange(B), side="right").astype(np.int64)
         rel = np.ascontiguousarray(np.stack([rel[:, 0], K + rel[:, 2], rel[:, 3]], 1))
         adc_steps, adc_taken = adc_schedule(cfg, int(self.image.adc_period), L, n_steps)
+        if ppus is not None:
+            # every sample a PPU may read (with the ring: every one taken), in
+            # time order; the Observables' rows are among them
+            period = int(self.image.adc_period)
+            adc_steps = adc_sample_steps(cfg, period, L, n_steps)
+            if not cfg.adc_ring:
+                adc_steps = adc_steps[:cfg.adc_buffer_depth]
+        # the kernel fills the rows in step order (the ring's entry order is a
+        # rotation of it: put back after the run)
+        adc_order = np.argsort(adc_steps, kind="stable")
+        in_order = bool((adc_order == np.arange(len(adc_order))).all())
         adc = np.zeros((len(adc_steps), B, n), dtype=np.int64)
         params = self.chip.lif_params(self.image, dtype=torch.float32, device="cpu")
         adcp = self.chip.analog.adc_params(dtype=torch.float32, device="cpu")
@@ -441,7 +506,8 @@ class FastChip:
         bits = np.zeros((B, n_steps, words), dtype=np.uint64)
         run = Run(
             S=cfg.analog_step_cycles, n_steps=n_steps, n_live=L, end=L + DRAIN_CYCLES,
-            rel_ptr=rel_ptr, rel_end=rel_end, rel=rel, adc_steps=adc_steps.astype(np.int64),
+            rel_ptr=rel_ptr, rel_end=rel_end, rel=rel,
+            adc_steps=adc_steps[adc_order].astype(np.int64),
             adc=adc, adc_scale=adcp.scale_per_v.numpy(), adc_offset=adcp.offset_half_lsb.numpy(),
             code_max=float(adcp.code_max), code_mask=(1 << cfg.adc_bits) - 1,
             has_refr=not self.no_refractory, q=1 << self.prescale,
@@ -487,6 +553,21 @@ class FastChip:
                 f.result()
         digital.busy[0] = int(busy.sum())
         sp = spikes_from_bits(bits)
+        if ppus is not None:
+            results = []
+            for b, p in enumerate(ppus):            # one sample's codes at a time
+                for i, codes in enumerate(adc[:, b].tolist()):
+                    p.set_codes(i, codes)
+                results.append(p.finish())
+            adc = adc[adc_rows(cfg, adc_taken)]
+            obs = self._observables(events, n_steps, run_seed, L, sp, late,
+                                    torch.from_numpy(adc), adc_taken, cmax)
+            obs.ppu = results
+            return obs
+        if not in_order:
+            rows = np.empty_like(adc)
+            rows[adc_order] = adc
+            adc = rows
         return self._observables(events, n_steps, run_seed, L, sp, late, torch.from_numpy(adc),
                                  adc_taken, cmax)
 
@@ -577,7 +658,8 @@ class FastChip:
     # ------------------------------------------------------------ results
     def _observables(self, events, n_steps, run_seed, L, sp, late, adc, adc_taken,
                      cmax) -> Observables:
-        """``sp``: the spikes (sample, step, neuron), sorted in that order."""
+        """``sp``: the spikes (sample, step, neuron), sorted in that order; ``adc``
+        the rows of :func:`adc_schedule`, ``adc_taken`` the samples taken."""
         cfg, B, dg = self.cfg, self.B, self.digital
 
         def sat(x):
@@ -596,18 +678,22 @@ class FastChip:
         eb, ej = np.nonzero(kept)
         rows = np.concatenate([eb[:, None], dg.row_ev[eb, ej]], 1)
         n_adc = len(adc)
+        if cfg.adc_ring:        # n_samples counts every sample; nothing overflows
+            adc_count, adc_overflow = min(adc_taken, cmax), 0
+        else:
+            adc_count, adc_overflow = n_adc, min(max(adc_taken - n_adc, 0), cmax)
         return Observables(
             spikes=spikes_out.astype(np.int64).reshape(-1, 4),
             records=rec.astype(np.int64).reshape(-1, 4),
             adc=adc.cpu().numpy(),
-            adc_count=np.full(B, n_adc, dtype=np.int64),
+            adc_count=np.full(B, adc_count, dtype=np.int64),
             xbar_events=sat(dg.xb_events).astype(np.int64),
             xbar_drops=sat(dg.xb_drops).astype(np.int64),
             arbiter_drops=sat(dg.arb_drops).astype(np.int64),
             driver_unmatched=sat(dg.unmatched).astype(np.int64),
             playback_late=sat(late).astype(np.int64),
             record_drops=sat(dg.rec_drops).astype(np.int64),
-            adc_overflow=np.full(B, min(max(adc_taken - n_adc, 0), cmax), dtype=np.int64),
+            adc_overflow=np.full(B, adc_overflow, dtype=np.int64),
             cycles=np.full(B, L, dtype=np.int64),
             row_activations=dg.row_acts.copy(),
             row_events=rows.astype(np.int64).reshape(-1, 5),

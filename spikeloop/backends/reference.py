@@ -38,7 +38,7 @@ def run_reference(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: 
             ref.tick(0, [0] * n, running=False, ppu_start=1)
             ppu_runs.append(_ppu_halt(ref, job, "its start"))
     L = live_cycles(cfg, n_steps)
-    spikes, records, adc_rows, rows, row_acts = [], [], [], [], []
+    spikes, records, adc_rows, adc_counts, rows, row_acts = [], [], [], [], [], []
     counters = {k: [] for k in ("xbar_events", "xbar_drops", "arbiter_drops",
                                 "driver_unmatched", "playback_late", "record_drops",
                                 "adc_overflow")}
@@ -69,7 +69,8 @@ def run_reference(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: 
         for word in ref.recorder.entries():
             label, link, t = unpack_timed_event(cfg, cfg.n_host_links, word)
             records.append((s, t, link, label))
-        adc_rows.append([list(ref.adc.buffer[i]) for i in range(ref.adc.n_samples)])
+        adc_rows.append(ref.adc.host_rows())
+        adc_counts.append(ref.adc.n_samples)
         c = ref.final_counters()
         for key in counters:
             counters[key].append(c[key])
@@ -78,7 +79,8 @@ def run_reference(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: 
     return observables_from_samples(
         cfg, spikes=spikes, records=records, adc_rows=adc_rows, counters=counters,
         cycles_per_sample=L, n_steps=n_steps, run_seed=run_seed, backend="reference",
-        row_activations=row_acts, row_events=rows, ppu=ppu_runs if job is not None else None)
+        row_activations=row_acts, row_events=rows, ppu=ppu_runs if job is not None else None,
+        adc_count=adc_counts)
 
 
 def _ppu_halt(ref: ChipDigitalRef, job: PpuJob, since: str) -> dict:

@@ -133,10 +133,15 @@ class AddressMap:
                    writable=False, doc="entries written to the record memory"),
             Region("record_drops", "status", 1, cnt, writable=False,
                    doc="output events lost because the record memory was full"),
+            Region("adc_samples", "status", 1, cnt, writable=False,
+                   doc="ADC samples taken since the clear (saturating); sample i in "
+                       "entry i % adc_buffer_depth")
+            if c.adc_ring else
             Region("adc_samples", "status", 1, (c.adc_buffer_depth).bit_length(),
                    writable=False, doc="ADC samples in the buffer"),
             Region("adc_overflow", "status", 1, cnt, writable=False,
-                   doc="ADC samples lost because the buffer was full"),
+                   doc="ADC samples lost because the buffer was full (ring: always 0)"
+                   if c.adc_ring else "ADC samples lost because the buffer was full"),
         ]
         g = chip_geometry(c)
         out_vectors = out_buffer_vectors(c)

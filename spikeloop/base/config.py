@@ -112,6 +112,16 @@ class ChipConfig:
     host_data_bits: int = 32
     #: vector width of the plasticity processor in bits (128 x 8 or 64 x 16)
     ppu_vector_bits: int = 1024
+    #: the ADC buffer as a ring: sample ``i`` of a run goes to entry
+    #: ``i % adc_buffer_depth`` and ``n_samples`` counts every sample (saturating
+    #: at ``2**counter_bits - 1``); nothing overflows in the ADC: a reader (the
+    #: PPU's stream program) that falls more than ``adc_buffer_depth`` samples
+    #: behind misses samples and counts them itself
+    adc_ring: bool = False
+    #: vectors of the memory the PPU streams to (``ppu_out``, read by the host
+    #: after a sample); 0: the default of ``spikeloop.base.isa.out_buffer_vectors``
+    #: (one vector per ADC chunk of a full ADC buffer, at least 16)
+    ppu_out_vectors: int = 0
 
     def __post_init__(self) -> None:
         _check_range("n_halves", self.n_halves, 1, 2)
@@ -159,6 +169,15 @@ class ChipConfig:
             raise ConfigError(
                 f"ChipConfig.ppu_vector_bits = {self.ppu_vector_bits!r} is not allowed; "
                 "allowed: 128, 256, 512, 1024")
+        if not isinstance(self.adc_ring, bool):
+            raise ConfigError(f"ChipConfig.adc_ring = {self.adc_ring!r} is not allowed; "
+                              "allowed: true, false")
+        _check_range("ppu_out_vectors", self.ppu_out_vectors, 0, 1 << 16)
+        if self.ppu_out_vectors and (self.ppu_out_vectors < 16
+                                     or not _is_pow2(self.ppu_out_vectors)):
+            raise ConfigError(f"ChipConfig.ppu_out_vectors = {self.ppu_out_vectors} is not "
+                              "allowed; allowed: 0 (the default size) or a power of two "
+                              "from 16 to 65536")
         wide = max(self.weight_bits + self.label_bits, self.event_label_bits,
                    self.analog_setting_bits, self.timestamp_bits)
         if wide > self.host_data_bits:

@@ -19,7 +19,11 @@ field             shape / dtype           meaning
 ``records``       [K, 4] int64            (sample, cycle, link, label) of every event
                                           the recorder stored from the host links
 ``adc``           [S, B, n] int64         ADC codes of the S samples the ADC took
-``adc_count``     [B] int64               valid ADC samples per batch entry
+                                          (ring variant: the buffer's first
+                                          min(adc_count, depth) entries in entry
+                                          order)
+``adc_count``     [B] int64               valid ADC samples per batch entry (ring
+                                          variant: samples taken, saturating)
 ``xbar_events``   [B, I, O] int64         events taken per crossbar node
 ``xbar_drops``    [B, I, O] int64         events dropped per crossbar node
 ``arbiter_drops`` [B, n_blocks] int64     spikes dropped per arbiter
@@ -321,13 +325,16 @@ class Observables:
 def observables_from_samples(cfg: ChipConfig, *, spikes, records, adc_rows, counters: dict,
                              cycles_per_sample: int, n_steps: int, run_seed: int,
                              backend: str, row_activations, row_events=(),
-                             ppu: list | None = None) -> Observables:
+                             ppu: list | None = None,
+                             adc_count=None) -> Observables:
     """Assemble Observables from what a backend read back sample by sample:
     ``spikes``/``records`` lists of 4-tuples, ``adc_rows[b]`` the valid ADC
     samples of batch entry ``b`` (lists of ``n_neurons`` codes), ``counters[k]``
     one entry per sample for each counter field (flat lists for the arrays),
     ``row_activations[b]`` sample ``b``'s activations per driver (flat, half
-    by half), ``row_events`` 5-tuples (sample, cycle, half, driver, label)."""
+    by half), ``row_events`` 5-tuples (sample, cycle, half, driver, label);
+    ``adc_count[b]`` the samples the ADC took where that differs from the rows
+    read (the ADC ring, ``ChipConfig.adc_ring``), default ``len(adc_rows[b])``."""
     B = len(adc_rows)
     S = max((len(r) for r in adc_rows), default=0)
     adc = np.zeros((S, B, cfg.n_neurons), dtype=np.int64)
@@ -341,7 +348,8 @@ def observables_from_samples(cfg: ChipConfig, *, spikes, records, adc_rows, coun
     return Observables(
         spikes=np.array(spikes, dtype=np.int64).reshape(-1, 4),
         records=np.array(records, dtype=np.int64).reshape(-1, 4),
-        adc=adc, adc_count=np.array([len(r) for r in adc_rows], dtype=np.int64),
+        adc=adc, adc_count=np.array([len(r) for r in adc_rows] if adc_count is None
+                                    else adc_count, dtype=np.int64).reshape(B),
         **{k: np.array(counters[k], dtype=np.int64).reshape(B, *shape)
            for k, shape in shapes.items()},
         cycles=np.full(B, cycles_per_sample, dtype=np.int64),

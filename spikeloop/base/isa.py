@@ -15,6 +15,7 @@ Pure Python: no Amaranth, no torch.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from spikeloop.base.config import ChipConfig
@@ -429,7 +430,9 @@ def out_buffer_vectors(cfg: ChipConfig) -> int:
     """Vectors the top level's output buffer (the PPU's stream to external
     memory, read by the host) holds: the power of two that fits one vector per
     ADC chunk of every sample of a full ADC buffer (trace recording of a whole
-    run), at least 16."""
+    run), at least 16; ``cfg.ppu_out_vectors`` where a variant sets it."""
+    if cfg.ppu_out_vectors:
+        return cfg.ppu_out_vectors
     g = chip_geometry(cfg)
     need = max(16, cfg.adc_buffer_depth * g.adc_chunks)
     return 1 << (need - 1).bit_length()
@@ -487,7 +490,10 @@ class Decoded:
         return 16 if self.size else 8
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def decode(word: int) -> Decoded:
+    """The fields of instruction ``word`` (kept: programs decode the same words
+    again and again)."""
     word &= XMASK
     op = field_get(word, "op")
     ins = BY_FUNCT.get(field_get(word, "funct")) if op == OP_VALU else BY_OPCODE.get(op)

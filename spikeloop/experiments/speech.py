@@ -16,10 +16,16 @@ hidden LIF neurons, 20 LI outputs, 1 s in 294 steps of 1.7 µs).  Per seed:
    values, no structure) and frozen; the input and output weights drawn anew
    and trained with the same schedule.
 
+3. **loop** (with ``--preset``): the same network trained in the loop on the
+   emulated chip (``--backend``, default the fast backend), chip instance
+   ``--chip-seed`` of the preset's streaming variant
+   (:func:`spikeloop.training.tasks.speech_chip`: the ADC buffer as a ring, the
+   PPU streaming every one of the 294 membrane samples to the memory the host
+   reads after the recording), the chip's noise seeded by the training seed.
+   The chip is calibrated once and kept (``DIR/chip<seed>.npz``).
+
 Rows: :func:`speech_rows` (test accuracy mean ± std over the seeds, hidden
-spikes per neuron and input, beside the paper's figures).  In the loop on the
-emulated chip is not among them: the paper's 294 membrane samples per
-recording exceed the 32 samples the chip's ADC buffer holds per run.
+spikes per neuron and input, beside the paper's figures).
 
 Files: ``DIR/seed<k>/<condition>.pt`` (the network) and ``.json`` (its
 figures, reused when the settings are the same; other settings are refused),
@@ -39,12 +45,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from spikeloop.base.config import PRESETS, ChipConfig
 from spikeloop.base.files import atomic_open, atomic_write_text, lock_output_dir
 from spikeloop.base.settings import option
 from spikeloop.data import Batches
+from spikeloop.model.chip import Chip
+from spikeloop.nn.chip_network import ChipNetwork
 from spikeloop.nn.functional import LIFParameters
 from spikeloop.nn.modules import SoftwareNetwork
 from spikeloop.training.tasks import (
+    LOOP_BACKENDS,
     PAPER_LR,
     PAPER_SPIKE_REG,
     PAPER_WEIGHT_REG,
@@ -53,6 +63,7 @@ from spikeloop.training.tasks import (
     Task,
     TaskError,
     build_task,
+    speech_chip,
 )
 from spikeloop.training.train import PAPER_BATCH_SIZE, PAPER_LR_DECAY, READOUT_SCALE, evaluate
 
@@ -60,7 +71,7 @@ from spikeloop.training.train import PAPER_BATCH_SIZE, PAPER_LR_DECAY, READOUT_S
 PAPER = {"loop": "76.2 ± 1.3 %", "software": "71.2 %", "control": "64.3 ± 2.3 %"}
 CONTROL_WHAT = ("recurrent weights of the trained software network shuffled and frozen, "
                 "the rest trained again")
-CONDITIONS = ("software", "control")
+CONDITIONS = ("software", "control", "loop")
 
 
 class SpeechExperimentError(ValueError):
@@ -78,6 +89,12 @@ class SpeechExperimentSettings:
     train_samples: int | None = option(None, help="stratified training subset (default all)")
     test_samples: int | None = option(None, help="stratified test subset (default all)")
     threads: int = option(0, help="torch threads (0: torch's default)")
+    preset: str | None = option(None, help="chip preset for the in-the-loop condition (full; "
+                                "it runs on the preset's streaming variant); default: software "
+                                "and control only")
+    chip_seed: int = option(1, help="chip instance for the in-the-loop condition (default 1)")
+    backend: str = option("fast", help="chip backend for the in-the-loop condition: "
+                          + " or ".join(LOOP_BACKENDS))
     progress: bool = option(True, flag="--no-progress", help="no per-epoch lines")
 
     def check(self) -> None:
@@ -90,23 +107,58 @@ class SpeechExperimentSettings:
                                             f"{getattr(self, name)}; allowed: an integer >= 1")
         if self.threads < 0:
             raise SpeechExperimentError(f"--threads = {self.threads}; allowed: 0 or more")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise SpeechExperimentError(f"--preset {self.preset!r}; allowed: "
+                                        f"{', '.join(sorted(PRESETS))}")
+        if self.backend not in LOOP_BACKENDS:
+            raise SpeechExperimentError(f"--backend {self.backend!r}; allowed: "
+                                        f"{', '.join(LOOP_BACKENDS)}")
+        if self.chip_seed < 0:
+            raise SpeechExperimentError(f"--chip-seed = {self.chip_seed}; allowed: an "
+                                        "integer >= 0")
         if not Path(self.data_dir).is_dir():
             raise SpeechExperimentError(f"--data-dir {self.data_dir} is not a directory")
 
-    def key(self) -> dict:
-        """What a trained network depends on."""
+    def key(self, condition: str = "software") -> dict:
+        """What a trained network of ``condition`` depends on."""
         d = dataclasses.asdict(self)
         for k in ("out", "seeds", "threads", "progress"):
             d.pop(k)
+        if condition != "loop":
+            for k in ("preset", "chip_seed", "backend"):
+                d.pop(k)
         d["data_dir"] = str(Path(self.data_dir).resolve())
         return d
 
 
-def network(task: Task, seed: int) -> SoftwareNetwork:
+def network(task: Task, seed: int, chip: Chip | None = None, backend: str = "fast"):
+    """The speech network, initialised from ``seed``: ideal (software), or on
+    ``chip`` in the loop (its noise seeded by ``seed`` too)."""
     gen = torch.Generator().manual_seed(int(seed))
-    return SoftwareNetwork(task.n_in, task.n_hidden, task.n_out, recurrent=True,
-                           readout_scale=READOUT_SCALE, generator=gen,
-                           params=LIFParameters(dt_us=task.dt_us))
+    kw = dict(recurrent=True, readout_scale=READOUT_SCALE, generator=gen,
+              params=LIFParameters(dt_us=task.dt_us))
+    if chip is None:
+        return SoftwareNetwork(task.n_in, task.n_hidden, task.n_out, **kw)
+    return ChipNetwork(chip, task.n_in, task.n_hidden, task.n_out, backend=backend,
+                       run_seed=int(seed), **kw)
+
+
+def loop_chip(s: SpeechExperimentSettings, out: Path, log=print) -> Chip:
+    """Chip instance ``s.chip_seed`` of the preset's streaming variant, calibrated
+    once and kept in ``out``."""
+    cfg = speech_chip(ChipConfig.preset(s.preset))
+    path = out / f"chip{s.chip_seed}.npz"
+    if path.exists():
+        try:
+            return Chip.load_expected(path, cfg, s.chip_seed)
+        except ValueError as e:
+            raise SpeechExperimentError(str(e)) from None
+    t0 = time.perf_counter()
+    log(f"  calibrating chip {cfg.name}, chip seed {s.chip_seed} (measurement only)")
+    chip = Chip.calibrated(cfg, s.chip_seed)
+    chip.save(path)
+    log(f"  calibrated in {time.perf_counter() - t0:.0f} s; wrote {path}")
+    return chip
 
 
 def shuffle_and_freeze(net: SoftwareNetwork, recurrent: torch.Tensor, seed: int) -> None:
@@ -120,7 +172,7 @@ def shuffle_and_freeze(net: SoftwareNetwork, recurrent: torch.Tensor, seed: int)
     net.recurrent_synapse.weight.requires_grad_(False)
 
 
-def train(net: SoftwareNetwork, task: Task, s: SpeechExperimentSettings, seed: int,
+def train(net, task: Task, s: SpeechExperimentSettings, seed: int,
           log=print) -> list[dict]:
     """The paper's schedule; returns the per-epoch history (train figures)."""
     params = [p for p in net.parameters() if p.requires_grad]
@@ -171,7 +223,7 @@ def run_condition(cond: str, seed: int, task: Task, s: SpeechExperimentSettings,
     d = out / f"seed{seed}"
     d.mkdir(exist_ok=True)
     res_path, net_path = d / f"{cond}.json", d / f"{cond}.pt"
-    key = dict(s.key(), condition=cond, seed=seed)
+    key = dict(s.key(cond), condition=cond, seed=seed)
     if res_path.exists():
         have = json.loads(res_path.read_text())
         if have.get("key") != key:
@@ -179,7 +231,7 @@ def run_condition(cond: str, seed: int, task: Task, s: SpeechExperimentSettings,
                                         "another --out (results are never overwritten)")
         log(f"  seed {seed} {cond}: reused ({have['test_accuracy']:.4f})")
         return have
-    net = network(task, seed)
+    net = network(task, seed, loop_chip(s, out, log) if cond == "loop" else None, s.backend)
     if cond == "control":
         base = torch.load(d / "software.pt", weights_only=True)
         shuffle_and_freeze(net, base["recurrent_synapse.weight"], seed)
@@ -192,6 +244,7 @@ def run_condition(cond: str, seed: int, task: Task, s: SpeechExperimentSettings,
     _save(net.state_dict(), net_path)
     res = {"key": key, "condition": cond, "seed": seed, "test_accuracy": test["accuracy"],
            "test_spikes_per_neuron_input": test["spikes_per_neuron_input"],
+           **({"chip": test["chip"]} if "chip" in test else {}),
            "train_accuracy": history[-1]["train_accuracy"], "history": history,
            "wall_s": wall}
     atomic_write_text(res_path, json.dumps(res, indent=1) + "\n")
@@ -212,19 +265,24 @@ def speech_rows(results: dict[str, list[dict]], data: str) -> list[dict]:
     """The benchmark's rows (the fields of the paper table's rows): software and
     control accuracy (mean ± std over seeds), hidden spikes per neuron and input
     of the software network, the paper's figures beside them."""
-    sw, ctl = results.get("software", []), results.get("control", [])
+    sw, ctl, loop = (results.get(c, []) for c in CONDITIONS)
     return [{
         "task": f"speech ({data})",
         "network": f"70-{SPEECH_HIDDEN}r-20, {SPEECH_N_STEPS} x 1.7 us",
-        "loop": None,
+        "loop": _stat(r["test_accuracy"] for r in loop),
         "software": _stat(r["test_accuracy"] for r in sw),
         "control": _stat(r["test_accuracy"] for r in ctl),
         "control_what": CONTROL_WHAT,
         "spikes_per_neuron_input": (float(np.mean([r["test_spikes_per_neuron_input"]
                                                    for r in sw])) if sw else None),
         "paper": dict(PAPER),
-        "notes": ["in the loop: not run here (the paper's 294 membrane samples per recording "
-                  "exceed the emulated chip's 32-sample ADC buffer)"],
+        "loop_spikes_per_neuron_input": (float(np.mean([r["test_spikes_per_neuron_input"]
+                                                        for r in loop])) if loop else None),
+        "notes": ([f"in the loop: on {loop[0]['key']['preset']}'s streaming variant (the ADC "
+                   "buffer as a ring, every membrane sample streamed by the PPU), chip seed "
+                   f"{loop[0]['key']['chip_seed']}, backend {loop[0]['key']['backend']}"]
+                  if loop else ["in the loop: not run (spikeloop experiment speech --preset "
+                                "full runs it)"]),
         "details": {"wall_s": {c: [r["wall_s"] for r in results.get(c, [])]
                                for c in CONDITIONS},
                     "seeds": [r["seed"] for r in sw]},
@@ -237,7 +295,9 @@ def run_speech(s: SpeechExperimentSettings, log=print) -> dict:
         torch.set_num_threads(s.threads)
     try:
         task = build_task("speech", data_dir=s.data_dir, train_samples=s.train_samples,
-                          test_samples=s.test_samples)
+                          test_samples=s.test_samples,
+                          cfg=None if s.preset is None else speech_chip(
+                              ChipConfig.preset(s.preset)))
     except TaskError as e:
         raise SpeechExperimentError(str(e)) from None
     data = "real SHD" if "spikeloop_speech" not in _file_marker(s.data_dir) else \
@@ -249,8 +309,9 @@ def run_speech(s: SpeechExperimentSettings, log=print) -> dict:
             f"torch threads {torch.get_num_threads()}")
         t0 = time.perf_counter()
         results: dict[str, list[dict]] = {c: [] for c in CONDITIONS}
+        conditions = CONDITIONS if s.preset is not None else CONDITIONS[:2]
         for seed in s.seeds:
-            for cond in CONDITIONS:
+            for cond in conditions:
                 results[cond].append(run_condition(cond, seed, task, s, out, log))
         rows = speech_rows(results, data)
         summary = {"settings": dataclasses.asdict(s), "rows": rows,

@@ -71,7 +71,16 @@ from spikeloop.model.chip import Chip
 from spikeloop.nn.functional import DEFAULT_PARAMS, LIFParameters
 from spikeloop.nn.modules import HIDDEN_SCALE, WEIGHT_MAX, LoopNetwork, NetworkOutput
 from spikeloop.nn.placement import INPUT, Placement, PlacementError, output_scale, place, quantize
-from spikeloop.ppu.programs import INFERENCE_SPACING_CYCLES, RESET_LOG, inference_dmem, program
+from spikeloop.ppu.programs import (
+    INFERENCE_SPACING_CYCLES,
+    RESET_LOG,
+    STREAM_MISSED,
+    inference_dmem,
+    program,
+    stream_chunks,
+    stream_dmem,
+    stream_vectors_to_codes,
+)
 
 __all__ = ["ChipNetwork", "BASELINE_SAMPLES", "INFERENCE_SPACING_US", "HIDDEN_SPIKE_SOURCES",
            "RECORD_LATENCY_CYCLES", "recorded_spikes", "BackToBack", "back_to_back",
@@ -168,6 +177,28 @@ class MeasuredBatch:
         }
 
 
+def streamed_codes(cfg, obs: Observables, T: int, first_chunk: int, n_chunks: int
+                   ) -> np.ndarray:
+    """``[T, B, n_neurons]`` ADC codes of a batch from each sample's stream
+    (spikeloop/ppu/programs.py ``STREAM``); the neurons outside the streamed
+    chunks are NaN (not measured).  A sample that missed samples (the PPU fell
+    behind the ADC ring) or lost vectors is an error naming it: its stream no
+    longer says which sample is which."""
+    lanes = chip_geometry(cfg).adc_lanes
+    lo, hi = first_chunk * lanes, min((first_chunk + n_chunks) * lanes, cfg.n_neurons)
+    codes = np.full((T, len(obs.ppu), cfg.n_neurons), np.nan)
+    for b, res in enumerate(obs.ppu):
+        missed, drops = res["dmem"][STREAM_MISSED], res["out_drops"]
+        if missed or drops or res["status"] != 0b10 or len(res["out"]) != T * n_chunks:
+            raise RuntimeError(
+                f"sample {b}: the PPU's stream holds {len(res['out'])} vectors, "
+                f"{T * n_chunks} expected ({missed} ADC samples missed, {drops} vectors "
+                f"lost, status {res['status']})")
+        got = stream_vectors_to_codes(cfg, res["out"], first_chunk, n_chunks)
+        codes[:, b, lo:hi] = got[:, :hi - lo]
+    return codes
+
+
 def measure_batch(net, raster: torch.Tensor, times_us: torch.Tensor | None,
                   prepare) -> MeasuredBatch:
     """Run one batch of a chip network (:class:`ChipNetwork`, or the general one of
@@ -178,21 +209,33 @@ def measure_batch(net, raster: torch.Tensor, times_us: torch.Tensor | None,
     net.check_input(raster, times_us)
     T, B = raster.shape[0], raster.shape[1]
     cfg = net.chip.cfg
-    if T > cfg.adc_buffer_depth:
-        raise ValueError(f"{T} time bins, the ADC buffer of preset {cfg.name!r} holds "
-                         f"{cfg.adc_buffer_depth} samples per neuron")
+    stream = T > cfg.adc_buffer_depth
+    if stream and not cfg.adc_ring:
+        raise ValueError(f"{T} time bins, the ADC buffer of chip {cfg.name!r} holds "
+                         f"{cfg.adc_buffer_depth} samples per neuron (a chip variant with "
+                         "adc_ring = true streams every sample through the PPU)")
     baseline = net.baseline()
     prepared = prepare()
     events = net.input_events(raster, times_us)
     n_steps = net.analog_steps(T)
+    job = chunks = None
+    if stream:
+        chunks = stream_chunks(cfg, np.concatenate(list(net.placement.neurons.values())))
+        job = {"words": program("stream", cfg).words,
+               "dmem": stream_dmem(cfg, T, *chunks, adc_period=net.adc_period),
+               "when": "each_sample", "read_dmem": [STREAM_MISSED]}
     t0 = time.perf_counter()
-    obs = net._run(events, n_steps, int(net.samples_run))
+    obs = net._run(events, n_steps, int(net.samples_run), ppu=job)
     wall = time.perf_counter() - t0
     net.samples_run += B
     net.last_input_events = len(events.table)
-    if obs.adc.shape[0] < T:
-        raise RuntimeError(f"the chip took {obs.adc.shape[0]} ADC samples, {T} expected")
-    norm = (obs.adc[:T].astype(np.float64) - baseline) / net.code_scale
+    if stream:
+        codes = streamed_codes(cfg, obs, T, *chunks)
+    else:
+        if obs.adc.shape[0] < T:
+            raise RuntimeError(f"the chip took {obs.adc.shape[0]} ADC samples, {T} expected")
+        codes = obs.adc[:T]
+    norm = (codes.astype(np.float64) - baseline) / net.code_scale
     # sample k holds the codes after m_k = (adc_period * (k + 1) - 1) // S completed steps
     sample_step = (net.adc_period * np.arange(1, T + 1) - 1) // cfg.analog_step_cycles
     return MeasuredBatch(obs, norm, prepared, n_steps, wall, sample_step)
@@ -348,9 +391,10 @@ class ChipNetwork(LoopNetwork):
         return InputEvents(cfg, raster.shape[1], table.astype(np.int64).reshape(-1, 4))
 
     # -- running the chip --------------------------------------------------------------------
-    def _run(self, events: InputEvents, n_steps: int, sample_offset: int) -> Observables:
+    def _run(self, events: InputEvents, n_steps: int, sample_offset: int, ppu=None
+             ) -> Observables:
         return backends.run(self.chip, self.placement.image, events, n_steps, backend=self.backend,
-                             run_seed=int(self.run_seed), sample_offset=sample_offset,
+                             run_seed=int(self.run_seed), sample_offset=sample_offset, ppu=ppu,
                              **self.backend_options)
 
     def baseline(self) -> np.ndarray:

@@ -42,7 +42,7 @@ import re
 import numpy as np
 
 from spikeloop.base.config import ChipConfig
-from spikeloop.base.isa import PpuGeometry, chip_geometry
+from spikeloop.base.isa import PpuGeometry, chip_geometry, out_buffer_vectors
 from spikeloop.base.layouts import pack_array, unpack_array
 from spikeloop.base.protocol import DRAIN_CYCLES, live_cycles
 from spikeloop.ppu.asm import Program, assemble
@@ -131,7 +131,55 @@ done:
         halt
 """
 
-PROGRAMS = {"trace": TRACE, "inference": INFERENCE, "weight_update": WEIGHT_UPDATE}
+STREAM = """
+# stream recording of the ADC ring: every sample of a long run, chunks C0 .. C0+C-1.
+# dmem[0] = samples N, dmem[1] = first chunk C0, dmem[2] = chunks C per sample;
+# dmem[3] <- samples missed (overwritten in the ring before they were read),
+# dmem[4] <- cycle of its end
+        lw r1, 0(r0)             # N
+        lw r2, 1(r0)             # C0
+        lw r3, 2(r0)
+        add r3, r3, r2           # chunk end
+        addi r4, r0, 0           # samples missed
+        addi r5, r0, 0           # sample index k
+        addi r12, r0, 0          # its ring entry, k % ADC_DEPTH
+        addi r13, r0, ADC_DEPTH
+        beq r1, r0, done
+wait:
+        csrr r6, adc_count
+        bgeu r5, r6, wait        # until sample k is taken
+        sub r7, r6, r5           # samples taken from k on
+        bltu r7, r13, read       # fewer than ADC_DEPTH: the next sample cannot overwrite k
+        addi r4, r4, 1           # sample k is lost (or about to be): counted, not streamed
+        j advance
+read:
+        slli r7, r12, ADC_CHUNK_BITS
+        mv r8, r2
+chunk:
+        add r9, r7, r8
+        vadc v3, 0(r9)
+        vout v3
+        addi r8, r8, 1
+        bne r8, r3, chunk
+advance:
+        addi r5, r5, 1
+        addi r12, r12, 1
+        bne r12, r13, next
+        addi r12, r0, 0
+next:
+        bne r5, r1, wait
+done:
+        sw r4, 3(r0)
+        csrr r11, cycle
+        sw r11, 4(r0)
+        halt
+"""
+
+#: STREAM's dmem words: inputs samples, first chunk, chunks; outputs missed, end cycle
+STREAM_N, STREAM_FIRST_CHUNK, STREAM_CHUNKS, STREAM_MISSED, STREAM_END_CYCLE = 0, 1, 2, 3, 4
+
+PROGRAMS = {"trace": TRACE, "inference": INFERENCE, "weight_update": WEIGHT_UPDATE,
+            "stream": STREAM}
 
 #: the example of docs/ppu.md ("Example: weight update"; not one of :data:`PROGRAMS`):
 #: adds one signed update (8-bit lanes of dmem vector 0) to every row chunk of both
@@ -254,6 +302,69 @@ def trace_vectors_to_codes(cfg: ChipConfig, vectors: list[int]) -> np.ndarray:
             lanes += unpack_array(vectors[s * k + j], g.adc_lane_bits, g.adc_lanes)
         rows.append(lanes[:cfg.n_neurons])
     return np.asarray(rows, dtype=np.int64).reshape(-1, cfg.n_neurons)
+
+
+def stream_chunks(cfg: ChipConfig, neurons) -> tuple[int, int]:
+    """``(first chunk, chunks)``: the ADC chunks that hold every neuron of ``neurons``."""
+    g = chip_geometry(cfg)
+    neurons = np.asarray(neurons, dtype=np.int64).ravel()
+    if not len(neurons):
+        return 0, 0
+    if neurons.min() < 0 or neurons.max() >= cfg.n_neurons:
+        raise ValueError(f"neurons {neurons.min()}..{neurons.max()}; allowed: "
+                         f"0..{cfg.n_neurons - 1}")
+    first = int(neurons.min()) // g.adc_lanes
+    return first, int(neurons.max()) // g.adc_lanes + 1 - first
+
+
+def stream_cycles_per_sample(cfg: ChipConfig, n_chunks: int) -> int:
+    """STREAM's most cycles per sample read (no extra poll, the ring entry
+    wrapping): the ADC period must be at least this long, or the program falls
+    behind the ring."""
+    per_chunk = 1 + 2 + 1 + 1 + 1              # add, vadc, vout, addi, bne
+    # csrr, bgeu, sub, bltu, slli, mv; the chunks; addi, addi, bne, addi (wrap), bne
+    return 6 + per_chunk * n_chunks + 5
+
+
+def stream_dmem(cfg: ChipConfig, n_samples: int, first_chunk: int, n_chunks: int, *,
+                adc_period: int) -> list[tuple[int, int]]:
+    """(dmem word, value) writes that make STREAM stream chunks ``first_chunk ..
+    first_chunk + n_chunks - 1`` of ``n_samples`` samples taken every
+    ``adc_period`` cycles.  Refused: a chip without the ADC ring (where more
+    samples than the buffer holds are needed), an output memory too small for the
+    stream, a sample count the ADC's saturating count cannot reach, a period
+    shorter than the program's cycles per sample."""
+    g = chip_geometry(cfg)
+    if not 1 <= n_chunks or not 0 <= first_chunk or first_chunk + n_chunks > g.adc_chunks:
+        raise ValueError(f"chunks {first_chunk}..{first_chunk + n_chunks - 1}; allowed: "
+                         f"0..{g.adc_chunks - 1} (ADC_CHUNKS = {g.adc_chunks}), at least one")
+    top = (1 << cfg.counter_bits) - 1 if cfg.adc_ring else cfg.adc_buffer_depth
+    if not 0 <= n_samples <= top:
+        why = ("the ADC's sample count saturates there" if cfg.adc_ring else
+               f"the ADC buffer holds {cfg.adc_buffer_depth} samples (a chip with adc_ring "
+               "streams more)")
+        raise ValueError(f"n_samples = {n_samples}; allowed: 0..{top} ({why})")
+    if n_samples * n_chunks > out_buffer_vectors(cfg):
+        raise ValueError(f"{n_samples} samples x {n_chunks} chunks = {n_samples * n_chunks} "
+                         f"vectors; the PPU's output memory holds {out_buffer_vectors(cfg)} "
+                         "(ChipConfig.ppu_out_vectors)")
+    need = stream_cycles_per_sample(cfg, n_chunks)
+    if adc_period < need:
+        raise ValueError(f"adc_period = {adc_period} cycles; the stream program needs at "
+                         f"least {need} per sample of {n_chunks} chunk(s)")
+    return [(STREAM_N, n_samples), (STREAM_FIRST_CHUNK, first_chunk), (STREAM_CHUNKS, n_chunks)]
+
+
+def stream_vectors_to_codes(cfg: ChipConfig, vectors: list[int], first_chunk: int,
+                            n_chunks: int) -> np.ndarray:
+    """[samples, n_chunks * ADC lanes] ADC codes from STREAM's vectors: column
+    ``i`` is neuron ``first_chunk * lanes + i`` (lanes beyond the last neuron are 0)."""
+    g = chip_geometry(cfg)
+    if n_chunks < 1 or len(vectors) % n_chunks:
+        raise ValueError(f"{len(vectors)} vectors is not a multiple of {n_chunks} chunks")
+    lanes = [unpack_array(v, g.adc_lane_bits, g.adc_lanes) for v in vectors]
+    return np.asarray(lanes, dtype=np.int64).reshape(len(vectors) // n_chunks,
+                                                     n_chunks * g.adc_lanes)
 
 
 def inference_dmem(cfg: ChipConfig, n_samples: int,

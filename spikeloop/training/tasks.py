@@ -75,6 +75,7 @@ import numpy as np
 import torch
 
 from spikeloop.base.config import ChipConfig
+from spikeloop.base.isa import chip_geometry, out_buffer_vectors
 from spikeloop.data import (
     ArrayDataset,
     DataError,
@@ -342,6 +343,27 @@ def _shd(data_dir, n_hidden, train_samples, test_samples, cfg: ChipConfig | None
                                   f"{PAPER_DT_US} us, channel c -> input c*{k}//700, 0/1"})
 
 
+def _speech_stream_vectors(cfg: ChipConfig) -> int:
+    """Vectors the stream program writes per sample of the speech task (every ADC
+    chunk of every membrane sample, the most it streams)."""
+    return SPEECH_N_STEPS * chip_geometry(cfg).adc_chunks
+
+
+def speech_chip(cfg: ChipConfig) -> ChipConfig:
+    """The chip the speech task runs on: ``cfg`` itself where its ADC buffer holds
+    the paper's :data:`SPEECH_N_STEPS` membrane samples, or where it streams them
+    already (the ADC ring and a large enough output memory); else its streaming
+    variant ``<name>-stream``: ``cfg`` with the ADC buffer as a ring
+    (``adc_ring``) and an output memory for every ADC chunk of every sample
+    (``ppu_out_vectors``), the PPU streaming each sample out as it is taken."""
+    need = _speech_stream_vectors(cfg)
+    if cfg.adc_buffer_depth >= SPEECH_N_STEPS or (cfg.adc_ring
+                                                  and out_buffer_vectors(cfg) >= need):
+        return cfg
+    return cfg.replace(name=f"{cfg.name}-stream", adc_ring=True,
+                       ppu_out_vectors=max(16, 1 << (need - 1).bit_length()))
+
+
 def _speech(data_dir, n_hidden, train_samples, test_samples, cfg: ChipConfig | None,
             **_) -> Task:
     if data_dir is None:
@@ -356,10 +378,12 @@ def _speech(data_dir, n_hidden, train_samples, test_samples, cfg: ChipConfig | N
             raise TaskError(f"speech on preset {cfg.name!r}: {k} inputs plus {n_hidden} recurrent "
                             f"hidden neurons are {k + n_hidden} sources of signed synapse driver "
                             f"pairs, the chip has {pairs}; lower --hidden to {pairs - k} or less")
-        if SPEECH_N_STEPS > cfg.adc_buffer_depth:
-            raise TaskError(f"speech on preset {cfg.name!r}: the paper's {SPEECH_N_STEPS} membrane "
-                            f"samples exceed the ADC buffer's {cfg.adc_buffer_depth}; train it "
-                            "in software (--backend software), or use the shd task")
+        if speech_chip(cfg) is not cfg:
+            raise TaskError(f"speech on chip {cfg.name!r}: the paper's {SPEECH_N_STEPS} membrane "
+                            f"samples exceed the ADC buffer's {cfg.adc_buffer_depth}, and the "
+                            "chip cannot stream them (it needs adc_ring = true and ppu_out_vectors "
+                            f">= {_speech_stream_vectors(cfg)}); train on its streaming variant "
+                            f"{speech_chip(cfg).name!r} (what spikeloop train does with --preset)")
     kw = {"n_steps": SPEECH_N_STEPS, "max_time_s": SPEECH_MAX_TIME_S}
     train = subset(load_shd(data_dir, "train", **kw), train_samples)
     test = subset(load_shd(data_dir, "test", **kw), test_samples)

@@ -84,6 +84,7 @@ from spikeloop.training.tasks import (
     Task,
     TaskError,
     build_task,
+    speech_chip,
 )
 
 #: the paper (docs/paper.md): Adam, learning rate 1.5e-3 (tasks.PAPER_LR), x0.97 per
@@ -261,7 +262,11 @@ class TrainSettings:
     def cfg(self) -> ChipConfig | None:
         if self.variant is not None:
             return self.variant
-        return None if self.preset is None else ChipConfig.preset(self.preset)
+        if self.preset is None:
+            return None
+        cfg = ChipConfig.preset(self.preset)
+        # the paper's speech network needs every membrane sample streamed out
+        return speech_chip(cfg) if self.task == "speech" else cfg
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
