@@ -242,3 +242,27 @@ def test_paper_network_on_cuda_equals_cpu():
     # busy: the hidden neurons fire many times
     _, cpu = same_measurements(nets, raster, times, 3.0, 0.02)
     assert len(cpu.spikes) > 1000
+
+
+def test_more_bins_than_the_adc_buffer_stream_through_the_ring(chip):
+    """80 bins on mini (a buffer of 64): refused without the ADC ring; on the
+    ring variant every membrane sample is streamed by the PPU, and the network
+    measures exactly what a chip whose buffer holds all 80 samples measures."""
+    x = torch.rand(16, 5, generator=torch.Generator().manual_seed(3))
+    times = latency_times_us(x)
+    raster = latency_raster(times, dt_us=1.7, n_steps=80)
+    with pytest.raises(ValueError, match="adc_ring = true"):
+        make(chip)(raster, times)
+    outs = {}
+    for cfg in (MINI.replace(name="mini-ring", adc_ring=True, ppu_out_vectors=128),
+                MINI.replace(name="mini-deep", adc_buffer_depth=128)):
+        net = make(Chip(cfg, 1))         # (uncalibrated: the comparison needs no working point)
+        with torch.no_grad():
+            net.hidden_synapse.weight.mul_(8.0)
+        outs[cfg.name] = (net(raster, times), net.last_stats)
+    (ring, ring_stats), (deep, deep_stats) = outs["mini-ring"], outs["mini-deep"]
+    assert ring_stats["hidden_spikes"] == deep_stats["hidden_spikes"] > 5
+    for a, b in ((ring.v_hidden, deep.v_hidden), (ring.v_out, deep.v_out),
+                 (ring.z_hidden, deep.z_hidden)):
+        assert a.shape[0] == 80
+        assert torch.equal(a, b)

@@ -226,6 +226,8 @@ def test_learn_refuses_configs_it_cannot_serve():
         P.learn_dmem(MINI.replace(adc_bits=10), 40, [(0, 0)], 30)
     with pytest.raises(ValueError, match="columns_per_half = 3"):
         P.learn_dmem(MINI.replace(n_neurons=6, neurons_per_block=2), 40, [(0, 0)], 30)
+    with pytest.raises(ValueError, match="adc_ring = true"):
+        P.learn_dmem(MINI.replace(adc_ring=True), 40, [(0, 0)], 30)
 
 
 # -- in the chip: the reference backend (PpuRef in ChipDigitalRef) --------------------

@@ -240,6 +240,31 @@ def test_experiment_rows_and_control_shuffles_and_freezes(tmp_path, capsys):
     assert not net.recurrent_synapse.weight.requires_grad
 
 
+@pytest.mark.slow          # the full chip's calibration and a short training in the loop
+def test_experiment_trains_in_the_loop_on_the_streaming_chip(tmp_path, capsys):
+    from tests.test_tasks import write_shd_dir
+
+    (tmp_path / "d").mkdir()
+    write_shd_dir(tmp_path / "d", n_train=8, n_test=4)
+    args = ["experiment", "speech", "--data-dir", str(tmp_path / "d"), "--out",
+            str(tmp_path / "o"), "--seeds", "0", "--epochs", "1", "--batch-size", "4",
+            "--preset", "full", "--chip-seed", "1"]
+    assert main(args) == 0
+    (row,) = json.loads((tmp_path / "o" / "speech.json").read_text())["rows"]
+    assert row["loop"]["n"] == 1 and 0 <= row["loop"]["mean"] <= 1
+    assert "full's streaming variant" in row["notes"][0]
+    res = json.loads((tmp_path / "o" / "seed0" / "loop.json").read_text())
+    chip = res["chip"]
+    # the test recordings ran on the chip: 294 membrane samples each, nothing lost
+    assert res["key"]["preset"] == "full" and chip["samples"] == 4
+    assert chip["adc_overflow"] == chip["record_drops"] == chip["xbar_drops"] == 0
+    assert (tmp_path / "o" / "chip1.npz").is_file()
+    # mini has 16 driver pairs: the paper's network is refused in one line
+    capsys.readouterr()
+    assert main(args[:-4] + ["--preset", "mini"]) == 2
+    assert "sources of signed synapse driver pairs" in capsys.readouterr().err
+
+
 def torch_load(path):
     import torch
 

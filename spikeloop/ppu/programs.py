@@ -578,6 +578,9 @@ def _learn_check_config(cfg: ChipConfig) -> PpuGeometry:
     if g.adc_lane_bits != 8:
         raise ValueError(f"ChipConfig.adc_bits = {cfg.adc_bits}; LEARN needs 8-bit ADC lanes "
                          "(allowed: adc_bits <= 8)")
+    if cfg.adc_ring:
+        raise ValueError("ChipConfig.adc_ring = true; LEARN reads ADC sample k at entry k, "
+                         "as a buffer without the ring keeps it (allowed: adc_ring = false)")
     if cfg.columns_per_half % 4:
         raise ValueError(f"columns_per_half = {cfg.columns_per_half}; LEARN copies its steps "
                          "into row layout word by word (allowed: a multiple of 4)")
