@@ -16,7 +16,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from spikeloop import backends
 from spikeloop.base.config import FULL, MINI
+from spikeloop.base.protocol import run_bytes_bound
 from spikeloop.data import latency_raster, latency_times_us
 from spikeloop.model.chip import Chip
 from spikeloop.nn import LoopNetwork, SoftwareNetwork
@@ -265,4 +267,29 @@ def test_more_bins_than_the_adc_buffer_stream_through_the_ring(chip):
     for a, b in ((ring.v_hidden, deep.v_hidden), (ring.v_out, deep.v_out),
                  (ring.z_hidden, deep.z_hidden)):
         assert a.shape[0] == 80
+        assert torch.equal(a, b)
+
+
+def test_a_batch_beyond_the_run_limit_runs_in_parts_with_the_same_results(chip, monkeypatch):
+    """A batch whose worst-case results exceed $SPIKELOOP_MAX_RUN_BYTES runs as
+    consecutive runs of fewer samples: the same measurement as one run."""
+    raster, times = batch(4)
+    whole = make(chip)
+    with torch.no_grad():
+        whole.hidden_synapse.weight.mul_(4.0)
+    out_whole = whole(raster, times)
+    n_steps = whole.last_observables.n_steps
+    monkeypatch.setenv("SPIKELOOP_MAX_RUN_BYTES", str(5 * run_bytes_bound(MINI, 1, n_steps)))
+    parts = make(chip)
+    with torch.no_grad():
+        parts.hidden_synapse.weight.mul_(4.0)
+    parts._baseline = whole.baseline()
+    calls = []
+    real = backends.run
+    monkeypatch.setattr(backends, "run", lambda *a, **k: calls.append(a[2].batch) or real(*a, **k))
+    out_parts = parts(raster, times)
+    assert calls == [5, 5, 2]
+    assert whole.last_observables.first_difference(parts.last_observables) is None
+    assert len(whole.last_observables.spikes) > 5
+    for a, b in zip(out_whole, out_parts, strict=True):
         assert torch.equal(a, b)

@@ -203,7 +203,8 @@ def test_speech_task_is_the_papers_network_and_time_scale(tmp_path):
     # output memory for 294 samples x 4 ADC chunks
     stream = speech_chip(FULL)
     assert (stream.name, stream.adc_ring, stream.ppu_out_vectors) == ("full-stream", True, 2048)
-    assert stream.replace(name="full") == FULL.replace(adc_ring=True, ppu_out_vectors=2048)
+    assert stream.replace(name="full") == FULL.replace(adc_ring=True, ppu_out_vectors=2048,
+                                                       playback_depth=4096, record_depth=4096)
     assert speech_chip(stream) is stream
     assert build_task("speech", data_dir=tmp_path, cfg=stream).n_steps == 294
     with pytest.raises(TaskError, match="ppu_out_vectors >= 1176"):

@@ -64,7 +64,7 @@ import torch
 from spikeloop import backends
 from spikeloop.base.events import InputEvents, Observables
 from spikeloop.base.isa import chip_geometry
-from spikeloop.base.protocol import live_cycles
+from spikeloop.base.protocol import live_cycles, max_run_bytes, run_bytes_bound
 from spikeloop.model.analog import THRESHOLD
 from spikeloop.model.calibration import CalibrationTargets
 from spikeloop.model.chip import Chip
@@ -393,9 +393,25 @@ class ChipNetwork(LoopNetwork):
     # -- running the chip --------------------------------------------------------------------
     def _run(self, events: InputEvents, n_steps: int, sample_offset: int, ppu=None
              ) -> Observables:
-        return backends.run(self.chip, self.placement.image, events, n_steps, backend=self.backend,
-                             run_seed=int(self.run_seed), sample_offset=sample_offset, ppu=ppu,
-                             **self.backend_options)
+        """One batch on the chip; a batch whose results could exceed the limit of
+        one run (:func:`~spikeloop.base.protocol.max_run_bytes`: every neuron
+        spiking in every step, e.g. 100 recordings of 7,791 steps on full) runs
+        as consecutive runs of fewer samples.  The results are those of one run:
+        each sample's noise is keyed by its index, and nothing the network runs
+        carries state from sample to sample (its one PPU program, the stream
+        recording, starts afresh)."""
+        per_run = max(1, max_run_bytes() // run_bytes_bound(self.chip.cfg, 1, n_steps))
+        parts = []
+        for b0 in range(0, events.batch, per_run):
+            b1 = min(b0 + per_run, events.batch)
+            t = events.table
+            sub = events if b1 - b0 == events.batch else InputEvents(
+                events.cfg, b1 - b0, t[(t[:, 0] >= b0) & (t[:, 0] < b1)] - [b0, 0, 0, 0])
+            parts.append(backends.run(
+                self.chip, self.placement.image, sub, n_steps, backend=self.backend,
+                run_seed=int(self.run_seed), sample_offset=sample_offset + b0, ppu=ppu,
+                **self.backend_options))
+        return parts[0] if len(parts) == 1 else Observables.concat(parts)
 
     def baseline(self) -> np.ndarray:
         """Each neuron's resting ADC code (float64 ``[n_neurons]``), measured once

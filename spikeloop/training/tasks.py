@@ -124,6 +124,8 @@ SPEECH_HIDDEN = 186
 #: time compressed 2,000x: 1 s of speech is 0.5 ms on the chip, 294 samples of 1.7 us
 SPEECH_COMPRESSION = 2000
 SPEECH_MAX_TIME_S = 1.0
+#: playback and record memories of the speech task's streaming variant (speech_chip)
+SPEECH_EVENT_DEPTH = 4096
 SPEECH_N_STEPS = round(SPEECH_MAX_TIME_S / SPEECH_COMPRESSION * 1e6 / PAPER_DT_US)
 
 
@@ -355,13 +357,18 @@ def speech_chip(cfg: ChipConfig) -> ChipConfig:
     already (the ADC ring and a large enough output memory); else its streaming
     variant ``<name>-stream``: ``cfg`` with the ADC buffer as a ring
     (``adc_ring``) and an output memory for every ADC chunk of every sample
-    (``ppu_out_vectors``), the PPU streaming each sample out as it is taken."""
+    (``ppu_out_vectors``), the PPU streaming each sample out as it is taken,
+    and playback and record memories of :data:`SPEECH_EVENT_DEPTH` events (a
+    spoken digit's track holds up to 2,254 spikes, docs/speech.md; 1,024 on the
+    presets)."""
     need = _speech_stream_vectors(cfg)
     if cfg.adc_buffer_depth >= SPEECH_N_STEPS or (cfg.adc_ring
                                                   and out_buffer_vectors(cfg) >= need):
         return cfg
     return cfg.replace(name=f"{cfg.name}-stream", adc_ring=True,
-                       ppu_out_vectors=max(16, 1 << (need - 1).bit_length()))
+                       ppu_out_vectors=max(16, 1 << (need - 1).bit_length()),
+                       playback_depth=max(cfg.playback_depth, SPEECH_EVENT_DEPTH),
+                       record_depth=max(cfg.record_depth, SPEECH_EVENT_DEPTH))
 
 
 def _speech(data_dir, n_hidden, train_samples, test_samples, cfg: ChipConfig | None,
