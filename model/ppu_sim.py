@@ -149,6 +149,29 @@ class PpuError(RuntimeError):
 STALL_LIMIT = 1_000_000
 
 
+def _s32(x: int) -> int:
+    return sext(x, 32)
+
+
+#: the scalar ALU: mnemonic -> f(rs1, rs2, decoded) (the result before the
+#: register write's 32-bit mask)
+_SCALAR = {
+    "add": lambda x, y, d: x + y, "sub": lambda x, y, d: x - y, "and": lambda x, y, d: x & y,
+    "or": lambda x, y, d: x | y, "xor": lambda x, y, d: x ^ y,
+    "sll": lambda x, y, d: x << (y & 31), "srl": lambda x, y, d: x >> (y & 31),
+    "sra": lambda x, y, d: _s32(x) >> (y & 31),
+    "slt": lambda x, y, d: int(_s32(x) < _s32(y)), "sltu": lambda x, y, d: int(x < y),
+    "mul": lambda x, y, d: x * y,
+    "addi": lambda x, y, d: x + d.simm, "andi": lambda x, y, d: x & d.imm,
+    "ori": lambda x, y, d: x | d.imm, "xori": lambda x, y, d: x ^ d.imm,
+    "slti": lambda x, y, d: int(_s32(x) < d.simm),
+    "sltiu": lambda x, y, d: int(x < (d.simm & XMASK)),
+    "slli": lambda x, y, d: x << (d.imm & 31), "srli": lambda x, y, d: x >> (d.imm & 31),
+    "srai": lambda x, y, d: _s32(x) >> (d.imm & 31),
+    "lui": lambda x, y, d: d.imm << 16,
+}
+
+
 @dataclass
 class Retired:
     """One executed instruction: where, when, how long, and the state after it."""
@@ -296,22 +319,9 @@ class PpuSim:
         if mn == "halt":
             self.running, self.halted = False, True
             return
-        scalar = {
-            "add": lambda: rs1 + rs2, "sub": lambda: rs1 - rs2, "and": lambda: rs1 & rs2,
-            "or": lambda: rs1 | rs2, "xor": lambda: rs1 ^ rs2,
-            "sll": lambda: rs1 << (rs2 & 31), "srl": lambda: rs1 >> (rs2 & 31),
-            "sra": lambda: s32(rs1) >> (rs2 & 31),
-            "slt": lambda: int(s32(rs1) < s32(rs2)), "sltu": lambda: int(rs1 < rs2),
-            "mul": lambda: rs1 * rs2,
-            "addi": lambda: rs1 + simm, "andi": lambda: rs1 & dec.imm,
-            "ori": lambda: rs1 | dec.imm, "xori": lambda: rs1 ^ dec.imm,
-            "slti": lambda: int(s32(rs1) < simm), "sltiu": lambda: int(rs1 < (simm & XMASK)),
-            "slli": lambda: rs1 << (dec.imm & 31), "srli": lambda: rs1 >> (dec.imm & 31),
-            "srai": lambda: s32(rs1) >> (dec.imm & 31),
-            "lui": lambda: dec.imm << 16,
-        }
-        if mn in scalar:
-            self._wreg(a, scalar[mn]())
+        op = _SCALAR.get(mn)
+        if op is not None:
+            self._wreg(a, op(rs1, rs2, dec))
         elif mn == "csrr":
             val = {0: start, 1: self.env.adc_count(start), 2: self.env.time(start)}.get(dec.imm,
                                                                                            0)

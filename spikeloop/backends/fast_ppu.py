@@ -66,7 +66,12 @@ class _Tracked(list):
         return (i % len(self),)
 
     def __getitem__(self, i):
-        self.read_first.update(k for k in self._indices(i) if k not in self.written)
+        if type(i) is int:          # (the common case, without building a range)
+            k = i % len(self)
+            if k not in self.written:
+                self.read_first.add(k)
+        else:
+            self.read_first.update(k for k in self._indices(i) if k not in self.written)
         return super().__getitem__(i)
 
     def __setitem__(self, i, value):

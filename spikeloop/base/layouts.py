@@ -201,6 +201,11 @@ def pack_array(values, bits: int, *, wrap: bool = False) -> int:
     not fit is a ValueError, or with ``wrap`` taken modulo ``2**bits`` (lane
     arithmetic)."""
     mask = (1 << bits) - 1
+    if wrap and bits in (8, 16):        # whole bytes: one conversion (the PPU's lanes)
+        vals = [int(v) & mask for v in values]
+        if bits == 8:
+            return int.from_bytes(bytes(vals), "little")
+        return int.from_bytes(b"".join(v.to_bytes(2, "little") for v in vals), "little")
     out = 0
     for i, v in enumerate(values):
         v = int(v)
@@ -214,5 +219,7 @@ def pack_array(values, bits: int, *, wrap: bool = False) -> int:
 
 def unpack_array(word: int, bits: int, count: int) -> list[int]:
     """The ``count`` elements of a packed array (element 0 in the low bits)."""
+    if bits == 8 and word >= 0:
+        return list((word & ((1 << (8 * count)) - 1)).to_bytes(count, "little"))
     mask = (1 << bits) - 1
     return [(word >> (i * bits)) & mask for i in range(count)]

@@ -108,7 +108,8 @@ COMMANDS = (
             description=derive.__doc__, user_errors=(EnergyTableError,)),
     Command(("experiment", "speech"), speech_experiment.SpeechExperimentSettings,
             speech_experiment.run,
-            "the paper's speech network (SHD's) on spoken digits or SHD: software and control",
+            "the paper's speech network (SHD's) on spoken digits or SHD: software, control, "
+            "in the loop",
             description=speech_experiment.__doc__,
             user_errors=(speech_experiment.SpeechExperimentError, LockError)),
     Command(("data", "speech"), speech_build.SpeechSettings, speech_build.run,
