@@ -10,6 +10,7 @@
     python -m spikeloop.bench cosim [--preset mini] [--simulator verilator] [--scenario random]
                                     [--steps N] [--baseline]
     python -m spikeloop.bench explore [--variants 6] [--workers 2]
+    python -m spikeloop.bench stream [--batch 8] [--samples 294] [--repeats 3]
 
 What is measured (forward only, no gradients, wall clock after one warm-up batch;
 ``fast``: the median of ``--repeats`` runs of each measurement, taken in turn):
@@ -50,6 +51,13 @@ observed steps, denormals flushed as ``spikeloop train`` does in software).
   the build's time and the size of its Verilog and generated C++;
   ``--baseline`` adds the same ceiling run on the top built the way cocotb's
   runner builds it by default (cosim/runner.py ``build(baseline=True)``).
+- ``stream``: the fast backend on full's streaming variant (the speech task's
+  chip: the ADC ring, docs/speech.md) with the PPU's stream program recording
+  every ADC sample of each recording (all 4 chunks), run after the run's
+  compiled kernel (a program without ``vrst``) and beside the step-by-step
+  windows (the path a program with ``vrst`` takes), beside the same run
+  without a PPU program (the baseline); uncalibrated chip seed 1, the
+  ``random`` scenario's events, medians of ``--repeats`` rounds.
 - ``reference`` (``--reference-samples N``, default 2): the pure-Python golden
   backend on the first N samples of the first timed batch; the fast backend's
   Observables of those samples must equal it (printed).
@@ -97,12 +105,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from spikeloop import backends
+from spikeloop.backends import fast as fast_backend
 from spikeloop.backends.digital_core import DigitalState
 from spikeloop.backends.fast import FastChip, run_fast, usable_cpus
 from spikeloop.backends.reference import run_reference
 from spikeloop.base.config import FULL, ChipConfig
 from spikeloop.base.events import InputEvents
 from spikeloop.base.image import ConfigImage
+from spikeloop.base.isa import chip_geometry
 from spikeloop.base.layouts import RowSign, pack_event
 from spikeloop.base.protocol import DRAIN_CYCLES, live_cycles
 from spikeloop.base.settings import Command, option
@@ -118,7 +129,8 @@ from spikeloop.model.noise import membrane_noise_steps
 from spikeloop.nn import SoftwareNetwork
 from spikeloop.nn.chip_network import ChipNetwork
 from spikeloop.nn.peers import PEERS, build_peer, missing
-from spikeloop.training.tasks import build_task
+from spikeloop.ppu.programs import program, stream_dmem
+from spikeloop.training.tasks import build_task, speech_chip
 from spikeloop.verify.scenarios import SCENARIOS
 
 N_IN, N_HIDDEN, N_OUT = 256, 246, 10
@@ -822,6 +834,79 @@ def bench_explore(s: ExploreBench) -> int:
     return 0 if same else 1
 
 
+@dataclass
+class StreamBench:
+    batch: int = option(8, help="recordings per run (default 8)")
+    samples: int = option(294, help="ADC samples streamed per recording (default 294: the "
+                                    "speech task's)")
+    repeats: int = option(3, help="rounds of the three runs in turn; the medians are "
+                                  "reported (default 3)")
+
+
+def bench_stream(s: StreamBench) -> int:
+    """The fast backend on full's streaming variant (the speech task's chip): one
+    batch without a PPU program (the baseline), with the stream program run
+    after the run's compiled kernel (what a program without ``vrst`` gets), and
+    with it beside the step-by-step windows (what a program with ``vrst``
+    gets); the three must agree except for the PPU results."""
+    _check_sizes(s)
+    if s.samples < 1:
+        raise ValueError(f"samples = {s.samples}; allowed: an integer >= 1")
+    cfg = speech_chip(FULL)
+    chip = Chip(cfg, 1)
+    sc = SCENARIOS["random"](cfg, np.random.default_rng(0))
+    image = chip.configure(sc.image)
+    period = 212
+    image.adc_period = np.int64(period)
+    n_steps = s.samples * period // cfg.analog_step_cycles + 1
+    events = InputEvents.from_lists(cfg, [sc.events.of_sample(b % sc.events.batch).tolist()
+                                          for b in range(s.batch)])
+    job = {"words": program("stream", cfg).words,
+           "dmem": stream_dmem(cfg, s.samples, 0, chip_geometry(cfg).adc_chunks,
+                               adc_period=period), "when": "each_sample"}
+    print(f"full-stream, {s.batch} recordings of {n_steps} analog steps, {s.samples} ADC "
+          f"samples x {chip_geometry(cfg).adc_chunks} chunks streamed each")
+    def beside(job):
+        real = fast_backend.resets_neurons
+        fast_backend.resets_neurons = lambda _job: True
+        try:
+            return backends.run(chip, image, events, n_steps, backend="fast", ppu=job)
+        finally:
+            fast_backend.resets_neurons = real
+
+    runs = {"no PPU program (baseline)": lambda: backends.run(chip, image, events, n_steps,
+                                                              backend="fast"),
+            "stream, after the run": lambda: backends.run(chip, image, events, n_steps,
+                                                          backend="fast", ppu=job),
+            "stream, beside the windows": lambda: beside(job)}
+    times = {k: [] for k in runs}
+    obs = {}
+    for k, f in runs.items():       # warm-up (compilation)
+        obs[k] = f()
+    for _ in range(s.repeats):
+        for k, f in runs.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    base = float(np.median(times["no PPU program (baseline)"]))
+    for k, ts in times.items():
+        t = float(np.median(ts))
+        print(f"{k:>28}: {t / s.batch * 1e3:8.1f} ms per recording ({t / base:.2f}x the "
+              "baseline)")
+    a, b, c = obs.values()
+    same = (a.replace(ppu=b.ppu).first_difference(b) is None
+            and b.first_difference(c) is None
+            and all(r["out_drops"] == 0 and len(r["out"]) == s.samples * 4 for r in b.ppu))
+    print(f"identical Observables on all three: {'yes' if same else 'NO'}")
+    return 0 if same else 1
+
+
+def run_stream_bench(s: StreamBench) -> int:
+    torch.set_num_threads(1)
+    print(machine_line())
+    return bench_stream(s)
+
+
 def run_explore_bench(s: ExploreBench) -> int:
     print(machine_line())
     return bench_explore(s)
@@ -868,6 +953,8 @@ COMMANDS = (
             "training and inference in the loop beside snnTorch, norse and the ideal model"),
     Command(("cosim",), CosimBench, run_cosim_bench,
             "cycles/s of the co-simulation beside its ceiling"),
+    Command(("stream",), StreamBench, run_stream_bench,
+            "the fast backend with the PPU's stream program beside the same run without it"),
     Command(("explore",), ExploreBench, run_explore_bench,
             "a sweep of chip variants on 1 worker beside N workers (and Ray)"),
 )

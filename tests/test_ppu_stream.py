@@ -16,6 +16,7 @@ from spikeloop.base.events import InputEvents
 from spikeloop.base.isa import chip_geometry
 from spikeloop.base.ppu_job import PpuJob
 from spikeloop.base.protocol import live_cycles
+from spikeloop.bench import main as bench_main
 from spikeloop.model.chip import Chip
 from spikeloop.ppu import programs as P
 from spikeloop.verify.scenarios import SCENARIOS
@@ -154,3 +155,10 @@ def test_resets_neurons_finds_vrst():
     assert fast_mod.resets_neurons(PpuJob(P.program("inference", MINI).words))
     for name in ("trace", "stream", "weight_update"):
         assert not fast_mod.resets_neurons(PpuJob(P.program(name, MINI).words))
+
+
+def test_stream_benchmark_runs_and_checks_its_paths(capsys):
+    assert bench_main(["stream", "--batch", "1", "--samples", "40", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "machine: " in out and "identical Observables on all three: yes" in out
+    assert bench_main(["stream", "--samples", "0"]) == 2
