@@ -382,9 +382,11 @@ def _speech(data_dir, n_hidden, train_samples, test_samples, cfg: ChipConfig | N
     if cfg is not None:
         pairs = cfg.n_halves * cfg.drivers_per_half
         if k + n_hidden > pairs:
+            fix = (f"lower --hidden to {pairs - k} or less" if pairs > k else
+                   f"its {k} inputs alone need more (use full)")
             raise TaskError(f"speech on preset {cfg.name!r}: {k} inputs plus {n_hidden} recurrent "
                             f"hidden neurons are {k + n_hidden} sources of signed synapse driver "
-                            f"pairs, the chip has {pairs}; lower --hidden to {pairs - k} or less")
+                            f"pairs, the chip has {pairs}; {fix}")
         if speech_chip(cfg) is not cfg:
             raise TaskError(f"speech on chip {cfg.name!r}: the paper's {SPEECH_N_STEPS} membrane "
                             f"samples exceed the ADC buffer's {cfg.adc_buffer_depth}, and the "
