@@ -19,12 +19,12 @@ from spikeloop.base.addrmap import AddressMap
 from spikeloop.base.config import FULL, MINI
 from spikeloop.base.events import InputEvents
 from spikeloop.base.protocol import live_cycles
-from spikeloop.cosim import runner
-from spikeloop.cosim.backend import BUILD_ARGS, run_cosim
+from spikeloop.cosim.backend import run_cosim
 from spikeloop.model.chip import Chip
 from spikeloop.ppu import programs as P
 from spikeloop.rtl.area import estimate
 from spikeloop.verify.scenarios import SCENARIOS
+from tests.cosimutil import build_verilator_top
 
 RING = MINI.replace(name="mini-ring", adc_ring=True, ppu_out_vectors=256)
 
@@ -105,10 +105,7 @@ def test_area_counts_the_ring_in_the_adc_control(tmp_path):
 
 @pytest.fixture(scope="module")
 def verilator_ring_top():
-    info = runner.build(RING, "top", "verilator", False, build_args=BUILD_ARGS["verilator"])
-    print(f"verilator mini-ring top: {'reused' if info.cached else 'built'} in "
-          f"{info.seconds:.1f} s ({info.build_dir})")
-    return info
+    return build_verilator_top(RING)
 
 
 @pytest.mark.slow

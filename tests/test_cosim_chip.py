@@ -16,11 +16,11 @@ from spikeloop.backends.reference import run_reference
 from spikeloop.base.config import FULL, MINI
 from spikeloop.base.events import InputEvents
 from spikeloop.base.image import ConfigImage
-from spikeloop.cosim import runner
-from spikeloop.cosim.backend import BUILD_ARGS, run_cosim
+from spikeloop.cosim.backend import run_cosim
 from spikeloop.model.chip import Chip
 from spikeloop.verify.regression import check_expect, run_scenario
 from spikeloop.verify.scenarios import SCENARIOS, base_image, connect, input_event, n_inputs
+from tests.cosimutil import build_verilator_top
 
 pytestmark = pytest.mark.cosim
 
@@ -32,10 +32,7 @@ def chip():
 
 @pytest.fixture(scope="module")
 def verilator_top():
-    info = runner.build(MINI, "top", "verilator", False, build_args=BUILD_ARGS["verilator"])
-    print(f"verilator mini top: {'reused' if info.cached else 'built'} in {info.seconds:.1f} s "
-          f"({info.build_dir})")
-    return info
+    return build_verilator_top(MINI)
 
 
 def both(chip, image, events, n_steps, *, run_seed=1, sample_offset=0, simulator="verilator",

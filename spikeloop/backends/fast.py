@@ -358,7 +358,7 @@ class FastChip:
             raise ValueError(f"n_steps = {n_steps}; allowed: >= 1")
         if events.cfg != cfg:
             raise ValueError(f"events are for preset {events.cfg.name!r}, not {cfg.name!r}")
-        if self.whole_run and (ppus is None or not ppus or not resets_neurons(ppus[0].job)):
+        if self.whole_run and (not ppus or not resets_neurons(ppus[0].job)):
             # a program that resets no neuron cannot change the run: the PPUs run
             # after it, with every ADC sample's codes known
             return self._run_whole(events, n_steps, run_seed, sample_offset, row_events,

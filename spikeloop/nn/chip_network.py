@@ -30,6 +30,9 @@ One forward pass (docs/paper.md, "How the gradient is formed in the loop"):
    with no input (the paper subtracted each trace's first sample; a resting
    baseline averaged over many samples carries less noise).  Output traces are
    divided by ``output_scale / 240`` so they are comparable with the model's.
+   More bins than the ADC buffer holds need a chip with the ADC ring
+   (``ChipConfig.adc_ring``): the PPU's stream program then records every
+   sample as it is taken and the codes come from its stream.
    Spikes are binned to the ADC grid: a spike in analog step ``s`` belongs to
    the first sample whose codes are taken after step ``s``.  By default
    (``hidden_spikes="recorded"``) they are what the host sees, as on the real

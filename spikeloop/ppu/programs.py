@@ -295,13 +295,7 @@ def trace_vectors_to_codes(cfg: ChipConfig, vectors: list[int]) -> np.ndarray:
     k = g.adc_chunks
     if len(vectors) % k:
         raise ValueError(f"{len(vectors)} vectors is not a multiple of ADC_CHUNKS = {k}")
-    rows = []
-    for s in range(len(vectors) // k):
-        lanes = []
-        for j in range(k):
-            lanes += unpack_array(vectors[s * k + j], g.adc_lane_bits, g.adc_lanes)
-        rows.append(lanes[:cfg.n_neurons])
-    return np.asarray(rows, dtype=np.int64).reshape(-1, cfg.n_neurons)
+    return stream_vectors_to_codes(cfg, vectors, 0, k)[:, :cfg.n_neurons]
 
 
 def stream_chunks(cfg: ChipConfig, neurons) -> tuple[int, int]:
