@@ -72,14 +72,15 @@ def _add_coverage_sampler(sim) -> None:
     signals, classes = _design_signals(sim)
     probes = []
     for path, cls in classes.items():
-        block = fcov.block_of_class(cls)
-        if block is None:
-            continue
         obj = None
         for frag, info in sim._design.fragments.items():
             if ".".join(info.name[1:]) == path:
                 obj = (frag.origins or (None,))[0]
-        cfg = obj.cfg
+        cfg = getattr(obj, "cfg", None)
+        # the block of the instance's class and chip variant (e.g. the ADC's ring)
+        block = fcov.block_of_class(cls, cfg) if cfg is not None else None
+        if block is None:
+            continue
         pre = f"{path}." if path else ""
         names = fcov.BLOCKS[block].signals(cfg)
         probes.append((block, cfg, names, [signals[pre + n] for n in names], {}))

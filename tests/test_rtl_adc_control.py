@@ -247,3 +247,52 @@ def test_ring_reads_are_not_transparent_across_the_wrap():
 def test_ring_full_preset_converts_to_verilog():
     text = verilog.convert(AdcControl(FULL.replace(adc_ring=True)), name="adc_control")
     assert "module adc_control" in text and "wptr" in text
+
+
+def ring_coverage_stimulus():
+    """Directed stimulus for every bin of the ring's functional-coverage block
+    (``adc_ring`` in spikeloop/verify/fcov.py), on a ring of 3 entries with
+    4-bit counters and 2-bit periods: the sampler off, periods max, mid and 1;
+    host and PPU reads of entries not yet taken, of taken samples, of entries
+    the wrap rewrote, out of range, and of the entry written in the same
+    cycle; the count up to saturation with the ring still wrapping; a clear,
+    then samples into the entries of the run before."""
+    cfg = MINI.replace(adc_ring=True, adc_buffer_depth=3, counter_bits=4, adc_period_bits=2)
+    n = cfg.n_neurons
+    # (period, clear, host_addr, ppu_re, ppu_addr) per cycle
+    plan = [(0, 0, 1 * n, 1, 2), (0, 0, 3 * n + 2, 1, 3)]      # off: not yet taken, out of range
+    plan += [(3, 0, 0, 0, 0)] * 3                              # period max: sample 0
+    plan += [(2, 0, 5, 1, 0)] + [(2, 0, 5, 0, 0)]              # period mid: sample 1
+    plan += [(1, 0, 2 * n, 0, 0)] * 2                          # period 1: samples 2, 3 (wrap)
+    # sample 4 writes entry 1 while the host and the PPU read it; then entry 0,
+    # rewritten by sample 3, is read
+    plan += [(1, 0, 1 * n + 3, 1, 1), (1, 0, 7, 1, 0)]
+    plan += [(1, 0, 7, 0, 0)] * 14                             # the count saturates at 15
+    plan += [(1, 1, 7, 0, 0)]                                  # clear
+    plan += [(1, 0, 7, 0, 0)] * 3                              # samples into the old entries
+    plan += [(0, 0, 0, 0, 0)] * 2
+    stim = [{"period": p, "codes": _codes(cfg, t), "clear": c, "host_addr": h,
+             "ppu_re": re, "ppu_addr": a} for t, (p, c, h, re, a) in enumerate(plan)]
+    return cfg, stim
+
+
+def test_ring_directed_stimulus_for_the_coverage_bins():
+    """The directed stimulus for the ring's coverage bins, compared with the
+    reference every cycle (tests/test_fcov_adc_ring.py checks that it reaches
+    every bin)."""
+    cfg, stim = ring_coverage_stimulus()
+    out = run_compare(cfg, stim)
+    assert max(o["n_samples"] for o in out) == 15 and not any(o["overflow"] for o in out)
+
+
+def test_longest_period_fills_the_buffer():
+    """The longest period (2-bit periods: 3) until the buffer of 2 entries is full
+    and samples overflow: the functional-coverage bins of the longest period at
+    an empty, a partly filled and a full buffer (``adc`` in
+    spikeloop/verify/fcov.py), whatever the random tests draw."""
+    cfg = MINI.replace(adc_buffer_depth=2, adc_period_bits=2)
+    out, buffer, last = _run_then_read(cfg, 3, 12)
+    assert [t for t, o in enumerate(out) if o["sample"]] == [2, 5, 8, 11]
+    assert [out[t]["n_samples"] for t in (2, 5, 8, 11)] == [0, 1, 2, 2]
+    assert buffer == [_codes(cfg, 2), _codes(cfg, 5)]
+    assert last["n_samples"] == 2 and last["overflow"] == 2

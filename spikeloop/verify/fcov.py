@@ -14,6 +14,11 @@ Two samplers feed the same model:
   cycle by cycle, into the run directory; :func:`sample_traces` replays those
   records through the model.
 
+A block describes one RTL class; where a chip variant changes the class's
+behaviour, each variant has a block of its own (``applies``), and an instance is
+sampled by the block of its chip's variant only: the ADC control's buffer
+(``adc``) and its ring (``adc_ring``, ``ChipConfig.adc_ring``).
+
 :func:`report` merges every database of a directory (cocotb-coverage's XML
 export and ``merge_coverage``), prints one row per block (bins hit / bins
 defined / waived) and lists every bin that is neither hit nor waived; it fails
@@ -103,7 +108,14 @@ class Block:
     signals: Callable[[ChipConfig], list[str]]
     classify: Callable[[ChipConfig, dict, dict], list[dict]]
     crosses: dict[str, tuple[tuple[str, ...], list]] = field(default_factory=dict)
+    #: the chip variants this block describes (an RTL class whose variants differ
+    #: in behaviour has one block per variant; the others' instances are not sampled)
+    applies: Callable[[ChipConfig], bool] = lambda cfg: True
     sampler: Callable | None = None
+
+    def samples(self, cfg: ChipConfig, values: dict, state: dict) -> list[dict]:
+        """The samples of one cycle; none for a chip variant the block does not describe."""
+        return self.classify(cfg, values, state) if self.applies(cfg) else []
 
     def build(self) -> None:
         """Register the cover points in cocotb-coverage's database."""
@@ -123,9 +135,12 @@ class Block:
 BLOCKS: dict[str, Block] = {}
 
 
-def block(name, rtl_class, points, signals, crosses=None):
+def block(name, rtl_class, points, signals, crosses=None, applies=None):
     def register(classify):
-        BLOCKS[name] = Block(name, rtl_class, points, signals, classify, crosses or {})
+        b = Block(name, rtl_class, points, signals, classify, crosses or {})
+        if applies is not None:
+            b.applies = applies
+        BLOCKS[name] = b
         return classify
     return register
 
@@ -428,12 +443,10 @@ def _recorder(cfg, v, st):
     "overflow": COUNTER,
 }, lambda cfg: ["period", "sample", "n_samples", "overflow", "host_addr", "ppu_re",
                 "ppu_addr", "clear"],
-    crosses={"period_x_buffer": (("period", "buffer"), [("0", None)])})
+    crosses={"period_x_buffer": (("period", "buffer"), [("0", None)])},
+    # the buffer filled from entry 0 (the presets'); the ring is the block adc_ring
+    applies=lambda cfg: not cfg.adc_ring)
 def _adc(cfg, v, st):
-    if cfg.adc_ring:
-        # these points describe the buffer filled from entry 0 (the presets'); the
-        # ring variant (tests/test_rtl_adc_control.py) would credit them wrongly
-        return []
     n, depth = cfg.n_neurons, cfg.adc_buffer_depth
     s = {"overflow": _counter(v["overflow"], cfg.counter_bits)}
     if v["clear"]:
@@ -455,6 +468,76 @@ def _adc(cfg, v, st):
     if v["ppu_re"] and v["ppu_addr"] < depth:
         s["ppu_read"] = "taken sample" if v["ppu_addr"] < v["n_samples"] else "not yet taken"
     return [s]
+
+
+# ADC control, the ring (cfg.adc_ring) ----------------------------------------------
+# Sample i of a run (since the clear) goes to entry i % S; n_samples counts the
+# samples taken, saturating at 2**counter_bits - 1, so it is the exact i only
+# below that; a bin that a saturated count leaves undecided is not sampled.
+
+#: what a host or PPU read of the ring finds in the entry it addresses
+RING_ENTRY = ["taken sample", "rewritten entry", "not yet taken", "out of range"]
+
+
+def _ring_entry(row: int, k: int, saturated: bool, depth: int) -> str | None:
+    """What entry ``row`` (< S) holds after ``k`` samples of the run: 'not yet
+    taken' (no sample of this run: k <= row), 'taken sample' (sample ``row``, the
+    run's only sample there), 'rewritten entry' (a later sample ``row + j*S``: the
+    wrap has overwritten sample ``row``).  ``saturated``: at least ``k`` samples."""
+    if k > row + depth:
+        return "rewritten entry"
+    if saturated:
+        return None
+    return "taken sample" if k > row else "not yet taken"
+
+
+@block("adc_ring", "AdcControl", {
+    "period": SETTING,                        # at a sample ('0': the sampler is off)
+    "write": ["fresh entry", "wrap"],         # at a sample: i < S, or over sample i - S
+    "count": COUNTER,                         # n_samples at a sample ('zero': the run's first)
+    "refill": ["overwrite after clear"],      # a fresh entry holding a sample of a run before
+    "host_read": RING_ENTRY,                  # the entry a new host address reads
+    "ppu_read": RING_ENTRY,
+    "read_during_write": ["host", "ppu"],     # a read of the entry written in that cycle
+}, lambda cfg: ["period", "sample", "n_samples", "host_addr", "ppu_re", "ppu_addr",
+                "clear"],
+    crosses={"write_x_count": (("write", "count"),
+                               [("wrap", "zero"), ("fresh entry", "saturated")])},
+    applies=lambda cfg: cfg.adc_ring)
+def _adc_ring(cfg, v, st):
+    n, depth = cfg.n_neurons, cfg.adc_buffer_depth
+    top = (1 << cfg.counter_bits) - 1
+    k = v["n_samples"]
+    sat = k == top
+    # the entry a sample of this cycle writes (unknown once the count saturated)
+    entry = None if sat else k % depth
+    s, out = {}, []
+    if v["clear"]:
+        # entries holding a sample of a run before the next one (at least these)
+        st["written"] = max(st.get("written", 0), min(k, depth))
+    if v["sample"]:
+        write = "wrap" if k >= depth else None if sat else "fresh entry"
+        s.update(period=_setting(v["period"], cfg.adc_period_bits), write=write,
+                 count=_counter(k, cfg.counter_bits))
+        if write == "fresh entry" and k < st.get("written", 0):
+            s["refill"] = "overwrite after clear"
+    elif v["period"] == 0:
+        s["period"] = "0"
+    written = entry if v["sample"] else None
+    addr = v["host_addr"]
+    if addr != st.get("host_addr_prev", 0):   # a new address: the host reads it
+        row = addr // n
+        s["host_read"] = "out of range" if addr >= depth * n else \
+            _ring_entry(row, k, sat, depth)
+        if row == written:
+            out.append({"read_during_write": "host"})
+    st["host_addr_prev"] = addr
+    if v["ppu_re"]:
+        a = v["ppu_addr"]
+        s["ppu_read"] = "out of range" if a >= depth else _ring_entry(a, k, sat, depth)
+        if a == written:
+            out.append({"read_during_write": "ppu"})
+    return [s] + out
 
 
 # host bus ------------------------------------------------------------------------
@@ -634,13 +717,14 @@ for _b in BLOCKS.values():
 def sample(block_name: str, cfg: ChipConfig, values: dict, state: dict) -> None:
     """Sample one cycle of one instance of ``block_name`` (values: signal -> int)."""
     b = BLOCKS[block_name]
-    for s in b.classify(cfg, values, state):
+    for s in b.samples(cfg, values, state):
         b.sampler(s)
 
 
-def block_of_class(class_name: str) -> str | None:
+def block_of_class(class_name: str, cfg: ChipConfig) -> str | None:
+    """The block that describes an instance of RTL class ``class_name`` on ``cfg``."""
     for b in BLOCKS.values():
-        if b.rtl_class == class_name:
+        if b.rtl_class == class_name and b.applies(cfg):
             return b.name
     return None
 
@@ -649,7 +733,7 @@ def top_instances(cfg: ChipConfig) -> list[tuple[str, str]]:
     """(instance path below the top level, block) of every sampled block of the top."""
     inst = [("", "chip"), ("hostbus", "hostbus"), ("neurons", "neurons"),
             ("crossbar", "crossbar"), ("playback", "playback"), ("recorder", "recorder"),
-            ("adc", "adc"), ("ppu", "ppu")]
+            ("adc", block_of_class("AdcControl", cfg)), ("ppu", "ppu")]
     inst += [(f"arbiter{k}", "arbiter") for k in range(cfg.n_blocks)]
     for h in range(cfg.n_halves):
         inst += [(f"drivers{h}", "drivers"), (f"synapses{h}", "synapses")]
@@ -792,6 +876,14 @@ def results(merged: Path) -> list[BlockResult]:
                     missed.append(key)
         out.append(BlockResult(b.name, defined, hit, waived, missed))
     return out
+
+
+def bins_of(block_name: str) -> list[str]:
+    """Every bin of a block as the report and :data:`WAIVERS` name it, without the
+    block's name: '<point>.<bin>', a cross bin '<cross>.<bin a>|<bin b>'."""
+    b = BLOCKS[block_name]
+    return [f"{item}.{'|'.join(map(str, x)) if isinstance(x, tuple) else x}"
+            for item in list(b.points) + list(b.crosses) for x in _bins(b, item)]
 
 
 def _bins(b: Block, item: str) -> list:
