@@ -5,7 +5,8 @@ protocol of spikeloop/base/protocol.py.
 Per analog step ``k`` of a sample (``S = analog_step_cycles``):
 
 - the bridge sleeps on ``RisingEdge(dut.step_done)``: the simulator runs the
-  ``S - 1`` cycles between steps without Python;
+  ``S - 1`` cycles between steps without Python (a watchdog fails the run when
+  ``WATCHDOG_STEPS`` steps' cycles pass without a step);
 - ``step_done`` rises at the edge that starts cycle ``r = (k+1)S``; in that
   cycle's ``ReadWrite`` phase (values of the edge settled, inputs still
   writable, on Verilator and Icarus alike) the bridge reads ``exc_sum``,
@@ -33,18 +34,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cocotb
 import numpy as np
 import torch
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import ReadWrite, RisingEdge, SimTimeoutError, with_timeout
+from cocotb.triggers import ReadWrite, RisingEdge, Timer
 
 from spikeloop.cosim.host import (
     array_word,
+    binstr,
     clock_period_ps,
     unsigned_array_or_none,
     unsigned_or_none,
 )
 from spikeloop.model.analog_loop import AnalogLoop
+
+#: the watchdog's window: a run fails when this many steps' cycles pass without a step
+WATCHDOG_STEPS = 64
 
 
 class BridgeError(AssertionError):
@@ -109,43 +115,58 @@ class AnalogBridge:
         """Run ``n_steps`` analog steps of batch entry ``sample`` (see the module
         docstring).  Start it after the clear cycle (right after the edge that
         ends it), with ``adc_codes`` already driven with the initial codes."""
-        dut, n, S = self.dut, self.n, self.cfg.analog_step_cycles
-        limit_ps = (2 * S + 4) * clock_period_ps(self.cfg)
+        S = self.cfg.analog_step_cycles
         self._trace(sample, -1, 0, loop)
-        for k in range(n_steps):
-            # with S = 1, step_done stays high: after step 0 the edge awaited below
-            # already starts the next step_done cycle
-            if S > 1 or k == 0:
-                try:
-                    await with_timeout(RisingEdge(dut.step_done), limit_ps, "ps")
-                except SimTimeoutError:
-                    raise BridgeError(
-                        f"sample {sample}: no step_done for step {k} within {2 * S + 4} "
-                        f"cycles (time={dut.time.value}, running={dut.running.value})"
-                    ) from None
-            await ReadWrite()          # the edge's values settled; inputs still writable
-            r = _unsigned(dut.time, "time")
-            if (r != (k + 1) * S or str(dut.running.value) != "1"
-                    or str(dut.step_done.value) != "1"):
+        watchdog = cocotb.start_soon(self._watchdog(sample, self.steps_run, S))
+        try:
+            for k in range(n_steps):
+                await self._step(loop, sample, k, S)
+        finally:
+            watchdog.cancel()
+
+    async def _watchdog(self, sample: int, first: int, S: int) -> None:
+        """Fail the test when no step is taken for ``WATCHDOG_STEPS`` steps' cycles
+        (the RTL stopped raising ``step_done``); the step itself checks that each
+        ``step_done`` comes in its cycle.  One timer for many steps: a timeout
+        on every step's wait cost more than the step's analog model."""
+        cycles = WATCHDOG_STEPS * S + 4
+        while True:
+            seen = self.steps_run
+            await Timer(cycles * clock_period_ps(self.cfg), "ps")
+            if self.steps_run == seen:
                 raise BridgeError(
-                    f"sample {sample}: step {k} in cycle time={r} with running="
-                    f"{dut.running.value}, step_done={dut.step_done.value}; the protocol "
-                    f"says time={(k + 1) * S}, running=1, step_done=1")
-            exc = self._per_neuron(dut.exc_sum, "exc_sum", self.sum_bits)
-            inh = self._per_neuron(dut.inh_sum, "inh_sum", self.sum_bits)
-            held = self._per_neuron(dut.refractory_active, "refractory_active", 1)
-            if held.any():
-                self.holds.append((sample, k, array_word(held, 1)))
-            fired = loop.step(*(torch.from_numpy(a).reshape(1, n)
-                                for a in (exc, inh, held.astype(bool))))[0]
-            idx = torch.nonzero(fired).reshape(-1).tolist()
-            self.spikes += [(sample, k, r, i) for i in idx]
-            dut.spike_in.value = sum(1 << i for i in idx)
-            self.drive_codes(loop)
-            self._trace(sample, k, r, loop)
-            self.steps_run += 1
-            await RisingEdge(dut.clk)  # the edge that took the spikes
-            dut.spike_in.value = 0
+                    f"sample {sample}: no step_done for step {seen - first} within {cycles} "
+                    f"cycles (time={self.dut.time.value}, running={self.dut.running.value})")
+
+    async def _step(self, loop: AnalogLoop, sample: int, k: int, S: int) -> None:
+        dut, n = self.dut, self.n
+        # with S = 1, step_done stays high: after step 0 the edge awaited at the end
+        # of the step before already starts this step_done cycle
+        if S > 1 or k == 0:
+            await RisingEdge(dut.step_done)
+        await ReadWrite()          # the edge's values settled; inputs still writable
+        r = _unsigned(dut.time, "time")
+        if (r != (k + 1) * S or binstr(dut.running) != "1"
+                or binstr(dut.step_done) != "1"):
+            raise BridgeError(
+                f"sample {sample}: step {k} in cycle time={r} with running="
+                f"{dut.running.value}, step_done={dut.step_done.value}; the protocol "
+                f"says time={(k + 1) * S}, running=1, step_done=1")
+        exc = self._per_neuron(dut.exc_sum, "exc_sum", self.sum_bits)
+        inh = self._per_neuron(dut.inh_sum, "inh_sum", self.sum_bits)
+        held = self._per_neuron(dut.refractory_active, "refractory_active", 1)
+        if held.any():
+            self.holds.append((sample, k, array_word(held, 1)))
+        fired = loop.step(*(torch.from_numpy(a).reshape(1, n)
+                            for a in (exc, inh, held.astype(bool))))[0]
+        idx = torch.nonzero(fired).reshape(-1).tolist()
+        self.spikes += [(sample, k, r, i) for i in idx]
+        dut.spike_in.value = sum(1 << i for i in idx)
+        self.drive_codes(loop)
+        self._trace(sample, k, r, loop)
+        self.steps_run += 1
+        await RisingEdge(dut.clk)  # the edge that took the spikes
+        dut.spike_in.value = 0
 
 
 # -- companion waveform of the membranes ---------------------------------------------

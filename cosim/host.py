@@ -57,13 +57,28 @@ _WEAK_LEVELS = str.maketrans("LH", "01")
 _BITS_DELETED = str.maketrans("", "", "01")
 
 
+def binstr(handle) -> str:
+    """A signal's value as the simulator's bit string (MSB first; ``0``, ``1``,
+    ``X``, ``Z``, ...): what ``str(handle.value)`` returns, without building the
+    value object (cocotb 2.1's handles keep the simulator object in ``_handle``;
+    the monitors read signals every cycle, where that object costs as much as
+    the read)."""
+    return handle._handle.get_signal_val_binstr()
+
+
+def binstr_reader(handle):
+    """:func:`binstr` of ``handle`` as a function of no arguments (for a signal
+    read every cycle)."""
+    return handle._handle.get_signal_val_binstr
+
+
 def unsigned_or_none(handle) -> int | None:
     """The unsigned value of a signal, or None where a bit is X, Z, U, W or -.
 
     From the simulator's bit string (cocotb keeps it as it came): testing
     ``is_resolvable`` builds an object per bit, which on the columns' wide sums
     costs more than the analog step they feed."""
-    text = str(handle.value).translate(_WEAK_LEVELS)
+    text = binstr(handle).translate(_WEAK_LEVELS)
     if not text or text.translate(_BITS_DELETED):     # int() would take "-", "_", " "
         return None
     return int(text, 2)
@@ -74,14 +89,18 @@ def unsigned_array_or_none(handle, bits: int, count: int) -> np.ndarray | None:
     ``[i*bits, (i+1)*bits)``, as ``unpack_array``) as int64 numpy, or None where
     a bit is not 0 or 1: from the simulator's bit string, with no Python loop
     over the elements (the full chip's columns' sums are 6,144 bits wide)."""
-    text = str(handle.value)
+    text = binstr(handle)
     if len(text) != bits * count:
         raise ValueError(f"a signal of {len(text)} bits read as {count} x {bits} bits")
-    digits = np.frombuffer(text.translate(_WEAK_LEVELS).encode("ascii"), np.uint8) - 48
-    if (digits > 1).any():
+    digits = np.frombuffer(text.translate(_WEAK_LEVELS).encode("ascii"), np.uint8)
+    if digits.max() > _ONE or digits.min() < _ZERO:
         return None
-    lsb_first = digits[::-1].reshape(count, bits).astype(np.int64)
+    lsb_first = (digits[::-1] & 1).reshape(count, bits).astype(np.int64)
     return lsb_first @ (np.int64(1) << np.arange(bits, dtype=np.int64))
+
+
+_ZERO, _ONE = ord("0"), ord("1")
+_WHOLE_BYTES = {8: np.dtype("<u1"), 16: np.dtype("<u2"), 32: np.dtype("<u4")}
 
 
 def array_word(values: np.ndarray, bits: int) -> int:
@@ -91,6 +110,8 @@ def array_word(values: np.ndarray, bits: int) -> int:
     if v.size and not (v.min() >= 0 and v.max() < (1 << bits)):
         bad = int(np.flatnonzero((v < 0) | (v >= (1 << bits)))[0])
         raise ValueError(f"element {bad} = {int(v[bad])} does not fit {bits} bits")
+    if bits in _WHOLE_BYTES:           # element i is byte(s) i: the little-endian bytes
+        return int.from_bytes(v.astype(_WHOLE_BYTES[bits]).tobytes(), "little")
     lsb_first = ((v[:, None] >> np.arange(bits, dtype=np.int64)) & 1).astype(np.uint8)
     return int.from_bytes(np.packbits(lsb_first.reshape(-1), bitorder="little").tobytes(),
                           "little")

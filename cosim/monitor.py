@@ -6,8 +6,8 @@ Driver activations: per half ``h`` and bus ``b`` the monitor reads the DUT's
 own signals of ``drivers<h>`` (rtl/synapse_drivers.py): ``rows__<2b>__active``
 (the bus's activation in this cycle: port ``2b`` drives the first row of the
 activated driver), ``rows__<2b>__row`` (``2 * driver``) and
-``buses__<b>__payload`` (the event's label), in ``ReadOnly`` of each cycle in
-which one is active.  It sleeps while none is (a rising ``active`` wakes it),
+``buses__<b>__payload`` (the event's label), at the falling edge of each
+cycle in which one is active.  It sleeps while none is (a rising ``active`` wakes it),
 so an idle chip costs nothing.  The Verilator build makes these signals
 reachable (cosim/row_activity.vlt); every other internal net stays Verilator's to
 optimise.
@@ -34,10 +34,11 @@ from pathlib import Path
 
 import cocotb
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import First, ReadOnly, RisingEdge
+from cocotb.triggers import FallingEdge, First, ReadOnly, RisingEdge
 
 from spikeloop.base.config import ChipConfig
 from spikeloop.cosim.backend import ROW_ACTIVITY_VLT
+from spikeloop.cosim.host import binstr, binstr_reader
 
 ENV_MONITOR = "SPIKELOOP_FCOV_MONITOR"
 _files = itertools.count()
@@ -70,12 +71,16 @@ class RowActivity:
         self.period = period_ps
         self.keep = keep_events
         self.ports = []
+        self.edges = []
         missing = []
         for h, b, *paths in row_signals(cfg):
             try:
-                self.ports.append((h, b, *(_handle(dut, p) for p in paths)))
+                active, row, payload = (_handle(dut, p) for p in paths)
             except AttributeError:
                 missing.append(paths[0])
+                continue
+            self.ports.append((h, b, binstr_reader(active), row, payload))
+            self.edges.append(RisingEdge(active))
         if missing:
             raise RuntimeError(f"row-activity monitor: the DUT has no signal {missing[0]} "
                                f"(reachable through the VPI: {ROW_ACTIVITY_VLT.name})")
@@ -104,12 +109,13 @@ class RowActivity:
         self.task.cancel()
 
     def _sample(self, check_time: bool) -> bool:
-        """Count this cycle's activations (in ``ReadOnly``); whether there were any.
+        """Count this cycle's activations (at its falling edge); whether there were any.
         ``check_time``: compare the monitor's cycle with the DUT's ``time`` (in the
         first cycle of each burst of activity: within a burst both advance by one
         per clock edge)."""
+        # (a 1-bit flag: "1", where X or Z before reset reads as not active)
         hits = [(h, b, row, payload) for h, b, active, row, payload in self.ports
-                if _int(active)]
+                if active() == "1"]
         if not hits or self.t0 is None:
             return bool(hits)
         cycle = (get_sim_time("ps") - self.t0) // self.period
@@ -126,15 +132,16 @@ class RowActivity:
         return True
 
     async def _run(self) -> None:
-        edges = [RisingEdge(p[2]) for p in self.ports]
         while True:
-            await First(*edges)
-            await ReadOnly()
+            await First(*self.edges)
             check = True
+            # one trigger a cycle: at the falling edge the values of the rising
+            # edge before have settled (the design is clocked on rising edges
+            # alone, and the testbench drives its inputs at rising edges)
+            await FallingEdge(self.clk)
             while self._sample(check):
                 check = False
-                await RisingEdge(self.clk)
-                await ReadOnly()
+                await FallingEdge(self.clk)
 
 
 def _handle(dut, path: str):
@@ -144,13 +151,16 @@ def _handle(dut, path: str):
     return h
 
 
+#: X or Z bits (before reset) as 0, like amaranth.sim's reset; weak levels as strong
+_AS_BITS = str.maketrans("xXzZuUwW-LH", "00000000001")
+
+
 def _int(handle) -> int:
-    v = handle.value
+    text = binstr(handle)
     try:
-        return int(v)
-    except ValueError:        # X or Z bits (before reset): as 0, like amaranth.sim's reset
-        return int(str(v).replace("x", "0").replace("X", "0").replace("z", "0")
-                   .replace("Z", "0"), 2)
+        return int(text, 2)
+    except ValueError:
+        return int(text.translate(_AS_BITS), 2)
 
 
 class Monitor:

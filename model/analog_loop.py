@@ -2,6 +2,7 @@
 backends agree bit for bit (docs/architecture.md, "The emulation contract")."""
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -61,6 +62,16 @@ class AnalogLoop:
                           and self.params.noise_step_v is not None)
         #: (first step, future) of the noise being computed ahead, or None
         self._next = None
+
+    def load_compiled(self) -> float:
+        """Load the compiled code the steps call (numba's machine code, from its
+        cache: about a second once per process) by computing one step of noise
+        of the first sample and discarding it, so that a run timed afterwards
+        measures the steps alone.  Returns the seconds it took."""
+        t0 = time.perf_counter()
+        membrane_noise_steps(self.params.noise_step_v, self.run_seed, self.sample_idx[:1],
+                             range(1), self.noise_neurons)
+        return time.perf_counter() - t0
 
     def _noise_chunk(self, lo: int) -> torch.Tensor | None:
         ahead = self._noise_ahead

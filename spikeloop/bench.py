@@ -450,7 +450,9 @@ def bench_cosim(args: CosimBench) -> int:
     st = obs.stats
     ceiling = run_ceiling(chip, image, sc.events, steps, simulator=args.simulator)
     with_bridge, without = st["live_cycles_per_s"], ceiling["live_cycles_per_s"]
-    print(f"  build: {'cached' if st['build_cached'] else 'built'} in {st['build_s']:.1f} s")
+    print(f"  build: {'cached' if st['build_cached'] else 'built'} in {st['build_s']:.1f} s; "
+          f"the analog model's compiled code loaded in {st['compiled_load_s']:.2f} s "
+          "(once per simulator process, before the timed runs)")
     print(f"  with the analog bridge     {with_bridge:12.0f} running cycles/s "
           f"({st['live_cycles']} cycles in {st['run_wall_s']:.2f} s, "
           f"{len(obs.spikes)} spikes)")

@@ -16,7 +16,11 @@ from spikeloop.backends.reference import run_reference
 from spikeloop.base.config import FULL, MINI
 from spikeloop.base.events import InputEvents
 from spikeloop.base.image import ConfigImage
+from spikeloop.cosim import runner
 from spikeloop.cosim.backend import run_cosim
+from spikeloop.cosim.bridge import WATCHDOG_STEPS
+from spikeloop.cosim.runner import CosimTestFailure
+from spikeloop.cosim.tests.test_chip_cocotb import WATCHDOG_ENV
 from spikeloop.model.chip import Chip
 from spikeloop.verify.regression import check_expect, run_scenario
 from spikeloop.verify.scenarios import SCENARIOS, base_image, connect, input_event, n_inputs
@@ -90,6 +94,16 @@ def test_run_cosim_rejects_an_image_of_another_preset(chip):
     sc = SCENARIOS["psp"](MINI, np.random.default_rng(0))
     with pytest.raises(ValueError, match="preset"):
         run_cosim(chip, ConfigImage.empty(FULL), sc.events, 4)
+
+
+def test_the_bridge_watchdog_fails_a_chip_that_never_steps(verilator_top):
+    """A run whose chip never raises ``step_done`` fails, naming the step, within
+    the watchdog's window (cosim/bridge.py ``WATCHDOG_STEPS``)."""
+    cycles = WATCHDOG_STEPS * MINI.analog_step_cycles + 4
+    with pytest.raises(CosimTestFailure,
+                       match=f"sample 0: no step_done for step 0 within {cycles} cycles"):
+        runner.run_tests(verilator_top, "spikeloop.cosim.tests.test_chip_cocotb",
+                         testcase="test_bridge_watchdog", extra_env={WATCHDOG_ENV: "1"})
 
 
 @pytest.mark.slow

@@ -11,18 +11,23 @@ pytestmark = pytest.mark.unit
 
 
 class Signal:
-    """What the readers use of a cocotb handle: ``str(handle.value)`` is the
-    simulator's bit string, most significant bit first."""
+    """What the readers use of a cocotb 2.1 handle: the simulator object's
+    ``get_signal_val_binstr()``, the bit string most significant bit first
+    (what ``str(handle.value)`` returns)."""
 
     def __init__(self, bits: str):
-        self.value = bits
+        self._handle = self
+        self.bits = bits
+
+    def get_signal_val_binstr(self) -> str:
+        return self.bits
 
 
 def bit_string(word: int, width: int) -> str:
     return format(word, f"0{width}b")
 
 
-@pytest.mark.parametrize("bits, count", [(12, 512), (8, 3), (1, 64), (20, 1)])
+@pytest.mark.parametrize("bits, count", [(12, 512), (8, 3), (8, 512), (16, 5), (1, 64), (20, 1)])
 def test_packed_arrays_read_and_write_like_the_formats(bits, count):
     rng = np.random.default_rng(bits * 1000 + count)
     values = rng.integers(0, 1 << bits, count)
