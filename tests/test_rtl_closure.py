@@ -8,7 +8,7 @@ import pytest
 from spikeloop.base.addrmap import AddressMap
 from spikeloop.base.config import MINI
 from spikeloop.base.isa import BY_MNEMONIC, ISA, decode
-from spikeloop.base.layouts import pack_synapse, pack_timed_event
+from spikeloop.base.layouts import pack_timed_event
 from spikeloop.model.digital.synapse_memory import IDLE_ROW, RowEvent
 from spikeloop.ppu.asm import assemble
 from spikeloop.verify.fcov import SATURATING, saturates
@@ -153,9 +153,7 @@ def test_synapse_rows_one_port_at_a_time():
     cfg = MINI
     c = cfg.columns_per_half
     n_ports = 2 * cfg.buses_per_half
-    stim = [{"host_addr": 2 * c + col, "host_we": 1,
-             "host_wdata": pack_synapse(cfg, col + 1, 9 if col % 2 else 4)}
-            for col in range(c)]
+    stim = test_rtl_synapse_memory.two_label_row(cfg)
     for p in range(n_ports):
         rows = [IDLE_ROW] * n_ports
         rows[p] = RowEvent(1, 2, 9)

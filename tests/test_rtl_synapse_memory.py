@@ -159,13 +159,20 @@ def test_host_write_read_latency():
     assert [o["host_rdata"] for o in out] == [0, 0, word, 0]
 
 
+def two_label_row(cfg, row: int = 2) -> list[dict]:
+    """Host writes of synapse row ``row``: column ``col`` gets weight ``col + 1``
+    and label 9 on odd columns, 4 on even ones (one host write per cycle)."""
+    c = cfg.columns_per_half
+    return [{"host_addr": row * c + col, "host_we": 1,
+             "host_wdata": pack_synapse(cfg, col + 1, 9 if col % 2 else 4)}
+            for col in range(c)]
+
+
 def test_label_match_and_mismatch():
     cfg = MINI
     c = cfg.columns_per_half
     n_ports = 2 * cfg.buses_per_half
-    stim = [{"host_addr": 2 * c + col, "host_we": 1,
-             "host_wdata": pack_synapse(cfg, col + 1, 9 if col % 2 else 4)}
-            for col in range(c)]
+    stim = two_label_row(cfg)
     rows = [RowEvent(1, 2, 9), RowEvent(1, 2, 4), RowEvent(1, 2, 5), RowEvent(0, 2, 9)]
     rows += [IDLE_ROW] * (n_ports - len(rows))
     stim.append({"rows": rows})

@@ -882,7 +882,7 @@ def bins_of(block_name: str) -> list[str]:
     """Every bin of a block as the report and :data:`WAIVERS` name it, without the
     block's name: '<point>.<bin>', a cross bin '<cross>.<bin a>|<bin b>'."""
     b = BLOCKS[block_name]
-    return [f"{item}.{'|'.join(map(str, x)) if isinstance(x, tuple) else x}"
+    return [f"{item}.{_label(str(x))}"
             for item in list(b.points) + list(b.crosses) for x in _bins(b, item)]
 
 
