@@ -105,8 +105,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spikeloop import backends
-from spikeloop.backends import fast as fast_backend
 from spikeloop.backends.digital_core import DigitalState
 from spikeloop.backends.fast import FastChip, run_fast, usable_cpus
 from spikeloop.backends.reference import run_reference
@@ -863,24 +861,16 @@ def bench_stream(s: StreamBench) -> int:
     n_steps = s.samples * period // cfg.analog_step_cycles + 1
     events = InputEvents.from_lists(cfg, [sc.events.of_sample(b % sc.events.batch).tolist()
                                           for b in range(s.batch)])
+    chunks = chip_geometry(cfg).adc_chunks
     job = {"words": program("stream", cfg).words,
-           "dmem": stream_dmem(cfg, s.samples, 0, chip_geometry(cfg).adc_chunks,
-                               adc_period=period), "when": "each_sample"}
+           "dmem": stream_dmem(cfg, s.samples, 0, chunks, adc_period=period),
+           "when": "each_sample"}
     print(f"full-stream, {s.batch} recordings of {n_steps} analog steps, {s.samples} ADC "
-          f"samples x {chip_geometry(cfg).adc_chunks} chunks streamed each")
-    def beside(job):
-        real = fast_backend.resets_neurons
-        fast_backend.resets_neurons = lambda _job: True
-        try:
-            return backends.run(chip, image, events, n_steps, backend="fast", ppu=job)
-        finally:
-            fast_backend.resets_neurons = real
-
-    runs = {"no PPU program (baseline)": lambda: backends.run(chip, image, events, n_steps,
-                                                              backend="fast"),
-            "stream, after the run": lambda: backends.run(chip, image, events, n_steps,
-                                                          backend="fast", ppu=job),
-            "stream, beside the windows": lambda: beside(job)}
+          f"samples x {chunks} chunks streamed each")
+    runs = {"no PPU program (baseline)": lambda: run_fast(chip, image, events, n_steps),
+            "stream, after the run": lambda: run_fast(chip, image, events, n_steps, ppu=job),
+            "stream, beside the windows": lambda: run_fast(chip, image, events, n_steps,
+                                                           ppu=job, whole_run=False)}
     times = {k: [] for k in runs}
     obs = {}
     for k, f in runs.items():       # warm-up (compilation)
@@ -898,7 +888,8 @@ def bench_stream(s: StreamBench) -> int:
     a, b, c = obs.values()
     same = (a.replace(ppu=b.ppu).first_difference(b) is None
             and b.first_difference(c) is None
-            and all(r["out_drops"] == 0 and len(r["out"]) == s.samples * 4 for r in b.ppu))
+            and all(r["out_drops"] == 0 and len(r["out"]) == s.samples * chunks
+                    for r in b.ppu))
     print(f"identical Observables on all three: {'yes' if same else 'NO'}")
     return 0 if same else 1
 

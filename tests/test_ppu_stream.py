@@ -133,7 +133,7 @@ def test_stream_counts_the_samples_it_misses():
 def test_the_ppu_after_the_run_equals_the_ppu_beside_it(cfg, program, monkeypatch):
     """The fast backend runs a program that resets no neuron after the run's
     compiled kernel; beside the step-by-step windows (the path of a program with
-    ``vrst``, forced here) every result is the same."""
+    ``vrst``, taken here with ``whole_run=False``) every result is the same."""
     period = P.stream_cycles_per_sample(cfg, 1)
     n_steps = 90 * period // cfg.analog_step_cycles
     chip, image, events, _ = scenario(cfg, n_steps, period, batch=3)
@@ -142,8 +142,13 @@ def test_the_ppu_after_the_run_equals_the_ppu_beside_it(cfg, program, monkeypatc
            else {"words": P.program("trace", cfg).words, "dmem": [(0, n)],
                  "when": "each_sample", "read_dmem": [1]})
     after = backends.run(chip, image, events, n_steps, backend="fast", run_seed=3, ppu=job)
-    monkeypatch.setattr(fast_mod, "resets_neurons", lambda job: True)
-    beside = backends.run(chip, image, events, n_steps, backend="fast", run_seed=3, ppu=job)
+
+    def no_whole_run(*args, **kwargs):
+        raise AssertionError("whole_run=False took the whole-run kernel")
+
+    monkeypatch.setattr(fast_mod.FastChip, "_run_whole", no_whole_run)
+    beside = fast_mod.run_fast(chip, image, events, n_steps, run_seed=3, ppu=job,
+                               whole_run=False)
     assert len(after.ppu) == 3 and after.ppu[0]["status"] == 0b10
     diff = after.first_difference(beside)
     assert diff is None, diff

@@ -83,7 +83,8 @@ from spikeloop.model.noise import sample_keys
 
 def run_fast(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, *,
              run_seed: int = 0, sample_offset: int = 0, device="cpu",
-             ppu=None, threads: int | None = None, row_events: bool = False) -> Observables:
+             ppu=None, threads: int | None = None, row_events: bool = False,
+             whole_run: bool = True) -> Observables:
     """Run a batch on the fast backend; the semantics are those of
     :func:`~spikeloop.backends.reference.run_reference` (see backends/__init__.py
     for the run protocol).  ``ppu``: a PPU program run with the job
@@ -91,10 +92,17 @@ def run_fast(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, 
     ``threads``: the CPU threads that share the samples (None: ``$SPIKELOOP_THREADS``,
     else every CPU this process may use, :func:`usable_cpus`); the results do not
     depend on it.
-    ``row_events``: list every driver activation in ``Observables.row_events``."""
+    ``row_events``: list every driver activation in ``Observables.row_events``.
+    ``whole_run``: False takes the step-by-step path where the whole-run kernel
+    (or a PPU program run after it) applies; the same bits, for comparisons
+    and benchmarks (:attr:`FastChip.whole_run`)."""
     job = PpuJob.of(chip.cfg, ppu)
+
+    def fast_chip(img: ConfigImage) -> FastChip:
+        return FastChip(chip, img, device=device, threads=threads, whole_run=whole_run)
+
     if job is None:
-        return FastChip(chip, image, device=device, threads=threads).run(
+        return fast_chip(image).run(
             events, n_steps, run_seed=run_seed, sample_offset=sample_offset,
             row_events=row_events)
     if events.cfg != chip.cfg:
@@ -105,7 +113,7 @@ def run_fast(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, 
             for h in range(cfg.n_halves)]
     if job.when == "before":
         res, rows = run_before(cfg, job, rows)
-        obs = FastChip(chip, _with_rows(image, rows), device=device).run(
+        obs = fast_chip(_with_rows(image, rows)).run(
             events, n_steps, run_seed=run_seed, sample_offset=sample_offset,
             row_events=row_events)
         obs.ppu = [res]
@@ -130,7 +138,7 @@ def run_fast(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, 
     def run(first: int, count: int, ppus: list[FastPpu]) -> Observables:
         sub = InputEvents.from_lists(cfg, [events.of_sample(first + j).tolist()
                                            for j in range(count)])
-        return FastChip(chip, image, device=device).run(
+        return fast_chip(image).run(
             sub, n_steps, run_seed=run_seed, sample_offset=sample_offset + first, ppus=ppus,
             row_events=row_events)
 
@@ -253,7 +261,7 @@ class FastChip:
     """One ConfigImage loaded into tensors on ``device``; :meth:`run` runs batches."""
 
     def __init__(self, chip: Chip, image: ConfigImage, *, device="cpu",
-                 threads: int | None = None):
+                 threads: int | None = None, whole_run: bool = True):
         cfg = chip.cfg
         if image.cfg != cfg:
             raise ValueError(f"image is for preset {image.cfg.name!r}, not {cfg.name!r}")
@@ -264,10 +272,11 @@ class FastChip:
         #: CPU threads sharing the samples of a run (None: :func:`usable_cpus`; not
         #: torch's thread count, which training keeps at 1 for its own reasons)
         self.threads = threads
-        #: on the CPU without a PPU: each sample's whole run in one compiled call
-        #: (:func:`~spikeloop.backends.digital_core.run_samples`); False: step by
-        #: step from Python (the path CUDA and the PPU take; the same bits)
-        self.whole_run = dev.type == "cpu"
+        #: on the CPU: each sample's whole run in one compiled call
+        #: (:func:`~spikeloop.backends.digital_core.run_samples`; a PPU program that
+        #: resets no neuron runs after it); False: step by step from Python (the
+        #: path CUDA and a program that resets neurons take; the same bits)
+        self.whole_run = dev.type == "cpu" and whole_run
         H, C, n = cfg.n_halves, cfg.columns_per_half, cfg.n_neurons
         D, Bh = cfg.drivers_per_half, cfg.buses_per_half
         P, K = cfg.neurons_per_block, cfg.n_blocks
