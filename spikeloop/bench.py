@@ -53,10 +53,10 @@ observed steps, denormals flushed as ``spikeloop train`` does in software).
   runner builds it by default (cosim/runner.py ``build(baseline=True)``).
 - ``stream``: the fast backend on full's streaming variant (the speech task's
   chip: the ADC ring, docs/speech.md) with the PPU's stream program recording
-  every ADC sample of each recording (all 4 chunks), run after the run's
-  compiled kernel (a program without ``vrst``) and beside the step-by-step
-  windows (the path a program with ``vrst`` takes), beside the same run
-  without a PPU program (the baseline); uncalibrated chip seed 1, the
+  every ADC sample of each recording (all 4 chunks), run inside the run's
+  compiled kernel (the CPU's path) and beside the step-by-step windows (the
+  path CUDA takes), beside the same run without a PPU program (the
+  baseline); uncalibrated chip seed 1, the
   ``random`` scenario's events, medians of ``--repeats`` rounds.
 - ``reference`` (``--reference-samples N``, default 2): the pure-Python golden
   backend on the first N samples of the first timed batch; the fast backend's
@@ -846,9 +846,9 @@ class StreamBench:
 def bench_stream(s: StreamBench) -> int:
     """The fast backend on full's streaming variant (the speech task's chip): one
     batch without a PPU program (the baseline), with the stream program run
-    after the run's compiled kernel (what a program without ``vrst`` gets), and
-    with it beside the step-by-step windows (what a program with ``vrst``
-    gets); the three must agree except for the PPU results."""
+    inside the run's compiled kernel (the CPU's path), and with it beside the
+    step-by-step windows (CUDA's path, here on the CPU); the three must agree
+    except for the PPU results."""
     _check_sizes(s)
     if s.samples < 1:
         raise ValueError(f"samples = {s.samples}; allowed: an integer >= 1")
@@ -868,9 +868,10 @@ def bench_stream(s: StreamBench) -> int:
     print(f"full-stream, {s.batch} recordings of {n_steps} analog steps, {s.samples} ADC "
           f"samples x {chunks} chunks streamed each")
     runs = {"no PPU program (baseline)": lambda: run_fast(chip, image, events, n_steps),
-            "stream, after the run": lambda: run_fast(chip, image, events, n_steps, ppu=job),
-            "stream, beside the windows": lambda: run_fast(chip, image, events, n_steps,
-                                                           ppu=job, whole_run=False)}
+            "stream, in the compiled run": lambda: run_fast(chip, image, events, n_steps,
+                                                            ppu=job),
+            "stream, beside the step-by-step windows": lambda: run_fast(
+                chip, image, events, n_steps, ppu=job, whole_run=False)}
     times = {k: [] for k in runs}
     obs = {}
     for k, f in runs.items():       # warm-up (compilation)
@@ -883,7 +884,7 @@ def bench_stream(s: StreamBench) -> int:
     base = float(np.median(times["no PPU program (baseline)"]))
     for k, ts in times.items():
         t = float(np.median(ts))
-        print(f"{k:>28}: {t / s.batch * 1e3:8.1f} ms per recording ({t / base:.2f}x the "
+        print(f"{k:>39}: {t / s.batch * 1e3:8.1f} ms per recording ({t / base:.2f}x the "
               "baseline)")
     a, b, c = obs.values()
     same = (a.replace(ppu=b.ppu).first_difference(b) is None

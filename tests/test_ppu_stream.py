@@ -14,7 +14,6 @@ from spikeloop.backends import fast as fast_mod
 from spikeloop.base.config import MINI
 from spikeloop.base.events import InputEvents
 from spikeloop.base.isa import chip_geometry
-from spikeloop.base.ppu_job import PpuJob
 from spikeloop.base.protocol import live_cycles
 from spikeloop.bench import main as bench_main
 from spikeloop.model.chip import Chip
@@ -129,19 +128,29 @@ def test_stream_counts_the_samples_it_misses():
 
 
 @pytest.mark.parametrize("cfg, program", [(MINI, "trace"), (RING, "stream"),
-                                          (RING, "trace")])
-def test_the_ppu_after_the_run_equals_the_ppu_beside_it(cfg, program, monkeypatch):
-    """The fast backend runs a program that resets no neuron after the run's
-    compiled kernel; beside the step-by-step windows (the path of a program with
-    ``vrst``, taken here with ``whole_run=False``) every result is the same."""
+                                          (RING, "trace"), (MINI, "inference")])
+def test_the_ppu_in_the_compiled_run_equals_the_ppu_beside_the_windows(cfg, program,
+                                                                      monkeypatch):
+    """The fast backend runs each sample's PPU inside the run's compiled kernel;
+    beside the step-by-step windows (``whole_run=False``) every result is the
+    same, for programs that only read and for one whose resets hold neurons."""
     period = P.stream_cycles_per_sample(cfg, 1)
     n_steps = 90 * period // cfg.analog_step_cycles
     chip, image, events, _ = scenario(cfg, n_steps, period, batch=3)
     n = min(samples_taken(cfg, period, n_steps), cfg.adc_buffer_depth)
-    job = (stream_job(cfg, samples_taken(cfg, period, n_steps), period) if program == "stream"
-           else {"words": P.program("trace", cfg).words, "dmem": [(0, n)],
-                 "when": "each_sample", "read_dmem": [1]})
-    after = backends.run(chip, image, events, n_steps, backend="fast", run_seed=3, ppu=job)
+    if program == "stream":
+        job = stream_job(cfg, samples_taken(cfg, period, n_steps), period)
+    elif program == "trace":
+        job = {"words": P.program("trace", cfg).words, "dmem": [(0, n)],
+               "when": "each_sample", "read_dmem": [1]}
+    else:
+        job = {"words": P.program("inference", cfg).words, "when": "each_sample",
+               "dmem": P.inference_dmem(cfg, 3, live_cycles(cfg, n_steps) // 3),
+               "read_dmem": [P.RESET_LOG + 1, P.RESET_LOG + 2]}
+    kernel = backends.run(chip, image, events, n_steps, backend="fast", run_seed=3, ppu=job)
+    if program == "inference":      # the resets change the run
+        plain = backends.run(chip, image, events, n_steps, backend="fast", run_seed=3)
+        assert plain.first_difference(kernel.replace(ppu=None)) is not None
 
     def no_whole_run(*args, **kwargs):
         raise AssertionError("whole_run=False took the whole-run kernel")
@@ -149,15 +158,9 @@ def test_the_ppu_after_the_run_equals_the_ppu_beside_it(cfg, program, monkeypatc
     monkeypatch.setattr(fast_mod.FastChip, "_run_whole", no_whole_run)
     beside = fast_mod.run_fast(chip, image, events, n_steps, run_seed=3, ppu=job,
                                whole_run=False)
-    assert len(after.ppu) == 3 and after.ppu[0]["status"] == 0b10
-    diff = after.first_difference(beside)
+    assert len(kernel.ppu) == 3 and kernel.ppu[0]["status"] == 0b10
+    diff = kernel.first_difference(beside)
     assert diff is None, diff
-
-
-def test_resets_neurons_finds_vrst():
-    assert fast_mod.resets_neurons(PpuJob(P.program("inference", MINI).words))
-    for name in ("trace", "stream", "weight_update"):
-        assert not fast_mod.resets_neurons(PpuJob(P.program(name, MINI).words))
 
 
 def test_stream_benchmark_runs_and_checks_its_paths(capsys):

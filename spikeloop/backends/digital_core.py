@@ -47,6 +47,8 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from spikeloop.backends.ppu_core import C_ERR
+from spikeloop.backends.ppu_core import advance as ppu_advance
 from spikeloop.base.config import ChipConfig
 from spikeloop.model.analog import lif_row
 from spikeloop.model.noise import noise_row
@@ -610,6 +612,32 @@ class Analog(NamedTuple):
     cnt: np.ndarray             #: [B, n] int64 refractory counters
 
 
+class Ppus(NamedTuple):
+    """Every sample's PPU beside :func:`run_samples` (spikeloop/backends/ppu_core.py's
+    state, one row per sample; ``on`` False: no program, the arrays unused)."""
+
+    on: bool
+    prog: np.ndarray            #: the predecoded program (ppu_core.predecode)
+    geo: np.ndarray             #: its geometry (ppu_core.geometry)
+    ctl: np.ndarray             #: [B, C_SIZE]
+    regs: np.ndarray            #: [B, 16]
+    vregs: np.ndarray           #: [B, 8, vector bytes]
+    dmem: np.ndarray            #: [B, dmem words]
+    syn_w: np.ndarray           #: [halves, rows, columns] (shared: nothing writes in a run)
+    syn_l: np.ndarray           #: [halves, rows, columns]
+    adcbuf: np.ndarray          #: [B, depth, n]
+    known: np.ndarray           #: [B, depth]
+    have: np.ndarray            #: [B, J] the run's ADC samples computed so far
+    adc_cycles: np.ndarray      #: [J] the cycle that takes each
+    outbuf: np.ndarray          #: [B, vectors, vector bytes]
+    holds: np.ndarray           #: [B, steps, words + 1] uint64 (ppu_core.CoreState.holds)
+    trk_r: np.ndarray           #: [B, 2, 16]
+    trk_v: np.ndarray           #: [B, 2, 8]
+    trk_d: np.ndarray           #: [B, 2, dmem words]
+    snap: np.ndarray            #: [B, vector bytes]
+    tmp: np.ndarray             #: [B, vector bytes]
+
+
 class Scratch(NamedTuple):
     """One thread's scratch (nothing is allocated inside :func:`run_samples`)."""
 
@@ -629,7 +657,7 @@ class Scratch(NamedTuple):
 
 
 @numba.njit(cache=True, nogil=True, _nrt=False, error_model="numpy")
-def run_samples(b0, b1, run, lif, an, cf, st, cnt, cy, sc):
+def run_samples(b0, b1, run, lif, an, cf, st, cnt, cy, sc, pp):
     """Samples ``b0 .. b1-1`` of a run from the clear cycle to the end of the
     drain, each sample alone: per analog step the step's weight sums (the
     window before it), its membrane noise (model/noise.py's ``noise_row``), the
@@ -642,26 +670,37 @@ def run_samples(b0, b1, run, lif, an, cf, st, cnt, cy, sc):
 
     ``run``: :class:`Run`; ``lif``: the LIF constants (model/analog.py's
     ``_kernel_params``); ``an``: :class:`Analog`; ``cf``, ``st``, ``cnt``,
-    ``cy``: as :func:`run_window`'s; ``sc``: :class:`Scratch` (bundles as tuples).
+    ``cy``: as :func:`run_window`'s; ``sc``: :class:`Scratch`; ``pp``:
+    :class:`Ppus`, each sample's PPU run through the cycles before each analog
+    step (its resets hold the step's neurons), given the codes of each ADC
+    sample once computed (bundles as tuples).  A PPU that fails
+    (``ppu_core.advance``'s error) stops there with its error in ``ctl``.
 
     numba's cache (``cache=True``) keys this kernel by this file alone, while
     its machine code holds ``lif_row`` and ``noise_row`` from model/: after a
     change there, ``make clean`` drops the stale cache (tests/test_fast_whole_run.py
-    compares this kernel with the step-by-step path, whose cache follows model/)."""
-    run, an, cf, st, cnt, cy, sc = (Run(*run), Analog(*an), Config(*cf), State(*st),
-                                    Counters(*cnt), Cycle(*cy), Scratch(*sc))
+    compares this kernel with the step-by-step path, whose cache follows model/);
+    so does its copy of ppu_core's ``advance``."""
+    run, an, cf, st, cnt, cy, sc, pp = (Run(*run), Analog(*an), Config(*cf), State(*st),
+                                        Counters(*cnt), Cycle(*cy), Scratch(*sc), Ppus(*pp))
     (leak, reset, thresh, decay_mem, decay_exc, decay_inh, k_exc, k_inh, gain_exc, gain_inh,
      v_min, v_max, merged, partner, follow) = lif
     S, n_steps, q = run.S, run.n_steps, run.q
     n = an.v.shape[1]
     J = len(run.adc_steps)
     fired, hold, spike_n = sc.fired, sc.hold, sc.spike_n
+    has_hold = run.has_refr
+    if pp.on:           # (the PPU's resets hold too)
+        has_hold = True
     n_busy = 0
     for b in range(b0, b1):
         v, ie, ii, cnt_b = an.v[b], an.ie[b], an.ii[b], an.cnt[b]
         exc, inh = an.acc_n[0, b], an.acc_n[1, b]
         cnt_cycle = 0
         j_adc = _codes(0, b, v, run, 0, J)
+        if pp.on:
+            for j in range(j_adc):
+                pp.have[b, j] = True
         n_acts = 0
         for w in range(n_steps + 1):
             g0 = w * S
@@ -678,12 +717,26 @@ def run_samples(b0, b1, run, lif, an, cf, st, cnt, cy, sc):
                             cnt_b[j] = c
                         hold[j] = c != 0
                     cnt_cycle = g0
+                elif pp.on:
+                    for j in range(n):
+                        hold[j] = False
+                if pp.on:       # the PPU's cycles before the step, and its resets
+                    if pp.ctl[b, C_ERR] == 0:
+                        ppu_advance(g0, pp.prog, pp.geo, pp.ctl[b], pp.regs[b], pp.vregs[b],
+                                    pp.dmem[b], pp.syn_w, pp.syn_l, pp.adcbuf[b], pp.known[b],
+                                    run.adc[:, b], pp.have[b], pp.adc_cycles, pp.outbuf[b],
+                                    pp.holds[b], pp.trk_r[b], pp.trk_v[b], pp.trk_d[b],
+                                    pp.snap[b], pp.tmp[b])
+                    if k < pp.holds.shape[1] and pp.holds[b, k, pp.holds.shape[2] - 1]:
+                        for j in range(n):
+                            if (pp.holds[b, k, j >> 6] >> _U64(j & 63)) & _U64(1):
+                                hold[j] = True
                 _accumulate(sc.acts, n_acts, run.D, run.row_weight, run.row_label,
                             run.row_sign, an.acc)
                 if run.has_noise:
                     noise_row(run.keys[b], _U64(k), run.neurons, run.cols, run.sigma, sc.noise,
                               sc.h, sc.z, sc.flag, sc.fa, sc.fb, sc.ea, sc.no_r)
-                lif_row(v, ie, ii, exc, inh, True, True, hold, run.has_refr, sc.noise,
+                lif_row(v, ie, ii, exc, inh, True, True, hold, has_hold, sc.noise,
                         run.has_noise, leak, reset, thresh, decay_mem, decay_exc, decay_inh,
                         k_exc, k_inh, gain_exc, gain_inh, v_min, v_max, merged, partner,
                         follow, v, ie, ii, fired, sc.dv)
@@ -694,7 +747,11 @@ def run_samples(b0, b1, run, lif, an, cf, st, cnt, cy, sc):
                 for j in range(n):
                     if fired[j]:
                         bits[j >> 6] |= _U64(1) << _U64(j & 63)
+                j_prev = j_adc
                 j_adc = _codes(w, b, v, run, j_adc, J)
+                if pp.on:
+                    for j in range(j_prev, j_adc):
+                        pp.have[b, j] = True
                 if run.has_refr:
                     dt = _ticks(g0, g0 + 1, q)
                     for j in range(n):

@@ -7,18 +7,19 @@ analog step: spikes enter only at analog step boundaries, so the analog step,
 then the window's cycles of every sample, then the next step.  What makes it
 fast:
 
-- **On the CPU, one compiled call per sample and run.**  Without a PPU program
-  (:meth:`FastChip._run_whole`), each sample's whole run, every analog step
-  (its weight sums, membrane noise, LIF update, ADC codes, refractory counters)
-  and every window of its digital side, is one compiled loop
+- **On the CPU, one compiled call per sample and run.**  Each sample's whole run
+  (:meth:`FastChip._run_whole`), every analog step (its weight sums, membrane
+  noise, LIF update, ADC codes, refractory counters), every window of its
+  digital side and every cycle of its PPU program (the compiled core of
+  spikeloop/backends/ppu_core.py), is one compiled loop
   (:func:`spikeloop.backends.digital_core.run_samples`) built from the very
   functions the other paths use (model/analog.py's ``lif_row``,
   model/noise.py's ``noise_row``, the digital side's stages): no Python per
   analog step.  The samples share nothing, so the batch is split over
   ``threads`` threads (by default ``$SPIKELOOP_THREADS``, else every CPU the
   process may use), and the
-  results are the same on any number of them.  On CUDA, and with a PPU program beside the
-  windows, the steps below run from Python, step by step, with the same bits.
+  results are the same on any number of them.  On CUDA the steps below run
+  from Python, step by step, with the same bits.
 
 - **The digital side compiled, and only where something happens.**  The
   arbiters, the playback, the crossbar, the synapse drivers and the recorder
@@ -67,13 +68,12 @@ from spikeloop.backends.digital_core import (
     run_samples,
     spikes_from_bits,
 )
-from spikeloop.backends.fast_ppu import FastPpu, run_before
+from spikeloop.backends.fast_ppu import FastPpu, PpuBatch, fast_ppus, initial_state, run_before
 from spikeloop.base.config import ChipConfig
 from spikeloop.base.events import InputEvents, Observables
 from spikeloop.base.image import ConfigImage
-from spikeloop.base.isa import decode
 from spikeloop.base.layouts import RowSign
-from spikeloop.base.ppu_job import PpuJob, synapse_arrays
+from spikeloop.base.ppu_job import PpuJob
 from spikeloop.base.protocol import DRAIN_CYCLES, live_cycles
 from spikeloop.model.analog import _kernel_params
 from spikeloop.model.analog_loop import AnalogLoop
@@ -94,8 +94,8 @@ def run_fast(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, 
     depend on it.
     ``row_events``: list every driver activation in ``Observables.row_events``.
     ``whole_run``: False takes the step-by-step path where the whole-run kernel
-    (or a PPU program run after it) applies; the same bits, for comparisons
-    and benchmarks (:attr:`FastChip.whole_run`)."""
+    applies; the same bits, for comparisons and benchmarks
+    (:attr:`FastChip.whole_run`)."""
     job = PpuJob.of(chip.cfg, ppu)
 
     def fast_chip(img: ConfigImage) -> FastChip:
@@ -108,12 +108,10 @@ def run_fast(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, 
     if events.cfg != chip.cfg:
         raise ValueError(f"events are for preset {events.cfg.name!r}, not {chip.cfg.name!r}")
     cfg = chip.cfg
-    rows = [[list(zip(image.synapse_weight[h, r].tolist(), image.synapse_label[h, r].tolist(),
-                      strict=True)) for r in range(cfg.rows_per_half)]
-            for h in range(cfg.n_halves)]
+    synapses = (np.asarray(image.synapse_weight), np.asarray(image.synapse_label))
     if job.when == "before":
-        res, rows = run_before(cfg, job, rows)
-        obs = fast_chip(_with_rows(image, rows)).run(
+        res, synapses = run_before(cfg, job, synapses)
+        obs = fast_chip(_with_synapses(image, synapses)).run(
             events, n_steps, run_seed=run_seed, sample_offset=sample_offset,
             row_events=row_events)
         obs.ppu = [res]
@@ -129,7 +127,7 @@ def run_fast(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, 
     # entries it wrote are not known when the next sample's PPU runs)
     stale = [[0] * cfg.n_neurons for _ in range(cfg.adc_buffer_depth)]
     unknown = [None] * n_stored + stale[n_stored:]
-    state = None            # the PPU's registers and data: the job's at first
+    state = initial_state(cfg, job)     # the PPU's registers and data: the job's at first
     parts, b, B = [], 0, events.batch
     # speculate until it fails once (a program whose state changes from sample to
     # sample would otherwise cost a batch per sample); then sample by sample
@@ -142,18 +140,21 @@ def run_fast(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, 
             sub, n_steps, run_seed=run_seed, sample_offset=sample_offset + first, ppus=ppus,
             row_events=row_events)
 
-    def ppu_of(j: int, buffer, track: bool = False) -> FastPpu:
-        return FastPpu(cfg, job, rows, sample=j, stale_adc=buffer, n_live=L,
-                       adc_cycles=adc_cycles, n_steps=n_steps, drain=DRAIN_CYCLES,
-                       state=state, track=track)
+    def ppus_of(first: int, count: int) -> list[FastPpu]:
+        """The PPUs of samples ``first ..``: the first from the buffer the sample
+        before left, the others speculated (the buffer's entries not known)."""
+        return fast_ppus(cfg, job, synapses, list(range(first, first + count)),
+                         [stale] + [unknown] * (count - 1), [False] + [True] * (count - 1),
+                         n_live=L, adc_cycles=adc_cycles, n_steps=n_steps,
+                         drain=DRAIN_CYCLES, state=state)
 
     while b < B:
-        if speculate and 0 < b < B - 1:
+        if speculate and b < B - 1:
             # speculation: samples b.. all start from the state sample b starts from
             # (after sample b, the buffer entries the sample before wrote are not
             # known); a sample is kept while what it read equals what the one before
             # left
-            ppus = [ppu_of(j, stale if j == b else unknown, track=j > b) for j in range(b, B)]
+            ppus = ppus_of(b, B - b)
             obs = run(b, B - b, ppus)
             speculate = False
             keep, start = 1, ppus[0].state()
@@ -162,34 +163,27 @@ def run_fast(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, 
                     break
                 start = p.end_state(start)
                 keep += 1
-            parts.append(obs.head(keep))
+            parts.append(obs if keep == len(ppus) else obs.head(keep))
             state, stale = start, ppus[keep - 1].buffer_after()
             b += keep
             speculate = keep == len(ppus)
             continue
-        p = ppu_of(b, stale)
+        (p,) = ppus_of(b, 1)
         parts.append(run(b, 1, [p]))
         state, stale = p.state(), p.buffer_after()
         if p.wrote:
-            rows = p.rows
-            image = _with_rows(image, rows)
+            synapses = p.synapses
+            image = _with_synapses(image, synapses)
         b += 1
-    return Observables.concat(parts)
+    return parts[0] if len(parts) == 1 else Observables.concat(parts)
 
 
-def _with_rows(image: ConfigImage, rows) -> ConfigImage:
-    """``image`` with the synapses ``rows[half][row][col] = (weight, label)``."""
+def _with_synapses(image: ConfigImage, synapses) -> ConfigImage:
+    """``image`` with the synapses ``(weights, labels)`` [halves, rows, columns]."""
     out = image.copy()
-    out.synapse_weight, out.synapse_label = synapse_arrays(rows)
+    out.synapse_weight, out.synapse_label = (np.asarray(a, dtype=np.int64).copy()
+                                             for a in synapses)
     return out
-
-
-def resets_neurons(job: PpuJob) -> bool:
-    """Whether ``job``'s instruction memory holds a ``vrst`` (a word that decodes
-    as one, reached or not): the one way a PPU program changes a run as it runs
-    (its synapse writes wait for the drain, :class:`FastPpu`)."""
-    return any(d.instr is not None and d.instr.mnemonic == "vrst"
-               for d in map(decode, job.words))
 
 
 def playback_schedule(cfg: ChipConfig, events: InputEvents, n_live: int):
@@ -272,10 +266,9 @@ class FastChip:
         #: CPU threads sharing the samples of a run (None: :func:`usable_cpus`; not
         #: torch's thread count, which training keeps at 1 for its own reasons)
         self.threads = threads
-        #: on the CPU: each sample's whole run in one compiled call
-        #: (:func:`~spikeloop.backends.digital_core.run_samples`; a PPU program that
-        #: resets no neuron runs after it); False: step by step from Python (the
-        #: path CUDA and a program that resets neurons take; the same bits)
+        #: on the CPU: each sample's whole run, its PPU included, in one compiled
+        #: call (:func:`~spikeloop.backends.digital_core.run_samples`); False: step
+        #: by step from Python (the path CUDA takes; the same bits)
         self.whole_run = dev.type == "cpu" and whole_run
         H, C, n = cfg.n_halves, cfg.columns_per_half, cfg.n_neurons
         D, Bh = cfg.drivers_per_half, cfg.buses_per_half
@@ -367,9 +360,7 @@ class FastChip:
             raise ValueError(f"n_steps = {n_steps}; allowed: >= 1")
         if events.cfg != cfg:
             raise ValueError(f"events are for preset {events.cfg.name!r}, not {cfg.name!r}")
-        if self.whole_run and (not ppus or not resets_neurons(ppus[0].job)):
-            # a program that resets no neuron cannot change the run: the PPUs run
-            # after it, with every ADC sample's codes known
+        if self.whole_run:
             return self._run_whole(events, n_steps, run_seed, sample_offset, row_events,
                                    ppus=ppus)
         B, n, S, K = events.batch, self.n, cfg.analog_step_cycles, cfg.n_blocks
@@ -419,7 +410,7 @@ class FastChip:
             if hit is not None:
                 adc[hit] = codes
             if fed is not None:
-                for b, row in enumerate(codes.cpu().numpy().tolist()):
+                for b, row in enumerate(codes.cpu().numpy()):
                     for i in fed:
                         ppus[b].set_codes(i, row)
 
@@ -469,9 +460,9 @@ class FastChip:
         (:func:`~spikeloop.backends.digital_core.run_samples`: no Python per analog
         step), the samples split over ``threads`` threads (each sample's numbers
         never depend on another's, so neither do the results on the split).
-        ``ppus``: PPU programs that reset no neuron, run after the run over the
-        codes of every sample they read (each cycle sees what it would see
-        beside the run: the PPU cannot change the run)."""
+        ``ppus``: each sample's PPU, run inside the kernel through the cycles
+        before each analog step (its resets hold that step's neurons), then to
+        its halt after the run (:meth:`FastPpu.finish`)."""
         cfg = self.cfg
         B, n, K = events.batch, self.n, cfg.n_blocks
         L = live_cycles(cfg, n_steps)
@@ -544,10 +535,12 @@ class FastChip:
                 fired=np.zeros(n, np.bool_), hold=np.zeros(n, np.bool_),
                 spike_n=np.zeros(n, np.int64)))
 
+        batch = PpuBatch(ppus, len(adc_steps))
+
         def part(b0: int, b1: int, busy: np.ndarray) -> None:
             cycle = digital.new_cycle()
             run_samples(b0, b1, tuple(run), lif, tuple(analog), config, state,
-                        counters[:-1] + (busy,), cycle, scratch())
+                        counters[:-1] + (busy,), cycle, scratch(), batch.bundle)
 
         workers = min(B, self.threads or usable_cpus())
         edges = np.linspace(0, B, workers + 1).round().astype(np.int64)
@@ -563,11 +556,8 @@ class FastChip:
         digital.busy[0] = int(busy.sum())
         sp = spikes_from_bits(bits)
         if ppus is not None:
-            results = []
-            for b, p in enumerate(ppus):            # one sample's codes at a time
-                for i, codes in enumerate(adc[:, b].tolist()):
-                    p.set_codes(i, codes)
-                results.append(p.finish())
+            batch.put_back(adc)
+            results = [p.finish() for p in ppus]    # (the cycles after the last step)
             adc = adc[adc_rows(cfg, adc_taken)]
             obs = self._observables(events, n_steps, run_seed, L, sp, late,
                                     torch.from_numpy(adc), adc_taken, cmax)
