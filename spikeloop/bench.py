@@ -3,7 +3,8 @@
     python -m spikeloop.bench fast [--batch 64] [--batches 3] [--repeats 3] [--device cpu]
                                    [--reference-samples 2] [--threads 1] [--breakdown]
                                    [--step-cycles 8]
-    python -m spikeloop.bench train [--batch 100] [--batches 3] [--threads 1] [--device cpu]
+    python -m spikeloop.bench train [--task mnist|speech] [--batch 100] [--batches 3]
+                                    [--threads 1] [--device cpu]
     python -m spikeloop.bench peers [--batch 100] [--batches 2] [--repeats 3] [--threads 0]
                                     [--data-dir DIR] [--peers snntorch norse]
                                     [--scaling batch cores step]
@@ -32,6 +33,11 @@ FULL chip (``ChipNetwork``, backend fast, merged neurons: the chip's forward
 pass, then backpropagation through the ideal equations along the measured
 traces) beside the same step of ``SoftwareNetwork`` (the ideal model on the 20
 observed steps, denormals flushed as ``spikeloop train`` does in software).
+With ``--task speech``: the paper's speech network (70 inputs, 186 recurrent
+hidden neurons, 20 outputs, 294 observed steps) in the loop on full's streaming
+variant (the PPU's stream program recording every membrane sample, inside the
+compiled run) beside its ideal model, on random spike trains at a spoken
+digit's rate (the recordings themselves come from ``spikeloop data speech``).
 - ``peers``: the same training step and a forward pass (no gradients) in the
   loop on the fast backend, in the ideal model, and in the software peers
   snnTorch and norse (spikeloop/nn/peers.py: the same network, CUBA LIF hidden
@@ -117,6 +123,9 @@ from spikeloop.base.protocol import DRAIN_CYCLES, live_cycles
 from spikeloop.base.settings import Command, option
 from spikeloop.base.settings import main as dispatch
 from spikeloop.cosim.backend import run_ceiling, run_cosim
+from spikeloop.data.encoding import PAPER_DT_US
+from spikeloop.data.shd import N_CLASSES as SPEECH_CLASSES
+from spikeloop.experiments.speech import speech_loss, speech_network
 from spikeloop.explore import spec as explore_spec
 from spikeloop.explore import sweep as explore_sweep
 from spikeloop.explore.energy import DEFAULT_TABLE
@@ -128,7 +137,13 @@ from spikeloop.nn import SoftwareNetwork
 from spikeloop.nn.chip_network import ChipNetwork
 from spikeloop.nn.peers import PEERS, build_peer, missing
 from spikeloop.ppu.programs import program, stream_dmem
-from spikeloop.training.tasks import build_task, speech_chip
+from spikeloop.training.tasks import (
+    SPEECH_CHANNELS,
+    SPEECH_HIDDEN,
+    SPEECH_N_STEPS,
+    build_task,
+    speech_chip,
+)
 from spikeloop.verify.scenarios import SCENARIOS
 
 N_IN, N_HIDDEN, N_OUT = 256, 246, 10
@@ -480,44 +495,84 @@ def _build_size(build_dir: Path) -> str:
     return f"Verilog {v / 1e6:.1f} MB, C++ {cpp / 1e6:.1f} MB ({build_dir.name})"
 
 
-def bench_train(args: TrainBench) -> int:
-    """Forward + backward + optimiser step: in the loop on FULL vs the ideal model."""
+#: spikes per spoken digit at the speech task's 70 channels (docs/speech.md: the
+#: cochlea check's first utterance, 1,708 +- 15 over fibre seeds)
+SPEECH_SPIKES_PER_RECORDING = 1708
+
+
+def _train_setup(args: TrainBench):
+    """The task's two networks (in the loop, ideal), its batches (inputs for
+    ``net(*x)`` and labels), its loss and a line saying what they are."""
     n = args.batch * (args.batches + 1)
+    gen = torch.Generator().manual_seed(args.seed)
+    if args.task == "speech":
+        # the paper's speech network on full's streaming variant; random spike trains
+        # at a spoken digit's rate (the data set itself is made by spikeloop data speech)
+        k, T = len(SPEECH_CHANNELS), SPEECH_N_STEPS
+        p = SPEECH_SPIKES_PER_RECORDING / (k * T)
+        xs = [((torch.rand(T, args.batch, k, generator=gen) < p).float(),)     # time-major
+              for _ in range(args.batches + 1)]
+        ys = [torch.randint(0, SPEECH_CLASSES, (args.batch,), generator=gen)
+              for _ in range(args.batches + 1)]
+        cfg = speech_chip(FULL)
+        chip = Chip.calibrated(cfg, 1)
+        nets = {f"in the loop (fast, {cfg.name})": speech_network(
+                    k, SPEECH_HIDDEN, SPEECH_CLASSES, PAPER_DT_US, args.seed, chip),
+                "ideal model (software)": speech_network(
+                    k, SPEECH_HIDDEN, SPEECH_CLASSES, PAPER_DT_US, args.seed)}
+        what = (f"network {k} -> {SPEECH_HIDDEN} recurrent -> {SPEECH_CLASSES} (the speech "
+                f"task's), batches of {args.batch} random spike trains ({p:.3f} spikes per "
+                f"channel and step: {SPEECH_SPIKES_PER_RECORDING} per recording), {T} observed "
+                f"steps of {PAPER_DT_US} µs; chip {cfg.name} seed 1, the PPU streaming every "
+                "membrane sample")
+        return nets, xs, ys, speech_loss, what
     task = build_task("mnist", cfg=FULL, train_samples=n, test_samples=1)
-    xs = [task.train.get_batch(np.arange(k * args.batch, (k + 1) * args.batch))
+    xs = [task.encode(task.train.get_batch(np.arange(k * args.batch, (k + 1) * args.batch)))
           for k in range(args.batches + 1)]
     ys = [task.train.labels[k * args.batch:(k + 1) * args.batch]
           for k in range(args.batches + 1)]
-    enc = [task.encode(x) for x in xs]
-    t0 = time.perf_counter()
     chip = Chip.calibrated(FULL, 0)
     nets = {"in the loop (fast, FULL)": ChipNetwork(
-                chip, N_IN, N_HIDDEN, N_OUT, generator=torch.Generator().manual_seed(args.seed),
-                device=args.device),
+                chip, N_IN, N_HIDDEN, N_OUT, generator=gen, device=args.device),
             "ideal model (software)": SoftwareNetwork(
                 N_IN, N_HIDDEN, N_OUT, generator=torch.Generator().manual_seed(args.seed))}
-    nets["in the loop (fast, FULL)"].baseline()
-    print(f"network {N_IN} -> {N_HIDDEN} -> {N_OUT} (chip: merged neurons), MNIST batches "
-          f"of {args.batch}, {task.n_steps} observed steps of {task.dt_us} µs; torch threads "
-          f"{torch.get_num_threads()}; the chip's fast backend on {args.device} "
-          f"({usable_cpus()} thread(s) on the cpu) (the "
-          f"networks' gradient path on cpu); chip calibration and placement "
-          f"{time.perf_counter() - t0:.1f} s (not timed)")
+    what = (f"network {N_IN} -> {N_HIDDEN} -> {N_OUT} (chip: merged neurons), MNIST batches "
+            f"of {args.batch}, {task.n_steps} observed steps of {task.dt_us} µs")
+
+    def loss(net, out, y):
+        return F.nll_loss(out.log_probs, y) + net.regularization(out)
+
+    return nets, xs, ys, loss, what
+
+
+def bench_train(args: TrainBench) -> int:
+    """Forward + backward + optimiser step: in the loop on FULL vs the ideal model."""
+    if args.task == "speech" and args.device != "cpu":
+        raise ValueError("--task speech runs the chip on the cpu (its PPU program runs "
+                         "inside the CPU's compiled run); leave --device at cpu")
+    t0 = time.perf_counter()
+    nets, xs, ys, loss_of, what = _train_setup(args)
+    loop_name = next(iter(nets))
+    nets[loop_name].baseline()
+    print(f"{what}; torch threads {torch.get_num_threads()}; the chip's fast backend on "
+          f"{args.device} ({usable_cpus()} thread(s) on the cpu) (the networks' gradient "
+          f"path on cpu); chip calibration and placement {time.perf_counter() - t0:.1f} s "
+          "(not timed)")
     print("measured (one training step per batch: forward, backward, Adam, clamp; "
           "wall clock, warm-up batch excluded):")
     rates = {}
     for name, net in nets.items():
         software = not isinstance(net, ChipNetwork)
-        opt = torch.optim.Adam(net.parameters(), lr=1.5e-3)
+        opt = torch.optim.Adam([q for q in net.parameters() if q.requires_grad], lr=1.5e-3)
         if software:
             torch.set_flush_denormal(True)
         fwd = bwd = 0.0
         try:
-            for k, ((raster_, times), y) in enumerate(zip(enc, ys, strict=True)):
+            for k, (x, y) in enumerate(zip(xs, ys, strict=True)):
                 t0 = time.perf_counter()
-                out = net(raster_, times)
+                out = net(*x)
                 t1 = time.perf_counter()
-                loss = F.nll_loss(out.log_probs, y) + net.regularization(out)
+                loss = loss_of(net, out, y)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -530,10 +585,11 @@ def bench_train(args: TrainBench) -> int:
                 torch.set_flush_denormal(False)
         samples = args.batch * args.batches
         rates[name] = _rate(samples, fwd + bwd)
-        print(f"  {name:26s} {rates[name]:9.1f} samples/s  (forward {fwd:.2f} s, "
-              f"backward + step {bwd:.2f} s for {samples} samples)")
+        print(f"  {name:32s} {rates[name]:9.1f} samples/s  (forward {fwd:.2f} s, "
+              f"backward + step {bwd:.2f} s for {samples} samples; "
+              f"{(fwd + bwd) / samples * 1e3:.1f} ms per sample)")
     loop, ideal = rates.values()
-    print(f"  ratio ideal / in the loop  {ideal / loop:9.1f} x")
+    print(f"  ratio ideal / in the loop        {ideal / loop:9.1f} x")
     return 0
 
 
@@ -753,6 +809,8 @@ class FastBench:
 
 @dataclass
 class TrainBench:
+    task: str = option("mnist", choices=("mnist", "speech"),
+                       help="the paper's MNIST network (default) or its speech network")
     batch: int = option(100, help="samples per batch (the paper's 100)")
     batches: int = option(3, help="timed batches, after one warm-up (default 3)")
     seed: int = option(0, help="initial weights (default 0)")

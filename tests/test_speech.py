@@ -270,3 +270,16 @@ def torch_load(path):
     import torch
 
     return {k: v.numpy() for k, v in torch.load(path, weights_only=True).items()}
+
+
+def test_the_training_benchmark_runs_the_speech_network_in_the_loop(capsys):
+    """``python -m spikeloop.bench train --task speech``: the paper's speech network
+    in the loop on full's streaming variant beside its ideal model."""
+    from spikeloop.bench import main as bench_main
+
+    assert bench_main(["train", "--task", "speech", "--batch", "2", "--batches", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "network 70 -> 186 recurrent -> 20" in out and "chip full-stream seed 1" in out
+    assert "in the loop (fast, full-stream)" in out and "ms per sample" in out
+    assert bench_main(["train", "--task", "speech", "--device", "cuda"]) == 2
+    assert "--task speech runs the chip on the cpu" in capsys.readouterr().err

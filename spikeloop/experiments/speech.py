@@ -132,15 +132,28 @@ class SpeechExperimentSettings:
 
 
 def network(task: Task, seed: int, chip: Chip | None = None, backend: str = "fast"):
-    """The speech network, initialised from ``seed``: ideal (software), or on
-    ``chip`` in the loop (its noise seeded by ``seed`` too)."""
+    """The speech network of ``task``, initialised from ``seed``: ideal
+    (software), or on ``chip`` in the loop (its noise seeded by ``seed`` too)."""
+    return speech_network(task.n_in, task.n_hidden, task.n_out, task.dt_us, seed, chip,
+                          backend)
+
+
+def speech_network(n_in: int, n_hidden: int, n_out: int, dt_us: float, seed: int,
+                   chip: Chip | None = None, backend: str = "fast"):
+    """The paper's recurrent speech network of these sizes (:func:`network`)."""
     gen = torch.Generator().manual_seed(int(seed))
     kw = dict(recurrent=True, readout_scale=READOUT_SCALE, generator=gen,
-              params=LIFParameters(dt_us=task.dt_us))
+              params=LIFParameters(dt_us=dt_us))
     if chip is None:
-        return SoftwareNetwork(task.n_in, task.n_hidden, task.n_out, **kw)
-    return ChipNetwork(chip, task.n_in, task.n_hidden, task.n_out, backend=backend,
-                       run_seed=int(seed), **kw)
+        return SoftwareNetwork(n_in, n_hidden, n_out, **kw)
+    return ChipNetwork(chip, n_in, n_hidden, n_out, backend=backend, run_seed=int(seed), **kw)
+
+
+def speech_loss(net, out, y: torch.Tensor) -> torch.Tensor:
+    """The training loss of the speech experiment: NLL plus the paper's
+    regularisation."""
+    return F.nll_loss(out.log_probs, y) + net.regularization(
+        out, spike_strength=PAPER_SPIKE_REG, weight_strength=PAPER_WEIGHT_REG)
 
 
 def loop_chip(s: SpeechExperimentSettings, out: Path, log=print) -> Chip:
@@ -187,9 +200,7 @@ def train(net, task: Task, s: SpeechExperimentSettings, seed: int,
         for x, y in batches.epoch(epoch):
             raster, _ = task.encode(x)
             out = net(raster)
-            nll = F.nll_loss(out.log_probs, y)
-            loss = nll + net.regularization(out, spike_strength=PAPER_SPIKE_REG,
-                                            weight_strength=PAPER_WEIGHT_REG)
+            loss = speech_loss(net, out, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
