@@ -70,7 +70,8 @@ class FastPpu:
                                  write_from=n_live + drain if write_from is None else write_from,
                                  out_depth=out_buffer_vectors(cfg))
         self.prog = core.predecode(job.words, chip_geometry(cfg).imem_words)
-        s = self.core = core_state or core.CoreState.new(self.geo, self.adc_cycles)
+        s = self.core = core_state or core.CoreState.new(self.geo, self.adc_cycles,
+                                                          core.resets(self.prog))
         if synapses is not None:
             s.syn_w[...], s.syn_l[...] = synapses
         if stale_adc is not None:
@@ -153,12 +154,16 @@ class FastPpu:
     def set_codes(self, i: int, codes) -> None:
         """The codes of ADC sample ``i`` of this run, known before the cycle that
         takes it."""
-        self.core.codes[i] = codes
-        self.core.have[i] = True
+        s = self.core
+        if len(s.codes) < len(s.adc_cycles):
+            s.codes = np.zeros((len(s.adc_cycles), self.cfg.n_neurons), np.int64)
+        s.codes[i] = codes
+        s.have[i] = True
 
     def set_all_codes(self, codes: np.ndarray) -> None:
-        """The codes of this run's first ``len(codes)`` ADC samples."""
-        self.core.codes[:len(codes)] = codes
+        """The codes of this run's first ``len(codes)`` ADC samples (every one the
+        PPU may read: [samples, neurons] int64, kept as given, not copied)."""
+        self.core.codes = codes
         self.core.have[:len(codes)] = True
 
     def advance(self, until: int) -> None:
@@ -255,7 +260,8 @@ def fast_ppus(cfg: ChipConfig, job: PpuJob, synapses, samples: list[int], stale:
     geo = core.geometry(cfg, n_live=kw.get("n_live", 0), n_steps=kw.get("n_steps", 0),
                         drain=kw.get("drain", 0), write_from=0, out_depth=out_buffer_vectors(cfg))
     states = core.CoreState.batch(geo, np.asarray(kw.get("adc_cycles", ()), np.int64),
-                                  len(samples))
+                                  len(samples),
+                                  core.resets(core.predecode(job.words, int(geo[core.G_IW]))))
     states[0].syn_w[...], states[0].syn_l[...] = synapses
     return [FastPpu(cfg, job, None, sample=j, stale_adc=st, track=tr, core_state=cs, **kw)
             for j, st, tr, cs in zip(samples, stale, track, states, strict=True)]

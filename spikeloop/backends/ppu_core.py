@@ -135,13 +135,15 @@ class CoreState:
     syn_l: np.ndarray       # int64 [halves, rows, columns]
     adcbuf: np.ndarray      # int64 [depth, neurons]
     known: np.ndarray       # bool [depth]
-    codes: np.ndarray       # int64 [samples, neurons]: this run's samples' codes
+    codes: np.ndarray       # int64 [samples, neurons]: this run's samples' codes (empty
+    #                         until given: FastPpu.set_codes, set_all_codes)
     have: np.ndarray        # bool [samples]: given
     adc_cycles: np.ndarray  # int64 [samples]: the cycle that takes each
     outbuf: np.ndarray      # uint8 [output buffer vectors, vector bytes]
     holds: np.ndarray       # uint64 [steps, words + 1]: the neurons the resets of each
     #                         step hold, as bits (neuron j: bit j % 64 of word j // 64;
-    #                         the last word: 1 when any)
+    #                         the last word: 1 when any); one row for a program
+    #                         without vrst
     trk_r: np.ndarray       # bool [2, 16]: read before written, written
     trk_v: np.ndarray       # bool [2, 8]
     trk_d: np.ndarray       # bool [2, dmem words]
@@ -153,16 +155,18 @@ class CoreState:
     index: int = 0
 
     @classmethod
-    def new(cls, geo: np.ndarray, adc_cycles: np.ndarray) -> CoreState:
+    def new(cls, geo: np.ndarray, adc_cycles: np.ndarray, resets: bool = True) -> CoreState:
         """One sample's state, zero (every ADC entry known, synapses zero)."""
-        return cls.batch(geo, adc_cycles, 1)[0]
+        return cls.batch(geo, adc_cycles, 1, resets)[0]
 
     @classmethod
-    def batch(cls, geo: np.ndarray, adc_cycles: np.ndarray, count: int) -> list[CoreState]:
+    def batch(cls, geo: np.ndarray, adc_cycles: np.ndarray, count: int,
+              resets: bool = True) -> list[CoreState]:
         """``count`` samples' states, each row ``i`` of one array per field (the
         whole-run kernel takes the arrays as they are), sharing one pair of
         synapse arrays (only a batch of one may write synapses: the fast
-        backend runs a program that writes them sample by sample)."""
+        backend runs a program that writes them sample by sample).  ``resets``
+        False: the program holds no ``vrst`` (one row of holds)."""
         vb, dw, n = int(geo[G_VB]), int(geo[G_DW]), int(geo[G_N])
         depth, k = int(geo[G_DEPTH]), len(adc_cycles)
         shape = (int(geo[G_HALVES]), int(geo[G_ROWS]), int(geo[G_COLS]))
@@ -173,19 +177,20 @@ class CoreState:
             "dmem": np.zeros((count, dw), np.int64),
             "adcbuf": np.zeros((count, depth, n), np.int64),
             "known": np.ones((count, depth), np.bool_),
-            "codes": np.zeros((count, k, n), np.int64),
             "have": np.zeros((count, k), np.bool_),
             "outbuf": np.zeros((count, int(geo[G_ODEPTH]), vb), np.uint8),
-            "holds": np.zeros((count, max(int(geo[G_STEPS]), 1), hold_words(n) + 1),
-                              np.uint64),
+            "holds": np.zeros((count, max(int(geo[G_STEPS]), 1) if resets else 1,
+                               hold_words(n) + 1), np.uint64),
             "trk_r": np.zeros((count, 2, N_REGS), np.bool_),
             "trk_v": np.zeros((count, 2, N_VREGS), np.bool_),
             "trk_d": np.zeros((count, 2, dw), np.bool_),
             "snap": np.zeros((count, vb), np.uint8), "tmp": np.zeros((count, vb), np.uint8)}
         syn_w, syn_l = np.zeros(shape, np.int64), np.zeros(shape, np.int64)
         cycles = np.ascontiguousarray(adc_cycles, np.int64)
-        return [cls(syn_w=syn_w, syn_l=syn_l, adc_cycles=cycles, rows=rows, index=i,
-                    **{name: a[i] for name, a in rows.items()}) for i in range(count)]
+        no_codes = np.zeros((0, n), np.int64)
+        return [cls(syn_w=syn_w, syn_l=syn_l, adc_cycles=cycles, codes=no_codes, rows=rows,
+                    index=i, **{name: a[i] for name, a in rows.items()})
+                for i in range(count)]
 
     def advance(self, until: int, prog: np.ndarray, geo: np.ndarray) -> int:
         """:func:`advance` on this state; its error code (0: none)."""
@@ -193,6 +198,11 @@ class CoreState:
                        self.syn_w, self.syn_l, self.adcbuf, self.known, self.codes, self.have,
                        self.adc_cycles, self.outbuf, self.holds, self.trk_r, self.trk_v,
                        self.trk_d, self.snap, self.tmp)
+
+
+def resets(prog: np.ndarray) -> bool:
+    """Whether the predecoded program holds a ``vrst`` (reached or not)."""
+    return bool((prog[:, P_CODE] == VRST).any())
 
 
 def hold_words(n: int) -> int:
@@ -579,7 +589,7 @@ def advance(until, prog, geo, ctl, regs, vregs, dmem, syn_w, syn_l, adcbuf, know
             ea = (_rreg(regs, trk_r, b) + simm) & XMASK
             _rvec(trk_v, a & 7)
             chunk = ea & ((1 << geo[G_NCB]) - 1)
-            if chunk < geo[G_NC] and c < L and c // S < n_steps:
+            if chunk < geo[G_NC] and c < L and c // S < min(n_steps, holds.shape[0]):
                 k = c // S
                 for i in range(vb):
                     nrn = chunk * vb + i
