@@ -496,8 +496,8 @@ def _build_size(build_dir: Path) -> str:
 
 
 #: spikes per spoken digit at the speech task's 70 channels (docs/speech.md: the
-#: cochlea check's first utterance, 1,708 +- 15 over fibre seeds)
-SPEECH_SPIKES_PER_RECORDING = 1708
+#: mean over the training set of ``spikeloop data speech``, seed 0)
+SPEECH_SPIKES_PER_RECORDING = 1104
 
 
 def _train_setup(args: TrainBench):
