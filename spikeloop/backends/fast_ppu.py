@@ -6,9 +6,10 @@ computes what the cycle-level reference
 :class:`~spikeloop.model.digital.ppu.PpuRef` computes): before the analog step
 ``k`` it runs every sample's PPU through the last cycle of that step, so the
 step sees the reset holds of its cycles (docs/ppu.md) and the PPU sees exactly
-the ADC samples taken before each of its cycles.  A program that resets no
-neuron runs after the sample's compiled run instead, over the codes of every
-ADC sample it takes (it cannot change the run).
+the ADC samples taken before each of its cycles.  On the CPU the same core
+runs inside each sample's compiled run (spikeloop/backends/digital_core.py's
+``run_samples``, through :class:`PpuBatch`), cycle for cycle as beside the
+windows.
 
 On the chip a sample's PPU run starts from what the run before left: its
 registers, vector registers and data memory (a start clears only ``pc``,
@@ -80,16 +81,12 @@ class FastPpu:
                     s.known[j] = False
                 else:
                     s.adcbuf[j] = entry
-        if state is None:            # the job's: registers 0, the host's data words
-            for i, w in job.dmem:
-                s.dmem[i] = int(w) & XMASK
-        else:                        # what the PPU's run before left
-            regs, vregs, dmem = state
-            s.regs[:] = regs
-            nb = s.vregs.shape[1]
-            for k, v in enumerate(vregs):
-                s.vregs[k] = core.vector_to_bytes(v, nb)
-            s.dmem[:] = dmem
+        # what the PPU's run before left, else the job's (:func:`initial_state`)
+        regs, vregs, dmem = initial_state(cfg, job) if state is None else state
+        s.regs[:] = regs
+        for k, v in enumerate(vregs):
+            s.vregs[k] = core.vector_to_bytes(v, s.vregs.shape[1])
+        s.dmem[:] = dmem
         # the start pulse in cycle 0 of the run: the first instruction in cycle 1
         s.ctl[core.C_RUN], s.ctl[core.C_CYCLE] = 1, 1
         self._unfinished: Exception | None = None

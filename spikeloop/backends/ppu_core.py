@@ -262,10 +262,17 @@ def _copy(dst, src):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _rreg(regs, trk_r, k):
-    if not trk_r[1, k]:
-        trk_r[0, k] = True
-    return regs[k]
+def _note_read(trk, k):
+    """Element ``k`` is read: logged as read first unless this run wrote it."""
+    if not trk[1, k]:
+        trk[0, k] = True
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _read(mem, trk, k):
+    """``mem[k]``, the read logged (:func:`_note_read`)."""
+    _note_read(trk, k)
+    return mem[k]
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -273,19 +280,6 @@ def _wreg(regs, trk_r, k, value):
     if k:
         regs[k] = value & XMASK
         trk_r[1, k] = True
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _rvec(trk_v, k):
-    if not trk_v[1, k]:
-        trk_v[0, k] = True
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _rword(dmem, trk_d, k):
-    if not trk_d[1, k]:
-        trk_d[0, k] = True
-    return dmem[k]
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -389,7 +383,7 @@ def advance(until, prog, geo, ctl, regs, vregs, dmem, syn_w, syn_l, adcbuf, know
         if prog[pc, P_CYCLES] == 2 and ctl[C_PHASE] == 0:
             # the first cycle of a two-cycle instruction: vadc reads its ADC entry now
             if code == VADC:
-                ea = (_rreg(regs, trk_r, b) + simm) & XMASK
+                ea = (_read(regs, trk_r, b) + simm) & XMASK
                 acb = geo[G_ACB]
                 chunk = ea & ((1 << acb) - 1)
                 sample = (ea >> acb) & ((1 << geo[G_SB]) - 1)
@@ -413,8 +407,8 @@ def advance(until, prog, geo, ctl, regs, vregs, dmem, syn_w, syn_l, adcbuf, know
             ctl[C_RUN], ctl[C_HALTED] = 0, 1
             next_pc = pc
         elif code < 0x1A:           # the scalar ALU: rd <- f(rs1, rs2 or imm)
-            x = _rreg(regs, trk_r, b) if code != LUI else 0
-            y = _rreg(regs, trk_r, cc) if code < ADDI else 0
+            x = _read(regs, trk_r, b) if code != LUI else 0
+            y = _read(regs, trk_r, cc) if code < ADDI else 0
             imm = prog[pc, P_IMM]
             if code == ADD:
                 r = x + y
@@ -464,14 +458,14 @@ def advance(until, prog, geo, ctl, regs, vregs, dmem, syn_w, syn_l, adcbuf, know
             r = start if imm == 0 else adc_count if imm == 1 else (t & XMASK) if imm == 2 else 0
             _wreg(regs, trk_r, a, r)
         elif code == LW:
-            ea = (_rreg(regs, trk_r, b) + simm) & XMASK
-            _wreg(regs, trk_r, a, _rword(dmem, trk_d, ea % dw))
+            ea = (_read(regs, trk_r, b) + simm) & XMASK
+            _wreg(regs, trk_r, a, _read(dmem, trk_d, ea % dw))
         elif code == SW:
-            ea = (_rreg(regs, trk_r, b) + simm) & XMASK
-            dmem[ea % dw] = _rreg(regs, trk_r, a)
+            ea = (_read(regs, trk_r, b) + simm) & XMASK
+            dmem[ea % dw] = _read(regs, trk_r, a)
             trk_d[1, ea % dw] = True
         elif BEQ <= code <= BGEU:
-            x, y = _rreg(regs, trk_r, b), _rreg(regs, trk_r, a)
+            x, y = _read(regs, trk_r, b), _read(regs, trk_r, a)
             if code == BEQ:
                 taken_b = x == y
             elif code == BNE:
@@ -490,7 +484,7 @@ def advance(until, prog, geo, ctl, regs, vregs, dmem, syn_w, syn_l, adcbuf, know
             _wreg(regs, trk_r, a, next_pc)
             next_pc = (pc + simm) & iw_mask
         elif code == JALR:
-            target = ((_rreg(regs, trk_r, b) + simm) & XMASK) & iw_mask
+            target = ((_read(regs, trk_r, b) + simm) & XMASK) & iw_mask
             _wreg(regs, trk_r, a, next_pc)
             next_pc = target
         elif VALU_LO <= code <= VALU_HI:
@@ -499,18 +493,18 @@ def advance(until, prog, geo, ctl, regs, vregs, dmem, syn_w, syn_l, adcbuf, know
             lmask = (1 << w) - 1
             vd = a & 7
             if code == VSPLAT:
-                x = _rreg(regs, trk_r, b) & lmask
+                x = _read(regs, trk_r, b) & lmask
                 for i in range(nl):
                     _set_lane(vregs[vd], i, w, x)
                 trk_v[1, vd] = True
             elif code == VGET:
-                _rvec(trk_v, b & 7)
-                i = _rreg(regs, trk_r, cc) & (nl - 1)
+                _note_read(trk_v, b & 7)
+                i = _read(regs, trk_r, cc) & (nl - 1)
                 _wreg(regs, trk_r, a, _lane(vregs[b & 7], i, w))
             elif code == VSET:
-                _rvec(trk_v, b & 7)
-                i = _rreg(regs, trk_r, cc) & (nl - 1)
-                x = _rreg(regs, trk_r, d) & lmask
+                _note_read(trk_v, b & 7)
+                i = _read(regs, trk_r, cc) & (nl - 1)
+                x = _read(regs, trk_r, d) & lmask
                 _copy(tmp, vregs[b & 7])
                 _set_lane(tmp, i, w, x)
                 _copy(vregs[vd], tmp)
@@ -518,11 +512,11 @@ def advance(until, prog, geo, ctl, regs, vregs, dmem, syn_w, syn_l, adcbuf, know
             else:
                 sh = prog[pc, P_SH]
                 va, vbb, vc = vregs[b & 7], vregs[cc & 7], vregs[d & 7]
-                _rvec(trk_v, b & 7)
+                _note_read(trk_v, b & 7)
                 if not (VSLL <= code <= VSRA):
-                    _rvec(trk_v, cc & 7)
+                    _note_read(trk_v, cc & 7)
                 if code == VSEL:
-                    _rvec(trk_v, d & 7)
+                    _note_read(trk_v, d & 7)
                 for i in range(nl):
                     z = _lane(vc, i, w) if code == VSEL else 0
                     _set_lane(tmp, i, w, _valu_lane(code, _lane(va, i, w), _lane(vbb, i, w),
@@ -530,15 +524,15 @@ def advance(until, prog, geo, ctl, regs, vregs, dmem, syn_w, syn_l, adcbuf, know
                 _copy(vregs[vd], tmp)
                 trk_v[1, vd] = True
         elif code == VLD:
-            base = (((_rreg(regs, trk_r, b) + simm) & XMASK) % dv) * vw
+            base = (((_read(regs, trk_r, b) + simm) & XMASK) % dv) * vw
             for k in range(vw):
-                word = _rword(dmem, trk_d, base + k)
+                word = _read(dmem, trk_d, base + k)
                 for j in range(4):
                     vregs[a & 7, 4 * k + j] = (word >> (8 * j)) & 0xFF
             trk_v[1, a & 7] = True
         elif code == VST:
-            base = (((_rreg(regs, trk_r, b) + simm) & XMASK) % dv) * vw
-            _rvec(trk_v, a & 7)
+            base = (((_read(regs, trk_r, b) + simm) & XMASK) % dv) * vw
+            _note_read(trk_v, a & 7)
             for k in range(vw):
                 word = 0
                 for j in range(4):
@@ -546,7 +540,7 @@ def advance(until, prog, geo, ctl, regs, vregs, dmem, syn_w, syn_l, adcbuf, know
                 dmem[base + k] = word
                 trk_d[1, base + k] = True
         elif VLW <= code <= VSL:
-            ea = (_rreg(regs, trk_r, b) + simm) & XMASK
+            ea = (_read(regs, trk_r, b) + simm) & XMASK
             rcb, rb = geo[G_RCB], geo[G_RB]
             chunk = ea & ((1 << rcb) - 1)
             row = (ea >> rcb) & ((1 << rb) - 1)
@@ -560,7 +554,7 @@ def advance(until, prog, geo, ctl, regs, vregs, dmem, syn_w, syn_l, adcbuf, know
                     vregs[a & 7, i] = syn[half, row, col] & 0xFF if ok and col < C else 0
                 trk_v[1, a & 7] = True
             else:
-                _rvec(trk_v, a & 7)
+                _note_read(trk_v, a & 7)
                 if ok:
                     if c < geo[G_WFROM]:
                         ctl[C_ERR], ctl[C_ERR_A], ctl[C_ERR_B] = ERR_SYNAPSE_WRITE, half, row
@@ -575,19 +569,19 @@ def advance(until, prog, geo, ctl, regs, vregs, dmem, syn_w, syn_l, adcbuf, know
                             else:
                                 syn_l[half, row, col] = vregs[a & 7, i] & geo[G_LMASK]
         elif code == VADC:
-            _rreg(regs, trk_r, b)
+            _read(regs, trk_r, b)
             _copy(vregs[a & 7], snap)
             trk_v[1, a & 7] = True
         elif code == VOUT:
-            _rvec(trk_v, a & 7)
+            _note_read(trk_v, a & 7)
             if ctl[C_OUTN] < outbuf.shape[0]:
                 _copy(outbuf[ctl[C_OUTN]], vregs[a & 7])
                 ctl[C_OUTN] += 1
             else:
                 ctl[C_DROPS] = min(ctl[C_DROPS] + 1, geo[G_CMAX])
         elif code == VRST:
-            ea = (_rreg(regs, trk_r, b) + simm) & XMASK
-            _rvec(trk_v, a & 7)
+            ea = (_read(regs, trk_r, b) + simm) & XMASK
+            _note_read(trk_v, a & 7)
             chunk = ea & ((1 << geo[G_NCB]) - 1)
             if chunk < geo[G_NC] and c < L and c // S < min(n_steps, holds.shape[0]):
                 k = c // S
