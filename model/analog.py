@@ -52,6 +52,7 @@ import torch
 
 from spikeloop.base.config import ChipConfig
 
+from . import jit  # noqa: F401  (the compiled kernels' cache stamp: jit.py)
 from .adc import ADCParams, adc_convert
 from .mismatch import SETTING_KINDS, ChipMismatch, MismatchConfig, draw_mismatch
 from .noise import membrane_noise

@@ -42,6 +42,8 @@ import numba
 import numpy as np
 import torch
 
+from . import jit  # noqa: F401  (the compiled kernels' cache stamp: jit.py)
+
 _MASK64 = (1 << 64) - 1
 
 

@@ -50,6 +50,7 @@ import numpy as np
 from spikeloop.backends.ppu_core import C_ERR
 from spikeloop.backends.ppu_core import advance as ppu_advance
 from spikeloop.base.config import ChipConfig
+from spikeloop.model import jit  # noqa: F401  (the compiled kernels' cache stamp)
 from spikeloop.model.analog import lif_row
 from spikeloop.model.noise import noise_row
 

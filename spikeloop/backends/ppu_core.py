@@ -32,6 +32,7 @@ import numpy as np
 
 from spikeloop.base.config import ChipConfig
 from spikeloop.base.isa import BY_MNEMONIC, N_REGS, N_VREGS, XMASK, chip_geometry, decode
+from spikeloop.model import jit  # noqa: F401  (the compiled kernels' cache stamp)
 
 
 def _code(mnemonic: str) -> int:
