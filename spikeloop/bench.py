@@ -134,7 +134,7 @@ from spikeloop.model.analog import lif_step
 from spikeloop.model.chip import Chip
 from spikeloop.model.noise import membrane_noise_steps
 from spikeloop.nn import SoftwareNetwork
-from spikeloop.nn.chip_network import ChipNetwork
+from spikeloop.nn.chip_network import ChipNetwork, back_to_back
 from spikeloop.nn.peers import PEERS, build_peer, missing
 from spikeloop.ppu.programs import program, stream_dmem
 from spikeloop.training.tasks import (
@@ -688,6 +688,36 @@ def _print_rates(res: dict, label: str = "") -> None:
               f"(vs {best_t}), inference {res[LOOP][1] / res[best_i][1]:.3f} (vs {best_i})")
 
 
+def _inference_mode(net: ChipNetwork, data, repeats: int, res: dict) -> None:
+    """The chip's own inference mode (:func:`~spikeloop.nn.chip_network.back_to_back`:
+    the images back to back, 11.8 µs apart, the PPU resetting the neurons, the
+    class read from the ADC samples) on the same batches: samples/s (a warm-up
+    batch, then the median of ``repeats`` rounds) beside the fastest peer's
+    inference."""
+    def once(batches) -> tuple[float, object]:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for _, times, _ in batches:
+                b2b = back_to_back(net, times)
+        return time.perf_counter() - t0, b2b
+
+    once(data[:1])
+    n = sum(len(y) for _, _, y in data[1:])
+    rates = [_rate(n, once(data[1:])[0]) for _ in range(repeats)]
+    b2b = once(data[1:2])[1]
+    peers = [k for k in res if k not in (LOOP, IDEAL)]
+    line = (f"  {'in the loop, inference mode':26s} {'':25s} inference "
+            f"{float(np.median(rates)):9.1f} samples/s ({min(rates):.1f}..{max(rates):.1f}): "
+            f"the chip's own, {b2b.images_per_run} images per run "
+            f"{b2b.spacing_cycles / net.chip.cfg.clock_mhz:.1f} µs apart, the PPU resetting "
+            f"the neurons, the class from the ADC samples read back "
+            f"({b2b.emulated_us_per_image:.2f} µs of chip time per image)")
+    if peers:
+        best = max(peers, key=lambda k: res[k][1])
+        line += f"; {float(np.median(rates)) / res[best][1]:.3f} x {best}'s inference"
+    print(line)
+
+
 def _check_reference(net: ChipNetwork, data, k: int) -> None:
     """fast == reference on the first ``k`` samples of the first timed batch,
     with the network's present weights."""
@@ -727,7 +757,9 @@ def bench_peers(s: PeersBench) -> int:
           f"{time.perf_counter() - t0:.1f} s (not timed)")
     print(f"measured: {s.batches} batch(es) per figure after a warm-up batch; median of "
           f"{s.repeats} round(s), the contenders in turn (min..max in brackets)")
-    _print_rates(_measure(nets, data, s.repeats))
+    res = _measure(nets, data, s.repeats)
+    _print_rates(res)
+    _inference_mode(nets[LOOP], data, s.repeats, res)
     if s.reference_samples:
         _check_reference(nets[LOOP], data, min(s.reference_samples, s.batch))
     if "batch" in s.scaling:

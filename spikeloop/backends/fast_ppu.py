@@ -134,8 +134,13 @@ class FastPpu:
         Raises the error of a run that did not halt."""
         if self._unfinished is not None:
             raise self._unfinished
-        return tuple(tuple(m[k] if w else s0[k] for k, w in enumerate(trk[1].tolist()))
-                     for trk, s0, m in zip(self._tracks(), start, self.state(), strict=True))
+        out = []
+        for trk, s0, m in zip(self._tracks(), start, self.state(), strict=True):
+            part = list(s0)
+            for k in np.flatnonzero(trk[1]).tolist():
+                part[k] = m[k]
+            out.append(tuple(part))
+        return tuple(out)
 
     def buffer_after(self) -> list:
         """What the ADC buffer holds after the run, entry by entry: the samples
