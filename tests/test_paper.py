@@ -246,6 +246,8 @@ def test_paper_command_joins_the_speech_rows(tmp_path):
     (["--speech-data-dir", "/nonexistent/shd"], "--speech-data-dir /nonexistent/shd is not a "
                                                 "directory"),
     (["--speech-epochs", "0"], "speech_epochs = 0; allowed: an integer >= 1"),
+    (["--speech-data-dir", str(Path(__file__).parent)],
+     f"--speech-data-dir {Path(__file__).parent}: shd_train.h5 (or shd_train.h5.gz) not found"),
 ])
 def test_paper_command_refuses_bad_input(tmp_path, capsys, args, message):
     rc = cli_main(["experiment", "paper", "--out", str(tmp_path / "x"), *args])

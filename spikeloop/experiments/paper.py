@@ -68,6 +68,7 @@ from spikeloop.base.config import PRESETS, ChipConfig
 from spikeloop.base.files import atomic_write_text, lock_output_dir
 from spikeloop.base.settings import option
 from spikeloop.data import Batches
+from spikeloop.data.shd import FILES as SHD_FILES
 from spikeloop.experiments.speech import (
     SpeechExperimentError,
     SpeechExperimentSettings,
@@ -188,8 +189,15 @@ class PaperSettings:
             raise PaperError(f"rotate = {self.rotate!r}; allowed: degrees 0..180")
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise PaperError(f"--data-dir {self.data_dir} is not a directory")
-        if self.speech_data_dir is not None and not Path(self.speech_data_dir).is_dir():
-            raise PaperError(f"--speech-data-dir {self.speech_data_dir} is not a directory")
+        if self.speech_data_dir is not None:
+            d = Path(self.speech_data_dir)
+            if not d.is_dir():
+                raise PaperError(f"--speech-data-dir {d} is not a directory")
+            for name in SHD_FILES.values():
+                if not (d / name).is_file() and not (d / f"{name}.gz").is_file():
+                    raise PaperError(f"--speech-data-dir {d}: {name} (or {name}.gz) not found; "
+                                     "it holds shd_train.h5 and shd_test.h5 (spikeloop data "
+                                     "speech --out DIR writes them)")
         if self.data_dir is not None and self.task != "mnist":
             raise PaperError("--data-dir holds MNIST; task yinyang is generated in code")
         try:
@@ -480,6 +488,9 @@ def speech_rows_here(s: PaperSettings, out: Path, log, energy) -> list[Row]:
         return []
     ss = speech_settings(s, out)
     (out / "speech").mkdir(parents=True, exist_ok=True)
+    if s.device != "cpu":
+        log(f"speech: the fast backend runs on the cpu (--device {s.device} is the vision "
+            "benchmark's; spikeloop experiment speech runs on the cpu)")
     log(f"speech: spikeloop experiment speech in {ss.out} ({ss.epochs} epochs, train/test "
         f"recordings {ss.train_samples or 'all'}/{ss.test_samples or 'all'})")
     try:
