@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 from pathlib import Path
 
 from numba.core import caching
@@ -74,7 +73,7 @@ def _kernel_locator(base: type) -> type:
 
         @classmethod
         def from_function(cls, py_func, py_file):
-            if not os.path.exists(py_file) or not is_kernel_file(py_file):
+            if not is_kernel_file(py_file):
                 return None
             return super().from_function(py_func, py_file)
 

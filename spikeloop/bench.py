@@ -703,8 +703,10 @@ def _inference_mode(net: ChipNetwork, data, repeats: int, res: dict) -> None:
 
     once(data[:1])
     n = sum(len(y) for _, _, y in data[1:])
-    rates = [_rate(n, once(data[1:])[0]) for _ in range(repeats)]
-    b2b = once(data[1:2])[1]
+    rates = []
+    for _ in range(repeats):
+        seconds, b2b = once(data[1:])
+        rates.append(_rate(n, seconds))
     peers = [k for k in res if k not in (LOOP, IDEAL)]
     line = (f"  {'in the loop, inference mode':26s} {'':25s} inference "
             f"{float(np.median(rates)):9.1f} samples/s ({min(rates):.1f}..{max(rates):.1f}): "

@@ -476,7 +476,8 @@ def speech_settings(s: PaperSettings, out: Path) -> SpeechExperimentSettings:
 
 
 def _stat(d: dict | None) -> Stat | None:
-    return None if d is None else Stat(d["mean"], d["std"], d["n"], tuple(d["values"]))
+    """:class:`Stat` of a speech row's statistic (its values)."""
+    return None if d is None else Stat.of(d["values"])
 
 
 def speech_rows_here(s: PaperSettings, out: Path, log, energy) -> list[Row]:
@@ -487,7 +488,6 @@ def speech_rows_here(s: PaperSettings, out: Path, log, energy) -> list[Row]:
         log("speech: not run (--speech-data-dir not given)")
         return []
     ss = speech_settings(s, out)
-    (out / "speech").mkdir(parents=True, exist_ok=True)
     if s.device != "cpu":
         log(f"speech: the fast backend runs on the cpu (--device {s.device} is the vision "
             "benchmark's; spikeloop experiment speech runs on the cpu)")
