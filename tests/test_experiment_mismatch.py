@@ -154,6 +154,14 @@ def test_a_run_made_before_a_setting_existed_counts_as_its_default(tmp_path):
     assert setting_conflicts(saved, dataclasses.replace(now, dropout=0.4)) == [
         "dropout: there 0.0, now 0.4"]
     assert setting_conflicts({**saved, "seed": 5}, now) == ["seed: there 5, now 0"]
+    # a setting whose value before it existed is recorded counts as that value,
+    # whatever the default is now
+    older = {k: v for k, v in now.to_dict().items() if k != "surrogate_at"}
+    fast = dataclasses.replace(now, backend="fast", preset="mini", chip_seed=1)
+    older_fast = {**older, "backend": "fast", "preset": "mini", "chip_seed": 1}
+    assert setting_conflicts(older_fast, dataclasses.replace(fast, surrogate_at="measured")) == []
+    assert setting_conflicts(older_fast, dataclasses.replace(fast, surrogate_at="model")) == [
+        "surrogate_at: there 'measured', now 'model'"]
     (tmp_path / "results.json").write_text(json.dumps(
         {"args": {**saved, "seed": 5}, "epochs_done": 1, "final_test_accuracy": 0.5}))
     with pytest.raises(ExperimentError, match=r"holds a run with other settings \(seed: "

@@ -142,13 +142,13 @@ def test_injecting_own_traces_leaves_forward_and_gradients_unchanged():
     torch.testing.assert_close(goi, go, rtol=1e-10, atol=1e-12)
 
 
-def _adjoint_reference(x, mv, mz_unused=None):
+def _adjoint_reference(x, mv, at=None):
     """Hand-written BPTT of ``sum v^2 + sum_t t * z[t]`` through the ideal LIF
     equations evaluated along the trajectory ``mv`` (the values the forward pass
     returned): V_model[t] = b V[t-1] + I[t] - z[t-1], z[t] = H(V[t] - 1) with
-    surrogate s(V[t] - 1).  Returns dL/dx ``[T, B, N]``."""
+    surrogate s(at[t] - 1) (``at`` default ``mv``).  Returns dL/dx ``[T, B, N]``."""
     T = x.shape[0]
-    s = 1.0 / (P.beta * (mv - 1.0).abs() + 1.0) ** 2
+    s = 1.0 / (P.beta * ((mv if at is None else at) - 1.0).abs() + 1.0) ** 2
     g_v_next = torch.zeros_like(x[0])
     g_i_next = torch.zeros_like(x[0])
     g_x = torch.zeros_like(x)
@@ -184,6 +184,35 @@ def test_injection_gradient_is_bptt_along_measured_trajectory():
     # membrane only, spikes (and so resets) follow the measured membrane
     zv, _, _ = _lif_grad_x(x, measured_v=mv)
     assert torch.equal(zv, mz)
+
+
+def test_surrogate_at_the_model_membrane():
+    # surrogate_at="model": the forward pass is the measured one all the same;
+    # the surrogate derivative is taken at V_model[t] = b V_meas[t-1] + I[t] -
+    # z_meas[t-1] (the model's membrane from the measured previous state), not
+    # at the measured membrane, which after a spike shows the reset
+    x = _input(N=4, scale=1.0)
+    _, v, g = _lif_grad_x(x)
+    gen = torch.Generator().manual_seed(7)
+    mv = v.detach() + 0.3 * torch.randn(v.shape, dtype=v.dtype, generator=gen)
+    mz = (mv >= 1.0).double()
+    i = prev_v = prev_z = torch.zeros_like(x[0])
+    vm = []
+    for t in range(x.shape[0]):
+        i = P.a * i + x[t]
+        vm.append(P.b * prev_v + i - prev_z)
+        prev_v, prev_z = mv[t], mz[t]
+    vm = torch.stack(vm)
+    for measured in ({"measured_v": mv, "measured_z": mz}, {"measured_v": mv}):
+        zi, vi, gi = _lif_grad_x(x, surrogate_at="model", **measured)
+        assert torch.equal(vi, mv) and torch.equal(zi, mz)
+        torch.testing.assert_close(gi, _adjoint_reference(x, mv, at=vm), rtol=1e-10, atol=1e-10)
+        assert not torch.allclose(gi, _adjoint_reference(x, mv), rtol=1e-6, atol=1e-8)
+    # without measured traces the choice changes nothing
+    _, _, g_model = _lif_grad_x(x, surrogate_at="model")
+    assert torch.equal(g_model, g)
+    with pytest.raises(ValueError, match="surrogate_at"):
+        _lif_grad_x(x, surrogate_at="chip")
 
 
 def test_li_injection_gradient_independent_of_trajectory():

@@ -178,7 +178,9 @@ def test_settings_refusals(tmp_path):
              ({"weight_reg": -1.0}, "weight_reg = -1.0; allowed: a number >= 0"),
              ({"lr_decay": 1.5}, "lr_decay = 1.5; allowed: 0 < lr_decay <= 1"),
              ({"test_every": -1}, "test_every = -1; allowed: an integer >= 0"),
-             ({"preset": "huge"}, "preset = 'huge'; allowed: full, mini")]
+             ({"preset": "huge"}, "preset = 'huge'; allowed: full, mini"),
+             ({"surrogate_at": "chip"}, "surrogate_at = 'chip'; allowed: measured, model"),
+             ({"surrogate_at": "model"}, "--surrogate-at model applies to the chip backends")]
     for kw, msg in cases:
         with pytest.raises(TrainError, match=msg):
             run(_settings(tmp_path / "x", **kw))
@@ -269,6 +271,18 @@ def test_fast_backend_in_the_loop_and_resume(tmp_path, mini_chip_file):
     _assert_same_weights(_weights(tmp_path / "full"), _weights(tmp_path / "split"))
     with pytest.raises(TrainError, match="holds chip 1 of preset 'mini', not chip 2"):
         run(_chip_settings(tmp_path / "other", mini_chip_file, chip_seed=2, epochs=1))
+
+
+def test_surrogate_at_reaches_the_loop_gradient(tmp_path, mini_chip_file):
+    """--surrogate-at model changes the loop's gradient, not its first measurement."""
+    a = run(_chip_settings(tmp_path / "a", mini_chip_file, epochs=1, train_samples=20))
+    b = run(_chip_settings(tmp_path / "b", mini_chip_file, epochs=1, train_samples=20,
+                           surrogate_at="model"))
+    assert a["args"]["surrogate_at"] == "measured" and b["args"]["surrogate_at"] == "model"
+    wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa)
+    with pytest.raises(TrainError, match="surrogate_at: checkpoint 'model', now 'measured'"):
+        run(_chip_settings(tmp_path / "b", None, epochs=2, resume=True))
 
 
 def test_init_from_a_trained_network(tmp_path):

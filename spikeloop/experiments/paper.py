@@ -76,10 +76,12 @@ from spikeloop.experiments.speech import (
 )
 from spikeloop.model.chip import Chip
 from spikeloop.nn.chip_network import INFERENCE_SPACING_US, back_to_back
+from spikeloop.nn.functional import SURROGATE_AT
 from spikeloop.ppu.programs import INFERENCE_SPACING_CYCLES
 from spikeloop.training.tasks import TaskError, build_task
 from spikeloop.training.train import (
     PAPER_EPOCHS,
+    SURROGATE_AT_DEFAULT,
     TrainSettings,
     evaluate,
     load_network,
@@ -136,6 +138,10 @@ class PaperSettings:
                           help="skip energy and power (they need the area estimate)")
     energy_table: str | None = option(None, help="energy table (TOML) instead of the default "
                                                  "of spikeloop explore")
+    surrogate_at: str = option(SURROGATE_AT_DEFAULT, choices=SURROGATE_AT,
+                               help="runs in the loop: where the surrogate derivative is taken, "
+                                    "measured or model (default: spikeloop train's, "
+                                    f"{SURROGATE_AT_DEFAULT})")
     threads: int | None = option(None, help="torch threads (default: the training's, 1)")
     device: str = option("cpu", help="the fast backend's torch device (cpu, cuda, cuda:N)")
     progress: bool = option(True, flag="--no-progress", help="no per-batch progress line")
@@ -187,6 +193,9 @@ class PaperSettings:
             raise PaperError(f"dropout = {self.dropout!r}; allowed: 0..0.9")
         if not (isinstance(self.rotate, int | float) and 0 <= self.rotate <= 180):
             raise PaperError(f"rotate = {self.rotate!r}; allowed: degrees 0..180")
+        if self.surrogate_at not in SURROGATE_AT:
+            raise PaperError(f"surrogate_at = {self.surrogate_at!r}; allowed: "
+                             f"{', '.join(SURROGATE_AT)}")
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise PaperError(f"--data-dir {self.data_dir} is not a directory")
         if self.speech_data_dir is not None:
@@ -398,7 +407,8 @@ def vision_rows(s: PaperSettings, out: Path, log, energy) -> list[Row]:
             sw = train_once(s, sd / f"software{suffix}", log, backend="software",
                             preset=s.preset, **common)
             loop = train_once(s, sd / f"loop{suffix}", log, backend="fast", preset=s.preset,
-                              chip_seed=s.chip_seed, chip_file=str(chip_path), **common)
+                              chip_seed=s.chip_seed, chip_file=str(chip_path),
+                              surrogate_at=s.surrogate_at, **common)
             r = {"software": sw["final_test_accuracy"], "loop": loop["final_test_accuracy"],
                  "loop_spikes": loop["final_test_spikes_per_neuron_input"],
                  "software_spikes": sw["final_test_spikes_per_neuron_input"],

@@ -118,6 +118,8 @@ class GraphNetwork(nn.Module):
                  beta: float = SF.SUPERSPIKE_BETA) -> None:
         super().__init__()
         self.spec, self.readout_scale, self.surrogate_beta = spec, float(readout_scale), beta
+        #: where a measured step's surrogate derivative is taken (``SF.SURROGATE_AT``)
+        self.surrogate_at = "measured"
         self.n_in, self.n_hidden, self.n_out = spec.n_in, spec.n_hidden, spec.n_out
         self.recurrent = spec.recurrent
         self.weights = nn.ParameterList(
@@ -167,11 +169,10 @@ class GraphNetwork(nn.Module):
                 m = None if measured is None else measured.get(p.name)
                 if p.spiking:
                     v = b * v_s[k] + i - (1.0 - r) * z_prev[k]
-                    if m is not None:
-                        v = SF.inject(m[0][t], v)
-                    z = SF.superspike(v - 1.0, self.surrogate_beta)
-                    if m is not None and m[1] is not None:
-                        z = SF.inject(m[1][t], z)
+                    v, z = SF.spike(v, 1.0, self.surrogate_beta,
+                                    measured_v=None if m is None else m[0][t],
+                                    measured_z=None if m is None or m[1] is None else m[1][t],
+                                    surrogate_at=self.surrogate_at)
                     z_s[k] = z
                     zs[k].append(z)
                 else:

@@ -44,6 +44,7 @@ __all__ = [
     "Inject",
     "superspike",
     "inject",
+    "spike",
     "lif_step",
     "li_step",
     "lif_sequence",
@@ -54,11 +55,17 @@ __all__ = [
     "DT_US",
     "TAU_US",
     "SUPERSPIKE_BETA",
+    "SURROGATE_AT",
 ]
 
 DT_US = 1.7              # column-ADC sample spacing = one Euler step
 TAU_US = 6.0             # tau_mem = tau_syn on the chip (hardware time)
 SUPERSPIKE_BETA = 50.0   # steepness of the surrogate
+#: where the surrogate derivative of a measured step is taken: at the measured
+#: membrane (the paper's order: inject, then threshold) or at the model's membrane
+#: recomputed from the measured previous state (the value a spike's threshold
+#: crossing has in the model; the chip's sample after a spike shows the reset)
+SURROGATE_AT = ("measured", "model")
 
 
 # --------------------------------------------------------------------------
@@ -191,14 +198,17 @@ def inject(measured: torch.Tensor, model: torch.Tensor) -> torch.Tensor:
 def lif_step(x: torch.Tensor, state: LIFState, p: LIFParameters, *,
              measured_v: torch.Tensor | None = None,
              measured_z: torch.Tensor | None = None,
-             recurrent_weight: torch.Tensor | None = None) -> LIFState:
+             recurrent_weight: torch.Tensor | None = None,
+             surrogate_at: str = "measured") -> LIFState:
     """One Euler step of the LIF layer (see the module docstring for the equations).
 
     ``x`` is this step's synaptic input ``[B, N]``; ``state`` the state after the
     previous step (measured values there if the previous step was injected).
     With ``measured_v`` the new membrane is ``inject(measured_v, V_model)``; the
     spike is the surrogate spike of that (measured) membrane, replaced by
-    ``measured_z`` through :func:`inject` when given.  ``recurrent_weight``
+    ``measured_z`` through :func:`inject` when given.  ``surrogate_at="model"``
+    takes the surrogate derivative at ``V_model`` instead (the forward spike
+    stays that of the measured membrane).  ``recurrent_weight``
     ``[N, N]``: the previous step's spikes (measured ones if injected) add
     ``z[t-1] @ W_rec^T`` to this step's input.
     """
@@ -206,12 +216,33 @@ def lif_step(x: torch.Tensor, state: LIFState, p: LIFParameters, *,
         x = x + torch.matmul(state.z, recurrent_weight.t())
     i = p.a * state.i + x
     v = p.b * state.v + i - p.v_th * state.z
-    if measured_v is not None:
+    v, z = spike(v, p.v_th, p.beta, measured_v=measured_v, measured_z=measured_z,
+                 surrogate_at=surrogate_at)
+    return LIFState(i, v, z)
+
+
+def spike(v: torch.Tensor, v_th: float, beta: float, *,
+          measured_v: torch.Tensor | None = None, measured_z: torch.Tensor | None = None,
+          surrogate_at: str = "measured") -> tuple[torch.Tensor, torch.Tensor]:
+    """A spiking layer's membrane and spikes ``(v, z)`` after one step, from the
+    model's new membrane ``v``: ``z = superspike(v - v_th)``; with ``measured_v``
+    the membrane becomes ``inject(measured_v, v)`` and the spike that of the
+    measured membrane, its surrogate derivative taken at the measured membrane
+    (``surrogate_at="measured"``) or at ``v`` (``"model"``); with ``measured_z``
+    the spike becomes ``inject(measured_z, z)``."""
+    if surrogate_at not in SURROGATE_AT:
+        raise ValueError(f"surrogate_at = {surrogate_at!r}; allowed: {', '.join(SURROGATE_AT)}")
+    if measured_v is None:
+        z = superspike(v - v_th, beta)
+    elif surrogate_at == "model":
+        z = inject((measured_v >= v_th).to(v.dtype), superspike(v - v_th, beta))
         v = inject(measured_v, v)
-    z = superspike(v - p.v_th, p.beta)
+    else:
+        v = inject(measured_v, v)
+        z = superspike(v - v_th, beta)
     if measured_z is not None:
         z = inject(measured_z, z)
-    return LIFState(i, v, z)
+    return v, z
 
 
 def li_step(x: torch.Tensor, state: LIState, p: LIFParameters, *,
@@ -234,14 +265,16 @@ def lif_sequence(x: torch.Tensor, params: LIFParameters = DEFAULT_PARAMS, *,
                  measured_v: torch.Tensor | None = None,
                  measured_z: torch.Tensor | None = None,
                  state: LIFState | None = None,
-                 recurrent_weight: torch.Tensor | None = None
+                 recurrent_weight: torch.Tensor | None = None,
+                 surrogate_at: str = "measured"
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run :func:`lif_step` over time.
 
     ``x``: synaptic input ``[T, B, N]``.  ``measured_v`` / ``measured_z``: the
     chip's normalised membrane traces and binned spikes on the same grid
     (``[T, B, N]``), element ``t`` being the state after input ``x[t]``.
-    ``recurrent_weight``: ``[N, N]`` hidden-to-hidden weights (see :func:`lif_step`).
+    ``recurrent_weight``: ``[N, N]`` hidden-to-hidden weights; ``surrogate_at``:
+    where a measured step's surrogate derivative is taken (see :func:`lif_step`).
     Returns ``(z, v)``, each ``[T, B, N]``.
     """
     if x.dim() != 3:
@@ -254,7 +287,7 @@ def lif_sequence(x: torch.Tensor, params: LIFParameters = DEFAULT_PARAMS, *,
         s = lif_step(x[t], s, params,
                      measured_v=None if measured_v is None else measured_v[t],
                      measured_z=None if measured_z is None else measured_z[t],
-                     recurrent_weight=recurrent_weight)
+                     recurrent_weight=recurrent_weight, surrogate_at=surrogate_at)
         zs.append(s.z)
         vs.append(s.v)
     return torch.stack(zs), torch.stack(vs)

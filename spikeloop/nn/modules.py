@@ -140,6 +140,9 @@ class LoopNetwork(nn.Module):
         self.output_synapse = Synapse(n_hidden, n_out, mean=0.0, params=params,
                                       generator=generator)
         self.output = LI(n_out, params)
+        #: where a measured step's surrogate derivative is taken (``SF.SURROGATE_AT``):
+        #: a training choice, not part of the network's state
+        self.surrogate_at = "measured"
         #: hidden-layer dropout during training: ``[n_hidden]`` factors (0 for a dropped
         #: unit, ``1 / (1 - p)`` for a kept one) on the hidden-to-output weights; None: off
         self.hidden_keep: torch.Tensor | None = None
@@ -162,7 +165,7 @@ class LoopNetwork(nn.Module):
         w_rec = None if self.recurrent_synapse is None else self.recurrent_synapse.weight
         z_h, v_h = SF.lif_sequence(self.hidden_synapse(raster), self.params,
                                    measured_v=hidden_v, measured_z=hidden_z,
-                                   recurrent_weight=w_rec)
+                                   recurrent_weight=w_rec, surrogate_at=self.surrogate_at)
         v_o = self.output(torch.matmul(z_h, self.output_weight().t()), measured_v=output_v)
         return NetworkOutput(SF.max_over_time_log_softmax(v_o, self.readout_scale), v_o, z_h, v_h)
 

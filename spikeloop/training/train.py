@@ -76,6 +76,7 @@ from spikeloop.nir.convert import NirError, init_kwargs
 from spikeloop.nir.network import make_graph_network
 from spikeloop.nn import LIFParameters, SoftwareNetwork
 from spikeloop.nn.chip_network import HIDDEN_SPIKE_SOURCES, ChipNetwork
+from spikeloop.nn.functional import SURROGATE_AT
 from spikeloop.nn.placement import PlacementError
 from spikeloop.training.tasks import (
     LOOP_BACKENDS,
@@ -106,6 +107,12 @@ CHECKPOINT_FORMAT = 1
 #: settings that may differ between a run and its --resume (nothing else may)
 RESUMABLE_CHANGES = ("epochs", "out", "resume", "progress", "threads", "chip_file", "init",
                      "device")
+#: where a measured step's surrogate derivative is taken unless told (SURROGATE_AT)
+SURROGATE_AT_DEFAULT = "measured"
+
+#: settings added after runs were made, with the value those runs had (a saved
+#: run without the setting ran with it, whatever the default is now)
+PREDATED = {"surrogate_at": "measured"}
 
 
 class TrainError(ValueError):
@@ -189,6 +196,14 @@ class TrainSettings:
                                 help="chip backends: hidden spikes for the gradient from the "
                                      "recorded events (default, as the chip's host sees "
                                      "them) or from the analog side's own list (analog)")
+    #: chip backends: where a measured step's surrogate derivative is taken: at the
+    #: measured membrane (the paper's order) or at the model's membrane recomputed
+    #: from the measured previous state
+    surrogate_at: str = option(SURROGATE_AT_DEFAULT, choices=SURROGATE_AT,
+                               help="chip backends: take the surrogate derivative at the "
+                                    "measured membrane (measured, the paper's order) or at "
+                                    "the model's membrane recomputed from the measured "
+                                    f"previous state (model); default {SURROGATE_AT_DEFAULT}")
     #: augmentation: dropout of hidden units during training (the same units for the
     #: whole batch: on a chip the dropped units' output weights are written as 0)
     dropout: float = option(0.0, help="training only: drop each hidden unit with this "
@@ -237,6 +252,12 @@ class TrainSettings:
         if self.hidden_spikes not in HIDDEN_SPIKE_SOURCES:
             raise TrainError(f"hidden_spikes = {self.hidden_spikes!r}; allowed: "
                              f"{', '.join(HIDDEN_SPIKE_SOURCES)}")
+        if self.surrogate_at not in SURROGATE_AT:
+            raise TrainError(f"surrogate_at = {self.surrogate_at!r}; allowed: "
+                             f"{', '.join(SURROGATE_AT)}")
+        if self.surrogate_at != "measured" and self.backend not in LOOP_BACKENDS:
+            raise TrainError(f"--surrogate-at {self.surrogate_at} applies to the chip backends "
+                             "(fast, cosim); backend 'software' measures nothing")
         if not (isinstance(self.dropout, int | float) and not isinstance(self.dropout, bool)
                 and 0.0 <= self.dropout <= 0.9):
             raise TrainError(f"dropout = {self.dropout!r}; allowed: a number 0..0.9")
@@ -625,11 +646,12 @@ def _load_init(net, kwargs: dict, path: Path, log: RunLog) -> None:
 def setting_conflicts(saved: dict, now: TrainSettings, there: str = "there") -> list[str]:
     """The settings of ``now`` that differ from a run's saved arguments ``saved``,
     beyond :data:`RESUMABLE_CHANGES`, as ``"name: <there> old, now new"``; a
-    setting the saved run predates counts as its default."""
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainSettings)}
-    return [f"{k}: {there} {saved.get(k, defaults.get(k))!r}, now {v!r}"
+    setting the saved run predates counts as the value it ran with
+    (:data:`PREDATED`, else the default)."""
+    before = {f.name: f.default for f in dataclasses.fields(TrainSettings)} | PREDATED
+    return [f"{k}: {there} {saved.get(k, before.get(k))!r}, now {v!r}"
             for k, v in now.to_dict().items()
-            if k not in RESUMABLE_CHANGES and saved.get(k, defaults.get(k)) != v]
+            if k not in RESUMABLE_CHANGES and saved.get(k, before.get(k)) != v]
 
 
 def train_or_reuse(st: TrainSettings, log, error: type[Exception] = TrainError) -> dict:
@@ -843,6 +865,7 @@ def _start(s: TrainSettings, out: Path, ckpt: dict | None, log: RunLog) -> _Sess
         net = make_network(s.backend, kwargs, chip=chip, generator=generator,
                            run_seed=s.run_seed, device=s.device,
                            hidden_spikes=s.hidden_spikes)
+        net.surrogate_at = s.surrogate_at
     except PlacementError as e:
         raise TrainError(f"the network {task.n_in} -> {task.n_hidden}"
                          f"{' (recurrent)' if task.recurrent else ''} -> {task.n_out} does not "
