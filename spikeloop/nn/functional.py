@@ -62,7 +62,7 @@ DT_US = 1.7              # column-ADC sample spacing = one Euler step
 TAU_US = 6.0             # tau_mem = tau_syn on the chip (hardware time)
 SUPERSPIKE_BETA = 50.0   # steepness of the surrogate
 #: where the surrogate derivative of a measured step is taken: at the measured
-#: membrane (the paper's order: inject, then threshold) or at the model's membrane
+#: membrane (inject, then threshold: hxtorch's order) or at the model's membrane
 #: recomputed from the measured previous state (the value a spike's threshold
 #: crossing has in the model; the chip's sample after a spike shows the reset)
 SURROGATE_AT = ("measured", "model")

@@ -197,11 +197,11 @@ class TrainSettings:
                                      "recorded events (default, as the chip's host sees "
                                      "them) or from the analog side's own list (analog)")
     #: chip backends: where a measured step's surrogate derivative is taken: at the
-    #: measured membrane (the paper's order) or at the model's membrane recomputed
-    #: from the measured previous state
+    #: measured membrane (inject, then threshold: hxtorch's order) or at the model's
+    #: membrane recomputed from the measured previous state
     surrogate_at: str = option(SURROGATE_AT_DEFAULT, choices=SURROGATE_AT,
                                help="chip backends: take the surrogate derivative at the "
-                                    "measured membrane (measured, the paper's order) or at "
+                                    "measured membrane (measured: hxtorch's order) or at "
                                     "the model's membrane recomputed from the measured "
                                     f"previous state (model); default {SURROGATE_AT_DEFAULT}")
     #: augmentation: dropout of hidden units during training (the same units for the
