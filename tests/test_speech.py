@@ -260,6 +260,16 @@ def test_experiment_trains_in_the_loop_on_the_streaming_chip(tmp_path, capsys):
     assert res["key"]["preset"] == "full" and chip["samples"] == 4
     assert chip["adc_overflow"] == chip["record_drops"] == chip["xbar_drops"] == 0
     assert (tmp_path / "o" / "chip1.npz").is_file()
+    # a loop result made before --surrogate-at existed ran with the derivative at
+    # the measured membrane: reused at that setting, refused at the other
+    assert res["key"]["surrogate_at"] == "measured"
+    res["key"].pop("surrogate_at")
+    (tmp_path / "o" / "seed0" / "loop.json").write_text(json.dumps(res))
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "seed 0 loop: reused" in capsys.readouterr().out
+    assert main(args + ["--surrogate-at", "model"]) == 2
+    assert "made with other settings" in capsys.readouterr().err
     # mini has 16 driver pairs: the paper's network is refused in one line
     capsys.readouterr()
     assert main(args[:-4] + ["--preset", "mini"]) == 2

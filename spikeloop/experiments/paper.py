@@ -482,7 +482,8 @@ def speech_settings(s: PaperSettings, out: Path) -> SpeechExperimentSettings:
         data_dir=str(s.speech_data_dir), out=str(out / "speech"), seeds=tuple(s.seeds),
         epochs=int(s.speech_epochs), train_samples=s.speech_train_samples,
         test_samples=s.speech_test_samples, threads=int(s.threads or 0), preset=s.preset,
-        chip_seed=s.chip_seed, backend="fast", progress=s.progress)
+        chip_seed=s.chip_seed, backend="fast", surrogate_at=s.surrogate_at,
+        progress=s.progress)
 
 
 def _stat(d: dict | None) -> Stat | None:
