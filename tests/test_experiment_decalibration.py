@@ -72,6 +72,20 @@ def test_tiny_experiment_resumes_and_reuses(tmp_path, capsys):
     assert printed.count("finished earlier") == 3 and "  calibrated chip 1" not in printed
     again = json.loads((out / "experiment.json").read_text())
     assert again["per_seed"] == res["per_seed"]
+    # runs and measurements made before --surrogate-at existed (their settings
+    # without it) ran with the derivative at the measured membrane: reused at that
+    # setting; the other is refused
+    for p in out.rglob("*.json"):
+        d = json.loads(p.read_text())
+        for k in ("shared", "key", "args"):
+            if isinstance(d, dict) and isinstance(d.get(k), dict):
+                d[k].pop("surrogate_at", None)
+        p.write_text(json.dumps(d))
+    assert cli_main(args) == 0
+    assert capsys.readouterr().out.count("finished earlier") == 3
+    assert json.loads((out / "experiment.json").read_text())["per_seed"] == res["per_seed"]
+    assert cli_main(args + ["--surrogate-at", "model"]) == 2
+    assert "surrogate_at: there 'measured', now 'model'" in capsys.readouterr().err
     # another experiment's settings in the same directory: refused, nothing overwritten
     before = {p: p.read_bytes() for p in out.rglob("*.json")}
     with pytest.raises(ExperimentError, match=r"holds an experiment with other settings "

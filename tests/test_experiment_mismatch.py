@@ -11,7 +11,12 @@ import pytest
 
 from spikeloop.cli import main as cli_main
 from spikeloop.experiments.mismatch import ExperimentError, MismatchSettings, _claims, run_mismatch
-from spikeloop.training.train import TrainSettings, setting_conflicts, train_or_reuse
+from spikeloop.training.train import (
+    TrainSettings,
+    setting_conflicts,
+    train_or_reuse,
+    with_predated,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -162,6 +167,9 @@ def test_a_run_made_before_a_setting_existed_counts_as_its_default(tmp_path):
     assert setting_conflicts(older_fast, dataclasses.replace(fast, surrogate_at="measured")) == []
     assert setting_conflicts(older_fast, dataclasses.replace(fast, surrogate_at="model")) == [
         "surrogate_at: there 'measured', now 'model'"]
+    assert with_predated({"seed": 1}, {"seed": 1, "surrogate_at": "model"}) == {
+        "seed": 1, "surrogate_at": "measured"}
+    assert with_predated({"seed": 1}, {"seed": 1}) == {"seed": 1}
     (tmp_path / "results.json").write_text(json.dumps(
         {"args": {**saved, "seed": 5}, "epochs_done": 1, "final_test_accuracy": 0.5}))
     with pytest.raises(ExperimentError, match=r"holds a run with other settings \(seed: "

@@ -63,14 +63,14 @@ from spikeloop.model.calibration import (
 )
 from spikeloop.model.chip import Chip
 from spikeloop.training.tasks import LOOP_BACKENDS, build_task
-from spikeloop.training.train import evaluate, load_network
+from spikeloop.training.train import evaluate, load_network, surrogate_at_option, with_predated
 
 #: what ``--quick`` puts in place of the options left at their defaults
 QUICK = {"task": "yinyang", "preset": "mini", "seeds": (0, 1), "sigmas": (0.0, 0.5),
          "epochs": 10, "train_samples": 1000, "test_samples": 500, "batch_size": 50}
 #: settings that must agree with a directory's earlier runs (the others may change)
 SHARED = ("task", "preset", "backend", "chip", "epochs", "train_samples", "test_samples",
-          "batch_size", "lr", "data_dir", "reps", "readout_noise_lsb")
+          "batch_size", "lr", "data_dir", "reps", "readout_noise_lsb", "surrogate_at")
 GROUP_NAMES = {"tau": "time constants", "threshold": "threshold minus leak",
                "all": "all at once"}
 
@@ -108,6 +108,7 @@ class DecalibrationSettings:
     threads: int | None = option(None, help="torch threads (default: the training's, 1)")
     device: str = option("cpu", help="the fast backend's torch device: cpu (default), cuda or "
                                      "cuda:N (the same bits on either)")
+    surrogate_at: str = surrogate_at_option("trainings in the loop")
     progress: bool = option(True, flag="--no-progress", help="no per-batch progress line")
     plot: bool = option(True, flag="--no-plot", help="no figure")
     quick: bool = option(False, help="a small version that runs in minutes (yinyang on mini, "
@@ -246,7 +247,7 @@ def _measure(ds: DecalibrationSettings, net_path: Path, chip_path: Path, path: P
            "chip": chip_path.name, **ds.shared()}
     if path.is_file():
         done = json.loads(path.read_text())
-        if done.get("key") == key:
+        if isinstance(done.get("key"), dict) and with_predated(done["key"], key) == key:
             return done["errors"]
         raise ExperimentError(f"{path} holds a measurement with other settings; remove it or "
                               "use another --out")
@@ -269,12 +270,12 @@ def _check_directory(ds: DecalibrationSettings, out: Path) -> None:
     """Refuse a directory of another experiment; note this one's shared settings."""
     path = out / "settings.json"
     if path.is_file():
+        ours = json.loads(json.dumps(ds.shared()))
         try:
-            theirs = json.loads(path.read_text())["shared"]
+            theirs = with_predated(json.loads(path.read_text())["shared"], ours)
         except (ValueError, KeyError, TypeError):
             raise ExperimentError(f"{path}: not an experiment's settings file; use another "
                                   "--out") from None
-        ours = json.loads(json.dumps(ds.shared()))
         diff = [f"{k}: there {theirs.get(k)!r}, now {v!r}" for k, v in ours.items()
                 if theirs.get(k) != v]
         if diff:

@@ -68,6 +68,7 @@ from spikeloop.training.train import (
     TrainSettings,
     evaluate,
     load_network,
+    surrogate_at_option,
     train_or_reuse,
 )
 
@@ -108,6 +109,7 @@ class MismatchSettings:
     #: the torch device of the fast backend (cpu, cuda, cuda:N; the same bits on either)
     device: str = option("cpu", help="the fast backend's torch device: cpu (default), cuda or "
                                      "cuda:N (the same bits on either)")
+    surrogate_at: str = surrogate_at_option("trainings in the loop")
     progress: bool = option(True, flag="--no-progress", help="no per-batch progress line")
     uncalibrated: bool = option(True, flag="--no-uncalibrated",
                                 help="skip the conditions on the uncalibrated chip A")
@@ -154,6 +156,8 @@ def _train(ms: MismatchSettings, out: Path, log, **kw) -> dict:
                 **({"lr": ms.lr} if ms.lr is not None else {}))
     if kw.get("backend") == "fast":
         args["device"] = ms.device
+    if kw.get("backend") in LOOP_BACKENDS:
+        args["surrogate_at"] = ms.surrogate_at
     return train_or_reuse(TrainSettings(**{**args, **kw}), log, ExperimentError)
 
 

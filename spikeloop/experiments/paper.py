@@ -81,10 +81,10 @@ from spikeloop.ppu.programs import INFERENCE_SPACING_CYCLES
 from spikeloop.training.tasks import TaskError, build_task
 from spikeloop.training.train import (
     PAPER_EPOCHS,
-    SURROGATE_AT_DEFAULT,
     TrainSettings,
     evaluate,
     load_network,
+    surrogate_at_option,
     train_or_reuse,
 )
 
@@ -138,10 +138,7 @@ class PaperSettings:
                           help="skip energy and power (they need the area estimate)")
     energy_table: str | None = option(None, help="energy table (TOML) instead of the default "
                                                  "of spikeloop explore")
-    surrogate_at: str = option(SURROGATE_AT_DEFAULT, choices=SURROGATE_AT,
-                               help="runs in the loop: where the surrogate derivative is taken, "
-                                    "measured or model (default: spikeloop train's, "
-                                    f"{SURROGATE_AT_DEFAULT})")
+    surrogate_at: str = surrogate_at_option("runs in the loop")
     threads: int | None = option(None, help="torch threads (default: the training's, 1)")
     device: str = option("cpu", help="the fast backend's torch device (cpu, cuda, cuda:N)")
     progress: bool = option(True, flag="--no-progress", help="no per-batch progress line")

@@ -68,10 +68,10 @@ from spikeloop.training.tasks import (
 from spikeloop.training.train import (
     PAPER_BATCH_SIZE,
     PAPER_LR_DECAY,
-    PREDATED,
     READOUT_SCALE,
-    SURROGATE_AT_DEFAULT,
     evaluate,
+    surrogate_at_option,
+    with_predated,
 )
 
 #: the paper's figures (docs/speech.md; PNAS 119(4) e2109194119, Table 1)
@@ -102,10 +102,7 @@ class SpeechExperimentSettings:
     chip_seed: int = option(1, help="chip instance for the in-the-loop condition (default 1)")
     backend: str = option("fast", help="chip backend for the in-the-loop condition: "
                           + " or ".join(LOOP_BACKENDS))
-    surrogate_at: str = option(SURROGATE_AT_DEFAULT, choices=SURROGATE_AT,
-                               help="in-the-loop condition: where the surrogate derivative is "
-                                    "taken, measured or model (default: spikeloop train's, "
-                                    f"{SURROGATE_AT_DEFAULT})")
+    surrogate_at: str = surrogate_at_option("the in-the-loop condition")
     progress: bool = option(True, flag="--no-progress", help="no per-epoch lines")
 
     def check(self) -> None:
@@ -252,8 +249,8 @@ def run_condition(cond: str, seed: int, task: Task, s: SpeechExperimentSettings,
     if res_path.exists():
         have = json.loads(res_path.read_text())
         made = have.get("key")
-        if cond == "loop" and isinstance(made, dict):
-            made = {k: v for k, v in PREDATED.items() if k in key} | made
+        if isinstance(made, dict):
+            made = with_predated(made, key)
         if made != key:
             raise SpeechExperimentError(f"{res_path}: made with other settings; choose "
                                         "another --out (results are never overwritten)")

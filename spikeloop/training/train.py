@@ -110,9 +110,24 @@ RESUMABLE_CHANGES = ("epochs", "out", "resume", "progress", "threads", "chip_fil
 #: where a measured step's surrogate derivative is taken unless told (SURROGATE_AT)
 SURROGATE_AT_DEFAULT = "measured"
 
+def surrogate_at_option(runs: str):
+    """The ``--surrogate-at`` option of a command whose ``runs`` train in the loop."""
+    return option(SURROGATE_AT_DEFAULT, choices=SURROGATE_AT,
+                  help=f"{runs}: take the surrogate derivative at the measured membrane "
+                       "(measured: inject, then threshold, hxtorch's order) or at the model's "
+                       "membrane recomputed from the measured previous state (model); default "
+                       f"{SURROGATE_AT_DEFAULT}")
+
+
 #: settings added after runs were made, with the value those runs had (a saved
 #: run without the setting ran with it, whatever the default is now)
 PREDATED = {"surrogate_at": "measured"}
+
+
+def with_predated(saved: dict, now: dict) -> dict:
+    """``saved`` (the settings a result was made with) with the :data:`PREDATED`
+    values of the settings of ``now`` it lacks, for comparing with ``now``."""
+    return {k: v for k, v in PREDATED.items() if k in now} | saved
 
 
 class TrainError(ValueError):
@@ -199,11 +214,7 @@ class TrainSettings:
     #: chip backends: where a measured step's surrogate derivative is taken: at the
     #: measured membrane (inject, then threshold: hxtorch's order) or at the model's
     #: membrane recomputed from the measured previous state
-    surrogate_at: str = option(SURROGATE_AT_DEFAULT, choices=SURROGATE_AT,
-                               help="chip backends: take the surrogate derivative at the "
-                                    "measured membrane (measured: hxtorch's order) or at "
-                                    "the model's membrane recomputed from the measured "
-                                    f"previous state (model); default {SURROGATE_AT_DEFAULT}")
+    surrogate_at: str = surrogate_at_option("chip backends")
     #: augmentation: dropout of hidden units during training (the same units for the
     #: whole batch: on a chip the dropped units' output weights are written as 0)
     dropout: float = option(0.0, help="training only: drop each hidden unit with this "
