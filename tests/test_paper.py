@@ -25,7 +25,7 @@ from spikeloop.base.events import Observables
 from spikeloop.cli import main as cli_main
 from spikeloop.data import latency_raster, latency_times_us
 from spikeloop.data.mnist import OUT_SIDE, load_idx_mnist, rotate
-from spikeloop.experiments.paper import PaperSettings, run_paper
+from spikeloop.experiments.paper import PaperError, PaperSettings, run_paper
 from spikeloop.model.chip import Chip
 from spikeloop.nn.chip_network import (
     INFERENCE_INPUT_OFFSET_CYCLES,
@@ -206,6 +206,13 @@ def test_paper_command_tiny_and_resume(tmp_path, chip):
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("results.json")} == stamps
     assert [r["loop"] for r in res2["rows"]] == [r["loop"] for r in rows]
     assert json.loads((tmp_path / "paper.json").read_text())["rows"][0]["task"] == "yinyang"
+    # --surrogate-at reaches the trainings in the loop (and only those)
+    loop_args = json.loads((tmp_path / "yinyang" / "seed0" / "loop" / "results.json")
+                           .read_text())["args"]
+    assert loop_args["surrogate_at"] == "measured"
+    with pytest.raises(PaperError, match=r"loop holds a run with other settings \(surrogate_at: "
+                                         r"there 'measured', now 'model'\)"):
+        run_paper(_paper(tmp_path, dropout=0.2, surrogate_at="model"), log=lambda _: None)
 
 
 @pytest.mark.slow          # the full chip's calibration and short speech trainings
