@@ -876,14 +876,17 @@ def _start(s: TrainSettings, out: Path, ckpt: dict | None, log: RunLog) -> _Sess
         net = make_network(s.backend, kwargs, chip=chip, generator=generator,
                            run_seed=s.run_seed, device=s.device,
                            hidden_spikes=s.hidden_spikes)
-        net.surrogate_at = s.surrogate_at
     except PlacementError as e:
         raise TrainError(f"the network {task.n_in} -> {task.n_hidden}"
                          f"{' (recurrent)' if task.recurrent else ''} -> {task.n_out} does not "
                          f"fit chip preset {s.preset!r}: {e} (sizes: --hidden"
                          f"{', --input-channels' if task.name == 'shd' else ''})") from e
+    net.surrogate_at = s.surrogate_at
     hp = hyperparameters(s, task)
     log.info("hyperparameters: " + ", ".join(f"{k} {v:g}" for k, v in hp.items()))
+    if s.backend in LOOP_BACKENDS:
+        log.info(f"gradient: the chip's traces injected, the surrogate derivative taken at "
+                 f"the {s.surrogate_at} membrane")
     opt = torch.optim.Adam(net.parameters(), lr=hp["lr"])
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=s.lr_decay)
     run = _Session(task, chip, net, kwargs, hp, opt, sched, generator, history=[])
