@@ -310,3 +310,32 @@ def test_software_network_trains_on_separable_latency_data():
     acc = (out.log_probs.argmax(1) == y).float().mean().item()
     assert losses[-1] < 0.5 * losses[0]
     assert acc > 0.9
+
+
+def test_ideal_back_to_back_carries_the_synaptic_currents_over():
+    """Back to back in the ideal equations: one image per run is the plain forward
+    pass; clearing the currents at each boundary makes every image independent;
+    keeping them (the chip's neuron reset) lets a strong image's late input decide
+    the next image's class."""
+    torch.manual_seed(0)
+    net = SoftwareNetwork(6, 12, 3)
+    raster = (torch.rand(6, 9, 6) < 0.4).float()
+    with torch.no_grad():
+        net.hidden_synapse.weight.mul_(40)
+        net.output_synapse.weight.mul_(40)
+        alone = net(raster).v_out.amax(dim=0).argmax(dim=-1)
+    assert torch.equal(net.ideal_back_to_back(raster, 1), alone)
+    assert torch.equal(net.ideal_back_to_back(raster, 4, reset_currents=True), alone)
+    # input 0 drives hidden 0 drives output 0, input 1 drives hidden 1 drives output 1
+    two = SoftwareNetwork(2, 2, 2)
+    with torch.no_grad():
+        two.hidden_synapse.weight.copy_(torch.tensor([[2.0, 0.0], [0.0, 2.0]]))
+        two.output_synapse.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 0.05]]))
+    pair = torch.zeros(4, 2, 2)
+    pair[:, 0, 0] = 1.0          # image 0: input 0 at every step, up to the boundary
+    pair[0, 1, 1] = 1.0          # image 1: one spike on input 1
+    assert two.ideal_back_to_back(pair, 1).tolist() == [0, 1]
+    assert two.ideal_back_to_back(pair, 2, reset_currents=True).tolist() == [0, 1]
+    assert two.ideal_back_to_back(pair, 2).tolist() == [0, 0]
+    with pytest.raises(ValueError, match="per_run"):
+        two.ideal_back_to_back(pair, 0)

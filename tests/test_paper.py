@@ -196,6 +196,14 @@ def test_paper_command_tiny_and_resume(tmp_path, chip):
         assert inf["images_per_run"] == 9 and inf["images"] == 12
         assert r["frames_per_s"] == pytest.approx(1e6 / inf["emulated_us_per_image"])
         assert 70e3 < r["frames_per_s"] < 1e6 / 11.8
+        # the analysis of back to back: per place in the run, errors that name the
+        # image before, the ideal equations alone / back to back / currents cleared
+        assert len(inf["accuracy_by_slot"]) == 9
+        assert 0 <= inf["later_errors_with_previous_label"] <= inf["later_errors"] <= 12 - 2
+        ideal = inf["ideal_model"]
+        assert set(ideal) == {"steps_per_image", "step_us", "separate", "back_to_back"}
+        assert all(0.0 <= ideal[k] <= 1.0 for k in ("separate", "back_to_back"))
+    assert "give the class of the image before" in (tmp_path / "table.md").read_text()
     table = (tmp_path / "table.md").read_text()
     assert "| yinyang | 5-8-3 (feed-forward) | here |" in table
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("results.json")}

@@ -27,7 +27,11 @@ task), per training seed:
    host reads back, the hidden spikes from the recorded events; beside it the
    accuracy of separate runs of 11.8 µs each; frames per second of emulated
    chip time and, when an energy model is given (the command line gives the
-   one of ``spikeloop explore``), energy per image and average power;
+   one of ``spikeloop explore``), energy per image and average power; and
+   where back to back loses accuracy: per place of an image in its run, how
+   many errors give the class of the image before, and the same weights in the
+   ideal equations alone and back to back (membranes reset, synaptic currents
+   carried over: :meth:`~spikeloop.nn.modules.LoopNetwork.ideal_back_to_back`);
 5. with augmentation (unless ``--no-augmentation``): (1) and (2) again with
    dropout of hidden units (``--dropout``) and random rotations of the
    training images (``--rotate``, mnist only).
@@ -360,6 +364,25 @@ def inference(s: PaperSettings, net_path: Path, chip: Chip, energy) -> dict:
     if energy is not None:
         res["energy"] = energy(chip.cfg, b2b.observables, b2b.input_events, n,
                                b2b.emulated_us_per_image, len(net.placement.image.bus_writes()))
+    # where the errors of back to back come from: the image's place in its run, the
+    # image before it, and the ideal equations presented the same way
+    K = b2b.images_per_run
+    ok = b2b.predictions == y
+    slot = np.arange(n) % K
+    res["accuracy_by_slot"] = [float(ok[slot == j].mean()) for j in range(K)]
+    later_wrong = ~ok & (slot > 0)
+    res["later_errors_with_previous_label"] = int(
+        (b2b.predictions[later_wrong] == y[np.flatnonzero(later_wrong) - 1]).sum())
+    res["later_errors"] = int(later_wrong.sum())
+    ideal_steps = round(INFERENCE_SPACING_US / task.dt_us)
+    raster = torch.cat([task.with_steps(ideal_steps).encode(xb)[0]
+                        for xb, _ in Batches(task.test, 100, shuffle=False)], dim=1)
+    w = net.hidden_synapse.weight
+    raster = raster.to(dtype=w.dtype, device=w.device)
+    res["ideal_model"] = {
+        "steps_per_image": ideal_steps, "step_us": task.dt_us,
+        **{name: float((net.ideal_back_to_back(raster, k).numpy() == y).mean())
+           for name, k in (("separate", 1), ("back_to_back", K))}}
     # separate runs, 11.8 µs each (the window's first ADC samples; later inputs not played)
     n_bins = min(int(INFERENCE_SPACING_US // task.dt_us),
                  int((INFERENCE_SPACING_US * chip.cfg.clock_mhz - 2) // net.adc_period))
@@ -422,7 +445,8 @@ def vision_rows(s: PaperSettings, out: Path, log, energy) -> list[Row]:
             r["inference"] = evaluation(
                 sd / f"eval-inference{suffix}.json",
                 {**base_key, "net": _sha256(loop_net), "energy": bool(energy),
-                 "energy_table": s.energy_table, "spacing": INFERENCE_SPACING_CYCLES},
+                 "energy_table": s.energy_table, "spacing": INFERENCE_SPACING_CYCLES,
+                 "analysis": 2},
                 lambda p=loop_net: inference(s, p, chip, energy), log)
             inf = r["inference"]
             log(f"  software {r['software']:.4f}, in the loop {r['loop']:.4f} (hidden spikes "
@@ -466,6 +490,20 @@ def vision_rows(s: PaperSettings, out: Path, log, energy) -> list[Row]:
             f"{_pct(acc_b2b)}; separate runs of 11.8 µs: {_pct(acc_sep)}; in "
             f"training-mode runs (34 µs): {_pct(row.loop)}; hidden spikes lost between "
             f"the neurons and the host: {sum(i['lost_hidden_spikes'] for i in inf)}")
+        by_slot = " / ".join(f"{100 * np.mean([i['accuracy_by_slot'][j] for i in inf]):.2f} %"
+                             for j in range(inf[0]["images_per_run"]))
+        later = sum(i["later_errors"] for i in inf)
+        prev = sum(i["later_errors_with_previous_label"] for i in inf)
+        ideal = [i["ideal_model"] for i in inf]
+        row.notes.append(
+            f"back to back by the image's place in its run: {by_slot}; of the errors on "
+            f"images after the first of a run, {prev} of {later} give the class of the image "
+            f"before. The ideal equations with the in-the-loop weights on the "
+            f"{ideal[0]['step_us']:g} µs grid ({ideal[0]['steps_per_image']} steps per "
+            f"image): alone {_pct(Stat.of(x['separate'] for x in ideal))} (the same as back "
+            f"to back with the synaptic currents cleared at each boundary), back to back with "
+            f"the membranes reset and the currents carried over, as the chip's neuron reset "
+            f"leaves them, {_pct(Stat.of(x['back_to_back'] for x in ideal))}")
         row.details = {"per_seed": per[suffix]}
         rows.append(row)
     return rows

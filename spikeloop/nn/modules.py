@@ -169,6 +169,43 @@ class LoopNetwork(nn.Module):
         v_o = self.output(torch.matmul(z_h, self.output_weight().t()), measured_v=output_v)
         return NetworkOutput(SF.max_over_time_log_softmax(v_o, self.readout_scale), v_o, z_h, v_h)
 
+    @torch.no_grad()
+    def ideal_back_to_back(self, raster: torch.Tensor, per_run: int, *,
+                           reset_currents: bool = False) -> torch.Tensor:
+        """The ideal equations with the images of ``raster`` (``[T, N, n_in]``: each
+        image's slot of ``T`` steps) presented back to back in runs of ``per_run``
+        images, as the chip's inference mode presents them: at each boundary the
+        membranes and spikes are reset (the PPU's neuron reset) and the synaptic
+        currents carry over (``reset_currents=True``: cleared as well, which the
+        chip's neuron reset does not do); each image's class is the output with the
+        highest membrane within its slot. Returns the ``[N]`` predicted classes.
+        With ``per_run=1`` every image runs alone."""
+        if raster.dim() != 3 or raster.shape[2] != self.n_in:
+            raise ValueError(f"raster must be [T, N, {self.n_in}], got {tuple(raster.shape)}")
+        if per_run < 1:
+            raise ValueError(f"per_run = {per_run}; need >= 1")
+        T, n, _ = raster.shape
+        n_runs = -(-n // per_run)
+        pad = raster.new_zeros(T, n_runs * per_run - n, self.n_in)
+        x = self.hidden_synapse(torch.cat([raster, pad], dim=1))
+        x = x.reshape(T, n_runs, per_run, self.n_hidden)
+        w_rec = None if self.recurrent_synapse is None else self.recurrent_synapse.weight
+        w_out = self.output_synapse.weight.t()
+        h = SF.LIFState.zeros_like(x[0, :, 0])
+        o = SF.LIState.zeros_like(x.new_zeros(n_runs, self.n_out))
+        pred = torch.empty(n_runs, per_run, dtype=torch.long)
+        for j in range(per_run):
+            zero_h, zero_o = torch.zeros_like(h.v), torch.zeros_like(o.v)
+            h = SF.LIFState(zero_h if reset_currents else h.i, zero_h, zero_h)
+            o = SF.LIState(zero_o if reset_currents else o.i, zero_o)
+            v_max = torch.full_like(o.v, -math.inf)
+            for t in range(T):
+                h = SF.lif_step(x[t, :, j], h, self.params, recurrent_weight=w_rec)
+                o = SF.li_step(torch.matmul(h.z, w_out), o, self.params)
+                v_max = torch.maximum(v_max, o.v)
+            pred[:, j] = v_max.argmax(dim=-1)
+        return pred.reshape(-1)[:n]
+
     def regularization(self, out: NetworkOutput, *, spike_strength: float = 5e-4,
                        weight_strength: float = 0.1) -> torch.Tensor:
         """``5e-4 * mean (hidden spike count)^2 + 0.1 * mean(W_hidden^2)``."""
