@@ -241,6 +241,55 @@ def test_experiment_rows_and_control_shuffles_and_freezes(tmp_path, capsys):
     assert not net.recurrent_synapse.weight.requires_grad
 
 
+def test_an_interrupted_training_continues_from_its_checkpoint(tmp_path):
+    """Stopped after an epoch, the command continues where it stopped and ends
+    with the network of the uninterrupted training, bit for bit."""
+    import torch
+
+    from spikeloop.experiments import speech as exp
+    from tests.test_tasks import write_shd_dir
+
+    (tmp_path / "d").mkdir()
+    write_shd_dir(tmp_path / "d", n_train=8, n_test=4)
+
+    def settings(out, **kw):
+        kw = {"seeds": (0,), "epochs": 3, "batch_size": 4, **kw}
+        return exp.SpeechExperimentSettings(data_dir=str(tmp_path / "d"), out=str(tmp_path / out),
+                                            **kw)
+
+    exp.run_speech(settings("whole"), log=lambda _: None)
+
+    class Stop(Exception):
+        pass
+
+    def stop_in_epoch_3(line):
+        if "epoch 3/3" in line:
+            raise Stop
+    with pytest.raises(Stop):
+        exp.run_speech(settings("cut"), log=stop_in_epoch_3)
+    ck = tmp_path / "cut" / "seed0" / "software.checkpoint.pt"
+    assert torch.load(ck, weights_only=True)["epoch"] == 2
+    assert not (tmp_path / "cut" / "seed0" / "software.json").exists()
+    lines = []
+    exp.run_speech(settings("cut"), log=lines.append)
+    assert f"    continuing after epoch 2 ({ck})" in lines
+    for cond in ("software", "control"):
+        a = torch_load(tmp_path / "whole" / "seed0" / f"{cond}.pt")
+        b = torch_load(tmp_path / "cut" / "seed0" / f"{cond}.pt")
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+        ra = json.loads((tmp_path / "whole" / "seed0" / f"{cond}.json").read_text())
+        rb = json.loads((tmp_path / "cut" / "seed0" / f"{cond}.json").read_text())
+        assert ra["test_accuracy"] == rb["test_accuracy"]
+        assert [h["train_loss"] for h in ra["history"]] == [h["train_loss"] for h in rb["history"]]
+    # a checkpoint of other settings, or one that is not a checkpoint: refused in one line
+    (tmp_path / "cut" / "seed0" / "software.json").unlink()
+    with pytest.raises(exp.SpeechExperimentError, match="made with other settings"):
+        exp.run_speech(settings("cut", batch_size=2), log=lambda _: None)
+    ck.write_bytes(b"not a checkpoint")
+    with pytest.raises(exp.SpeechExperimentError, match="software.checkpoint.pt: not readable"):
+        exp.run_speech(settings("cut"), log=lambda _: None)
+
+
 @pytest.mark.slow          # the full chip's calibration and a short training in the loop
 def test_experiment_trains_in_the_loop_on_the_streaming_chip(tmp_path, capsys):
     from tests.test_tasks import write_shd_dir

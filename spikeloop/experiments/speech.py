@@ -29,6 +29,8 @@ spikes per neuron and input, beside the paper's figures).
 
 Files: ``DIR/seed<k>/<condition>.pt`` (the network) and ``.json`` (its
 figures, reused when the settings are the same; other settings are refused),
+``DIR/seed<k>/<condition>.checkpoint.pt`` (the training's state after every
+epoch: an interrupted training continues from it when the command runs again),
 ``DIR/speech.json`` (the rows).  The directory is locked while it runs; every
 file is written atomically.
 """
@@ -69,7 +71,9 @@ from spikeloop.training.train import (
     PAPER_BATCH_SIZE,
     PAPER_LR_DECAY,
     READOUT_SCALE,
+    TrainError,
     evaluate,
+    load_torch_file,
     surrogate_at_option,
     with_predated,
 )
@@ -196,15 +200,46 @@ def shuffle_and_freeze(net: SoftwareNetwork, recurrent: torch.Tensor, seed: int)
     net.recurrent_synapse.weight.requires_grad_(False)
 
 
+def _checkpoint_key(key: dict) -> dict:
+    """What a checkpoint must share with the run that continues it: every setting
+    but the number of epochs (the schedule of an epoch does not depend on it)."""
+    return {k: v for k, v in key.items() if k != "epochs"}
+
+
 def train(net, task: Task, s: SpeechExperimentSettings, seed: int,
-          log=print) -> list[dict]:
-    """The paper's schedule; returns the per-epoch history (train figures)."""
+          log=print, checkpoint: Path | None = None, key: dict | None = None) -> list[dict]:
+    """The paper's schedule; returns the per-epoch history (train figures).
+
+    With ``checkpoint``, the state after every epoch (network, optimiser,
+    learning-rate schedule, history) is written there atomically, and a training
+    that finds one made with the same ``key`` (all but the epochs) continues
+    from it: the batches of an epoch depend only on the seed and the epoch, the
+    chip's noise on the network's sample counter, so the continued training is
+    the uninterrupted one bit for bit."""
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=PAPER_LR)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, PAPER_LR_DECAY)
     batches = Batches(task.train, s.batch_size, shuffle=True, seed=seed)
-    history = []
-    for epoch in range(s.epochs):
+    history: list[dict] = []
+    start = 0
+    if checkpoint is not None and checkpoint.exists():
+        try:
+            ck = load_torch_file(checkpoint, "a checkpoint of spikeloop experiment speech",
+                                 ("key", "epoch", "net", "opt", "sched", "history"))
+        except TrainError as e:
+            raise SpeechExperimentError(str(e)) from None
+        if ck["key"] != _checkpoint_key(key or {}):
+            raise SpeechExperimentError(f"{checkpoint}: a checkpoint made with other settings; "
+                                        "choose another --out (results are never overwritten)")
+        if ck["epoch"] > s.epochs:
+            raise SpeechExperimentError(f"{checkpoint}: holds {ck['epoch']} epochs, more than "
+                                        f"--epochs {s.epochs}")
+        net.load_state_dict(ck["net"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        history, start = list(ck["history"]), int(ck["epoch"])
+        log(f"    continuing after epoch {start} ({checkpoint})")
+    for epoch in range(start, s.epochs):
         t0 = time.perf_counter()
         n = correct = 0
         loss_sum = spikes = 0.0
@@ -229,6 +264,10 @@ def train(net, task: Task, s: SpeechExperimentSettings, seed: int,
             log(f"    epoch {epoch + 1}/{s.epochs}: loss {row['train_loss']:.4f} acc "
                 f"{row['train_accuracy']:.4f} spikes/neuron/input "
                 f"{row['train_spikes_per_neuron_input']:.3f} ({row['wall_s']:.1f} s)")
+        if checkpoint is not None:
+            _save({"key": _checkpoint_key(key or {}), "epoch": epoch + 1,
+                   "net": net.state_dict(), "opt": opt.state_dict(),
+                   "sched": sched.state_dict(), "history": history}, checkpoint)
     return history
 
 
@@ -263,11 +302,11 @@ def run_condition(cond: str, seed: int, task: Task, s: SpeechExperimentSettings,
         base = torch.load(d / "software.pt", weights_only=True)
         shuffle_and_freeze(net, base["recurrent_synapse.weight"], seed)
     log(f"  seed {seed} {cond}: training {s.epochs} epochs on {len(task.train)} samples")
+    history = train(net, task, s, seed, log, checkpoint=d / f"{cond}.checkpoint.pt", key=key)
     t0 = time.perf_counter()
-    history = train(net, task, s, seed, log)
     test = evaluate(net, task, task.test, s.batch_size,
                     {"spike_reg": PAPER_SPIKE_REG, "weight_reg": PAPER_WEIGHT_REG})
-    wall = time.perf_counter() - t0
+    wall = sum(h["wall_s"] for h in history) + time.perf_counter() - t0
     _save(net.state_dict(), net_path)
     res = {"key": key, "condition": cond, "seed": seed, "test_accuracy": test["accuracy"],
            "test_spikes_per_neuron_input": test["spikes_per_neuron_input"],
