@@ -326,6 +326,12 @@ def _test_task(s: PaperSettings, cfg: ChipConfig):
                       test_samples=s.test_samples)
 
 
+#: what :func:`inference` computes, in its reuse key: an evaluation made before the
+#: analysis of back to back (place in the run, the image before, the ideal equations)
+#: was added is made again
+INFERENCE_ANALYSIS = "back-to-back analysis 1"
+
+
 def inference(s: PaperSettings, net_path: Path, chip: Chip, energy) -> dict:
     """The network of ``net_path`` on ``chip`` in inference mode, back to back, and
     in separate runs of 11.8 µs each (module docstring, 4)."""
@@ -446,7 +452,7 @@ def vision_rows(s: PaperSettings, out: Path, log, energy) -> list[Row]:
                 sd / f"eval-inference{suffix}.json",
                 {**base_key, "net": _sha256(loop_net), "energy": bool(energy),
                  "energy_table": s.energy_table, "spacing": INFERENCE_SPACING_CYCLES,
-                 "analysis": 2},
+                 "analysis": INFERENCE_ANALYSIS},
                 lambda p=loop_net: inference(s, p, chip, energy), log)
             inf = r["inference"]
             log(f"  software {r['software']:.4f}, in the loop {r['loop']:.4f} (hidden spikes "

@@ -190,7 +190,7 @@ class LoopNetwork(nn.Module):
         x = self.hidden_synapse(torch.cat([raster, pad], dim=1))
         x = x.reshape(T, n_runs, per_run, self.n_hidden)
         w_rec = None if self.recurrent_synapse is None else self.recurrent_synapse.weight
-        w_out = self.output_synapse.weight.t()
+        w_out = self.output_weight().t()
         h = SF.LIFState.zeros_like(x[0, :, 0])
         o = SF.LIState.zeros_like(x.new_zeros(n_runs, self.n_out))
         pred = torch.empty(n_runs, per_run, dtype=torch.long)
