@@ -339,3 +339,46 @@ def test_ideal_back_to_back_carries_the_synaptic_currents_over():
     assert two.ideal_back_to_back(pair, 2).tolist() == [0, 0]
     with pytest.raises(ValueError, match="per_run"):
         two.ideal_back_to_back(pair, 0)
+
+
+def test_sequences_give_the_gradients_of_step_by_step_indexing_bit_for_bit():
+    """lif_sequence / li_sequence take each step's input from one unbind (a
+    backward linear in the steps, not quadratic); the gradients are those of
+    indexing x[t] step by step, bit for bit (recurrent layer, measured traces)."""
+    from spikeloop.nn.functional import LIFState, LIState, li_step, lif_step
+
+    g = torch.Generator().manual_seed(5)
+    T, B, n_in, n, n_out = 40, 6, 7, 9, 3
+    raster = (torch.rand(T, B, n_in, generator=g) < 0.3).float()
+    m_v = torch.rand(T, B, n, generator=g) * 1.5
+    m_z = (m_v >= 1).float()
+    weights = [torch.randn(n, n_in, generator=g), torch.randn(n, n, generator=g) * 0.3,
+               torch.randn(n_out, n, generator=g)]
+    p = LIFParameters()
+
+    def run(sequences: bool):
+        w_in, w_rec, w_out = (w.clone().requires_grad_(True) for w in weights)
+        x = raster @ w_in.t()
+        if sequences:
+            z, _ = lif_sequence(x, measured_v=m_v, measured_z=m_z, recurrent_weight=w_rec,
+                                surrogate_at="model")
+            v_out = li_sequence(z @ w_out.t())
+        else:
+            s, zs = LIFState.zeros_like(x[0]), []
+            for t in range(T):
+                s = lif_step(x[t], s, p, measured_v=m_v[t], measured_z=m_z[t],
+                             recurrent_weight=w_rec, surrogate_at="model")
+                zs.append(s.z)
+            z = torch.stack(zs)
+            y = z @ w_out.t()
+            o, vs = LIState.zeros_like(y[0]), []
+            for t in range(T):
+                o = li_step(y[t], o, p)
+                vs.append(o.v)
+            v_out = torch.stack(vs)
+        (v_out.amax(dim=0).sum() + z.sum()).backward()
+        return [w_in.grad, w_rec.grad, w_out.grad]
+
+    a, b = run(True), run(False)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert all(x.abs().sum() > 0 for x in a)

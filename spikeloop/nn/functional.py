@@ -283,10 +283,13 @@ def lif_sequence(x: torch.Tensor, params: LIFParameters = DEFAULT_PARAMS, *,
     _check_measured("measured_z", measured_z, x)
     s = LIFState.zeros_like(x[0]) if state is None else state
     zs, vs = [], []
+    # one unbind, not x[t] per step: the backward of x[t] fills a zero tensor of
+    # x's whole size per step (quadratic in T), unbind's stacks the steps once
+    xs, mv, mz = (None if a is None else a.unbind(0) for a in (x, measured_v, measured_z))
     for t in range(x.shape[0]):
-        s = lif_step(x[t], s, params,
-                     measured_v=None if measured_v is None else measured_v[t],
-                     measured_z=None if measured_z is None else measured_z[t],
+        s = lif_step(xs[t], s, params,
+                     measured_v=None if mv is None else mv[t],
+                     measured_z=None if mz is None else mz[t],
                      recurrent_weight=recurrent_weight, surrogate_at=surrogate_at)
         zs.append(s.z)
         vs.append(s.v)
@@ -302,8 +305,9 @@ def li_sequence(x: torch.Tensor, params: LIFParameters = DEFAULT_PARAMS, *,
     _check_measured("measured_v", measured_v, x)
     s = LIState.zeros_like(x[0]) if state is None else state
     vs = []
+    xs, mv = x.unbind(0), None if measured_v is None else measured_v.unbind(0)
     for t in range(x.shape[0]):
-        s = li_step(x[t], s, params, measured_v=None if measured_v is None else measured_v[t])
+        s = li_step(xs[t], s, params, measured_v=None if mv is None else mv[t])
         vs.append(s.v)
     return torch.stack(vs)
 
