@@ -130,13 +130,14 @@ def replay(s: ReplaySettings, log=print) -> dict:
         except queue.Empty:
             nets = networks()
         try:
-            raster, times = task.encode(x)
+            with torch.no_grad():       # per thread: autograd's mode is thread-local
+                raster, times = task.encode(x)
             outs, obs = {}, {}
             for b, n in nets.items():
                 n.samples_run.fill_(base + k * batch)
                 # the fast backend shares its thread pool: one batch at a time (it is
                 # three orders of magnitude faster than the co-simulation)
-                with fast_lock if b == "fast" else contextlib.nullcontext():
+                with fast_lock if b == "fast" else contextlib.nullcontext(), torch.no_grad():
                     t0 = time.perf_counter()
                     outs[b] = n(raster, times_us=times)
                     dt = time.perf_counter() - t0
@@ -164,12 +165,11 @@ def replay(s: ReplaySettings, log=print) -> dict:
         return row
 
     t_start = time.perf_counter()
-    with torch.no_grad():
-        # the first batch alone: it makes (or finds) the simulator's build the others share
-        k0, (x0, y0) = batches[0]
-        rows = [one(k0, x0, y0)]
-        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-            rows += list(pool.map(lambda kb: one(kb[0], *kb[1]), batches[1:]))
+    # the first batch alone: it makes (or finds) the simulator's build the others share
+    k0, (x0, y0) = batches[0]
+    rows = [one(k0, x0, y0)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        rows += list(pool.map(lambda kb: one(kb[0], *kb[1]), batches[1:]))
     elapsed = time.perf_counter() - t_start
     correct = sum(r.pop("correct") for r in rows)
     first_diff = next((f"batch {r['batch']}: {r['first_difference']}" for r in rows
