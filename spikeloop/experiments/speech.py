@@ -24,6 +24,9 @@ hidden LIF neurons, 20 LI outputs, 1 s in 294 steps of 1.7 µs).  Per seed:
    reads after the recording), the chip's noise seeded by the training seed.
    The chip is calibrated once and kept (``DIR/chip<seed>.npz``).
 
+The conditions run one after the other, each for every seed (all software
+models first, the trainings in the loop last).
+
 Rows: :func:`speech_rows` (test accuracy mean ± std over the seeds, hidden
 spikes per neuron and input, beside the paper's figures).
 
@@ -376,8 +379,10 @@ def run_speech(s: SpeechExperimentSettings, log=print) -> dict:
         t0 = time.perf_counter()
         results: dict[str, list[dict]] = {c: [] for c in CONDITIONS}
         conditions = CONDITIONS if s.preset is not None else CONDITIONS[:2]
-        for seed in s.seeds:
-            for cond in conditions:
+        # condition by condition (every seed's software model first, the trainings in
+        # the loop, the longest, last): the cheaper rows are there early
+        for cond in conditions:
+            for seed in s.seeds:
                 results[cond].append(run_condition(cond, seed, task, s, out, log))
         rows = speech_rows(results, data)
         summary = {"settings": dataclasses.asdict(s), "rows": rows,
