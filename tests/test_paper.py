@@ -197,7 +197,7 @@ def test_paper_command_tiny_and_resume(tmp_path, chip):
         assert r["frames_per_s"] == pytest.approx(1e6 / inf["emulated_us_per_image"])
         assert 70e3 < r["frames_per_s"] < 1e6 / 11.8
         # the analysis of back to back: per place in the run, errors that name the
-        # image before, the ideal equations alone / back to back / currents cleared
+        # image before, the ideal equations alone and back to back
         assert len(inf["accuracy_by_slot"]) == 9
         assert 0 <= inf["later_errors_with_previous_label"] <= inf["later_errors"] <= 12 - 2
         ideal = inf["ideal_model"]
