@@ -225,13 +225,14 @@ def train(net, task: Task, s: SpeechExperimentSettings, seed: int,
     batches = Batches(task.train, s.batch_size, shuffle=True, seed=seed)
     history: list[dict] = []
     start = 0
+    ck_key = _checkpoint_key(key or {})
     if checkpoint is not None and checkpoint.exists():
         try:
             ck = load_torch_file(checkpoint, "a checkpoint of spikeloop experiment speech",
                                  ("key", "epoch", "net", "opt", "sched", "history"))
         except TrainError as e:
             raise SpeechExperimentError(str(e)) from None
-        if ck["key"] != _checkpoint_key(key or {}):
+        if ck["key"] != ck_key:
             raise SpeechExperimentError(f"{checkpoint}: a checkpoint made with other settings; "
                                         "choose another --out (results are never overwritten)")
         if ck["epoch"] > s.epochs:
@@ -268,7 +269,7 @@ def train(net, task: Task, s: SpeechExperimentSettings, seed: int,
                 f"{row['train_accuracy']:.4f} spikes/neuron/input "
                 f"{row['train_spikes_per_neuron_input']:.3f} ({row['wall_s']:.1f} s)")
         if checkpoint is not None:
-            _save({"key": _checkpoint_key(key or {}), "epoch": epoch + 1,
+            _save({"key": ck_key, "epoch": epoch + 1,
                    "net": net.state_dict(), "opt": opt.state_dict(),
                    "sched": sched.state_dict(), "history": history}, checkpoint)
     return history
