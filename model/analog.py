@@ -345,9 +345,14 @@ def _kernel_params(params: LIFParams) -> tuple:
     if cached is None:
         p = params
         if p.merge_top is None:
-            merge = (False, _NONE_IDX, _NONE_IDX)
+            merge = (False, _NONE_B[0])
         else:
-            merge = (True, p.merge_partner.numpy(), p.merge_follow.numpy())
+            # merged pairs are the two circuits of a column (from_physical): the
+            # kernel takes the column's merge bit and the offset of the second half
+            half = p.n_neurons // 2
+            top = p.merge_top.numpy()
+            assert (p.merge_partner.numpy() == np.arange(p.n_neurons) + half * top).all()
+            merge = (True, np.ascontiguousarray(top[:half]))
         cached = (p.v_leak_v.numpy(), p.v_reset_v.numpy(), p.v_thresh_v.numpy(),
                   p.decay_mem.numpy(), p.decay_syn_exc.numpy(), p.decay_syn_inh.numpy(),
                   p.k_exc_us.numpy(), p.k_inh_us.numpy(), p.gain_exc_v_per_us.numpy(),
@@ -392,11 +397,10 @@ def _lif_step_compiled(state: LIFState, params: LIFParams, exc_sum, inh_sum, res
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _lif_kernel(v, ie, ii, exc, inh, has_exc, has_inh, hold, has_hold, noise, has_noise,
                 leak, reset, thresh, decay_mem, decay_exc, decay_inh, k_exc, k_inh, gain_exc,
-                gain_inh, v_min, v_max, merged, partner, follow,
-                out_v, out_ie, out_ii, out_spikes):
+                gain_inh, v_min, v_max, merged, mbits, out_v, out_ie, out_ii, out_spikes):
     """:func:`_lif_step_torch`'s operations, element by element, in its order (all
     float32: the sums are converted to float32 first, as ``.to(dtype)``), one row
-    at a time (:func:`lif_row`)."""
+    at a time (:func:`lif_row`, on copies of the state's rows in the outputs)."""
     B, n = v.shape
     dv = np.empty(n, dtype=np.float32)
     for b in range(B):
@@ -405,71 +409,93 @@ def _lif_kernel(v, ie, ii, exc, inh, has_exc, has_inh, hold, has_hold, noise, ha
         bi = b if has_inh else 0
         bh = b if has_hold else 0
         bn = b if has_noise else 0
-        lif_row(v[b], ie[b], ii[b], exc[be], inh[bi], has_exc, has_inh, hold[bh], has_hold,
+        ov, oe, oi = out_v[b], out_ie[b], out_ii[b]
+        ov[:] = v[b]
+        oe[:] = ie[b]
+        oi[:] = ii[b]
+        lif_row(ov, oe, oi, exc[be], inh[bi], has_exc, has_inh, hold[bh], has_hold,
                 noise[bn], has_noise, leak, reset, thresh, decay_mem, decay_exc, decay_inh,
-                k_exc, k_inh, gain_exc, gain_inh, v_min, v_max, merged, partner, follow,
-                out_v[b], out_ie[b], out_ii[b], out_spikes[b], dv)
+                k_exc, k_inh, gain_exc, gain_inh, v_min, v_max, merged, mbits,
+                out_spikes[b], dv)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def lif_row(v, ie, ii, exc, inh, has_exc, has_inh, hold, has_hold, noise, has_noise,
             leak, reset, thresh, decay_mem, decay_exc, decay_inh, k_exc, k_inh, gain_exc,
-            gain_inh, v_min, v_max, merged, partner, follow, ov, oe, oi, os, dv):
-    """One sample's step (1-d rows of ``n`` neurons; ``dv`` float32 scratch [n]):
-    a few short loops with no branch on the flags inside, which the compiler
-    vectorises.  The outputs may be the inputs' own rows (each neuron's inputs
-    are read before its outputs are written; a bottom circuit copies its top's
-    final membrane in the last loop).  Merged pairs: ``partner[j] != j`` for a top
-    circuit (``merge_top``), ``follow[j] != j`` for a bottom one (``merge_bottom``).
-    Called by every compiled caller (the fast backend's whole-run kernel too),
-    so there is one definition."""
-    n = len(ov)
+            gain_inh, v_min, v_max, merged, mbits, os, dv):
+    """One sample's step on its state's rows ``v``, ``ie``, ``ii`` (1-d, ``n``
+    neurons, updated in place; ``os``: the spikes; ``dv``: float32 scratch [n]).
+
+    Written for the compiler's vectoriser: short loops, each over a few arrays
+    (it checks at run time that an array written does not overlap one read, and
+    gives up beyond a few such pairs), each element's value read before it is
+    written in the same loop (a state row is never both a separate input and an
+    output, which would overlap and fall back to scalar code), and no branch
+    inside (``min``/``max`` as numba computes them, ``select(v_min > x, v_min,
+    x)``; the flags combined with ``&``/``|``; every load unconditional).  The
+    operations and their order are :func:`_lif_step_torch`'s.  Merged pairs
+    (``merged``): the circuits ``j`` and ``j + n/2`` of a column whose bit
+    ``mbits[j]`` is set (``merge_top`` / ``merge_bottom``); the second copies the
+    first's final membrane in the last loops.  Called by every compiled caller
+    (the fast backend's whole-run kernel too), so there is one definition."""
+    n = len(v)
     if has_exc:
         for j in range(n):
-            oe[j] = np.float32(exc[j]) * gain_exc[j] + ie[j]
-    else:
-        for j in range(n):
-            oe[j] = ie[j]
+            ie[j] = np.float32(exc[j]) * gain_exc[j] + ie[j]
     if has_inh:
         for j in range(n):
-            oi[j] = np.float32(inh[j]) * gain_inh[j] + ii[j]
-    else:
-        for j in range(n):
-            oi[j] = ii[j]
+            ii[j] = np.float32(inh[j]) * gain_inh[j] + ii[j]
     if merged:
+        h = n // 2
         for j in range(n):
-            ov[j] = (v[j] - leak[j]) * decay_mem[j] + leak[j]
-            dv[j] = oe[j] * k_exc[j] - oi[j] * k_inh[j]
+            dv[j] = ie[j] * k_exc[j] - ii[j] * k_inh[j]
         for j in range(n):
-            ov[j] = ov[j] + (dv[j] + dv[partner[j]] if partner[j] != j else dv[j])
+            v[j] = (v[j] - leak[j]) * decay_mem[j] + leak[j]
+        for j in range(h):
+            d = dv[j]
+            e = dv[j + h]
+            v[j] = v[j] + (d + e if mbits[j] else d)
+        for j in range(h, n):
+            v[j] = v[j] + dv[j]
     else:
         for j in range(n):
-            vv = (v[j] - leak[j]) * decay_mem[j] + leak[j]
-            ov[j] = (vv + oe[j] * k_exc[j]) - oi[j] * k_inh[j]
+            v[j] = (v[j] - leak[j]) * decay_mem[j] + leak[j]
+        for j in range(n):
+            v[j] = (v[j] + ie[j] * k_exc[j]) - ii[j] * k_inh[j]
     for j in range(n):
-        oe[j] = oe[j] * decay_exc[j]
-        oi[j] = oi[j] * decay_inh[j]
+        ie[j] = ie[j] * decay_exc[j]
+    for j in range(n):
+        ii[j] = ii[j] * decay_inh[j]
     if has_noise:
         for j in range(n):
-            ov[j] = ov[j] + noise[j]
+            v[j] = v[j] + noise[j]
+    for j in range(n):
+        x = v[j]
+        x = v_min if v_min > x else x
+        v[j] = v_max if v_max < x else x
     if has_hold:
         for j in range(n):
-            vv = min(max(ov[j], v_min), v_max)
+            x = v[j]
+            r = reset[j]
             h = hold[j]
-            s = (vv >= thresh[j]) and not h
-            ov[j] = reset[j] if (h or s) else vv
+            s = (x >= thresh[j]) & (not h)
+            v[j] = r if (h | s) else x
             os[j] = s
     else:
         for j in range(n):
-            vv = min(max(ov[j], v_min), v_max)
-            s = vv >= thresh[j]
-            ov[j] = reset[j] if s else vv
+            x = v[j]
+            r = reset[j]
+            s = x >= thresh[j]
+            v[j] = r if s else x
             os[j] = s
     if merged:
-        for j in range(n):
-            if follow[j] != j:
-                ov[j] = ov[follow[j]]
-                os[j] = False
+        h = n // 2
+        for j in range(h):
+            m = mbits[j]
+            x = v[j]
+            y = v[j + h]
+            v[j + h] = x if m else y
+            os[j + h] = os[j + h] & (not m)
 
 
 def _lif_step_torch(state: LIFState, params: LIFParams, exc_sum: torch.Tensor | None,

@@ -26,10 +26,10 @@ change the distribution).
 The simulation's float32 numbers, ``float32(z)``, are what the membranes see
 (``membrane_noise*`` with float32 parameters).  ``membrane_noise_steps`` (many
 steps per call) computes them on a faster path, :func:`standard_normal_f32_steps`:
-compiled (numba) loops that compute the same hash and the exact path's own
-``sqrt(-2 ln u1)``, with a cosine within a bound of the exact one (``_EPS_COS``:
-9e-13, against 1e-15 measured), and the exact float64 path above for the few
-numbers whose float32 rounding the bound leaves open; the bits are those of
+compiled (numba) loops that compute the same hash and ``sqrt(-2 ln u1)`` and
+the cosine within bounds of the exact ones (``_EPS_R``, ``_EPS_COS``: 9e-13,
+against 4e-15 measured), and the exact float64 path above for the few numbers
+whose float32 rounding the bounds leave open; the bits are those of
 ``standard_normal_steps(...).to(float32)`` (tests/test_noise_fast.py).
 ``membrane_noise`` (one step) keeps the exact path: the reference backend uses
 it, so the equivalence tests compare the two paths as well.
@@ -194,11 +194,12 @@ def _normal_from_hash(h: torch.Tensor) -> torch.Tensor:
 # the same numbers rounded to float32, computed faster
 #: bounds (with a wide margin) on how far the fast path's values below may be from
 #: the exact path's float64 values: |cos| absolute, ``sqrt(-2 ln u1)`` relative.
-#: The fast path's ``sqrt(-2 ln u1)`` is the exact path's own (the same operations,
-#: bit for bit on 5e5 random hashes, tests/test_noise_fast.py); its cosine is a
-#: Taylor polynomial on a reduced range with multiplications instead of the
-#: definition's divisions (truncation below 1e-19; at most 1.0e-15 from the exact
-#: path's on 4e7 angles); these are 2**-40 = 9e-13.
+#: The fast path evaluates both by shorter series than the definition's, with
+#: fused multiply-adds where the compiler finds them: its atanh series stops
+#: after 9 terms (truncation below 1e-15 relative), its cosine is a Taylor
+#: polynomial of 10 terms on a reduced range (truncation below 4e-15); measured
+#: against the exact path on random hashes and a fine grid of angles, both stay
+#: below 2**-46 (tests/test_noise_fast.py); the bounds are 2**-40 = 9e-13.
 _EPS_COS = 2.0 ** -40
 _EPS_R = 2.0 ** -40
 _U64 = np.uint64
@@ -208,9 +209,12 @@ _MANT = np.uint64((1 << 52) - 1)
 _HALF_EXP = np.uint64(1022 << 52)
 #: the atanh series' terms as the exact path adds them (1/23, 1/21, ..., 1/1)
 _INV = tuple(1.0 / k for k in range(23, 0, -2))
-#: cos(t) = sum_k (-1)^k t^(2k) / (2k)!, k = 11..0 (Horner's order; for |t| <= pi/2
-#: the first term left out is below 1e-19)
-_COS = tuple((-1.0) ** k / math.factorial(2 * k) for k in range(11, -1, -1))
+#: the fast path's: 1/17, ..., 1/1 (|s| <= 0.1716: the first term left out, s^18/19,
+#: is below 1e-15 of the sum)
+_INV_FAST = tuple(1.0 / k for k in range(17, 0, -2))
+#: cos(t) = sum_k (-1)^k t^(2k) / (2k)!, k = 9..0 (Horner's order; for |t| <= pi/2
+#: the first term left out is below 4e-15)
+_COS = tuple((-1.0) ** k / math.factorial(2 * k) for k in range(9, -1, -1))
 #: compiled once (cached next to this file); "numpy" error model: no Python checks
 #: in the loops (a division by zero would give inf; none occurs), so they vectorise
 _JIT = dict(cache=True, nogil=True, error_model="numpy")
@@ -228,7 +232,8 @@ def _mix(z):
 @numba.njit(inline="always", **_JIT)
 def _horner(coef, x):
     """``(..(coef[0] x + coef[1]) x + ..) x + coef[-1]``: one multiplication and
-    one addition per term, in that order (no fused multiply-add)."""
+    one addition per term, in that order (no fused multiply-add, except where the
+    calling function allows contraction: the fast path's approximation)."""
     p = coef[0]
     for q in range(1, len(coef)):
         p = p * x + coef[q]
@@ -236,15 +241,16 @@ def _horner(coef, x):
 
 
 @numba.njit(inline="always", **_JIT)
-def _root(m, e):
-    """``sqrt(-2 ln u1)`` from ``frexp(u1) = (m, e)``: the definition's operations
+def _root_of(m, e, inv):
+    """``sqrt(-2 ln u1)`` from ``frexp(u1) = (m, e)`` by the atanh series of
+    coefficients ``inv``: with :data:`_INV`, the definition's operations
     (:func:`_log_unit`, then ``* -2`` and the IEEE square root), in its order."""
     small = m < _SQRT_HALF
     m = m * 2.0 if small else m
     e = e - 1.0 if small else e
     s = m - 1.0
     s = s / (m + 1.0)
-    acc = _horner(_INV, s * s)
+    acc = _horner(inv, s * s)
     return math.sqrt((e * _LN2 + (s * 2.0) * acc) * -2.0)
 
 
@@ -279,9 +285,12 @@ def _approx(h, out, flag, fa, fb, ea, r_out):
     _approx_body(h, out, flag, fa, fb, ea, r_out, len(h))
 
 
-@numba.njit(inline="always", **_JIT)
+@numba.njit(fastmath={"contract"}, **_JIT)
 def _approx_body(h, out, flag, fa, fb, ea, r_out, k):
-    """:func:`_approx` on the first ``k`` entries (inlined into its callers)."""
+    """:func:`_approx` on the first ``k`` entries.  Compiled on its own, with
+    fused multiply-adds allowed (``contract``): it only approximates, within
+    the bounds the check below relies on (a caller inlining it would impose its
+    own flags)."""
     ua = fa.view(np.uint64)
     for i in range(k):
         z = h[i]
@@ -294,7 +303,7 @@ def _approx_body(h, out, flag, fa, fb, ea, r_out, k):
         ua[i] = (b & _MANT) | _HALF_EXP
     keep_r = len(r_out) == k
     for i in range(k):
-        r = _root(fa[i], ea[i])                  # the exact path's own, bit for bit
+        r = _root_of(fa[i], ea[i], _INV_FAST)
         if keep_r:
             r_out[i] = r
         z = r * _cos_pi_fast(fb[i] * _TWO_M32 * 2.0 - 1.0)
@@ -314,7 +323,7 @@ def _exact_one(h):
     same IEEE-754 operations in the same order, compiled (for the few numbers the
     fast path leaves open)."""
     m, e = math.frexp(np.float64((h >> _U64(32)) + _U64(1)) * _TWO_M32)
-    r = _root(m, np.float64(e))
+    r = _root_of(m, np.float64(e), _INV)
     x = np.float64(h & _U64(0xFFFFFFFF)) * _TWO_M32 * 2.0 - 1.0
     t = x * math.pi
     t2 = t * t
@@ -463,7 +472,7 @@ def standard_normal_f32_steps(seed: int, sample_idx: torch.Tensor, steps,
 
     The float32 rounding of a float64 ``z`` only depends on which float32 rounding
     cell ``z`` lies in.  Each number is first computed by compiled loops
-    (:func:`_approx`: the same hash, the exact path's own ``sqrt(-2 ln u1)``, and a
+    (:func:`_approx`: the same hash, ``sqrt(-2 ln u1)`` within ``_EPS_R`` and the
     cosine within ``_EPS_COS`` of the exact path's); where the whole interval
     ``z_approx -+ bound`` rounds to one float32, that float32 is the exact path's
     too (rounding is monotone).  The few numbers whose interval touches a rounding

@@ -126,17 +126,20 @@ def test_membrane_noise_steps_of_some_neurons(cfg):
 
 
 def test_error_bounds_hold_with_a_wide_margin():
-    """The fast path's sqrt(-2 ln u1) is the exact path's, bit for bit, and its
-    cosine stays far inside the bound the check relies on (everywhere on a fine
-    grid of angles and on random hashes)."""
+    """The fast path's sqrt(-2 ln u1) and its cosine stay far inside the bounds
+    the check relies on (on random hashes, the extreme u1, and everywhere on a
+    fine grid of angles)."""
     rng = np.random.default_rng(2)
     h = rng.integers(0, 2 ** 64 - 1, 500_000, dtype=np.uint64, endpoint=True)
+    his = np.array([0, 1, 2, 2 ** 31, 2 ** 32 - 3, 2 ** 32 - 2], dtype=np.uint64)
+    h = np.concatenate([h, his << np.uint64(32)])        # u1 near 0; z = 0 excluded below
     t = torch.from_numpy(h.view(np.int64).copy())
     u1 = N._shr(t, 32).add(1).to(torch.float64).mul_(N._TWO_M32)
     r64 = N._sqrt_(N._log_unit(u1).mul_(-2.0)).numpy()
     r = np.empty(len(h))
     N._approx_flagged(h, np.empty(len(h), dtype=np.float32), r)
-    assert (r.view(np.int64) == r64.view(np.int64)).all()
+    assert (r64 > 0).all()
+    assert np.abs(r / r64 - 1.0).max() < N._EPS_R / 64
 
     @numba.njit
     def cos_fast(x, out):

@@ -545,9 +545,12 @@ def _accumulate(acts, k, drivers_per_half, row_weight, row_label, row_sign, acc)
             s = row_sign[hd, r]
             if s < 0:
                 continue
-            for c in range(C):
-                if row_label[hd, r, c] == address:
-                    acc[s, b, h, c] += row_weight[hd, r, c]
+            dst = acc[s, b, h]
+            lab = row_label[hd, r]
+            wt = row_weight[hd, r]
+            for c in range(C):      # (a select, not a branch: vectorised)
+                w = wt[c]
+                dst[c] += w if lab[c] == address else 0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -685,7 +688,7 @@ def run_samples(b0, b1, run, lif, an, cf, st, cnt, cy, sc, pp):
     run, an, cf, st, cnt, cy, sc, pp = (Run(*run), Analog(*an), Config(*cf), State(*st),
                                         Counters(*cnt), Cycle(*cy), Scratch(*sc), Ppus(*pp))
     (leak, reset, thresh, decay_mem, decay_exc, decay_inh, k_exc, k_inh, gain_exc, gain_inh,
-     v_min, v_max, merged, partner, follow) = lif
+     v_min, v_max, merged, mbits) = lif
     S, n_steps, q = run.S, run.n_steps, run.q
     n = an.v.shape[1]
     J = len(run.adc_steps)
@@ -710,12 +713,12 @@ def run_samples(b0, b1, run, lif, an, cf, st, cnt, cy, sc, pp):
             if w:
                 k = w - 1
                 if run.has_refr:
+                    # (branch-free loops the compiler vectorises: a counter is
+                    # never negative, so max(c - 0, 0) = c)
                     dt = _ticks(cnt_cycle, g0, q)
                     for j in range(n):
-                        c = cnt_b[j]
-                        if dt:
-                            c = max(c - dt, 0)
-                            cnt_b[j] = c
+                        c = max(cnt_b[j] - dt, 0)
+                        cnt_b[j] = c
                         hold[j] = c != 0
                     cnt_cycle = g0
                 elif pp.on:
@@ -739,15 +742,12 @@ def run_samples(b0, b1, run, lif, an, cf, st, cnt, cy, sc, pp):
                               sc.h, sc.z, sc.flag, sc.fa, sc.fb, sc.ea, sc.no_r)
                 lif_row(v, ie, ii, exc, inh, True, True, hold, has_hold, sc.noise,
                         run.has_noise, leak, reset, thresh, decay_mem, decay_exc, decay_inh,
-                        k_exc, k_inh, gain_exc, gain_inh, v_min, v_max, merged, partner,
-                        follow, v, ie, ii, fired, sc.dv)
+                        k_exc, k_inh, gain_exc, gain_inh, v_min, v_max, merged, mbits,
+                        fired, sc.dv)
                 for j in range(n):
                     exc[j] = 0
                     inh[j] = 0
-                bits = run.bits[b, k]
-                for j in range(n):
-                    if fired[j]:
-                        bits[j >> 6] |= _U64(1) << _U64(j & 63)
+                n_fired = _fired_bits(fired, run.bits[b, k])
                 j_prev = j_adc
                 j_adc = _codes(w, b, v, run, j_adc, J)
                 if pp.on:
@@ -756,23 +756,43 @@ def run_samples(b0, b1, run, lif, an, cf, st, cnt, cy, sc, pp):
                 if run.has_refr:
                     dt = _ticks(g0, g0 + 1, q)
                     for j in range(n):
-                        c = cnt_b[j]
-                        if dt:
-                            c = max(c - dt, 0)
-                        if fired[j] and run.enable[j]:
-                            c = run.refractory[j]
-                        cnt_b[j] = c
+                        c = max(cnt_b[j] - dt, 0)
+                        r = run.refractory[j]
+                        cnt_b[j] = r if (fired[j] & run.enable[j]) else c
                     cnt_cycle = g0 + 1
-                for j in range(n):
-                    if fired[j] and run.enable[j]:
-                        spike_n[n_spk] = j
-                        n_spk += 1
+                if n_fired:
+                    for j in range(n):
+                        if fired[j] and run.enable[j]:
+                            spike_n[n_spk] = j
+                            n_spk += 1
             n_acts, busy = _window_sample(b, g0, g1, run.n_live, spike_n, 0, n_spk,
                                           run.rel_ptr, run.rel_end, run.rel, cf, st, cnt, cy,
                                           sc.acts, 0)
             n_busy += busy
     cnt.busy[0] += n_busy
     return 0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _fired_bits(fired, bits):
+    """Set the bit of each neuron that fired in ``bits`` (uint64 words, 64
+    neurons each); returns how many fired.  Reads ``fired`` (bool, one byte per
+    neuron) eight neurons at a time and skips the words with no spike."""
+    n = len(fired)
+    k = 0
+    w8 = n >> 3
+    f8 = fired[:w8 << 3].view(np.uint64)
+    for q in range(w8):
+        if f8[q]:
+            for j in range(q << 3, (q + 1) << 3):
+                if fired[j]:
+                    bits[j >> 6] |= _U64(1) << _U64(j & 63)
+                    k += 1
+    for j in range(w8 << 3, n):
+        if fired[j]:
+            bits[j >> 6] |= _U64(1) << _U64(j & 63)
+            k += 1
+    return k
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
