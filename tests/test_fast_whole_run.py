@@ -86,3 +86,25 @@ def test_default_threads_follow_the_environment(monkeypatch):
             usable_cpus()
     monkeypatch.delenv(THREADS_ENV)
     assert usable_cpus() == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 16, 63, 64, 65, 130, 512])
+def test_fired_bits_of_any_neuron_count(n):
+    """The whole-run kernel's spike bits (eight neurons per machine word, then
+    the neurons left over) are those of the neurons that fired, for any count."""
+    import numba
+
+    from spikeloop.backends.digital_core import _fired_bits
+
+    @numba.njit
+    def call(fired, bits):
+        return _fired_bits(fired, bits)
+
+    rng = np.random.default_rng(n)
+    for p in (0.0, 0.02, 0.5, 1.0):
+        fired = rng.random(n) < p
+        bits = np.zeros(-(-n // 64), dtype=np.uint64)
+        assert call(fired, bits) == fired.sum()
+        got = np.array([(int(bits[j >> 6]) >> (j & 63)) & 1 for j in range(n)], dtype=bool)
+        assert (got == fired).all()
+        assert all(int(bits[-1]) >> b == 0 for b in range(n - 64 * (len(bits) - 1), 64))
