@@ -75,6 +75,31 @@ def test_forward_returns_the_measurement(chip):
     assert not (obs.spikes[:, 3] >= MINI.columns_per_half).any()   # outputs never fire
 
 
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_forward_without_gradients_is_the_forward_with_them(chip, recurrent):
+    """Without gradients the forward leaves out the model pass (it would return
+    the measured values themselves): the same outputs, bit for bit, and the same
+    next batch (the samples run, which key the noise, count the same)."""
+    raster, times = batch(3)
+
+    def net():      # (a recurrent hidden layer of 4 fits mini, with merged neurons)
+        return ChipNetwork(chip, 5, 4 if recurrent else 8, 3, recurrent=recurrent,
+                           generator=torch.Generator().manual_seed(2))
+
+    a, b = net(), net()
+    with torch.no_grad():
+        a.hidden_synapse.weight.mul_(4.0)
+        b.hidden_synapse.weight.mul_(4.0)
+    for _ in range(2):
+        with_grad = a(raster, times)
+        with torch.no_grad():
+            without = b(raster, times)
+        assert with_grad.log_probs.requires_grad and not without.log_probs.requires_grad
+        for x, y in zip(with_grad, without, strict=True):
+            assert x.dtype == y.dtype and torch.equal(x.detach(), y)
+    assert with_grad.z_hidden.sum() > 0 and int(a.samples_run) == int(b.samples_run) == 24
+
+
 def test_chip_tracks_the_ideal_model_at_its_working_point(chip):
     """Same weights: the chip's normalised hidden traces follow the ideal model's
     within the chip's residual mismatch, noise and ADC resolution; an

@@ -71,7 +71,7 @@ from spikeloop.base.protocol import live_cycles, max_run_bytes, run_bytes_bound
 from spikeloop.model.analog import THRESHOLD
 from spikeloop.model.calibration import CalibrationTargets
 from spikeloop.model.chip import Chip
-from spikeloop.nn.functional import DEFAULT_PARAMS, LIFParameters
+from spikeloop.nn.functional import DEFAULT_PARAMS, LIFParameters, max_over_time_log_softmax
 from spikeloop.nn.modules import HIDDEN_SCALE, WEIGHT_MAX, LoopNetwork, NetworkOutput
 from spikeloop.nn.placement import INPUT, Placement, PlacementError, output_scale, place, quantize
 from spikeloop.ppu.programs import (
@@ -448,7 +448,13 @@ class ChipNetwork(LoopNetwork):
     def forward(self, raster: torch.Tensor, times_us: torch.Tensor | None = None
                 ) -> NetworkOutput:
         hidden_v, hidden_z, output_v = self.measure(raster, times_us)
-        return self.model_pass(raster, hidden_v=hidden_v, hidden_z=hidden_z, output_v=output_v)
+        if torch.is_grad_enabled():
+            return self.model_pass(raster, hidden_v=hidden_v, hidden_z=hidden_z,
+                                   output_v=output_v)
+        # without gradients the model pass returns the measured values themselves
+        # (every membrane and spike is injected), so it is left out
+        return NetworkOutput(max_over_time_log_softmax(output_v, self.readout_scale),
+                             output_v, hidden_z, hidden_v)
 
     def extra_repr(self) -> str:
         return (f"chip={self.chip.cfg.name}#{self.chip.chip_seed}, backend={self.backend}, "
