@@ -392,19 +392,36 @@ def noise_row(key, step, neurons, cols, sigma, out, h, z, flag, fa, fb, ea, no_r
     (the same operations, so the same bits): ``out[cols[j]] = float32(z) *
     sigma[cols[j]]`` for the number ``z`` of (``key`` = :func:`sample_key`,
     ``step``, ``neurons[j]``) (uint64s); the other entries of ``out`` are left as
-    they are.  ``h``, ``z``, ``flag``, ``fa``, ``fb``, ``ea``: scratch of at least
-    ``len(neurons)`` entries; ``no_r``: an empty float64 array.  Inlined into its
-    caller (the fast backend's whole-run kernel), which allocates nothing."""
+    they are; ``cols`` sorted and distinct.  ``h``, ``z``, ``flag``, ``fa``, ``fb``,
+    ``ea``: scratch of at least ``len(neurons)`` entries; ``no_r``: an empty
+    float64 array.  Inlined into its caller (the fast backend's whole-run
+    kernel), which allocates nothing."""
     n = len(neurons)
     row = _mix(key ^ step)
     for j in range(n):
         h[j] = _mix(row ^ neurons[j])
     _approx_body(h, z, flag, fa, fb, ea, no_r, n)
-    for i in range(n):
+    # the rare flagged numbers: eight flags (bytes) per machine word, skipping
+    # the words with none
+    w8 = n >> 3
+    f8 = flag[:w8 << 3].view(np.uint64)
+    for q in range(w8):
+        if f8[q]:
+            for i in range(q << 3, (q + 1) << 3):
+                if flag[i]:
+                    z[i] = np.float32(_exact_one(h[i]))
+    for i in range(w8 << 3, n):
         if flag[i]:
             z[i] = np.float32(_exact_one(h[i]))
-    for j in range(n):
-        out[cols[j]] = z[j] * sigma[cols[j]]
+    c0 = cols[0] if n else 0
+    if n and cols[n - 1] - c0 == n - 1:     # (sorted, so a range: no scatter)
+        dst = out[c0:c0 + n]
+        sg = sigma[c0:c0 + n]
+        for j in range(n):
+            dst[j] = z[j] * sg[j]
+    else:
+        for j in range(n):
+            out[cols[j]] = z[j] * sigma[cols[j]]
 
 
 @numba.njit(**_JIT)
