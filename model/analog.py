@@ -336,7 +336,6 @@ def _compiled_applies(state, params, *inputs) -> bool:
 
 _NONE_F32 = np.zeros((1, 1), dtype=np.float32)
 _NONE_B = np.zeros((1, 1), dtype=np.bool_)
-_NONE_IDX = np.zeros(1, dtype=np.int64)
 
 
 def _kernel_params(params: LIFParams) -> tuple:
