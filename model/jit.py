@@ -8,6 +8,9 @@ functions of other files (the LIF row of ``analog.py``, the membrane noise of
 numba alone would load the old machine code and the backend would silently
 compute the old model.
 
+It also holds :func:`next_set`, a compiled helper the kernels of several of
+those files share.
+
 Importing this module registers cache locators (numba's own, with another
 source stamp) for the functions of the kernel packages (``spikeloop.base``,
 ``spikeloop.model``, ``spikeloop.backends``): their stamp is a hash over the
@@ -24,6 +27,8 @@ import functools
 import hashlib
 from pathlib import Path
 
+import numba
+import numpy as np
 from numba.core import caching
 
 import spikeloop.base
@@ -94,3 +99,26 @@ def install() -> None:
 
 
 install()
+
+
+@numba.njit(inline="always", nogil=True)
+def next_set(mask, i, n):
+    """The first index ``j`` with ``i <= j < n`` and ``mask[j]`` set (a bool
+    array, one byte per entry), else ``n``.  Up to a multiple of eight entry by
+    entry, then eight entries per machine word, skipping the words with none:
+    the kernels' scans of rare flags (spikes, numbers left to an exact path)
+    cost about an eighth of a loop over every entry."""
+    while i < n and i & 7:
+        if mask[i]:
+            return i
+        i += 1
+    words = mask[:n - (n & 7)].view(np.uint64)
+    q = i >> 3
+    while q < len(words) and words[q] == 0:
+        q += 1
+    i = max(i, q << 3)
+    while i < n:
+        if mask[i]:
+            return i
+        i += 1
+    return n

@@ -42,7 +42,7 @@ import numba
 import numpy as np
 import torch
 
-from . import jit  # noqa: F401  (the compiled kernels' cache stamp: jit.py)
+from .jit import next_set  # (importing jit.py stamps the compiled kernels' cache)
 
 _MASK64 = (1 << 64) - 1
 
@@ -364,9 +364,10 @@ def _noise_f32(seed, samples, steps, neurons, cols, sigma, out):
             rows[r - r0] = _mix(per_sample[r % B] ^ steps[r // B])
         _hash_rows(rows[:r1 - r0], neurons, h)
         _approx(h[:k], z[:k], flag[:k], fa[:k], fb[:k], ea[:k], no_r)
-        for i in range(k):
-            if flag[i]:
-                z[i] = np.float32(_exact_one(h[i]))
+        i = next_set(flag, 0, k)
+        while i < k:
+            z[i] = np.float32(_exact_one(h[i]))
+            i = next_set(flag, i + 1, k)
         for r in range(r0, r1):
             t, b = r // B, r % B
             sb = b if sigma.shape[0] > 1 else 0
@@ -401,18 +402,10 @@ def noise_row(key, step, neurons, cols, sigma, out, h, z, flag, fa, fb, ea, no_r
     for j in range(n):
         h[j] = _mix(row ^ neurons[j])
     _approx_body(h, z, flag, fa, fb, ea, no_r, n)
-    # the rare flagged numbers: eight flags (bytes) per machine word, skipping
-    # the words with none
-    w8 = n >> 3
-    f8 = flag[:w8 << 3].view(np.uint64)
-    for q in range(w8):
-        if f8[q]:
-            for i in range(q << 3, (q + 1) << 3):
-                if flag[i]:
-                    z[i] = np.float32(_exact_one(h[i]))
-    for i in range(w8 << 3, n):
-        if flag[i]:
-            z[i] = np.float32(_exact_one(h[i]))
+    i = next_set(flag, 0, n)                # the rare flagged numbers
+    while i < n:
+        z[i] = np.float32(_exact_one(h[i]))
+        i = next_set(flag, i + 1, n)
     c0 = cols[0] if n else 0
     if n and cols[n - 1] - c0 == n - 1:     # (sorted, so a range: no scatter)
         dst = out[c0:c0 + n]

@@ -89,22 +89,28 @@ def test_default_threads_follow_the_environment(monkeypatch):
 
 
 @pytest.mark.parametrize("n", [1, 7, 8, 16, 63, 64, 65, 130, 512])
-def test_fired_bits_of_any_neuron_count(n):
-    """The whole-run kernel's spike bits (eight neurons per machine word, then
-    the neurons left over) are those of the neurons that fired, for any count."""
+def test_next_set_finds_every_flag_of_any_count(n):
+    """The kernels' scan of rare flags (the step's spikes, the noise numbers left
+    to the exact path; eight entries per machine word, then the entries left
+    over) finds each set entry once, in order, from any start, for any count,
+    and never one at or beyond ``n`` (the scratch arrays are longer)."""
     import numba
 
-    from spikeloop.backends.digital_core import _fired_bits
+    from spikeloop.model.jit import next_set
 
     @numba.njit
-    def call(fired, bits):
-        return _fired_bits(fired, bits)
+    def scan(mask, start, n):
+        out = []
+        j = next_set(mask, start, n)
+        while j < n:
+            out.append(j)
+            j = next_set(mask, j + 1, n)
+        return out
 
     rng = np.random.default_rng(n)
     for p in (0.0, 0.02, 0.5, 1.0):
-        fired = rng.random(n) < p
-        bits = np.zeros(-(-n // 64), dtype=np.uint64)
-        assert call(fired, bits) == fired.sum()
-        got = np.array([(int(bits[j >> 6]) >> (j & 63)) & 1 for j in range(n)], dtype=bool)
-        assert (got == fired).all()
-        assert all(int(bits[-1]) >> b == 0 for b in range(n - 64 * (len(bits) - 1), 64))
+        mask = np.concatenate([rng.random(n) < p, np.ones(9, dtype=bool)])
+        want = np.flatnonzero(mask[:n])
+        for start in sorted({0, 1, 7, 8, n // 2, n}):
+            if start <= n:
+                assert scan(mask, start, n) == [j for j in want if j >= start], (p, start)

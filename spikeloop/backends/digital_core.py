@@ -50,8 +50,8 @@ import numpy as np
 from spikeloop.backends.ppu_core import C_ERR
 from spikeloop.backends.ppu_core import advance as ppu_advance
 from spikeloop.base.config import ChipConfig
-from spikeloop.model import jit  # noqa: F401  (the compiled kernels' cache stamp)
 from spikeloop.model.analog import lif_row
+from spikeloop.model.jit import next_set  # (importing jit.py stamps the kernels' cache)
 from spikeloop.model.noise import noise_row
 
 _U64 = np.uint64
@@ -747,7 +747,16 @@ def run_samples(b0, b1, run, lif, an, cf, st, cnt, cy, sc, pp):
                 for j in range(n):
                     exc[j] = 0
                     inh[j] = 0
-                n_fired = _fired_bits(fired, run.bits[b, k])
+                bits = run.bits[b, k]
+                # every spike of the step into its bit; the enabled ones also
+                # leave for the window's arbiters
+                j = next_set(fired, 0, n)
+                while j < n:
+                    bits[j >> 6] |= _U64(1) << _U64(j & 63)
+                    if run.enable[j]:
+                        spike_n[n_spk] = j
+                        n_spk += 1
+                    j = next_set(fired, j + 1, n)
                 j_prev = j_adc
                 j_adc = _codes(w, b, v, run, j_adc, J)
                 if pp.on:
@@ -760,39 +769,12 @@ def run_samples(b0, b1, run, lif, an, cf, st, cnt, cy, sc, pp):
                         r = run.refractory[j]
                         cnt_b[j] = r if (fired[j] & run.enable[j]) else c
                     cnt_cycle = g0 + 1
-                if n_fired:
-                    for j in range(n):
-                        if fired[j] and run.enable[j]:
-                            spike_n[n_spk] = j
-                            n_spk += 1
             n_acts, busy = _window_sample(b, g0, g1, run.n_live, spike_n, 0, n_spk,
                                           run.rel_ptr, run.rel_end, run.rel, cf, st, cnt, cy,
                                           sc.acts, 0)
             n_busy += busy
     cnt.busy[0] += n_busy
     return 0
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _fired_bits(fired, bits):
-    """Set the bit of each neuron that fired in ``bits`` (uint64 words, 64
-    neurons each); returns how many fired.  Reads ``fired`` (bool, one byte per
-    neuron) eight neurons at a time and skips the words with no spike."""
-    n = len(fired)
-    k = 0
-    w8 = n >> 3
-    f8 = fired[:w8 << 3].view(np.uint64)
-    for q in range(w8):
-        if f8[q]:
-            for j in range(q << 3, (q + 1) << 3):
-                if fired[j]:
-                    bits[j >> 6] |= _U64(1) << _U64(j & 63)
-                    k += 1
-    for j in range(w8 << 3, n):
-        if fired[j]:
-            bits[j >> 6] |= _U64(1) << _U64(j & 63)
-            k += 1
-    return k
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
