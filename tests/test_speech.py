@@ -290,6 +290,38 @@ def test_an_interrupted_training_continues_from_its_checkpoint(tmp_path):
         exp.run_speech(settings("cut"), log=lambda _: None)
 
 
+def test_conditions_are_chosen_and_seeds_run_as_separate_processes(tmp_path, capsys):
+    """--conditions control trains the software network it is built from first;
+    a seed's directory in use by another process is refused in one line while
+    the other seeds run; the loop without a chip is refused."""
+    from spikeloop.base.files import DirLock
+    from tests.test_tasks import write_shd_dir
+
+    (tmp_path / "d").mkdir()
+    write_shd_dir(tmp_path / "d", n_train=8, n_test=4)
+    args = ["experiment", "speech", "--data-dir", str(tmp_path / "d"), "--out",
+            str(tmp_path / "o"), "--epochs", "1", "--batch-size", "4"]
+    assert main(args + ["--seeds", "0", "--conditions", "control"]) == 0
+    out = capsys.readouterr().out
+    assert "conditions software, control" in out
+    assert sorted(p.name for p in (tmp_path / "o" / "seed0").iterdir()) == [
+        "control.checkpoint.pt", "control.json", "control.pt", "software.checkpoint.pt",
+        "software.json", "software.pt"]
+    with DirLock(tmp_path / "o" / "seed0", "another run"):
+        assert main(args + ["--seeds", "0", "--conditions", "software"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "seed0 is in use by" in err[0] and "another run" in err[0]
+        assert main(args + ["--seeds", "1", "--conditions", "software"]) == 0
+    (row,) = json.loads((tmp_path / "o" / "speech.json").read_text())["rows"]
+    assert row["software"]["n"] == 1 and row["control"] is None
+    # all seeds together: the finished runs are collected
+    assert main(args + ["--seeds", "0", "1", "--conditions", "software"]) == 0
+    assert capsys.readouterr().out.count("reused") == 2
+    assert main(args + ["--seeds", "0", "--conditions", "loop"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--conditions loop needs --preset" in err[0]
+
+
 @pytest.mark.slow          # the full chip's calibration and a short training in the loop
 def test_experiment_trains_in_the_loop_on_the_streaming_chip(tmp_path, capsys):
     from tests.test_tasks import write_shd_dir

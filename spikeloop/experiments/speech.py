@@ -25,7 +25,8 @@ hidden LIF neurons, 20 LI outputs, 1 s in 294 steps of 1.7 µs).  Per seed:
    The chip is calibrated once and kept (``DIR/chip<seed>.npz``).
 
 The conditions run one after the other, each for every seed (all software
-models first, the trainings in the loop last).
+models first, the trainings in the loop last); ``--conditions`` picks some
+(the control needs the software network, trained first when missing).
 
 Rows: :func:`speech_rows` (test accuracy mean ± std over the seeds, hidden
 spikes per neuron and input, beside the paper's figures).
@@ -34,8 +35,11 @@ Files: ``DIR/seed<k>/<condition>.pt`` (the network) and ``.json`` (its
 figures, reused when the settings are the same; other settings are refused),
 ``DIR/seed<k>/<condition>.checkpoint.pt`` (the training's state after every
 epoch: an interrupted training continues from it when the command runs again),
-``DIR/speech.json`` (the rows).  The directory is locked while it runs; every
-file is written atomically.
+``DIR/speech.json`` (the rows of this invocation's seeds and conditions).
+Each training locks its seed's directory while it runs, so the seeds can run
+as separate processes with the same ``--out`` (``--seeds 0``, ``--seeds 1``,
+...), and the command with all of them then collects their finished runs; the
+chip is calibrated once among them.  Every file is written atomically.
 """
 from __future__ import annotations
 
@@ -51,7 +55,14 @@ import torch
 import torch.nn.functional as F
 
 from spikeloop.base.config import PRESETS, ChipConfig
-from spikeloop.base.files import atomic_open, atomic_write_text, lock_output_dir
+from spikeloop.base.files import (
+    DirLock,
+    LockError,
+    atomic_open,
+    atomic_write_text,
+    prepare_output_dir,
+    waiting_lock,
+)
 from spikeloop.base.settings import option
 from spikeloop.data import Batches
 from spikeloop.model.chip import Chip
@@ -110,6 +121,10 @@ class SpeechExperimentSettings:
     backend: str = option("fast", help="chip backend for the in-the-loop condition: "
                           + " or ".join(LOOP_BACKENDS))
     surrogate_at: str = surrogate_at_option("the in-the-loop condition")
+    conditions: tuple[str, ...] = option(CONDITIONS, choices=CONDITIONS,
+                                         help="the conditions to run (default: all; loop "
+                                              "needs --preset; control trains the software "
+                                              "network first when it is missing)")
     progress: bool = option(True, flag="--no-progress", help="no per-epoch lines")
 
     def check(self) -> None:
@@ -131,6 +146,14 @@ class SpeechExperimentSettings:
         if self.surrogate_at not in SURROGATE_AT:
             raise SpeechExperimentError(f"--surrogate-at {self.surrogate_at!r}; allowed: "
                                         f"{', '.join(SURROGATE_AT)}")
+        if not self.conditions or len(set(self.conditions)) != len(self.conditions):
+            raise SpeechExperimentError(f"--conditions {list(self.conditions)}; allowed: "
+                                        f"distinct names of {', '.join(CONDITIONS)}")
+        if "loop" in self.conditions and self.preset is None and \
+                self.conditions != CONDITIONS:
+            raise SpeechExperimentError("--conditions loop needs --preset (the chip of the "
+                                        f"in-the-loop condition); allowed presets: "
+                                        f"{', '.join(sorted(PRESETS))}")
         if self.chip_seed < 0:
             raise SpeechExperimentError(f"--chip-seed = {self.chip_seed}; allowed: an "
                                         "integer >= 0")
@@ -140,7 +163,7 @@ class SpeechExperimentSettings:
     def key(self, condition: str = "software") -> dict:
         """What a trained network of ``condition`` depends on."""
         d = dataclasses.asdict(self)
-        for k in ("out", "seeds", "threads", "progress"):
+        for k in ("out", "seeds", "threads", "progress", "conditions"):
             d.pop(k)
         if condition != "loop":
             for k in ("preset", "chip_seed", "backend", "surrogate_at"):
@@ -179,17 +202,19 @@ def loop_chip(s: SpeechExperimentSettings, out: Path, log=print) -> Chip:
     once and kept in ``out``."""
     cfg = speech_chip(ChipConfig.preset(s.preset))
     path = out / f"chip{s.chip_seed}.npz"
-    if path.exists():
-        try:
-            return Chip.load_expected(path, cfg, s.chip_seed)
-        except ValueError as e:
-            raise SpeechExperimentError(str(e)) from None
-    t0 = time.perf_counter()
-    log(f"  calibrating chip {cfg.name}, chip seed {s.chip_seed} (measurement only)")
-    chip = Chip.calibrated(cfg, s.chip_seed)
-    chip.save(path)
-    log(f"  calibrated in {time.perf_counter() - t0:.0f} s; wrote {path}")
-    return chip
+    # processes running other seeds in the same directory calibrate it once
+    with waiting_lock(out / f"chip{s.chip_seed}.lock"):
+        if path.exists():
+            try:
+                return Chip.load_expected(path, cfg, s.chip_seed)
+            except ValueError as e:
+                raise SpeechExperimentError(str(e)) from None
+        t0 = time.perf_counter()
+        log(f"  calibrating chip {cfg.name}, chip seed {s.chip_seed} (measurement only)")
+        chip = Chip.calibrated(cfg, s.chip_seed)
+        chip.save(path)
+        log(f"  calibrated in {time.perf_counter() - t0:.0f} s; wrote {path}")
+        return chip
 
 
 def shuffle_and_freeze(net: SoftwareNetwork, recurrent: torch.Tensor, seed: int) -> None:
@@ -284,9 +309,19 @@ def _save(obj, path: Path) -> None:
 
 def run_condition(cond: str, seed: int, task: Task, s: SpeechExperimentSettings, out: Path,
                   log=print) -> dict:
-    """One training (reused when made with the same settings)."""
+    """One training (reused when made with the same settings), holding its seed's
+    directory while it runs."""
     d = out / f"seed{seed}"
     d.mkdir(exist_ok=True)
+    try:
+        with DirLock(d, f"spikeloop experiment speech (seed {seed}, {cond})"):
+            return _run_condition(cond, seed, task, s, out, d, log)
+    except LockError as e:
+        raise SpeechExperimentError(str(e)) from None
+
+
+def _run_condition(cond: str, seed: int, task: Task, s: SpeechExperimentSettings, out: Path,
+                   d: Path, log=print) -> dict:
     res_path, net_path = d / f"{cond}.json", d / f"{cond}.pt"
     key = dict(s.key(cond), condition=cond, seed=seed)
     if res_path.exists():
@@ -372,25 +407,35 @@ def run_speech(s: SpeechExperimentSettings, log=print) -> dict:
         raise SpeechExperimentError(str(e)) from None
     data = "real SHD" if "spikeloop_speech" not in _file_marker(s.data_dir) else \
         "spoken digits, espeak-ng + lauscher's cochlea"
-    with lock_output_dir(s.out, "--out", "spikeloop experiment speech"):
-        out = Path(s.out)
-        log(f"speech: {len(task.train)} training, {len(task.test)} test recordings from "
-            f"{s.data_dir} ({data}); seeds {list(s.seeds)}, {s.epochs} epochs, "
-            f"torch threads {torch.get_num_threads()}")
-        t0 = time.perf_counter()
-        results: dict[str, list[dict]] = {c: [] for c in CONDITIONS}
-        conditions = CONDITIONS if s.preset is not None else CONDITIONS[:2]
-        # condition by condition (every seed's software model first, the trainings in
-        # the loop, the longest, last): the cheaper rows are there early
-        for cond in conditions:
-            for seed in s.seeds:
-                results[cond].append(run_condition(cond, seed, task, s, out, log))
-        rows = speech_rows(results, data)
-        summary = {"settings": dataclasses.asdict(s), "rows": rows,
-                   "wall_s": time.perf_counter() - t0}
-        atomic_write_text(out / "speech.json", json.dumps(summary, indent=1) + "\n")
-        log(table(rows))
+    out = prepare_output_dir(s.out)      # each training locks its seed's directory
+    conditions = run_conditions(s)
+    log(f"speech: {len(task.train)} training, {len(task.test)} test recordings from "
+        f"{s.data_dir} ({data}); seeds {list(s.seeds)}, conditions {', '.join(conditions)}, "
+        f"{s.epochs} epochs, torch threads {torch.get_num_threads()}")
+    t0 = time.perf_counter()
+    results: dict[str, list[dict]] = {c: [] for c in CONDITIONS}
+    # condition by condition (every seed's software model first, the trainings in
+    # the loop, the longest, last): the cheaper rows are there early
+    for cond in conditions:
+        for seed in s.seeds:
+            results[cond].append(run_condition(cond, seed, task, s, out, log))
+    rows = speech_rows(results, data)
+    summary = {"settings": dataclasses.asdict(s), "rows": rows,
+               "wall_s": time.perf_counter() - t0}
+    atomic_write_text(out / "speech.json", json.dumps(summary, indent=1) + "\n")
+    log(table(rows))
     return summary
+
+
+def run_conditions(s: SpeechExperimentSettings) -> tuple[str, ...]:
+    """The conditions a run trains, in order: those asked for (the loop only with
+    a preset) and the software network the control is built from."""
+    asked = set(s.conditions)
+    if "control" in asked:
+        asked.add("software")
+    if s.preset is None:
+        asked.discard("loop")
+    return tuple(c for c in CONDITIONS if c in asked)
 
 
 def _file_marker(data_dir) -> str:
