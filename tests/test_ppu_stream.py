@@ -168,3 +168,25 @@ def test_stream_benchmark_runs_and_checks_its_paths(capsys):
     out = capsys.readouterr().out
     assert "machine: " in out and "identical Observables on all three: yes" in out
     assert bench_main(["stream", "--samples", "0"]) == 2
+
+
+@pytest.mark.parametrize("adc_bits", [8, 10])
+def test_stream_vectors_convert_lane_by_lane(adc_bits):
+    """The stream's vectors to codes in one array (8- and 16-bit lanes) equal
+    the packed arrays' own unpacking, vector by vector; bits above the lanes
+    are ignored."""
+    from spikeloop.base.layouts import unpack_array
+
+    cfg = MINI.replace(adc_bits=adc_bits)
+    g = chip_geometry(cfg)
+    rng = np.random.default_rng(adc_bits)
+    n_chunks = 2
+    vectors = [int.from_bytes(rng.bytes(g.vector_bits // 8), "little")
+               for _ in range(3 * n_chunks)]
+    vectors[1] |= 1 << (g.adc_lanes * g.adc_lane_bits + 3)
+    want = np.array([unpack_array(v, g.adc_lane_bits, g.adc_lanes) for v in vectors],
+                    dtype=np.int64).reshape(3, n_chunks * g.adc_lanes)
+    got = P.stream_vectors_to_codes(cfg, vectors, 0, n_chunks)
+    assert got.dtype == np.int64 and np.array_equal(got, want)
+    with pytest.raises(ValueError, match="not a multiple of 2 chunks"):
+        P.stream_vectors_to_codes(cfg, vectors[:-1], 0, n_chunks)

@@ -356,9 +356,16 @@ def stream_vectors_to_codes(cfg: ChipConfig, vectors: list[int], first_chunk: in
     g = chip_geometry(cfg)
     if n_chunks < 1 or len(vectors) % n_chunks:
         raise ValueError(f"{len(vectors)} vectors is not a multiple of {n_chunks} chunks")
-    lanes = [unpack_array(v, g.adc_lane_bits, g.adc_lanes) for v in vectors]
-    return np.asarray(lanes, dtype=np.int64).reshape(len(vectors) // n_chunks,
-                                                     n_chunks * g.adc_lanes)
+    # the lanes of a vector are its little-endian bytes (8-bit lanes) or byte pairs
+    # (16-bit): one bytes object for all vectors, read as one array
+    nbytes = g.adc_lanes * g.adc_lane_bits // 8
+    mask = (1 << (8 * nbytes)) - 1
+    raw = b"".join((int(v) & mask).to_bytes(nbytes, "little") for v in vectors)
+    lanes = np.frombuffer(raw, _LANE_DTYPES[g.adc_lane_bits]).astype(np.int64)
+    return lanes.reshape(len(vectors) // n_chunks, n_chunks * g.adc_lanes)
+
+
+_LANE_DTYPES = {8: np.dtype("<u1"), 16: np.dtype("<u2")}
 
 
 def inference_dmem(cfg: ChipConfig, n_samples: int,
