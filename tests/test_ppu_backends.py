@@ -399,3 +399,78 @@ def test_fast_speculates_once(chip, monkeypatch, src, batches):
     monkeypatch.setattr(F.FastChip, "run", orig)
     ref = backends.run(chip, image, events, n_steps, backend="reference", ppu=job)
     assert ref.first_difference(fast) is None, ref.first_difference(fast)
+
+
+POLLS = """
+# poll loops on every status register and branch type (the fast backend runs
+# their iterations in one go): dmem[0] = time a, dmem[1] = cycle b, dmem[2] = samples c
+        lw r1, 0(r0)
+        lw r2, 1(r0)
+        lw r3, 2(r0)
+        addi r14, r2, 40
+w0:
+        csrr r6, time
+        bltu r6, r1, w0          # until time >= a
+        sw r6, 8(r0)
+w2:
+        csrr r8, cycle
+        blt r8, r2, w2           # until cycle >= b (signed)
+        sw r8, 10(r0)
+        csrr r10, adc_count
+        add r3, r3, r10
+{PAD}
+w1:
+        csrr r7, adc_count
+        bgeu r3, r7, w1          # until c + 1 more samples are taken
+        csrr r1, cycle           # (the cycle each loop is left in)
+        sw r1, 16(r0)
+        sw r7, 9(r0)
+        addi r11, r7, 1
+w3:
+        csrr r9, adc_count
+        bne r9, r11, w3          # until the next one
+        csrr r1, cycle
+        sw r1, 17(r0)
+        sw r9, 11(r0)
+w4:
+        csrr r12, adc_count
+        beq r12, r11, w4         # and the one after
+        csrr r1, cycle
+        sw r1, 18(r0)
+        sw r12, 12(r0)
+w5:
+        csrr r13, cycle
+        bge r14, r13, w5         # while cycle <= b + 40 (signed)
+w6:
+        csrr r0, time
+        beq r0, r0, end          # rd r0: a loop that is never one
+end:
+        csrr r15, cycle
+        sw r13, 13(r0)
+        sw r15, 14(r0)
+        csrr r15, time
+        sw r15, 15(r0)
+        halt
+"""
+
+
+@pytest.mark.parametrize("a, b, c, pad", [(0, 0, 0, 0), (37, 120, 1, 1), (150, 333, 2, 0),
+                                         (301, 64, 0, 1), (11, 3, 1, 2)])
+def test_poll_loops_wait_cycle_for_cycle(chip, a, b, c, pad):
+    """Programs that wait in a loop of a ``csrr`` and a branch back (the stream
+    and inference programs do): the same cycles, registers and results on both
+    backends, for every status register and branch type, with thresholds met at
+    once, between ADC samples and on them (``pad`` instructions shift the loops'
+    reads against the samples' cycles)."""
+    image, events, _ = exc_inh(chip)
+    n_steps = 80
+    assert live_cycles(CFG, n_steps) > 301 + 200
+    src = POLLS.replace("{PAD}", "        addi r0, r0, 0\n" * pad)
+    job = {"words": assemble(src, CFG).words, "dmem": [(0, a), (1, b), (2, c)],
+           "when": "each_sample", "read_dmem": list(range(8, 19))}
+    ref, fast = both(chip, image, events, n_steps, job, run_seed=1)
+    for res in fast.ppu:
+        assert res["status"] == 0b10
+        d = res["dmem"]
+        assert d[8] >= a and d[10] >= b and d[13] > b + 40 and d[14] > d[13]
+        assert d[11] == d[9] + 1 and d[12] == d[9] + 2 and d[16] < d[17] < d[18] < d[13]

@@ -187,6 +187,65 @@ def test_the_core_computes_what_the_reference_computes_cycle_by_cycle(seed, name
     assert not fast.core.ctl[core.C_STALE]
 
 
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), name=st.sampled_from(sorted(CONFIGS)))
+def test_the_core_advanced_many_cycles_at_once_computes_the_same(seed, name):
+    """Advanced over many cycles in one call, the core runs a poll loop's
+    iterations (``csrr`` of a status register and a branch back to it) in one
+    go: at the end of every stretch it is where the reference is, cycle for
+    cycle, including across ADC samples taken inside the stretch."""
+    cfg = CONFIGS[name]
+    rng = random.Random(seed)
+    print(f"{name}, seed {seed}")
+    synapses, stale, adc_cycles, codes, L, n_steps = _setup(cfg, rng)
+    job = _job(cfg, rng, L, len(adc_cycles))
+    fast = FastPpu(cfg, job, synapses, stale_adc=stale, n_live=L, adc_cycles=adc_cycles,
+                   n_steps=n_steps, drain=5, write_from=0)
+    fast.set_all_codes(codes)
+    ref = Reference(cfg, job, synapses, stale, adc_cycles, codes, L, n_steps)
+    end = L + 5 + job.max_cycles
+    while ref.cycle < end and (ref.ref.sim.running or ref.cycle <= L):
+        stop = min(end, ref.cycle + rng.choice([2, 3, 7, 40, 200]))
+        while ref.cycle < stop and (ref.ref.sim.running or ref.cycle <= L):
+            ref.tick()
+        fast.advance(ref.cycle)
+        _compare(cfg, fast, ref, f"cycle {ref.cycle - 1}")
+    res = fast.finish()
+    assert res["out"] == ref.out and res["out_drops"] == ref.drops
+    assert res["dmem"] == {i: ref.ref.sim.dmem[i] for i in job.read_dmem}
+
+
+@pytest.mark.parametrize("pad", [0, 1])
+@pytest.mark.parametrize("period", [5, 6, 9])
+def test_poll_loops_run_to_the_halt_in_one_call(pad, period):
+    """The poll loops of every status register and branch type
+    (tests/test_ppu_backends.py's program), run to the halt in one call of the
+    core: they leave the loops in the reference's cycles, a sample count loop
+    the cycle after the sample it waits for is taken."""
+    from tests.test_ppu_backends import POLLS
+
+    cfg, L = MINI, 400
+    n_steps = L // cfg.analog_step_cycles
+    adc_cycles = np.arange(period - 1, L, period)
+    codes = np.zeros((len(adc_cycles), cfg.n_neurons), np.int64)
+    H, R, C = cfg.n_halves, cfg.rows_per_half, cfg.columns_per_half
+    synapses = (np.zeros((H, R, C), np.int64), np.zeros((H, R, C), np.int64))
+    stale = [[0] * cfg.n_neurons for _ in range(cfg.adc_buffer_depth)]
+    src = POLLS.replace("{PAD}", "        addi r0, r0, 0\n" * pad)
+    job = PpuJob.of(cfg, {"words": assemble(src, cfg).words,
+                          "dmem": [(0, 20), (1, 33), (2, 1)], "when": "each_sample",
+                          "read_dmem": list(range(8, 19)), "max_cycles": 3000})
+    fast = FastPpu(cfg, job, synapses, stale_adc=stale, n_live=L, adc_cycles=adc_cycles,
+                   n_steps=n_steps, drain=5, write_from=0)
+    fast.set_all_codes(codes)
+    res = fast.finish()
+    ref = Reference(cfg, job, synapses, stale, adc_cycles, codes, L, n_steps)
+    while ref.ref.sim.running:
+        ref.tick()
+    assert res["dmem"] == {i: ref.ref.sim.dmem[i] for i in job.read_dmem}
+    assert res["cycles"] == ref.ref.sim.cycle
+
+
 def test_every_instruction_is_in_the_random_programs():
     """The random programs of the test above reach every mnemonic."""
     seen = set()

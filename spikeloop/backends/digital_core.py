@@ -47,7 +47,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from spikeloop.backends.ppu_core import C_ERR
+from spikeloop.backends.ppu_core import C_CYCLE, C_ERR
 from spikeloop.backends.ppu_core import advance as ppu_advance
 from spikeloop.base.config import ChipConfig
 from spikeloop.model.analog import lif_row
@@ -725,9 +725,18 @@ def run_samples(b0, b1, run, lif, an, cf, st, cnt, cy, sc, pp):
                     for j in range(n):
                         hold[j] = False
                 if pp.on:       # the PPU's cycles before the step, and its resets
-                    if pp.ctl[b, C_ERR] == 0:
-                        ppu_advance(g0, pp.prog, pp.geo, pp.ctl[b], pp.regs[b], pp.vregs[b],
-                                    pp.dmem[b], pp.syn_w, pp.syn_l, pp.adcbuf[b], pp.known[b],
+                    if pp.ctl[b, C_ERR] == 0 and pp.ctl[b, C_CYCLE] < g0:
+                        # and on, through every cycle before the one that takes the
+                        # first sample not yet computed (the PPU depends on the chip
+                        # only through the samples; its resets of later steps wait in
+                        # ``holds``): a program waiting for samples is advanced once a
+                        # sample, not once a step
+                        until = run.n_live
+                        if j_adc < len(pp.adc_cycles):
+                            until = min(until, pp.adc_cycles[j_adc])
+                        ppu_advance(max(g0, until), pp.prog, pp.geo, pp.ctl[b], pp.regs[b],
+                                    pp.vregs[b], pp.dmem[b], pp.syn_w, pp.syn_l, pp.adcbuf[b],
+                                    pp.known[b],
                                     run.adc[:, b], pp.have[b], pp.adc_cycles, pp.outbuf[b],
                                     pp.holds[b], pp.trk_r[b], pp.trk_v[b], pp.trk_d[b],
                                     pp.snap[b], pp.tmp[b])

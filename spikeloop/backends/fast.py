@@ -134,8 +134,11 @@ def run_fast(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, 
     speculate = not job.writes_synapses
 
     def run(first: int, count: int, ppus: list[FastPpu]) -> Observables:
-        sub = InputEvents.from_lists(cfg, [events.of_sample(first + j).tolist()
-                                           for j in range(count)])
+        # samples first .. first+count-1, renumbered from 0 (the table is sorted
+        # by sample first)
+        t = events.table
+        lo, hi = np.searchsorted(t[:, 0], [first, first + count])
+        sub = InputEvents(cfg, count, t[lo:hi] - np.array([first, 0, 0, 0]))
         return fast_chip(image).run(
             sub, n_steps, run_seed=run_seed, sample_offset=sample_offset + first, ppus=ppus,
             row_events=row_events)

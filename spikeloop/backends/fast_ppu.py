@@ -202,7 +202,7 @@ class FastPpu:
         res = {"status": int(ctl[core.C_RUN]) | int(ctl[core.C_HALTED]) << 1,
                "pc": int(ctl[core.C_PC]),
                "cycles": min(int(ctl[core.C_SIMC] + ctl[core.C_PHASE]), XMASK),
-               "out": [core.bytes_to_vector(v) for v in s.outbuf[:int(ctl[core.C_OUTN])]],
+               "out": core.rows_to_vectors(s.outbuf[:int(ctl[core.C_OUTN])]),
                "out_drops": int(ctl[core.C_DROPS]),
                "dmem": {i: int(s.dmem[i]) for i in job.read_dmem}}
         if job.read_synapses:

@@ -226,6 +226,14 @@ def bytes_to_vector(row: np.ndarray) -> int:
     return int.from_bytes(np.ascontiguousarray(row, dtype=np.uint8).tobytes(), "little")
 
 
+def rows_to_vectors(rows: np.ndarray) -> list[int]:
+    """:func:`bytes_to_vector` of every row of ``rows`` [k, bytes] (one copy of
+    the bytes, not one per row)."""
+    raw = np.ascontiguousarray(rows, dtype=np.uint8).tobytes()
+    nb = rows.shape[1]
+    return [int.from_bytes(raw[i:i + nb], "little") for i in range(0, len(raw), nb)]
+
+
 # -- the compiled core ---------------------------------------------------------------
 @numba.njit(cache=True, nogil=True, inline="always")
 def _s32(x):
@@ -336,6 +344,76 @@ def _valu_lane(code, a, b, c, w, sh):
     return r & mask
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _branch_taken(code, x, y):
+    """Whether a conditional branch of ``code`` is taken (``x``: its register
+    ``b``, ``y``: its register ``a``, as :func:`advance` reads them)."""
+    if code == BEQ:
+        return x == y
+    if code == BNE:
+        return x != y
+    if code == BLT:
+        return _s32(x) < _s32(y)
+    if code == BGE:
+        return _s32(x) >= _s32(y)
+    if code == BLTU:
+        return x < y
+    return x >= y
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _skip_poll(pc, prog, geo, ctl, regs, trk_r, adc_cycles, taken, adc_count, until):
+    """A poll loop, ``csrr rd, csr`` at ``pc`` and a branch back to it at ``pc +
+    1`` (one cycle each): run its iterations that end before ``until`` and
+    before the next ADC sample is taken, in one go, while the branch is taken.
+    Within that span every iteration executes the same two instructions with
+    the same registers but ``rd``, whose value is the status register's at the
+    ``csrr``'s cycle (the ADC's sample count is constant there; the core's
+    cycle count and the chip's time are the cycle's), so the state after them
+    is :func:`advance`'s, cycle for cycle: ``rd`` holds the last value read, the
+    same registers logged as read and written, the program counter back at
+    ``pc``.  Returns the iterations run (0: not a poll loop, or it leaves it
+    now; :func:`advance` then executes the ``csrr`` itself)."""
+    iw_mask = geo[G_IW] - 1
+    bpc = (pc + 1) & iw_mask
+    code = prog[bpc, P_CODE]
+    if (not BEQ <= code <= BGEU or ((bpc + prog[bpc, P_SIMM]) & iw_mask) != pc
+            or prog[pc, P_CYCLES] != 1 or prog[bpc, P_CYCLES] != 1):
+        return 0
+    c, L = ctl[C_CYCLE], geo[G_L]
+    bound = until
+    if taken < len(adc_cycles) and adc_cycles[taken] < L:
+        bound = min(bound, adc_cycles[taken] + 1)    # the cycle that takes the next sample
+    rd, csr, ra, rb = prog[pc, P_A], prog[pc, P_IMM], prog[bpc, P_A], prog[bpc, P_B]
+    start = ctl[C_SIMC]
+    n = 0
+    v = 0
+    while c + 2 * n + 2 <= bound:
+        cyc = c + 2 * n
+        if csr == 0:
+            w = start + 2 * n
+        elif csr == 1:
+            w = adc_count
+        elif csr == 2:
+            w = min(cyc, L) & XMASK
+        else:
+            w = 0
+        w &= XMASK
+        x = w if (rb == rd and rd != 0) else regs[rb]
+        y = w if (ra == rd and ra != 0) else regs[ra]
+        if not _branch_taken(code, x, y):
+            break
+        v = w
+        n += 1
+    if n:
+        _wreg(regs, trk_r, rd, v)            # the last csrr, then the branch's reads
+        _note_read(trk_r, rb)
+        _note_read(trk_r, ra)
+        ctl[C_SIMC] = start + 2 * n
+        ctl[C_CYCLE] = c + 2 * n
+    return n
+
+
 @numba.njit(cache=True, nogil=True)
 def take(n, geo, ctl, adcbuf, known, codes, have):
     """The run has taken ``n`` ADC samples (never fewer than before): each goes
@@ -381,6 +459,9 @@ def advance(until, prog, geo, ctl, regs, vregs, dmem, syn_w, syn_l, adcbuf, know
         pc = ctl[C_PC]
         code, a, b = prog[pc, P_CODE], prog[pc, P_A], prog[pc, P_B]
         cc, d, simm = prog[pc, P_C], prog[pc, P_D], prog[pc, P_SIMM]
+        if code == CSRR and ctl[C_PHASE] == 0 and _skip_poll(
+                pc, prog, geo, ctl, regs, trk_r, adc_cycles, taken, adc_count, until):
+            continue
         if prog[pc, P_CYCLES] == 2 and ctl[C_PHASE] == 0:
             # the first cycle of a two-cycle instruction: vadc reads its ADC entry now
             if code == VADC:
@@ -467,19 +548,7 @@ def advance(until, prog, geo, ctl, regs, vregs, dmem, syn_w, syn_l, adcbuf, know
             trk_d[1, ea % dw] = True
         elif BEQ <= code <= BGEU:
             x, y = _read(regs, trk_r, b), _read(regs, trk_r, a)
-            if code == BEQ:
-                taken_b = x == y
-            elif code == BNE:
-                taken_b = x != y
-            elif code == BLT:
-                taken_b = _s32(x) < _s32(y)
-            elif code == BGE:
-                taken_b = _s32(x) >= _s32(y)
-            elif code == BLTU:
-                taken_b = x < y
-            else:
-                taken_b = x >= y
-            if taken_b:
+            if _branch_taken(code, x, y):
                 next_pc = (pc + simm) & iw_mask
         elif code == JAL:
             _wreg(regs, trk_r, a, next_pc)
