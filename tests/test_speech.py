@@ -294,7 +294,7 @@ def test_conditions_are_chosen_and_seeds_run_as_separate_processes(tmp_path, cap
     """--conditions control trains the software network it is built from first;
     a seed's directory in use by another process is refused in one line while
     the other seeds run; the loop without a chip is refused."""
-    from spikeloop.base.files import DirLock
+    from spikeloop.base.files import LOCK_NAME, DirLock
     from tests.test_tasks import write_shd_dir
 
     (tmp_path / "d").mkdir()
@@ -314,9 +314,13 @@ def test_conditions_are_chosen_and_seeds_run_as_separate_processes(tmp_path, cap
         assert main(args + ["--seeds", "1", "--conditions", "software"]) == 0
     (row,) = json.loads((tmp_path / "o" / "speech.json").read_text())["rows"]
     assert row["software"]["n"] == 1 and row["control"] is None
-    # all seeds together: the finished runs are collected
+    # all seeds together: the finished runs are collected; the lock a killed
+    # process left is taken over and said
+    (tmp_path / "o" / "seed1" / LOCK_NAME).write_text(json.dumps(
+        {"pid": 1 << 30, "host": "elsewhere", "started": 0, "command": "a killed run"}) + "\n")
     assert main(args + ["--seeds", "0", "1", "--conditions", "software"]) == 0
-    assert capsys.readouterr().out.count("reused") == 2
+    out = capsys.readouterr().out
+    assert out.count("reused") == 2 and "took over the lock" in out and "a killed run" in out
     assert main(args + ["--seeds", "0", "--conditions", "loop"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--conditions loop needs --preset" in err[0]

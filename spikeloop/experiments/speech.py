@@ -314,7 +314,9 @@ def run_condition(cond: str, seed: int, task: Task, s: SpeechExperimentSettings,
     d = out / f"seed{seed}"
     d.mkdir(exist_ok=True)
     try:
-        with DirLock(d, f"spikeloop experiment speech (seed {seed}, {cond})"):
+        with DirLock(d, f"spikeloop experiment speech (seed {seed}, {cond})") as lock:
+            if lock.note:
+                log(f"  {lock.note}")
             return _run_condition(cond, seed, task, s, out, d, log)
     except LockError as e:
         raise SpeechExperimentError(str(e)) from None
