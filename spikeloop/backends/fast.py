@@ -399,13 +399,18 @@ class FastChip:
         # the PPUs read every sample the buffer stores (with the ring: every sample
         # taken), each given its codes before the cycle that takes it
         ppu_at = {}
+        # the samples whose codes the PPUs have been given (in sample order), and
+        # the cycle every PPU has run to
+        n_fed = n_feed = ppu_cycle = 0
         if ppus:
             fed = adc_sample_steps(cfg, period, L, n_steps)
             if not cfg.adc_ring:
                 fed = fed[:cfg.adc_buffer_depth]
             ppu_at = {int(k): np.flatnonzero(fed == k).tolist() for k in np.unique(fed)}
+            n_feed, ppu_cycles = len(fed), ppus[0].adc_cycles
 
         def take_codes(step: int) -> None:
+            nonlocal n_fed
             hit, fed = adc_at.get(step), ppu_at.get(step)
             if hit is None and fed is None:
                 return
@@ -416,6 +421,7 @@ class FastChip:
                 for b, row in enumerate(codes.cpu().numpy()):
                     for i in fed:
                         ppus[b].set_codes(i, row)
+                n_fed = fed[-1] + 1
 
         take_codes(0)
         spikes = []
@@ -428,8 +434,14 @@ class FastChip:
                 # cycle g0 = (k+1) S: the analog step k = w - 1, its spikes, the arbiters
                 extra = None
                 if ppus:        # every cycle of step w - 1, and its reset holds
-                    for p in ppus:
-                        p.advance(g0)
+                    if ppu_cycle < g0:
+                        # and on, to the cycle that takes the first sample whose codes
+                        # are not computed yet (the PPU depends on the chip only
+                        # through them; its resets of later steps wait in its holds)
+                        ppu_cycle = max(g0, min(L, int(ppu_cycles[n_fed])) if n_fed < n_feed
+                                        else L)
+                        for p in ppus:
+                            p.advance(ppu_cycle)
                     held = [p.hold_of_step(w - 1, self.n, dev) for p in ppus]
                     if any(h is not None for h in held):
                         extra = torch.stack([self.no_hold[0] if h is None else h
