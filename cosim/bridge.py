@@ -15,7 +15,13 @@ Per analog step ``k`` of a sample (``S = analog_step_cycles``):
   timing), advances the :class:`AnalogLoop` by one step, drives ``spike_in`` with
   the step's spikes and ``adc_codes`` with the codes of the new membranes;
 - at the next rising edge (the one that took the spikes) it drives
-  ``spike_in = 0``: the spikes are high for exactly that one cycle.
+  ``spike_in = 0``: the spikes are high for exactly that one cycle (a step
+  without spikes leaves ``spike_in`` at 0 and sleeps until the next step).
+
+The step's arithmetic (the ports' bit strings parsed, the LIF update, the ADC
+codes) is one compiled call (:func:`_step_kernel`, on the same ``lif_row`` and
+ADC conversion as the fast backend's compiled run; one sample on the CPU in
+float32, ``AnalogLoop.row_arrays``).
 
 After ``n_steps`` steps :meth:`AnalogBridge.run` returns right after the
 rising edge that starts cycle ``r = n_steps * S + 1`` (the last running cycle,
@@ -35,18 +41,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cocotb
+import numba
 import numpy as np
-import torch
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import ReadWrite, RisingEdge, Timer
 
 from spikeloop.cosim.host import (
+    _WEAK_LEVELS,
     array_word,
     binstr,
     clock_period_ps,
-    unsigned_array_or_none,
     unsigned_or_none,
 )
+from spikeloop.model.analog import lif_row
 from spikeloop.model.analog_loop import AnalogLoop
 
 #: the watchdog's window: a run fails when this many steps' cycles pass without a step
@@ -73,6 +80,63 @@ class MembraneTrace:
     rows: list[tuple[int, int, int, int, list[float]]] = field(default_factory=list)
 
 
+# -- the step's arithmetic, compiled ----------------------------------------------------
+#: the simulator's characters for a bit: "0"/"1" and the weak levels "L"/"H"
+_C0, _C1, _CL, _CH = ord("0"), ord("1"), ord("L"), ord("H")
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _parse(text, bits, out):
+    """The elements of a packed array port from its bit string (``text``: the
+    ASCII codes, most significant bit first; element ``i`` in bits ``[i*bits,
+    (i+1)*bits)``) into ``out``; False where a character is not 0, 1, L or H."""
+    L = len(text)
+    for i in range(len(out)):
+        x = 0
+        for c in range(L - (i + 1) * bits, L - i * bits):
+            ch = text[c]
+            if ch == _C1 or ch == _CH:
+                x = (x << 1) | 1
+            elif ch == _C0 or ch == _CL:
+                x = x << 1
+            else:
+                return False
+        out[i] = x
+    return True
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _step_kernel(exc_text, inh_text, held_text, sum_bits, exc, inh, held, hold, v, ie, ii,
+                 noise, has_noise, leak, reset, thresh, decay_mem, decay_exc, decay_inh,
+                 k_exc, k_inh, gain_exc, gain_inh, v_min, v_max, merged, mbits, spikes, dv,
+                 adc_scale, adc_offset, code_max, codes):
+    """One analog step of one sample from the ports' bit strings: the sums and
+    the held neurons parsed, the LIF update (model/analog.py's ``lif_row``, on
+    the state's rows in place), the ADC codes of the new membranes (model/adc.py's
+    conversion: ``floor(v * scale + offset)`` in float32, clamped).  Returns 0,
+    or 1, 2, 3 where ``exc_sum``, ``inh_sum`` or ``refractory_active`` has a bit
+    that is not 0 or 1 (nothing stepped)."""
+    if not _parse(exc_text, sum_bits, exc):
+        return 1
+    if not _parse(inh_text, sum_bits, inh):
+        return 2
+    if not _parse(held_text, 1, held):
+        return 3
+    for j in range(len(hold)):
+        hold[j] = held[j] != 0
+    lif_row(v, ie, ii, exc, inh, True, True, hold, True, noise, has_noise, leak, reset,
+            thresh, decay_mem, decay_exc, decay_inh, k_exc, k_inh, gain_exc, gain_inh, v_min,
+            v_max, merged, mbits, spikes, dv)
+    for j in range(len(v)):
+        x = np.floor(v[j] * adc_scale[j] + adc_offset[j])
+        if x < 0:
+            x = np.float32(0)
+        elif x > code_max:
+            x = np.float32(code_max)
+        codes[j] = np.int64(x)
+    return 0
+
+
 class AnalogBridge:
     """Couples one sample's :class:`AnalogLoop` to the top level ``dut``.
 
@@ -94,17 +158,44 @@ class AnalogBridge:
         #: (sample, step, refractory_active mask) of every step with a held neuron
         #: (refractory, or the PPU's reset hold)
         self.holds: list[tuple[int, int, int]] = []
+        #: (loop, its rows, kernel parameters, ADC constants) of the sample being run
+        self._rows = None
+        self._exc, self._inh, self._held = (np.zeros(self.n, np.int64) for _ in range(3))
+        self._hold, self._spikes = np.zeros(self.n, np.bool_), np.zeros(self.n, np.bool_)
+        self._dv = np.zeros(self.n, np.float32)
+        self._codes = np.zeros(self.n, np.int64)
+
+    def _compiled_step(self, loop: AnalogLoop) -> int:
+        """The step by :func:`_step_kernel` on ``loop``'s rows; returns the held
+        neurons' mask (``refractory_active``'s value)."""
+        if self._rows is None or self._rows[0] is not loop:
+            self._rows = (loop, *loop.row_arrays())
+        dut = self.dut
+        texts = [binstr(h) for h in (dut.exc_sum, dut.inh_sum, dut.refractory_active)]
+        status = self._kernel(texts, *self._rows[1:], loop.next_noise())
+        if status:
+            name = ("exc_sum", "inh_sum", "refractory_active")[status - 1]
+            raise BridgeError(f"{name} is {texts[status - 1]} (X/Z bits) in a step_done cycle")
+        return int(texts[2].translate(_WEAK_LEVELS), 2)
+
+    def _kernel(self, texts, rows, params, adc, noise) -> int:
+        (v, ie, ii), (scale, offset, code_max) = rows, adc
+        return _step_kernel(
+            *(np.frombuffer(t.encode("ascii"), np.uint8) for t in texts), self.sum_bits,
+            self._exc, self._inh, self._held, self._hold, v, ie, ii,
+            _NO_NOISE if noise is None else noise.numpy()[0], noise is not None, *params,
+            self._spikes, self._dv, scale, offset, code_max, self._codes)
+
+    def load_compiled(self, loop: AnalogLoop) -> None:
+        """Load :func:`_step_kernel`'s machine code (from numba's cache) by one step
+        of ``loop`` (a throwaway: its state changes) on ports of zeros, so that a
+        run timed afterwards measures the steps alone."""
+        sums, held = "0" * len(self.dut.exc_sum), "0" * self.n
+        self._kernel([sums, sums, held], *loop.row_arrays(), loop.next_noise())
 
     def drive_codes(self, loop: AnalogLoop) -> None:
         """Drive ``adc_codes`` with the codes of ``loop``'s present membranes."""
         self.dut.adc_codes.value = array_word(loop.codes()[0].cpu().numpy(), self.adc_bits)
-
-    def _per_neuron(self, handle, name: str, bits: int) -> np.ndarray:
-        """A port of one ``bits``-bit element per neuron, as int64 numpy ``[n]``."""
-        v = unsigned_array_or_none(handle, bits, self.n)
-        if v is None:
-            raise BridgeError(f"{name} is {handle.value} (X/Z bits) in a step_done cycle")
-        return v
 
     def _trace(self, sample: int, step: int, r: int, loop: AnalogLoop) -> None:
         if self.trace is not None:
@@ -139,7 +230,7 @@ class AnalogBridge:
                     f"cycles (time={self.dut.time.value}, running={self.dut.running.value})")
 
     async def _step(self, loop: AnalogLoop, sample: int, k: int, S: int) -> None:
-        dut, n = self.dut, self.n
+        dut = self.dut
         # with S = 1, step_done stays high: after step 0 the edge awaited at the end
         # of the step before already starts this step_done cycle
         if S > 1 or k == 0:
@@ -152,21 +243,26 @@ class AnalogBridge:
                 f"sample {sample}: step {k} in cycle time={r} with running="
                 f"{dut.running.value}, step_done={dut.step_done.value}; the protocol "
                 f"says time={(k + 1) * S}, running=1, step_done=1")
-        exc = self._per_neuron(dut.exc_sum, "exc_sum", self.sum_bits)
-        inh = self._per_neuron(dut.inh_sum, "inh_sum", self.sum_bits)
-        held = self._per_neuron(dut.refractory_active, "refractory_active", 1)
-        if held.any():
-            self.holds.append((sample, k, array_word(held, 1)))
-        fired = loop.step(*(torch.from_numpy(a).reshape(1, n)
-                            for a in (exc, inh, held.astype(bool))))[0]
-        idx = torch.nonzero(fired).reshape(-1).tolist()
-        self.spikes += [(sample, k, r, i) for i in idx]
-        dut.spike_in.value = sum(1 << i for i in idx)
-        self.drive_codes(loop)
+        held = self._compiled_step(loop)
+        fired = self._spikes
+        if held:
+            self.holds.append((sample, k, held))
+        idx = np.flatnonzero(fired)
+        self.spikes += [(sample, k, r, int(i)) for i in idx]
+        if len(idx):
+            dut.spike_in.value = int.from_bytes(
+                np.packbits(fired, bitorder="little").tobytes(), "little")
+        dut.adc_codes.value = array_word(self._codes, self.adc_bits)
         self._trace(sample, k, r, loop)
         self.steps_run += 1
-        await RisingEdge(dut.clk)  # the edge that took the spikes
-        dut.spike_in.value = 0
+        if len(idx):
+            await RisingEdge(dut.clk)  # the edge that took the spikes
+            dut.spike_in.value = 0
+        elif S == 1:
+            await RisingEdge(dut.clk)  # (starts the next step's cycle)
+
+
+_NO_NOISE = np.zeros(1, np.float32)
 
 
 # -- companion waveform of the membranes ---------------------------------------------

@@ -28,9 +28,12 @@ Everything done to the chip goes through the top level's ports: the image,
 the input events, ``ctrl`` and every read-back through the host bus
 (:class:`~spikeloop.cosim.host.HostBusDriver`); the analog side through the
 bridge (cosim/bridge.py).  One thing is observed inside: the synapse
-drivers' activations (``row_activations``, ``row_events`` of the
-Observables), which no chip counter holds, by the row-activity monitor
-(:class:`~spikeloop.cosim.monitor.RowActivity`).
+drivers' activations (``row_activations`` of the Observables), which no chip
+counter holds, from the co-simulated top level's instrumentation counters
+(port ``row_activations``, rtl/top.py; read once per sample); with
+``row_events`` the row-activity monitor
+(:class:`~spikeloop.cosim.monitor.RowActivity`) lists every activation as
+well, and its counts must equal the counters'.
 
 PPU (``ppu`` of the job, spikeloop/base/ppu_job.py): the program and its data
 are written through the host bus after the image.  ``before``: the PPU is
@@ -76,7 +79,7 @@ from spikeloop.cosim.bridge import (
     write_membrane_vcd,
 )
 from spikeloop.cosim.host import HostBusDriver, clock_period_ps, start_clock
-from spikeloop.cosim.monitor import RowActivity
+from spikeloop.cosim.monitor import RowActivity, activation_counts
 from spikeloop.cosim.runner import CosimContext, cosim_context
 from spikeloop.model.analog_loop import AnalogLoop
 from spikeloop.model.chip import Chip
@@ -381,23 +384,36 @@ async def run_job(dut, job: Job | None = None) -> dict:
 
     trace = MembraneTrace(cfg.n_neurons) if job.spec.get("membranes") else None
     bridge = AnalogBridge(dut, cfg, trace=trace)
-    rows = RowActivity(dut, cfg, clock_period_ps(cfg),
-                       keep_events=bool(job.spec.get("row_events", False)))
+    # the activations per driver come from the top's own counters (read once a
+    # sample); the per-cycle monitor runs only when every activation is listed,
+    # and its counts must then equal the counters'
+    rows = (RowActivity(dut, cfg, clock_period_ps(cfg), keep_events=True)
+            if job.spec.get("row_events", False) else None)
     records, adc_rows, adc_counts, row_acts, row_events = [], [], [], [], []
     counters = {k: [] for k in COUNTERS}
     t_runs = 0.0
     # the compiled code of the analog steps, loaded once per simulator process
-    t_load = AnalogLoop(chip, image, [sample_offset], run_seed).load_compiled()
+    t_load = time.perf_counter()
+    warm = AnalogLoop(chip, image, [sample_offset], run_seed, compiled=True)
+    warm.load_compiled()
+    bridge.load_compiled(warm)
+    t_load = time.perf_counter() - t_load
     for s in range(events.batch):
-        loop = AnalogLoop(chip, image, [sample_offset + s], run_seed)
+        loop = AnalogLoop(chip, image, [sample_offset + s], run_seed, compiled=True)
         loop.plan_steps(n_steps)                   # noise of many steps per call, same bits
         await write_events(host, events, s)
         t_runs += await run_sample(host, bridge, loop, s, n_steps, start_ppu=each_sample,
                                    rows=rows)
-        acts, evs = rows.take()
-        row_acts.append(acts)
+        listed, evs = rows.take() if rows is not None else (None, [])
         row_events += [(s, *e) for e in evs]
-        c = await read_counters(host, s, L)
+        c = await read_counters(host, s, L)            # returns in ReadOnly
+        acts = activation_counts(dut, cfg)
+        if listed is not None and listed != acts:
+            d = next(i for i, (a, b) in enumerate(zip(listed, acts, strict=True)) if a != b)
+            raise AssertionError(f"sample {s}: driver {d} (flat index) was activated "
+                                 f"{listed[d]} times by the monitor's count and "
+                                 f"{acts[d]} times by row_activations")
+        row_acts.append(acts)
         for key in COUNTERS:
             counters[key].append(c[key])
         n_rec, n_adc = c["record_count"][0], c["adc_samples"][0]
@@ -412,7 +428,8 @@ async def run_job(dut, job: Job | None = None) -> dict:
             await host.edge()
         cocotb.log.info("sample %d: %d spikes so far, %d records, %d ADC samples", s,
                         len(bridge.spikes), n_rec, n_adc)
-    rows.stop()
+    if rows is not None:
+        rows.stop()
     await ReadOnly()
     sim_cycles = int(get_sim_time("ps")) // clock_period_ps(cfg)
 

@@ -1,8 +1,14 @@
 """cocotb monitors of the co-simulated chip: the synapse drivers' activations
-(:class:`RowActivity`, part of every run's Observables) and, for functional
-coverage, any set of signals (:class:`Monitor`).
+(:func:`activation_counts`, part of every run's Observables; with every
+activation listed, :class:`RowActivity`) and, for functional coverage, any set
+of signals (:class:`Monitor`).
 
-Driver activations: per half ``h`` and bus ``b`` the monitor reads the DUT's
+Driver activations per run: the co-simulated top level counts them itself
+(its simulation instrumentation, port ``row_activations``: rtl/top.py), so no
+Python runs in the cycles in between; :func:`activation_counts` reads them
+once after a run.
+
+Every activation (``row_events``): per half ``h`` and bus ``b`` the monitor reads the DUT's
 own signals of ``drivers<h>`` (rtl/synapse_drivers.py): ``rows__<2b>__active``
 (the bus's activation in this cycle: port ``2b`` drives the first row of the
 activated driver), ``rows__<2b>__row`` (``2 * driver``) and
@@ -33,12 +39,14 @@ import os
 from pathlib import Path
 
 import cocotb
+import numpy as np
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import FallingEdge, First, ReadOnly, RisingEdge
 
 from spikeloop.base.config import ChipConfig
+from spikeloop.base.protocol import ACTIVATION_BITS
 from spikeloop.cosim.backend import ROW_ACTIVITY_VLT
-from spikeloop.cosim.host import binstr, binstr_reader
+from spikeloop.cosim.host import binstr, binstr_reader, unsigned_array_or_none
 
 ENV_MONITOR = "SPIKELOOP_FCOV_MONITOR"
 _files = itertools.count()
@@ -142,6 +150,22 @@ class RowActivity:
             while self._sample(check):
                 check = False
                 await FallingEdge(self.clk)
+
+
+def activation_counts(dut, cfg: ChipConfig) -> list[int]:
+    """The top level's ``row_activations`` counters (flat: half by half, driver
+    by driver, as :meth:`RowActivity.take`), read once after a run; an X/Z bit
+    or a saturated counter is an error (no count is silently wrong)."""
+    n = cfg.n_halves * cfg.drivers_per_half
+    counts = unsigned_array_or_none(dut.row_activations, ACTIVATION_BITS, n)
+    if counts is None:
+        raise AssertionError(f"row_activations is {dut.row_activations.value} (X/Z bits)")
+    full = (1 << ACTIVATION_BITS) - 1
+    if (counts == full).any():
+        d = int(np.flatnonzero(counts == full)[0])
+        raise AssertionError(f"row_activations[{d}] saturated at {full}: the run's "
+                             "activations of that driver are not known")
+    return counts.tolist()
 
 
 def _handle(dut, path: str):

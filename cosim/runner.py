@@ -364,7 +364,8 @@ def build(cfg: ChipConfig, component: str = "top", simulator: str = "verilator",
     if simulator == "verilator" and (baseline or coverage) and PUBLIC_ALL not in build_args:
         build_args = [PUBLIC_ALL, *build_args]
     with tempfile.TemporaryDirectory(dir=root, prefix=".export-") as tmp:
-        files = export_verilog(cfg, Path(tmp), [component], simulation=simulation)
+        files = export_verilog(cfg, Path(tmp), [component], simulation=simulation,
+                               instrument=True)
         verilog = files[component].read_text()
         config_json = (Path(tmp) / "chip_config.json").read_text()
     toplevel = module_name(component)

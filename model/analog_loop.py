@@ -9,7 +9,7 @@ import torch
 
 from spikeloop.base.image import ConfigImage
 from spikeloop.model.adc import adc_convert
-from spikeloop.model.analog import lif_step
+from spikeloop.model.analog import _kernel_params, lif_step
 from spikeloop.model.chip import Chip
 from spikeloop.model.noise import membrane_noise, membrane_noise_steps
 
@@ -19,7 +19,10 @@ class AnalogLoop:
     step at a time from the integer weight sums the digital side delivers."""
 
     def __init__(self, chip: Chip, image: ConfigImage, sample_idx, run_seed: int, *,
-                 dtype=torch.float32, device="cpu"):
+                 dtype=torch.float32, device="cpu", compiled: bool = False):
+        """``compiled``: every step by the compiled kernel where it applies (CPU,
+        float32), whatever the batch (``lif_step``; the same bits)."""
+        self.compiled = compiled
         self.params = chip.lif_params(image, dtype=dtype, device=device)
         self.adc = chip.analog.adc_params(dtype=dtype, device=device)
         self.sample_idx = torch.as_tensor(sample_idx, dtype=torch.int64, device=device)
@@ -71,6 +74,8 @@ class AnalogLoop:
         t0 = time.perf_counter()
         membrane_noise_steps(self.params.noise_step_v, self.run_seed, self.sample_idx[:1],
                              range(1), self.noise_neurons)
+        if self.compiled:
+            lif_step(self.params.initial_state(1), self.params, None, None, compiled=True)
         return time.perf_counter() - t0
 
     def _noise_chunk(self, lo: int) -> torch.Tensor | None:
@@ -97,6 +102,29 @@ class AnalogLoop:
                 self._next = (nxt, noise_thread().submit(self._noise_chunk, nxt))
         return self._noise[k - self._noise_lo]
 
+    def row_arrays(self) -> tuple:
+        """For a compiled caller that advances one sample on the CPU in float32
+        (the co-simulation's bridge): ``(v, ie, ii)``, the state's rows as numpy
+        views (a step updates them in place, as ``lif_row`` does), the LIF
+        kernel's parameters (``lif_row``'s, from ``leak`` to ``mbits``) and the
+        ADC's ``(scale, offset, code_max)``.  Each step takes its noise from
+        :meth:`next_noise`."""
+        if (len(self.sample_idx) != 1 or self.params.device.type != "cpu"
+                or self.params.dtype != torch.float32):
+            raise ValueError("row_arrays: one sample on the cpu in float32")
+        self.state = type(self.state)(*(x.contiguous() for x in self.state))
+        rows = tuple(x.numpy()[0] for x in self.state)
+        return rows, _kernel_params(self.params), (
+            self.adc.scale_per_v.numpy(), self.adc.offset_half_lsb.numpy(), self.adc.code_max)
+
+    def next_noise(self) -> torch.Tensor | None:
+        """The noise of the next step (float32 ``[batch, n]``, or None), and the
+        step counted: what :meth:`step` adds, for a caller that steps the rows of
+        :meth:`row_arrays` itself."""
+        noise = self._step_noise()
+        self.step_index += 1
+        return noise
+
     def codes(self) -> torch.Tensor:
         """ADC codes of the present membranes, int64 [batch, n]."""
         return adc_convert(self.state.v_mem_v, self.adc)
@@ -109,7 +137,8 @@ class AnalogLoop:
         self.state, spikes = lif_step(
             self.state, self.params, torch.as_tensor(exc_sum, device=dev),
             torch.as_tensor(inh_sum, device=dev),
-            None if hold is None else torch.as_tensor(hold, device=dev), noise)
+            None if hold is None else torch.as_tensor(hold, device=dev), noise,
+            compiled=self.compiled)
         self.step_index += 1
         return spikes
 

@@ -24,13 +24,16 @@ COMPONENTS: dict[str, tuple[str, str]] = {
 }
 
 
-def build(name: str, cfg: ChipConfig):
-    """A fresh instance of component ``name`` for ``cfg``."""
+def build(name: str, cfg: ChipConfig, *, instrument: bool = False):
+    """A fresh instance of component ``name`` for ``cfg``; ``instrument``: the
+    top level with its simulation instrumentation (``Top``'s
+    ``activation_counters``; the other components have none)."""
     try:
         module, cls = COMPONENTS[name]
     except KeyError:
         raise ValueError(f"unknown component {name!r}; allowed: {', '.join(COMPONENTS)}") from None
-    return getattr(importlib.import_module(f"spikeloop.rtl.{module}"), cls)(cfg)
+    cls = getattr(importlib.import_module(f"spikeloop.rtl.{module}"), cls)
+    return cls(cfg, activation_counters=True) if instrument and name == "top" else cls(cfg)
 
 
 def module_name(name: str) -> str:

@@ -46,8 +46,11 @@ LINT_WAIVERS: dict[str, str] = {
 
 
 def export_verilog(cfg: ChipConfig, out: Path, names=None, *,
-                   simulation: bool = False) -> dict[str, Path]:
+                   simulation: bool = False, instrument: bool = False) -> dict[str, Path]:
     """Write ``<out>/<component>.v`` for every component (and the top level).
+
+    ``instrument``: the top level with its simulation instrumentation (the
+    co-simulation's builds; rtl/top.py); default: the chip alone.
 
     ``simulation``: the same design written for a cycle-based simulator
     (:func:`simulation_verilog`, what the Verilator co-simulation compiles);
@@ -57,9 +60,11 @@ def export_verilog(cfg: ChipConfig, out: Path, names=None, *,
     files = {}
     for name in names or COMPONENTS:
         if simulation:
-            text = simulation_verilog(build(name, cfg), module_name(name))
+            text = simulation_verilog(build(name, cfg, instrument=instrument),
+                                      module_name(name))
         else:
-            text = verilog.convert(build(name, cfg), name=module_name(name),
+            text = verilog.convert(build(name, cfg, instrument=instrument),
+                                   name=module_name(name),
                                    emit_src=False, strip_internal_attrs=True)
         path = out / f"{name}.v"
         path.write_text(text)

@@ -56,6 +56,15 @@ with 2048 + 2048 words of memory, reached through the host bus only:
 ``syn_host_lost`` (status) counts host synapse writes lost because the PPU
 wrote a row of the same half in that cycle (reset only by the domain reset).
 
+Simulation instrumentation (``Top(cfg, activation_counters=True)``, the
+top level every co-simulation builds; not part of the chip, nor of its area):
+``row_activations`` (Out, ``ArrayLayout(unsigned(ACTIVATION_BITS),
+n_halves * drivers_per_half)``), element ``h * drivers_per_half + d``: the
+activations of driver ``d`` of half ``h`` (its first row on its bus's even row
+port) since the last ``clear`` cycle, saturating; a run's activations per
+driver, counted in the simulator instead of by a testbench process woken in
+every active cycle.
+
 Run protocol: configure with ``run = 0``; then write ``ctrl = run | clear``:
 every block's run state is cleared in the first cycle and the cycle counter
 starts.  While ``run = 0`` the playback plays nothing, the ADC does not
@@ -71,6 +80,7 @@ from amaranth.lib.wiring import In, Out
 
 from spikeloop.base.config import ChipConfig
 from spikeloop.base.isa import out_buffer_vectors
+from spikeloop.base.protocol import ACTIVATION_BITS
 from spikeloop.rtl.adc_control import AdcControl
 from spikeloop.rtl.analog_boundary import AnalogBoundary
 from spikeloop.rtl.arbiter import SpikeArbiter
@@ -126,8 +136,9 @@ def _word_of_fields(layout: data.Layout, entry) -> data.View:
 
 
 class Top(wiring.Component):
-    def __init__(self, cfg: ChipConfig):
+    def __init__(self, cfg: ChipConfig, *, activation_counters: bool = False):
         self.cfg = cfg
+        self.activation_counters = activation_counters
         self.hostbus = HostBus(cfg)
         self.neurons = NeuronBackend(cfg)
         self.arbiters = [SpikeArbiter(cfg) for _ in range(cfg.n_blocks)]
@@ -147,6 +158,9 @@ class Top(wiring.Component):
         if cfg.n_halves == 2:
             # the merge switches of the neuron circuits (analog; docs/analog.md)
             ports["neuron_merge"] = Out(cfg.columns_per_half)
+        if activation_counters:
+            ports["row_activations"] = Out(data.ArrayLayout(
+                unsigned(ACTIVATION_BITS), cfg.n_halves * cfg.drivers_per_half))
         super().__init__(ports | {
             "host_addr": In(self.hostbus.amap.addr_bits),
             "host_wdata": In(cfg.host_data_bits),
@@ -337,6 +351,24 @@ class Top(wiring.Component):
             self.inh_sum.eq(Cat(*inh)),
             self.step_done.eq(self.boundaries[0].step_done),
         ]
+        if self.activation_counters:
+            self._count_activations(m, clear)
+
+    def _count_activations(self, m: Module, clear) -> None:
+        """``row_activations`` (simulation instrumentation, see the module
+        docstring): driver ``d`` listens to bus ``d % B`` and is activated in a
+        cycle where that bus's even row port is active with row ``2d``."""
+        cfg = self.cfg
+        B, D = cfg.buses_per_half, cfg.drivers_per_half
+        full = (1 << ACTIVATION_BITS) - 1
+        for h in range(cfg.n_halves):
+            rows = self.drivers[h].rows
+            for d in range(D):
+                port, count = rows[2 * (d % B)], self.row_activations[h * D + d]
+                with m.If(clear):
+                    m.d.sync += count.eq(0)
+                with m.Elif(port.active & (port.row == 2 * d) & (count != full)):
+                    m.d.sync += count.eq(count + 1)
 
     def _adc_control(self, m: Module, clear, live) -> None:
         """The ADC sampling control: samples ``adc_codes`` every ``adc_period``

@@ -241,6 +241,8 @@ def test_compiled_step_has_the_torch_steps_bits(cfg, merged):
     s_c = s_t = p.initial_state(B)
     assert A._compiled_applies(p.initial_state(-(-A._COMPILED_MIN // n)), p, None)
     assert not A._compiled_applies(p.initial_state(1), p, None)
+    # lif_step(..., compiled=True), e.g. the co-simulation's one sample a step
+    assert A._compiled_applies(p.initial_state(1), p, None, min_numel=0)
     fired = 0
     for t in range(80):
         def maybe(k, x, t=t):
@@ -249,6 +251,8 @@ def test_compiled_step_has_the_torch_steps_bits(cfg, merged):
                     * (torch.rand(B, n, generator=g) < 0.3))
         if exc is not None and t % 2:
             exc = exc.float()
+        elif exc is not None and t % 3 == 0:
+            exc = exc.long()                    # (the co-simulation's sums)
         inh = maybe(7, torch.randint(0, 200, (B, n), generator=g, dtype=torch.int32)
                     * (torch.rand(B, n, generator=g) < 0.2))
         hold = maybe(3, torch.rand(B, n, generator=g) < 0.1)

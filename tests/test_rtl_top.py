@@ -158,6 +158,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from spikeloop.base.layouts import pack_array  # noqa: E402
+from spikeloop.base.protocol import ACTIVATION_BITS  # noqa: E402
 from spikeloop.model.digital.top import ChipDigitalRef  # noqa: E402
 
 
@@ -206,7 +207,7 @@ def compare_top(cfg, seed, n_events, spike_rate, adjust=None, *, cycles=None,
     codes = [list(rng.integers(0, 256, size=cfg.n_neurons)) for _ in range(cycles)]
     amap = AddressMap(cfg)
     ref = ChipDigitalRef(cfg, img)
-    dut = Top(cfg)
+    dut = Top(cfg, activation_counters=True)     # as every co-simulation builds it
     bits = dut.sum_bits
 
     async def bench(ctx):
@@ -240,6 +241,11 @@ def compare_top(cfg, seed, n_events, spike_rate, adjust=None, *, cycles=None,
             assert got == ref.tick(0, codes[-1], running=False)["time"]
             await ctx.tick()
         want = ref.final_counters()
+        # the simulation instrumentation: each driver's activations since the clear
+        acts = unpack_array(get(ctx, dut.row_activations), ACTIVATION_BITS,
+                            cfg.n_halves * cfg.drivers_per_half)
+        assert acts == want["row_activations"], (
+            f"row_activations (seed {seed}): RTL {acts} != ref {want['row_activations']}")
         for name in ("xbar_events", "xbar_drops", "arbiter_drops", "driver_unmatched",
                      "playback_late", "record_drops", "adc_overflow", "record_count",
                      "adc_samples"):
@@ -278,6 +284,7 @@ def test_top_adc_ring_matches_composed_reference(depth):
     ref = compare_top(cfg, 21 + depth, 12, 0.2, every_cycle, cycles=cycles,
                       adc_entries=sorted({0, 1, depth // 2, depth - 2, depth - 1}))
     assert ref.adc.n_samples > depth and ref.adc.overflow == 0
+    assert sum(ref.final_counters()["row_activations"]) > 0    # the counters counted
     assert ref.adc.wptr == ref.adc.n_samples % depth
 
 

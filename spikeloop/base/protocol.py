@@ -33,6 +33,10 @@ from spikeloop.base.config import ChipConfig
 #: stopped cycles after a run before the host reads back (events in flight drain)
 DRAIN_CYCLES = 64
 
+#: width of each of the co-simulated top level's ``row_activations`` counters
+#: (simulation instrumentation, rtl/top.py: a run's activations per synapse driver)
+ACTIVATION_BITS = 32
+
 
 def live_cycles(cfg: ChipConfig, n_steps: int) -> int:
     """Running cycles of one sample: ``n_steps`` steps, the cycle in which the
