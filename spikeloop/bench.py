@@ -459,19 +459,38 @@ def bench_cosim(args: CosimBench) -> int:
     print(f"cosim speed: preset {cfg.name}, simulator {args.simulator}, scenario "
           f"{sc.name} ({sc.events.batch} sample(s), {steps} analog steps each), chip seed 1, "
           "run seed 1")
-    obs = run_cosim(chip, image, sc.events, steps, run_seed=1, simulator=args.simulator)
-    st = obs.stats
-    ceiling = run_ceiling(chip, image, sc.events, steps, simulator=args.simulator)
-    with_bridge, without = st["live_cycles_per_s"], ceiling["live_cycles_per_s"]
+    if args.rounds < 1:
+        raise ValueError(f"--rounds {args.rounds}; allowed: >= 1")
+    runs, ceilings = [], []
+    for _ in range(args.rounds):
+        runs.append(run_cosim(chip, image, sc.events, steps, run_seed=1,
+                              simulator=args.simulator))
+        ceilings.append(run_ceiling(chip, image, sc.events, steps, simulator=args.simulator))
+    obs, st, ceiling = runs[0], runs[0].stats, ceilings[0]
+    if any(o.first_difference(obs) is not None for o in runs[1:]):
+        raise AssertionError("the rounds' Observables differ (the same seeds)")
+    bridged = [o.stats["live_cycles_per_s"] for o in runs]
+    bare = [c["live_cycles_per_s"] for c in ceilings]
+    with_bridge, without = float(np.median(bridged)), float(np.median(bare))
+    ratios = [b / c for b, c in zip(bridged, bare, strict=True)]
+
+    def spread(xs, fmt):
+        return f"; {len(xs)} rounds {fmt.format(min(xs))}..{fmt.format(max(xs))}" if len(
+            xs) > 1 else ""
+
+    ratio_note = (f" (the median of the rounds' ratios{spread(ratios, '{:.2f}')})"
+                  if len(ratios) > 1 else "")
+
     print(f"  build: {'cached' if st['build_cached'] else 'built'} in {st['build_s']:.1f} s; "
           f"the analog model's compiled code loaded in {st['compiled_load_s']:.2f} s "
           "(once per simulator process, before the timed runs)")
     print(f"  with the analog bridge     {with_bridge:12.0f} running cycles/s "
           f"({st['live_cycles']} cycles in {st['run_wall_s']:.2f} s, "
-          f"{len(obs.spikes)} spikes)")
+          f"{len(obs.spikes)} spikes{spread(bridged, '{:.0f}')})")
     print(f"  no bridge (the ceiling)    {without:12.0f} running cycles/s "
-          f"({ceiling['live_cycles']} cycles in {ceiling['run_wall_s']:.2f} s)")
-    print(f"  bridge / ceiling           {with_bridge / without:12.2f}")
+          f"({ceiling['live_cycles']} cycles in {ceiling['run_wall_s']:.2f} s"
+          f"{spread(bare, '{:.0f}')})")
+    print(f"  bridge / ceiling           {float(np.median(ratios)):12.2f}{ratio_note}")
     print(f"  model: {_build_size(Path(st['build_dir']))}")
     if args.baseline:
         if args.simulator != "verilator":
@@ -881,6 +900,8 @@ class CosimBench:
     scenario: str = option("random", choices=list(SCENARIOS),
                            help="a verification scenario (default random)")
     steps: int = option(0, help="analog steps per sample (0: the scenario's own)")
+    rounds: int = option(1, help="rounds of the two timed runs, in turn, each in a new "
+                                 "simulator process; the figures are the medians (default 1)")
     baseline: bool = option(False, help="also build the top the way cocotb's runner does by "
                                         "default (every signal public, Amaranth's own "
                                         "Verilog, -Os) and time the same run on it (Verilator)")
