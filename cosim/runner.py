@@ -54,7 +54,7 @@ What makes a Verilator model fast (docs/benchmarks.md has the figures):
   clock edges, every write of an input), all logic that reads a top-level
   input, and in Amaranth's own Verilog every register's next value reads
   ``rst``.  Coverage builds keep Amaranth's own Verilog, every signal public;
-- :data:`VERILATOR_ARGS`, and the cold C++ at :data:`OPT_SLOW`.
+- :data:`VERILATOR_ARGS` (:func:`verilator_args`), and the cold C++ at :data:`OPT_SLOW`.
 
 ``build(..., baseline=True)`` builds the way cocotb's runner does by default,
 for comparison (``python -m spikeloop.bench cosim --baseline``).
@@ -132,6 +132,23 @@ PUBLIC_ALL = "--public-flat-rw"
 #: Verilator arguments of every build (before the build's own ``build_args``):
 #: its strongest optimisation of the model
 VERILATOR_ARGS = ("-O3",)
+#: ``$SPIKELOOP_VERILATOR_THREADS`` = N (default 1): the model evaluates each call
+#: on N threads (Verilator's ``--threads N``; another build).  On the full top
+#: two threads raise the speed with and without the bridge, but the build takes
+#: about twice as long, and simulations run side by side (the test tiers, the
+#: replay's workers) then share the cores with each other's threads
+#: (docs/benchmarks.md, "The co-simulation")
+ENV_VERILATOR_THREADS = "SPIKELOOP_VERILATOR_THREADS"
+
+
+def verilator_args() -> tuple[str, ...]:
+    """:data:`VERILATOR_ARGS`, plus ``--threads N`` when
+    ``$SPIKELOOP_VERILATOR_THREADS`` asks for more than one thread."""
+    text = os.environ.get(ENV_VERILATOR_THREADS, "").strip() or "1"
+    if not text.isdigit() or not 1 <= int(text) <= 64:
+        raise ValueError(f"{ENV_VERILATOR_THREADS} = {text!r}; allowed: an integer 1..64")
+    n = int(text)
+    return VERILATOR_ARGS + (("--threads", str(n)) if n > 1 else ())
 
 
 class CosimError(RuntimeError):
@@ -377,7 +394,7 @@ def build(cfg: ChipConfig, component: str = "top", simulator: str = "verilator",
         "timescale": list(TIMESCALE), "tools": _tool_versions(simulator),
     }
     if simulator == "verilator" and not baseline:
-        inputs["verilator_args"] = list(VERILATOR_ARGS)
+        inputs["verilator_args"] = list(verilator_args())
     if simulator == "verilator" and not baseline:
         inputs["opt_fast"], inputs["opt_slow"] = verilator_opt(), OPT_SLOW
     if baseline:
@@ -429,7 +446,7 @@ def _compile(simulator: str, bdir: Path, toplevel: str, sources: Iterable[Path],
     runner = _runner(simulator, fmt)
     runner.env = ({} if simulator != "verilator" else
                   _make_env(None) if baseline else _make_env(verilator_opt()))
-    args = (list(VERILATOR_ARGS) if simulator == "verilator" and not baseline else []
+    args = (list(verilator_args()) if simulator == "verilator" and not baseline else []
             ) + list(build_args)
     if simulator == "verilator" and fmt == "fst":
         args.append("--trace-fst")            # cocotb adds --trace when waves=True

@@ -122,6 +122,7 @@ from spikeloop.base.layouts import RowSign, pack_event
 from spikeloop.base.protocol import DRAIN_CYCLES, live_cycles
 from spikeloop.base.settings import Command, option
 from spikeloop.base.settings import main as dispatch
+from spikeloop.cosim import runner
 from spikeloop.cosim.backend import run_ceiling, run_cosim
 from spikeloop.data.encoding import PAPER_DT_US
 from spikeloop.data.shd import N_CLASSES as SPEECH_CLASSES
@@ -458,7 +459,7 @@ def bench_cosim(args: CosimBench) -> int:
     steps = args.steps or sc.n_steps
     print(f"cosim speed: preset {cfg.name}, simulator {args.simulator}, scenario "
           f"{sc.name} ({sc.events.batch} sample(s), {steps} analog steps each), chip seed 1, "
-          "run seed 1")
+          f"run seed 1{verilator_threads_note(args.simulator)}")
     if args.rounds < 1:
         raise ValueError(f"--rounds {args.rounds}; allowed: >= 1")
     runs, ceilings = [], []
@@ -505,6 +506,15 @@ def bench_cosim(args: CosimBench) -> int:
               f"({base['live_cycles']} cycles in {base['run_wall_s']:.2f} s)")
         print(f"  ceiling / baseline         {without / b:12.2f}")
     return 0
+
+
+def verilator_threads_note(simulator: str) -> str:
+    """``, Verilator model on N thread(s)`` (``$SPIKELOOP_VERILATOR_THREADS``)."""
+    if simulator != "verilator":
+        return ""
+    args = runner.verilator_args()
+    n = int(args[args.index("--threads") + 1]) if "--threads" in args else 1
+    return f", Verilator model on {n} thread(s)"
 
 
 def _build_size(build_dir: Path) -> str:
