@@ -68,3 +68,19 @@ def test_failing_test_raises(hostbus):
         runner.run_tests(hostbus, MODULE, testcase="test_deliberate_failure",
                          extra_env={SELFTEST_ENV: "1"}, seed=1234)
     assert "deliberate failure" in str(e.value)
+
+
+def test_verilator_threads_come_from_the_environment(monkeypatch):
+    """``$SPIKELOOP_VERILATOR_THREADS``: unset or 1, the plain arguments; N > 1,
+    ``--threads N`` (another build: the arguments are part of its key); anything
+    else is refused in one line naming the variable."""
+    monkeypatch.delenv(runner.ENV_VERILATOR_THREADS, raising=False)
+    assert runner.verilator_args() == runner.VERILATOR_ARGS
+    monkeypatch.setenv(runner.ENV_VERILATOR_THREADS, "1")
+    assert runner.verilator_args() == runner.VERILATOR_ARGS
+    monkeypatch.setenv(runner.ENV_VERILATOR_THREADS, "2")
+    assert runner.verilator_args() == (*runner.VERILATOR_ARGS, "--threads", "2")
+    for bad in ("0", "two", "-1", "65"):
+        monkeypatch.setenv(runner.ENV_VERILATOR_THREADS, bad)
+        with pytest.raises(ValueError, match=runner.ENV_VERILATOR_THREADS):
+            runner.verilator_args()
