@@ -406,7 +406,7 @@ async def run_job(dut, job: Job | None = None) -> dict:
                                    rows=rows)
         listed, evs = rows.take() if rows is not None else (None, [])
         row_events += [(s, *e) for e in evs]
-        c = await read_counters(host, s, L)            # returns in ReadOnly
+        c = await read_counters(host, s, L)    # returns with the values settled
         acts = activation_counts(dut, cfg)
         if listed is not None and listed != acts:
             d = next(i for i, (a, b) in enumerate(zip(listed, acts, strict=True)) if a != b)

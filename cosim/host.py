@@ -12,12 +12,12 @@ Timing discipline of :class:`HostBusDriver` (cocotb 2.1 triggers):
   time step, so a caller that stops calling the driver never repeats an
   access; a following access in the same time step overrides the idle value,
   so back-to-back calls issue one access per cycle;
-- read data is sampled in ``ReadOnly()`` of the cycle after the sampling
-  edge.  A driver method that starts while the simulation is not right after
-  a rising edge of ``clk`` (in ``ReadOnly``, after a ``Timer``, at the start
-  of a test) first awaits the next rising edge.  After :meth:`read` the
-  simulation is in ``ReadOnly``: await a trigger (e.g. ``RisingEdge``) before
-  writing signals yourself.
+- read data is sampled at the falling edge of the cycle after the sampling
+  edge (the design is clocked on rising edges alone: the values of that edge
+  have settled), where the next access is driven: one wake-up per read.  A
+  driver method that starts while the simulation is not right after a rising
+  edge of ``clk`` (after a read, in ``ReadOnly``, after a ``Timer``, at the
+  start of a test) first awaits the next rising edge.
 
 The driver knows reset: :meth:`reset` holds ``rst`` (Amaranth's synchronous,
 active-high domain reset) for some cycles with the bus idle, and accesses
@@ -34,7 +34,7 @@ from collections.abc import Iterable
 
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import Lock, ReadOnly, RisingEdge, current_gpi_trigger
+from cocotb.triggers import FallingEdge, Lock, RisingEdge, current_gpi_trigger
 
 from spikeloop.base.addrmap import AddressMap
 from spikeloop.base.config import ChipConfig
@@ -211,12 +211,18 @@ class HostBusDriver:
                 self._idle()
 
     async def read(self, addr: int) -> int:
-        """One read; returns ``rdata`` of the cycle after the access (in ``ReadOnly``)."""
+        """One read; returns ``rdata`` of the cycle after the access (see
+        :meth:`read_many`)."""
         return (await self.read_many([addr]))[0]
 
     async def read_many(self, addrs: Iterable[int]) -> list[int]:
-        """Pipelined reads, one per cycle; the values in order.  Returns in
-        ``ReadOnly`` of the cycle after the last access, with the bus idle."""
+        """Pipelined reads, one per cycle; the values in order.  Returns at the
+        falling edge of the cycle after the last access (the values of its
+        rising edge settled), with the bus idle from the next rising edge on.
+
+        One wake-up per read: at the falling edge of the cycle after access
+        ``i`` (the design is clocked on rising edges alone) its ``rdata`` has
+        settled and access ``i + 1`` is driven for the next rising edge."""
         addrs = [int(a) for a in addrs]
         for a in addrs:
             self._check(a)
@@ -228,16 +234,15 @@ class HostBusDriver:
             self.addr.value = addrs[0]
             self.re.value = 1
             self.we.value = 0
+            await RisingEdge(self.clk)              # access 0 sampled here
             for i, a in enumerate(addrs):
-                await RisingEdge(self.clk)          # access i sampled here
-                self.accesses += 1
-                if i + 1 < len(addrs):              # access i+1 goes out in this cycle
+                await FallingEdge(self.clk)         # rdata of access i (sampled at the
+                self.accesses += 1                  # rising edge before) has settled
+                out.append(self._sample(a))
+                if i + 1 < len(addrs):              # access i+1: the next rising edge
                     self.addr.value = addrs[i + 1]
-                    self.re.value = 1
                 else:
                     self._idle()
-                await ReadOnly()                    # rdata of access i
-                out.append(self._sample(a))
         return out
 
     def _sample(self, addr: int) -> int:
