@@ -47,12 +47,13 @@ from cocotb.simtime import get_sim_time
 from cocotb.triggers import ReadWrite, RisingEdge, Timer
 
 from spikeloop.cosim.host import (
-    _WEAK_LEVELS,
+    WEAK_LEVELS,
     array_word,
     binstr,
     clock_period_ps,
     unsigned_or_none,
 )
+from spikeloop.model.adc import adc_code
 from spikeloop.model.analog import lif_row
 from spikeloop.model.analog_loop import AnalogLoop
 
@@ -113,7 +114,7 @@ def _step_kernel(exc_text, inh_text, held_text, sum_bits, exc, inh, held, hold, 
     """One analog step of one sample from the ports' bit strings: the sums and
     the held neurons parsed, the LIF update (model/analog.py's ``lif_row``, on
     the state's rows in place), the ADC codes of the new membranes (model/adc.py's
-    conversion: ``floor(v * scale + offset)`` in float32, clamped).  Returns 0,
+    ``adc_code``).  Returns 0,
     or 1, 2, 3 where ``exc_sum``, ``inh_sum`` or ``refractory_active`` has a bit
     that is not 0 or 1 (nothing stepped)."""
     if not _parse(exc_text, sum_bits, exc):
@@ -128,12 +129,7 @@ def _step_kernel(exc_text, inh_text, held_text, sum_bits, exc, inh, held, hold, 
             thresh, decay_mem, decay_exc, decay_inh, k_exc, k_inh, gain_exc, gain_inh, v_min,
             v_max, merged, mbits, spikes, dv)
     for j in range(len(v)):
-        x = np.floor(v[j] * adc_scale[j] + adc_offset[j])
-        if x < 0:
-            x = np.float32(0)
-        elif x > code_max:
-            x = np.float32(code_max)
-        codes[j] = np.int64(x)
+        codes[j] = adc_code(v[j], adc_scale[j], adc_offset[j], code_max)
     return 0
 
 
@@ -176,7 +172,7 @@ class AnalogBridge:
         if status:
             name = ("exc_sum", "inh_sum", "refractory_active")[status - 1]
             raise BridgeError(f"{name} is {texts[status - 1]} (X/Z bits) in a step_done cycle")
-        return int(texts[2].translate(_WEAK_LEVELS), 2)
+        return int(texts[2].translate(WEAK_LEVELS), 2)
 
     def _kernel(self, texts, rows, params, adc, noise) -> int:
         (v, ie, ii), (scale, offset, code_max) = rows, adc

@@ -53,7 +53,7 @@ def clock_period_ps(cfg: ChipConfig) -> int:
 
 
 #: a simulator value's resolvable weak levels, as their strong ones
-_WEAK_LEVELS = str.maketrans("LH", "01")
+WEAK_LEVELS = str.maketrans("LH", "01")
 _BITS_DELETED = str.maketrans("", "", "01")
 
 
@@ -78,7 +78,7 @@ def unsigned_or_none(handle) -> int | None:
     From the simulator's bit string (cocotb keeps it as it came): testing
     ``is_resolvable`` builds an object per bit, which on the columns' wide sums
     costs more than the analog step they feed."""
-    text = binstr(handle).translate(_WEAK_LEVELS)
+    text = binstr(handle).translate(WEAK_LEVELS)
     if not text or text.translate(_BITS_DELETED):     # int() would take "-", "_", " "
         return None
     return int(text, 2)
@@ -92,7 +92,7 @@ def unsigned_array_or_none(handle, bits: int, count: int) -> np.ndarray | None:
     text = binstr(handle)
     if len(text) != bits * count:
         raise ValueError(f"a signal of {len(text)} bits read as {count} x {bits} bits")
-    digits = np.frombuffer(text.translate(_WEAK_LEVELS).encode("ascii"), np.uint8)
+    digits = np.frombuffer(text.translate(WEAK_LEVELS).encode("ascii"), np.uint8)
     if digits.max() > _ONE or digits.min() < _ZERO:
         return None
     lsb_first = (digits[::-1] & 1).reshape(count, bits).astype(np.int64)

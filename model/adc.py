@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
+import numpy as np
 import torch
 
 #: nominal full-scale voltage of the ADC range (code 2**bits would be this voltage)
@@ -65,3 +67,17 @@ def adc_convert(v_mem_v: torch.Tensor, adc: ADCParams) -> torch.Tensor:
     potentials in volts."""
     x = v_mem_v * adc.scale_per_v + adc.offset_half_lsb
     return torch.floor(x).clamp(0, adc.code_max).to(torch.int64)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def adc_code(v, scale, offset, code_max):
+    """:func:`adc_convert` of one float32 membrane voltage ``v`` on a channel of
+    float32 ``scale`` and ``offset``, for compiled callers (the fast backend's
+    compiled run, the co-simulation's bridge): the same operations in the same
+    order, so the same code."""
+    x = np.floor(v * scale + offset)
+    if x < 0:
+        x = np.float32(0)
+    elif x > code_max:
+        x = np.float32(code_max)
+    return np.int64(x)

@@ -50,6 +50,7 @@ import numpy as np
 from spikeloop.backends.ppu_core import C_CYCLE, C_ERR
 from spikeloop.backends.ppu_core import advance as ppu_advance
 from spikeloop.base.config import ChipConfig
+from spikeloop.model.adc import adc_code
 from spikeloop.model.analog import lif_row
 from spikeloop.model.jit import next_set  # (importing jit.py stamps the kernels' cache)
 from spikeloop.model.noise import noise_row
@@ -802,12 +803,7 @@ def _codes(w, b, v, run, j, J):
         return j
     row = run.adc[j, b]
     for i in range(len(v)):
-        x = np.floor(v[i] * run.adc_scale[i] + run.adc_offset[i])
-        if x < 0:
-            x = np.float32(0)
-        elif x > run.code_max:
-            x = np.float32(run.code_max)
-        row[i] = np.int64(x) & run.code_mask
+        row[i] = adc_code(v[i], run.adc_scale[i], run.adc_offset[i], run.code_max) & run.code_mask
     j += 1
     while j < J and run.adc_steps[j] == w:
         dst = run.adc[j, b]
