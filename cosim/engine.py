@@ -394,12 +394,12 @@ async def run_job(dut, job: Job | None = None) -> dict:
     t_runs = 0.0
     # the compiled code of the analog steps, loaded once per simulator process
     t_load = time.perf_counter()
-    warm = AnalogLoop(chip, image, [sample_offset], run_seed, compiled=True)
+    warm = AnalogLoop(chip, image, [sample_offset], run_seed)
     warm.load_compiled()
     bridge.load_compiled(warm)
     t_load = time.perf_counter() - t_load
     for s in range(events.batch):
-        loop = AnalogLoop(chip, image, [sample_offset + s], run_seed, compiled=True)
+        loop = AnalogLoop(chip, image, [sample_offset + s], run_seed)
         loop.plan_steps(n_steps)                   # noise of many steps per call, same bits
         await write_events(host, events, s)
         t_runs += await run_sample(host, bridge, loop, s, n_steps, start_ppu=each_sample,

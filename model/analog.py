@@ -299,8 +299,7 @@ class LIFParams:
 
 def lif_step(state: LIFState, params: LIFParams, exc_sum: torch.Tensor | None,
              inh_sum: torch.Tensor | None, reset_hold: torch.Tensor | None = None,
-             noise: torch.Tensor | None = None, *,
-             compiled: bool = False) -> tuple[LIFState, torch.Tensor]:
+             noise: torch.Tensor | None = None) -> tuple[LIFState, torch.Tensor]:
     """Advance all neurons by one analog step (see the module docstring for the order).
 
     ``exc_sum``, ``inh_sum``: integer sums of the matched weights per neuron
@@ -310,14 +309,12 @@ def lif_step(state: LIFState, params: LIFParams, exc_sum: torch.Tensor | None,
     the bool spikes ``[batch, n_neurons]`` of this step.
 
     On the CPU in float32 with per-neuron parameters and at least 4096 neurons x
-    samples (the fast backend's batches; any size with ``compiled``, e.g. the
-    co-simulation's one sample a step) the step is one compiled pass over the
+    samples (the fast backend's batches) the step is one compiled pass over the
     neurons (:func:`_lif_kernel`); elsewhere (CUDA, float64, per-row parameters,
     gradients, small batches) torch operations (:func:`_lif_step_torch`).  Both
     do the same IEEE-754 operations in the same order, so the bits are the same
     (tests/test_model_analog.py)."""
-    if _compiled_applies(state, params, exc_sum, inh_sum, reset_hold, noise,
-                         min_numel=0 if compiled else _COMPILED_MIN):
+    if _compiled_applies(state, params, exc_sum, inh_sum, reset_hold, noise):
         return _lif_step_compiled(state, params, exc_sum, inh_sum, reset_hold, noise)
     return _lif_step_torch(state, params, exc_sum, inh_sum, reset_hold, noise)
 
@@ -328,9 +325,9 @@ def lif_step(state: LIFState, params: LIFParams, exc_sum: torch.Tensor | None,
 _COMPILED_MIN = 4096
 
 
-def _compiled_applies(state, params, *inputs, min_numel: int = _COMPILED_MIN) -> bool:
+def _compiled_applies(state, params, *inputs) -> bool:
     if (params.device.type != "cpu" or params.dtype != torch.float32
-            or params.v_leak_v.dim() != 1 or state.v_mem_v.numel() < min_numel):
+            or params.v_leak_v.dim() != 1 or state.v_mem_v.numel() < _COMPILED_MIN):
         return False
     tensors = [*state, *(x for x in inputs if x is not None)]
     return all(x.device.type == "cpu" and not x.requires_grad and x.dim() == 2

@@ -19,10 +19,7 @@ class AnalogLoop:
     step at a time from the integer weight sums the digital side delivers."""
 
     def __init__(self, chip: Chip, image: ConfigImage, sample_idx, run_seed: int, *,
-                 dtype=torch.float32, device="cpu", compiled: bool = False):
-        """``compiled``: every step by the compiled kernel where it applies (CPU,
-        float32), whatever the batch (``lif_step``; the same bits)."""
-        self.compiled = compiled
+                 dtype=torch.float32, device="cpu"):
         self.params = chip.lif_params(image, dtype=dtype, device=device)
         self.adc = chip.analog.adc_params(dtype=dtype, device=device)
         self.sample_idx = torch.as_tensor(sample_idx, dtype=torch.int64, device=device)
@@ -74,8 +71,6 @@ class AnalogLoop:
         t0 = time.perf_counter()
         membrane_noise_steps(self.params.noise_step_v, self.run_seed, self.sample_idx[:1],
                              range(1), self.noise_neurons)
-        if self.compiled:
-            lif_step(self.params.initial_state(1), self.params, None, None, compiled=True)
         return time.perf_counter() - t0
 
     def _noise_chunk(self, lo: int) -> torch.Tensor | None:
@@ -137,8 +132,7 @@ class AnalogLoop:
         self.state, spikes = lif_step(
             self.state, self.params, torch.as_tensor(exc_sum, device=dev),
             torch.as_tensor(inh_sum, device=dev),
-            None if hold is None else torch.as_tensor(hold, device=dev), noise,
-            compiled=self.compiled)
+            None if hold is None else torch.as_tensor(hold, device=dev), noise)
         self.step_index += 1
         return spikes
 

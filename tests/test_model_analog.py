@@ -241,8 +241,6 @@ def test_compiled_step_has_the_torch_steps_bits(cfg, merged):
     s_c = s_t = p.initial_state(B)
     assert A._compiled_applies(p.initial_state(-(-A._COMPILED_MIN // n)), p, None)
     assert not A._compiled_applies(p.initial_state(1), p, None)
-    # lif_step(..., compiled=True), e.g. the co-simulation's one sample a step
-    assert A._compiled_applies(p.initial_state(1), p, None, min_numel=0)
     fired = 0
     for t in range(80):
         def maybe(k, x, t=t):
