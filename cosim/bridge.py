@@ -7,16 +7,18 @@ Per analog step ``k`` of a sample (``S = analog_step_cycles``):
 - the bridge sleeps on ``RisingEdge(dut.step_done)``: the simulator runs the
   ``S - 1`` cycles between steps without Python (a watchdog fails the run when
   ``WATCHDOG_STEPS`` steps' cycles pass without a step);
-- ``step_done`` rises at the edge that starts cycle ``r = (k+1)S``; in that
-  cycle's ``ReadWrite`` phase (values of the edge settled, inputs still
-  writable, on Verilator and Icarus alike) the bridge reads ``exc_sum``,
+- ``step_done`` rises at the edge that starts cycle ``r = (k+1)S``; with the
+  values of that edge settled and the inputs still writable in its time step
+  (on Verilator at ``step_done``'s edge itself, elsewhere in the ``ReadWrite``
+  phase: :func:`~spikeloop.cosim.host.inertial_deposits`) the bridge reads ``exc_sum``,
   ``inh_sum`` (packed ``ArrayLayout``: element ``n`` in bits ``[n*w, (n+1)*w)``),
   ``refractory_active`` and ``time`` (asserted to be ``(k+1)S``: the protocol's
   timing), advances the :class:`AnalogLoop` by one step, drives ``spike_in`` with
   the step's spikes and ``adc_codes`` with the codes of the new membranes;
 - at the next rising edge (the one that took the spikes) it drives
-  ``spike_in = 0``: the spikes are high for exactly that one cycle (a step
-  without spikes leaves ``spike_in`` at 0 and sleeps until the next step).
+  ``spike_in = 0`` (applied after that edge's clocked logic took the spikes):
+  the spikes are high for exactly that one cycle (a step without spikes
+  leaves ``spike_in`` at 0 and sleeps until the next step).
 
 The step's arithmetic (the ports' bit strings parsed, the LIF update, the ADC
 codes) is one compiled call (:func:`_step_kernel`, on the same ``lif_row`` and
@@ -50,7 +52,9 @@ from spikeloop.cosim.host import (
     WEAK_LEVELS,
     array_word,
     binstr,
+    bits_writer,
     clock_period_ps,
+    inertial_deposits,
     unsigned_or_none,
 )
 from spikeloop.model.adc import adc_code
@@ -110,11 +114,13 @@ def _parse(text, bits, out):
 def _step_kernel(exc_text, inh_text, held_text, sum_bits, exc, inh, held, hold, v, ie, ii,
                  noise, has_noise, leak, reset, thresh, decay_mem, decay_exc, decay_inh,
                  k_exc, k_inh, gain_exc, gain_inh, v_min, v_max, merged, mbits, spikes, dv,
-                 adc_scale, adc_offset, code_max, codes):
+                 adc_scale, adc_offset, code_max, codes, codes_text, spikes_text):
     """One analog step of one sample from the ports' bit strings: the sums and
     the held neurons parsed, the LIF update (model/analog.py's ``lif_row``, on
     the state's rows in place), the ADC codes of the new membranes (model/adc.py's
-    ``adc_code``).  Returns 0,
+    ``adc_code``), and the bit strings the bridge drives: ``codes_text`` (the
+    codes packed as ``adc_codes``, element ``i`` in bits ``[i*w, (i+1)*w)``,
+    most significant bit first) and ``spikes_text`` (``spike_in``).  Returns 0,
     or 1, 2, 3 where ``exc_sum``, ``inh_sum`` or ``refractory_active`` has a bit
     that is not 0 or 1 (nothing stepped)."""
     if not _parse(exc_text, sum_bits, exc):
@@ -130,7 +136,21 @@ def _step_kernel(exc_text, inh_text, held_text, sum_bits, exc, inh, held, hold, 
             v_max, merged, mbits, spikes, dv)
     for j in range(len(v)):
         codes[j] = adc_code(v[j], adc_scale[j], adc_offset[j], code_max)
+    _unparse(codes, len(codes_text) // len(codes), codes_text)
+    for j in range(len(spikes)):
+        spikes_text[len(spikes) - 1 - j] = _C1 if spikes[j] else _C0
     return 0
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _unparse(values, bits, text):
+    """:func:`_parse` backwards: the bit string (ASCII codes) of a packed array
+    port whose element ``i`` is ``values[i]`` (non-negative, below ``2**bits``)."""
+    L = len(text)
+    for i in range(len(values)):
+        x = values[i]
+        for c in range(bits):           # bit c of element i: character L-1-(i*bits+c)
+            text[L - 1 - i * bits - c] = _C1 if (x >> c) & 1 else _C0
 
 
 class AnalogBridge:
@@ -160,6 +180,27 @@ class AnalogBridge:
         self._hold, self._spikes = np.zeros(self.n, np.bool_), np.zeros(self.n, np.bool_)
         self._dv = np.zeros(self.n, np.float32)
         self._codes = np.zeros(self.n, np.int64)
+        #: the bit strings the kernel writes for ``adc_codes`` and ``spike_in``
+        self._codes_text = np.zeros(self.n * self.adc_bits, np.uint8)
+        self._spikes_text = np.zeros(self.n, np.uint8)
+        self._no_spikes = "0" * self.n
+        #: On Verilator (cocotb's main loop for it) an output's edge is seen
+        #: after the time step's evaluation, so ``step_done``'s rising edge
+        #: comes with every port settled; and a write (a deposit) is inertial:
+        #: applied after the evaluation of the time step it was made in, which
+        #: is then evaluated again. There a step reads the ports at
+        #: ``step_done``'s edge and writes at once (the same values in the same
+        #: time step as in the ``ReadWrite`` phase, one wake-up fewer), and
+        #: the spikes are taken back to 0 at the clock's next edge itself (the
+        #: clocked logic has taken them by the time the write applies). Other
+        #: simulators may call an edge's callbacks before the clocked processes
+        #: ran: there the step waits for ``ReadWrite``, and the write after the
+        #: clock's edge is cocotb's (applied in that edge's ``ReadWrite`` phase).
+        #: (The clock's own edge comes before the evaluation on Verilator too:
+        #: with S = 1 a step that starts there waits for ``ReadWrite``.)
+        self._at_edge = inertial_deposits()
+        self._write_spikes = bits_writer(dut.spike_in, self._at_edge)
+        self._write_codes = bits_writer(dut.adc_codes, self._at_edge)
 
     def _compiled_step(self, loop: AnalogLoop) -> int:
         """The step by :func:`_step_kernel` on ``loop``'s rows; returns the held
@@ -180,7 +221,8 @@ class AnalogBridge:
             *(np.frombuffer(t.encode("ascii"), np.uint8) for t in texts), self.sum_bits,
             self._exc, self._inh, self._held, self._hold, v, ie, ii,
             _NO_NOISE if noise is None else noise.numpy()[0], noise is not None, *params,
-            self._spikes, self._dv, scale, offset, code_max, self._codes)
+            self._spikes, self._dv, scale, offset, code_max, self._codes, self._codes_text,
+            self._spikes_text)
 
     def load_compiled(self, loop: AnalogLoop) -> None:
         """Load :func:`_step_kernel`'s machine code (from numba's cache) by one step
@@ -231,7 +273,10 @@ class AnalogBridge:
         # of the step before already starts this step_done cycle
         if S > 1 or k == 0:
             await RisingEdge(dut.step_done)
-        await ReadWrite()          # the edge's values settled; inputs still writable
+            if not self._at_edge:
+                await ReadWrite()  # the edge's values settled; inputs still writable
+        else:
+            await ReadWrite()      # (S = 1: the clock's edge, not step_done's)
         r = _unsigned(dut.time, "time")
         if (r != (k + 1) * S or binstr(dut.running) != "1"
                 or binstr(dut.step_done) != "1"):
@@ -246,14 +291,13 @@ class AnalogBridge:
         idx = np.flatnonzero(fired)
         self.spikes += [(sample, k, r, int(i)) for i in idx]
         if len(idx):
-            dut.spike_in.value = int.from_bytes(
-                np.packbits(fired, bitorder="little").tobytes(), "little")
-        dut.adc_codes.value = array_word(self._codes, self.adc_bits)
+            self._write_spikes(self._spikes_text.tobytes().decode("ascii"))
+        self._write_codes(self._codes_text.tobytes().decode("ascii"))
         self._trace(sample, k, r, loop)
         self.steps_run += 1
         if len(idx):
             await RisingEdge(dut.clk)  # the edge that took the spikes
-            dut.spike_in.value = 0
+            self._write_spikes(self._no_spikes)
         elif S == 1:
             await RisingEdge(dut.clk)  # (starts the next step's cycle)
 

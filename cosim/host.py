@@ -14,7 +14,10 @@ Timing discipline of :class:`HostBusDriver` (cocotb 2.1 triggers):
   so back-to-back calls issue one access per cycle;
 - read data is sampled at the falling edge of the cycle after the sampling
   edge (the design is clocked on rising edges alone: the values of that edge
-  have settled), where the next access is driven: one wake-up per read.  A
+  have settled), where the next access is driven: one wake-up per read (on
+  Verilator the writes apply at once, at the end of their time step's
+  evaluation: no further wake-up for cocotb's ``ReadWrite`` phase;
+  :func:`inertial_deposits`).  A
   driver method that starts while the simulation is not right after a rising
   edge of ``clk`` (after a read, in ``ReadOnly``, after a ``Timer``, at the
   start of a test) first awaits the next rising edge.
@@ -30,8 +33,9 @@ Port names: the bare HostBus component has ``addr``, ``wdata``, ``we``,
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
+import cocotb
 import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, Lock, RisingEdge, current_gpi_trigger
@@ -103,6 +107,45 @@ _ZERO, _ONE = ord("0"), ord("1")
 _WHOLE_BYTES = {8: np.dtype("<u1"), 16: np.dtype("<u2"), 32: np.dtype("<u4")}
 
 
+def inertial_deposits() -> bool:
+    """Whether the running simulator applies a write (cocotb's deposit) after
+    the evaluation of the time step it was made in, whatever callback made it:
+    Verilator (cocotb's main loop for it) does, so a testbench may write
+    inputs at once from any callback and the clocked logic of that time step
+    still sees the old values. Elsewhere cocotb holds such writes for the
+    ``ReadWrite`` phase, which costs a wake-up of the simulator's callbacks
+    per time step written in."""
+    return cocotb.SIM_NAME.strip().lower().startswith("verilator")
+
+
+def bits_writer(handle, at_once: bool) -> Callable[[str], None]:
+    """A function writing a bit string (``0``/``1``, most significant bit
+    first, the port's width) to ``handle``: ``at_once`` (see
+    :func:`inertial_deposits`) as cocotb's immediate write does, else by
+    cocotb's ``handle.value``."""
+    if not at_once:
+        def write(text: str) -> None:
+            handle.value = text
+        return write
+    put = handle._handle.set_signal_val_binstr
+    return lambda text: put(0, text)                    # (action 0: deposit)
+
+
+def port_writer(handle, at_once: bool) -> Callable[[int], None]:
+    """:func:`bits_writer` for a non-negative integer (range checked by the
+    caller)."""
+    if not at_once:
+        def write(value: int) -> None:
+            handle.value = value
+        return write
+    width = len(handle)
+    if width <= 32:
+        put = handle._handle.set_signal_val_int
+        return lambda value: put(0, value)              # (action 0: deposit)
+    write_bits = bits_writer(handle, True)
+    return lambda value: write_bits(format(value, f"0{width}b"))
+
+
 def array_word(values: np.ndarray, bits: int) -> int:
     """``pack_array(values, bits)`` of non-negative integers that fit ``bits``
     bits, with no Python loop over the elements (a ValueError otherwise)."""
@@ -145,6 +188,9 @@ class HostBusDriver:
         self.rst = getattr(dut, reset) if reset else None
         self.addr_bits = len(self.addr)
         self.data_bits = len(self.wdata)
+        at_once = inertial_deposits()
+        self._addr, self._wdata, self._we, self._re = (
+            port_writer(h, at_once) for h in (self.addr, self.wdata, self.we, self.re))
         self.is_reset = not require_reset
         self.accesses = 0       # accesses issued since construction
         # tasks sharing the driver (a testbench and a monitor) take turns per call
@@ -158,8 +204,8 @@ class HostBusDriver:
             await RisingEdge(self.clk)
 
     def _idle(self) -> None:
-        self.we.value = 0
-        self.re.value = 0
+        self._we(0)
+        self._re(0)
 
     def _check(self, addr: int, value: int | None = None) -> None:
         if not self.is_reset:
@@ -179,8 +225,8 @@ class HostBusDriver:
             raise HostBusError("this driver has no reset signal (reset=None)")
         async with self._lock:
             await self._drive_point()
-            self.addr.value = 0
-            self.wdata.value = 0
+            self._addr(0)
+            self._wdata(0)
             self._idle()
             self.rst.value = 1
             for _ in range(max(1, cycles)):
@@ -202,10 +248,10 @@ class HostBusDriver:
         async with self._lock:
             await self._drive_point()
             for addr, value in writes:
-                self.addr.value = addr
-                self.wdata.value = value
-                self.we.value = 1
-                self.re.value = 0
+                self._addr(addr)
+                self._wdata(value)
+                self._we(1)
+                self._re(0)
                 await RisingEdge(self.clk)
                 self.accesses += 1
                 self._idle()
@@ -231,16 +277,16 @@ class HostBusDriver:
             return out
         async with self._lock:
             await self._drive_point()
-            self.addr.value = addrs[0]
-            self.re.value = 1
-            self.we.value = 0
+            self._addr(addrs[0])
+            self._re(1)
+            self._we(0)
             await RisingEdge(self.clk)              # access 0 sampled here
             for i, a in enumerate(addrs):
                 await FallingEdge(self.clk)         # rdata of access i (sampled at the
                 self.accesses += 1                  # rising edge before) has settled
                 out.append(self._sample(a))
                 if i + 1 < len(addrs):              # access i+1: the next rising edge
-                    self.addr.value = addrs[i + 1]
+                    self._addr(addrs[i + 1])
                 else:
                     self._idle()
         return out
