@@ -97,6 +97,7 @@ bits, 6-bit synapse labels, 14-bit events = address | row select << 6 | upper <<
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 import platform
@@ -396,6 +397,8 @@ def _breakdown(fast: FastChip, chip, image, events, n_steps: int, args, fast_s: 
     skips those with nothing in flight)."""
 
     dev = args.device
+    if torch.device(dev).type == "cpu" and fast.whole_run:
+        _whole_run_parts(chip, image, events, n_steps, args)
     clocks = {"digital": 0.0, "sums": 0.0}
 
     def clocked(key, f):
@@ -447,6 +450,45 @@ def _breakdown(fast: FastChip, chip, image, events, n_steps: int, args, fast_s: 
     cycles = (live_cycles(image.cfg, n_steps) + DRAIN_CYCLES) * B * len(events)
     print(f"  digital side: {busy} of {cycles} sample-cycles run "
           f"({100 * busy / cycles:.1f} %; the others had nothing in flight)")
+
+
+def _whole_run_parts(chip, image, events, n_steps: int, args) -> None:
+    """What the parts of the whole-run kernel cost, by leaving them out: the
+    same batches on one thread (core time per sample) with the chip's membrane
+    noise (a copy of the chip without temporal noise), with the input events
+    (the same batch sizes with none: nothing for the digital side and the
+    weight sums to do), with neither; the medians of ``repeats`` rounds, the
+    four in turn."""
+    quiet = copy.copy(chip)
+    quiet.analog = copy.copy(chip.analog)
+    quiet.analog.noise_sigma_v = 0.0
+    none = [InputEvents(ev.cfg, ev.batch, np.zeros((0, 4), dtype=np.int64)) for ev in events]
+    runs = {"whole run": (chip, events), "no membrane noise": (quiet, events),
+            "no input events": (chip, none), "neither": (quiet, none)}
+    fasts = {k: FastChip(c, image, threads=1) for k, (c, _) in runs.items()}
+    n = sum(ev.batch for ev in events)
+    for k, (_, evs) in runs.items():
+        fasts[k].run(evs[0], n_steps)                                  # warm-up
+    times = {k: [] for k in runs}
+    for _ in range(args.repeats):
+        for k, (_, evs) in runs.items():
+            t0 = time.perf_counter()
+            for j, ev in enumerate(evs):
+                fasts[k].run(ev, n_steps, sample_offset=(j + 1) * args.batch)
+            times[k].append(time.perf_counter() - t0)
+    us = {k: float(np.median(v)) / n * 1e6 for k, v in times.items()}
+    whole = us["whole run"]
+
+    def share(x: float) -> str:
+        return f"{x:7.1f} µs ({100 * x / whole:4.1f} %)"
+
+    print(f"  the whole-run kernel's parts, by leaving them out (one thread, core time per "
+          f"sample, median of {args.repeats}):")
+    print(f"    whole run                                {whole:7.1f} µs")
+    print(f"    membrane noise (whole - no noise)        {share(whole - us['no membrane noise'])}")
+    print(f"    input events: digital side, weight sums  "
+          f"{share(whole - us['no input events'])}")
+    print(f"    the rest (LIF, ADC, refractory, loop)    {share(us['neither'])}")
 
 
 def bench_cosim(args: CosimBench) -> int:
