@@ -45,11 +45,12 @@ digit's rate (the recordings themselves come from ``spikeloop data speech``).
   threads, after a warm-up batch, the medians of rounds taken in turn; the
   ratios ours / fastest peer; fast == reference on a sample of a batch;
   ``--scaling`` adds the batch size, the cores and the analog step.
-- ``--breakdown``: the fast backend's digital side and weight sums (clocked in
-  a run of their own, on the step-by-step path that CUDA and the PPU take; on
-  the CPU the whole-run kernel does the same work without Python per analog
-  step), its LIF updates alone and its membrane noise alone; and
-  how many sample-cycles the digital side ran (the others, with nothing in
+- ``--breakdown``: on the CPU, the whole-run kernel's parts by leaving them
+  out (one thread: the chip as it is, without temporal noise, without input
+  events, without either); then the fast backend's digital side and weight
+  sums (clocked in a run of their own, on the step-by-step path that CUDA and
+  the PPU take), its LIF updates alone and its membrane noise alone; and how
+  many sample-cycles the digital side ran (the others, with nothing in
   flight, it skips).
 - ``cosim``: running cycles per second of the co-simulated RTL on a
   verification scenario, with the analog bridge in the loop, beside the same
@@ -899,7 +900,9 @@ class FastBench:
                                   "1 because on small CPUs OpenMP threads make these small "
                                   "element-wise ops erratic (seen on a 2-core machine: one "
                                   "sqrt of 1k doubles 3 µs with 1 thread, up to 11 ms with 2)")
-    breakdown: bool = option(False, help="also clock the digital side, the weight sums, the LIF "
+    breakdown: bool = option(False, help="also time the whole-run kernel with its membrane "
+                                         "noise, its input events or both left out (CPU), "
+                                         "clock the digital side, the weight sums, the LIF "
                                          "updates and the membrane noise apart (where the fast "
                                          "backend's time goes), and count the sample-cycles "
                                          "the digital side ran")
