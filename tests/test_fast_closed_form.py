@@ -112,3 +112,32 @@ def test_playback_schedule_of_many_samples():
         want.sort(key=lambda r: r[0])          # stable: sample order, then table order
         assert rows.tolist() == [list(r) for r in want]
         assert late.tolist() == want_late.tolist()
+
+
+def test_breakdown_leaves_parts_out_on_copies(capsys):
+    """``bench fast --breakdown``'s whole-run parts: its run without noise takes
+    a copy of the chip (the chip passed in keeps its noise), its run without
+    events has none, and every part is printed."""
+    import types
+
+    from spikeloop import bench
+    from spikeloop.base.config import FULL
+
+    chip, image = bench.mnist_network(FULL, seed=1)
+    sigma = chip.analog.noise_sigma_v
+    assert sigma > 0
+    t = bench.latency_times_us(2, np.random.default_rng(1))
+    events = [bench.latency_events(FULL, t) for _ in range(2)]
+    bench._whole_run_parts(chip, image, events, 60, types.SimpleNamespace(repeats=1, batch=2))
+    assert chip.analog.noise_sigma_v == sigma
+    out = capsys.readouterr().out
+    for part in ("whole run", "membrane noise", "input events", "the rest"):
+        assert part in out, part
+    quiet = FastChip(chip, image)
+    with_noise = quiet.run(events[0], 60).adc
+    assert with_noise.size
+    chip.analog.noise_sigma_v = 0.0
+    try:
+        assert not np.array_equal(FastChip(chip, image).run(events[0], 60).adc, with_noise)
+    finally:
+        chip.analog.noise_sigma_v = sigma
