@@ -55,7 +55,7 @@ from spikeloop.base.config import ChipConfig
 from . import jit  # noqa: F401  (the compiled kernels' cache stamp: jit.py)
 from .adc import ADCParams, adc_convert
 from .mismatch import SETTING_KINDS, ChipMismatch, MismatchConfig, draw_mismatch
-from .noise import membrane_noise
+from .noise import membrane_noise, noise_kind
 
 SETTING_NAMES = ("leak", "reset", "threshold", "tau_mem", "tau_syn_exc", "tau_syn_inh",
                  "gain_exc", "gain_inh")
@@ -224,6 +224,8 @@ class LIFParams:
     merge_partner: torch.Tensor | None = None
     merge_follow: torch.Tensor | None = None
     merge_bottom: torch.Tensor | None = None
+    #: the noise's generator (model/noise.py ``NOISE_MODELS``)
+    noise_model: str = "box-muller"
 
     @property
     def dtype(self) -> torch.dtype:
@@ -241,12 +243,14 @@ class LIFParams:
     def from_physical(cls, phys: NeuronPhysical, dt_us: float, *, noise_sigma_v: float = 0.0,
                       dtype: torch.dtype = torch.float32, device="cpu",
                       v_min_v: float = V_MIN_V, v_max_v: float = V_MAX_V,
-                      merge=None) -> LIFParams:
+                      merge=None, noise_model: str = "box-muller") -> LIFParams:
         """``noise_sigma_v``: stationary std of the free membrane's noise (an
         Ornstein-Uhlenbeck process sampled exactly per step: per-step std
         ``noise_sigma_v * sqrt(1 - exp(-2 dt/tau_mem))``); 0 switches noise off.
         ``merge``: the merge bits ``[n_neurons // 2]`` of a two-half chip (see
-        the module docstring), None or all zero: no neuron merged."""
+        the module docstring), None or all zero: no neuron merged.
+        ``noise_model``: the noise's generator (model/noise.py ``NOISE_MODELS``)."""
+        noise_kind(noise_model)
         p = {k: v.to(torch.float64).cpu() for k, v in phys.as_dict().items()}
         n = p["tau_mem_us"].shape[-1]
         merged = None
@@ -287,7 +291,7 @@ class LIFParams:
         return cls(float(dt_us), c(p["v_leak_v"]), c(p["v_reset_v"]), c(p["v_thresh_v"]),
                    c(decay_mem), c(dse), c(dsi), c(ke), c(ki), c(p["gain_exc_v_per_us"]),
                    c(p["gain_inh_v_per_us"]), c(noise), float(v_min_v), float(v_max_v),
-                   top, partner, follow, bottom)
+                   top, partner, follow, bottom, noise_model)
 
     def initial_state(self, batch: int) -> LIFState:
         """Resting state: membrane at ``v_leak``, no synaptic current."""
@@ -580,7 +584,8 @@ def simulate(params: LIFParams, n_steps: int, *, batch: int | None = None,
     exc_sum, inh_sum, reset_hold = prep(exc_sum), prep(inh_sum), prep(reset_hold)
     spikes, codes, vs = [], [], []
     for t in range(n_steps):
-        noise = membrane_noise(params.noise_step_v, noise_seed, sample_idx, step0 + t)
+        noise = membrane_noise(params.noise_step_v, noise_seed, sample_idx, step0 + t,
+                               params.noise_model)
         state, s = lif_step(state, params, _at(exc_sum, t), _at(inh_sum, t),
                             _at(reset_hold, t), noise)
         spikes.append(s)
@@ -605,11 +610,14 @@ class AnalogChipModel:
 
     def __init__(self, cfg: ChipConfig, chip_seed: int, mismatch: MismatchConfig | None = None,
                  *, noise_sigma_v: float = DEFAULT_NOISE_SIGMA_V,
-                 ranges: TransferRanges | None = None):
+                 ranges: TransferRanges | None = None, noise_model: str = "box-muller"):
         self.cfg = cfg
         self.chip_seed = int(chip_seed)
         self.mismatch_config = mismatch or MismatchConfig()
         self.noise_sigma_v = float(noise_sigma_v)
+        noise_kind(noise_model)
+        #: the temporal noise's generator (model/noise.py ``NOISE_MODELS``)
+        self.noise_model = noise_model
         self.ranges = ranges or TransferRanges()
         self._mm: ChipMismatch = draw_mismatch(cfg, self.chip_seed, self.mismatch_config)
         self._dev = {k: torch.from_numpy(np.ascontiguousarray(getattr(self._mm, k).T))
@@ -658,7 +666,7 @@ class AnalogChipModel:
         sigma = self.noise_sigma_v if noise_sigma_v is None else noise_sigma_v
         return LIFParams.from_physical(self.physical(settings), self.dt_us,
                                        noise_sigma_v=sigma, dtype=dtype, device=device,
-                                       merge=merge)
+                                       merge=merge, noise_model=self.noise_model)
 
     def adc_params(self, *, dtype: torch.dtype = torch.float32, device="cpu") -> ADCParams:
         return ADCParams.build(self._mm.adc_gain_dev, self._mm.adc_offset_lsb,

@@ -70,7 +70,7 @@ class AnalogLoop:
         measures the steps alone.  Returns the seconds it took."""
         t0 = time.perf_counter()
         membrane_noise_steps(self.params.noise_step_v, self.run_seed, self.sample_idx[:1],
-                             range(1), self.noise_neurons)
+                             range(1), self.noise_neurons, self.params.noise_model)
         return time.perf_counter() - t0
 
     def _noise_chunk(self, lo: int) -> torch.Tensor | None:
@@ -79,12 +79,13 @@ class AnalogLoop:
             ahead = min(ahead, max(ahead // 8, lo - self._noise_first, 1))
         steps = range(lo, min(lo + ahead, self._noise_end))
         return membrane_noise_steps(self.params.noise_step_v, self.run_seed, self.sample_idx,
-                                    steps, self.noise_neurons)
+                                    steps, self.noise_neurons, self.params.noise_model)
 
     def _step_noise(self):
         k = self.step_index
         if self._noise_ahead <= 1 or k >= self._noise_end:
-            return membrane_noise(self.params.noise_step_v, self.run_seed, self.sample_idx, k)
+            return membrane_noise(self.params.noise_step_v, self.run_seed, self.sample_idx, k,
+                                  self.params.noise_model)
         if self._noise is None or not self._noise_lo <= k < self._noise_lo + len(self._noise):
             ahead, self._next = self._next, None
             noise = (ahead[1].result() if ahead is not None and ahead[0] == k

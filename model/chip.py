@@ -46,6 +46,7 @@ from spikeloop.model.calibration import (
     spread_report,
 )
 from spikeloop.model.mismatch import MismatchConfig
+from spikeloop.model.noise import NOISE_MODELS
 
 
 def check_residual(fraction) -> float:
@@ -100,7 +101,8 @@ def _calibration_key(cfg: ChipConfig, chip_seed: int, reps: int, readout_noise_l
 
 class Chip:
     def __init__(self, cfg: ChipConfig, chip_seed: int,
-                 calibration: CalibrationResult | None = None):
+                 calibration: CalibrationResult | None = None, *,
+                 noise_model: str = "box-muller"):
         if not isinstance(chip_seed, int) or chip_seed < 0:
             raise ValueError(f"chip_seed must be a non-negative integer, got {chip_seed!r}")
         if calibration is not None:
@@ -108,21 +110,25 @@ class Chip:
         self.cfg = cfg
         self.chip_seed = chip_seed
         self.calibration = calibration
-        #: the analog half of this specimen (its hidden true parameters live here)
-        self.analog = AnalogChipModel(cfg, chip_seed)
+        #: the analog half of this specimen (its hidden true parameters live here);
+        #: ``noise_model``: its temporal noise's generator (model/noise.py)
+        self.analog = AnalogChipModel(cfg, chip_seed, noise_model=noise_model)
 
     @classmethod
     def calibrated(cls, cfg: ChipConfig, chip_seed: int, *, reps: int = 8,
-                   readout_noise_lsb: float = 0.0, neuron_targets: dict | None = None) -> Chip:
+                   readout_noise_lsb: float = 0.0, neuron_targets: dict | None = None,
+                   noise_model: str = "box-muller") -> Chip:
         """Build the specimen and calibrate it by measurement (``reps`` repetitions
         per measurement, the column ADC's temporal noise ``readout_noise_lsb``,
-        per-neuron ``neuron_targets``: :func:`~spikeloop.model.calibration.calibrate`).
-        The same arguments in one process give a copy of the first result (the
-        calibration is deterministic; ``_CALIBRATED``)."""
-        key = _calibration_key(cfg, chip_seed, reps, readout_noise_lsb, neuron_targets)
+        per-neuron ``neuron_targets``: :func:`~spikeloop.model.calibration.calibrate`;
+        the membranes' temporal noise by generator ``noise_model``, which the
+        chip keeps).  The same arguments in one process give a copy of the first
+        result (the calibration is deterministic; ``_CALIBRATED``)."""
+        key = (_calibration_key(cfg, chip_seed, reps, readout_noise_lsb, neuron_targets),
+               noise_model)
         result = _CALIBRATED.get(key)
         if result is None:
-            chip = cls(cfg, chip_seed)
+            chip = cls(cfg, chip_seed, noise_model=noise_model)
             result = calibrate(ChipProbe(chip.analog, readout_noise_lsb=readout_noise_lsb),
                                reps=reps, neuron_targets=neuron_targets)
             _CALIBRATED[key] = result
@@ -130,7 +136,7 @@ class Chip:
                 _CALIBRATED.popitem(last=False)
         else:
             _CALIBRATED.move_to_end(key)
-        return cls(cfg, chip_seed, copy.deepcopy(result))
+        return cls(cfg, chip_seed, copy.deepcopy(result), noise_model=noise_model)
 
     def with_residual(self, fraction: float) -> Chip:
         """The same specimen calibrated only part of the way: every 10-bit setting
@@ -180,11 +186,15 @@ class Chip:
     # -- files: the chip instance with its calibration --------------------------
     def analog_definition(self) -> dict:
         """What defines this specimen's analog half besides config and seed: the
-        temporal noise, the mismatch magnitudes, the nominal transfer ranges."""
+        temporal noise (its generator where it is not the default Box-Muller),
+        the mismatch magnitudes, the nominal transfer ranges."""
         a = self.analog
-        return {"noise_sigma_v": a.noise_sigma_v,
-                "mismatch": dataclasses.asdict(a.mismatch_config),
-                "ranges": dataclasses.asdict(a.ranges)}
+        out = {"noise_sigma_v": a.noise_sigma_v,
+               "mismatch": dataclasses.asdict(a.mismatch_config),
+               "ranges": dataclasses.asdict(a.ranges)}
+        if a.noise_model != NOISE_MODELS[0]:
+            out["noise_model"] = a.noise_model
+        return out
 
     def save(self, path) -> None:
         """Write the chip instance (config, seed, analog definition, calibration)
@@ -251,10 +261,15 @@ class Chip:
             if not (noise >= 0 and np.isfinite(noise)):
                 raise FileError(f"{path}: field analog_json: noise_sigma_v = {noise}; "
                                 "allowed: a number >= 0")
+            model = d.get("noise_model", NOISE_MODELS[0])
+            if model not in NOISE_MODELS:
+                raise FileError(f"{path}: field analog_json: noise_model = {model!r}; "
+                                f"allowed: {', '.join(NOISE_MODELS)}")
             if mismatch != chip.analog.mismatch_config or ranges != chip.analog.ranges:
                 chip.analog = AnalogChipModel(cfg, seed, mismatch, noise_sigma_v=noise,
                                               ranges=ranges)
             chip.analog.noise_sigma_v = noise
+            chip.analog.noise_model = model
         return chip
 
     @classmethod
@@ -284,18 +299,19 @@ def report_path(out: str | Path) -> Path:
 
 def calibrate_to_file(cfg: ChipConfig, chip_seed: int, out, plot=None,
                       residual: float | None = None, *, reps: int = 8,
-                      readout_noise_lsb: float = 0.0) -> dict:
+                      readout_noise_lsb: float = 0.0, noise_model: str = "box-muller") -> dict:
     """Calibrate chip ``chip_seed`` of ``cfg`` by measurement; write ``out`` (the
     chip file, loadable with :meth:`Chip.load`), the report beside it
     (:func:`report_path`) and, with ``plot``, a histogram of the spreads; return
     the report.  ``residual``: leave that fraction of the mismatch
     (:meth:`Chip.with_residual`, a what-if evaluated the same way).  ``reps``,
     ``readout_noise_lsb``: what limits the measurements (:meth:`Chip.calibrated`);
+    ``noise_model``: the membranes' noise generator, kept in the chip file;
     the report holds them and the ADC channels' offsets against BrainScaleS-2's
     limit (:func:`adc_channel_report`)."""
     if residual is not None:
         residual = check_residual(residual)
-    chip = Chip(cfg, chip_seed)
+    chip = Chip(cfg, chip_seed, noise_model=noise_model)
     probe = ChipProbe(chip.analog, readout_noise_lsb=readout_noise_lsb)
     t0 = time.perf_counter()
     result = calibrate(probe, reps=reps)
@@ -303,17 +319,19 @@ def calibrate_to_file(cfg: ChipConfig, chip_seed: int, out, plot=None,
     # ---- evaluation (the hidden truth; separate from the algorithm) ----
     if residual is not None:
         # with_residual's report is this spread report, residual_fraction added
-        result = Chip(cfg, chip_seed, result).with_residual(residual).calibration
+        result = Chip(cfg, chip_seed, result,
+                      noise_model=noise_model).with_residual(residual).calibration
         report = dict(result.report)
     else:
         report = spread_report(chip.analog, chip.analog.nominal_settings(), result.settings)
     report.update(calibration_seconds=round(seconds, 3), probe_runs=probe.runs,
                   probe_steps=probe.steps_simulated, targets=result.targets.to_dict(),
                   out=str(out), measurement={"reps": reps,
-                                             "readout_noise_lsb": readout_noise_lsb},
+                                             "readout_noise_lsb": readout_noise_lsb,
+                                             "noise_model": noise_model},
                   adc_channels=adc_channel_report(chip.analog))
     result.report = report
-    Chip(cfg, chip_seed, result).save(out)
+    Chip(cfg, chip_seed, result, noise_model=noise_model).save(out)
     atomic_write_text(report_path(out), json.dumps(report, indent=2, sort_keys=True))
     if plot:
         Path(plot).parent.mkdir(parents=True, exist_ok=True)

