@@ -155,7 +155,8 @@ def check_adc_channels_and_measurement(rep):
     assert adc["limit_lsb"] == 3.0
     assert adc["offset_max_abs_lsb"] == pytest.approx(np.abs(chip.mismatch.adc_offset_lsb).max())
     assert adc["ok"] == (adc["within_limit_fraction"] == 1.0)
-    assert rep["measurement"] == {"reps": 8, "readout_noise_lsb": 0.0}
+    assert rep["measurement"] == {"reps": 8, "readout_noise_lsb": 0.0,
+                                  "noise_model": "box-muller"}
 
 
 # -- deliberate decalibration ---------------------------------------------------------------
@@ -219,11 +220,12 @@ def test_calibration_to_individual_targets_reaches_them():
 
 def test_cli_calibrate_prints_what_the_calibration_leaves(capsys):
     chip, _, rep = _calibrated(MINI, 0)
-    print_residual_sources({**rep, "measurement": {"reps": 8, "readout_noise_lsb": 0.0},
+    print_residual_sources({**rep, "measurement": {"reps": 8, "readout_noise_lsb": 0.0,
+                                                   "noise_model": "binomial"},
                             "adc_channels": adc_channel_report(chip)})
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "measurements: 8 repetitions each, membrane noise 1.5 mV, ADC readout " \
-                     "noise 0 LSB"
+    assert out[0] == "measurements: 8 repetitions each, membrane noise 1.5 mV (binomial), " \
+                     "ADC readout noise 0 LSB"
     assert out[1].startswith("ADC channels (not calibrated): offset std ")
     assert "within 3 LSB: " in out[1]
     assert out[2].startswith("PSP efficacy spread after calibration (std/mean over neurons): ")

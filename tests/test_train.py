@@ -170,7 +170,8 @@ def test_resume_refusals(tmp_path, capsys):
 
 def test_settings_refusals(tmp_path):
     cases = [({"backend": "fast"}, "give --preset .* and --chip-seed"),
-             ({"backend": "software", "chip_seed": 1}, "--chip-seed and --chip apply to the chip"),
+             ({"backend": "software", "chip_seed": 1},
+              "--chip-seed, --chip and --noise-model apply to the chip"),
              ({"backend": "gpu"}, "backend = 'gpu'; allowed: software, fast, cosim"),
              ({"epochs": 0}, "epochs = 0; allowed: an integer >= 1"),
              ({"batch_size": 0}, "batch_size = 0; allowed: an integer >= 1"),
@@ -306,3 +307,20 @@ def test_network_too_large_for_the_chip_is_refused(tmp_path, mini_chip_file):
     with pytest.raises(TrainError, match=r"the network 5 -> 20 -> 3 does not fit chip preset "
                                          r"'mini': .*--hidden.*log: "):
         run(_chip_settings(tmp_path / "big", mini_chip_file, hidden=20, epochs=1))
+
+
+def test_noise_model_reaches_the_chip(tmp_path, mini_chip_file):
+    """--noise-model binomial calibrates the chip with that generator and keeps it
+    in the run's chip file (a replay runs it); a --chip file with another one,
+    and the option without a chip, are refused."""
+    from spikeloop.model.chip import Chip
+
+    run(_chip_settings(tmp_path / "b", None, epochs=1, train_samples=20,
+                       noise_model="binomial"))
+    assert Chip.load(tmp_path / "b" / "chip.npz").analog.noise_model == "binomial"
+    assert "membrane noise binomial" in (tmp_path / "b" / "train.log").read_text()
+    with pytest.raises(TrainError, match="--noise-model binomial: the chip file .* holds a "
+                                         "chip with the box-muller generator"):
+        run(_chip_settings(tmp_path / "c", mini_chip_file, epochs=1, noise_model="binomial"))
+    with pytest.raises(TrainError, match="--chip-seed, --chip and --noise-model apply"):
+        run(_settings(tmp_path / "d", backend="software", noise_model="binomial"))

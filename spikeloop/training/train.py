@@ -72,6 +72,7 @@ from spikeloop.base.settings import option
 from spikeloop.data import Batches
 from spikeloop.data.mnist import rotate as rotate_images
 from spikeloop.model.chip import Chip
+from spikeloop.model.noise import NOISE_MODELS
 from spikeloop.nir.convert import NirError, init_kwargs
 from spikeloop.nir.network import make_graph_network
 from spikeloop.nn import LIFParameters, SoftwareNetwork
@@ -121,7 +122,7 @@ def surrogate_at_option(runs: str):
 
 #: settings added after runs were made, with the value those runs had (a saved
 #: run without the setting ran with it, whatever the default is now)
-PREDATED = {"surrogate_at": "measured"}
+PREDATED = {"surrogate_at": "measured", "noise_model": None}
 
 
 def with_predated(saved: dict, now: dict) -> dict:
@@ -153,6 +154,12 @@ class TrainSettings:
     chip_file: str | None = option(None, flag="--chip",
                                    help="calibrated chip file of that specimen (`spikeloop "
                                         "calibrate`); default: calibrate it at the start")
+    #: the chip's membrane-noise generator (None: the chip file's, else Box-Muller)
+    noise_model: str | None = option(None, choices=NOISE_MODELS,
+                                     help="chip backends: the generator of the chip's "
+                                          "membrane noise, box-muller (the default) or "
+                                          "binomial (cheaper; docs/analog.md); a --chip file "
+                                          "keeps its own")
     epochs: int = option(PAPER_EPOCHS, help=f"epochs to train in all (default {PAPER_EPOCHS}, "
                                             "the paper's)")
     batch_size: int = option(PAPER_BATCH_SIZE, help=f"default {PAPER_BATCH_SIZE}")
@@ -238,10 +245,14 @@ class TrainSettings:
             if self.preset is None or self.chip_seed is None:
                 raise TrainError(f"backend {self.backend!r} runs on a chip instance: give "
                                  "--preset (mini, full) and --chip-seed (an integer >= 0)")
-        elif self.chip_seed is not None or self.chip_file is not None:
-            raise TrainError("--chip-seed and --chip apply to the chip backends (fast, cosim); "
-                             "backend 'software' runs no chip (--preset alone sizes the "
-                             "network)")
+        elif (self.chip_seed is not None or self.chip_file is not None
+              or self.noise_model is not None):
+            raise TrainError("--chip-seed, --chip and --noise-model apply to the chip backends "
+                             "(fast, cosim); backend 'software' runs no chip (--preset alone "
+                             "sizes the network)")
+        if self.noise_model is not None and self.noise_model not in NOISE_MODELS:
+            raise TrainError(f"noise_model = {self.noise_model!r}; allowed: "
+                             f"{', '.join(NOISE_MODELS)}")
         ints = {"epochs": (self.epochs, 1), "batch_size": (self.batch_size, 1),
                 "seed": (self.seed, 0), "run_seed": (self.run_seed, 0),
                 "test_every": (self.test_every, 0)}
@@ -734,13 +745,17 @@ def _get_chip(s: TrainSettings, out: Path, log: RunLog, resuming: bool):
             chip = Chip.load_expected(src, cfg, s.chip_seed)
         except ValueError as e:
             raise TrainError(f"--chip {e}") from None
+        if s.noise_model is not None and s.noise_model != chip.analog.noise_model:
+            raise TrainError(f"--noise-model {s.noise_model}: the chip file {src} holds a chip "
+                             f"with the {chip.analog.noise_model} generator (spikeloop "
+                             "calibrate --noise-model makes one with another)")
         if chip.calibration is None:
             log.info(f"chip: {src} holds no calibration: the chip runs with its nominal "
                      "settings, its mismatch uncorrected (spikeloop calibrate makes a "
                      "calibrated one)")
         chip.save(path)
-        log.info(f"chip: loaded {src} (preset {cfg.name}, chip seed {s.chip_seed}); "
-                 f"copied to {path}")
+        log.info(f"chip: loaded {src} (preset {cfg.name}, chip seed {s.chip_seed}, membrane "
+                 f"noise {chip.analog.noise_model}); copied to {path}")
         return chip
     if resuming or path.exists():
         if not path.is_file():
@@ -749,11 +764,14 @@ def _get_chip(s: TrainSettings, out: Path, log: RunLog, resuming: bool):
             chip = Chip.load_expected(path, cfg, s.chip_seed)
         except ValueError as e:
             raise TrainError(str(e)) from None
-        log.info(f"chip: loaded {path} (preset {cfg.name}, chip seed {s.chip_seed})")
+        log.info(f"chip: loaded {path} (preset {cfg.name}, chip seed {s.chip_seed}, membrane "
+                 f"noise {chip.analog.noise_model})")
         return chip
     t0 = time.perf_counter()
-    log.info(f"chip: calibrating preset {cfg.name}, chip seed {s.chip_seed} (measurement only)")
-    chip = Chip.calibrated(cfg, s.chip_seed)
+    model = s.noise_model or NOISE_MODELS[0]
+    log.info(f"chip: calibrating preset {cfg.name}, chip seed {s.chip_seed} (measurement only; "
+             f"membrane noise {model})")
+    chip = Chip.calibrated(cfg, s.chip_seed, noise_model=model)
     chip.save(path)
     log.info(f"chip: calibrated in {time.perf_counter() - t0:.1f} s; wrote {path}")
     return chip
