@@ -162,3 +162,16 @@ def test_calibrate_command_writes_the_generator(tmp_path, capsys):
     assert main(["calibrate", "--preset", "mini", "--chip-seed", "1", "--out",
                  str(tmp_path / "x.npz"), "--noise-model", "gauss"]) == 2
     assert "box-muller" in capsys.readouterr().err
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("seed", range(8))
+def test_cuda_binomial_matches_reference(seed):
+    """On CUDA (the analog side in torch on the GPU) the binomial noise's run
+    equals the reference's."""
+    chip, img, events, n_steps, offset = random_case(seed)
+    chip.analog.noise_model = "binomial"
+    kw = dict(run_seed=seed % 7, sample_offset=offset)
+    ref = run_reference(chip, img, events, n_steps, **kw)
+    assert_same(ref, run_fast(chip, img, events, n_steps, device="cuda", **kw),
+                f"binomial {seed} on cuda")
