@@ -1,6 +1,7 @@
 """Functional core and thin modules of the training front end (spikeloop.nn)."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -382,3 +383,19 @@ def test_sequences_give_the_gradients_of_step_by_step_indexing_bit_for_bit():
     a, b = run(True), run(False)
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     assert all(x.abs().sum() > 0 for x in a)
+
+
+def test_per_slot_counts_each_images_events():
+    """back_to_back's count of events per image (slot ``j % K`` of run ``j // K``)
+    equals counting image by image, with events before the run, beyond the last
+    slot and in runs past the last image left out."""
+    from spikeloop.nn.chip_network import _per_slot
+
+    rng = np.random.default_rng(4)
+    K, spacing, runs = 3, 50, 5
+    run = rng.integers(0, runs, 400)
+    cycle = rng.integers(-20, K * spacing + 40, 400)
+    for n in (runs * K, runs * K - 2):
+        want = [int(((run == j // K) & (cycle >= (j % K) * spacing)
+                     & (cycle < (j % K + 1) * spacing)).sum()) for j in range(n)]
+        assert _per_slot(run, cycle, K, spacing, n).tolist() == want

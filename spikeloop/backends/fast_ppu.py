@@ -53,7 +53,8 @@ class FastPpu:
     def __init__(self, cfg: ChipConfig, job: PpuJob, synapses, *, sample: int = 0,
                  stale_adc=None, n_live: int = 0, adc_cycles=(), n_steps: int = 0,
                  drain: int = 0, state: tuple | None = None, track: bool = False,
-                 write_from: int | None = None, core_state: core.CoreState | None = None):
+                 write_from: int | None = None, core_state: core.CoreState | None = None,
+                 decoded: tuple | None = None):
         """``synapses``: (weights, labels) [halves, rows, columns] before the run;
         ``stale_adc``: the ADC buffer's entries before the run (None: the
         power-up zeros; an entry None: not known, in a speculative batch);
@@ -62,15 +63,14 @@ class FastPpu:
         are checked (:meth:`depends_on`, :meth:`end_state`); ``write_from``: the
         first cycle a synapse write may come in (None: the end of the drain);
         ``core_state``: a zero state to run in (a row of :func:`fast_ppus`'
-        arrays, ``synapses`` None: already there), else a new one."""
+        arrays, ``synapses`` None: already there), else a new one; ``decoded``:
+        (geometry, predecoded program) of these arguments, where the caller has
+        them (:func:`fast_ppus`: once for all its PPUs)."""
         self.cfg, self.job, self.sample = cfg, job, sample
         self.n_live, self.n_steps, self.drain = n_live, n_steps, drain
         self.track = track
         self.adc_cycles = np.asarray(adc_cycles, dtype=np.int64)
-        self.geo = core.geometry(cfg, n_live=n_live, n_steps=n_steps, drain=drain,
-                                 write_from=n_live + drain if write_from is None else write_from,
-                                 out_depth=out_buffer_vectors(cfg))
-        self.prog = core.predecode(job.words, chip_geometry(cfg).imem_words)
+        self.geo, self.prog = decoded or _decoded(cfg, job, n_live, n_steps, drain, write_from)
         s = self.core = core_state or core.CoreState.new(self.geo, self.adc_cycles,
                                                           core.resets(self.prog))
         if synapses is not None:
@@ -252,6 +252,15 @@ _KERNEL = ("ctl", "regs", "vregs", "dmem", "adcbuf", "known", "outbuf", "holds",
            "trk_v", "trk_d", "snap", "tmp")
 
 
+def _decoded(cfg: ChipConfig, job: PpuJob, n_live: int, n_steps: int, drain: int,
+             write_from: int | None) -> tuple:
+    """(geometry, predecoded program) of a :class:`FastPpu`."""
+    geo = core.geometry(cfg, n_live=n_live, n_steps=n_steps, drain=drain,
+                        write_from=n_live + drain if write_from is None else write_from,
+                        out_depth=out_buffer_vectors(cfg))
+    return geo, core.predecode(job.words, chip_geometry(cfg).imem_words)
+
+
 def fast_ppus(cfg: ChipConfig, job: PpuJob, synapses, samples: list[int], stale: list,
               track: list[bool], **kw) -> list[FastPpu]:
     """The PPUs of consecutive samples of one run (``samples``, each with its
@@ -265,7 +274,10 @@ def fast_ppus(cfg: ChipConfig, job: PpuJob, synapses, samples: list[int], stale:
                                   len(samples),
                                   core.resets(core.predecode(job.words, int(geo[core.G_IW]))))
     states[0].syn_w[...], states[0].syn_l[...] = synapses
-    return [FastPpu(cfg, job, None, sample=j, stale_adc=st, track=tr, core_state=cs, **kw)
+    decoded = _decoded(cfg, job, kw.get("n_live", 0), kw.get("n_steps", 0), kw.get("drain", 0),
+                       kw.get("write_from"))
+    return [FastPpu(cfg, job, None, sample=j, stale_adc=st, track=tr, core_state=cs,
+                    decoded=decoded, **kw)
             for j, st, tr, cs in zip(samples, stale, track, states, strict=True)]
 
 

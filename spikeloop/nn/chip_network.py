@@ -526,6 +526,16 @@ class BackToBack:
     _clock_mhz: float = 125.0
 
 
+def _per_slot(run: np.ndarray, cycle: np.ndarray, K: int, spacing: int, n: int) -> np.ndarray:
+    """How many of the events (``run``, ``cycle`` in the run) fall in each of the
+    first ``n`` images' slots, image ``j`` being slot ``j % K`` of run ``j // K``
+    (``[slot * spacing, (slot + 1) * spacing)``)."""
+    slot = cycle // spacing
+    keep = (cycle >= 0) & (slot < K)
+    j = run[keep] * K + slot[keep]
+    return np.bincount(j[j < n], minlength=n)[:n]
+
+
 def back_to_back(net: ChipNetwork, times_us: torch.Tensor, *,
                  spacing: int = INFERENCE_SPACING_CYCLES, per_run: int | None = None,
                  runs_per_call: int = 25, backend: str | None = None,
@@ -605,20 +615,21 @@ def back_to_back(net: ChipNetwork, times_us: torch.Tensor, *,
             raise RuntimeError(f"the PPU reset a boundary {reset_delay} cycles after it; the "
                                f"inputs start {off} cycles after it")
         n_taken = obs.adc.shape[0]
-        norm = (obs.adc.astype(np.float64) - baseline) if n_taken else None
         rec = recorded_spikes(pl, obs.records, "hidden", S)
         ana = pl.spikes_of(obs.spikes, "hidden")
-        for j, img in enumerate(imgs):
-            run, slot = j // K, j % K
+        # image j of this call is slot j % K of run j // K; slot by slot, every run at once
+        n = len(imgs)
+        taken = sample_cycle[:n_taken]
+        for slot in range(K):
             lo, hi = slot * spacing + off, (slot + 1) * spacing
-            m = np.flatnonzero((sample_cycle[:n_taken] >= lo) & (sample_cycle[:n_taken] < hi))
-            n_samp[img] = len(m)
+            m = np.flatnonzero((taken >= lo) & (taken < hi))
+            j = np.arange(slot, n, K)                  # this slot's images, run by run
+            n_samp[imgs[j]] = len(m)
             if len(m):
-                pred[img] = int(np.argmax(norm[m][:, run, out].max(axis=0)))
-            tr = rec[rec[:, 0] == run, 2] - RECORD_LATENCY_CYCLES
-            rec_h[img] = int(((tr >= slot * spacing) & (tr < (slot + 1) * spacing)).sum())
-            ta = ana[ana[:, 0] == run, 2]
-            ana_h[img] = int(((ta >= slot * spacing) & (ta < (slot + 1) * spacing)).sum())
+                peak = obs.adc[m][:, j // K][:, :, out].max(axis=0).astype(np.float64)
+                pred[imgs[j]] = np.argmax(peak - baseline[out], axis=1)
+        rec_h[imgs] = _per_slot(rec[:, 0], rec[:, 2] - RECORD_LATENCY_CYCLES, K, spacing, n)
+        ana_h[imgs] = _per_slot(ana[:, 0], ana[:, 2], K, spacing, n)
     per_run = max(int(o.cycles.max()) for o in observables)
     res = BackToBack(pred, rec_h, ana_h, n_samp, observables, played, K, n_runs, spacing,
                      cycles, per_run, late, reset_delay)
