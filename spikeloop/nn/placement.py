@@ -192,6 +192,8 @@ class Placement:
     owner: np.ndarray = field(repr=False, default=None)
     #: merged populations (their ``neurons`` are the top circuits, ``halves`` 0)
     merged: frozenset = frozenset()
+    #: projection -> the synapses its weights land on (:meth:`_targets`), made once
+    _target_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def source_half(self, post: str, pre_index: int) -> int:
         """The half whose synapses carry source ``pre_index``'s projection into ``post``."""
@@ -239,18 +241,7 @@ class Placement:
         A weight that does not fit is refused before anything is written."""
         proj = self.projections[projection]
         w = _check_weights(self.cfg, projection, proj, _numpy(weights))
-        n_pre = w.shape[0]
-        cols = self.neurons[proj.post] % self.cfg.columns_per_half           # [n_post]
-        # per source: its half, its driver pair (-1: no slot) and its owner key
-        h = np.array([self.source_half(proj.post, i) for i in range(n_pre)], dtype=np.int64)
-        d = np.array([self.slots.get((proj.pre, i), (-1, 0))[0] for i in range(n_pre)],
-                     dtype=np.int64)
-        key = np.array([_owner_key(projection, i) for i in range(n_pre)], dtype=np.int64)
-        hh, cc = h[:, None], cols[None, :]
-        exc_r, inh_r = (2 * np.maximum(d, 0))[:, None], (2 * np.maximum(d, 0) + 1)[:, None]
-        has = (d >= 0)[:, None]
-        own_exc = has & (self.owner[hh, exc_r, cc] == key[:, None])           # [n_pre, n_post]
-        own_inh = has & (self.owner[hh, inh_r, cc] == key[:, None])
+        hh, cc, exc_r, inh_r, own_exc, own_inh = self._targets(projection, w.shape[0])
         bad = ((w > 0) & ~own_exc) | ((w < 0) & ~own_inh)
         if bad.any():
             i, j = (int(x) for x in np.argwhere(bad)[0])       # the first in row-major order
@@ -266,6 +257,29 @@ class Placement:
                                  (own_inh, inh_r, np.maximum(-w, 0))):
             rb = np.broadcast_to(rows, w.shape)
             sw[hb[own], rb[own], cb[own]] = value[own]
+
+    def _targets(self, projection: int, n_pre: int) -> tuple:
+        """Where :meth:`set_weights` writes projection ``projection``'s ``n_pre``
+        sources: ``(half [n_pre, 1], column [1, n_post], excitatory row [n_pre,
+        1], inhibitory row, the synapses it owns on each [n_pre, n_post])``; a
+        function of the placement alone, made once."""
+        got = self._target_cache.get(projection)
+        if got is not None and got[0].shape[0] == n_pre:
+            return got
+        proj = self.projections[projection]
+        cols = self.neurons[proj.post] % self.cfg.columns_per_half           # [n_post]
+        # per source: its half, its driver pair (-1: no slot) and its owner key
+        h = np.array([self.source_half(proj.post, i) for i in range(n_pre)], dtype=np.int64)
+        d = np.array([self.slots.get((proj.pre, i), (-1, 0))[0] for i in range(n_pre)],
+                     dtype=np.int64)
+        key = np.array([_owner_key(projection, i) for i in range(n_pre)], dtype=np.int64)
+        hh, cc = h[:, None], cols[None, :]
+        exc_r, inh_r = (2 * np.maximum(d, 0))[:, None], (2 * np.maximum(d, 0) + 1)[:, None]
+        has = (d >= 0)[:, None]
+        own_exc = has & (self.owner[hh, exc_r, cc] == key[:, None])           # [n_pre, n_post]
+        own_inh = has & (self.owner[hh, inh_r, cc] == key[:, None])
+        got = self._target_cache[projection] = (hh, cc, exc_r, inh_r, own_exc, own_inh)
+        return got
 
 def _source_half(assignment, merged, post: str, pre_index: int) -> int:
     """A merged population takes its sources alternately on the rows of the top
