@@ -895,6 +895,13 @@ def _check_sizes(s) -> None:
             raise ValueError(f"{name} = {v}; allowed: an integer >= 1")
 
 
+def noise_model_option():
+    """The benches' ``--noise-model``: the chip's membrane-noise generator."""
+    return option("box-muller", choices=NOISE_MODELS,
+                  help="the chip's membrane-noise generator: box-muller (the default) or "
+                       "binomial (cheaper; docs/analog.md)")
+
+
 @dataclass
 class FastBench:
     batch: int = option(64, help="samples per batch (default 64)")
@@ -920,9 +927,7 @@ class FastBench:
     reference_samples: int = option(2, help="also time the reference backend on this many "
                                             "samples of the first timed batch and check fast "
                                             "== reference on them (about 3 s each; 0: skip)")
-    noise_model: str = option("box-muller", choices=NOISE_MODELS,
-                              help="the chip's membrane-noise generator: box-muller (the "
-                                   "default) or binomial (cheaper; docs/analog.md)")
+    noise_model: str = noise_model_option()
 
 
 @dataclass
@@ -935,9 +940,7 @@ class TrainBench:
     threads: int = option(1, help="torch threads (0: torch's default)")
     device: str = option("cpu", help="torch device of the chip's fast backend: cpu or cuda "
                                      "(the networks and their gradients stay on the cpu)")
-    noise_model: str = option("box-muller", choices=NOISE_MODELS,
-                              help="the chip's membrane-noise generator: box-muller (the "
-                                   "default) or binomial (cheaper; docs/analog.md)")
+    noise_model: str = noise_model_option()
 
 
 @dataclass
@@ -958,9 +961,7 @@ class PeersBench:
                                       help="also how the cost grows with the batch size (1 to "
                                            "1024), the cores (1, 2 threads) or the analog step "
                                            "(2, 4, 8 cycles); minutes each")
-    noise_model: str = option("box-muller", choices=NOISE_MODELS,
-                              help="the chip's membrane-noise generator: box-muller (the "
-                                   "default) or binomial (cheaper; docs/analog.md)")
+    noise_model: str = noise_model_option()
 
 
 @dataclass
