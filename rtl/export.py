@@ -2,24 +2,33 @@
 (the cell counts: :mod:`spikeloop.rtl.area`)."""
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from amaranth._toolchain.yosys import find_yosys
 from amaranth.back import rtlil, verilog
 
 from spikeloop.base.config import ChipConfig
+from spikeloop.base.files import atomic_write_text, default_cache_dir
 from spikeloop.base.progress import Heartbeat
-from spikeloop.rtl.area import SRAM_TRANSISTORS_PER_BIT, estimate
+from spikeloop.rtl.area import SRAM_TRANSISTORS_PER_BIT, code_version, estimate
 from spikeloop.rtl.components import COMPONENTS, build, module_name
 from spikeloop.rtl.tools import ensure_verilator_on_path
 
 #: ``SRAM_TRANSISTORS_PER_BIT`` stays importable from here
-__all__ = ["LINT_WAIVERS", "SRAM_TRANSISTORS_PER_BIT", "area", "export_verilog", "lint",
-           "simulation_verilog"]
+__all__ = ["ENV_EXPORT_CACHE", "LINT_WAIVERS", "SRAM_TRANSISTORS_PER_BIT", "area",
+           "export_cache_dir", "export_verilog", "lint", "simulation_verilog"]
 
 #: Verilator warnings that Amaranth's generated Verilog raises by construction,
 #: each with the reason it is waived.  Anything else is a finding.
@@ -45,8 +54,81 @@ LINT_WAIVERS: dict[str, str] = {
 }
 
 
+#: the environment variable naming the cache of exported Verilog
+ENV_EXPORT_CACHE = "SPIKELOOP_VERILOG_CACHE"
+
+#: a cache folder of another code version, unused this long, is removed
+_STALE_S = 24 * 3600
+
+
+def export_cache_dir() -> Path:
+    """The cache of exported Verilog: ``$SPIKELOOP_VERILOG_CACHE``, else
+    ``<repo>/build/verilog-cache`` in a writable source checkout, else
+    ``~/.cache/spikeloop/verilog-cache``."""
+    return default_cache_dir(ENV_EXPORT_CACHE, "verilog-cache")
+
+
+@functools.cache
+def _converter_version() -> str:
+    """The Yosys that Amaranth's Verilog backend runs (its own requirement)."""
+    yosys = find_yosys(lambda ver: ver >= (0, 40))
+    return f"{yosys.__name__} {'.'.join(map(str, yosys.version()))}"
+
+
+class ExportCache:
+    """Exported Verilog kept between calls, one file per export: an export is a
+    function of the RTL's sources and the Amaranth version (:func:`code_version`:
+    every file of ``rtl/`` and ``spikeloop/base/``), the Yosys that writes the
+    Verilog, the component, the options and every ChipConfig field, and all of
+    these are in the file's key.  ``<root>/<code version>/<key>.v``, written
+    under a temporary name and renamed into place, so concurrent processes
+    share it; the folders of other code versions are removed once unused for a
+    day."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.version = code_version()
+
+    def path(self, cfg: ChipConfig, name: str, *, simulation: bool, instrument: bool) -> Path:
+        key = json.dumps({"component": name, "simulation": simulation,
+                          "instrument": instrument, "yosys": _converter_version(),
+                          "config": cfg.to_dict()}, sort_keys=True)
+        return (self.root / self.version
+                / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:24]}.v")
+
+    def load(self, path: Path) -> str | None:
+        try:
+            text = path.read_text()
+        except OSError:
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path.parent)          # in use: not stale
+        return text
+
+    def store(self, path: Path, text: str) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, text)
+        except OSError:
+            return                         # an unwritable cache: the export stands alone
+        now = time.time()
+        for d in self.root.iterdir():
+            with contextlib.suppress(OSError):
+                if d.is_dir() and d.name != self.version and now - d.stat().st_mtime > _STALE_S:
+                    shutil.rmtree(d)
+
+
+def _component_verilog(cfg: ChipConfig, name: str, *, simulation: bool,
+                       instrument: bool) -> str:
+    if simulation:
+        return simulation_verilog(build(name, cfg, instrument=instrument), module_name(name))
+    return verilog.convert(build(name, cfg, instrument=instrument), name=module_name(name),
+                           emit_src=False, strip_internal_attrs=True)
+
+
 def export_verilog(cfg: ChipConfig, out: Path, names=None, *,
-                   simulation: bool = False, instrument: bool = False) -> dict[str, Path]:
+                   simulation: bool = False, instrument: bool = False,
+                   cache: Path | None | bool = True) -> dict[str, Path]:
     """Write ``<out>/<component>.v`` for every component (and the top level).
 
     ``instrument``: the top level with its simulation instrumentation (the
@@ -54,18 +136,25 @@ def export_verilog(cfg: ChipConfig, out: Path, names=None, *,
 
     ``simulation``: the same design written for a cycle-based simulator
     (:func:`simulation_verilog`, what the Verilator co-simulation compiles);
-    default: Amaranth's own Verilog (lint, area, ``spikeloop rtl export``)."""
+    default: Amaranth's own Verilog (lint, area, ``spikeloop rtl export``).
+
+    ``cache``: True (default): the :class:`ExportCache` at
+    :func:`export_cache_dir`; a folder: the cache there; False or None: export
+    afresh (the full preset's top level takes about two minutes)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if cache is True:
+        cache = export_cache_dir()
+    store = ExportCache(cache) if cache else None
     files = {}
     for name in names or COMPONENTS:
-        if simulation:
-            text = simulation_verilog(build(name, cfg, instrument=instrument),
-                                      module_name(name))
-        else:
-            text = verilog.convert(build(name, cfg, instrument=instrument),
-                                   name=module_name(name),
-                                   emit_src=False, strip_internal_attrs=True)
+        entry = store.path(cfg, name, simulation=simulation,
+                           instrument=instrument) if store else None
+        text = store.load(entry) if store else None
+        if text is None:
+            text = _component_verilog(cfg, name, simulation=simulation, instrument=instrument)
+            if store:
+                store.store(entry, text)
         path = out / f"{name}.v"
         path.write_text(text)
         files[name] = path
@@ -168,19 +257,26 @@ def lint(cfg: ChipConfig, names=None, workdir: Path | None = None, *,
         waivers = wd / "waivers.vlt"
         waivers.write_text("`verilator_config\n" + "".join(
             f"lint_off -rule {rule}\n" for rule in LINT_WAIVERS))
+
+        def lint_one(name: str) -> list[str]:
+            proc = subprocess.run(
+                [exe, "--lint-only", "-Wall", "--top-module", module_name(name),
+                 str(waivers), str(files[name])],
+                capture_output=True, text=True)
+            lines = [ln for ln in proc.stderr.splitlines()
+                     if ln.startswith("%Warning") or ln.startswith("%Error")]
+            if proc.returncode and not lines:
+                lines = [f"verilator exited {proc.returncode}: "
+                         f"{proc.stderr.strip()[:2000]}"]
+            return lines
+
+        # one Verilator per core, the largest file (the top level) first
+        order = sorted(files, key=lambda n: -files[n].stat().st_size)
         with Heartbeat(f"verilator --lint-only -Wall over {len(files)} components",
-                       enabled=progress):
-            for name, path in files.items():
-                proc = subprocess.run(
-                    [exe, "--lint-only", "-Wall", "--top-module", module_name(name),
-                     str(waivers), str(path)],
-                    capture_output=True, text=True)
-                lines = [ln for ln in proc.stderr.splitlines()
-                         if ln.startswith("%Warning") or ln.startswith("%Error")]
-                if proc.returncode and not lines:
-                    lines = [f"verilator exited {proc.returncode}: "
-                             f"{proc.stderr.strip()[:2000]}"]
-                findings[name] = lines
+                       enabled=progress), \
+                ThreadPoolExecutor(max_workers=min(len(files), os.cpu_count() or 1)) as pool:
+            results = dict(zip(order, pool.map(lint_one, order), strict=True))
+        findings = {name: results[name] for name in files}
     return findings
 
 

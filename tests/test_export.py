@@ -1,4 +1,5 @@
 """Verilog export, Verilator lint and yosys area through the CLI and the API."""
+import dataclasses
 import json
 import re
 
@@ -93,3 +94,53 @@ def test_top_ports_lists_the_ports_of_the_top_module():
     assert _public_text(text, "top").splitlines() == [
         'public_flat_rw -module "top" -var "clk"', 'public_flat_rw -module "top" -var "rst"',
         'public_flat_rw -module "top" -var "d"', 'public_flat_rd -module "top" -var "q"']
+
+
+# -- the cache of exported Verilog ------------------------------------------------------
+
+def test_a_second_export_is_read_from_the_cache_byte_for_byte(tmp_path, monkeypatch):
+    from spikeloop.rtl import export
+    cache = tmp_path / "cache"
+    first = export.export_verilog(MINI, tmp_path / "a", ["arbiter", "crossbar"], cache=cache)
+    fresh = export.export_verilog(MINI, tmp_path / "c", ["arbiter", "crossbar"], cache=False)
+
+    def refuse(*a, **k):
+        raise AssertionError("exported again although the cache holds it")
+    monkeypatch.setattr(export, "_component_verilog", refuse)
+    second = export.export_verilog(MINI, tmp_path / "b", ["arbiter", "crossbar"], cache=cache)
+    for name in ("arbiter", "crossbar"):
+        assert second[name].read_text() == first[name].read_text() == fresh[name].read_text()
+    # another option, another config, another code version: not the cached text
+    for kw, cfg in ((dict(simulation=True), MINI),
+                    ({}, dataclasses.replace(MINI, arbiter_fifo_depth=MINI.arbiter_fifo_depth + 1))):
+        with pytest.raises(AssertionError, match="exported again"):
+            export.export_verilog(cfg, tmp_path / "d", ["arbiter"], cache=cache, **kw)
+    monkeypatch.setattr(export, "code_version", lambda: "another-version")
+    with pytest.raises(AssertionError, match="exported again"):
+        export.export_verilog(MINI, tmp_path / "e", ["arbiter"], cache=cache)
+
+
+def test_the_cache_drops_other_code_versions_unused_for_a_day(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from spikeloop.rtl import export
+    cache = tmp_path / "cache"
+    old, recent = cache / "0123456789abcdef", cache / "fedcba9876543210"
+    for d in (old, recent):
+        d.mkdir(parents=True)
+        (d / "arbiter-x.v").write_text("module x; endmodule\n")
+    day = 24 * 3600
+    os.utime(old, (time.time() - day - 60,) * 2)
+    os.utime(recent, (time.time() - day + 600,) * 2)
+    export.export_verilog(MINI, tmp_path / "a", ["arbiter"], cache=cache)
+    assert not old.exists() and recent.is_dir()
+    assert (cache / export.code_version()).is_dir()
+
+
+def test_an_unwritable_cache_still_exports(tmp_path):
+    from spikeloop.rtl import export
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    files = export.export_verilog(MINI, tmp_path / "a", ["arbiter"], cache=a_file / "cache")
+    assert "module " in files["arbiter"].read_text()

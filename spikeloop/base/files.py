@@ -245,6 +245,22 @@ def atomic_savez(path, **arrays) -> None:
         np.savez(f, **arrays)
 
 
+# -- caches ---------------------------------------------------------------------------
+
+def default_cache_dir(env: str, name: str) -> Path:
+    """Where a cache of build products lives: ``$<env>``, else ``<repo>/build/<name>``
+    for a source checkout whose folder is writable, else the user's cache
+    directory (``$XDG_CACHE_HOME/spikeloop/<name>``, default
+    ``~/.cache/spikeloop/<name>``)."""
+    if os.environ.get(env):
+        return Path(os.environ[env]).resolve()
+    repo = Path(__file__).resolve().parents[2]
+    if (repo / "pyproject.toml").is_file() and os.access(repo, os.W_OK):
+        return repo / "build" / name
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).resolve() / "spikeloop" / name
+
+
 # -- output paths, checked before the work -------------------------------------------
 
 def unused_path(path) -> Path:

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from spikeloop.base.settings import Command, option, tool_main
+from spikeloop.rtl.export import ENV_EXPORT_CACHE
 from spikeloop.verify.table import text_table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -265,6 +266,8 @@ def _run_tests(copy: Path, tests: list[str], timeout: float) -> tuple[str, str]:
     """(verdict, first failing test) of ``tests`` against the mutated package."""
     env = dict(os.environ, CI="true", PYTHONDONTWRITEBYTECODE="1")
     env.pop("SPIKELOOP_FCOV", None)
+    # the mutant's exports apart from the Verilog cache of the unmutated design
+    env[ENV_EXPORT_CACHE] = str(copy.parent / "verilog-cache")
     cmd = [sys.executable, "-c", bootstrap(copy), "-q", "-x", "-rf", "-p", "no:cacheprovider",
            "-o", "addopts=", "-m", "not slow", "--hypothesis-profile=mutate", *tests]
     try:
