@@ -95,7 +95,7 @@ from importlib import metadata
 from pathlib import Path
 
 from spikeloop.base.config import ChipConfig
-from spikeloop.base.files import default_cache_dir, waiting_lock
+from spikeloop.base.files import build_cache_dir, waiting_lock
 from spikeloop.base.progress import Heartbeat
 from spikeloop.rtl.components import COMPONENTS, module_name
 from spikeloop.rtl.export import LINT_WAIVERS, export_verilog
@@ -259,7 +259,7 @@ def default_build_root() -> Path:
     """``$SPIKELOOP_COSIM_BUILD_ROOT``, else ``<repo>/build/cosim`` for a source
     checkout whose folder is writable, else the user's cache directory
     (``$XDG_CACHE_HOME/spikeloop/cosim``, default ``~/.cache/spikeloop/cosim``)."""
-    return default_cache_dir(ENV_BUILD_ROOT, "cosim")
+    return build_cache_dir(ENV_BUILD_ROOT, "cosim")
 
 
 def verilator_opt() -> str:

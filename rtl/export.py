@@ -20,7 +20,7 @@ from amaranth._toolchain.yosys import find_yosys
 from amaranth.back import rtlil, verilog
 
 from spikeloop.base.config import ChipConfig
-from spikeloop.base.files import atomic_write_text, default_cache_dir
+from spikeloop.base.files import atomic_write_text, build_cache_dir
 from spikeloop.base.progress import Heartbeat
 from spikeloop.rtl.area import SRAM_TRANSISTORS_PER_BIT, code_version, estimate
 from spikeloop.rtl.components import COMPONENTS, build, module_name
@@ -65,7 +65,7 @@ def export_cache_dir() -> Path:
     """The cache of exported Verilog: ``$SPIKELOOP_VERILOG_CACHE``, else
     ``<repo>/build/verilog-cache`` in a writable source checkout, else
     ``~/.cache/spikeloop/verilog-cache``."""
-    return default_cache_dir(ENV_EXPORT_CACHE, "verilog-cache")
+    return build_cache_dir(ENV_EXPORT_CACHE, "verilog-cache")
 
 
 @functools.cache

@@ -111,8 +111,8 @@ def test_a_second_export_is_read_from_the_cache_byte_for_byte(tmp_path, monkeypa
     for name in ("arbiter", "crossbar"):
         assert second[name].read_text() == first[name].read_text() == fresh[name].read_text()
     # another option, another config, another code version: not the cached text
-    for kw, cfg in ((dict(simulation=True), MINI),
-                    ({}, dataclasses.replace(MINI, arbiter_fifo_depth=MINI.arbiter_fifo_depth + 1))):
+    deeper = dataclasses.replace(MINI, arbiter_fifo_depth=MINI.arbiter_fifo_depth + 1)
+    for kw, cfg in ((dict(simulation=True), MINI), ({}, deeper)):
         with pytest.raises(AssertionError, match="exported again"):
             export.export_verilog(cfg, tmp_path / "d", ["arbiter"], cache=cache, **kw)
     monkeypatch.setattr(export, "code_version", lambda: "another-version")
@@ -120,7 +120,7 @@ def test_a_second_export_is_read_from_the_cache_byte_for_byte(tmp_path, monkeypa
         export.export_verilog(MINI, tmp_path / "e", ["arbiter"], cache=cache)
 
 
-def test_the_cache_drops_other_code_versions_unused_for_a_day(tmp_path, monkeypatch):
+def test_the_cache_drops_other_code_versions_unused_for_a_day(tmp_path):
     import os
     import time
 

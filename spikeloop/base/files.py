@@ -247,7 +247,7 @@ def atomic_savez(path, **arrays) -> None:
 
 # -- caches ---------------------------------------------------------------------------
 
-def default_cache_dir(env: str, name: str) -> Path:
+def build_cache_dir(env: str, name: str) -> Path:
     """Where a cache of build products lives: ``$<env>``, else ``<repo>/build/<name>``
     for a source checkout whose folder is writable, else the user's cache
     directory (``$XDG_CACHE_HOME/spikeloop/<name>``, default
