@@ -268,14 +268,11 @@ def fast_ppus(cfg: ChipConfig, job: PpuJob, synapses, samples: list[int], stale:
     states rows of one set of arrays that the whole-run kernel takes without a
     copy (:class:`PpuBatch`), the synapses shared (a program that writes
     synapses runs one sample at a time)."""
-    geo = core.geometry(cfg, n_live=kw.get("n_live", 0), n_steps=kw.get("n_steps", 0),
-                        drain=kw.get("drain", 0), write_from=0, out_depth=out_buffer_vectors(cfg))
+    decoded = geo, prog = _decoded(cfg, job, kw.get("n_live", 0), kw.get("n_steps", 0),
+                                   kw.get("drain", 0), kw.get("write_from"))
     states = core.CoreState.batch(geo, np.asarray(kw.get("adc_cycles", ()), np.int64),
-                                  len(samples),
-                                  core.resets(core.predecode(job.words, int(geo[core.G_IW]))))
+                                  len(samples), core.resets(prog))
     states[0].syn_w[...], states[0].syn_l[...] = synapses
-    decoded = _decoded(cfg, job, kw.get("n_live", 0), kw.get("n_steps", 0), kw.get("drain", 0),
-                       kw.get("write_from"))
     return [FastPpu(cfg, job, None, sample=j, stale_adc=st, track=tr, core_state=cs,
                     decoded=decoded, **kw)
             for j, st, tr, cs in zip(samples, stale, track, states, strict=True)]
