@@ -60,6 +60,7 @@ from spikeloop.cosim.host import (
 from spikeloop.model.adc import adc_code
 from spikeloop.model.analog import lif_row
 from spikeloop.model.analog_loop import AnalogLoop
+from spikeloop.model.synapses import StepInput
 
 #: the watchdog's window: a run fails when this many steps' cycles pass without a step
 WATCHDOG_STEPS = 64
@@ -111,8 +112,8 @@ def _parse(text, bits, out):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _step_kernel(exc_text, inh_text, held_text, sum_bits, exc, inh, held, hold, v, ie, ii,
-                 noise, has_noise, leak, reset, thresh, decay_mem, decay_exc, decay_inh,
+def _step_kernel(exc_text, inh_text, held_text, sum_bits, given, exc, inh, held, hold, v, ie,
+                 ii, noise, has_noise, leak, reset, thresh, decay_mem, decay_exc, decay_inh,
                  k_exc, k_inh, gain_exc, gain_inh, v_min, v_max, merged, mbits, spikes, dv,
                  adc_scale, adc_offset, code_max, codes, codes_text, spikes_text):
     """One analog step of one sample from the ports' bit strings: the sums and
@@ -122,10 +123,12 @@ def _step_kernel(exc_text, inh_text, held_text, sum_bits, exc, inh, held, hold, 
     codes packed as ``adc_codes``, element ``i`` in bits ``[i*w, (i+1)*w)``,
     most significant bit first) and ``spikes_text`` (``spike_in``).  Returns 0,
     or 1, 2, 3 where ``exc_sum``, ``inh_sum`` or ``refractory_active`` has a bit
-    that is not 0 or 1 (nothing stepped)."""
-    if not _parse(exc_text, sum_bits, exc):
+    that is not 0 or 1 (nothing stepped).  ``given``: the step integrates the
+    sums already in ``exc`` and ``inh`` (the synapses' gains: the ports are
+    checked by the caller)."""
+    if not given and not _parse(exc_text, sum_bits, exc):
         return 1
-    if not _parse(inh_text, sum_bits, inh):
+    if not given and not _parse(inh_text, sum_bits, inh):
         return 2
     if not _parse(held_text, 1, held):
         return 3
@@ -159,9 +162,18 @@ class AnalogBridge:
     ``spikes`` collects ``(sample, step, r, neuron)`` of every spike, across
     the samples run with the same bridge."""
 
-    def __init__(self, dut, cfg, *, trace: MembraneTrace | None = None):
+    def __init__(self, dut, cfg, *, trace: MembraneTrace | None = None,
+                 inputs: StepInput | None = None, rows=None):
+        """``inputs`` and ``rows`` (the row-activity monitor listing every
+        activation): with driver and synapse mismatch, the sums each step
+        integrates come from the step's activations (weight x gain), and the
+        ``exc_sum``/``inh_sum`` ports must equal their digital sums."""
         self.dut = dut
         self.cfg = cfg
+        if (inputs is None) != (rows is None):
+            raise ValueError("inputs and rows come together (the sums come from the "
+                             "monitor's activations)")
+        self.inputs, self.rows = inputs, rows
         self.n = cfg.n_neurons
         self.sum_bits = len(dut.exc_sum) // self.n
         if self.sum_bits * self.n != len(dut.exc_sum):
@@ -209,17 +221,37 @@ class AnalogBridge:
             self._rows = (loop, *loop.row_arrays())
         dut = self.dut
         texts = [binstr(h) for h in (dut.exc_sum, dut.inh_sum, dut.refractory_active)]
+        if self.inputs is not None:
+            self._given_sums(texts)
         status = self._kernel(texts, *self._rows[1:], loop.next_noise())
         if status:
             name = ("exc_sum", "inh_sum", "refractory_active")[status - 1]
             raise BridgeError(f"{name} is {texts[status - 1]} (X/Z bits) in a step_done cycle")
         return int(texts[2].translate(WEAK_LEVELS), 2)
 
+    def _given_sums(self, texts) -> None:
+        """The step's sums from its activations (``self._exc``, ``self._inh``:
+        weight x gain), after checking the ports against their digital sums."""
+        k = self._step_of_sample
+        analog, digital = self.inputs.step(self.rows.events, k)
+        for i, (name, text) in enumerate(zip(("exc_sum", "inh_sum"), texts[:2], strict=False)):
+            port = np.zeros(self.n, np.int64)
+            if not _parse(np.frombuffer(text.encode("ascii"), np.uint8), self.sum_bits, port):
+                raise BridgeError(f"{name} is {text} (X/Z bits) in a step_done cycle")
+            if not np.array_equal(port, digital[i]):
+                j = int(np.flatnonzero(port != digital[i])[0])
+                raise BridgeError(
+                    f"step {k}: {name}[{j}] = {port[j]}, but the activations the monitor "
+                    f"listed in cycles [{k * self.inputs.S}, {(k + 1) * self.inputs.S}) "
+                    f"sum to {digital[i][j]}")
+        self._exc[:] = analog[0]
+        self._inh[:] = analog[1]
+
     def _kernel(self, texts, rows, params, adc, noise) -> int:
         (v, ie, ii), (scale, offset, code_max) = rows, adc
         return _step_kernel(
             *(np.frombuffer(t.encode("ascii"), np.uint8) for t in texts), self.sum_bits,
-            self._exc, self._inh, self._held, self._hold, v, ie, ii,
+            self.inputs is not None, self._exc, self._inh, self._held, self._hold, v, ie, ii,
             _NO_NOISE if noise is None else noise.numpy()[0], noise is not None, *params,
             self._spikes, self._dv, scale, offset, code_max, self._codes, self._codes_text,
             self._spikes_text)
@@ -229,6 +261,8 @@ class AnalogBridge:
         of ``loop`` (a throwaway: its state changes) on ports of zeros, so that a
         run timed afterwards measures the steps alone."""
         sums, held = "0" * len(self.dut.exc_sum), "0" * self.n
+        self._exc[:] = 0
+        self._inh[:] = 0
         self._kernel([sums, sums, held], *loop.row_arrays(), loop.next_noise())
 
     def drive_codes(self, loop: AnalogLoop) -> None:
@@ -246,9 +280,12 @@ class AnalogBridge:
         ends it), with ``adc_codes`` already driven with the initial codes."""
         S = self.cfg.analog_step_cycles
         self._trace(sample, -1, 0, loop)
+        if self.inputs is not None:
+            self.inputs.reset()
         watchdog = cocotb.start_soon(self._watchdog(sample, self.steps_run, S))
         try:
             for k in range(n_steps):
+                self._step_of_sample = k
                 await self._step(loop, sample, k, S)
         finally:
             watchdog.cancel()

@@ -83,6 +83,7 @@ from spikeloop.cosim.monitor import RowActivity, activation_counts
 from spikeloop.cosim.runner import CosimContext, cosim_context
 from spikeloop.model.analog_loop import AnalogLoop
 from spikeloop.model.chip import Chip
+from spikeloop.model.synapses import StepInput
 
 #: the counters read back after every sample, in the order of the read burst
 COUNTERS = ("xbar_events", "xbar_drops", "arbiter_drops", "driver_unmatched",
@@ -383,12 +384,23 @@ async def run_job(dut, job: Job | None = None) -> dict:
             await host.edge()
 
     trace = MembraneTrace(cfg.n_neurons) if job.spec.get("membranes") else None
-    bridge = AnalogBridge(dut, cfg, trace=trace)
     # the activations per driver come from the top's own counters (read once a
-    # sample); the per-cycle monitor runs only when every activation is listed,
-    # and its counts must then equal the counters'
+    # sample); the per-cycle monitor runs only when every activation is listed
+    # (asked for, or with driver and synapse mismatch: each step's sums of
+    # weight x gain come from its activations), and its counts must then equal
+    # the counters'
+    gains = chip.synapse_gains
     rows = (RowActivity(dut, cfg, clock_period_ps(cfg), keep_events=True)
-            if job.spec.get("row_events", False) else None)
+            if job.spec.get("row_events", False) or gains is not None else None)
+    inputs = None
+    if gains is not None:
+        if ppu is not None and ppu.writes_synapses:
+            raise ValueError("a co-simulated chip with driver or synapse mismatch runs no "
+                             "PPU program that writes synapses (its sums are taken from "
+                             "the image's weights)")
+        inputs = StepInput(cfg, image, gains)
+    bridge = AnalogBridge(dut, cfg, trace=trace, inputs=inputs,
+                          rows=rows if inputs is not None else None)
     records, adc_rows, adc_counts, row_acts, row_events = [], [], [], [], []
     counters = {k: [] for k in COUNTERS}
     t_runs = 0.0
@@ -405,7 +417,8 @@ async def run_job(dut, job: Job | None = None) -> dict:
         t_runs += await run_sample(host, bridge, loop, s, n_steps, start_ppu=each_sample,
                                    rows=rows)
         listed, evs = rows.take() if rows is not None else (None, [])
-        row_events += [(s, *e) for e in evs]
+        if job.spec.get("row_events", False):
+            row_events += [(s, *e) for e in evs]
         c = await read_counters(host, s, L)    # returns with the values settled
         acts = activation_counts(dut, cfg)
         if listed is not None and listed != acts:

@@ -54,7 +54,13 @@ from spikeloop.base.config import ChipConfig
 
 from . import jit  # noqa: F401  (the compiled kernels' cache stamp: jit.py)
 from .adc import ADCParams, adc_convert
-from .mismatch import SETTING_KINDS, ChipMismatch, MismatchConfig, draw_mismatch
+from .mismatch import (
+    SETTING_KINDS,
+    ChipMismatch,
+    MismatchConfig,
+    draw_mismatch,
+    synapse_gain_table,
+)
 from .noise import membrane_noise, noise_kind
 
 SETTING_NAMES = ("leak", "reset", "threshold", "tau_mem", "tau_syn_exc", "tau_syn_inh",
@@ -243,15 +249,24 @@ class LIFParams:
     def from_physical(cls, phys: NeuronPhysical, dt_us: float, *, noise_sigma_v: float = 0.0,
                       dtype: torch.dtype = torch.float32, device="cpu",
                       v_min_v: float = V_MIN_V, v_max_v: float = V_MAX_V,
-                      merge=None, noise_model: str = "box-muller") -> LIFParams:
+                      merge=None, noise_model: str = "box-muller",
+                      weight_shift: int = 0) -> LIFParams:
         """``noise_sigma_v``: stationary std of the free membrane's noise (an
         Ornstein-Uhlenbeck process sampled exactly per step: per-step std
         ``noise_sigma_v * sqrt(1 - exp(-2 dt/tau_mem))``); 0 switches noise off.
         ``merge``: the merge bits ``[n_neurons // 2]`` of a two-half chip (see
         the module docstring), None or all zero: no neuron merged.
-        ``noise_model``: the noise's generator (model/noise.py ``NOISE_MODELS``)."""
+        ``noise_model``: the noise's generator (model/noise.py ``NOISE_MODELS``).
+        ``weight_shift``: the synapse sums come in units of ``2**-weight_shift``
+        weight LSB (the synapses' fixed-point gains, model/mismatch.py
+        :func:`~spikeloop.model.mismatch.synapse_gain_table`): the gains are
+        divided by ``2**weight_shift``, exactly (a power of two), so a sum
+        ``2**weight_shift`` times as large gives the same bits."""
         noise_kind(noise_model)
         p = {k: v.to(torch.float64).cpu() for k, v in phys.as_dict().items()}
+        if weight_shift:
+            for k in ("gain_exc_v_per_us", "gain_inh_v_per_us"):
+                p[k] = torch.ldexp(p[k], torch.tensor(-int(weight_shift)))
         n = p["tau_mem_us"].shape[-1]
         merged = None
         if merge is not None:
@@ -622,6 +637,9 @@ class AnalogChipModel:
         self._mm: ChipMismatch = draw_mismatch(cfg, self.chip_seed, self.mismatch_config)
         self._dev = {k: torch.from_numpy(np.ascontiguousarray(getattr(self._mm, k).T))
                      for k in ("offset", "slope", "nonlin")}  # [n, 8] float64
+        #: every synapse's fixed-point gain (int32 [halves, rows, columns], units of
+        #: ``2**-WEIGHT_GAIN_BITS``), None: no synapse or driver mismatch
+        self.synapse_gains = synapse_gain_table(cfg, self.chip_seed, self.mismatch_config)
 
     @property
     def n_neurons(self) -> int:
@@ -661,12 +679,15 @@ class AnalogChipModel:
         return nominal_settings(self.cfg, self.ranges)
 
     def lif_params(self, settings, *, dtype: torch.dtype = torch.float32, device="cpu",
-                   noise_sigma_v: float | None = None, merge=None) -> LIFParams:
-        """``merge``: the image's ``neuron_merge`` bits (None: no neuron merged)."""
+                   noise_sigma_v: float | None = None, merge=None,
+                   weight_shift: int = 0) -> LIFParams:
+        """``merge``: the image's ``neuron_merge`` bits (None: no neuron merged);
+        ``weight_shift``: :meth:`LIFParams.from_physical`'s."""
         sigma = self.noise_sigma_v if noise_sigma_v is None else noise_sigma_v
         return LIFParams.from_physical(self.physical(settings), self.dt_us,
                                        noise_sigma_v=sigma, dtype=dtype, device=device,
-                                       merge=merge, noise_model=self.noise_model)
+                                       merge=merge, noise_model=self.noise_model,
+                                       weight_shift=weight_shift)
 
     def adc_params(self, *, dtype: torch.dtype = torch.float32, device="cpu") -> ADCParams:
         return ADCParams.build(self._mm.adc_gain_dev, self._mm.adc_offset_lsb,

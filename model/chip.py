@@ -45,7 +45,7 @@ from spikeloop.model.calibration import (
     plot_spreads,
     spread_report,
 )
-from spikeloop.model.mismatch import MismatchConfig
+from spikeloop.model.mismatch import WEIGHT_GAIN_BITS, MismatchConfig
 from spikeloop.model.noise import NOISE_MODELS
 
 
@@ -102,7 +102,7 @@ def _calibration_key(cfg: ChipConfig, chip_seed: int, reps: int, readout_noise_l
 class Chip:
     def __init__(self, cfg: ChipConfig, chip_seed: int,
                  calibration: CalibrationResult | None = None, *,
-                 noise_model: str = "box-muller"):
+                 noise_model: str = "box-muller", mismatch: MismatchConfig | None = None):
         if not isinstance(chip_seed, int) or chip_seed < 0:
             raise ValueError(f"chip_seed must be a non-negative integer, got {chip_seed!r}")
         if calibration is not None:
@@ -111,24 +111,28 @@ class Chip:
         self.chip_seed = chip_seed
         self.calibration = calibration
         #: the analog half of this specimen (its hidden true parameters live here);
-        #: ``noise_model``: its temporal noise's generator (model/noise.py)
-        self.analog = AnalogChipModel(cfg, chip_seed, noise_model=noise_model)
+        #: ``noise_model``: its temporal noise's generator (model/noise.py);
+        #: ``mismatch``: the magnitudes of its deviations (default: MismatchConfig())
+        self.analog = AnalogChipModel(cfg, chip_seed, mismatch, noise_model=noise_model)
 
     @classmethod
     def calibrated(cls, cfg: ChipConfig, chip_seed: int, *, reps: int = 8,
                    readout_noise_lsb: float = 0.0, neuron_targets: dict | None = None,
-                   noise_model: str = "box-muller") -> Chip:
+                   noise_model: str = "box-muller",
+                   mismatch: MismatchConfig | None = None) -> Chip:
         """Build the specimen and calibrate it by measurement (``reps`` repetitions
         per measurement, the column ADC's temporal noise ``readout_noise_lsb``,
         per-neuron ``neuron_targets``: :func:`~spikeloop.model.calibration.calibrate`;
         the membranes' temporal noise by generator ``noise_model``, which the
-        chip keeps).  The same arguments in one process give a copy of the first
-        result (the calibration is deterministic; ``_CALIBRATED``)."""
+        chip keeps; ``mismatch``: the magnitudes of its deviations).  The same
+        arguments in one process give a copy of the first result (the
+        calibration is deterministic; ``_CALIBRATED``)."""
+        mismatch = mismatch or MismatchConfig()
         key = (_calibration_key(cfg, chip_seed, reps, readout_noise_lsb, neuron_targets),
-               noise_model)
+               noise_model, mismatch)
         result = _CALIBRATED.get(key)
         if result is None:
-            chip = cls(cfg, chip_seed, noise_model=noise_model)
+            chip = cls(cfg, chip_seed, noise_model=noise_model, mismatch=mismatch)
             result = calibrate(ChipProbe(chip.analog, readout_noise_lsb=readout_noise_lsb),
                                reps=reps, neuron_targets=neuron_targets)
             _CALIBRATED[key] = result
@@ -136,7 +140,8 @@ class Chip:
                 _CALIBRATED.popitem(last=False)
         else:
             _CALIBRATED.move_to_end(key)
-        return cls(cfg, chip_seed, copy.deepcopy(result), noise_model=noise_model)
+        return cls(cfg, chip_seed, copy.deepcopy(result), noise_model=noise_model,
+                   mismatch=mismatch)
 
     def with_residual(self, fraction: float) -> Chip:
         """The same specimen calibrated only part of the way: every 10-bit setting
@@ -177,11 +182,21 @@ class Chip:
         out.analog_settings = self.settings.copy()
         return out
 
+    @property
+    def synapse_gains(self) -> np.ndarray | None:
+        """Every synapse's fixed-point gain (driver and synapse mismatch; int32
+        [halves, rows, columns] in units of ``2**-WEIGHT_GAIN_BITS``), None when
+        the chip has none: the analog side then integrates the digital weights."""
+        return self.analog.synapse_gains
+
     def lif_params(self, image: ConfigImage, **kw):
         """The analog model's parameters for the settings and merge switches the
-        image writes."""
+        image writes, for the synapse sums of :func:`~spikeloop.model.synapses.row_tables`
+        (weights times the synapses' gains, when the chip has them)."""
         merge = image.neuron_merge if image.neuron_merge.size else None
-        return self.analog.lif_params(torch.as_tensor(image.analog_settings), merge=merge, **kw)
+        shift = 0 if self.synapse_gains is None else WEIGHT_GAIN_BITS
+        return self.analog.lif_params(torch.as_tensor(image.analog_settings), merge=merge,
+                                      weight_shift=shift, **kw)
 
     # -- files: the chip instance with its calibration --------------------------
     def analog_definition(self) -> dict:

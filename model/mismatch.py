@@ -33,6 +33,11 @@ SETTING_KINDS = ("voltage", "voltage", "voltage", "tau", "tau", "tau", "gain", "
 
 _NEURON_STREAM = 1
 _ADC_STREAM = 2
+_SYNAPSE_STREAM = 3
+#: fraction bits of the fixed-point gain of each synapse (:func:`synapse_gain_table`):
+#: the analog side integrates weight x gain in units of ``2**-WEIGHT_GAIN_BITS``
+#: weight LSB
+WEIGHT_GAIN_BITS = 10
 #: clip limits that keep every mismatched transfer curve strictly increasing
 _SLOPE_MIN = -0.5
 _NONLIN_MAX = 0.2
@@ -47,7 +52,10 @@ class MismatchConfig:
     fraction of the span at mid-range.  Time constants: the same shape applied to
     ``ln(tau)`` over ``ln(tau_hi/tau_lo)``, offset in natural-log units (0.3 ~ 30 %).
     Gains: ``g = g_hi*(x*(1+slope) + nonlin*4x(1-x))*exp(offset)``.
-    ADC: offset in codes, gain relative."""
+    ADC: offset in codes, gain relative.  Synapses: each synapse's current is
+    ``weight * (1 + driver) * (1 + synapse)`` with one relative deviation per
+    driver and one per synapse (:func:`synapse_gain_table`; 0, the default:
+    none, and the analog side integrates the digital weights exactly)."""
 
     voltage_offset_sigma_v: float = 0.10
     voltage_slope_sigma: float = 0.05
@@ -60,8 +68,19 @@ class MismatchConfig:
     gain_nonlin_sigma: float = 0.02
     adc_offset_sigma_lsb: float = 1.5
     adc_gain_sigma: float = 0.015
+    #: relative std of each synapse driver's efficacy left after calibration
+    #: (one gain for both rows the driver feeds)
+    driver_gain_sigma: float = 0.0
+    #: relative std of each synapse's weight DAC gain (never calibrated)
+    synapse_gain_sigma: float = 0.0
     #: multiplies every sigma above (0 = an ideal chip)
     scale: float = 1.0
+
+    def __post_init__(self):
+        for name in ("driver_gain_sigma", "synapse_gain_sigma"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and 0 <= v <= 0.5):
+                raise ValueError(f"{name} = {v!r}; allowed: a number from 0 to 0.5")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,3 +125,24 @@ def draw_mismatch(cfg: ChipConfig, chip_seed: int,
     adc_offset = za[0] * (config.adc_offset_sigma_lsb * config.scale)
     adc_gain = np.clip(za[1] * (config.adc_gain_sigma * config.scale), -0.5, 0.5)
     return ChipMismatch(offset, slope, nonlin, adc_offset, adc_gain)
+
+
+def synapse_gain_table(cfg: ChipConfig, chip_seed: int,
+                       config: MismatchConfig | None = None) -> np.ndarray | None:
+    """The fixed-point gain of every synapse of chip ``chip_seed``: int32
+    ``[halves, rows, columns]``, ``round(2**WEIGHT_GAIN_BITS (1 + d) (1 + s))``
+    with ``d`` the deviation of the row's driver (rows ``2i`` and ``2i + 1``
+    share driver ``i``) and ``s`` the synapse's own (normal, std
+    ``driver_gain_sigma`` and ``synapse_gain_sigma`` times ``scale``, each
+    clipped to [-0.5, 0.5]); None when both stds are 0.  Drawn from the chip
+    seed's own stream (the neurons' and the ADC's draws do not change)."""
+    config = config or MismatchConfig()
+    sd, ss = config.driver_gain_sigma * config.scale, config.synapse_gain_sigma * config.scale
+    if sd == 0 and ss == 0:
+        return None
+    H, R, C = cfg.n_halves, cfg.rows_per_half, cfg.columns_per_half
+    rng = np.random.default_rng(np.random.SeedSequence([int(chip_seed), _SYNAPSE_STREAM]))
+    d = np.clip(rng.standard_normal((H, R // 2)) * sd, -0.5, 0.5)   # fixed order
+    s = np.clip(rng.standard_normal((H, R, C)) * ss, -0.5, 0.5)
+    g = (1.0 + np.repeat(d, 2, axis=1))[:, :, None] * (1.0 + s)
+    return np.rint(g * (1 << WEIGHT_GAIN_BITS)).astype(np.int32)

@@ -22,6 +22,7 @@ from spikeloop.base.image import ConfigImage
 from spikeloop.base.layouts import pack_event
 from spikeloop.model.analog import LEAK, THRESHOLD
 from spikeloop.model.chip import Chip
+from spikeloop.model.mismatch import MismatchConfig
 from spikeloop.verify.scenarios import SCENARIOS
 
 pytestmark = pytest.mark.unit
@@ -141,7 +142,12 @@ def random_case(seed: int, cfg=None):
         per_sample.append([(int(c), int(rng.integers(cfg.n_ext_inputs)), label())
                            for c in cycles])
     events = InputEvents.from_lists(cfg, per_sample)
-    return chip, img, events, n_steps, int(rng.integers(0, 100))
+    offset = int(rng.integers(0, 100))
+    if rng.random() < 0.4:            # driver and synapse mismatch: sums of weight x gain
+        chip = Chip(cfg, chip.chip_seed, mismatch=MismatchConfig(
+            driver_gain_sigma=float(rng.uniform(0, 0.1)),
+            synapse_gain_sigma=float(rng.uniform(0, 0.3))))
+    return chip, img, events, n_steps, offset
 
 
 def check_seed(seed: int) -> None:

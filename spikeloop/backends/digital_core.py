@@ -14,8 +14,9 @@ refractory counters (closed form, torch, on the backend's device), the
 playback's release cycles (closed form,
 :func:`~spikeloop.backends.fast.playback_schedule`) and the ADC.  The driver
 activations a window makes are returned as rows (sample, half, driver,
-address); :func:`accumulate` adds their synapse weights to the analog
-boundaries' sums of the step on the CPU (on CUDA the device does, fast.py).
+address); :func:`~spikeloop.model.synapses.accumulate` adds their synapses'
+weights (times their gains, model/synapses.py) to the step's sums on the CPU
+(on CUDA the device does, fast.py).
 
 State (all numpy, one row per sample; see :class:`DigitalState`) and counters
 are kept unsaturated; fast.py saturates them when the run ends.
@@ -54,6 +55,7 @@ from spikeloop.model.adc import adc_code
 from spikeloop.model.analog import lif_row
 from spikeloop.model.jit import next_set  # (importing jit.py stamps the kernels' cache)
 from spikeloop.model.noise import noise_row
+from spikeloop.model.synapses import accumulate_first
 
 _U64 = np.uint64
 #: de Bruijn sequence and table: the index of the lowest set bit of a uint64
@@ -526,35 +528,6 @@ def _crossbar_update(b, cf, st, cnt, cy):
 
 
 @numba.njit(cache=True, nogil=True)
-def accumulate(acts, drivers_per_half, row_weight, row_label, row_sign, acc):
-    """Add the synapse weights of ``acts`` rows (sample, half, driver, address)
-    to ``acc`` [2 (exc, inh), B, halves, columns]: both rows of the driver, the
-    synapses whose label is the address, by the row's sign (``row_sign``
-    [halves * drivers, 2]: 0 exc, 1 inh, -1 off; ``row_weight``, ``row_label``
-    [halves * drivers, 2, columns])."""
-    _accumulate(acts, len(acts), drivers_per_half, row_weight, row_label, row_sign, acc)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _accumulate(acts, k, drivers_per_half, row_weight, row_label, row_sign, acc):
-    """:func:`accumulate` of the first ``k`` rows of ``acts``."""
-    C = acc.shape[3]
-    for m in range(k):
-        b, h, address = acts[m, 0], acts[m, 1], acts[m, 3]
-        hd = h * drivers_per_half + acts[m, 2]
-        for r in range(2):
-            s = row_sign[hd, r]
-            if s < 0:
-                continue
-            dst = acc[s, b, h]
-            lab = row_label[hd, r]
-            wt = row_weight[hd, r]
-            for c in range(C):      # (a select, not a branch: vectorised)
-                w = wt[c]
-                dst[c] += w if lab[c] == address else 0
-
-
-@numba.njit(cache=True, nogil=True)
 def nonzero2(mask):
     """``torch.nonzero`` of a 2-d bool array: [k, 2] int64 (row, column), row-major."""
     k = 0
@@ -746,7 +719,7 @@ def run_samples(b0, b1, run, lif, an, cf, st, cnt, cy, sc, pp):
                         for j in range(n):
                             if (pp.holds[b, k, j >> 6] >> _U64(j & 63)) & _U64(1):
                                 hold[j] = True
-                _accumulate(sc.acts, n_acts, run.D, run.row_weight, run.row_label,
+                accumulate_first(sc.acts, n_acts, run.D, run.row_weight, run.row_label,
                             run.row_sign, an.acc)
                 if run.has_noise:
                     noise_row(run.keys[b], _U64(k), run.neurons, run.cols, run.sigma, sc.noise,

@@ -35,8 +35,9 @@ fast:
   or for every sample when a PPU program reads them), the refractory counters
   from the prescaler ticks between two boundaries (torch, on the device).
 - **One sum per step.**  The weights of all driver activations of a window are
-  added to the step's sums in one pass before the step (on the CPU by
-  ``digital_core.accumulate``; on CUDA by one gather and ``index_add`` on the
+  added to the step's sums in one pass before the step (weight times gain
+  with driver and synapse mismatch, model/synapses.py; on the CPU by
+  ``model.synapses.accumulate``; on CUDA by one gather and ``index_add`` on the
   device: :meth:`FastChip._flush_activations`).
 - **Noise ahead.**  The membrane noise of many steps (about 2**21 numbers) is
   computed per call: on the CPU on model/noise.py's float32 path (the exact
@@ -63,7 +64,6 @@ from spikeloop.backends.digital_core import (
     DigitalState,
     Run,
     Scratch,
-    accumulate,
     nonzero2,
     run_samples,
     spikes_from_bits,
@@ -72,13 +72,13 @@ from spikeloop.backends.fast_ppu import FastPpu, PpuBatch, fast_ppus, initial_st
 from spikeloop.base.config import ChipConfig
 from spikeloop.base.events import InputEvents, Observables
 from spikeloop.base.image import ConfigImage
-from spikeloop.base.layouts import RowSign
 from spikeloop.base.ppu_job import PpuJob
 from spikeloop.base.protocol import DRAIN_CYCLES, live_cycles
 from spikeloop.model.analog import _kernel_params
 from spikeloop.model.analog_loop import AnalogLoop
 from spikeloop.model.chip import Chip
 from spikeloop.model.noise import noise_kind, sample_keys
+from spikeloop.model.synapses import accumulate, row_tables
 
 
 def run_fast(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, *,
@@ -273,7 +273,7 @@ class FastChip:
         #: call (:func:`~spikeloop.backends.digital_core.run_samples`); False: step
         #: by step from Python (the path CUDA takes; the same bits)
         self.whole_run = dev.type == "cpu" and whole_run
-        H, C, n = cfg.n_halves, cfg.columns_per_half, cfg.n_neurons
+        H, n = cfg.n_halves, cfg.n_neurons
         D, Bh = cfg.drivers_per_half, cfg.buses_per_half
         P, K = cfg.neurons_per_block, cfg.n_blocks
 
@@ -315,16 +315,13 @@ class FastChip:
         self.tables.update(match=match.reshape(cfg.n_buses * rs_n, per_bus),
                            n_match=n_match.reshape(-1))
         # synapse memory + row signs, per (half, driver) and row (two per driver):
-        # weights, labels [H*D, 2, C] and the sums the row feeds (0 exc, 1 inh, -1 off)
-        sign = np.asarray(image.row_sign).reshape(H * D, 2)
-        self.row_weight = np.ascontiguousarray(image.synapse_weight.reshape(H * D, 2, C),
-                                               dtype=np.int32)
-        self.row_label = np.ascontiguousarray(image.synapse_label.reshape(H * D, 2, C),
-                                              dtype=np.int64)
-        self.row_sign = np.where(sign == RowSign.EXC, 0,
-                                 np.where(sign == RowSign.INH, 1, -1)).astype(np.int64)
+        # what a matched synapse adds (its weight, times its gain with synapse
+        # mismatch), labels [H*D, 2, C] and the sums the row feeds (0 exc, 1 inh,
+        # -1 off): model/synapses.py
+        self.row_weight, self.row_label, self.row_sign = row_tables(cfg, image,
+                                                                    chip.synapse_gains)
         #: where the window's activations are summed into the step's sums: on the host
-        #: (CPU: ``digital_core.accumulate``) or on the device (torch, _device_tables)
+        #: (CPU: ``model.synapses.accumulate``) or on the device (torch, _device_tables)
         self.sum_on_host = dev.type == "cpu"
         self.row_w_addr = None
         if not self.sum_on_host:

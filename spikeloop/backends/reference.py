@@ -2,9 +2,16 @@
 and the analog model, one cycle at a time in Python.  Slow (a few thousand
 cycles per second on the mini preset) and simple: the golden model that the
 cosim and fast backends are checked against.  ``ppu``: a PPU program run with
-the job (spikeloop/base/ppu_job.py); its results are ``Observables.ppu``."""
+the job (spikeloop/base/ppu_job.py); its results are ``Observables.ppu``.
+
+With driver and synapse mismatch (``Chip.synapse_gains``) the analog model
+integrates each step's activated synapses times their gains
+(:class:`~spikeloop.model.synapses.StepInput`, from the activations the
+reference lists with their cycles), and the digital boundary's column sums
+must equal the same activations' digital sums."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from spikeloop.base.events import InputEvents, Observables, observables_from_samples
@@ -16,6 +23,7 @@ from spikeloop.model.analog_loop import AnalogLoop, bits_to_bool, bool_to_bits
 from spikeloop.model.chip import Chip
 from spikeloop.model.digital.ppu import ppu_result
 from spikeloop.model.digital.top import ChipDigitalRef
+from spikeloop.model.synapses import StepInput
 
 
 def run_reference(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, *,
@@ -28,7 +36,8 @@ def run_reference(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: 
     job = PpuJob.of(cfg, ppu)
     n = cfg.n_neurons
     ref = ChipDigitalRef(cfg, image)
-    ref.record_rows = bool(row_events)
+    gains = chip.synapse_gains
+    ref.record_rows = bool(row_events) or gains is not None
     ppu_runs = []
     if job is not None:
         ref.ppu.load(job.words)
@@ -48,12 +57,22 @@ def run_reference(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: 
         codes = [int(c) for c in analog.codes()[0]]
         ref.start(events.of_sample(s).tolist())
         ref.reset_rows()
+        inputs = None
+        if gains is not None:     # the synapse memory as the run starts (a PPU may write it)
+            inputs = StepInput(cfg, image, gains, synapse_weight=_memory(ref, 0),
+                               synapse_label=_memory(ref, 1))
         k = 0
         for r in range(L):
             o = ref.analog_outputs()
             spike_in = 0
             if o["step_done"] and k < n_steps:
-                fired = analog.step(torch.tensor([o["exc_sum"]]), torch.tensor([o["inh_sum"]]),
+                exc, inh = o["exc_sum"], o["inh_sum"]
+                if inputs is not None:
+                    (exc, inh), digital = inputs.step(ref.row_events, k)
+                    if digital[0].tolist() != o["exc_sum"] or digital[1].tolist() != o["inh_sum"]:
+                        raise AssertionError(f"sample {s}, step {k}: the analog boundary's sums "
+                                             "differ from its activations' synapses")
+                fired = analog.step(torch.tensor(np.array([exc])), torch.tensor(np.array([inh])),
                                     torch.tensor([bits_to_bool(o["refractory_active"], n)]))[0]
                 spikes += [(s, k, r, int(i)) for i in torch.nonzero(fired).reshape(-1)]
                 spike_in = bool_to_bits(fired.tolist())
@@ -75,7 +94,8 @@ def run_reference(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: 
         for key in counters:
             counters[key].append(c[key])
         row_acts.append(c["row_activations"])
-        rows += [(s, *e) for e in ref.row_events]
+        if row_events:
+            rows += [(s, *e) for e in ref.row_events]
     return observables_from_samples(
         cfg, spikes=spikes, records=records, adc_rows=adc_rows, counters=counters,
         cycles_per_sample=L, n_steps=n_steps, run_seed=run_seed, backend="reference",
@@ -92,3 +112,9 @@ def _ppu_halt(ref: ChipDigitalRef, job: PpuJob, since: str) -> dict:
         ref.tick(0, zeros, running=False)
     return ppu_result(ref.cfg, ref.ppu, ref.ppu_out, ref.ppu_out_drops, job,
                       [syn.mem for syn in ref.synapses], since)
+
+
+def _memory(ref: ChipDigitalRef, field: int) -> np.ndarray:
+    """The synapse memories' weights (``field`` 0) or labels (1), [halves, rows, columns]."""
+    return np.array([[[cell[field] for cell in row] for row in syn.mem] for syn in ref.synapses],
+                    dtype=np.int64)
