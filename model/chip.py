@@ -314,7 +314,8 @@ def report_path(out: str | Path) -> Path:
 
 def calibrate_to_file(cfg: ChipConfig, chip_seed: int, out, plot=None,
                       residual: float | None = None, *, reps: int = 8,
-                      readout_noise_lsb: float = 0.0, noise_model: str = "box-muller") -> dict:
+                      readout_noise_lsb: float = 0.0, noise_model: str = "box-muller",
+                      mismatch: MismatchConfig | None = None) -> dict:
     """Calibrate chip ``chip_seed`` of ``cfg`` by measurement; write ``out`` (the
     chip file, loadable with :meth:`Chip.load`), the report beside it
     (:func:`report_path`) and, with ``plot``, a histogram of the spreads; return
@@ -322,11 +323,13 @@ def calibrate_to_file(cfg: ChipConfig, chip_seed: int, out, plot=None,
     (:meth:`Chip.with_residual`, a what-if evaluated the same way).  ``reps``,
     ``readout_noise_lsb``: what limits the measurements (:meth:`Chip.calibrated`);
     ``noise_model``: the membranes' noise generator, kept in the chip file;
-    the report holds them and the ADC channels' offsets against BrainScaleS-2's
-    limit (:func:`adc_channel_report`)."""
+    ``mismatch``: the specimen's mismatch magnitudes (default MismatchConfig()),
+    kept in the chip file; the report holds them, the ADC channels' offsets
+    against BrainScaleS-2's limit (:func:`adc_channel_report`) and the
+    synapses' gains (:func:`synapse_gain_report`)."""
     if residual is not None:
         residual = check_residual(residual)
-    chip = Chip(cfg, chip_seed, noise_model=noise_model)
+    chip = Chip(cfg, chip_seed, noise_model=noise_model, mismatch=mismatch)
     probe = ChipProbe(chip.analog, readout_noise_lsb=readout_noise_lsb)
     t0 = time.perf_counter()
     result = calibrate(probe, reps=reps)
@@ -334,8 +337,8 @@ def calibrate_to_file(cfg: ChipConfig, chip_seed: int, out, plot=None,
     # ---- evaluation (the hidden truth; separate from the algorithm) ----
     if residual is not None:
         # with_residual's report is this spread report, residual_fraction added
-        result = Chip(cfg, chip_seed, result,
-                      noise_model=noise_model).with_residual(residual).calibration
+        result = Chip(cfg, chip_seed, result, noise_model=noise_model,
+                      mismatch=mismatch).with_residual(residual).calibration
         report = dict(result.report)
     else:
         report = spread_report(chip.analog, chip.analog.nominal_settings(), result.settings)
@@ -344,15 +347,30 @@ def calibrate_to_file(cfg: ChipConfig, chip_seed: int, out, plot=None,
                   out=str(out), measurement={"reps": reps,
                                              "readout_noise_lsb": readout_noise_lsb,
                                              "noise_model": noise_model},
-                  adc_channels=adc_channel_report(chip.analog))
+                  adc_channels=adc_channel_report(chip.analog),
+                  synapse_gains=synapse_gain_report(chip.analog))
     result.report = report
-    Chip(cfg, chip_seed, result, noise_model=noise_model).save(out)
+    Chip(cfg, chip_seed, result, noise_model=noise_model, mismatch=mismatch).save(out)
     atomic_write_text(report_path(out), json.dumps(report, indent=2, sort_keys=True))
     if plot:
         Path(plot).parent.mkdir(parents=True, exist_ok=True)
         plot_spreads(chip.analog, chip.analog.nominal_settings(), result.settings, plot)
         report["plot"] = str(plot)
     return report
+
+
+def synapse_gain_report(analog: AnalogChipModel) -> dict:
+    """EVALUATION: the synapse drivers' and synapses' true gains (not calibrated:
+    BrainScaleS-2 calibrates its drivers to within 4 LSB and no synapse at all;
+    docs/analog.md).  ``std``: over every synapse of weight x gain / weight."""
+    mm = analog.mismatch_config
+    out = {"driver_gain_sigma": mm.driver_gain_sigma * mm.scale,
+           "synapse_gain_sigma": mm.synapse_gain_sigma * mm.scale,
+           "modelled": analog.synapse_gains is not None}
+    if analog.synapse_gains is not None:
+        g = analog.synapse_gains.astype(np.float64) / (1 << WEIGHT_GAIN_BITS)
+        out.update(std=float(g.std()), min=float(g.min()), max=float(g.max()))
+    return out
 
 
 def adc_channel_report(analog: AnalogChipModel) -> dict:

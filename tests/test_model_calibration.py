@@ -21,7 +21,13 @@ from spikeloop.model.calibration import (
     decalibrated_targets,
     spread_report,
 )
-from spikeloop.model.chip import adc_channel_report, calibrate_to_file, report_path
+from spikeloop.model.chip import (
+    adc_channel_report,
+    calibrate_to_file,
+    report_path,
+    synapse_gain_report,
+)
+from spikeloop.model.mismatch import MismatchConfig
 
 pytestmark = pytest.mark.unit
 
@@ -229,10 +235,20 @@ def test_cli_calibrate_prints_what_the_calibration_leaves(capsys):
     assert out[1].startswith("ADC channels (not calibrated): offset std ")
     assert "within 3 LSB: " in out[1]
     assert out[2].startswith("PSP efficacy spread after calibration (std/mean over neurons): ")
-    assert out[3].startswith("not modelled: per-synapse weight (DAC) mismatch")
+    assert out[3] == "synapse gains: ideal (--driver-gain-sigma, --synapse-gain-sigma; " \
+                     "docs/analog.md)"
+    mm = AnalogChipModel(MINI, 0, MismatchConfig(driver_gain_sigma=0.02,
+                                                 synapse_gain_sigma=0.05))
+    print_residual_sources({**rep, "adc_channels": adc_channel_report(chip),
+                            "synapse_gains": synapse_gain_report(mm)})
+    line = capsys.readouterr().out.splitlines()[3]
+    assert line.startswith("synapse gains (not calibrated): drivers 2 %, synapses 5 % (std "
+                           "drawn); every synapse's gain: std "), line
     for args, msg in ((["--reps", "0"], "reps = 0; allowed: an integer >= 1"),
                       (["--readout-noise-lsb", "-2"],
-                       "readout_noise_lsb = -2.0; allowed: a number >= 0")):
+                       "readout_noise_lsb = -2.0; allowed: a number >= 0"),
+                      (["--synapse-gain-sigma", "0.7"],
+                       "synapse_gain_sigma = 0.7; allowed: a number from 0 to 0.5")):
         assert cli_main(["calibrate", "--preset", "mini", "--chip-seed", "0", "--out",
                          "/nonexistent/x.npz", *args]) == 2
         err = capsys.readouterr().err.strip().splitlines()

@@ -28,6 +28,7 @@ from spikeloop.base.protocol import check_run
 from spikeloop.base.settings import option
 from spikeloop.cli.rtl import PRESET_HELP
 from spikeloop.model.chip import Chip, calibrate_to_file, check_residual
+from spikeloop.model.mismatch import MismatchConfig
 from spikeloop.model.noise import NOISE_MODELS
 from spikeloop.ppu import programs
 from spikeloop.ppu.asm import assemble
@@ -64,6 +65,12 @@ class CalibrateSettings:
         "box-muller", choices=NOISE_MODELS, help="the generator of the membranes' temporal "
         "noise, kept in the chip file: box-muller (the default, Gaussian numbers) or "
         "binomial (popcount of the same hash, standardised: cheaper; docs/analog.md)")
+    driver_gain_sigma: float = option(
+        0.0, help="relative std of each synapse driver's efficacy left after its "
+        "calibration, kept in the chip file (default 0: none; docs/analog.md)")
+    synapse_gain_sigma: float = option(
+        0.0, help="relative std of each synapse's weight DAC gain (never calibrated), kept "
+        "in the chip file (default 0: none; docs/analog.md)")
 
 
 def calibrate(s: CalibrateSettings) -> int:
@@ -76,13 +83,15 @@ def calibrate(s: CalibrateSettings) -> int:
         raise ValueError(f"reps = {s.reps}; allowed: an integer >= 1")
     if not (s.readout_noise_lsb >= 0 and math.isfinite(s.readout_noise_lsb)):
         raise ValueError(f"readout_noise_lsb = {s.readout_noise_lsb}; allowed: a number >= 0")
+    mismatch = MismatchConfig(driver_gain_sigma=s.driver_gain_sigma,
+                              synapse_gain_sigma=s.synapse_gain_sigma)
     prepare_output_file(s.out, "--out", overwrite=s.force, example="chip.npz")
     if s.plot:
         prepare_output_file(s.plot, "--plot", overwrite=s.force, example="spreads.png")
     print(f"calibrating preset {s.preset}, chip seed {s.chip_seed} (measurement only)")
     report = calibrate_to_file(cfg, s.chip_seed, s.out, s.plot, s.residual, reps=s.reps,
                                readout_noise_lsb=s.readout_noise_lsb,
-                               noise_model=s.noise_model)
+                               noise_model=s.noise_model, mismatch=mismatch)
     if s.residual is not None:
         print(f"then {100 * s.residual:g} % of the mismatch put back (--residual): every "
               "setting that fraction of the way back to its nominal value")
@@ -121,8 +130,14 @@ def print_residual_sources(report: dict) -> None:
     after = report["usability_after"]
     print(f"PSP efficacy spread after calibration (std/mean over neurons): "
           f"{after['efficacy_cv']:.4f}; tonic neurons {100 * after['tonic_fraction']:.1f} %")
-    print("not modelled: per-synapse weight (DAC) mismatch and per-driver spreads (the "
-          "digital side delivers exact integer weight sums per column; docs/analog.md)")
+    g = report.get("synapse_gains", {"modelled": False})
+    if g["modelled"]:
+        print(f"synapse gains (not calibrated): drivers {100 * g['driver_gain_sigma']:g} %, "
+              f"synapses {100 * g['synapse_gain_sigma']:g} % (std drawn); every synapse's "
+              f"gain: std {100 * g['std']:.2f} %, {g['min']:.3f}..{g['max']:.3f}")
+    else:
+        print("synapse gains: ideal (--driver-gain-sigma, --synapse-gain-sigma; "
+              "docs/analog.md)")
 
 
 @dataclass

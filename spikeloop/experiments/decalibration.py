@@ -62,6 +62,7 @@ from spikeloop.model.calibration import (
     decalibrated_targets,
 )
 from spikeloop.model.chip import Chip
+from spikeloop.model.mismatch import MismatchConfig
 from spikeloop.training.tasks import LOOP_BACKENDS, build_task
 from spikeloop.training.train import evaluate, load_network, surrogate_at_option, with_predated
 
@@ -70,7 +71,8 @@ QUICK = {"task": "yinyang", "preset": "mini", "seeds": (0, 1), "sigmas": (0.0, 0
          "epochs": 10, "train_samples": 1000, "test_samples": 500, "batch_size": 50}
 #: settings that must agree with a directory's earlier runs (the others may change)
 SHARED = ("task", "preset", "backend", "chip", "epochs", "train_samples", "test_samples",
-          "batch_size", "lr", "data_dir", "reps", "readout_noise_lsb", "surrogate_at")
+          "batch_size", "lr", "data_dir", "reps", "readout_noise_lsb", "surrogate_at",
+          "driver_gain_sigma", "synapse_gain_sigma")
 GROUP_NAMES = {"tau": "time constants", "threshold": "threshold minus leak",
                "all": "all at once"}
 
@@ -105,6 +107,12 @@ class DecalibrationSettings:
     reps: int = option(8, help="calibration: repetitions averaged per measurement (default 8)")
     readout_noise_lsb: float = option(0.0, metavar="LSB", help="calibration: temporal noise of "
                                       "the column ADC in every reading, LSB (default 0)")
+    driver_gain_sigma: float = option(
+        0.0, help="the chip's synapse drivers: relative std of their efficacy after "
+        "calibration (default 0; docs/analog.md)")
+    synapse_gain_sigma: float = option(
+        0.0, help="the chip's synapses: relative std of their weight DAC gains, never "
+        "calibrated (default 0; docs/analog.md)")
     threads: int | None = option(None, help="torch threads (default: the training's, 1)")
     device: str = option("cpu", help="the fast backend's torch device: cpu (default), cuda or "
                                      "cuda:N (the same bits on either)")
@@ -164,6 +172,15 @@ class DecalibrationSettings:
         if not (self.readout_noise_lsb >= 0 and math.isfinite(self.readout_noise_lsb)):
             raise ExperimentError(f"readout_noise_lsb = {self.readout_noise_lsb!r}; allowed: "
                                   "a number >= 0")
+        try:
+            self.mismatch()
+        except ValueError as e:
+            raise ExperimentError(str(e)) from None
+
+    def mismatch(self) -> MismatchConfig:
+        """The chip's mismatch magnitudes: the defaults, with these drivers and synapses."""
+        return MismatchConfig(driver_gain_sigma=self.driver_gain_sigma,
+                              synapse_gain_sigma=self.synapse_gain_sigma)
 
     def shared(self) -> dict:
         return {k: getattr(self, k) for k in SHARED}
@@ -206,9 +223,11 @@ def decalibrated_chip(ds: DecalibrationSettings, out: Path, group: str, sigma: f
                                   "it or use another --out")
         return path
     t0 = time.perf_counter()
-    probe = ChipProbe(Chip(cfg, ds.chip).analog, readout_noise_lsb=ds.readout_noise_lsb)
+    mm = ds.mismatch()
+    probe = ChipProbe(Chip(cfg, ds.chip, mismatch=mm).analog,
+                      readout_noise_lsb=ds.readout_noise_lsb)
     result = calibrate(probe, reps=ds.reps, neuron_targets=targets)
-    _save_chip(Chip(cfg, ds.chip, result), path)
+    _save_chip(Chip(cfg, ds.chip, result, mismatch=mm), path)
     log(f"  calibrated chip {ds.chip} to {'the nominal targets' if sigma == 0 else ''}"
         f"{'' if sigma == 0 else f'targets of {GROUP_NAMES[group]}, sigma_d {sigma:g}'} in "
         f"{time.perf_counter() - t0:.0f} s: {path}")
@@ -371,7 +390,9 @@ def _table(ds: DecalibrationSettings, s: dict, lv) -> str:
              f"decalibrated, {n} seed{'s' if n > 1 else ''} ({', '.join(map(str, ds.seeds))}), "
              f"{ds.epochs} epochs, train/test samples {ds.train_samples or 'all'}/"
              f"{ds.test_samples or 'all'}; calibration with {ds.reps} repetitions per "
-             f"measurement, ADC readout noise {ds.readout_noise_lsb:g} LSB. Errors in % (mean "
+             f"measurement, ADC readout noise {ds.readout_noise_lsb:g} LSB; synapse drivers' "
+             f"and synapses' gain spreads {100 * ds.driver_gain_sigma:g} % and "
+             f"{100 * ds.synapse_gain_sigma:g} % (std). Errors in % (mean "
              "± std over seeds) on the decalibrated chip; the ideal software model's test "
              f"error: {_pm(s['software_test'])} %.", "",
              "Achieved spreads: std over neurons / nominal value of the true parameters "

@@ -122,7 +122,8 @@ def surrogate_at_option(runs: str):
 
 #: settings added after runs were made, with the value those runs had (a saved
 #: run without the setting ran with it, whatever the default is now)
-PREDATED = {"surrogate_at": "measured", "noise_model": None}
+PREDATED = {"surrogate_at": "measured", "noise_model": None, "driver_gain_sigma": 0.0,
+            "synapse_gain_sigma": 0.0}
 
 
 def with_predated(saved: dict, now: dict) -> dict:
