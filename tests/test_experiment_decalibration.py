@@ -86,6 +86,11 @@ def test_tiny_experiment_resumes_and_reuses(tmp_path, capsys):
     assert json.loads((out / "experiment.json").read_text())["per_seed"] == res["per_seed"]
     assert cli_main(args + ["--surrogate-at", "model"]) == 2
     assert "surrogate_at: there 'measured', now 'model'" in capsys.readouterr().err
+    # the chips have no driver or synapse mismatch unless asked; asked, it is another
+    # experiment (refused here, nothing overwritten)
+    assert chip.synapse_gains is None
+    assert cli_main(args + ["--synapse-gain-sigma", "0.05"]) == 2
+    assert "synapse_gain_sigma: there 0.0, now 0.05" in capsys.readouterr().err
     # another experiment's settings in the same directory: refused, nothing overwritten
     before = {p: p.read_bytes() for p in out.rglob("*.json")}
     with pytest.raises(ExperimentError, match=r"holds an experiment with other settings "
@@ -106,6 +111,20 @@ def test_tiny_experiment_resumes_and_reuses(tmp_path, capsys):
             plot=False))
 
 
+def test_driver_and_synapse_mismatch_reach_every_chip(tmp_path):
+    out = tmp_path / "exp"
+    args = ["experiment", "decalibration", "--out", str(out), *TINY, "--sigmas", "0",
+            "--driver-gain-sigma", "0.04", "--synapse-gain-sigma", "0.05"]
+    assert cli_main(args) == 0
+    chip = Chip.load(out / "chips" / "chip1-mini-calibrated.npz")
+    mm = chip.analog.mismatch_config
+    assert (mm.driver_gain_sigma, mm.synapse_gain_sigma) == (0.04, 0.05)
+    assert chip.synapse_gains is not None
+    r = json.loads((out / "seed0" / "calibrated" / "loop" / "results.json").read_text())
+    assert r["args"]["chip_file"].endswith("chip1-mini-calibrated.npz")
+    assert "gain spreads 4 % and 5 % (std)" in (out / "table.md").read_text()
+
+
 @pytest.mark.parametrize("extra,msg", [
     (["--sigmas", "0", "1.5"], r"sigmas: 1.5; allowed: numbers in \[0, 1\]"),
     (["--sigmas", "0.1", "0.1"], "repeats a value"),
@@ -114,6 +133,8 @@ def test_tiny_experiment_resumes_and_reuses(tmp_path, capsys):
     (["--epochs", "0"], r"epochs = 0; allowed: an integer >= 1"),
     (["--reps", "0"], r"reps = 0; allowed: an integer >= 1"),
     (["--readout-noise-lsb", "-1"], r"readout_noise_lsb = -1.0; allowed: a number >= 0"),
+    (["--synapse-gain-sigma", "0.9"], r"synapse_gain_sigma = 0.9; allowed: a number from 0 "
+                                      "to 0.5"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra, msg):
     out = tmp_path / "exp"
