@@ -31,9 +31,12 @@ bridge (cosim/bridge.py).  One thing is observed inside: the synapse
 drivers' activations (``row_activations`` of the Observables), which no chip
 counter holds, from the co-simulated top level's instrumentation counters
 (port ``row_activations``, rtl/top.py; read once per sample); with
-``row_events`` the row-activity monitor
-(:class:`~spikeloop.cosim.monitor.RowActivity`) lists every activation as
-well, and its counts must equal the counters'.
+``row_events``, or on a chip with driver and synapse mismatch, the
+row-activity monitor (:class:`~spikeloop.cosim.monitor.RowActivity`) lists
+every activation as well, and its counts must equal the counters'; on such a
+chip the bridge takes each step's sums of weight x gain from the
+activations it lists (spikeloop/model/synapses.py ``StepInput``), after
+checking their digital sums against the RTL's ``exc_sum`` and ``inh_sum``.
 
 PPU (``ppu`` of the job, spikeloop/base/ppu_job.py): the program and its data
 are written through the host bus after the image.  ``before``: the PPU is

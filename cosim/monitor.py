@@ -8,15 +8,16 @@ Driver activations per run: the co-simulated top level counts them itself
 Python runs in the cycles in between; :func:`activation_counts` reads them
 once after a run.
 
-Every activation (``row_events``): per half ``h`` and bus ``b`` the monitor reads the DUT's
-own signals of ``drivers<h>`` (rtl/synapse_drivers.py): ``rows__<2b>__active``
-(the bus's activation in this cycle: port ``2b`` drives the first row of the
-activated driver), ``rows__<2b>__row`` (``2 * driver``) and
-``buses__<b>__payload`` (the event's label), at the falling edge of each
-cycle in which one is active.  It sleeps while none is (a rising ``active`` wakes it),
-so an idle chip costs nothing.  The Verilator build makes these signals
-reachable (cosim/row_activity.vlt); every other internal net stays Verilator's to
-optimise.
+Every activation (``row_events``, and on a chip with driver and synapse
+mismatch, whose steps' sums the bridge takes from them): per half ``h`` and bus
+``b`` the monitor reads the DUT's own signals of ``drivers<h>``
+(rtl/synapse_drivers.py): ``rows__<2b>__active`` (the bus's activation in this
+cycle: port ``2b`` drives the first row of the activated driver),
+``rows__<2b>__row`` (``2 * driver``) and ``buses__<b>__payload`` (the event's
+label), at the falling edge of each cycle in which one is active. It sleeps
+while none is (a rising ``active`` wakes it), so an idle chip costs nothing.
+The Verilator build makes these signals reachable (cosim/row_activity.vlt);
+every other internal net stays Verilator's to optimise.
 
 Functional coverage:
 
