@@ -192,11 +192,29 @@ class Chip:
     def lif_params(self, image: ConfigImage, **kw):
         """The analog model's parameters for the settings and merge switches the
         image writes, for the synapse sums of :func:`~spikeloop.model.synapses.row_tables`
-        (weights times the synapses' gains, when the chip has them)."""
+        (weights times the synapses' gains, when the chip has them).  The last
+        few are kept (a network's runs write the same settings run after run):
+        the same settings, merge switches, noise and arguments give the same
+        object, whose tensors no caller writes."""
         merge = image.neuron_merge if image.neuron_merge.size else None
         shift = 0 if self.synapse_gains is None else WEIGHT_GAIN_BITS
-        return self.analog.lif_params(torch.as_tensor(image.analog_settings), merge=merge,
-                                      weight_shift=shift, **kw)
+        a = self.analog
+        settings = np.ascontiguousarray(image.analog_settings)
+        key = (a, a.ranges, a.noise_sigma_v, a.noise_model, shift, settings.dtype.str,
+               settings.shape, settings.tobytes(),
+               None if merge is None else np.asarray(merge).tobytes(),
+               tuple(sorted((k, str(v)) for k, v in kw.items())))
+        cache = self.__dict__.setdefault("_lif_params", OrderedDict())
+        params = cache.get(key)
+        if params is None:
+            params = a.lif_params(torch.as_tensor(settings), merge=merge, weight_shift=shift,
+                                  **kw)
+            cache[key] = params
+            while len(cache) > 4:
+                cache.popitem(last=False)
+        else:
+            cache.move_to_end(key)
+        return params
 
     # -- files: the chip instance with its calibration --------------------------
     def analog_definition(self) -> dict:

@@ -1,6 +1,7 @@
 """Chip instance: seed, calibration, save/load, configuring an image."""
 import numpy as np
 import pytest
+import torch
 
 from spikeloop.base.config import MINI
 from spikeloop.base.image import ConfigImage, ImageError
@@ -116,3 +117,22 @@ def test_cli_calibrate_residual(chip3, tmp_path, capsys):
     assert cli_main(["calibrate", "--preset", "mini", "--chip-seed", "3", "--out", str(out),
                      "--residual", "2"]) == 2
     assert "residual fraction = 2.0; allowed: a number in [0, 1]" in capsys.readouterr().err
+
+
+def test_lif_params_are_kept_while_what_defines_them_is_the_same():
+    chip = Chip(MINI, 1)
+    img = chip.configure(ConfigImage.empty(MINI))
+    first = chip.lif_params(img)
+    assert chip.lif_params(img) is first
+    assert chip.lif_params(img, dtype=torch.float64) is not first
+    chip.analog.noise_model = "binomial"
+    assert chip.lif_params(img).noise_model == "binomial"
+    chip.analog.noise_model = "box-muller"
+    assert chip.lif_params(img) is first
+    sigma, chip.analog.noise_sigma_v = chip.analog.noise_sigma_v, 0.0
+    assert chip.lif_params(img).noise_step_v is None
+    chip.analog.noise_sigma_v = sigma
+    assert chip.lif_params(img) is first
+    img.analog_settings[3, 0] += 1
+    changed = chip.lif_params(img)
+    assert not torch.equal(changed.v_leak_v, first.v_leak_v)

@@ -174,3 +174,13 @@ def test_program_too_large():
     with pytest.raises(AsmError, match=r"line 9: program of 9 words does not fit the "
                                        r"instruction memory of 8 words"):
         assemble("nop\n" * 8 + "halt", MINI, imem_words=8)
+
+
+def test_program_is_assembled_once_and_handed_out_as_a_copy():
+    from spikeloop.ppu.programs import program
+    a = program("inference", MINI)
+    a.words[0] ^= 1
+    b = program("inference", MINI)
+    assert b.words != a.words and b.words[0] == a.words[0] ^ 1
+    with pytest.raises(ValueError, match="unknown PPU program 'nope'"):
+        program("nope", MINI)

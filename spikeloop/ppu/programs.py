@@ -37,6 +37,7 @@ start; docs/ppu.md "The PPU in the chip" describes the ports they use.
 """
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
@@ -209,12 +210,17 @@ UPDATE_EXAMPLE = """
 
 
 def program(name: str, cfg: ChipConfig) -> Program:
-    """Program ``name`` assembled for ``cfg``."""
-    try:
-        src = PROGRAMS[name]
-    except KeyError:
-        raise ValueError(f"unknown PPU program {name!r}; allowed: {', '.join(PROGRAMS)}") from None
-    return assemble(src, cfg)
+    """Program ``name`` assembled for ``cfg`` (a copy of the assembly, which is
+    kept per program and config: a network's runs ask for it run after run)."""
+    if name not in PROGRAMS:
+        raise ValueError(f"unknown PPU program {name!r}; allowed: {', '.join(PROGRAMS)}")
+    p = _assembled(PROGRAMS[name], cfg)
+    return Program(list(p.words), list(p.lines), dict(p.labels))
+
+
+@functools.lru_cache(maxsize=64)
+def _assembled(source: str, cfg: ChipConfig) -> Program:
+    return assemble(source, cfg)
 
 
 _LINE = re.compile(r"(?P<labels>\s*(?:[A-Za-z_]\w*\s*:\s*)*)(?P<body>[^#;]*)(?P<comment>.*)$")
