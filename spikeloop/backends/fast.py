@@ -125,7 +125,7 @@ def run_fast(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, 
     # the ADC buffer before a sample: the power-up zeros before the first, then
     # what the sample before left, entry by entry (in a speculative batch, the
     # entries it wrote are not known when the next sample's PPU runs)
-    stale = [[0] * cfg.n_neurons for _ in range(cfg.adc_buffer_depth)]
+    stale = list(np.zeros((cfg.adc_buffer_depth, cfg.n_neurons), dtype=np.int64))
     unknown = [None] * n_stored + stale[n_stored:]
     state = initial_state(cfg, job)     # the PPU's registers and data: the job's at first
     parts, b, B = [], 0, events.batch
