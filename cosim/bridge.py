@@ -234,7 +234,7 @@ class AnalogBridge:
         weight x gain), after checking the ports against their digital sums."""
         k = self._step_of_sample
         analog, digital = self.inputs.step(self.rows.events, k)
-        for i, (name, text) in enumerate(zip(("exc_sum", "inh_sum"), texts[:2], strict=False)):
+        for i, (name, text) in enumerate(zip(("exc_sum", "inh_sum"), texts[:2], strict=True)):
             port = np.zeros(self.n, np.int64)
             if not _parse(np.frombuffer(text.encode("ascii"), np.uint8), self.sum_bits, port):
                 raise BridgeError(f"{name} is {text} (X/Z bits) in a step_done cycle")

@@ -4,9 +4,12 @@ Every neuron has, for each of its 8 analog settings (see ``analog.SETTING_NAMES`
 a mismatched *transfer curve* from the 10-bit setting to the physical value: an
 offset, a slope deviation and a mild bow-shaped nonlinearity (see
 ``analog.transfer``).  Every ADC channel has an offset and a gain deviation.
+Optionally every synapse driver and every synapse has a gain deviation
+(:func:`synapse_gain_table`; off by default).
 
 Draws use ``numpy.random.default_rng(SeedSequence([chip_seed, stream]))`` with one
-stream for the neurons and one for the ADC, always in the same order: the same
+stream for the neurons, one for the ADC and one for the synapses, always in
+the same order: the same
 seed gives bit-identical deviations, two seeds give different chips.
 
 Default magnitudes (documented in docs/analog.md): chosen so that an

@@ -94,14 +94,14 @@ class StepInput:
     """The synapse sums of one sample's analog steps from its driver activations.
 
     ``step(activations, k)``: the activations are ``(cycle, half, driver,
-    address)`` in cycle order, counted from running cycle 0 (the reference's
-    ``row_events``, the co-simulation's row-activity monitor; the address is the
-    event label's low ``label_bits``); step ``k`` takes
-    those of cycles ``[k S, (k + 1) S)``, the window whose sums the analog
-    boundary shows at cycle ``(k + 1) S`` (the fast backend's windows). It
-    returns the excitatory and inhibitory sums the analog model integrates and
-    the digital weights' sums of the same activations, which must equal the
-    digital side's own column sums."""
+    label)`` in cycle order, counted from running cycle 0 (the reference's
+    ``row_events``, the co-simulation's row-activity monitor; the address is
+    the label's low ``label_bits``); step ``k`` takes those of cycles
+    ``[k S, (k + 1) S)``, the window whose sums the analog boundary shows at
+    cycle ``(k + 1) S`` (the fast backend's windows). It returns the
+    excitatory and inhibitory sums the analog model integrates and the digital
+    weights' sums of the same activations, which must equal the digital side's
+    own column sums."""
 
     def __init__(self, cfg: ChipConfig, image: ConfigImage, gains: np.ndarray | None,
                  synapse_weight: np.ndarray | None = None,
