@@ -214,6 +214,14 @@ def test_paper_command_tiny_and_resume(tmp_path, chip):
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("results.json")} == stamps
     assert [r["loop"] for r in res2["rows"]] == [r["loop"] for r in rows]
     assert json.loads((tmp_path / "paper.json").read_text())["rows"][0]["task"] == "yinyang"
+    # one condition alone: its row, from the trainings and evaluations made above
+    alone = []
+    res3 = run_paper(_paper(tmp_path, dropout=0.2, conditions=("augmented",)),
+                     log=alone.append)
+    assert [r["task"] for r in res3["rows"]] == ["yinyang, dropout"]
+    assert res3["rows"][0]["loop"] == rows[1]["loop"]
+    assert sum(ln.endswith("reused") for ln in alone) == 2 + 2
+    assert "| yinyang | 5-8-3" not in (tmp_path / "table.md").read_text()
     # --surrogate-at reaches the trainings in the loop (and only those)
     loop_args = json.loads((tmp_path / "yinyang" / "seed0" / "loop" / "results.json")
                            .read_text())["args"]
@@ -261,6 +269,10 @@ def test_paper_command_joins_the_speech_rows(tmp_path):
     (["--speech-data-dir", "/nonexistent/shd"], "--speech-data-dir /nonexistent/shd is not a "
                                                 "directory"),
     (["--speech-epochs", "0"], "speech_epochs = 0; allowed: an integer >= 1"),
+    (["--conditions", "augmented", "--no-augmentation"],
+     "--no-augmentation with --conditions augmented leaves nothing to run"),
+    (["--conditions", "plain", "plain"], "conditions = ['plain', 'plain']; allowed: one or "
+                                         "both of plain, augmented, each once"),
     (["--speech-data-dir", str(Path(__file__).parent)],
      f"--speech-data-dir {Path(__file__).parent}: shd_train.h5 (or shd_train.h5.gz) not found"),
 ])

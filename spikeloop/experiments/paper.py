@@ -2,6 +2,7 @@
 
     spikeloop experiment paper --out DIR --data-dir DIR_WITH_MNIST_IDX
         [--seeds 0 1 2] [--epochs 50] [--quick] [--no-augmentation]
+        [--conditions plain augmented]
 
 Every benchmark of :data:`BENCHMARKS` gives rows of one table, written beside
 the paper's numbers (docs/paper.md, "Headline results"): task, network,
@@ -32,9 +33,12 @@ task), per training seed:
    many errors give the class of the image before, and the same weights in the
    ideal equations alone and back to back (membranes reset, synaptic currents
    carried over: :meth:`~spikeloop.nn.modules.LoopNetwork.ideal_back_to_back`);
-5. with augmentation (unless ``--no-augmentation``): (1) and (2) again with
+5. with augmentation (unless ``--no-augmentation``): (1) to (4) again with
    dropout of hidden units (``--dropout``) and random rotations of the
    training images (``--rotate``, mnist only).
+
+``--conditions plain`` or ``--conditions augmented`` runs (and tabulates) one
+of the two alone: the other's trainings are neither run nor needed.
 
 Files: every training is a ``spikeloop train`` run in its own directory
 (``DIR/<task>/seed<k>/{software,loop,software-aug,loop-aug}``), reused when
@@ -92,6 +96,8 @@ from spikeloop.training.train import (
     train_or_reuse,
 )
 
+#: the vision benchmark's conditions: the paper's schedule, and with its augmentation
+VISION_CONDITIONS = ("plain", "augmented")
 #: the augmentation of the paper's second MNIST result ("dropout and rotated
 #: images"): the paper gives neither the dropout rate nor the angles for it; its
 #: only dropout figure is 40 % (the self-correction section), and small
@@ -132,7 +138,12 @@ class PaperSettings:
     train_samples: int | None = option(None, help="train on a stratified subset (default all)")
     test_samples: int | None = option(None, help="test on a stratified subset (default all)")
     augmentation: bool = option(True, flag="--no-augmentation",
-                                help="skip the runs with dropout and rotations")
+                                help="skip the runs with dropout and rotations (as "
+                                     "--conditions plain)")
+    conditions: tuple[str, ...] = option(
+        VISION_CONDITIONS, choices=VISION_CONDITIONS,
+        help="the vision trainings and rows: plain (the paper's schedule), augmented "
+             "(dropout and rotations); default both")
     dropout: float = option(PAPER_DROPOUT, help=f"augmented runs: hidden dropout (default "
                                                 f"{PAPER_DROPOUT})")
     rotate: float = option(PAPER_ROTATE_DEG, help=f"augmented runs (mnist): rotations in "
@@ -197,6 +208,14 @@ class PaperSettings:
         if self.surrogate_at not in SURROGATE_AT:
             raise PaperError(f"surrogate_at = {self.surrogate_at!r}; allowed: "
                              f"{', '.join(SURROGATE_AT)}")
+        conds = tuple(self.conditions)
+        if not conds or len(set(conds)) != len(conds) or \
+                not set(conds) <= set(VISION_CONDITIONS):
+            raise PaperError(f"conditions = {list(conds)}; allowed: one or both of "
+                             f"{', '.join(VISION_CONDITIONS)}, each once")
+        if not self.augmentation and conds == ("augmented",):
+            raise PaperError("--no-augmentation with --conditions augmented leaves nothing to "
+                             "run; allowed: one of them")
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise PaperError(f"--data-dir {self.data_dir} is not a directory")
         if self.speech_data_dir is not None:
@@ -409,8 +428,9 @@ def deployed(s: PaperSettings, net_path: Path, chip: Chip) -> dict:
 
 
 def _conditions(s: PaperSettings) -> list[tuple[str, dict]]:
-    conds = [("", {})]
-    if s.augmentation:
+    """(directory suffix, training arguments) of the conditions asked for."""
+    conds = [("", {})] if "plain" in s.conditions else []
+    if s.augmentation and "augmented" in s.conditions:
         aug = {"dropout": float(s.dropout)}
         if s.task == "mnist":
             aug["rotate"] = float(s.rotate)
