@@ -36,7 +36,8 @@ row-activity monitor (:class:`~spikeloop.cosim.monitor.RowActivity`) lists
 every activation as well, and its counts must equal the counters'; on such a
 chip the bridge takes each step's sums of weight x gain from the
 activations it lists (spikeloop/model/synapses.py ``StepInput``), after
-checking their digital sums against the RTL's ``exc_sum`` and ``inh_sum``.
+checking their digital sums against the RTL's ``exc_sum`` and ``inh_sum``
+(the synapses read back after each run of a PPU program that writes them).
 
 PPU (``ppu`` of the job, spikeloop/base/ppu_job.py): the program and its data
 are written through the host bus after the image.  ``before``: the PPU is
@@ -209,6 +210,14 @@ async def load_ppu(host: Host, ppu: PpuJob) -> None:
 async def start_ppu(host: Host) -> None:
     """Write ``ppu_ctrl`` start (the pulse is high in the cycle after the write's edge)."""
     await host.drv.write(host.address("ppu_ctrl"), 1)
+
+
+def _synapse_arrays(cfg: ChipConfig, words) -> tuple[np.ndarray, np.ndarray]:
+    """(weights, labels) [halves, rows, columns] of the synapse words ``read_ppu``
+    read back (one list per half, address order)."""
+    w = np.asarray(words, dtype=np.int64).reshape(cfg.n_halves, cfg.rows_per_half,
+                                                  cfg.columns_per_half)
+    return w & ((1 << cfg.weight_bits) - 1), (w >> cfg.weight_bits) & ((1 << cfg.label_bits) - 1)
 
 
 async def read_ppu(host: Host, ppu: PpuJob, *, synapses: bool) -> dict:
@@ -396,12 +405,14 @@ async def run_job(dut, job: Job | None = None) -> dict:
     rows = (RowActivity(dut, cfg, clock_period_ps(cfg), keep_events=True)
             if job.spec.get("row_events", False) or gains is not None else None)
     inputs = None
+    # a program that writes synapses changes what the steps' sums add: the
+    # synapses are read back after each of its runs (the first sample's from
+    # the image, or from a program run before)
+    rewrites = gains is not None and ppu is not None and ppu.writes_synapses
     if gains is not None:
-        if ppu is not None and ppu.writes_synapses:
-            raise ValueError("a co-simulated chip with driver or synapse mismatch runs no "
-                             "PPU program that writes synapses (its sums are taken from "
-                             "the image's weights)")
-        inputs = StepInput(cfg, image, gains)
+        syn = (_synapse_arrays(cfg, ppu_results[-1]["synapses"])
+               if rewrites and ppu_results else (None, None))
+        inputs = StepInput(cfg, image, gains, *syn)
     bridge = AnalogBridge(dut, cfg, trace=trace, inputs=inputs,
                           rows=rows if inputs is not None else None)
     records, adc_rows, adc_counts, row_acts, row_events = [], [], [], [], []
@@ -438,7 +449,10 @@ async def run_job(dut, job: Job | None = None) -> dict:
         adc_counts.append(n_adc)
         await host.edge()
         if each_sample:
-            res = await read_ppu(host, ppu, synapses=ppu.read_synapses)
+            res = await read_ppu(host, ppu, synapses=ppu.read_synapses or rewrites)
+            if rewrites:
+                bridge.inputs = StepInput(cfg, image, gains,
+                                          *_synapse_arrays(cfg, res["synapses"]))
             res["holds"] = [list(h) for h in bridge.holds if h[0] == s]
             ppu_results.append(res)
             await host.edge()

@@ -150,12 +150,50 @@ def test_cosim_equals_fast_with_mismatch(seed):
     assert run_fast(plain, img, events, n_steps, **kw).first_difference(cos) is not None
 
 
-def test_cosim_refuses_a_synapse_writing_program_with_mismatch():
-    """Refused before anything is built: the co-simulation takes each step's sums
-    from the image's weights."""
-    from spikeloop.cosim.backend import run_cosim
+@pytest.mark.cosim
+def test_programs_that_write_synapses_with_mismatch_on_every_backend():
+    """A program that rewrites the weights changes what every step's sums of
+    weight x gain add: before the samples (the weight update) and after each
+    sample's drain (random rows); cosim, reference and fast identical, and
+    the mismatch mattered."""
+    import random
 
-    chip, img, events, n_steps, _ = random_case(5, MINI)
-    job = {"words": assemble("vsw v0, 0(r0)\nhalt", MINI).words, "when": "before"}
-    with pytest.raises(ValueError, match="no PPU program that writes synapses"):
-        run_cosim(with_mismatch(chip), img, events, n_steps, ppu=job)
+    from spikeloop.base.events import InputEvents
+    from spikeloop.base.isa import chip_geometry
+    from spikeloop.base.protocol import live_cycles
+    from spikeloop.cosim.backend import run_cosim
+    from spikeloop.ppu import programs as P
+    from spikeloop.verify.scenarios import SCENARIOS
+    from tests.test_cosim_ppu_programs import same_on_every_backend
+    from tests.test_ppu_backends import _after_drain, _program, _run_case
+
+    chip = with_mismatch(Chip.calibrated(MINI, 1))
+    g = chip_geometry(MINI)
+    sc = SCENARIOS["random"](MINI, np.random.default_rng(0))
+    image = chip.configure(sc.image)
+    M = MINI.n_halves * MINI.rows_per_half * g.row_chunks
+    upd = np.random.default_rng(5).integers(-40, 41, size=(M, g.lanes(8)))
+    job = {"words": P.program("weight_update", MINI).words,
+           "dmem": P.weight_update_dmem(MINI, 0, upd), "when": "before", "read_synapses": True}
+    co = run_cosim(chip, image, sc.events, sc.n_steps, run_seed=2, ppu=job)
+    same_on_every_backend(chip, image, sc.events, sc.n_steps, 2, job, co)
+    plain = backends_run_plain(image, sc.events, sc.n_steps, 2, job)
+    assert plain.first_difference(co) is not None
+
+    seed = 17
+    image, events, n_steps = _run_case(seed)
+    image = chip.configure(image)
+    lines, dmem = _program(seed, writes=False)
+    lines = _after_drain(lines, live_cycles(MINI, n_steps), random.Random(seed))
+    two = InputEvents.from_lists(MINI, [events.of_sample(0).tolist()] * 2)
+    job = {"words": assemble("\n".join(lines), MINI).words, "dmem": dmem,
+           "when": "each_sample", "read_synapses": True}
+    co = run_cosim(chip, image, two, n_steps, run_seed=seed, ppu=job)
+    assert not np.array_equal(co.ppu[0]["weights"], image.synapse_weight), "rows written"
+    same_on_every_backend(chip, image, two, n_steps, seed, job, co)
+
+
+def backends_run_plain(image, events, n_steps, run_seed, job):
+    """The same run on the chip without driver and synapse mismatch (fast)."""
+    return run_fast(Chip.calibrated(MINI, 1), image, events, n_steps, run_seed=run_seed,
+                    ppu=job)
