@@ -36,16 +36,23 @@ from spikeloop.base.files import (
     load_npz,
 )
 from spikeloop.base.image import ConfigImage
-from spikeloop.model.analog import DEFAULT_NOISE_SIGMA_V, AnalogChipModel, TransferRanges
+from spikeloop.model.adc import adc_lsb_v
+from spikeloop.model.analog import (
+    DEFAULT_NOISE_SIGMA_V,
+    AnalogChipModel,
+    TransferRanges,
+    psp_peak,
+)
 from spikeloop.model.calibration import (
     ADC_CHANNEL_LIMIT_LSB,
     CalibrationResult,
+    CalibrationTargets,
     ChipProbe,
     calibrate,
     plot_spreads,
     spread_report,
 )
-from spikeloop.model.mismatch import WEIGHT_GAIN_BITS, MismatchConfig
+from spikeloop.model.mismatch import WEIGHT_GAIN_BITS, MismatchConfig, driver_deviations
 from spikeloop.model.noise import NOISE_MODELS
 
 
@@ -377,6 +384,11 @@ def calibrate_to_file(cfg: ChipConfig, chip_seed: int, out, plot=None,
     return report
 
 
+#: BrainScaleS-2's acceptance of its calibrated synapse drivers (docs/paper.md,
+#: "Calibration"): within this many ADC LSB of each other
+DRIVER_LIMIT_LSB = 4.0
+
+
 def synapse_gain_report(analog: AnalogChipModel) -> dict:
     """EVALUATION: the synapse drivers' and synapses' true gains (not calibrated:
     BrainScaleS-2 calibrates its drivers to within 4 LSB and no synapse at all;
@@ -388,6 +400,17 @@ def synapse_gain_report(analog: AnalogChipModel) -> dict:
     if analog.synapse_gains is not None:
         g = analog.synapse_gains.astype(np.float64) / (1 << WEIGHT_GAIN_BITS)
         out.update(std=float(g.std()), min=float(g.min()), max=float(g.max()))
+        # the drivers in ADC LSB, as BrainScaleS-2's acceptance counts them: each
+        # driver's deviation of the PSP peak a full weight gives at the calibration's
+        # nominal gain and time constants
+        cfg, t = analog.cfg, CalibrationTargets()
+        _, peak_v = psp_peak(t.tau_mem_us, t.tau_syn_us, t.gain_v_per_us * cfg.weight_max)
+        peak_lsb = peak_v / adc_lsb_v(cfg.adc_bits)
+        d = driver_deviations(cfg, analog.chip_seed, mm) * peak_lsb
+        out.update(full_weight_psp_lsb=float(peak_lsb), driver_std_lsb=float(d.std()),
+                   driver_max_abs_lsb=float(np.abs(d).max()),
+                   driver_limit_lsb=DRIVER_LIMIT_LSB,
+                   driver_within_limit_fraction=float((np.abs(d) <= DRIVER_LIMIT_LSB).mean()))
     return out
 
 

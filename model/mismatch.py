@@ -130,6 +130,21 @@ def draw_mismatch(cfg: ChipConfig, chip_seed: int,
     return ChipMismatch(offset, slope, nonlin, adc_offset, adc_gain)
 
 
+def _synapse_draws(cfg: ChipConfig, chip_seed: int, config: MismatchConfig | None
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(driver deviations [halves, drivers], synapse deviations [halves, rows,
+    columns]) of chip ``chip_seed``, or None when both stds are 0."""
+    config = config or MismatchConfig()
+    sd, ss = config.driver_gain_sigma * config.scale, config.synapse_gain_sigma * config.scale
+    if sd == 0 and ss == 0:
+        return None
+    H, R, C = cfg.n_halves, cfg.rows_per_half, cfg.columns_per_half
+    rng = np.random.default_rng(np.random.SeedSequence([int(chip_seed), _SYNAPSE_STREAM]))
+    d = np.clip(rng.standard_normal((H, R // 2)) * sd, -0.5, 0.5)   # fixed order
+    s = np.clip(rng.standard_normal((H, R, C)) * ss, -0.5, 0.5)
+    return d, s
+
+
 def synapse_gain_table(cfg: ChipConfig, chip_seed: int,
                        config: MismatchConfig | None = None) -> np.ndarray | None:
     """The fixed-point gain of every synapse of chip ``chip_seed``: int32
@@ -139,13 +154,18 @@ def synapse_gain_table(cfg: ChipConfig, chip_seed: int,
     ``driver_gain_sigma`` and ``synapse_gain_sigma`` times ``scale``, each
     clipped to [-0.5, 0.5]); None when both stds are 0.  Drawn from the chip
     seed's own stream (the neurons' and the ADC's draws do not change)."""
-    config = config or MismatchConfig()
-    sd, ss = config.driver_gain_sigma * config.scale, config.synapse_gain_sigma * config.scale
-    if sd == 0 and ss == 0:
+    draws = _synapse_draws(cfg, chip_seed, config)
+    if draws is None:
         return None
-    H, R, C = cfg.n_halves, cfg.rows_per_half, cfg.columns_per_half
-    rng = np.random.default_rng(np.random.SeedSequence([int(chip_seed), _SYNAPSE_STREAM]))
-    d = np.clip(rng.standard_normal((H, R // 2)) * sd, -0.5, 0.5)   # fixed order
-    s = np.clip(rng.standard_normal((H, R, C)) * ss, -0.5, 0.5)
+    d, s = draws
     g = (1.0 + np.repeat(d, 2, axis=1))[:, :, None] * (1.0 + s)
     return np.rint(g * (1 << WEIGHT_GAIN_BITS)).astype(np.int32)
+
+
+def driver_deviations(cfg: ChipConfig, chip_seed: int,
+                      config: MismatchConfig | None = None) -> np.ndarray | None:
+    """Each synapse driver's relative efficacy deviation [halves, drivers] (the
+    ``d`` of :func:`synapse_gain_table`; hidden truth, for evaluation), None
+    when the chip has neither driver nor synapse mismatch."""
+    draws = _synapse_draws(cfg, chip_seed, config)
+    return None if draws is None else draws[0]

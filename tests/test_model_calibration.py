@@ -241,9 +241,13 @@ def test_cli_calibrate_prints_what_the_calibration_leaves(capsys):
                                                  synapse_gain_sigma=0.05))
     print_residual_sources({**rep, "adc_channels": adc_channel_report(chip),
                             "synapse_gains": synapse_gain_report(mm)})
-    line = capsys.readouterr().out.splitlines()[3]
+    line, drivers = capsys.readouterr().out.splitlines()[3:5]
     assert line.startswith("synapse gains (not calibrated): drivers 2 %, synapses 5 % (std "
                            "drawn); every synapse's gain: std "), line
+    assert drivers.startswith("synapse drivers, on the 29.7 LSB PSP of a full weight: std "), \
+        drivers
+    assert drivers.endswith("within 4 LSB: 100.0 % of the drivers (BrainScaleS-2's limit "
+                            "after its calibration: all)"), drivers
     for args, msg in ((["--reps", "0"], "reps = 0; allowed: an integer >= 1"),
                       (["--readout-noise-lsb", "-2"],
                        "readout_noise_lsb = -2.0; allowed: a number >= 0"),

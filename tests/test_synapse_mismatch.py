@@ -18,6 +18,7 @@ from spikeloop.model.mismatch import (
     WEIGHT_GAIN_BITS,
     MismatchConfig,
     draw_mismatch,
+    driver_deviations,
     synapse_gain_table,
 )
 from spikeloop.ppu.asm import assemble
@@ -48,6 +49,9 @@ def test_gain_table_is_drawn_from_the_chip_seed():
     d = synapse_gain_table(MINI, 3, MismatchConfig(driver_gain_sigma=0.1))
     assert np.array_equal(d[:, 0::2], d[:, 1::2])
     assert (d == d[:, :, :1]).all() and len(np.unique(d)) > 4
+    dev = driver_deviations(MINI, 3, MismatchConfig(driver_gain_sigma=0.1))
+    assert np.array_equal(d[:, 0::2, 0], np.rint((1 + dev) * 2 ** WEIGHT_GAIN_BITS))
+    assert driver_deviations(MINI, 3) is None
 
 
 @pytest.mark.parametrize("bad", [-0.1, 0.6, float("nan"), "0.1"])

@@ -135,6 +135,11 @@ def print_residual_sources(report: dict) -> None:
         print(f"synapse gains (not calibrated): drivers {100 * g['driver_gain_sigma']:g} %, "
               f"synapses {100 * g['synapse_gain_sigma']:g} % (std drawn); every synapse's "
               f"gain: std {100 * g['std']:.2f} %, {g['min']:.3f}..{g['max']:.3f}")
+        print(f"synapse drivers, on the {g['full_weight_psp_lsb']:.1f} LSB PSP of a full "
+              f"weight: std {g['driver_std_lsb']:.2f} LSB, max |deviation| "
+              f"{g['driver_max_abs_lsb']:.2f} LSB; within {g['driver_limit_lsb']:g} LSB: "
+              f"{100 * g['driver_within_limit_fraction']:.1f} % of the drivers "
+              "(BrainScaleS-2's limit after its calibration: all)")
     else:
         print("synapse gains: ideal (--driver-gain-sigma, --synapse-gain-sigma; "
               "docs/analog.md)")
