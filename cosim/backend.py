@@ -228,11 +228,16 @@ def _ppu_result(cfg, r: dict, job: PpuJob) -> dict:
            "out": [int(v, 16) for v in r["out"]], "out_drops": r["out_drops"],
            "dmem": {int(k): int(v) for k, v in r["dmem"].items()}}
     if job.read_synapses:
-        words = np.asarray(r["synapses"], dtype=np.int64).reshape(
-            cfg.n_halves, cfg.rows_per_half, cfg.columns_per_half)
-        res["weights"] = words & ((1 << cfg.weight_bits) - 1)
-        res["labels"] = (words >> cfg.weight_bits) & ((1 << cfg.label_bits) - 1)
+        res["weights"], res["labels"] = synapse_arrays(cfg, r["synapses"])
     return res
+
+
+def synapse_arrays(cfg, words) -> tuple[np.ndarray, np.ndarray]:
+    """(weights, labels) [halves, rows, columns] of the synapse words the host
+    read back (one list per half, in address order)."""
+    w = np.asarray(words, dtype=np.int64).reshape(cfg.n_halves, cfg.rows_per_half,
+                                                  cfg.columns_per_half)
+    return w & ((1 << cfg.weight_bits) - 1), (w >> cfg.weight_bits) & ((1 << cfg.label_bits) - 1)
 
 
 def _run_job(cfg, image: ConfigImage, events: InputEvents | None, n_steps: int,

@@ -75,7 +75,7 @@ from spikeloop.base.isa import chip_geometry
 from spikeloop.base.layouts import pack_array, unpack_array, unpack_host_event
 from spikeloop.base.ppu_job import PpuJob
 from spikeloop.base.protocol import DRAIN_CYCLES, live_cycles
-from spikeloop.cosim.backend import ENV_JOB
+from spikeloop.cosim.backend import ENV_JOB, synapse_arrays
 from spikeloop.cosim.bridge import (
     AnalogBridge,
     MembraneTrace,
@@ -210,14 +210,6 @@ async def load_ppu(host: Host, ppu: PpuJob) -> None:
 async def start_ppu(host: Host) -> None:
     """Write ``ppu_ctrl`` start (the pulse is high in the cycle after the write's edge)."""
     await host.drv.write(host.address("ppu_ctrl"), 1)
-
-
-def _synapse_arrays(cfg: ChipConfig, words) -> tuple[np.ndarray, np.ndarray]:
-    """(weights, labels) [halves, rows, columns] of the synapse words ``read_ppu``
-    read back (one list per half, address order)."""
-    w = np.asarray(words, dtype=np.int64).reshape(cfg.n_halves, cfg.rows_per_half,
-                                                  cfg.columns_per_half)
-    return w & ((1 << cfg.weight_bits) - 1), (w >> cfg.weight_bits) & ((1 << cfg.label_bits) - 1)
 
 
 async def read_ppu(host: Host, ppu: PpuJob, *, synapses: bool) -> dict:
@@ -410,7 +402,7 @@ async def run_job(dut, job: Job | None = None) -> dict:
     # the image, or from a program run before)
     rewrites = gains is not None and ppu is not None and ppu.writes_synapses
     if gains is not None:
-        syn = (_synapse_arrays(cfg, ppu_results[-1]["synapses"])
+        syn = (synapse_arrays(cfg, ppu_results[-1]["synapses"])
                if rewrites and ppu_results else (None, None))
         inputs = StepInput(cfg, image, gains, *syn)
     bridge = AnalogBridge(dut, cfg, trace=trace, inputs=inputs,
@@ -452,7 +444,7 @@ async def run_job(dut, job: Job | None = None) -> dict:
             res = await read_ppu(host, ppu, synapses=ppu.read_synapses or rewrites)
             if rewrites:
                 bridge.inputs = StepInput(cfg, image, gains,
-                                          *_synapse_arrays(cfg, res["synapses"]))
+                                          *synapse_arrays(cfg, res["synapses"]))
             res["holds"] = [list(h) for h in bridge.holds if h[0] == s]
             ppu_results.append(res)
             await host.edge()
