@@ -44,17 +44,11 @@ def chip():
 
 
 def test_weight_update_program_in_cosim(chip):
+    from tests.test_ppu_backends import weight_update_case
+
     cfg = MINI
-    g = chip_geometry(cfg)
-    sc = SCENARIOS["random"](cfg, np.random.default_rng(0))
-    image = chip.configure(sc.image)
-    rng = np.random.default_rng(5)
-    M = cfg.n_halves * cfg.rows_per_half * g.row_chunks        # every row of both halves
-    upd = rng.integers(-40, 41, size=(M, g.lanes(8)))
-    prog = P.program("weight_update", cfg)
+    sc, image, upd, M, job = weight_update_case(chip, cfg)
     t0 = time.monotonic()
-    job = {"words": prog.words, "dmem": P.weight_update_dmem(cfg, 0, upd), "when": "before",
-           "read_synapses": True}
     co = run_cosim(chip, image, sc.events, sc.n_steps, run_seed=2, ppu=job)
     res = co.stats["ppu"][0]
     want = P.weight_update_numpy(cfg, image.synapse_weight, 0, upd)

@@ -94,14 +94,22 @@ def test_inference_program_holds_the_reset_steps(chip):
         "the resets changed nothing"
 
 
-def test_weight_update_before_the_samples(chip):
-    g = chip_geometry(CFG)
-    sc = SCENARIOS["random"](CFG, np.random.default_rng(0))
+def weight_update_case(chip, cfg=CFG) -> tuple:
+    """(scenario, image, updates, row chunks, job): the random scenario on ``chip``
+    and a weight-update program run before its samples, one update per row chunk
+    of both halves (the synapses read back)."""
+    g = chip_geometry(cfg)
+    sc = SCENARIOS["random"](cfg, np.random.default_rng(0))
     image = chip.configure(sc.image)
-    M = CFG.n_halves * CFG.rows_per_half * g.row_chunks
+    M = cfg.n_halves * cfg.rows_per_half * g.row_chunks        # every row of both halves
     upd = np.random.default_rng(5).integers(-40, 41, size=(M, g.lanes(8)))
-    job = {"words": P.program("weight_update", CFG).words,
-           "dmem": P.weight_update_dmem(CFG, 0, upd), "when": "before", "read_synapses": True}
+    job = {"words": P.program("weight_update", cfg).words,
+           "dmem": P.weight_update_dmem(cfg, 0, upd), "when": "before", "read_synapses": True}
+    return sc, image, upd, M, job
+
+
+def test_weight_update_before_the_samples(chip):
+    sc, image, upd, M, job = weight_update_case(chip)
     ref, fast = both(chip, image, sc.events, sc.n_steps, job, run_seed=2)
     (res,) = fast.ppu
     want = P.weight_update_numpy(CFG, image.synapse_weight, 0, upd)

@@ -163,22 +163,13 @@ def test_programs_that_write_synapses_with_mismatch_on_every_backend():
     import random
 
     from spikeloop.base.events import InputEvents
-    from spikeloop.base.isa import chip_geometry
     from spikeloop.base.protocol import live_cycles
     from spikeloop.cosim.backend import run_cosim
-    from spikeloop.ppu import programs as P
-    from spikeloop.verify.scenarios import SCENARIOS
     from tests.test_cosim_ppu_programs import same_on_every_backend
-    from tests.test_ppu_backends import _after_drain, _program, _run_case
+    from tests.test_ppu_backends import _after_drain, _program, _run_case, weight_update_case
 
     chip = with_mismatch(Chip.calibrated(MINI, 1))
-    g = chip_geometry(MINI)
-    sc = SCENARIOS["random"](MINI, np.random.default_rng(0))
-    image = chip.configure(sc.image)
-    M = MINI.n_halves * MINI.rows_per_half * g.row_chunks
-    upd = np.random.default_rng(5).integers(-40, 41, size=(M, g.lanes(8)))
-    job = {"words": P.program("weight_update", MINI).words,
-           "dmem": P.weight_update_dmem(MINI, 0, upd), "when": "before", "read_synapses": True}
+    sc, image, _, _, job = weight_update_case(chip, MINI)
     co = run_cosim(chip, image, sc.events, sc.n_steps, run_seed=2, ppu=job)
     same_on_every_backend(chip, image, sc.events, sc.n_steps, 2, job, co)
     plain = backends_run_plain(image, sc.events, sc.n_steps, 2, job)

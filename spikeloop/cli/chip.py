@@ -32,6 +32,7 @@ from spikeloop.model.mismatch import MismatchConfig
 from spikeloop.model.noise import NOISE_MODELS
 from spikeloop.ppu import programs
 from spikeloop.ppu.asm import assemble
+from spikeloop.training.train import gain_sigma_option
 from spikeloop.verify.scenarios import SCENARIOS
 
 SIMULATORS = ("verilator", "icarus")
@@ -65,12 +66,8 @@ class CalibrateSettings:
         "box-muller", choices=NOISE_MODELS, help="the generator of the membranes' temporal "
         "noise, kept in the chip file: box-muller (the default, Gaussian numbers) or "
         "binomial (popcount of the same hash, standardised: cheaper; docs/analog.md)")
-    driver_gain_sigma: float = option(
-        0.0, help="relative std of each synapse driver's efficacy left after its "
-        "calibration, kept in the chip file (default 0: none; docs/analog.md)")
-    synapse_gain_sigma: float = option(
-        0.0, help="relative std of each synapse's weight DAC gain (never calibrated), kept "
-        "in the chip file (default 0: none; docs/analog.md)")
+    driver_gain_sigma: float = gain_sigma_option("driver")
+    synapse_gain_sigma: float = gain_sigma_option("synapse")
 
 
 def calibrate(s: CalibrateSettings) -> int:

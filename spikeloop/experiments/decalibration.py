@@ -64,7 +64,13 @@ from spikeloop.model.calibration import (
 from spikeloop.model.chip import Chip
 from spikeloop.model.mismatch import MismatchConfig
 from spikeloop.training.tasks import LOOP_BACKENDS, build_task
-from spikeloop.training.train import evaluate, load_network, surrogate_at_option, with_predated
+from spikeloop.training.train import (
+    evaluate,
+    gain_sigma_option,
+    load_network,
+    surrogate_at_option,
+    with_predated,
+)
 
 #: what ``--quick`` puts in place of the options left at their defaults
 QUICK = {"task": "yinyang", "preset": "mini", "seeds": (0, 1), "sigmas": (0.0, 0.5),
@@ -107,12 +113,8 @@ class DecalibrationSettings:
     reps: int = option(8, help="calibration: repetitions averaged per measurement (default 8)")
     readout_noise_lsb: float = option(0.0, metavar="LSB", help="calibration: temporal noise of "
                                       "the column ADC in every reading, LSB (default 0)")
-    driver_gain_sigma: float = option(
-        0.0, help="the chip's synapse drivers: relative std of their efficacy after "
-        "calibration (default 0; docs/analog.md)")
-    synapse_gain_sigma: float = option(
-        0.0, help="the chip's synapses: relative std of their weight DAC gains, never "
-        "calibrated (default 0; docs/analog.md)")
+    driver_gain_sigma: float = gain_sigma_option("driver")
+    synapse_gain_sigma: float = gain_sigma_option("synapse")
     threads: int | None = option(None, help="torch threads (default: the training's, 1)")
     device: str = option("cpu", help="the fast backend's torch device: cpu (default), cuda or "
                                      "cuda:N (the same bits on either)")

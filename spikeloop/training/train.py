@@ -120,6 +120,15 @@ def surrogate_at_option(runs: str):
                        f"{SURROGATE_AT_DEFAULT}")
 
 
+def gain_sigma_option(part: str):
+    """The ``--driver-gain-sigma`` (``part`` "driver") or ``--synapse-gain-sigma``
+    ("synapse") option of a command that makes chips (model/mismatch.py)."""
+    what = ("each synapse driver's efficacy left after its calibration" if part == "driver"
+            else "each synapse's weight DAC gain (never calibrated)")
+    return option(0.0, help=f"relative std of {what}, kept in the chip file (default 0: "
+                            "none; docs/analog.md)")
+
+
 #: settings added after runs were made, with the value those runs had (a saved
 #: run without the setting ran with it, whatever the default is now)
 PREDATED = {"surrogate_at": "measured", "noise_model": None, "driver_gain_sigma": 0.0,
