@@ -38,6 +38,9 @@ def run_reference(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: 
     ref = ChipDigitalRef(cfg, image)
     gains = chip.synapse_gains
     ref.record_rows = bool(row_events) or gains is not None
+    inputs = None
+    # a program that writes synapses changes them between samples
+    rewrites = job is not None and job.writes_synapses
     ppu_runs = []
     if job is not None:
         ref.ppu.load(job.words)
@@ -57,10 +60,12 @@ def run_reference(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: 
         codes = [int(c) for c in analog.codes()[0]]
         ref.start(events.of_sample(s).tolist())
         ref.reset_rows()
-        inputs = None
-        if gains is not None:     # the synapse memory as the run starts (a PPU may write it)
+        if gains is not None and (s == 0 or rewrites):
+            # the synapse memory as the run starts (a program may have written it)
             inputs = StepInput(cfg, image, gains, synapse_weight=_memory(ref, 0),
                                synapse_label=_memory(ref, 1))
+        if inputs is not None:
+            inputs.reset()
         k = 0
         for r in range(L):
             o = ref.analog_outputs()
