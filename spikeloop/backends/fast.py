@@ -136,9 +136,11 @@ def run_fast(chip: Chip, image: ConfigImage, events: InputEvents, n_steps: int, 
     def run(first: int, count: int, ppus: list[FastPpu]) -> Observables:
         # samples first .. first+count-1, renumbered from 0 (the table is sorted
         # by sample first)
-        t = events.table
-        lo, hi = np.searchsorted(t[:, 0], [first, first + count])
-        sub = InputEvents(cfg, count, t[lo:hi] - np.array([first, 0, 0, 0]))
+        sub = events
+        if (first, count) != (0, events.batch):
+            t = events.table
+            lo, hi = np.searchsorted(t[:, 0], [first, first + count])
+            sub = InputEvents(cfg, count, t[lo:hi] - np.array([first, 0, 0, 0]))
         return fast_chip(image).run(
             sub, n_steps, run_seed=run_seed, sample_offset=sample_offset + first, ppus=ppus,
             row_events=row_events)

@@ -54,7 +54,7 @@ class FastPpu:
                  stale_adc=None, n_live: int = 0, adc_cycles=(), n_steps: int = 0,
                  drain: int = 0, state: tuple | None = None, track: bool = False,
                  write_from: int | None = None, core_state: core.CoreState | None = None,
-                 decoded: tuple | None = None):
+                 decoded: tuple | None = None, state_rows: tuple | None = None):
         """``synapses``: (weights, labels) [halves, rows, columns] before the run;
         ``stale_adc``: the ADC buffer's entries before the run (None: the
         power-up zeros; an entry None: not known, in a speculative batch);
@@ -65,7 +65,8 @@ class FastPpu:
         ``core_state``: a zero state to run in (a row of :func:`fast_ppus`'
         arrays, ``synapses`` None: already there), else a new one; ``decoded``:
         (geometry, predecoded program) of these arguments, where the caller has
-        them (:func:`fast_ppus`: once for all its PPUs)."""
+        them (:func:`fast_ppus`: once for all its PPUs); ``state_rows``: ``state``
+        as the core's arrays (:func:`_state_rows`), likewise."""
         self.cfg, self.job, self.sample = cfg, job, sample
         self.n_live, self.n_steps, self.drain = n_live, n_steps, drain
         self.track = track
@@ -76,17 +77,16 @@ class FastPpu:
         if synapses is not None:
             s.syn_w[...], s.syn_l[...] = synapses
         if stale_adc is not None:
-            for j, entry in enumerate(stale_adc):
-                if entry is None:
-                    s.known[j] = False
-                else:
-                    s.adcbuf[j] = entry
+            unknown = [j for j, entry in enumerate(stale_adc) if entry is None]
+            s.known[unknown] = False
+            if len(unknown) < len(stale_adc):
+                given = [j for j, entry in enumerate(stale_adc) if entry is not None]
+                s.adcbuf[given] = np.stack([stale_adc[j] for j in given])
         # what the PPU's run before left, else the job's (:func:`initial_state`)
-        regs, vregs, dmem = initial_state(cfg, job) if state is None else state
-        s.regs[:] = regs
-        for k, v in enumerate(vregs):
-            s.vregs[k] = core.vector_to_bytes(v, s.vregs.shape[1])
-        s.dmem[:] = dmem
+        if state_rows is None:
+            state_rows = _state_rows(initial_state(cfg, job) if state is None else state,
+                                     s.vregs.shape[1])
+        s.regs[:], s.vregs[:], s.dmem[:] = state_rows
         # the start pulse in cycle 0 of the run: the first instruction in cycle 1
         s.ctl[core.C_RUN], s.ctl[core.C_CYCLE] = 1, 1
         self._unfinished: Exception | None = None
@@ -134,12 +134,17 @@ class FastPpu:
         Raises the error of a run that did not halt."""
         if self._unfinished is not None:
             raise self._unfinished
-        out = []
-        for trk, s0, m in zip(self._tracks(), start, self.state(), strict=True):
-            part = list(s0)
-            for k in np.flatnonzero(trk[1]).tolist():
-                part[k] = m[k]
-            out.append(tuple(part))
+        s, out = self.core, []
+        values = (lambda k: int(s.regs[k]), lambda k: core.bytes_to_vector(s.vregs[k]),
+                  lambda k: int(s.dmem[k]))
+        for trk, s0, value in zip(self._tracks(), start, values, strict=True):
+            written = np.flatnonzero(trk[1]).tolist()
+            if written:
+                part = list(s0)
+                for k in written:
+                    part[k] = value(k)
+                s0 = tuple(part)
+            out.append(s0)
         return tuple(out)
 
     def buffer_after(self) -> list:
@@ -230,6 +235,15 @@ class FastPpu:
         return torch.from_numpy(core.held(holds, k, n)).to(device)
 
 
+def _state_rows(state: tuple, vector_bytes: int) -> tuple:
+    """A state in :meth:`FastPpu.state`'s form as the core's arrays: registers,
+    vector registers (bytes, little-endian), data memory."""
+    regs, vregs, dmem = state
+    return (np.asarray(regs, dtype=np.int64),
+            np.stack([core.vector_to_bytes(v, vector_bytes) for v in vregs]),
+            np.asarray(dmem, dtype=np.int64))
+
+
 def initial_state(cfg: ChipConfig, job: PpuJob) -> tuple:
     """The registers, vector registers and data memory of the first run of
     ``job`` (:meth:`FastPpu.state`'s form): zeros, and the host's data words."""
@@ -273,8 +287,10 @@ def fast_ppus(cfg: ChipConfig, job: PpuJob, synapses, samples: list[int], stale:
     states = core.CoreState.batch(geo, np.asarray(kw.get("adc_cycles", ()), np.int64),
                                   len(samples), core.resets(prog))
     states[0].syn_w[...], states[0].syn_l[...] = synapses
+    rows = _state_rows(kw.pop("state", None) or initial_state(cfg, job),
+                       states[0].vregs.shape[1])
     return [FastPpu(cfg, job, None, sample=j, stale_adc=st, track=tr, core_state=cs,
-                    decoded=decoded, **kw)
+                    decoded=decoded, state_rows=rows, **kw)
             for j, st, tr, cs in zip(samples, stale, track, states, strict=True)]
 
 

@@ -241,7 +241,7 @@ class Placement:
         A weight that does not fit is refused before anything is written."""
         proj = self.projections[projection]
         w = _check_weights(self.cfg, projection, proj, _numpy(weights))
-        hh, cc, exc_r, inh_r, own_exc, own_inh = self._targets(projection, w.shape[0])
+        *_, own_exc, own_inh, flat = self._targets(projection, w.shape[0])
         bad = ((w > 0) & ~own_exc) | ((w < 0) & ~own_inh)
         if bad.any():
             i, j = (int(x) for x in np.argwhere(bad)[0])       # the first in row-major order
@@ -252,17 +252,21 @@ class Placement:
                 "synapse, which this placement did not reserve for it (place with "
                 "reserve='both' and a mask that includes it)")
         sw = self.image.synapse_weight
-        hb, cb = np.broadcast_to(hh, w.shape), np.broadcast_to(cc, w.shape)
-        for own, rows, value in ((own_exc, exc_r, np.maximum(w, 0)),
-                                 (own_inh, inh_r, np.maximum(-w, 0))):
-            rb = np.broadcast_to(rows, w.shape)
-            sw[hb[own], rb[own], cb[own]] = value[own]
+        wf = w.reshape(-1)
+        for (pos, at), sign in zip(flat, (1, -1), strict=True):
+            value = np.maximum(sign * wf[pos], 0)
+            if sw.flags.c_contiguous:
+                sw.reshape(-1)[at] = value
+            else:
+                np.put(sw, at, value)
 
     def _targets(self, projection: int, n_pre: int) -> tuple:
         """Where :meth:`set_weights` writes projection ``projection``'s ``n_pre``
         sources: ``(half [n_pre, 1], column [1, n_post], excitatory row [n_pre,
-        1], inhibitory row, the synapses it owns on each [n_pre, n_post])``; a
-        function of the placement alone, made once."""
+        1], inhibitory row, the synapses it owns on each [n_pre, n_post], flat)``
+        with ``flat`` the excitatory and the inhibitory synapses as ``(positions
+        in the flattened weights, flat indices into synapse_weight)``; a function
+        of the placement alone, made once."""
         got = self._target_cache.get(projection)
         if got is not None and got[0].shape[0] == n_pre:
             return got
@@ -278,7 +282,15 @@ class Placement:
         has = (d >= 0)[:, None]
         own_exc = has & (self.owner[hh, exc_r, cc] == key[:, None])           # [n_pre, n_post]
         own_inh = has & (self.owner[hh, inh_r, cc] == key[:, None])
-        got = self._target_cache[projection] = (hh, cc, exc_r, inh_r, own_exc, own_inh)
+        shape = self.image.synapse_weight.shape
+        flat = []
+        for own, rows in ((own_exc, exc_r), (own_inh, inh_r)):
+            pos = np.flatnonzero(own)
+            at = np.ravel_multi_index(tuple(np.broadcast_to(a, own.shape).reshape(-1)[pos]
+                                            for a in (hh, rows, cc)), shape)
+            flat.append((pos, at))
+        got = self._target_cache[projection] = (hh, cc, exc_r, inh_r, own_exc, own_inh,
+                                                tuple(flat))
         return got
 
 def _source_half(assignment, merged, post: str, pre_index: int) -> int:
