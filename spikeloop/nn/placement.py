@@ -254,11 +254,7 @@ class Placement:
         sw = self.image.synapse_weight
         wf = w.reshape(-1)
         for (pos, at), sign in zip(flat, (1, -1), strict=True):
-            value = np.maximum(sign * wf[pos], 0)
-            if sw.flags.c_contiguous:
-                sw.reshape(-1)[at] = value
-            else:
-                np.put(sw, at, value)
+            np.put(sw, at, np.maximum(sign * wf[pos], 0))
 
     def _targets(self, projection: int, n_pre: int) -> tuple:
         """Where :meth:`set_weights` writes projection ``projection``'s ``n_pre``
