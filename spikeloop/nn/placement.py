@@ -241,7 +241,7 @@ class Placement:
         A weight that does not fit is refused before anything is written."""
         proj = self.projections[projection]
         w = _check_weights(self.cfg, projection, proj, _numpy(weights))
-        *_, own_exc, own_inh, flat = self._targets(projection, w.shape[0])
+        own_exc, own_inh, flat = self._targets(projection, w.shape[0])
         bad = ((w > 0) & ~own_exc) | ((w < 0) & ~own_inh)
         if bad.any():
             i, j = (int(x) for x in np.argwhere(bad)[0])       # the first in row-major order
@@ -258,11 +258,10 @@ class Placement:
 
     def _targets(self, projection: int, n_pre: int) -> tuple:
         """Where :meth:`set_weights` writes projection ``projection``'s ``n_pre``
-        sources: ``(half [n_pre, 1], column [1, n_post], excitatory row [n_pre,
-        1], inhibitory row, the synapses it owns on each [n_pre, n_post], flat)``
-        with ``flat`` the excitatory and the inhibitory synapses as ``(positions
-        in the flattened weights, flat indices into synapse_weight)``; a function
-        of the placement alone, made once."""
+        sources: ``(the excitatory synapses it owns [n_pre, n_post], the
+        inhibitory ones, flat)`` with ``flat`` the excitatory and the inhibitory
+        synapses as ``(positions in the flattened weights, flat indices into
+        synapse_weight)``; a function of the placement alone, made once."""
         got = self._target_cache.get(projection)
         if got is not None and got[0].shape[0] == n_pre:
             return got
@@ -285,9 +284,9 @@ class Placement:
             at = np.ravel_multi_index(tuple(np.broadcast_to(a, own.shape).reshape(-1)[pos]
                                             for a in (hh, rows, cc)), shape)
             flat.append((pos, at))
-        got = self._target_cache[projection] = (hh, cc, exc_r, inh_r, own_exc, own_inh,
-                                                tuple(flat))
+        got = self._target_cache[projection] = (own_exc, own_inh, tuple(flat))
         return got
+
 
 def _source_half(assignment, merged, post: str, pre_index: int) -> int:
     """A merged population takes its sources alternately on the rows of the top
