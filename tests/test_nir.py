@@ -80,6 +80,34 @@ def test_round_trip_same_image_observables_and_model(chip, tmp_path):
     assert q["scale"] == 240 and q["max_error"] <= 0.5 / 240 + 1e-9
 
 
+@pytest.mark.parametrize("surrogate_at", ["measured", "model", "model-pre-reset"])
+def test_graph_model_pass_with_measured_traces_gives_the_paper_networks_gradient(surrogate_at):
+    # the imported graph's gradient path along measured traces is the paper
+    # network's, for every place the surrogate derivative may be taken
+    sw = paper_net(n_hidden=4, recurrent=True)
+    graph = from_nir(to_nir(sw))
+    x = raster(2)
+    ideal = sw(x)
+    g = torch.Generator().manual_seed(8)
+    hv = ideal.v_hidden.detach() + 0.3 * torch.randn(ideal.v_hidden.shape, generator=g)
+    hz = (hv >= 1.0).to(hv.dtype)
+    ov = ideal.v_out.detach() + 0.05 * torch.randn(ideal.v_out.shape, generator=g)
+    assert hz.sum() > 0
+    grads = []
+    for net, out in ((sw, None), (graph, None)):
+        net.surrogate_at = surrogate_at
+        net.zero_grad()
+        if net is sw:
+            out = sw.model_pass(x, hidden_v=hv, hidden_z=hz, output_v=ov)
+        else:
+            names = [p.name for p in graph.spec.populations]
+            out = graph.model_pass(x, {names[0]: (hv, hz), names[1]: (ov, None)})
+        (out.log_probs[:, 0].sum() + out.z_hidden.sum()).backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+    for a, b in zip(grads[0], grads[1], strict=True):
+        torch.testing.assert_close(a.reshape(-1), b.reshape(-1), rtol=1e-4, atol=1e-6)
+
+
 def general_graph():
     """input -> h1 -> h2 (recurrent) -> out, and a skip input -> out; h1 with other
     time constants, a reset below the leak, and an identity edge h1 -> h2 beside a

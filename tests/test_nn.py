@@ -209,9 +209,24 @@ def test_surrogate_at_the_model_membrane():
         assert torch.equal(vi, mv) and torch.equal(zi, mz)
         torch.testing.assert_close(gi, _adjoint_reference(x, mv, at=vm), rtol=1e-10, atol=1e-10)
         assert not torch.allclose(gi, _adjoint_reference(x, mv), rtol=1e-6, atol=1e-8)
+    # model-pre-reset: the same, from the previous membrane with its reset undone,
+    # V_model[t] = b (V_meas[t-1] + z_meas[t-1]) + I[t] - z_meas[t-1]
+    i = prev_v = prev_z = torch.zeros_like(x[0])
+    vp = []
+    for t in range(x.shape[0]):
+        i = P.a * i + x[t]
+        vp.append(P.b * (prev_v + prev_z) + i - prev_z)
+        prev_v, prev_z = mv[t], mz[t]
+    vp = torch.stack(vp)
+    assert (vp > vm).any()          # the reset of some step is undone
+    zi, vi, gi = _lif_grad_x(x, surrogate_at="model-pre-reset", measured_v=mv, measured_z=mz)
+    assert torch.equal(vi, mv) and torch.equal(zi, mz)
+    torch.testing.assert_close(gi, _adjoint_reference(x, mv, at=vp), rtol=1e-10, atol=1e-10)
+    assert not torch.allclose(gi, _adjoint_reference(x, mv, at=vm), rtol=1e-6, atol=1e-8)
     # without measured traces the choice changes nothing
-    _, _, g_model = _lif_grad_x(x, surrogate_at="model")
-    assert torch.equal(g_model, g)
+    for at in ("model", "model-pre-reset"):
+        _, _, g_model = _lif_grad_x(x, surrogate_at=at)
+        assert torch.equal(g_model, g)
     with pytest.raises(ValueError, match="surrogate_at"):
         _lif_grad_x(x, surrogate_at="chip")
 

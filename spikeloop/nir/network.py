@@ -169,6 +169,8 @@ class GraphNetwork(nn.Module):
                 m = None if measured is None else measured.get(p.name)
                 if p.spiking:
                     v = b * v_s[k] + i - (1.0 - r) * z_prev[k]
+                    if m is not None and self.surrogate_at == "model-pre-reset":
+                        v = v + (b * (1.0 - r) * z_prev[k]).detach()   # SF.lif_step
                     v, z = SF.spike(v, 1.0, self.surrogate_beta,
                                     measured_v=None if m is None else m[0][t],
                                     measured_z=None if m is None or m[1] is None else m[1][t],

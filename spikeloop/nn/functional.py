@@ -56,16 +56,23 @@ __all__ = [
     "TAU_US",
     "SUPERSPIKE_BETA",
     "SURROGATE_AT",
+    "MODEL_SURROGATES",
 ]
 
 DT_US = 1.7              # column-ADC sample spacing = one Euler step
 TAU_US = 6.0             # tau_mem = tau_syn on the chip (hardware time)
 SUPERSPIKE_BETA = 50.0   # steepness of the surrogate
 #: where the surrogate derivative of a measured step is taken: at the measured
-#: membrane (inject, then threshold: hxtorch's order) or at the model's membrane
+#: membrane (inject, then threshold: hxtorch's order), at the model's membrane
 #: recomputed from the measured previous state (the value a spike's threshold
-#: crossing has in the model; the chip's sample after a spike shows the reset)
-SURROGATE_AT = ("measured", "model")
+#: crossing has in the model; the chip's sample after a spike shows the reset),
+#: or at the model's membrane recomputed from the measured previous state with
+#: that state's reset undone (``model-pre-reset``: the chip samples a step in
+#: which its neuron fired after the reset, and the model's step subtracts the
+#: reset once more; :func:`lif_step`)
+SURROGATE_AT = ("measured", "model", "model-pre-reset")
+#: the choices of SURROGATE_AT that take the derivative at the model's membrane
+MODEL_SURROGATES = ("model", "model-pre-reset")
 
 
 # --------------------------------------------------------------------------
@@ -211,11 +218,22 @@ def lif_step(x: torch.Tensor, state: LIFState, p: LIFParameters, *,
     stays that of the measured membrane).  ``recurrent_weight``
     ``[N, N]``: the previous step's spikes (measured ones if injected) add
     ``z[t-1] @ W_rec^T`` to this step's input.
+
+    ``surrogate_at="model-pre-reset"`` (with ``measured_v``): the chip's sample
+    of a step in which its neuron fired is taken after the neuron's reset, while
+    the model resets a step later (``- v_th z[t-1]``); recomputing ``V_model``
+    from that sample subtracts the reset twice.  This choice starts the step from
+    the previous membrane with its reset undone, ``V_meas[t-1] + v_th
+    z_meas[t-1]``: ``V_model[t] = b (V_meas[t-1] + v_th z[t-1]) + I[t] - v_th
+    z[t-1]``, the added term a constant (the gradient's paths are the other
+    choices').
     """
     if recurrent_weight is not None:
         x = x + torch.matmul(state.z, recurrent_weight.t())
     i = p.a * state.i + x
     v = p.b * state.v + i - p.v_th * state.z
+    if measured_v is not None and surrogate_at == "model-pre-reset":
+        v = v + (p.b * p.v_th * state.z).detach()
     v, z = spike(v, p.v_th, p.beta, measured_v=measured_v, measured_z=measured_z,
                  surrogate_at=surrogate_at)
     return LIFState(i, v, z)
@@ -228,13 +246,14 @@ def spike(v: torch.Tensor, v_th: float, beta: float, *,
     model's new membrane ``v``: ``z = superspike(v - v_th)``; with ``measured_v``
     the membrane becomes ``inject(measured_v, v)`` and the spike that of the
     measured membrane, its surrogate derivative taken at the measured membrane
-    (``surrogate_at="measured"``) or at ``v`` (``"model"``); with ``measured_z``
+    (``surrogate_at="measured"``) or at ``v`` (``"model"``, ``"model-pre-reset"``:
+    :func:`lif_step` computes ``v`` for each); with ``measured_z``
     the spike becomes ``inject(measured_z, z)``."""
     if surrogate_at not in SURROGATE_AT:
         raise ValueError(f"surrogate_at = {surrogate_at!r}; allowed: {', '.join(SURROGATE_AT)}")
     if measured_v is None:
         z = superspike(v - v_th, beta)
-    elif surrogate_at == "model":
+    elif surrogate_at in MODEL_SURROGATES:
         z = inject((measured_v >= v_th).to(v.dtype), superspike(v - v_th, beta))
         v = inject(measured_v, v)
     else:

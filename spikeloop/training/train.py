@@ -111,12 +111,22 @@ RESUMABLE_CHANGES = ("epochs", "out", "resume", "progress", "threads", "chip_fil
 #: where a measured step's surrogate derivative is taken unless told (SURROGATE_AT)
 SURROGATE_AT_DEFAULT = "measured"
 
+#: where each choice of SURROGATE_AT takes the derivative, in words (the run's log)
+SURROGATE_AT_WORDS = {
+    "measured": "the measured membrane",
+    "model": "the model's membrane recomputed from the measured previous state",
+    "model-pre-reset": "the model's membrane recomputed from the measured previous state, "
+                       "its reset undone"}
+
+
 def surrogate_at_option(runs: str):
     """The ``--surrogate-at`` option of a command whose ``runs`` train in the loop."""
     return option(SURROGATE_AT_DEFAULT, choices=SURROGATE_AT,
                   help=f"{runs}: take the surrogate derivative at the measured membrane "
-                       "(measured: inject, then threshold, hxtorch's order) or at the model's "
-                       "membrane recomputed from the measured previous state (model); default "
+                       "(measured: inject, then threshold, hxtorch's order), at the model's "
+                       "membrane recomputed from the measured previous state (model), or the "
+                       "same from the previous state with its reset undone (model-pre-reset: "
+                       "the chip samples a step that spiked after the reset); default "
                        f"{SURROGATE_AT_DEFAULT}")
 
 
@@ -913,8 +923,8 @@ def _start(s: TrainSettings, out: Path, ckpt: dict | None, log: RunLog) -> _Sess
     hp = hyperparameters(s, task)
     log.info("hyperparameters: " + ", ".join(f"{k} {v:g}" for k, v in hp.items()))
     if s.backend in LOOP_BACKENDS:
-        log.info(f"gradient: the chip's traces injected, the surrogate derivative taken at "
-                 f"the {s.surrogate_at} membrane")
+        log.info("gradient: the chip's traces injected, the surrogate derivative taken at "
+                 + SURROGATE_AT_WORDS[s.surrogate_at])
     opt = torch.optim.Adam(net.parameters(), lr=hp["lr"])
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=s.lr_decay)
     run = _Session(task, chip, net, kwargs, hp, opt, sched, generator, history=[])
