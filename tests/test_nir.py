@@ -94,7 +94,7 @@ def test_graph_model_pass_with_measured_traces_gives_the_paper_networks_gradient
     ov = ideal.v_out.detach() + 0.05 * torch.randn(ideal.v_out.shape, generator=g)
     assert hz.sum() > 0
     grads = []
-    for net, out in ((sw, None), (graph, None)):
+    for net in (sw, graph):
         net.surrogate_at = surrogate_at
         net.zero_grad()
         if net is sw:

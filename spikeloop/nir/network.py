@@ -170,7 +170,8 @@ class GraphNetwork(nn.Module):
                 if p.spiking:
                     v = b * v_s[k] + i - (1.0 - r) * z_prev[k]
                     if m is not None and self.surrogate_at == "model-pre-reset":
-                        v = v + (b * (1.0 - r) * z_prev[k]).detach()   # SF.lif_step
+                        # the chip's sample after a spike shows its reset (SF.lif_step)
+                        v = v + (b * (1.0 - r) * z_prev[k]).detach()
                     v, z = SF.spike(v, 1.0, self.surrogate_beta,
                                     measured_v=None if m is None else m[0][t],
                                     measured_z=None if m is None or m[1] is None else m[1][t],
