@@ -56,6 +56,7 @@ __all__ = [
     "TAU_US",
     "SUPERSPIKE_BETA",
     "SURROGATE_AT",
+    "SURROGATE_AT_WORDS",
     "MODEL_SURROGATES",
 ]
 
@@ -69,8 +70,13 @@ SUPERSPIKE_BETA = 50.0   # steepness of the surrogate
 #: or at the model's membrane recomputed from the measured previous state with
 #: that state's reset undone (``model-pre-reset``: the chip samples a step in
 #: which its neuron fired after the reset, and the model's step subtracts the
-#: reset once more; :func:`lif_step`)
-SURROGATE_AT = ("measured", "model", "model-pre-reset")
+#: reset once more; :func:`lif_step`); each with the words a run's log uses
+SURROGATE_AT_WORDS = {
+    "measured": "the measured membrane",
+    "model": "the model's membrane recomputed from the measured previous state",
+    "model-pre-reset": "the model's membrane recomputed from the measured previous state, "
+                       "its reset undone"}
+SURROGATE_AT = tuple(SURROGATE_AT_WORDS)
 #: the choices of SURROGATE_AT that take the derivative at the model's membrane
 MODEL_SURROGATES = ("model", "model-pre-reset")
 

@@ -77,7 +77,7 @@ from spikeloop.nir.convert import NirError, init_kwargs
 from spikeloop.nir.network import make_graph_network
 from spikeloop.nn import LIFParameters, SoftwareNetwork
 from spikeloop.nn.chip_network import HIDDEN_SPIKE_SOURCES, ChipNetwork
-from spikeloop.nn.functional import SURROGATE_AT
+from spikeloop.nn.functional import SURROGATE_AT, SURROGATE_AT_WORDS
 from spikeloop.nn.placement import PlacementError
 from spikeloop.training.tasks import (
     LOOP_BACKENDS,
@@ -110,13 +110,6 @@ RESUMABLE_CHANGES = ("epochs", "out", "resume", "progress", "threads", "chip_fil
                      "device")
 #: where a measured step's surrogate derivative is taken unless told (SURROGATE_AT)
 SURROGATE_AT_DEFAULT = "measured"
-
-#: where each choice of SURROGATE_AT takes the derivative, in words (the run's log)
-SURROGATE_AT_WORDS = {
-    "measured": "the measured membrane",
-    "model": "the model's membrane recomputed from the measured previous state",
-    "model-pre-reset": "the model's membrane recomputed from the measured previous state, "
-                       "its reset undone"}
 
 
 def surrogate_at_option(runs: str):
