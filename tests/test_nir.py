@@ -291,6 +291,19 @@ def test_train_init_from_a_nir_graph(tmp_path):
     assert res["network"]["n_hidden"] == 6 and res["epochs_done"] == 1
 
 
+def test_dropout_on_a_general_graph_is_refused_in_one_line(tmp_path, capsys):
+    """Hidden dropout acts on the paper network's hidden-to-output weights; a
+    general graph has none, so the run is refused before it starts (exit 2)."""
+    graph = tmp_path / "general.nir"
+    nir.write(graph, general_graph())
+    args = ["train", "yinyang", "--init", str(graph), "--epochs", "1", "--train-samples",
+            "20", "--test-samples", "10", "--no-progress"]
+    assert main(args + ["--dropout", "0.4", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "--dropout 0.4" in err and "general graph" in err and len(err.splitlines()) == 1
+    assert main(args + ["--out", str(tmp_path / "b")]) == 0           # without: it trains
+
+
 # -- snnTorch, the peer ----------------------------------------------------------------
 
 def test_snntorch_graph_runs_in_spikeloop_as_in_snntorch(chip):

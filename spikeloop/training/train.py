@@ -912,6 +912,10 @@ def _start(s: TrainSettings, out: Path, ckpt: dict | None, log: RunLog) -> _Sess
                          f"{' (recurrent)' if task.recurrent else ''} -> {task.n_out} does not "
                          f"fit chip preset {s.preset!r}: {e} (sizes: --hidden"
                          f"{', --input-channels' if task.name == 'shd' else ''})") from e
+    if s.dropout and not hasattr(net, "hidden_keep"):
+        raise TrainError(f"--dropout {s.dropout:g}: the network of --init {s.init} is a general "
+                         "graph; hidden dropout applies to a network of one hidden layer and a "
+                         "readout (the paper's); allowed for this network: 0")
     net.surrogate_at = s.surrogate_at
     hp = hyperparameters(s, task)
     log.info("hyperparameters: " + ", ".join(f"{k} {v:g}" for k, v in hp.items()))
