@@ -24,7 +24,7 @@ from spikeloop.explore.energy import EnergyTableError
 from spikeloop.explore.report import ReportError
 from spikeloop.explore.sweep import SweepError
 from spikeloop.ppu import learn
-from spikeloop.training import replay, train
+from spikeloop.training import diagnose, replay, train
 from spikeloop.training.replay import ReplayError
 
 DESCRIPTION = ("Emulate an accelerated analog neuromorphic chip, verify its digital logic and "
@@ -77,6 +77,10 @@ COMMANDS = (
     Command(("replay",), replay.ReplaySettings, replay.run,
             "a network trained on the fast backend, replayed on the co-simulated RTL",
             description=replay.__doc__, user_errors=(ReplayError,)),
+    Command(("diagnose",), diagnose.DiagnoseSettings, diagnose.run,
+            "where a network trained in the loop and its ideal model part ways (spikes, "
+            "readout, gradient)",
+            description=diagnose.__doc__, user_errors=(diagnose.DiagnoseError,)),
     Command(("nir", "import"), nir.ImportSettings, nir.run_import,
             "map a NIR graph onto a chip instance (placed, converted, quantised)",
             description="Map a NIR graph onto a calibrated chip instance: populations onto "
