@@ -195,13 +195,11 @@ def diagnose(s: DiagnoseSettings, log=print) -> dict:
                     >= dropout).to(dtype) / (1.0 - dropout)
             loop.hidden_keep = ideal.hidden_keep = keep
         try:
-            passes = {"loop": _measured_pass(loop, raster, times),
-                      "ideal": lambda raster=raster: ideal(raster)}
+            loop_out = _measured_pass(loop, raster, times)()
             ideal_out = ideal(raster)
             activity = _grad(ideal, names, ideal_out.z_hidden.sum())
             row, spikes = {}, {}
-            for side, net in (("loop", loop), ("ideal", ideal)):
-                out = passes[side]()
+            for side, net, out in (("loop", loop, loop_out), ("ideal", ideal, ideal_out)):
                 sides[side].append(_side(out, y))
                 spikes[side] = out.z_hidden.detach() > 0
                 parts = {k: _grad(net, names, v) for k, v in _loss_parts(net, out, y, hp).items()}
@@ -236,14 +234,13 @@ def _report(s, run_dir, st, chip, n, dropout, base, run_seed, sides, grads, wall
                    for t in range(len(rows[0]["spikes_per_bin"]))]
         tot = {k: sum(r[k] for r in rows) for k in rows[0]
                if k not in ("spikes_per_bin", "neurons")}
-        n_correct_cls = n                                    # one correct class per sample
         total = sum(sum(r["spikes_per_bin"]) for r in rows)
         return {"spikes_per_neuron_input": sum(per_bin), "spikes_per_bin": per_bin,
                 "share_in_a_bin_with_the_other": (tot["in_a_bin_with_the_other"] / total
                                                   if total else 0.0),
                 "nll": tot["nll_sum"] / n, "accuracy": tot["correct"] / n,
                 "wrong_classes_max_at_first_sample": tot["wrong_first"] / tot["wrong"],
-                "mean_max_correct_class": tot["max_correct_sum"] / n_correct_cls,
+                "mean_max_correct_class": tot["max_correct_sum"] / n,   # one per sample
                 "mean_max_wrong_classes": tot["max_wrong_sum"] / tot["wrong"]}
 
     def mean(key, side=None, part=None) -> float:
