@@ -15,6 +15,7 @@ from spikeloop.training.diagnose import (
     _loss_parts,
     _measured_pass,
     _params,
+    _upstream,
     diagnose,
 )
 from spikeloop.training.tasks import build_task
@@ -69,6 +70,14 @@ def test_the_loop_gradient_is_the_training_steps_and_its_parts_add_up(run_dir):
     torch.testing.assert_close(sum(parts), g_train, rtol=1e-5,
                                atol=1e-6 * float(g_train.abs().max()))
     torch.testing.assert_close(_grad(net, names, training_loss(out)), g_train, rtol=0, atol=0)
+    # the activity direction lives on the hidden weights: the readout's are left out
+    ideal, _ = load_network(run_dir / "network.pt", backend="software")
+    act = _grad(ideal, names, ideal(raster).z_hidden.sum())
+    mask = _upstream(ideal, names, act)
+    pieces = dict(zip(names, mask.split([_params(ideal)[k].numel() for k in names]),
+                      strict=True))
+    assert not pieces["output_synapse.weight"].any()
+    assert pieces["hidden_synapse.weight"].all()
     # another noise key gives another gradient: the keys matter, so the check above bites
     g_other = _grad(net, names, training_loss(net(raster, times_us=times)))
     assert not torch.equal(g_other, g_train)

@@ -22,10 +22,10 @@ rate), without its image rotations.  It prints the two side by side:
   of the ideal model: the cosine between the two, and the component of each
   one's descent direction along the activity direction (the gradient of the
   ideal model's hidden spike count; both gradients are measured against the
-  same one): positive means a descent step makes the hidden layer more
-  active.  The component is split into the classification loss's parts from
-  the correct class and from the wrong classes and the regularisers' part
-  (the three add up to the whole).
+  same one, on the weights the hidden spikes depend on): positive means a
+  descent step makes the hidden layer more active.  The component is split
+  into the classification loss's parts from the correct class and from the
+  wrong classes and the regularisers' part (the three add up to the whole).
 
 docs/training.md ("Diagnosing a loop") shows it on the paper's networks.
 Writes ``DIR/diagnose.json`` (an earlier one stays: the next is
@@ -88,6 +88,19 @@ def _grad(net, names: list[str], loss: torch.Tensor) -> torch.Tensor:
                              retain_graph=True)
     return torch.cat([(torch.zeros_like(ps[k]) if g is None else g).reshape(-1)
                       for k, g in zip(names, gs, strict=True)])
+
+
+def _upstream(net, names: list[str], activity: torch.Tensor) -> torch.Tensor:
+    """Which entries of a flattened gradient belong to the weights the hidden spikes
+    depend on (a weight tensor whose entries all have zero activity gradient, such
+    as the readout's, is left out)."""
+    ps = _params(net)
+    mask, i = torch.zeros(len(activity), dtype=torch.bool), 0
+    for k in names:
+        n = ps[k].numel()
+        mask[i:i + n] = bool(activity[i:i + n].any())
+        i += n
+    return mask
 
 
 def _measured_pass(net, raster: torch.Tensor, times_us):
@@ -198,13 +211,14 @@ def diagnose(s: DiagnoseSettings, log=print) -> dict:
             loop_out = _measured_pass(loop, raster, times)()
             ideal_out = ideal(raster)
             activity = _grad(ideal, names, ideal_out.z_hidden.sum())
+            upstream = _upstream(ideal, names, activity)     # the weights spikes depend on
             row, spikes = {}, {}
             for side, net, out in (("loop", loop, loop_out), ("ideal", ideal, ideal_out)):
                 sides[side].append(_side(out, y))
                 spikes[side] = out.z_hidden.detach() > 0
                 parts = {k: _grad(net, names, v) for k, v in _loss_parts(net, out, y, hp).items()}
                 total = sum(parts.values())
-                norm = float(total.norm() * activity.norm())
+                norm = float(total[upstream].norm() * activity.norm())
                 row[side] = {"total": total,
                              "activity": {k: (float(-(g @ activity)) / norm if norm else 0.0)
                                           for k, g in parts.items()}}
