@@ -109,6 +109,9 @@ def test_tiny_experiment_end_to_end(tmp_path, capsys):
                                          "retrained_b", "inference_a", "deployed_uncal",
                                          "loop_uncal"}
     assert [lv["residual"] for lv in res["residual_levels"]] == [0.0, 1.0]
+    # without --threads each training runs with the training's own default, recorded
+    args = json.loads((tmp_path / "exp" / "seed0" / "loop-A" / "results.json").read_text())
+    assert args["args"]["threads"] == 1
 
 
 @pytest.mark.slow

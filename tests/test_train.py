@@ -157,6 +157,9 @@ def test_resume_refusals(tmp_path, capsys):
         run(_settings(tmp_path / "r", seed=1, batch_size=10, epochs=2, resume=True))
     with pytest.raises(TrainError, match="already holds a run .*pass --resume"):
         run(_settings(tmp_path / "r", epochs=2))
+    # the thread count is part of the run: torch's float sums follow it
+    with pytest.raises(TrainError, match=r"threads: checkpoint 1, now 2"):
+        run(_settings(tmp_path / "r", threads=2, epochs=2, resume=True))
     # through the command line: a clear message and exit status 2
     rc = cli.main(["train", "yinyang", "--backend", "fast", "--preset", "mini",
                    "--chip-seed", "1", "--out", str(tmp_path / "r"), "--resume",

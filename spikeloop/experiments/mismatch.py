@@ -152,8 +152,10 @@ def _train(ms: MismatchSettings, out: Path, log, **kw) -> dict:
     """One ``spikeloop train`` run; reused when finished, resumed when interrupted."""
     args = dict(task=ms.task, out=str(out), preset=ms.preset, batch_size=ms.batch_size,
                 train_samples=ms.train_samples, test_samples=ms.test_samples,
-                data_dir=ms.data_dir, threads=ms.threads, progress=ms.progress,
-                **({"lr": ms.lr} if ms.lr is not None else {}))
+                data_dir=ms.data_dir, progress=ms.progress,
+                **({"lr": ms.lr} if ms.lr is not None else {}),
+                # unset: the training's own default (its results depend on the count)
+                **({"threads": ms.threads} if ms.threads is not None else {}))
     if kw.get("backend") == "fast":
         args["device"] = ms.device
     if kw.get("backend") in LOOP_BACKENDS:

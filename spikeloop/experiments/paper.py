@@ -296,9 +296,11 @@ class Benchmark:
 def train_once(s: PaperSettings, out: Path, log, **kw) -> dict:
     """One ``spikeloop train`` run in ``out``: reused when finished with the same
     settings, resumed when interrupted; a run there with other settings is refused."""
-    args = dict(out=str(out), progress=s.progress, threads=s.threads,
+    args = dict(out=str(out), progress=s.progress,
                 train_samples=s.train_samples, test_samples=s.test_samples,
-                data_dir=s.data_dir)
+                data_dir=s.data_dir,
+                # unset: the training's own default (its results depend on the count)
+                **({"threads": s.threads} if s.threads is not None else {}))
     if kw.get("backend") == "fast":
         args["device"] = s.device
     return train_or_reuse(TrainSettings(**{**args, **kw}), log, PaperError)

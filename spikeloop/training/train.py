@@ -106,8 +106,7 @@ CHIP_FILE = "chip.npz"
 CHECKPOINT_FORMAT = 1
 
 #: settings that may differ between a run and its --resume (nothing else may)
-RESUMABLE_CHANGES = ("epochs", "out", "resume", "progress", "threads", "chip_file", "init",
-                     "device")
+RESUMABLE_CHANGES = ("epochs", "out", "resume", "progress", "chip_file", "init", "device")
 #: where a measured step's surrogate derivative is taken unless told (SURROGATE_AT)
 SURROGATE_AT_DEFAULT = "measured"
 
@@ -213,11 +212,15 @@ class TrainSettings:
                                          "retrain a network on another chip instance), or "
                                          "from a NIR graph or an imported one (`spikeloop "
                                          "nir import`): its network, with its sizes")
-    #: torch threads; recorded, may change on resume.  One by default: the networks
-    #: are small, and torch's worker threads do not flush subnormal numbers (see
-    #: run()), which makes a second thread 30-60x slower, not faster
+    #: torch threads.  One by default: the networks are small, and torch's worker
+    #: threads do not flush subnormal numbers (see run()), which makes a second
+    #: thread 30-60x slower, not faster.  Part of the run: the network's float sums
+    #: (and, in software, the subnormals kept) follow the thread count, so another
+    #: count gives other bits and a run is resumed or reused only with its own
     threads: int | None = option(1, help="torch threads (default 1: small networks; more "
-                                         "threads keep subnormal numbers and are slower)")
+                                         "threads keep subnormal numbers and are slower; "
+                                         "the results depend on it, so a run resumes with "
+                                         "its own)")
     #: the torch device of the fast backend's emulation (cpu, cuda, cuda:N): the same
     #: bits on either, so it may change on resume; the network's gradients stay on the cpu
     device: str = option("cpu", help="fast: the torch device of the chip's emulation, cpu "
@@ -713,7 +716,7 @@ def _check_resume(saved: dict, now: TrainSettings, ckpt: Path) -> None:
     conflicts = setting_conflicts(saved, now, "checkpoint")
     if conflicts:
         raise TrainError(f"--resume: the arguments conflict with the run in {ckpt} "
-                         f"({'; '.join(conflicts)}); only --epochs (and --threads, --device, "
+                         f"({'; '.join(conflicts)}); only --epochs (and --device, "
                          "--no-progress, --chip, --init: the checkpoint holds the chip and "
                          "the weights) may change when resuming")
 
