@@ -167,7 +167,7 @@ def test_general_graph_maps_runs_in_the_loop_and_trains(chip):
         loss.backward()
         opt.step()
         net.after_step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
     assert net.last_stats["samples"] == 4 and out.z_hidden.shape == (20, 4, 8)
     assert losses[-1] < losses[0]
