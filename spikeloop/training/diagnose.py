@@ -43,10 +43,9 @@ import torch.nn.functional as F
 
 from spikeloop.base.files import DirLock, atomic_write_text, unused_path
 from spikeloop.base.settings import option
-from spikeloop.model.chip import Chip
 from spikeloop.nn.functional import SURROGATE_AT_WORDS
-from spikeloop.training.tasks import LOOP_BACKENDS, build_task
-from spikeloop.training.train import PREDATED, TrainError, load_network, load_torch_file
+from spikeloop.training.tasks import build_task
+from spikeloop.training.train import PREDATED, load_network, open_chip_run
 
 #: the per-bin figures printed (the JSON holds every bin)
 BINS_SHOWN = 6
@@ -148,21 +147,9 @@ def diagnose(s: DiagnoseSettings, log=print) -> dict:
     ``run_dir/diagnose.json``, or ``diagnose-2.json``, ... beside an earlier one)."""
     s.check()
     run_dir = Path(s.run_dir)
-    for f in ("network.pt", "chip.npz"):
-        if not (run_dir / f).is_file():
-            raise DiagnoseError(f"{run_dir / f} is missing: diagnose takes the output "
-                                "directory of `spikeloop train --backend fast` (or cosim)")
-    try:
-        meta = load_torch_file(run_dir / "network.pt", "a network.pt of spikeloop train",
-                               ("backend", "settings", "state_dict", "network_kwargs"))
-    except TrainError as e:
-        raise DiagnoseError(str(e)) from None
-    if meta["backend"] not in LOOP_BACKENDS:
-        raise DiagnoseError(f"{run_dir} was trained on backend {meta['backend']!r}; diagnose "
-                            "compares a loop with its ideal model and needs a chip backend's "
-                            "run (fast or cosim)")
+    meta, chip = open_chip_run(run_dir, "diagnose", DiagnoseError,
+                               "compares a loop with its ideal model and ")
     st = meta["settings"]
-    chip = Chip.load(run_dir / "chip.npz")
     task = build_task(st["task"], cfg=chip.cfg, data_dir=s.data_dir or st.get("data_dir"),
                       hidden=st.get("hidden"), train_samples=st.get("train_samples"),
                       test_samples=1, input_channels=st.get("input_channels"))

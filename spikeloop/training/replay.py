@@ -36,9 +36,8 @@ import torch
 from spikeloop.base.files import DirLock, atomic_write_text, prepare_output_dir, unused_path
 from spikeloop.base.settings import option
 from spikeloop.data import Batches
-from spikeloop.model.chip import Chip
 from spikeloop.training.tasks import build_task
-from spikeloop.training.train import TrainError, load_network, load_torch_file
+from spikeloop.training.train import load_network, open_chip_run
 
 
 class ReplayError(RuntimeError):
@@ -77,22 +76,10 @@ def replay(s: ReplaySettings, log=print) -> dict:
     on fast and cosim; returns the report (also written to ``run_dir/replay.json``, or
     ``replay-2.json``, ... beside an earlier replay's)."""
     run_dir, samples, batch, simulator = Path(s.run_dir), s.samples, s.batch, s.simulator
-    for f in ("network.pt", "chip.npz"):
-        if not (run_dir / f).is_file():
-            raise ReplayError(f"{run_dir / f} is missing: replay takes the output directory "
-                              "of `spikeloop train --backend fast` (or cosim)")
     if samples < 1 or batch < 1 or s.workers < 0:
         raise ReplayError(f"--samples {samples}, --batch {batch}, --workers {s.workers}; "
                           "allowed: --samples and --batch >= 1, --workers >= 0")
-    try:
-        meta = load_torch_file(run_dir / "network.pt", "a network.pt of spikeloop train",
-                               ("backend", "settings", "state_dict", "network_kwargs"))
-    except TrainError as e:
-        raise ReplayError(str(e)) from None
-    if meta["backend"] not in ("fast", "cosim"):
-        raise ReplayError(f"{run_dir} was trained on backend {meta['backend']!r}; replay "
-                          "needs a chip backend's run (fast or cosim)")
-    chip = Chip.load(run_dir / "chip.npz")
+    meta, chip = open_chip_run(run_dir, "replay", ReplayError)
     st = meta["settings"]
     task = build_task(st["task"], cfg=chip.cfg, data_dir=st.get("data_dir"),
                       hidden=st.get("hidden"), test_samples=samples,

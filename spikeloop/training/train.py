@@ -400,6 +400,27 @@ def make_network(backend: str, kwargs: dict, *, chip=None, generator=None, run_s
                        run_seed=run_seed, hidden_spikes=hidden_spikes, **kw)
 
 
+def open_chip_run(run_dir: Path, command: str, error: type[Exception],
+                  why: str = "") -> tuple[dict, Chip]:
+    """The ``network.pt`` contents and the chip instance of a ``spikeloop train``
+    run on a chip backend, for ``spikeloop <command>``; a missing file, an
+    unreadable network.pt or a software run raise ``error`` naming the file (``why``:
+    what the command does with the run, said when it is a software run)."""
+    for f in ("network.pt", "chip.npz"):
+        if not (run_dir / f).is_file():
+            raise error(f"{run_dir / f} is missing: {command} takes the output directory "
+                        "of `spikeloop train --backend fast` (or cosim)")
+    try:
+        meta = load_torch_file(run_dir / "network.pt", "a network.pt of spikeloop train",
+                               ("backend", "settings", "state_dict", "network_kwargs"))
+    except TrainError as e:
+        raise error(str(e)) from None
+    if meta["backend"] not in LOOP_BACKENDS:
+        raise error(f"{run_dir} was trained on backend {meta['backend']!r}; {command} "
+                    f"{why}needs a chip backend's run (fast or cosim)")
+    return meta, Chip.load(run_dir / "chip.npz")
+
+
 def load_network(path, *, chip=None, backend: str | None = None, device: str = "cpu"):
     """Rebuild a trained network from ``network.pt``.
 
