@@ -225,11 +225,11 @@ def test_paper_command_tiny_and_resume(tmp_path, chip):
     # --surrogate-at reaches the trainings in the loop (and only those)
     loop_args = json.loads((tmp_path / "yinyang" / "seed0" / "loop" / "results.json")
                            .read_text())["args"]
-    assert loop_args["surrogate_at"] == "measured"
+    assert loop_args["surrogate_at"] == "model-pre-reset"      # the command's default
     # without --threads the trainings run with the training's own default, recorded
     assert loop_args["threads"] == 1
     with pytest.raises(PaperError, match=r"loop holds a run with other settings \(surrogate_at: "
-                                         r"there 'measured', now 'model'\)"):
+                                         r"there 'model-pre-reset', now 'model'\)"):
         run_paper(_paper(tmp_path, dropout=0.2, surrogate_at="model"), log=lambda _: None)
 
 

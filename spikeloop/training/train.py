@@ -111,15 +111,15 @@ RESUMABLE_CHANGES = ("epochs", "out", "resume", "progress", "chip_file", "init",
 SURROGATE_AT_DEFAULT = "measured"
 
 
-def surrogate_at_option(runs: str):
+def surrogate_at_option(runs: str, default: str = SURROGATE_AT_DEFAULT):
     """The ``--surrogate-at`` option of a command whose ``runs`` train in the loop."""
-    return option(SURROGATE_AT_DEFAULT, choices=SURROGATE_AT,
+    return option(default, choices=SURROGATE_AT,
                   help=f"{runs}: take the surrogate derivative at the measured membrane "
                        "(measured: inject, then threshold, hxtorch's order), at the model's "
                        "membrane recomputed from the measured previous state (model), or the "
                        "same from the previous state with its reset undone (model-pre-reset: "
                        "the chip samples a step that spiked after the reset); default "
-                       f"{SURROGATE_AT_DEFAULT}")
+                       f"{default}")
 
 
 def gain_sigma_option(part: str):
