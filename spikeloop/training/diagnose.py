@@ -45,7 +45,7 @@ from spikeloop.base.files import DirLock, atomic_write_text, unused_path
 from spikeloop.base.settings import option
 from spikeloop.nn.functional import SURROGATE_AT_WORDS
 from spikeloop.training.tasks import build_task
-from spikeloop.training.train import PREDATED, load_network, open_chip_run
+from spikeloop.training.train import PREDATED, hidden_keep_mask, load_network, open_chip_run
 
 #: the per-bin figures printed (the JSON holds every bin)
 BINS_SHOWN = 6
@@ -191,8 +191,7 @@ def diagnose(s: DiagnoseSettings, log=print) -> dict:
             raster, times = task.encode(x)
         keep = None
         if dropout:
-            keep = (torch.rand(loop.n_hidden, generator=gen, dtype=torch.float64)
-                    >= dropout).to(dtype) / (1.0 - dropout)
+            keep = hidden_keep_mask(loop.n_hidden, dropout, gen, dtype)
             loop.hidden_keep = ideal.hidden_keep = keep
         try:
             loop_out = _measured_pass(loop, raster, times)()

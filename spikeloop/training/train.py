@@ -471,6 +471,14 @@ def augmentation_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(key & ((1 << 63) - 1))
 
 
+def hidden_keep_mask(n_hidden: int, dropout: float, gen: torch.Generator,
+                     dtype: torch.dtype) -> torch.Tensor:
+    """One training step's hidden dropout mask (``net.hidden_keep``): each unit
+    kept with probability ``1 - dropout``, the kept ones scaled by ``1 / (1 - dropout)``."""
+    keep = torch.rand(n_hidden, generator=gen, dtype=torch.float64) >= dropout
+    return keep.to(dtype) / (1.0 - dropout)
+
+
 def augment(s: TrainSettings, net, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """One training batch's augmentation: its images rotated (``s.rotate``) and
     the network's hidden dropout mask for this step set (``s.dropout``).  Draws
@@ -479,8 +487,8 @@ def augment(s: TrainSettings, net, x: torch.Tensor, gen: torch.Generator) -> tor
         angles = (torch.rand(len(x), generator=gen, dtype=torch.float64) * 2 - 1) * s.rotate
         x = rotate_images(x, angles)
     if s.dropout:
-        keep = torch.rand(net.n_hidden, generator=gen, dtype=torch.float64) >= s.dropout
-        net.hidden_keep = keep.to(net.output_synapse.weight.dtype) / (1.0 - s.dropout)
+        net.hidden_keep = hidden_keep_mask(net.n_hidden, s.dropout, gen,
+                                           net.output_synapse.weight.dtype)
     return x
 
 
