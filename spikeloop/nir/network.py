@@ -446,7 +446,7 @@ class GraphChipNetwork(GraphNetwork):
         out: dict = {}
         n_spikes = 0
         for p in self.spec.populations:
-            v = m.norm[:, :, pl.neurons[p.name]]
+            v = m.norm(pl.neurons[p.name])
             if not p.spiking:
                 v = v * (HIDDEN_SCALE / scales[p.name]) * self.mapping.trace_factor[p.name]
                 out[p.name] = (torch.as_tensor(v, dtype=dtype), None)
