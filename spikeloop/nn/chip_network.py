@@ -149,8 +149,8 @@ class MeasuredBatch:
     def norm(self, neurons) -> np.ndarray:
         """The codes of ``neurons`` (indices) minus their resting codes, over the
         code scale: float64 ``[T, B, len(neurons)]``.  Only the neurons asked for
-        are converted: for the paper's network on FULL, converting every
-        neuron's codes took about a tenth of a training step in the loop."""
+        are converted (a network reads a part of the chip's neurons: the
+        paper's network on FULL half of them)."""
         idx = np.asarray(neurons, dtype=np.int64).reshape(-1)
         if len(idx) and (np.diff(idx) == 1).all():      # a range: read in place
             idx = slice(int(idx[0]), int(idx[-1]) + 1)
