@@ -7,7 +7,7 @@
                                     [--threads 1] [--device cpu]
     python -m spikeloop.bench peers [--batch 100] [--batches 2] [--repeats 3] [--threads 0]
                                     [--data-dir DIR] [--peers snntorch norse]
-                                    [--scaling batch cores step]
+                                    [--scaling batch cores step] [--breakdown]
     python -m spikeloop.bench cosim [--preset mini] [--simulator verilator] [--scenario random]
                                     [--steps N] [--baseline]
     python -m spikeloop.bench explore [--variants 6] [--workers 2]
@@ -44,7 +44,10 @@ digit's rate (the recordings themselves come from ``spikeloop data speech``).
   layer, LI readout, 20 steps, the same loss and Adam), all with the same torch
   threads, after a warm-up batch, the medians of rounds taken in turn; the
   ratios ours / fastest peer; fast == reference on a sample of a batch;
-  ``--scaling`` adds the batch size, the cores and the analog step.
+  ``--scaling`` adds the batch size, the cores and the analog step;
+  ``--breakdown`` where the loop's training step goes (the chip's runs and
+  the rest; the whole-run kernel's parts on the network's own batches) and
+  the rate the membrane noise alone allows.
 - ``--breakdown``: on the CPU, the whole-run kernel's parts by leaving them
   out (one thread: the chip as it is, without temporal noise, without input
   events, without either); then the fast backend's digital side and weight
