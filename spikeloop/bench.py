@@ -48,8 +48,8 @@ digit's rate (the recordings themselves come from ``spikeloop data speech``).
   ``--breakdown`` where the loop's training step goes (the chip's runs and
   the rest; the whole-run kernel's parts on the network's own batches) and
   the rate the membrane noise alone allows.
-- ``--breakdown``: on the CPU, the whole-run kernel's parts by leaving them
-  out (one thread: the chip as it is, without temporal noise, without input
+- ``fast --breakdown``: on the CPU, the whole-run kernel's parts by leaving
+  them out (one thread: the chip as it is, without temporal noise, without input
   events, without either); then the fast backend's digital side and weight
   sums (clocked in a run of their own, on the step-by-step path that CUDA and
   the PPU take), its LIF updates alone and its membrane noise alone; and how
