@@ -109,9 +109,40 @@ def test_playback_schedule_of_many_samples():
                 if last < n_live:
                     want.append((last, s, int(link), int(label)))
                     want_late[s] += last > t
+        by_sample, late_s = playback_schedule(FULL, events, n_live, by="sample")
+        assert by_sample.tolist() == [list(r) for r in want]     # (built sample by sample)
+        assert late_s.tolist() == want_late.tolist()
         want.sort(key=lambda r: r[0])          # stable: sample order, then table order
         assert rows.tolist() == [list(r) for r in want]
         assert late.tolist() == want_late.tolist()
+    with pytest.raises(ValueError, match="by = 'step'"):
+        playback_schedule(FULL, events, 10, by="step")
+
+
+def test_input_events_sorted_as_a_lexsort():
+    """InputEvents sorts its rows by (sample, cycle, link, label): the packed
+    key's sort and, where the columns' bits do not fit one key, the lexsort
+    give the rows a lexsort gives; a sorted table is kept as it is."""
+    from spikeloop.base.config import FULL
+    from spikeloop.base.events import InputEvents, row_order
+
+    rng = np.random.default_rng(9)
+    for _ in range(100):
+        B, n = int(rng.integers(1, 300)), int(rng.integers(0, 500))
+        tab = np.stack([rng.integers(0, B, n), rng.integers(0, 1 << FULL.timestamp_bits, n),
+                        rng.integers(0, FULL.n_ext_inputs, n),
+                        rng.integers(0, 1 << FULL.event_label_bits, n)], 1)
+        tab[n // 2:] = tab[:n - n // 2]          # repeated rows
+        want = tab[np.lexsort(tab.T[::-1])]
+        assert np.array_equal(InputEvents(FULL, B, tab).table, want.reshape(-1, 4))
+        wide = tab * np.array([1 << 40, 1 << 20, 1, 1])
+        limits = [(B - 1) << 40, ((1 << FULL.timestamp_bits) - 1) << 20,
+                  FULL.n_ext_inputs - 1, (1 << FULL.event_label_bits) - 1]
+        assert sum(int(x).bit_length() for x in limits) > 63
+        order = row_order(wide, limits)
+        got = wide if order is None else wide[order]
+        assert np.array_equal(got, want * np.array([1 << 40, 1 << 20, 1, 1]))
+        assert row_order(want, limits) is None
 
 
 def test_breakdown_leaves_parts_out_on_copies(capsys):

@@ -191,22 +191,27 @@ def _with_synapses(image: ConfigImage, synapses) -> ConfigImage:
     return out
 
 
-def playback_schedule(cfg: ChipConfig, events: InputEvents, n_live: int):
+def playback_schedule(cfg: ChipConfig, events: InputEvents, n_live: int, *,
+                      by: str = "cycle"):
     """Release cycles of the playback: entry ``j`` of a sample (in release order)
     leaves in cycle ``max(time_j, release_{j-1} + 1)`` (one entry per cycle, never
     before its time), if that is a running cycle (``< n_live``).
 
     Returns ``(rows, late)``: ``rows`` [K, 4] int64 (cycle, sample, link, label)
-    of the released entries, sorted by cycle; ``late`` [batch] int64 (unsaturated):
-    entries released after their time."""
+    of the released entries, sorted by cycle (``by="sample"``: by sample, then
+    cycle); ``late`` [batch] int64 (unsaturated): entries released after their
+    time."""
+    if by not in ("cycle", "sample"):
+        raise ValueError(f"by = {by!r}; allowed: 'cycle', 'sample'")
     t = events.table
-    late = np.zeros(events.batch, dtype=np.int64)
     if not len(t):
-        return np.zeros((0, 4), dtype=np.int64), late
-    # all samples at once: the entries grouped by sample (table order within one),
-    # j = index within its sample; the running maximum of time_j - j restarts at
-    # each sample because every sample's values are lifted above all earlier ones
-    ev = t[np.argsort(t[:, 0], kind="stable")]
+        return np.zeros((0, 4), dtype=np.int64), np.zeros(events.batch, dtype=np.int64)
+    # all samples at once: the entries grouped by sample (table order within one:
+    # InputEvents keeps its rows sorted), j = index within its sample; the running
+    # maximum of time_j - j restarts at each sample because every sample's values
+    # are lifted above all earlier ones
+    s = t[:, 0]
+    ev = t if (s[1:] >= s[:-1]).all() else t[np.argsort(s, kind="stable")]
     s = ev[:, 0]
     first = np.ones(len(ev), dtype=bool)
     first[1:] = s[1:] != s[:-1]
@@ -216,8 +221,10 @@ def playback_schedule(cfg: ChipConfig, events: InputEvents, n_live: int):
     lift = (np.cumsum(first) - 1) * (int(v.max()) - int(v.min()) + 1)
     release = j + np.maximum.accumulate(v + lift) - lift
     go = release < n_live
-    np.add.at(late, s[go], release[go] > ev[go, 1])
+    late = np.bincount(s[go & (release > ev[:, 1])], minlength=events.batch).astype(np.int64)
     rows = np.stack([release[go], s[go], ev[go, 2], ev[go, 3]], axis=1)
+    if by == "sample":      # (a sample's releases rise strictly: already in order)
+        return rows, late
     return rows[np.argsort(rows[:, 0], kind="stable")], late
 
 
@@ -302,18 +309,20 @@ class FastChip:
                                np.asarray(image.xbar_target, dtype=np.int64), -1))
         rs_n = 1 << cfg.row_select_bits
         per_bus = len(range(0, D, Bh))
-        match = np.zeros((cfg.n_buses, rs_n, per_bus), dtype=np.int64)
-        n_match = np.zeros((cfg.n_buses, rs_n), dtype=np.int64)
-        rs = np.arange(rs_n)
-        for h in range(H):
-            for b in range(Bh):
-                drivers = np.arange(b, D, Bh)
-                hit = ((rs[:, None] ^ image.driver_select[h, drivers][None, :])
-                       & image.driver_mask[h, drivers][None, :]) == 0     # [rs, drivers]
-                for r in range(rs_n):
-                    m = drivers[hit[r]]
-                    match[h * Bh + b, r, :len(m)] = m
-                    n_match[h * Bh + b, r] = len(m)
+        # bus b of half h carries the drivers b, b + Bh, ...: [Bh, per_bus] (k past the
+        # last driver: none); a driver matches row select r when (r ^ select) & mask == 0
+        drv = np.arange(Bh)[:, None] + Bh * np.arange(per_bus)[None, :]
+        real = drv < D
+        drv = np.minimum(drv, D - 1)
+        sel = np.asarray(image.driver_select, dtype=np.int64)[:, drv][:, :, None, :]
+        msk = np.asarray(image.driver_mask, dtype=np.int64)[:, drv][:, :, None, :]
+        rs = np.arange(rs_n)[None, None, :, None]
+        hit = (((rs ^ sel) & msk) == 0) & real[None, :, None, :]     # [H, Bh, rs, per_bus]
+        n_match = hit.sum(axis=-1)
+        # the matching drivers first, in priority order (a stable sort), the rest 0
+        first = np.argsort(~hit, axis=-1, kind="stable")
+        match = np.take_along_axis(np.broadcast_to(drv[None, :, None, :], hit.shape), first, -1)
+        match = np.where(np.arange(per_bus) < n_match[..., None], match, 0)
         self.tables.update(match=match.reshape(cfg.n_buses * rs_n, per_bus),
                            n_match=n_match.reshape(-1))
         # synapse memory + row signs, per (half, driver) and row (two per driver):
@@ -374,8 +383,7 @@ class FastChip:
 
         # playback: release cycles in closed form, as crossbar inputs K + link,
         # grouped by sample in cycle order
-        rel, late = playback_schedule(cfg, events, L)
-        rel = rel[np.lexsort((rel[:, 0], rel[:, 1]))]
+        rel, late = playback_schedule(cfg, events, L, by="sample")
         rel_ptr = np.searchsorted(rel[:, 1], np.arange(B)).astype(np.int64)
         rel_end = np.searchsorted(rel[:, 1], np.arange(B), side="right").astype(np.int64)
         rel = np.ascontiguousarray(np.stack([rel[:, 0], K + rel[:, 2], rel[:, 3]], 1))
@@ -484,8 +492,7 @@ class FastChip:
         digital = self.digital = DigitalState(
             cfg, B, **self.tables, event_cycles=L + DRAIN_CYCLES if row_events else 0)
         self.B = B
-        rel, late = playback_schedule(cfg, events, L)
-        rel = rel[np.lexsort((rel[:, 0], rel[:, 1]))]
+        rel, late = playback_schedule(cfg, events, L, by="sample")
         rel_ptr = np.searchsorted(rel[:, 1], np.arange(B)).astype(np.int64)
         rel_end = np.searchsorted(rel[:, 1], np.arange(B), side="right").astype(np.int64)
         rel = np.ascontiguousarray(np.stack([rel[:, 0], K + rel[:, 2], rel[:, 3]], 1))
@@ -573,7 +580,9 @@ class FastChip:
         if ppus is not None:
             batch.put_back(adc)
             results = [p.finish() for p in ppus]    # (the cycles after the last step)
-            adc = adc[adc_rows(cfg, adc_taken)]
+            rows = adc_rows(cfg, adc_taken)
+            if len(rows) != len(adc) or (rows != np.arange(len(rows))).any():
+                adc = adc[rows]
             obs = self._observables(events, n_steps, run_seed, L, sp, late,
                                     torch.from_numpy(adc), adc_taken, cmax)
             obs.ppu = results

@@ -405,8 +405,6 @@ class ChipNetwork(LoopNetwork):
         late = cycles >= end
         self._inputs_after_window = int(late.sum())
         b, i, cycles = b[~late], i[~late], cycles[~late]
-        order = np.lexsort((i, cycles, b))
-        b, i, cycles = b[order], i[order], cycles[order]
         table = np.stack([b, cycles, pl.input_links[i], pl.input_labels[i]], axis=1)
         return InputEvents(cfg, raster.shape[1], table.astype(np.int64).reshape(-1, 4))
 
@@ -637,13 +635,14 @@ def back_to_back(net: ChipNetwork, times_us: torch.Tensor, *,
         # image j of this call is slot j % K of run j // K; slot by slot, every run at once
         n = len(imgs)
         taken = sample_cycle[:n_taken]
+        codes = obs.adc[:, :, out]                      # [samples, runs, outputs]
         for slot in range(K):
             lo, hi = slot * spacing + off, (slot + 1) * spacing
             m = np.flatnonzero((taken >= lo) & (taken < hi))
             j = np.arange(slot, n, K)                  # this slot's images, run by run
             n_samp[imgs[j]] = len(m)
             if len(m):
-                peak = obs.adc[m][:, j // K][:, :, out].max(axis=0).astype(np.float64)
+                peak = codes[m][:, j // K].max(axis=0).astype(np.float64)
                 pred[imgs[j]] = np.argmax(peak - baseline[out], axis=1)
         rec_h[imgs] = _per_slot(rec[:, 0], rec[:, 2] - RECORD_LATENCY_CYCLES, K, spacing, n)
         ana_h[imgs] = _per_slot(ana[:, 0], ana[:, 2], K, spacing, n)

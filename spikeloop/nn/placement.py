@@ -252,16 +252,22 @@ class Placement:
                 "synapse, which this placement did not reserve for it (place with "
                 "reserve='both' and a mask that includes it)")
         sw = self.image.synapse_weight
+        flat_sw = sw.reshape(-1) if sw.flags.c_contiguous else None     # (a view)
         wf = w.reshape(-1)
         for (pos, at), sign in zip(flat, (1, -1), strict=True):
-            np.put(sw, at, np.maximum(sign * wf[pos], 0))
+            v = np.maximum(sign * (wf if pos is None else wf[pos]), 0)
+            if flat_sw is None:
+                np.put(sw, at, v)
+            else:
+                flat_sw[at] = v
 
     def _targets(self, projection: int, n_pre: int) -> tuple:
         """Where :meth:`set_weights` writes projection ``projection``'s ``n_pre``
         sources: ``(the excitatory synapses it owns [n_pre, n_post], the
         inhibitory ones, flat)`` with ``flat`` the excitatory and the inhibitory
-        synapses as ``(positions in the flattened weights, flat indices into
-        synapse_weight)``; a function of the placement alone, made once."""
+        synapses as ``(positions in the flattened weights (None: all of them, in
+        order), flat indices into synapse_weight)``; a function of the placement
+        alone, made once."""
         got = self._target_cache.get(projection)
         if got is not None and got[0].shape[0] == n_pre:
             return got
@@ -283,7 +289,7 @@ class Placement:
             pos = np.flatnonzero(own)
             at = np.ravel_multi_index(tuple(np.broadcast_to(a, own.shape).reshape(-1)[pos]
                                             for a in (hh, rows, cc)), shape)
-            flat.append((pos, at))
+            flat.append((None if len(pos) == own.size else pos, at))
         got = self._target_cache[projection] = (own_exc, own_inh, tuple(flat))
         return got
 
