@@ -282,7 +282,7 @@ class FastChip:
         #: call (:func:`~spikeloop.backends.digital_core.run_samples`); False: step
         #: by step from Python (the path CUDA takes; the same bits)
         self.whole_run = dev.type == "cpu" and whole_run
-        H, n = cfg.n_halves, cfg.n_neurons
+        n = cfg.n_neurons
         D, Bh = cfg.drivers_per_half, cfg.buses_per_half
         P, K = cfg.neurons_per_block, cfg.n_blocks
 
