@@ -54,7 +54,8 @@ class FastPpu:
                  stale_adc=None, n_live: int = 0, adc_cycles=(), n_steps: int = 0,
                  drain: int = 0, state: tuple | None = None, track: bool = False,
                  write_from: int | None = None, core_state: core.CoreState | None = None,
-                 decoded: tuple | None = None, state_rows: tuple | None = None):
+                 decoded: tuple | None = None, state_rows: tuple | None = None,
+                 stale_rows: tuple | None = None):
         """``synapses``: (weights, labels) [halves, rows, columns] before the run;
         ``stale_adc``: the ADC buffer's entries before the run (None: the
         power-up zeros; an entry None: not known, in a speculative batch);
@@ -66,7 +67,8 @@ class FastPpu:
         arrays, ``synapses`` None: already there), else a new one; ``decoded``:
         (geometry, predecoded program) of these arguments, where the caller has
         them (:func:`fast_ppus`: once for all its PPUs); ``state_rows``: ``state``
-        as the core's arrays (:func:`_state_rows`), likewise."""
+        as the core's arrays (:func:`_state_rows`), likewise; ``stale_rows``:
+        ``stale_adc`` as :func:`_stale_rows` gives it, likewise."""
         self.cfg, self.job, self.sample = cfg, job, sample
         self.n_live, self.n_steps, self.drain = n_live, n_steps, drain
         self.track = track
@@ -77,11 +79,11 @@ class FastPpu:
         if synapses is not None:
             s.syn_w[...], s.syn_l[...] = synapses
         if stale_adc is not None:
-            unknown = [j for j, entry in enumerate(stale_adc) if entry is None]
+            unknown, given, rows = (stale_rows if stale_rows is not None
+                                    else _stale_rows(stale_adc))
             s.known[unknown] = False
-            if len(unknown) < len(stale_adc):
-                given = [j for j, entry in enumerate(stale_adc) if entry is not None]
-                s.adcbuf[given] = np.stack([stale_adc[j] for j in given])
+            if len(given):
+                s.adcbuf[given] = rows
         # what the PPU's run before left, else the job's (:func:`initial_state`)
         if state_rows is None:
             state_rows = _state_rows(initial_state(cfg, job) if state is None else state,
@@ -244,6 +246,16 @@ def _state_rows(state: tuple, vector_bytes: int) -> tuple:
             np.asarray(dmem, dtype=np.int64))
 
 
+def _stale_rows(stale_adc: list) -> tuple:
+    """An ADC buffer in :class:`FastPpu`'s ``stale_adc`` form (one entry per
+    buffer entry, None: not known) as arrays: the unknown entries, the known
+    ones, and the known ones' codes stacked."""
+    unknown = [j for j, entry in enumerate(stale_adc) if entry is None]
+    given = [j for j, entry in enumerate(stale_adc) if entry is not None]
+    rows = np.stack([stale_adc[j] for j in given]) if given else None
+    return unknown, given, rows
+
+
 def initial_state(cfg: ChipConfig, job: PpuJob) -> tuple:
     """The registers, vector registers and data memory of the first run of
     ``job`` (:meth:`FastPpu.state`'s form): zeros, and the host's data words."""
@@ -289,8 +301,14 @@ def fast_ppus(cfg: ChipConfig, job: PpuJob, synapses, samples: list[int], stale:
     states[0].syn_w[...], states[0].syn_l[...] = synapses
     rows = _state_rows(kw.pop("state", None) or initial_state(cfg, job),
                        states[0].vregs.shape[1])
+    # the samples of a speculated batch share one stale buffer: made into arrays once
+    forms: dict[int, tuple] = {}
+    for st in stale:
+        if st is not None and id(st) not in forms:
+            forms[id(st)] = _stale_rows(st)
     return [FastPpu(cfg, job, None, sample=j, stale_adc=st, track=tr, core_state=cs,
-                    decoded=decoded, state_rows=rows, **kw)
+                    decoded=decoded, state_rows=rows,
+                    stale_rows=None if st is None else forms[id(st)], **kw)
             for j, st, tr, cs in zip(samples, stale, track, states, strict=True)]
 
 

@@ -242,8 +242,9 @@ class Placement:
         proj = self.projections[projection]
         w = _check_weights(self.cfg, projection, proj, _numpy(weights))
         own_exc, own_inh, flat = self._targets(projection, w.shape[0])
-        bad = ((w > 0) & ~own_exc) | ((w < 0) & ~own_inh)
-        if bad.any():
+        owns_all = all(pos is None for pos, _ in flat)      # every weight fits
+        bad = None if owns_all else ((w > 0) & ~own_exc) | ((w < 0) & ~own_inh)
+        if bad is not None and bad.any():
             i, j = (int(x) for x in np.argwhere(bad)[0])       # the first in row-major order
             v = int(w[i, j])
             raise PlacementError(
