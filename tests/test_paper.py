@@ -123,6 +123,28 @@ def test_back_to_back_equals_reference_and_reads_the_adc(chip):
     assert fast.recorded_hidden_spikes.sum() == fast.analog_hidden_spikes.sum() > 0
 
 
+def test_back_to_back_does_not_depend_on_the_runs_per_call(chip):
+    """The runs go to the backend in calls of ``runs_per_call``; each run's
+    noise is keyed by its index, so one call or two give the same
+    Observables run by run and the same classes."""
+    net = make(chip, seed=3, gain=10.0)
+    _, times = batch(4, b=7)
+    one = back_to_back(net, times, per_run=2)
+    two = back_to_back(net, times, per_run=2, runs_per_call=2)
+    assert one.runs == two.runs == 4
+    assert len(one.observables) == 1 and len(two.observables) == 2
+    merged = Observables.concat(two.observables)
+    for f in Observables.FIELDS:
+        np.testing.assert_array_equal(getattr(one.observables[0], f), getattr(merged, f),
+                                      err_msg=f)
+    assert one.observables[0].ppu == merged.ppu
+    for f in ("predictions", "recorded_hidden_spikes", "analog_hidden_spikes",
+              "samples_per_image"):
+        np.testing.assert_array_equal(getattr(one, f), getattr(two, f), err_msg=f)
+    with pytest.raises(ValueError, match="runs_per_call = 0"):
+        back_to_back(net, times, runs_per_call=0)
+
+
 @pytest.mark.cosim
 @pytest.mark.slow
 def test_back_to_back_on_the_cosim_equals_fast(chip):

@@ -553,7 +553,7 @@ def _per_slot(run: np.ndarray, cycle: np.ndarray, K: int, spacing: int, n: int) 
 
 def back_to_back(net: ChipNetwork, times_us: torch.Tensor, *,
                  spacing: int = INFERENCE_SPACING_CYCLES, per_run: int | None = None,
-                 runs_per_call: int = 25, backend: str | None = None,
+                 runs_per_call: int = 100, backend: str | None = None,
                  sample_offset: int = 1 << 41) -> BackToBack:
     """The paper's inference mode as the chip runs it: the images of ``times_us``
     (``[N, n_in]`` input spike times in µs, NaN: no spike) back to back in
@@ -570,14 +570,19 @@ def back_to_back(net: ChipNetwork, times_us: torch.Tensor, *,
     are counted); its output is read from the ADC samples taken in ``[j *
     spacing + offset, (j + 1) * spacing)``; its hidden spikes are the recorded
     events whose timestamp (minus :data:`RECORD_LATENCY_CYCLES`) falls in the
-    slot.  ``runs_per_call`` runs go to the backend at once (its batch); every
-    run's noise is keyed by ``sample_offset`` plus its index.  ``backend``:
-    default the network's."""
+    slot.  ``runs_per_call`` runs go to the backend at once (its batch): the
+    results do not depend on it, since every run's noise is keyed by
+    ``sample_offset`` plus its index; fewer, larger calls pay the host's
+    set-up (the weights, the PPUs, the events) less often and split more
+    evenly over the fast backend's threads.  ``backend``: default the
+    network's."""
     cfg = net.chip.cfg
     t = torch.as_tensor(times_us).detach().cpu().to(torch.float64).numpy()
     if t.ndim != 2 or t.shape[1] != net.n_in:
         raise ValueError(f"times_us must be [N, {net.n_in}], got {list(t.shape)}")
     n_img = t.shape[0]
+    if runs_per_call < 1:
+        raise ValueError(f"runs_per_call = {runs_per_call}; allowed: an integer >= 1")
     K = images_per_run(cfg, net.adc_period, spacing) if per_run is None else int(per_run)
     if not 1 <= K <= images_per_run(cfg, net.adc_period, spacing):
         raise ValueError(f"per_run = {per_run}; allowed: 1.."
