@@ -128,7 +128,7 @@ def test_input_events_sorted_as_a_lexsort():
 
     rng = np.random.default_rng(9)
     for _ in range(100):
-        B, n = int(rng.integers(1, 300)), int(rng.integers(0, 500))
+        B, n = int(rng.integers(2, 300)), int(rng.integers(0, 500))
         tab = np.stack([rng.integers(0, B, n), rng.integers(0, 1 << FULL.timestamp_bits, n),
                         rng.integers(0, FULL.n_ext_inputs, n),
                         rng.integers(0, 1 << FULL.event_label_bits, n)], 1)

@@ -571,8 +571,8 @@ def back_to_back(net: ChipNetwork, times_us: torch.Tensor, *,
     spacing + offset, (j + 1) * spacing)``; its hidden spikes are the recorded
     events whose timestamp (minus :data:`RECORD_LATENCY_CYCLES`) falls in the
     slot.  ``runs_per_call`` runs go to the backend at once (its batch): the
-    results do not depend on it, since every run's noise is keyed by
-    ``sample_offset`` plus its index; fewer, larger calls pay the host's
+    results do not depend on it (tests/test_paper.py; every run's noise is
+    keyed by ``sample_offset`` plus its index); fewer, larger calls pay the host's
     set-up (the weights, the PPUs, the events) less often and split more
     evenly over the fast backend's threads.  ``backend``: default the
     network's."""
