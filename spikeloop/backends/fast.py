@@ -228,6 +228,19 @@ def playback_schedule(cfg: ChipConfig, events: InputEvents, n_live: int, *,
     return rows[np.argsort(rows[:, 0], kind="stable")], late
 
 
+def playback_rows(cfg: ChipConfig, events: InputEvents, n_live: int):
+    """The playback as the digital side's loops take it (:func:`playback_schedule`
+    by sample): ``(ptr, end, rows, late)`` with ``rows`` [K, 3] int64 (cycle,
+    crossbar input ``n_blocks + link``, label) and sample ``b``'s rows
+    ``rows[ptr[b]:end[b]]`` in cycle order."""
+    rel, late = playback_schedule(cfg, events, n_live, by="sample")
+    samples = np.arange(events.batch)
+    ptr = np.searchsorted(rel[:, 1], samples).astype(np.int64)
+    end = np.searchsorted(rel[:, 1], samples, side="right").astype(np.int64)
+    rows = np.ascontiguousarray(np.stack([rel[:, 0], cfg.n_blocks + rel[:, 2], rel[:, 3]], 1))
+    return ptr, end, rows, late
+
+
 def adc_sample_steps(cfg: ChipConfig, period: int, n_live: int, n_steps: int) -> np.ndarray:
     """Every ADC sample a run takes, in order: the phase counter samples in
     running cycles ``r = period-1, 2*period-1, ...``; the codes it sees in cycle
@@ -374,19 +387,16 @@ class FastChip:
         if self.whole_run:
             return self._run_whole(events, n_steps, run_seed, sample_offset, row_events,
                                    ppus=ppus)
-        B, n, S, K = events.batch, self.n, cfg.analog_step_cycles, cfg.n_blocks
+        B, n, S = events.batch, self.n, cfg.analog_step_cycles
         L = live_cycles(cfg, n_steps)
         end = L + DRAIN_CYCLES
         cmax = (1 << cfg.counter_bits) - 1
         self._init_state(B, end if row_events else 0)
         digital = self.digital
 
-        # playback: release cycles in closed form, as crossbar inputs K + link,
+        # playback: release cycles in closed form, as crossbar inputs n_blocks + link,
         # grouped by sample in cycle order
-        rel, late = playback_schedule(cfg, events, L, by="sample")
-        rel_ptr = np.searchsorted(rel[:, 1], np.arange(B)).astype(np.int64)
-        rel_end = np.searchsorted(rel[:, 1], np.arange(B), side="right").astype(np.int64)
-        rel = np.ascontiguousarray(np.stack([rel[:, 0], K + rel[:, 2], rel[:, 3]], 1))
+        rel_ptr, rel_end, rel, late = playback_rows(cfg, events, L)
         no_spikes = np.zeros(0, dtype=np.int64)
         # ADC: which analog step each row of the Observables shows (the samples left
         # in the buffer)
@@ -486,16 +496,13 @@ class FastChip:
         before each analog step (its resets hold that step's neurons), then to
         its halt after the run (:meth:`FastPpu.finish`)."""
         cfg = self.cfg
-        B, n, K = events.batch, self.n, cfg.n_blocks
+        B, n = events.batch, self.n
         L = live_cycles(cfg, n_steps)
         cmax = (1 << cfg.counter_bits) - 1
         digital = self.digital = DigitalState(
             cfg, B, **self.tables, event_cycles=L + DRAIN_CYCLES if row_events else 0)
         self.B = B
-        rel, late = playback_schedule(cfg, events, L, by="sample")
-        rel_ptr = np.searchsorted(rel[:, 1], np.arange(B)).astype(np.int64)
-        rel_end = np.searchsorted(rel[:, 1], np.arange(B), side="right").astype(np.int64)
-        rel = np.ascontiguousarray(np.stack([rel[:, 0], K + rel[:, 2], rel[:, 3]], 1))
+        rel_ptr, rel_end, rel, late = playback_rows(cfg, events, L)
         adc_steps, adc_taken = adc_schedule(cfg, int(self.image.adc_period), L, n_steps)
         if ppus is not None:
             # every sample a PPU may read (with the ring: every one taken), in
